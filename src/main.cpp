@@ -1,0 +1,2 @@
+// placeholder replaced by the real entry point
+int main() { return 0; }
