@@ -1,2 +1,407 @@
-// placeholder replaced by the real entry point
-int main() { return 0; }
+// sluice entry point: command line, config, daemonize, signals, listeners, the event loop.
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include <event2/event.h>
+#include <openssl/crypto.h>
+
+#include "sluice/janitor.h"
+#include "sluice/net/listener.h"
+#include "sluice/pool/pool.h"
+
+namespace sluice {
+namespace {
+
+struct Options {
+    bool daemon = false;
+    bool reboot = false;
+    bool quiet = false;
+    int verbose = 0;
+    std::string user;
+    std::string config;
+};
+
+std::string g_pidfile;  // written by us; removed at exit
+int g_signal_count = 0;
+
+void usage(FILE* to, const char* prog) {
+    fprintf(to,
+            "%s is a PostgreSQL connection pooler (PgBouncer-compatible).\n\n"
+            "Usage:\n"
+            "  %s [OPTION]... CONFIG_FILE\n\n"
+            "Options:\n"
+            "  -d, --daemon         run in background (as a daemon)\n"
+            "  -q, --quiet          run quietly\n"
+            "  -R, --reboot         do an online reboot (not supported: ignored with a warning)\n"
+            "  -u, --user=USERNAME  assume identity of USERNAME\n"
+            "  -v, --verbose        increase verbosity\n"
+            "  -V, --version        show version, then exit\n"
+            "  -h, --help           show this help, then exit\n",
+            prog, prog);
+}
+
+void print_version() {
+    printf("sluice %s (PgBouncer-compatible)\n", SLUICE_VERSION);
+    printf("libevent %s\n", event_get_version());
+    printf("tls: %s\n", OpenSSL_version(OPENSSL_VERSION));
+}
+
+LogConfig log_config_from(const Settings& s, const Options& o) {
+    LogConfig lc;
+    lc.verbose = s.verbose + o.verbose;
+    lc.quiet = o.quiet || o.daemon;
+    lc.logfile = s.logfile;
+    lc.syslog = s.syslog;
+    lc.syslog_ident = s.syslog_ident;
+    lc.syslog_facility = s.syslog_facility;
+    return lc;
+}
+
+Options g_opts;
+
+bool load_auth_file(const Settings& s, UserList& out) {
+    out.clear();
+    if (s.auth_file.empty())
+        return true;
+    std::string err;
+    if (!load_userlist(s.auth_file, out, err)) {
+        log_error("could not open auth_file %s: %s", s.auth_file.c_str(), err.c_str());
+        return false;
+    }
+    return true;
+}
+
+void warn_restart_only(const Settings& old, const Settings& now) {
+    for (const SettingInfo& info : settings_table()) {
+        if (info.reloadable)
+            continue;
+        if (setting_value_text(old, info) != setting_value_text(now, info))
+            log_warning("config: setting %s changed, takes effect only after a restart",
+                        info.name);
+    }
+}
+
+void reload() {
+    log_info("got SIGHUP, re-reading config");
+    Config next;
+    std::string err;
+    if (!load_config(rt().config_path, next, err)) {
+        log_error("%s", err.c_str());
+        log_error("RELOAD failed, keeping the current configuration");
+        return;
+    }
+    warn_restart_only(rt().cfg.settings, next.settings);
+    // Restart-only settings keep their running values.
+    Settings merged = next.settings;
+    for (const SettingInfo& info : settings_table()) {
+        if (info.reloadable)
+            continue;
+        std::string v = setting_value_text(rt().cfg.settings, info);
+        std::string ignored;
+        static_cast<void>(apply_setting(merged, info.name, v, ignored));
+    }
+    next.settings = merged;
+    UserList users;
+    if (!load_auth_file(next.settings, users))
+        return;
+    rt().cfg = std::move(next);
+    rt().userlist = std::move(users);
+    apply_config_objects();
+    if (!log_configure(log_config_from(settings(), g_opts)))
+        log_warning("logfile could not be reopened");
+    log_reopen();
+    for (auto& p : rt().pools)
+        pool_launch_if_needed(*p);
+}
+
+void begin_shutdown(bool wait_for_clients) {
+    rt().shutting_down = true;
+    rt().wait_for_clients = wait_for_clients;
+    listeners_close(false);
+    if (!wait_for_clients) {
+        // Safe shutdown: queued clients cannot get a server any more.
+        for (auto& p : rt().pools)
+            p->waiting.for_each([](Client& c) { c.fatal("08P01", "server shutting down"); });
+    }
+}
+
+void on_signal(evutil_socket_t sig, short, void*) noexcept {
+    time_update();
+    switch (sig) {
+    case SIGHUP:
+        reload();
+        return;
+    case SIGINT:
+    case SIGTERM:
+        if (++g_signal_count > 1) {
+            log_info("got second shutdown signal, exiting now");
+            event_base_loopbreak(rt().base);
+            return;
+        }
+        log_info("got %s, shutting down, waiting for %s", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                 sig == SIGINT ? "servers" : "clients");
+        begin_shutdown(sig == SIGTERM);
+        return;
+    case SIGQUIT:
+        log_info("got SIGQUIT, fast exit");
+        event_base_loopbreak(rt().base);
+        return;
+    case SIGUSR1:
+        log_info("got SIGUSR1, pausing");
+        for (auto& [n, db] : rt().databases)
+            db->paused = true;
+        return;
+    case SIGUSR2:
+        log_info("got SIGUSR2, resuming");
+        for (auto& [n, db] : rt().databases)
+            db->paused = false;
+        for (auto& p : rt().pools)
+            pool_launch_if_needed(*p);
+        return;
+    default:
+        return;
+    }
+}
+
+void on_accept(int fd, const PeerAddr& peer, const PeerAddr& local, bool is_unix) {
+    time_update();
+    auto* c = new Client();
+    c->id = rt().next_id++;
+    c->addr = peer;
+    c->local = local;
+    c->connect_time = mono_now();
+    c->request_time = c->connect_time;
+    set_state(*c, ClientState::Login);
+    if (!is_unix)
+        tune_socket(fd, true, tcp_options_from(settings()));
+    if (!c->sb.attach(rt().base, fd, c, false)) {
+        set_state(*c, ClientState::Closing);
+        return;
+    }
+    c->sb.set_startup(true);
+    c->sb.set_max_packet(settings().max_packet_size);
+    c->sb.set_loop_count(settings().sbuf_loopcnt);
+}
+
+void shutdown_check(evutil_socket_t, short, void*) noexcept {
+    if (!rt().shutting_down)
+        return;
+    bool done = true;
+    for (auto& p : rt().pools) {
+        if (rt().wait_for_clients) {
+            if (!p->active.empty() || !p->waiting.empty())
+                done = false;
+        } else if (!p->active_servers.empty()) {
+            done = false;
+        }
+    }
+    if (rt().wait_for_clients && !rt().login_clients.empty())
+        done = false;
+    if (done) {
+        log_info("shutdown complete");
+        event_base_loopbreak(rt().base);
+    }
+}
+
+void remove_pidfile() {
+    if (!g_pidfile.empty())
+        ::unlink(g_pidfile.c_str());
+}
+
+void write_pidfile(const std::string& path) {
+    if (path.empty())
+        return;
+    // Refuse to start over a live instance.
+    if (FILE* f = fopen(path.c_str(), "r")) {
+        long pid = 0;
+        if (fscanf(f, "%ld", &pid) == 1 && pid > 0 && kill(static_cast<pid_t>(pid), 0) == 0) {
+            fclose(f);
+            die("pidfile %s exists and process %ld is running, another instance?", path.c_str(),
+                pid);
+        }
+        fclose(f);
+    }
+    FILE* f = fopen(path.c_str(), "w");
+    if (!f)
+        die("cannot write pidfile %s: %s", path.c_str(), strerror(errno));
+    fprintf(f, "%d\n", static_cast<int>(getpid()));
+    fclose(f);
+    g_pidfile = path;
+}
+
+void switch_user(const std::string& name) {
+    passwd* pw = getpwnam(name.c_str());
+    if (!pw)
+        die("could not find user '%s' to switch to", name.c_str());
+    if (setgid(pw->pw_gid) != 0 || initgroups(pw->pw_name, pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0)
+        die("setuid/setgid to '%s' failed: %s", name.c_str(), strerror(errno));
+}
+
+void daemonize() {
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork failed: %s", strerror(errno));
+    if (pid > 0)
+        _exit(0);
+    setsid();
+    pid = fork();
+    if (pid < 0)
+        die("fork failed: %s", strerror(errno));
+    if (pid > 0)
+        _exit(0);
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        if (fd > 2)
+            close(fd);
+    }
+}
+
+int run(int argc, char** argv) {
+    static const option longopts[] = {{"daemon", no_argument, nullptr, 'd'},
+                                      {"quiet", no_argument, nullptr, 'q'},
+                                      {"reboot", no_argument, nullptr, 'R'},
+                                      {"user", required_argument, nullptr, 'u'},
+                                      {"verbose", no_argument, nullptr, 'v'},
+                                      {"version", no_argument, nullptr, 'V'},
+                                      {"help", no_argument, nullptr, 'h'},
+                                      {nullptr, 0, nullptr, 0}};
+    Options& o = g_opts;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "dqRu:vVh", longopts, nullptr)) != -1) {
+        switch (ch) {
+        case 'd':
+            o.daemon = true;
+            break;
+        case 'q':
+            o.quiet = true;
+            break;
+        case 'R':
+            o.reboot = true;
+            break;
+        case 'u':
+            o.user = optarg;
+            break;
+        case 'v':
+            o.verbose++;
+            break;
+        case 'V':
+            print_version();
+            return 0;
+        case 'h':
+            usage(stdout, argv[0]);
+            return 0;
+        default:
+            usage(stderr, argv[0]);
+            return 1;
+        }
+    }
+    if (optind + 1 != argc) {
+        fprintf(stderr, "%s: need a config file\n", argv[0]);
+        usage(stderr, argv[0]);
+        return 1;
+    }
+    o.config = argv[optind];
+
+    Runtime& r = rt();
+    r.config_path = o.config;
+    LogConfig early;
+    early.quiet = o.quiet;
+    early.verbose = o.verbose;
+    static_cast<void>(log_configure(early));
+    std::string err;
+    if (!load_config(o.config, r.cfg, err)) {
+        log_error("%s", err.c_str());
+        die("cannot load config file");
+    }
+    if (r.cfg.settings.conffile.empty())
+        r.cfg.settings.conffile = o.config;
+    const Settings& st = r.cfg.settings;
+    if (o.daemon && st.pidfile.empty())
+        die("pidfile is required for daemonizing");
+    if (o.daemon && st.logfile.empty() && !st.syslog)
+        die("a logfile or syslog is required for daemonizing");
+    if (o.reboot)
+        log_warning("online restart (-R) is not supported; starting normally");
+
+    std::string as_user = !o.user.empty() ? o.user : st.user;
+    if (geteuid() == 0) {
+        if (as_user.empty())
+            die("sluice should not run as root; use -u or the user setting");
+        switch_user(as_user);
+    } else if (!o.user.empty()) {
+        passwd* pw = getpwnam(o.user.c_str());
+        if (!pw || pw->pw_uid != geteuid())
+            die("cannot switch to user '%s' as a non-root user", o.user.c_str());
+    }
+
+    if (!log_configure(log_config_from(st, o)))
+        die("cannot open logfile %s", st.logfile.c_str());
+    if (!load_auth_file(st, r.userlist))
+        log_warning("continuing without auth_file entries");
+    var_init(st.track_extra_parameters);
+    sbuf_set_buffer_size(static_cast<uint32_t>(st.pkt_buf));
+    signal(SIGPIPE, SIG_IGN);
+
+    if (o.daemon)
+        daemonize();
+
+    event_config* ecfg = event_config_new();
+    r.base = event_base_new_with_config(ecfg);
+    event_config_free(ecfg);
+    if (!r.base)
+        die("cannot create the event loop");
+    apply_config_objects();
+
+    ListenConfig lc;
+    lc.addrs = split_list(st.listen_addr);
+    lc.port = st.listen_port;
+    lc.backlog = st.listen_backlog;
+    lc.unix_dir = st.unix_socket_dir;
+    lc.unix_mode = st.unix_socket_mode;
+    lc.unix_group = st.unix_socket_group;
+    lc.reuseport = st.so_reuseport;
+    lc.defer_accept = st.tcp_defer_accept;
+    if (!listeners_open(r.base, lc, on_accept, err))
+        die("%s", err.c_str());
+    write_pidfile(st.pidfile);
+
+    const int sigs[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2};
+    for (int sig : sigs) {
+        event* ev = evsignal_new(r.base, sig, on_signal, nullptr);
+        if (!ev || event_add(ev, nullptr) != 0)
+            die("cannot install signal handler");
+    }
+    event* sd = event_new(r.base, -1, EV_PERSIST, shutdown_check, nullptr);
+    timeval tv{0, 100000};
+    event_add(sd, &tv);
+    janitor_start();
+    time_update();
+    log_info("process up: sluice %s, libevent %s (%s), tls: %s", SLUICE_VERSION,
+             event_get_version(), event_base_get_method(r.base),
+             OpenSSL_version(OPENSSL_VERSION));
+    event_base_dispatch(r.base);
+    listeners_close(false);
+    remove_pidfile();
+    return 0;
+}
+
+}  // namespace
+}  // namespace sluice
+
+int main(int argc, char** argv) {
+    return sluice::run(argc, argv);
+}

@@ -39,9 +39,13 @@ enum class SslMode : uint8_t {
     VerifyFull,
 };
 
-const char* pool_mode_name(PoolMode m) noexcept;   // "session" ...
-const char* auth_type_name(AuthType t) noexcept;   // "md5", "scram-sha-256" ...
-const char* ssl_mode_name(SslMode m) noexcept;     // "disable", "verify-full" ...
+const char* pool_mode_name(PoolMode m) noexcept;  // "session" ...
+const char* auth_type_name(AuthType t) noexcept;  // "md5", "scram-sha-256" ...
+const char* ssl_mode_name(SslMode m) noexcept;    // "disable", "verify-full" ...
+// Inverse of the above, case-insensitive (PgBouncer matches enum values with strcasecmp).
+[[nodiscard]] bool parse_pool_mode(std::string_view text, PoolMode& out) noexcept;
+[[nodiscard]] bool parse_auth_type(std::string_view text, AuthType& out) noexcept;
+[[nodiscard]] bool parse_ssl_mode(std::string_view text, SslMode& out) noexcept;
 
 using usec_t = int64_t;
 
@@ -210,7 +214,15 @@ struct Config {
 
 // Loads `path` and its %includes into `out` (which starts from defaults). On failure returns
 // false and sets `err` to "<file>:<line>: <message>" naming the key where one is involved.
+//
+// `out` is first reset to Config{} and settings.conffile set to `path` (the file may override
+// it). Like PgBouncer the load is not transactional: on failure `out` holds every line before
+// the bad one. A later duplicate [databases]/[users] name or [peers] id replaces the earlier
+// entry in place. Relative %include paths are opened relative to the working directory.
 [[nodiscard]] bool load_config(const std::string& path, Config& out, std::string& err);
+
+// Deepest %include nesting accepted (the main file is depth 0), as libusual's MAX_INCLUDE.
+inline constexpr int kMaxIncludeDepth = 10;
 
 // Parses a [databases] value ("host=... port=... dbname=..."); err names the bad key.
 [[nodiscard]] bool parse_database_entry(std::string_view value, DatabaseEntry& out,
@@ -225,7 +237,7 @@ std::vector<std::string> split_list(std::string_view list);
 enum class SettingType : uint8_t {
     Int,
     Bool,
-    Secs,   // float seconds in the file, usec_t in Settings
+    Secs,  // float seconds in the file, usec_t in Settings
     Str,
     Enum,
     List,
@@ -234,10 +246,16 @@ enum class SettingType : uint8_t {
 struct SettingInfo {
     const char* name;
     SettingType type;
-    const char* default_text;  // as SHOW CONFIG prints it
-    bool reloadable;           // SHOW CONFIG changeable=yes
+    const char*
+        default_text;  // as SHOW CONFIG prints it; never null ("" where PgBouncer's is NULL)
+    bool reloadable;   // SHOW CONFIG changeable=yes
+    // PgBouncer's default is NULL (auth_file, auth_user, user, verbose ...): its SHOW CONFIG
+    // prints NULL in the default column, and in the value column while a Str stays empty.
+    bool null_default = false;
 };
 std::span<const SettingInfo> settings_table() noexcept;
+// The row for `name` (case-insensitive; "service_name" finds job_name), or nullptr.
+const SettingInfo* find_setting(std::string_view name) noexcept;
 // Current value as SHOW CONFIG prints it.
 std::string setting_value_text(const Settings& s, const SettingInfo& info);
 // Sets one [pgbouncer] key from its text form (file, admin SET). Case-insensitive key lookup.

@@ -1,0 +1,36 @@
+// Listening sockets: every listen_addr on listen_port, and the unix socket
+// unix_socket_dir/.s.PGSQL.<port>. Accepted fds are handed to a callback.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <event2/event.h>
+
+#include "sluice/net/sockets.h"
+
+namespace sluice {
+
+struct ListenConfig {
+    std::vector<std::string> addrs;  // "*" = all IPv4 and IPv6
+    int port = 6432;
+    int backlog = 128;
+    std::string unix_dir;  // "" = no unix socket
+    int unix_mode = 0777;
+    std::string unix_group;
+    bool reuseport = false;
+    bool defer_accept = true;
+};
+
+// Called for each accepted connection (non-blocking fd, peer address, local address).
+using AcceptFn = void (*)(int fd, const PeerAddr& peer, const PeerAddr& local, bool is_unix);
+
+// Opens every listener. False = a socket could not be opened (err says which and why).
+[[nodiscard]] bool listeners_open(event_base* base, const ListenConfig& cfg, AcceptFn fn,
+                                  std::string& err);
+// Stops accepting on TCP (shutdown) or on everything; removes the unix socket file on close.
+void listeners_close(bool keep_unix);
+// Stops / restarts accepting without closing (PAUSE-free backpressure on max_client_conn).
+void listeners_pause(bool paused);
+
+}  // namespace sluice

@@ -1,0 +1,171 @@
+// The stream buffer: one per connection. It reads from its socket, walks message headers,
+// asks its owner what to do with each message and moves bytes to the peer sbuf's socket.
+//
+// Receive buffer layout (offsets into buf_):
+//   [0, pos_)        consumed: sent to the peer or skipped
+//   [pos_, parse_)   decided "forward" but not yet sent (the pending range)
+//   [parse_, end_)   received, not yet shown to the owner
+// Bytes we build ourselves go to out_ (sent on this socket before anything forwarded to it).
+// Ordering rule: anything appended to X.out_ is newer than X.peer's pending range, so the
+// pending range is first moved ("spilled") into X.out_.
+//
+// One persistent edge-triggered event per socket (EV_READ|EV_WRITE|EV_ET|EV_PERSIST), added
+// when the socket is attached and deleted when it is closed. Pausing is a flag, never an
+// event_del. Reads go until a short read or EAGAIN; a paused or blocked sbuf is resumed with
+// event_active (no syscall).
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <event2/event.h>
+
+#include "sluice/proto/packet.h"
+
+namespace sluice {
+
+class SBuf;
+
+enum class PacketAction : uint8_t {
+    Forward,  // stream the whole packet to the peer as its bytes arrive
+    Skip,     // drop the whole packet (we answered locally or it is void)
+    Hold,     // call again when the whole packet is in the buffer
+    Pause,    // stop here; the owner calls resume() later; the packet is shown again
+    Closed,   // the owner closed this sbuf; touch nothing
+};
+
+enum class SBufEvent : uint8_t {
+    Eof,         // peer closed
+    SocketError, // recv/send failed
+    BadPacket,   // impossible header
+    TooLong,     // a held packet exceeds the hold limit
+    Connected,   // outgoing connect finished (socket writable)
+    ConnectFailed,
+};
+
+// Implemented by Client and Server. Called only from inside SBuf callbacks.
+class SBufOwner {
+public:
+    // A packet starts at the front of the unprocessed input. `data` holds the bytes of it
+    // that have arrived (header included; data.size() == hdr.len when complete).
+    virtual PacketAction on_packet(SBuf& sb, const PacketHeader& hdr,
+                                   std::span<const uint8_t> data) = 0;
+    // Connection events; for Eof/SocketError/BadPacket/TooLong/ConnectFailed the owner must
+    // close the sbuf. Returns nothing: afterwards the sbuf checks closed().
+    virtual void on_sbuf_event(SBuf& sb, SBufEvent ev) = 0;
+    // All data towards this sbuf's socket has been sent and nothing is pending from the peer.
+    virtual void on_sbuf_drained(SBuf& sb) = 0;
+
+protected:
+    ~SBufOwner() = default;
+};
+
+struct SBufStats {
+    uint64_t recv_bytes = 0;
+    uint64_t sent_bytes = 0;
+};
+
+class SBuf {
+public:
+    SBuf() = default;
+    SBuf(const SBuf&) = delete;
+    SBuf& operator=(const SBuf&) = delete;
+    ~SBuf();
+
+    // Takes ownership of a connected (or connecting) non-blocking fd and registers its event.
+    [[nodiscard]] bool attach(event_base* base, int fd, SBufOwner* owner, bool connecting);
+    // Deletes the event and closes the fd. Unlinks the peer. Safe to call twice.
+    void close();
+    bool closed() const noexcept { return fd_ < 0; }
+    int fd() const noexcept { return fd_; }
+
+    // First packet(s) are untyped startup-phase packets until set_startup(false).
+    void set_startup(bool on) noexcept { startup_ = on; }
+    void set_max_packet(uint32_t max_len) noexcept { max_len_ = max_len; }
+    void set_hold_limit(uint32_t n) noexcept { hold_limit_ = n; }
+    void set_loop_count(int n) noexcept { loopcnt_ = n < 1 ? 1 : n; }
+
+    // Links two sbufs so that forwarded bytes of each go to the other.
+    static void link(SBuf& a, SBuf& b) noexcept;
+    // Unlinks from the peer. Pending forward bytes of either side are dropped.
+    void unlink() noexcept;
+    SBuf* peer() const noexcept { return peer_; }
+
+    // Queues owner-built bytes for this socket (after anything the peer already forwarded).
+    void queue(std::string_view bytes);
+    std::string& out_for_append();  // spills the peer's pending range, returns out_
+    // Tries to send out_ now. False = socket error (the owner was told).
+    bool flush_out();
+    bool has_output() const noexcept { return out_pos_ < out_.size(); }
+    // True while the last forward to the peer could not be completed.
+    bool blocked() const noexcept { return blocked_; }
+    bool paused() const noexcept { return paused_; }
+
+    // Stops showing packets to the owner until resume().
+    void pause() noexcept { paused_ = true; }
+    // Resumes processing (deferred to the event loop, no syscall).
+    void resume() noexcept;
+
+    // Buffered byte counts for SHOW SOCKETS.
+    size_t recv_pos() const noexcept { return end_; }
+    size_t pending_bytes() const noexcept { return parse_ - pos_; }
+    uint32_t packet_remaining() const noexcept { return remain_; }
+    const SBufStats& stats() const noexcept { return stats_; }
+
+    // Global count of forward sends (debug/tests: proves bytes moved before a packet ended).
+    static uint64_t forward_sends() noexcept;
+
+private:
+    static void on_event(evutil_socket_t fd, short what, void* arg) noexcept;
+    void handle_event(short what);
+    void handle_read();
+    void handle_write();
+    // Walks packets in [parse_, end_). False when processing must stop (pause/close/hold).
+    bool process();
+    // Sends peer->out_ + our pending range to the peer. False if blocked or closed.
+    bool forward_flush();
+    // Moves our pending range into the peer's out_ (keeps order when the peer queues bytes).
+    void spill_pending();
+    bool ensure_buffer(size_t need_total);
+    void compact();
+    void release_buffer_if_empty();
+    void report(SBufEvent ev);
+    bool send_iov(iovec* iov, int cnt, size_t& sent);
+
+    int fd_ = -1;
+    event* ev_ = nullptr;
+    SBufOwner* owner_ = nullptr;
+    SBuf* peer_ = nullptr;
+
+    uint8_t* buf_ = nullptr;
+    uint32_t cap_ = 0;
+    uint32_t pos_ = 0;
+    uint32_t parse_ = 0;
+    uint32_t end_ = 0;
+    uint32_t remain_ = 0;  // bytes of the current packet not yet walked
+    PacketAction cur_ = PacketAction::Forward;
+
+    std::string out_;
+    size_t out_pos_ = 0;
+
+    uint32_t max_len_ = 0x7fffffff;
+    uint32_t hold_limit_ = 1u << 24;
+    int loopcnt_ = 5;
+    bool startup_ = false;
+    bool paused_ = false;
+    bool blocked_ = false;     // our pending range waits for the peer to become writable
+    bool connecting_ = false;
+    bool in_callback_ = false;
+    bool eof_ = false;
+
+    SBufStats stats_;
+};
+
+// Size of the pooled receive buffers (pkt_buf); set once at start-up.
+void sbuf_set_buffer_size(uint32_t size) noexcept;
+
+}  // namespace sluice

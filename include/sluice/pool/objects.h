@@ -1,0 +1,254 @@
+// The pooler's objects: databases, users, pools and the client/server connections they hold.
+// A connection's state is the list that holds it; set_state() is the only way to change it.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "sluice/auth/scram.h"
+#include "sluice/config/config.h"
+#include "sluice/net/sbuf.h"
+#include "sluice/net/sockets.h"
+#include "sluice/proto/tracker.h"
+#include "sluice/util/list.h"
+#include "sluice/util/log.h"
+#include "sluice/util/time.h"
+
+namespace sluice {
+
+struct Pool;
+class Client;
+class Server;
+
+// Parameters the pooler tracks per connection and replays with SET on server switch.
+inline constexpr size_t kMaxVars = 16;
+struct VarCache {
+    std::array<std::string, kMaxVars> values;
+};
+// Index of a tracked parameter name (case-insensitive), or -1.
+int var_index(std::string_view name) noexcept;
+size_t var_count() noexcept;
+const std::string& var_name(size_t idx) noexcept;
+// Rebuilds the tracked list from track_extra_parameters (at start-up).
+void var_init(const std::string& extra);
+
+struct Database {
+    std::string name;
+    DatabaseEntry entry;
+    bool from_fallback = false;  // auto-created from "*"
+    bool admin = false;          // the virtual "pgbouncer" console database
+    bool paused = false;
+    bool disabled = false;
+    bool dirty = false;  // removed or changed on reload
+    int client_count = 0;
+    int server_count = 0;
+    usec_t last_used = 0;
+    const std::string& target_dbname() const { return entry.dbname.empty() ? name : entry.dbname; }
+};
+
+struct User {
+    std::string name;
+    std::string secret;       // from auth_file ("" = unknown)
+    bool have_secret = false;
+    const UserEntry* entry = nullptr;  // [users] overrides, or nullptr
+    int client_count = 0;
+    int server_count = 0;
+    // SCRAM keys recovered from a client's proof, for logging in to servers (pass-through).
+    bool have_scram_keys = false;
+    ScramKey scram_client_key{};
+    ScramKey scram_server_key{};
+    // SCRAM secret derived from a plain auth_file password (PBKDF2 once, not per login).
+    std::string scram_cache_src;
+    ScramSecret scram_cache;
+};
+
+enum class ClientState : uint8_t {
+    Login,    // startup/auth in progress        -> g_login_clients
+    Waiting,  // authenticated, queued for server -> pool.waiting
+    Active,   // linked to a server, or idle     -> pool.active
+    Closing,  // freed after this loop turn      -> g_free_clients
+};
+
+enum class ServerState : uint8_t {
+    Login,    // connecting / logging in          -> pool.login
+    Idle,     // ready for a client               -> pool.idle
+    Active,   // linked to a client               -> pool.active
+    Used,     // running reset/check, no client   -> pool.used
+    Closing,  // freed after this loop turn       -> g_free_servers
+};
+
+
+// Authentication progress of a client.
+enum class AuthStep : uint8_t {
+    None,
+    WaitPassword,   // cleartext or md5 requested
+    SaslInitial,    // AuthenticationSASL sent
+    SaslContinue,   // server-first sent
+    Done,
+};
+
+class Client final : public SBufOwner, public LogSubject {
+public:
+    ListNode node;
+    ClientState state = ClientState::Login;
+    SBuf sb;
+    Pool* pool = nullptr;
+    Server* server = nullptr;  // linked server, or nullptr
+    PeerAddr addr;
+    PeerAddr local;
+    std::string user_name;
+    std::string db_name;
+    User* user = nullptr;      // credentials (nullptr = unknown user: mock auth)
+    Database* db = nullptr;
+    VarCache vars;             // the client's own values of tracked parameters
+    std::string startup_options;
+    uint32_t cancel_pid = 0;
+    uint32_t cancel_key = 0;
+    AuthStep auth = AuthStep::None;
+    std::array<uint8_t, 4> md5_salt{};
+    ScramServer scram;
+    bool welcome_sent = false;
+    bool wait_for_welcome = false;  // queued only to learn the pool's parameters
+    bool admin = false;             // console session
+    bool admin_full = false;        // admin_users (else stats_users)
+    bool unpooled_close = false;
+    bool counted = false;  // included in rt().client_count
+    uint16_t proto_minor = 0;
+    std::vector<std::string> unsupported_pq_options;
+    usec_t connect_time = 0;
+    usec_t request_time = 0;  // last query start or state change
+    usec_t wait_start = 0;
+    usec_t xact_start = 0;
+    uint64_t id = 0;
+
+    // SBufOwner
+    PacketAction on_packet(SBuf& sb, const PacketHeader& hdr,
+                           std::span<const uint8_t> data) override;
+    void on_sbuf_event(SBuf& sb, SBufEvent ev) override;
+    void on_sbuf_drained(SBuf& sb) override;
+    // LogSubject
+    size_t log_prefix(char* buf, size_t size) const noexcept override;
+
+    // Sends an ErrorResponse (FATAL, 08P01 unless given) and closes the client.
+    [[gnu::format(printf, 3, 4)]] void fatal(const char* sqlstate, const char* fmt, ...);
+    // Closes without sending anything; logs "closing because: <reason>".
+    void close(const char* reason);
+    // The pool gave this client a server (or could not): continue.
+    void on_server_assigned();
+    // The pool's parameters are known now: send AuthenticationOk + parameters + key + ready.
+    void send_welcome();
+
+private:
+    PacketAction on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
+    PacketAction on_startup(std::span<const uint8_t> pkt);
+    PacketAction on_password(std::span<const uint8_t> body);
+    PacketAction on_cancel(std::span<const uint8_t> pkt);
+    PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
+    PacketAction finish_login();
+    void start_auth();
+    void auth_failed(const char* msg);
+};
+
+class Server final : public SBufOwner, public LogSubject {
+public:
+    ListNode node;
+    ServerState state = ServerState::Login;
+    SBuf sb;
+    Pool* pool = nullptr;
+    Client* client = nullptr;
+    PeerAddr addr;
+    PeerAddr local;
+    RequestTracker tracker;
+    VarCache vars;  // the server's current values of tracked parameters
+    std::string login_params;  // raw ParameterStatus packets from login
+    uint32_t backend_pid = 0;
+    uint32_t backend_key = 0;
+    ScramClient scram;
+    bool ready_to_release = false;  // set at ReadyForQuery; release once flushed
+    bool close_needed = false;
+    bool resetting = false;
+    bool setting_vars = false;
+    bool pinned = false;  // COPY BOTH / replication: stays with its client
+    usec_t connect_time = 0;
+    usec_t request_time = 0;
+    usec_t idle_since = 0;
+    uint64_t id = 0;
+
+    PacketAction on_packet(SBuf& sb, const PacketHeader& hdr,
+                           std::span<const uint8_t> data) override;
+    void on_sbuf_event(SBuf& sb, SBufEvent ev) override;
+    void on_sbuf_drained(SBuf& sb) override;
+    size_t log_prefix(char* buf, size_t size) const noexcept override;
+
+    // Starts connecting (state Login). False = could not even start (logged; object closed).
+    bool connect();
+    void close(const char* reason);
+    // Sends SET for tracked parameters where the client's value differs (replies swallowed).
+    void sync_vars_from(const Client& c);
+    // Runs server_reset_query (no client linked) and goes idle when it finishes.
+    void start_reset(const std::string& query);
+
+private:
+    PacketAction on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
+    PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
+    void send_startup();
+    void login_failed(std::string_view message, std::span<const uint8_t> error_packet);
+    void after_reply();
+};
+
+struct Pool {
+    Database* db = nullptr;
+    User* user = nullptr;  // login user towards the server (forced user or the client user)
+    std::string client_user;  // key part: the client-side user name
+    ListNode node;          // in the global pool list
+
+    List<Client, &Client::node> waiting;
+    List<Client, &Client::node> active;
+    List<Server, &Server::node> login;
+    List<Server, &Server::node> idle;
+    List<Server, &Server::node> active_servers;
+    List<Server, &Server::node> used;
+
+    bool have_params = false;
+    // ParameterStatus name/value pairs from the first server login, for the welcome.
+    std::vector<std::pair<std::string, std::string>> params;
+    std::string last_login_error;  // ErrorResponse packet of the last failed login
+    usec_t last_login_failure = 0;
+
+    // stats
+    uint64_t xact_count = 0;
+    uint64_t query_count = 0;
+    uint64_t server_assignments = 0;
+    uint64_t bytes_in = 0;
+    uint64_t bytes_out = 0;
+    uint64_t xact_time = 0;
+    uint64_t query_time = 0;
+    uint64_t wait_time = 0;
+
+    size_t server_count() const noexcept {
+        return login.size() + idle.size() + active_servers.size() + used.size();
+    }
+    PoolMode mode() const noexcept;
+    int pool_size() const noexcept;
+    int reserve_size() const noexcept;
+};
+
+// State changes: unlink from the old list, link into the new one, update counters.
+void set_state(Client& c, ClientState next);
+void set_state(Server& s, ServerState next);
+// Links a client and a server (both sbufs) / undoes it.
+void link(Client& c, Server& s);
+void unlink(Client& c, Server& s);
+// Opens a new connection to the server's address and sends it a CancelRequest for its backend.
+void send_cancel_request(const Server& s);
+// Socket options from the [pgbouncer] tcp_* settings.
+TcpOptions tcp_options_from(const Settings& s);
+
+}  // namespace sluice

@@ -1,0 +1,65 @@
+// Pools: databases and users from the config, the (database, user) pools, server assignment
+// and release, launching server connections, and the process-wide runtime state.
+#pragma once
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <event2/event.h>
+
+#include "sluice/auth/userlist.h"
+#include "sluice/config/config.h"
+#include "sluice/pool/objects.h"
+
+namespace sluice {
+
+struct Runtime {
+    event_base* base = nullptr;
+    Config cfg;
+    std::string config_path;
+    UserList userlist;
+    std::unordered_map<std::string, std::unique_ptr<Database>> databases;
+    std::unordered_map<std::string, std::unique_ptr<User>> users;
+    std::vector<std::unique_ptr<Pool>> pools;
+    List<Client, &Client::node> login_clients;
+    List<Client, &Client::node> free_clients;   // Closing: deleted next loop turn
+    List<Server, &Server::node> free_servers;
+    int client_count = 0;  // all clients except the admin console's
+    std::unordered_map<uint64_t, Client*> cancel_map;  // (pid << 32 | key) -> client
+    uint64_t next_id = 1;
+    bool shutting_down = false;  // stop accepting; exit when clients/servers are gone
+    bool wait_for_clients = false;
+    event* free_ev = nullptr;
+};
+
+Runtime& rt();
+const Settings& settings();
+
+// Loads databases and users from rt().cfg (start-up and reload).
+void apply_config_objects();
+// Finds a database; creates it from the "*" entry when that exists. nullptr = no such db.
+Database* find_database(const std::string& name);
+// The auth_file entry for a user (credentials), or nullptr.
+User* find_user(const std::string& name);
+// Creates the user object if needed (forced users may lack an auth_file line).
+User* get_user(const std::string& name);
+Pool* get_pool(Database* db, User* login_user, const std::string& client_user);
+
+// A client needs a server: link one now or queue the client (its sbuf stays paused).
+void pool_request_server(Client& c);
+// The client is done with its server (transaction end in txn/stmt mode, or disconnect).
+void pool_release_server(Server& s);
+// A server finished login, reset or check: hand it to a waiting client or make it idle.
+void pool_server_ready(Server& s);
+// Opens new server connections while clients wait and limits allow.
+void pool_launch_if_needed(Pool& p);
+// A server is gone; maybe launch a replacement.
+void pool_server_gone(Pool& p);
+
+// Objects are deleted at the end of the loop turn, never inside their own callback.
+void schedule_free();
+void register_cancel_key(Client& c);
+void unregister_cancel_key(Client& c);
+
+}  // namespace sluice

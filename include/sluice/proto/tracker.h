@@ -1,0 +1,67 @@
+// Request accounting for one server connection (DESIGN.md section 4, protocol.md section 9):
+// a FIFO of the replies the server still owes, pushed as client messages pass towards it and
+// popped as its replies pass back. COPY-aware: Syncs sent inside a COPY IN owe nothing, and
+// CopyDone/CopyFail are matched to their COPY by order, not by timing.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace sluice {
+
+// What happens to the replies of one request.
+enum class ReplyAction : uint8_t {
+    Forward,  // the client asked; pass replies on
+    Skip,     // sluice injected the request; swallow its replies
+};
+
+struct Expect {
+    uint8_t type;         // frontend message type ('Q', 'P', 'S', 'c', ...)
+    ReplyAction action;
+    bool copy_term;       // a CopyDone/CopyFail known to end the current COPY IN
+};
+
+class RequestTracker {
+public:
+    // A frontend message is passing to the server. Flush/CopyData/Terminate owe nothing.
+    void on_request(uint8_t type, ReplyAction action = ReplyAction::Forward);
+    // A backend message arrived. Returns what to do with it (the action of the request it
+    // answers; Forward for asynchronous messages). `rfq_status` is the ReadyForQuery byte.
+    ReplyAction on_reply(uint8_t type, uint8_t rfq_status = 0);
+
+    // Nothing owed, last ReadyForQuery said idle, no COPY in either direction.
+    bool idle() const noexcept {
+        return q_.size() == head_ && status_ == 'I' && !copy_in_ && !copy_out_ && !copy_both_ &&
+               !client_owes_term_;
+    }
+    bool empty() const noexcept { return q_.size() == head_; }
+    size_t size() const noexcept { return q_.size() - head_; }
+    bool in_copy() const noexcept { return copy_in_ || copy_out_ || copy_both_; }
+    bool copy_both() const noexcept { return copy_both_; }
+    // The client still has to end a COPY IN with CopyDone/CopyFail.
+    bool client_in_copy() const noexcept { return client_owes_term_; }
+    uint8_t status() const noexcept { return status_; }
+    // Forgets everything (new connection, or after a reset).
+    void reset() noexcept;
+    // Head entry (for tests and the prepared-statement cache); nullptr when empty.
+    const Expect* head() const noexcept { return empty() ? nullptr : &q_[head_]; }
+
+private:
+    void push(Expect e);
+    void pop();
+    void erase(size_t idx);  // idx relative to head_
+    void drop_stray_copy_ends();
+    void end_copy_in();
+
+    std::vector<Expect> q_;  // live entries are q_[head_ .. size)
+    size_t head_ = 0;
+    uint8_t status_ = 'I';
+    bool failed_ = false;          // ErrorResponse seen: clear up to the next Sync at ReadyForQuery
+    bool copy_in_ = false;
+    bool copy_out_ = false;
+    bool copy_both_ = false;
+    bool client_owes_term_ = false;  // COPY IN started and its CopyDone/CopyFail not yet seen
+};
+
+}  // namespace sluice

@@ -1,0 +1,546 @@
+// Client side: startup packet, authentication against auth_file, the welcome, then work:
+// every message passes to the linked server and owes its replies in the server's tracker.
+#include <strings.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
+#include <openssl/crypto.h>
+
+#include "sluice/auth/md5.h"
+#include "sluice/auth/scram.h"
+#include "sluice/pool/pool.h"
+
+namespace sluice {
+namespace {
+
+bool list_contains_ci(const std::string& list, std::string_view item) {
+    for (const std::string& x : split_list(list))
+        if (x.size() == item.size() && strncasecmp(x.data(), item.data(), x.size()) == 0)
+            return true;
+    return false;
+}
+
+bool is_true_word(std::string_view v) {
+    return v == "true" || v == "on" || v == "yes" || v == "1";
+}
+
+std::span<const uint8_t> as_bytes(std::string_view s) {
+    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// Checks a cleartext password against any stored secret form.
+bool password_matches(const std::string& secret, std::string_view user, std::string_view pw) {
+    if (is_md5_secret(secret))
+        return pg_md5_secret(pw, user) == secret;
+    if (is_scram_secret(secret)) {
+        ScramSecret s;
+        if (!parse_scram_secret(secret, s))
+            return false;
+        ScramSecret mine = make_scram_secret(pw, s.salt, s.iterations);
+        return mine.stored_key == s.stored_key && mine.server_key == s.server_key;
+    }
+    return secret.size() == pw.size() && CRYPTO_memcmp(secret.data(), pw.data(), pw.size()) == 0;
+}
+
+const ScramSecret& scram_secret_for_plain(User& u, int iterations) {
+    if (u.scram_cache_src != u.secret || u.scram_cache.iterations != iterations) {
+        u.scram_cache = make_scram_secret(u.secret, iterations);
+        u.scram_cache_src = u.secret;
+    }
+    return u.scram_cache;
+}
+
+}  // namespace
+
+size_t Client::log_prefix(char* buf, size_t size) const noexcept {
+    int n;
+    const char* dbn = db_name.empty() ? "(nodb)" : db_name.c_str();
+    const char* us = user_name.empty() ? "(nouser)" : user_name.c_str();
+    if (addr.is_unix())
+        n = snprintf(buf, size, "C-%p: %s/%s@unix(%d):%d", static_cast<const void*>(this), dbn, us,
+                     0, settings().listen_port);
+    else if (addr.ss.ss_family == AF_INET6)
+        n = snprintf(buf, size, "C-%p: %s/%s@[%s]:%d", static_cast<const void*>(this), dbn, us,
+                     addr.host().c_str(), addr.port());
+    else
+        n = snprintf(buf, size, "C-%p: %s/%s@%s:%d", static_cast<const void*>(this), dbn, us,
+                     addr.host().c_str(), addr.port());
+    if (n < 0)
+        return 0;
+    return static_cast<size_t>(n) < size ? static_cast<size_t>(n) : size - 1;
+}
+
+void Client::fatal(const char* sqlstate, const char* fmt, ...) {
+    if (state == ClientState::Closing)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (settings().log_pooler_errors)
+        slog_warning(this, "pooler error: %s", msg);
+    std::string& out = sb.out_for_append();
+    write_error(out, "FATAL", sqlstate, msg);
+    static_cast<void>(sb.flush_out());
+    close(msg);
+}
+
+void Client::close(const char* reason) {
+    if (state == ClientState::Closing)
+        return;
+    if (settings().log_disconnections && state != ClientState::Login)
+        slog_info(this, "closing because: %s (age=%llds)", reason,
+                  static_cast<long long>((mono_now() - connect_time) / 1000000));
+    else if (state == ClientState::Login)
+        slog_debug(this, "closing because: %s (age=%llds)", reason,
+                   static_cast<long long>((mono_now() - connect_time) / 1000000));
+    if (Server* s = server) {
+        if (s->tracker.idle() && sb.packet_remaining() == 0 && !s->pinned) {
+            pool_release_server(*s);
+        } else {
+            unlink(*this, *s);
+            s->close("client disconnect while server was not ready");
+        }
+    }
+    if (pool) {
+        if (db)
+            db->client_count--;
+        if (user)
+            user->client_count--;
+    }
+    if (!admin && counted)
+        rt().client_count--;
+    counted = false;
+    unregister_cancel_key(*this);
+    sb.close();
+    set_state(*this, ClientState::Closing);
+}
+
+PacketAction Client::on_packet(SBuf&, const PacketHeader& hdr, std::span<const uint8_t> data) {
+    if (state == ClientState::Login || wait_for_welcome)
+        return on_login_packet(hdr, data);
+    return on_work_packet(hdr, data);
+}
+
+void Client::on_sbuf_event(SBuf&, SBufEvent ev) {
+    switch (ev) {
+    case SBufEvent::Eof:
+        close(state == ClientState::Login ? "client unexpected eof" : "client unexpected eof");
+        return;
+    case SBufEvent::SocketError:
+        close("client connection error");
+        return;
+    case SBufEvent::BadPacket:
+        fatal("08P01", "bad packet header");
+        return;
+    case SBufEvent::TooLong:
+        fatal("08P01", "message too long");
+        return;
+    default:
+        close("client connection error");
+        return;
+    }
+}
+
+void Client::on_sbuf_drained(SBuf&) {}
+
+PacketAction Client::on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
+    if (data.size() < hdr.len)
+        return wait_for_welcome && hdr.type != 0 ? PacketAction::Pause : PacketAction::Hold;
+    if (wait_for_welcome)
+        return PacketAction::Pause;
+    if (hdr.type == 0) {
+        uint32_t code = read_be32(data.data() + 4);
+        if (code == kSslRequestCode || code == kGssEncRequestCode) {
+            if (hdr.len != 8) {
+                fatal("08P01", "bad startup packet");
+                return PacketAction::Closed;
+            }
+            sb.queue("N");
+            if (!sb.flush_out())
+                return PacketAction::Closed;
+            return PacketAction::Skip;
+        }
+        if (code == kCancelRequestCode)
+            return on_cancel(data);
+        return on_startup(data);
+    }
+    if (hdr.type == msg::kPassword)
+        return on_password(data.subspan(hdr.hdr_len));
+    if (hdr.type == msg::kTerminate) {
+        close("client close request");
+        return PacketAction::Closed;
+    }
+    fatal("08P01", "bad packet type during login: '%c'", hdr.type);
+    return PacketAction::Closed;
+}
+
+PacketAction Client::on_cancel(std::span<const uint8_t> pkt) {
+    if (pkt.size() != 16) {
+        close("bad cancel request");
+        return PacketAction::Closed;
+    }
+    uint32_t pid = read_be32(pkt.data() + 8);
+    uint32_t key = read_be32(pkt.data() + 12);
+    auto it = rt().cancel_map.find((uint64_t{pid} << 32) | key);
+    if (it != rt().cancel_map.end()) {
+        Client* target = it->second;
+        if (Server* s = target->server)
+            send_cancel_request(*s);
+    }
+    close("cancel request processed");
+    return PacketAction::Closed;
+}
+
+PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
+    uint32_t version = read_be32(pkt.data() + 4);
+    uint16_t major = static_cast<uint16_t>(version >> 16);
+    if (major != 3) {
+        fatal("08P01", major == 2 ? "old V2 protocol not supported" : "unsupported protocol");
+        return PacketAction::Closed;
+    }
+    proto_minor = static_cast<uint16_t>(version & 0xffff);
+    if (pkt.back() != 0) {
+        fatal("08P01", "invalid startup packet layout: expected terminator as last byte");
+        return PacketAction::Closed;
+    }
+    PacketReader r(pkt.subspan(8));
+    const Settings& st = settings();
+    for (;;) {
+        std::string_view name, value;
+        if (!r.read_cstr(name)) {
+            fatal("08P01", "invalid startup packet layout: expected terminator as last byte");
+            return PacketAction::Closed;
+        }
+        if (name.empty())
+            break;
+        if (!r.read_cstr(value)) {
+            fatal("08P01", "invalid startup packet layout: expected terminator as last byte");
+            return PacketAction::Closed;
+        }
+        if (name == "user") {
+            user_name.assign(value);
+        } else if (name == "database") {
+            db_name.assign(value);
+        } else if (name.starts_with("_pq_.")) {
+            unsupported_pq_options.emplace_back(name);
+        } else if (int vi = var_index(name); vi >= 0) {
+            vars.values[static_cast<size_t>(vi)].assign(value);
+        } else if (name == "replication") {
+            if (is_true_word(value) || value == "database") {
+                fatal("08P01", "replication connections are not supported");
+                return PacketAction::Closed;
+            }
+        } else if (name == "options") {
+            if (!list_contains_ci(st.ignore_startup_parameters, "options") && !value.empty()) {
+                startup_options.assign(value);
+            }
+        } else if (!list_contains_ci(st.ignore_startup_parameters, name)) {
+            std::string n(name);
+            fatal("08P01", "unsupported startup parameter: %s", n.c_str());
+            return PacketAction::Closed;
+        }
+    }
+    if (user_name.empty()) {
+        fatal("08P01", "no username supplied");
+        return PacketAction::Closed;
+    }
+    if (db_name.empty())
+        db_name = user_name;
+    if (!startup_options.empty()) {
+        fatal("08P01", "unsupported options startup parameter: only '-c config=val' and "
+                       "'--config=val' are allowed");
+        return PacketAction::Closed;
+    }
+    sb.set_startup(false);
+
+    if (proto_minor > 0 || !unsupported_pq_options.empty()) {
+        std::string& out = sb.out_for_append();
+        PacketWriter w(out);
+        w.begin(msg::kNegotiateProtocol);
+        w.put_u32(0);
+        w.put_u32(static_cast<uint32_t>(unsupported_pq_options.size()));
+        for (const std::string& o : unsupported_pq_options)
+            w.put_cstr(o);
+        w.finish();
+    }
+
+    Database* d = find_database(db_name);
+    admin = d && d->admin;
+    if (!admin) {
+        if (st.max_client_conn > 0 && rt().client_count >= st.max_client_conn) {
+            fatal("08P01", "no more connections allowed (max_client_conn)");
+            return PacketAction::Closed;
+        }
+        rt().client_count++;
+        counted = true;
+    }
+    user = find_user(user_name);
+    start_auth();
+    return state == ClientState::Closing ? PacketAction::Closed : PacketAction::Skip;
+}
+
+void Client::start_auth() {
+    AuthType t = settings().auth_type;
+    if (t == AuthType::Hba)
+        t = AuthType::Md5;  // TODO(sluice): per-connection method from auth_hba_file (#7)
+    std::string& out = sb.out_for_append();
+    switch (t) {
+    case AuthType::Any:
+        static_cast<void>(finish_login());
+        return;
+    case AuthType::Trust:
+        if (!user) {
+            fatal("08P01", "no such user");
+            return;
+        }
+        static_cast<void>(finish_login());
+        return;
+    case AuthType::Plain:
+        write_auth(out, kAuthCleartext);
+        auth = AuthStep::WaitPassword;
+        break;
+    case AuthType::Md5:
+        if (!user || !is_scram_secret(user->secret)) {
+            random_bytes(md5_salt.data(), md5_salt.size());
+            write_auth(out, kAuthMd5, md5_salt);
+            auth = AuthStep::WaitPassword;
+            break;
+        }
+        [[fallthrough]];
+    case AuthType::ScramSha256: {
+        static const char mech[] = "SCRAM-SHA-256\0";
+        write_auth(out, kAuthSasl,
+                   std::span{reinterpret_cast<const uint8_t*>(mech), sizeof(mech)});
+        auth = AuthStep::SaslInitial;
+        break;
+    }
+    default:
+        fatal("08P01", "authentication method not supported: %s", auth_type_name(t));
+        return;
+    }
+    static_cast<void>(sb.flush_out());
+}
+
+void Client::auth_failed(const char* msg) {
+    fatal("08P01", "%s", msg);
+}
+
+PacketAction Client::on_password(std::span<const uint8_t> body) {
+    PacketReader r(body);
+    switch (auth) {
+    case AuthStep::WaitPassword: {
+        std::string_view pw;
+        if (!r.read_cstr(pw)) {
+            fatal("08P01", "bad password packet");
+            return PacketAction::Closed;
+        }
+        bool ok = false;
+        if (user && user->have_secret) {
+            if (settings().auth_type == AuthType::Plain)
+                ok = password_matches(user->secret, user_name, pw);
+            else
+                ok = pw == pg_md5_response(user->secret, user_name, md5_salt);
+        }
+        if (!ok) {
+            auth_failed("password authentication failed");
+            return PacketAction::Closed;
+        }
+        return finish_login();
+    }
+    case AuthStep::SaslInitial: {
+        std::string_view mech;
+        int32_t len;
+        if (!r.read_cstr(mech) || !r.read_i32(len) || len < 0 ||
+            static_cast<size_t>(len) != r.remaining()) {
+            fatal("08P01", "malformed SASL packet");
+            return PacketAction::Closed;
+        }
+        if (mech != "SCRAM-SHA-256") {
+            auth_failed("SASL authentication failed");
+            return PacketAction::Closed;
+        }
+        ScramSecret secret;
+        bool mock = true;
+        if (user && user->have_secret) {
+            if (is_scram_secret(user->secret)) {
+                mock = !parse_scram_secret(user->secret, secret);
+            } else if (!is_md5_secret(user->secret)) {
+                secret = scram_secret_for_plain(*user, settings().scram_iterations);
+                mock = false;
+            }
+        }
+        if (mock)
+            scram.init_mock(user_name);
+        else
+            scram.init(secret, false);
+        std::span<const uint8_t> data = r.rest();
+        std::string server_first;
+        if (!scram.handle_client_first(
+                std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
+                server_first)) {
+            auth_failed("SASL authentication failed");
+            return PacketAction::Closed;
+        }
+        write_auth(sb.out_for_append(), kAuthSaslContinue, as_bytes(server_first));
+        auth = AuthStep::SaslContinue;
+        if (!sb.flush_out())
+            return PacketAction::Closed;
+        return PacketAction::Skip;
+    }
+    case AuthStep::SaslContinue: {
+        std::span<const uint8_t> data = r.rest();
+        std::string server_final;
+        if (!scram.handle_client_final(
+                std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
+                server_final)) {
+            auth_failed("SASL authentication failed");
+            return PacketAction::Closed;
+        }
+        if (user && is_scram_secret(user->secret)) {
+            user->have_scram_keys = true;
+            user->scram_client_key = scram.client_key();
+            user->scram_server_key = scram.secret().server_key;
+        }
+        write_auth(sb.out_for_append(), kAuthSaslFinal, as_bytes(server_final));
+        return finish_login();
+    }
+    default:
+        fatal("08P01", "unexpected password packet");
+        return PacketAction::Closed;
+    }
+}
+
+PacketAction Client::finish_login() {
+    auth = AuthStep::Done;
+    if (admin) {
+        fatal("08P01", "admin console not available yet");
+        return PacketAction::Closed;
+    }
+    db = find_database(db_name);
+    if (!db) {
+        fatal("08P01", "no such database: %s", db_name.c_str());
+        return PacketAction::Closed;
+    }
+    if (db->disabled) {
+        fatal("08P01", "database \"%s\" is disabled", db_name.c_str());
+        return PacketAction::Closed;
+    }
+    if (rt().shutting_down) {
+        fatal("08P01", "pooler is shutting down");
+        return PacketAction::Closed;
+    }
+    User* login_user;
+    std::string pool_key_user;
+    if (!db->entry.user.empty()) {
+        login_user = get_user(db->entry.user);
+        pool_key_user = db->entry.user;
+    } else {
+        login_user = user ? user : get_user(user_name);
+        pool_key_user = user_name;
+    }
+    if (!user)
+        user = get_user(user_name);
+    pool = get_pool(db, login_user, pool_key_user);
+    db->client_count++;
+    user->client_count++;
+    register_cancel_key(*this);
+    if (settings().log_connections)
+        slog_info(this, "login attempt: db=%s user=%s tls=no replication=no", db_name.c_str(),
+                  user_name.c_str());
+    if (pool->have_params) {
+        set_state(*this, ClientState::Active);
+        send_welcome();
+    } else {
+        wait_for_welcome = true;
+        wait_start = mono_now();
+        set_state(*this, ClientState::Waiting);
+        pool_launch_if_needed(*pool);
+    }
+    return state == ClientState::Closing ? PacketAction::Closed : PacketAction::Skip;
+}
+
+void Client::send_welcome() {
+    std::string& out = sb.out_for_append();
+    write_auth(out, kAuthOk);
+    for (const auto& [name, value] : pool->params) {
+        int vi = var_index(name);
+        if (vi >= 0 && !vars.values[static_cast<size_t>(vi)].empty())
+            write_parameter_status(out, name, vars.values[static_cast<size_t>(vi)]);
+        else
+            write_parameter_status(out, name, value);
+    }
+    // Learn the values the client will see, so that replays compare correctly.
+    for (const auto& [name, value] : pool->params) {
+        int vi = var_index(name);
+        if (vi >= 0 && vars.values[static_cast<size_t>(vi)].empty())
+            vars.values[static_cast<size_t>(vi)] = value;
+    }
+    write_backend_key(out, cancel_pid, cancel_key);
+    if (!settings().login_notify_message.empty())
+        write_notice(out, "00000", settings().login_notify_message);
+    write_ready(out, 'I');
+    welcome_sent = true;
+    wait_for_welcome = false;
+    request_time = mono_now();
+    if (state == ClientState::Waiting)
+        set_state(*this, ClientState::Active);
+    if (!sb.flush_out())
+        return;
+    if (sb.paused())
+        sb.resume();
+}
+
+void Client::on_server_assigned() {
+    if (sb.paused())
+        sb.resume();
+}
+
+PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t>) {
+    uint8_t t = hdr.type;
+    if (!server) {
+        switch (t) {
+        case msg::kTerminate:
+            close("client close request");
+            return PacketAction::Closed;
+        case msg::kCopyData:
+        case msg::kCopyDone:
+        case msg::kCopyFail:
+        case msg::kFlush:
+            // Late COPY messages after the server was released, or a lone Flush: nothing
+            // to deliver them to, and nothing owes a reply.
+            return PacketAction::Skip;
+        case msg::kQuery:
+            if (settings().disable_pqexec) {
+                fatal("08P01", "PQexec disallowed");
+                return PacketAction::Closed;
+            }
+            break;
+        default:
+            break;
+        }
+        if (state == ClientState::Waiting)
+            return PacketAction::Pause;
+        pool_request_server(*this);
+        if (state == ClientState::Closing)
+            return PacketAction::Closed;
+        if (!server)
+            return PacketAction::Pause;
+    }
+    if (t == msg::kTerminate) {
+        close("client close request");
+        return PacketAction::Closed;
+    }
+    Server& s = *server;
+    if (s.tracker.empty() && s.tracker.status() == 'I')
+        xact_start = mono_now();
+    s.tracker.on_request(t);
+    if (t == msg::kQuery || t == msg::kExecute || t == msg::kFunctionCall)
+        pool->query_count++;
+    return PacketAction::Forward;
+}
+
+}  // namespace sluice

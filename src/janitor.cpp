@@ -1,0 +1,119 @@
+// Janitor: one timer, a few times a second, walks the pools and enforces timeouts.
+#include "sluice/janitor.h"
+
+#include "sluice/pool/pool.h"
+
+namespace sluice {
+namespace {
+
+event* g_timer = nullptr;
+
+void on_timer(evutil_socket_t, short, void*) noexcept {
+    time_update();
+    janitor_run();
+}
+
+usec_t user_secs(int v, usec_t fallback) {
+    return v >= 0 ? usec_t{v} * 1000000 : fallback;
+}
+
+void check_pool(Pool& p, usec_t now) {
+    const Settings& st = settings();
+    const UserEntry* ue = p.user ? p.user->entry : nullptr;
+
+    // Clients in the queue.
+    usec_t qwait = st.query_wait_timeout;
+    if (ue && ue->query_wait_timeout >= 0)
+        qwait = usec_t{ue->query_wait_timeout} * 1000000;
+    else if (p.db->entry.query_wait_timeout >= 0)
+        qwait = usec_t{p.db->entry.query_wait_timeout} * 1000000;
+    p.waiting.for_each([&](Client& c) {
+        usec_t waited = now - c.wait_start;
+        if (c.wait_for_welcome) {
+            if (st.client_login_timeout > 0 && now - c.connect_time >= st.client_login_timeout)
+                c.fatal("08P01", "client_login_timeout (server down)");
+            return;
+        }
+        if (qwait > 0 && waited >= qwait) {
+            c.fatal("08P01", "query_wait_timeout");
+            return;
+        }
+    });
+
+    // Linked and idle clients.
+    usec_t idle_tx = user_secs(ue ? ue->idle_transaction_timeout : -1, st.idle_transaction_timeout);
+    usec_t query_to = user_secs(ue ? ue->query_timeout : -1, st.query_timeout);
+    usec_t client_idle = user_secs(ue ? ue->client_idle_timeout : -1, st.client_idle_timeout);
+    usec_t xact_to = user_secs(ue ? ue->transaction_timeout : -1, st.transaction_timeout);
+    p.active.for_each([&](Client& c) {
+        Server* s = c.server;
+        if (!s) {
+            if (client_idle > 0 && now - c.request_time >= client_idle)
+                c.fatal("08P01", "client_idle_timeout");
+            return;
+        }
+        bool busy = !s->tracker.empty();
+        if (query_to > 0 && busy && now - s->request_time >= query_to) {
+            c.fatal("08P01", "query timeout");
+            return;
+        }
+        if (idle_tx > 0 && !busy && s->tracker.status() != 'I' &&
+            now - s->request_time >= idle_tx) {
+            c.fatal("08P01", "idle transaction timeout");
+            return;
+        }
+        if (xact_to > 0 && s->tracker.status() != 'I' && c.xact_start &&
+            now - c.xact_start >= xact_to) {
+            c.fatal("08P01", "transaction timeout");
+            return;
+        }
+    });
+
+    // Servers.
+    p.login.for_each([&](Server& s) {
+        if (st.server_connect_timeout > 0 && now - s.connect_time >= st.server_connect_timeout)
+            s.close("connect timeout");
+    });
+    usec_t lifetime = p.db->entry.server_lifetime >= 0
+                          ? usec_t{p.db->entry.server_lifetime} * 1000000
+                          : st.server_lifetime;
+    p.idle.for_each([&](Server& s) {
+        if (s.close_needed || p.db->dirty) {
+            s.close("database configuration changed");
+            return;
+        }
+        if (st.server_idle_timeout > 0 && now - s.idle_since >= st.server_idle_timeout &&
+            static_cast<int>(p.server_count()) > st.min_pool_size) {
+            s.close("server idle timeout");
+            return;
+        }
+        if (lifetime > 0 && now - s.connect_time >= lifetime) {
+            s.close("server lifetime over");
+            return;
+        }
+    });
+
+    // Reserve pool and queued clients.
+    pool_launch_if_needed(p);
+}
+
+}  // namespace
+
+void janitor_run() {
+    usec_t now = mono_now();
+    rt().login_clients.for_each([&](Client& c) {
+        if (settings().client_login_timeout > 0 &&
+            now - c.connect_time >= settings().client_login_timeout)
+            c.fatal("08P01", "client_login_timeout");
+    });
+    for (auto& p : rt().pools)
+        check_pool(*p, now);
+}
+
+void janitor_start() {
+    g_timer = event_new(rt().base, -1, EV_PERSIST, on_timer, nullptr);
+    timeval tv{0, 333333};
+    event_add(g_timer, &tv);
+}
+
+}  // namespace sluice

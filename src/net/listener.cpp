@@ -1,0 +1,209 @@
+// Listeners: bind, listen and accept; the accepted fd goes to the client layer via a callback.
+#include "sluice/net/listener.h"
+
+#include <arpa/inet.h>
+#include <grp.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+
+#include "sluice/util/log.h"
+
+namespace sluice {
+namespace {
+
+struct Listener {
+    int fd = -1;
+    event* ev = nullptr;
+    bool is_unix = false;
+    std::string path;
+};
+
+std::vector<Listener> g_listeners;
+AcceptFn g_accept = nullptr;
+
+void on_accept(evutil_socket_t fd, short, void* arg) noexcept {
+    auto* l = static_cast<Listener*>(arg);
+    for (int i = 0; i < 64; ++i) {
+        PeerAddr peer;
+        peer.len = sizeof(peer.ss);
+        int cfd = accept4(fd, reinterpret_cast<sockaddr*>(&peer.ss), &peer.len,
+                          SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_warning("accept() failed: %s", strerror(errno));
+            return;
+        }
+        PeerAddr local;
+        local.len = sizeof(local.ss);
+        getsockname(cfd, reinterpret_cast<sockaddr*>(&local.ss), &local.len);
+        if (l->is_unix)
+            peer.ss.ss_family = AF_UNIX;
+        g_accept(cfd, peer, local, l->is_unix);
+    }
+}
+
+bool add_listener(int fd, bool is_unix, const std::string& path, std::string& err) {
+    if (!set_nonblocking(fd)) {
+        err = "cannot make listener non-blocking";
+        close(fd);
+        return false;
+    }
+    g_listeners.push_back(Listener{fd, nullptr, is_unix, path});
+    return true;
+}
+
+bool open_tcp(const ListenConfig& cfg, const std::string& host,
+              std::string& err) {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    hints.ai_family = AF_UNSPEC;
+    addrinfo* res = nullptr;
+    std::string port = std::to_string(cfg.port);
+    int rc = getaddrinfo(host == "*" ? nullptr : host.c_str(), port.c_str(), &hints, &res);
+    if (rc != 0) {
+        err = "cannot resolve listen_addr " + host + ": " + gai_strerror(rc);
+        return false;
+    }
+    bool ok = true;
+    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            err = std::string("socket(): ") + strerror(errno);
+            ok = false;
+            break;
+        }
+        int on = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+        if (cfg.reuseport)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+        if (cfg.defer_accept) {
+            int secs = 45;
+            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
+        }
+        PeerAddr a;
+        memcpy(&a.ss, ai->ai_addr, ai->ai_addrlen);
+        a.len = ai->ai_addrlen;
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, cfg.backlog) != 0) {
+            err = "cannot listen on " + a.host() + ":" + port + ": " + strerror(errno);
+            close(fd);
+            ok = false;
+            break;
+        }
+        log_info("listening on %s%s%s:%d", ai->ai_family == AF_INET6 ? "[" : "",
+                 a.host().c_str(), ai->ai_family == AF_INET6 ? "]" : "", cfg.port);
+        if (!add_listener(fd, false, "", err)) {
+            ok = false;
+            break;
+        }
+    }
+    freeaddrinfo(res);
+    return ok;
+}
+
+bool open_unix(const ListenConfig& cfg, std::string& err) {
+    std::string path = cfg.unix_dir + "/.s.PGSQL." + std::to_string(cfg.port);
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    bool abstract = cfg.unix_dir[0] == '@';
+    if (path.size() >= sizeof(un.sun_path)) {
+        err = "unix socket path too long: " + path;
+        return false;
+    }
+    memcpy(un.sun_path, path.c_str(), path.size());
+    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+    if (abstract) {
+        un.sun_path[0] = '\0';
+    } else {
+        // A stale socket from a dead process would make bind fail: probe, then remove.
+        int probe = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (probe >= 0 && connect(probe, reinterpret_cast<sockaddr*>(&un), len + 1) == 0) {
+            close(probe);
+            err = "unix socket " + path + " is in use by a running process";
+            return false;
+        }
+        if (probe >= 0)
+            close(probe);
+        unlink(path.c_str());
+        len = static_cast<socklen_t>(len + 1);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        err = std::string("socket(): ") + strerror(errno);
+        return false;
+    }
+    if (bind(fd, reinterpret_cast<sockaddr*>(&un), len) != 0 || listen(fd, cfg.backlog) != 0) {
+        err = "cannot listen on unix socket " + path + ": " + strerror(errno);
+        close(fd);
+        return false;
+    }
+    if (!abstract) {
+        chmod(path.c_str(), static_cast<mode_t>(cfg.unix_mode));
+        if (!cfg.unix_group.empty()) {
+            group* g = getgrnam(cfg.unix_group.c_str());
+            if (!g || chown(path.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0)
+                log_warning("cannot set group of %s to %s", path.c_str(), cfg.unix_group.c_str());
+        }
+    }
+    log_info("listening on unix:%s", path.c_str());
+    return add_listener(fd, true, abstract ? "" : path, err);
+}
+
+}  // namespace
+
+bool listeners_open(event_base* base, const ListenConfig& cfg, AcceptFn fn, std::string& err) {
+    g_accept = fn;
+    g_listeners.reserve(16);
+    for (const std::string& a : cfg.addrs)
+        if (!open_tcp(cfg, a, err))
+            return false;
+    if (!cfg.unix_dir.empty() && !open_unix(cfg, err))
+        return false;
+    // Register events only now: g_listeners no longer moves.
+    for (Listener& l : g_listeners) {
+        l.ev = event_new(base, l.fd, EV_READ | EV_PERSIST, on_accept, &l);
+        if (!l.ev || event_add(l.ev, nullptr) != 0) {
+            err = "cannot register listener event";
+            return false;
+        }
+    }
+    return true;
+}
+
+void listeners_close(bool keep_unix) {
+    for (Listener& l : g_listeners) {
+        if (l.fd < 0 || (keep_unix && l.is_unix))
+            continue;
+        if (l.ev)
+            event_free(l.ev);
+        l.ev = nullptr;
+        close(l.fd);
+        l.fd = -1;
+        if (!l.path.empty())
+            unlink(l.path.c_str());
+    }
+}
+
+void listeners_pause(bool paused) {
+    for (Listener& l : g_listeners) {
+        if (l.fd < 0 || !l.ev)
+            continue;
+        if (paused)
+            event_del(l.ev);
+        else
+            event_add(l.ev, nullptr);
+    }
+}
+
+}  // namespace sluice

@@ -1,0 +1,120 @@
+// Socket helpers shared by the listener, server connections and cancel forwarding.
+#include "sluice/net/sockets.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <string_view>
+
+namespace sluice {
+
+std::string PeerAddr::host() const {
+    char buf[INET6_ADDRSTRLEN] = "";
+    if (ss.ss_family == AF_INET) {
+        const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+        inet_ntop(AF_INET, &a->sin_addr, buf, sizeof(buf));
+    } else if (ss.ss_family == AF_INET6) {
+        const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+        inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof(buf));
+    } else {
+        return "unix";
+    }
+    return buf;
+}
+
+int PeerAddr::port() const noexcept {
+    if (ss.ss_family == AF_INET)
+        return ntohs(reinterpret_cast<const sockaddr_in*>(&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port);
+    return 0;
+}
+
+bool set_nonblocking(int fd) noexcept {
+    int fl = fcntl(fd, F_GETFL);
+    return fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
+}
+
+void tune_socket(int fd, bool tcp, const TcpOptions& o) noexcept {
+    int on = 1;
+    if (o.socket_buffer > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &o.socket_buffer, sizeof(int));
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o.socket_buffer, sizeof(int));
+    }
+    if (!tcp)
+        return;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    if (o.keepalive) {
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+        if (o.keepcnt > 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &o.keepcnt, sizeof(int));
+        if (o.keepidle > 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &o.keepidle, sizeof(int));
+        if (o.keepintvl > 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &o.keepintvl, sizeof(int));
+    }
+    if (o.user_timeout_ms > 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &o.user_timeout_ms, sizeof(int));
+}
+
+bool resolve_target(const std::string& host_list, int port, const std::string& default_dir,
+                    PeerAddr& out, std::string& err) {
+    // TODO(sluice): round-robin over host lists and asynchronous DNS (#2 note).
+    std::string host = host_list.substr(0, host_list.find(','));
+    out = PeerAddr{};
+    if (host.empty() || host[0] == '/') {
+        std::string dir = host.empty() ? default_dir : host;
+        std::string path = dir + "/.s.PGSQL." + std::to_string(port);
+        auto* un = reinterpret_cast<sockaddr_un*>(&out.ss);
+        if (path.size() >= sizeof(un->sun_path)) {
+            err = "unix socket path too long: " + path;
+            return false;
+        }
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, path.c_str(), path.size() + 1);
+        out.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+        return true;
+    }
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_family = AF_UNSPEC;
+    addrinfo* res = nullptr;
+    std::string ps = std::to_string(port);
+    int rc = getaddrinfo(host.c_str(), ps.c_str(), &hints, &res);
+    if (rc != 0 || !res) {
+        err = std::string("could not resolve \"") + host + "\": " + gai_strerror(rc);
+        return false;
+    }
+    memcpy(&out.ss, res->ai_addr, res->ai_addrlen);
+    out.len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return true;
+}
+
+int connect_nonblocking(const PeerAddr& addr, bool& in_progress, std::string& err) {
+    int fd = socket(addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        err = strerror(errno);
+        return -1;
+    }
+    in_progress = false;
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&addr.ss), addr.len) != 0) {
+        if (errno == EINPROGRESS) {
+            in_progress = true;
+        } else {
+            err = strerror(errno);
+            close(fd);
+            return -1;
+        }
+    }
+    return fd;
+}
+
+}  // namespace sluice

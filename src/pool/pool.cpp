@@ -1,0 +1,338 @@
+// Databases, users and pools; which server a client gets and what happens to a released one.
+#include "sluice/pool/pool.h"
+
+#include <cstring>
+
+namespace sluice {
+namespace {
+
+Runtime g_rt;
+std::unordered_map<std::string, Pool*> g_pool_index;  // "db\0client_user" -> pool
+
+void free_cb(evutil_socket_t, short, void*) noexcept {
+    while (Client* c = g_rt.free_clients.pop_front())
+        delete c;
+    while (Server* s = g_rt.free_servers.pop_front())
+        delete s;
+}
+
+bool login_failing(const Pool& p) {
+    return p.last_login_failure != 0 &&
+           mono_now() - p.last_login_failure < settings().server_login_retry;
+}
+
+// Limits on opening one more server connection for this pool.
+bool can_open_server(const Pool& p, bool use_reserve) {
+    int size = p.pool_size();
+    if (use_reserve)
+        size += p.reserve_size();
+    if (size > 0 && static_cast<int>(p.server_count()) >= size)
+        return false;
+    int max_db = p.db->entry.max_db_connections >= 0 ? p.db->entry.max_db_connections
+                                                     : settings().max_db_connections;
+    if (max_db > 0 && p.db->server_count >= max_db)
+        return false;
+    int max_user = settings().max_user_connections;
+    if (p.user->entry && p.user->entry->max_user_connections >= 0)
+        max_user = p.user->entry->max_user_connections;
+    if (max_user > 0 && p.user->server_count >= max_user)
+        return false;
+    return true;
+}
+
+void launch_server(Pool& p) {
+    auto* s = new Server();
+    s->pool = &p;
+    s->id = rt().next_id++;
+    set_state(*s, ServerState::Login);
+    p.db->server_count++;
+    p.user->server_count++;
+    s->connect();
+}
+
+// Gives server s to client c (both already in their pools).
+void assign(Client& c, Server& s) {
+    set_state(s, ServerState::Active);
+    set_state(c, ClientState::Active);
+    link(c, s);
+    s.request_time = mono_now();
+    c.pool->server_assignments++;
+    if (c.wait_start) {
+        c.pool->wait_time += static_cast<uint64_t>(mono_now() - c.wait_start);
+        c.wait_start = 0;
+    }
+    s.sync_vars_from(c);
+    c.on_server_assigned();
+}
+
+}  // namespace
+
+Runtime& rt() {
+    return g_rt;
+}
+
+const Settings& settings() {
+    return g_rt.cfg.settings;
+}
+
+PoolMode Pool::mode() const noexcept {
+    if (user && user->entry && user->entry->pool_mode)
+        return *user->entry->pool_mode;
+    if (db->entry.pool_mode)
+        return *db->entry.pool_mode;
+    return settings().pool_mode;
+}
+
+int Pool::pool_size() const noexcept {
+    if (user && user->entry && user->entry->pool_size >= 0)
+        return user->entry->pool_size;
+    if (db->entry.pool_size >= 0)
+        return db->entry.pool_size;
+    return settings().default_pool_size;
+}
+
+int Pool::reserve_size() const noexcept {
+    if (user && user->entry && user->entry->reserve_pool_size >= 0)
+        return user->entry->reserve_pool_size;
+    if (db->entry.reserve_pool_size >= 0)
+        return db->entry.reserve_pool_size;
+    return settings().reserve_pool_size;
+}
+
+void schedule_free() {
+    if (!g_rt.free_ev)
+        g_rt.free_ev = event_new(g_rt.base, -1, 0, free_cb, nullptr);
+    event_active(g_rt.free_ev, 0, 0);
+}
+
+void apply_config_objects() {
+    Runtime& r = g_rt;
+    // Databases: update entries in place so pools keep their pointers.
+    for (auto& [name, db] : r.databases)
+        if (!db->admin && !db->from_fallback)
+            db->dirty = true;
+    for (const DatabaseEntry& e : r.cfg.databases) {
+        if (e.name == "*")
+            continue;
+        auto& slot = r.databases[e.name];
+        if (!slot) {
+            slot = std::make_unique<Database>();
+            slot->name = e.name;
+        } else if (slot->entry.host != e.host || slot->entry.port != e.port ||
+                   slot->entry.dbname != e.dbname || slot->entry.user != e.user ||
+                   slot->entry.password != e.password) {
+            // Connection target changed: servers are replaced when next released.
+            for (auto& p : r.pools) {
+                if (p->db != slot.get())
+                    continue;
+                p->idle.for_each([](Server& s) { s.close_needed = true; });
+                p->active_servers.for_each([](Server& s) { s.close_needed = true; });
+                p->used.for_each([](Server& s) { s.close_needed = true; });
+            }
+        }
+        slot->entry = e;
+        slot->from_fallback = false;
+        slot->dirty = false;
+    }
+    auto& admin = r.databases["pgbouncer"];
+    if (!admin) {
+        admin = std::make_unique<Database>();
+        admin->name = "pgbouncer";
+    }
+    admin->admin = true;
+    admin->dirty = false;
+
+    // Users: credentials from auth_file, overrides from [users].
+    for (auto& [name, u] : r.users) {
+        u->have_secret = false;
+        u->secret.clear();
+        u->entry = nullptr;
+    }
+    for (const auto& [name, secret] : r.userlist) {
+        User* u = get_user(name);
+        u->secret = secret;
+        u->have_secret = true;
+    }
+    for (const UserEntry& ue : r.cfg.users)
+        get_user(ue.name)->entry = &ue;
+}
+
+Database* find_database(const std::string& name) {
+    auto it = g_rt.databases.find(name);
+    if (it != g_rt.databases.end())
+        return it->second->dirty ? nullptr : it->second.get();
+    for (const DatabaseEntry& e : g_rt.cfg.databases) {
+        if (e.name != "*")
+            continue;
+        auto db = std::make_unique<Database>();
+        db->name = name;
+        db->entry = e;
+        db->entry.name = name;
+        db->from_fallback = true;
+        Database* out = db.get();
+        g_rt.databases[name] = std::move(db);
+        return out;
+    }
+    return nullptr;
+}
+
+User* find_user(const std::string& name) {
+    auto it = g_rt.users.find(name);
+    if (it == g_rt.users.end() || !it->second->have_secret)
+        return nullptr;
+    return it->second.get();
+}
+
+User* get_user(const std::string& name) {
+    auto& slot = g_rt.users[name];
+    if (!slot) {
+        slot = std::make_unique<User>();
+        slot->name = name;
+    }
+    return slot.get();
+}
+
+Pool* get_pool(Database* db, User* login_user, const std::string& client_user) {
+    std::string key = db->name;
+    key.push_back('\0');
+    key += client_user;
+    auto it = g_pool_index.find(key);
+    if (it != g_pool_index.end())
+        return it->second;
+    auto p = std::make_unique<Pool>();
+    p->db = db;
+    p->user = login_user;
+    p->client_user = client_user;
+    Pool* out = p.get();
+    g_rt.pools.push_back(std::move(p));
+    g_pool_index[key] = out;
+    return out;
+}
+
+void pool_request_server(Client& c) {
+    Pool& p = *c.pool;
+    c.wait_for_welcome = false;
+    if (!p.db->paused) {
+        if (Server* s = p.idle.front()) {
+            assign(c, *s);
+            return;
+        }
+        if (p.server_count() == 0 && login_failing(p) && !p.last_login_error.empty()) {
+            ErrorFields f;
+            auto* raw = reinterpret_cast<const uint8_t*>(p.last_login_error.data());
+            std::string msg = "unknown error";
+            if (p.last_login_error.size() > 5 &&
+                parse_error_fields(std::span{raw + 5, p.last_login_error.size() - 5}, f))
+                msg.assign(f.message);
+            c.fatal("08P01", "server login has been failing, cached error: %s (server_login_retry)",
+                    msg.c_str());
+            return;
+        }
+    }
+    if (c.state != ClientState::Waiting) {
+        c.wait_start = mono_now();
+        set_state(c, ClientState::Waiting);
+    }
+    pool_launch_if_needed(p);
+}
+
+void pool_launch_if_needed(Pool& p) {
+    if (p.db->paused || rt().shutting_down)
+        return;
+    if (login_failing(p))
+        return;
+    size_t want = p.waiting.size();
+    if (want == 0 && !p.have_params)
+        return;
+    // Servers still logging in will serve waiting clients.
+    while (want > p.login.size()) {
+        bool reserve = false;
+        if (!can_open_server(p, false)) {
+            Client* first = p.waiting.front();
+            reserve = p.reserve_size() > 0 && first && first->wait_start &&
+                      mono_now() - first->wait_start >= settings().reserve_pool_timeout;
+            if (!reserve || !can_open_server(p, true))
+                return;
+        }
+        launch_server(p);
+    }
+}
+
+void pool_release_server(Server& s) {
+    Pool& p = *s.pool;
+    if (Client* c = s.client) {
+        unlink(*c, s);
+        if (c->state == ClientState::Active && c->sb.paused())
+            c->sb.resume();
+    }
+    s.ready_to_release = false;
+    if (s.close_needed || p.db->dirty) {
+        s.close("database configuration changed");
+        return;
+    }
+    if (settings().server_lifetime > 0 &&
+        mono_now() - s.connect_time >= settings().server_lifetime) {
+        s.close("server lifetime over");
+        return;
+    }
+    const std::string& q = settings().server_reset_query;
+    if (!q.empty() && (p.mode() == PoolMode::Session || settings().server_reset_query_always)) {
+        s.start_reset(q);
+        return;
+    }
+    pool_server_ready(s);
+}
+
+void pool_server_ready(Server& s) {
+    Pool& p = *s.pool;
+    s.resetting = false;
+    if (s.close_needed) {
+        s.close("close needed");
+        return;
+    }
+    // Clients that only waited for the pool's parameters can be welcomed now.
+    if (p.have_params) {
+        p.waiting.for_each([](Client& c) {
+            if (c.wait_for_welcome) {
+                c.wait_for_welcome = false;
+                c.send_welcome();
+            }
+        });
+    }
+    if (!p.db->paused) {
+        Client* c = p.waiting.front();
+        if (c) {
+            assign(*c, s);
+            return;
+        }
+    }
+    set_state(s, ServerState::Idle);
+    s.idle_since = mono_now();
+}
+
+void pool_server_gone(Pool& p) {
+    pool_launch_if_needed(p);
+}
+
+void register_cancel_key(Client& c) {
+    for (;;) {
+        uint8_t b[8];
+        random_bytes(b, sizeof(b));
+        c.cancel_pid = read_be32(b) & 0x7fffffffu;
+        c.cancel_key = read_be32(b + 4);
+        if (c.cancel_pid == 0)
+            continue;
+        uint64_t k = (uint64_t{c.cancel_pid} << 32) | c.cancel_key;
+        if (g_rt.cancel_map.emplace(k, &c).second)
+            return;
+    }
+}
+
+void unregister_cancel_key(Client& c) {
+    if (c.cancel_pid == 0)
+        return;
+    g_rt.cancel_map.erase((uint64_t{c.cancel_pid} << 32) | c.cancel_key);
+    c.cancel_pid = 0;
+}
+
+}  // namespace sluice

@@ -1,0 +1,181 @@
+// Request FIFO. The rules and the bugs they avoid are in DESIGN.md section 4.
+#include "sluice/proto/tracker.h"
+
+#include "sluice/proto/packet.h"
+
+namespace sluice {
+namespace {
+bool is_copy_end(uint8_t t) noexcept {
+    return t == msg::kCopyDone || t == msg::kCopyFail;
+}
+bool ends_batch(uint8_t t) noexcept {
+    return t == msg::kSync || t == msg::kQuery || t == msg::kFunctionCall;
+}
+}  // namespace
+
+void RequestTracker::reset() noexcept {
+    q_.clear();
+    head_ = 0;
+    status_ = 'I';
+    failed_ = copy_in_ = copy_out_ = copy_both_ = client_owes_term_ = false;
+}
+
+void RequestTracker::push(Expect e) {
+    if (head_ > 0 && head_ == q_.size()) {
+        q_.clear();
+        head_ = 0;
+    } else if (head_ >= 64 && head_ * 2 >= q_.size()) {
+        q_.erase(q_.begin(), q_.begin() + static_cast<std::ptrdiff_t>(head_));
+        head_ = 0;
+    }
+    q_.push_back(e);
+}
+
+void RequestTracker::pop() {
+    if (head_ < q_.size())
+        ++head_;
+    if (head_ == q_.size()) {
+        q_.clear();
+        head_ = 0;
+    }
+}
+
+void RequestTracker::erase(size_t idx) {
+    q_.erase(q_.begin() + static_cast<std::ptrdiff_t>(head_ + idx));
+}
+
+void RequestTracker::on_request(uint8_t type, ReplyAction action) {
+    switch (type) {
+    case msg::kQuery:
+    case msg::kParse:
+    case msg::kBind:
+    case msg::kDescribe:
+    case msg::kExecute:
+    case msg::kClose:
+    case msg::kFunctionCall:
+        push({type, action, false});
+        return;
+    case msg::kSync:
+        // The server ignores Sync while in COPY IN (before the client's CopyDone/CopyFail).
+        if (copy_in_ && client_owes_term_)
+            return;
+        push({type, action, false});
+        return;
+    case msg::kCopyDone:
+    case msg::kCopyFail:
+        if (client_owes_term_) {
+            client_owes_term_ = false;
+            // COPY still running: this ends it. If the server already failed the COPY, the
+            // message only feeds its discard loop and is answered by nothing.
+            if (copy_in_)
+                push({type, action, true});
+            return;
+        }
+        // Sent before CopyInResponse arrived (pgx), or stray after the COPY ended
+        // (postgres.js): order decides when the replies come.
+        push({type, action, false});
+        drop_stray_copy_ends();
+        return;
+    default:
+        return;  // Flush, CopyData, Terminate, password messages: no reply of their own
+    }
+}
+
+void RequestTracker::drop_stray_copy_ends() {
+    // A CopyDone/CopyFail at the head cannot belong to a COPY: none can start before it.
+    while (!empty() && !copy_in_ && is_copy_end(q_[head_].type))
+        pop();
+}
+
+void RequestTracker::end_copy_in() {
+    copy_in_ = false;
+    for (size_t i = 0; i < size(); ++i) {
+        if (q_[head_ + i].copy_term) {
+            erase(i);
+            break;
+        }
+    }
+}
+
+ReplyAction RequestTracker::on_reply(uint8_t type, uint8_t rfq_status) {
+    ReplyAction act = empty() ? ReplyAction::Forward : q_[head_].action;
+    uint8_t head_type = empty() ? 0 : q_[head_].type;
+    switch (type) {
+    case msg::kParseComplete:
+        if (head_type == msg::kParse)
+            pop();
+        break;
+    case msg::kBindComplete:
+        if (head_type == msg::kBind)
+            pop();
+        break;
+    case msg::kCloseComplete:
+        if (head_type == msg::kClose)
+            pop();
+        break;
+    case msg::kRowDescription:
+    case msg::kNoData:
+        if (head_type == msg::kDescribe)
+            pop();
+        break;
+    case msg::kCommandComplete:
+    case msg::kEmptyQuery:
+    case msg::kPortalSuspended:
+        if (copy_in_)
+            end_copy_in();
+        copy_out_ = false;
+        if (head_type == msg::kExecute)
+            pop();
+        break;
+    case msg::kCopyInResponse: {
+        copy_in_ = true;
+        // Find the CopyDone/CopyFail that ends this COPY; Syncs before it owe nothing.
+        bool found = false;
+        for (size_t i = 1; i < size();) {
+            Expect& e = q_[head_ + i];
+            if (is_copy_end(e.type)) {
+                e.copy_term = true;
+                found = true;
+                break;
+            }
+            if (e.type == msg::kSync) {
+                erase(i);
+                continue;
+            }
+            ++i;
+        }
+        client_owes_term_ = !found;
+        break;
+    }
+    case msg::kCopyOutResponse:
+        copy_out_ = true;
+        break;
+    case msg::kCopyBothResponse:
+        copy_both_ = true;
+        break;
+    case msg::kErrorResponse:
+        if (copy_in_)
+            end_copy_in();
+        copy_out_ = false;
+        failed_ = true;
+        break;
+    case msg::kReadyForQuery:
+        status_ = rfq_status;
+        // Pops the request this answers (Sync, Query or FunctionCall). After an error the
+        // server discarded everything up to that Sync, so those entries go too.
+        while (!empty()) {
+            uint8_t t = q_[head_].type;
+            pop();
+            if (ends_batch(t))
+                break;
+        }
+        failed_ = false;
+        drop_stray_copy_ends();
+        break;
+    default:
+        break;
+    }
+    return act;
+}
+
+}  // namespace sluice

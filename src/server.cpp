@@ -1,0 +1,534 @@
+// Server side: connect, log in to PostgreSQL, then relay replies to the linked client while
+// the tracker accounts for them; reset and release per pool mode.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "sluice/auth/md5.h"
+#include "sluice/auth/scram.h"
+#include "sluice/net/sockets.h"
+#include "sluice/pool/pool.h"
+
+namespace sluice {
+namespace {
+
+std::span<const uint8_t> as_bytes(std::string_view s) {
+    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+std::string quote_literal(std::string_view v) {
+    std::string out = "'";
+    for (char ch : v) {
+        if (ch == '\'')
+            out.push_back('\'');
+        out.push_back(ch);
+    }
+    out.push_back('\'');
+    return out;
+}
+
+// A one-shot connection that delivers a CancelRequest and goes away.
+class CancelConn final : public SBufOwner {
+public:
+    ListNode node;
+    SBuf sb;
+    PacketAction on_packet(SBuf&, const PacketHeader&, std::span<const uint8_t>) override {
+        return PacketAction::Skip;
+    }
+    void on_sbuf_event(SBuf&, SBufEvent ev) override {
+        if (ev == SBufEvent::Connected)
+            return;
+        finish();
+    }
+    void on_sbuf_drained(SBuf&) override {}
+    void finish();
+};
+
+List<CancelConn, &CancelConn::node> g_cancel_free;
+event* g_cancel_free_ev = nullptr;
+
+void cancel_free_cb(evutil_socket_t, short, void*) noexcept {
+    while (CancelConn* c = g_cancel_free.pop_front())
+        delete c;
+}
+
+void CancelConn::finish() {
+    sb.close();
+    g_cancel_free.push_back(*this);
+    if (!g_cancel_free_ev)
+        g_cancel_free_ev = event_new(rt().base, -1, 0, cancel_free_cb, nullptr);
+    event_active(g_cancel_free_ev, 0, 0);
+}
+
+}  // namespace
+
+size_t Server::log_prefix(char* buf, size_t size) const noexcept {
+    int n = snprintf(buf, size, "S-%p: %s/%s@%s:%d", static_cast<const void*>(this),
+                     pool->db->name.c_str(), pool->user->name.c_str(),
+                     addr.is_unix() ? "unix" : addr.host().c_str(),
+                     addr.is_unix() ? pool->db->entry.port : addr.port());
+    if (n < 0)
+        return 0;
+    return static_cast<size_t>(n) < size ? static_cast<size_t>(n) : size - 1;
+}
+
+bool Server::connect() {
+    const DatabaseEntry& e = pool->db->entry;
+    connect_time = mono_now();
+    std::string err;
+    if (!resolve_target(e.host, e.port, settings().unix_socket_dir, addr, err)) {
+        slog_warning(this, "cannot resolve server address: %s", err.c_str());
+        login_failed(err, {});
+        return false;
+    }
+    bool in_progress = false;
+    int fd = connect_nonblocking(addr, in_progress, err);
+    if (fd < 0) {
+        slog_warning(this, "connect failed: %s", err.c_str());
+        login_failed(err, {});
+        return false;
+    }
+    tune_socket(fd, !addr.is_unix(), tcp_options_from(settings()));
+    if (!sb.attach(rt().base, fd, this, in_progress)) {
+        login_failed("cannot register socket event", {});
+        return false;
+    }
+    sb.set_startup(false);
+    sb.set_loop_count(settings().sbuf_loopcnt);
+    sb.set_max_packet(0x7fffffff);
+    if (!in_progress)
+        on_sbuf_event(sb, SBufEvent::Connected);
+    return true;
+}
+
+void Server::send_startup() {
+    const DatabaseEntry& e = pool->db->entry;
+    std::string& out = sb.out_for_append();
+    PacketWriter w(out);
+    w.begin_untyped();
+    w.put_u32(kProtocol30);
+    w.put_cstr("user");
+    w.put_cstr(pool->user->name);
+    w.put_cstr("database");
+    w.put_cstr(pool->db->target_dbname());
+    if (!e.client_encoding.empty()) {
+        w.put_cstr("client_encoding");
+        w.put_cstr(e.client_encoding);
+    }
+    if (!e.datestyle.empty()) {
+        w.put_cstr("datestyle");
+        w.put_cstr(e.datestyle);
+    }
+    if (!e.timezone.empty()) {
+        w.put_cstr("timezone");
+        w.put_cstr(e.timezone);
+    }
+    if (!e.application_name.empty()) {
+        w.put_cstr("application_name");
+        w.put_cstr(e.application_name);
+    }
+    w.put_u8(0);
+    w.finish();
+}
+
+void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
+    switch (ev) {
+    case SBufEvent::Connected: {
+        PeerAddr l;
+        l.len = sizeof(l.ss);
+        if (getsockname(sb.fd(), reinterpret_cast<sockaddr*>(&l.ss), &l.len) == 0)
+            local = l;
+        if (settings().log_connections) {
+            if (local.is_unix())
+                slog_info(this, "new connection to server");
+            else
+                slog_info(this, "new connection to server (from %s:%d)", local.host().c_str(),
+                          local.port());
+        }
+        send_startup();
+        return;  // the sbuf flushes out_ after this event
+    }
+    case SBufEvent::ConnectFailed: {
+        std::string msg = strerror(errno);
+        slog_warning(this, "connect failed: %s", msg.c_str());
+        login_failed(msg, {});
+        return;
+    }
+    case SBufEvent::Eof:
+        if (state == ServerState::Login) {
+            login_failed("server closed the connection during login", {});
+            return;
+        }
+        if (client)
+            client->fatal("08P01", "server conn crashed?");
+        close("server closed the connection unexpectedly");
+        return;
+    case SBufEvent::SocketError:
+        if (state == ServerState::Login) {
+            login_failed("server connection error", {});
+            return;
+        }
+        if (client)
+            client->fatal("08P01", "server conn crashed?");
+        close("server connection error");
+        return;
+    case SBufEvent::BadPacket:
+    case SBufEvent::TooLong:
+        if (client)
+            client->fatal("08P01", "server sent a bad packet");
+        close("bad packet from server");
+        return;
+    }
+}
+
+void Server::login_failed(std::string_view message, std::span<const uint8_t> error_packet) {
+    Pool& p = *pool;
+    p.last_login_failure = mono_now();
+    if (!error_packet.empty()) {
+        p.last_login_error.assign(reinterpret_cast<const char*>(error_packet.data()),
+                                  error_packet.size());
+    } else {
+        p.last_login_error.clear();
+        write_error(p.last_login_error, "FATAL", "08P01", message);
+    }
+    std::string m(message);
+    // Clients waiting on this pool learn why (SQLSTATE 57P03 "starting up" is not fanned out).
+    ErrorFields f;
+    bool starting = error_packet.size() > 5 &&
+                    parse_error_fields(error_packet.subspan(5), f) && f.sqlstate == "57P03";
+    if (!starting) {
+        std::string packet = p.last_login_error;
+        p.waiting.for_each([&](Client& c) {
+            c.sb.queue(packet);
+            static_cast<void>(c.sb.flush_out());
+            c.close("server login failed");
+        });
+    }
+    close(("login failed: " + m).c_str());
+}
+
+void Server::close(const char* reason) {
+    if (state == ServerState::Closing)
+        return;
+    slog_info(this, "closing because: %s (age=%llds)", reason,
+              static_cast<long long>((mono_now() - connect_time) / 1000000));
+    if (client)
+        unlink(*client, *this);
+    pool->db->server_count--;
+    pool->user->server_count--;
+    sb.close();
+    set_state(*this, ServerState::Closing);
+    pool_server_gone(*pool);
+}
+
+PacketAction Server::on_packet(SBuf&, const PacketHeader& hdr, std::span<const uint8_t> data) {
+    if (state == ServerState::Login)
+        return on_login_packet(hdr, data);
+    return on_work_packet(hdr, data);
+}
+
+PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
+    if (data.size() < hdr.len)
+        return PacketAction::Hold;
+    std::span<const uint8_t> body = data.subspan(hdr.hdr_len);
+    PacketReader r(body);
+    switch (hdr.type) {
+    case msg::kAuth: {
+        uint32_t code;
+        if (!r.read_u32(code))
+            break;
+        const User& u = *pool->user;
+        const DatabaseEntry& e = pool->db->entry;
+        std::string secret = !e.user.empty() && !e.password.empty() ? e.password : u.secret;
+        std::string& out = sb.out_for_append();
+        PacketWriter w(out);
+        switch (code) {
+        case kAuthOk:
+            return PacketAction::Skip;
+        case kAuthCleartext:
+            if (is_md5_secret(secret) || is_scram_secret(secret)) {
+                login_failed("cannot do cleartext auth with a hashed password", {});
+                return PacketAction::Closed;
+            }
+            w.begin(msg::kPassword);
+            w.put_cstr(secret);
+            w.finish();
+            break;
+        case kAuthMd5: {
+            std::span<const uint8_t> salt;
+            if (!r.read_bytes(4, salt))
+                break;
+            if (is_scram_secret(secret)) {
+                login_failed("cannot do md5 auth with a SCRAM secret", {});
+                return PacketAction::Closed;
+            }
+            std::array<uint8_t, 4> s4{salt[0], salt[1], salt[2], salt[3]};
+            w.begin(msg::kPassword);
+            w.put_cstr(pg_md5_response(secret, u.name, s4));
+            w.finish();
+            break;
+        }
+        case kAuthSasl: {
+            bool have = false;
+            std::string_view mech;
+            while (r.read_cstr(mech) && !mech.empty())
+                if (mech == "SCRAM-SHA-256")
+                    have = true;
+            if (!have) {
+                login_failed("server does not offer SCRAM-SHA-256", {});
+                return PacketAction::Closed;
+            }
+            if (is_scram_secret(secret)) {
+                if (!u.have_scram_keys) {
+                    login_failed("password is SCRAM secret but client authentication did not "
+                                 "provide SCRAM keys",
+                                 {});
+                    return PacketAction::Closed;
+                }
+                scram.init_keys(u.scram_client_key, u.scram_server_key);
+            } else if (is_md5_secret(secret)) {
+                login_failed("cannot do SCRAM auth with an md5 secret", {});
+                return PacketAction::Closed;
+            } else {
+                scram.init_password(secret);
+            }
+            std::string first = scram.client_first();
+            w.begin(msg::kPassword);
+            w.put_cstr("SCRAM-SHA-256");
+            w.put_u32(static_cast<uint32_t>(first.size()));
+            w.put_bytes(first);
+            w.finish();
+            break;
+        }
+        case kAuthSaslContinue: {
+            std::span<const uint8_t> rest = r.rest();
+            std::string final_msg;
+            if (!scram.handle_server_first(
+                    std::string_view(reinterpret_cast<const char*>(rest.data()), rest.size()),
+                    final_msg)) {
+                login_failed("SCRAM exchange with the server failed", {});
+                return PacketAction::Closed;
+            }
+            w.begin(msg::kPassword);
+            w.put_bytes(final_msg);
+            w.finish();
+            break;
+        }
+        case kAuthSaslFinal: {
+            std::span<const uint8_t> rest = r.rest();
+            if (!scram.verify_server_final(
+                    std::string_view(reinterpret_cast<const char*>(rest.data()), rest.size()))) {
+                login_failed("server SCRAM signature is invalid", {});
+                return PacketAction::Closed;
+            }
+            return PacketAction::Skip;
+        }
+        default:
+            login_failed("unsupported authentication method requested by server", {});
+            return PacketAction::Closed;
+        }
+        if (!sb.flush_out())
+            return PacketAction::Closed;
+        return PacketAction::Skip;
+    }
+    case msg::kParameterStatus: {
+        std::string_view name, value;
+        if (!r.read_cstr(name) || !r.read_cstr(value))
+            break;
+        if (int vi = var_index(name); vi >= 0)
+            vars.values[static_cast<size_t>(vi)].assign(value);
+        login_params.append(reinterpret_cast<const char*>(data.data()), data.size());
+        return PacketAction::Skip;
+    }
+    case msg::kBackendKeyData:
+        if (!r.read_u32(backend_pid) || !r.read_u32(backend_key))
+            break;
+        return PacketAction::Skip;
+    case msg::kReadyForQuery: {
+        Pool& p = *pool;
+        if (!p.have_params) {
+            p.params.clear();
+            PacketReader pr(as_bytes(login_params));
+            for (;;) {
+                uint8_t t;
+                uint32_t len;
+                std::span<const uint8_t> pbody;
+                if (!pr.read_u8(t) || !pr.read_u32(len) || len < 4 || !pr.read_bytes(len - 4, pbody))
+                    break;
+                PacketReader pb(pbody);
+                std::string_view n, v;
+                if (pb.read_cstr(n) && pb.read_cstr(v))
+                    p.params.emplace_back(n, v);
+            }
+            p.have_params = true;
+        }
+        login_params.clear();
+        p.last_login_failure = 0;
+        tracker.reset();
+        slog_debug(this, "login complete");
+        pool_server_ready(*this);
+        return state == ServerState::Closing ? PacketAction::Closed : PacketAction::Skip;
+    }
+    case msg::kErrorResponse: {
+        ErrorFields f;
+        std::string m = "server login failed";
+        if (parse_error_fields(body, f)) {
+            m.assign(f.severity);
+            m += " ";
+            m.append(f.message);
+        }
+        slog_warning(this, "server login failed: %s", m.c_str());
+        login_failed(m, data);
+        return PacketAction::Closed;
+    }
+    case msg::kNoticeResponse:
+    case msg::kNegotiateProtocol:
+        return PacketAction::Skip;
+    default:
+        break;
+    }
+    login_failed("bad packet from server during login", {});
+    return PacketAction::Closed;
+}
+
+PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
+    uint8_t t = hdr.type;
+    if ((t == msg::kReadyForQuery || t == msg::kParameterStatus) && data.size() < hdr.len)
+        return PacketAction::Hold;
+    bool skip_mode = !tracker.empty() && tracker.head()->action == ReplyAction::Skip;
+    if (t == msg::kErrorResponse && (skip_mode || !client)) {
+        if (data.size() < hdr.len)
+            return PacketAction::Hold;
+        ErrorFields f;
+        if (parse_error_fields(data.subspan(hdr.hdr_len), f)) {
+            std::string m(f.message);
+            slog_warning(this, "server error on pooler query: %s", m.c_str());
+        }
+    }
+    uint8_t status = t == msg::kReadyForQuery ? data[hdr.hdr_len] : 0;
+    ReplyAction act = tracker.on_reply(t, status);
+    switch (t) {
+    case msg::kParameterStatus: {
+        PacketReader r(data.subspan(hdr.hdr_len));
+        std::string_view name, value;
+        if (r.read_cstr(name) && r.read_cstr(value)) {
+            if (int vi = var_index(name); vi >= 0) {
+                vars.values[static_cast<size_t>(vi)].assign(value);
+                if (client && act == ReplyAction::Forward)
+                    client->vars.values[static_cast<size_t>(vi)].assign(value);
+            }
+        }
+        break;
+    }
+    case msg::kCopyBothResponse:
+        pinned = true;
+        break;
+    case msg::kReadyForQuery:
+        after_reply();
+        if (state == ServerState::Closing)
+            return PacketAction::Closed;
+        break;
+    default:
+        break;
+    }
+    if (act == ReplyAction::Skip || !client)
+        return PacketAction::Skip;
+    return PacketAction::Forward;
+}
+
+// Called at each ReadyForQuery: decide whether the server can go back to the pool.
+void Server::after_reply() {
+    Pool& p = *pool;
+    if (!client) {
+        if (tracker.idle())
+            pool_server_ready(*this);  // reset finished
+        return;
+    }
+    PoolMode mode = p.mode();
+    if (mode == PoolMode::Statement && tracker.empty() && tracker.status() != 'I') {
+        Client* c = client;
+        c->fatal("08P01", "transaction blocks not allowed in statement pooling mode");
+        if (state != ServerState::Closing)
+            close("transaction blocks not allowed in statement pooling mode");
+        return;
+    }
+    if (tracker.idle()) {
+        p.xact_count++;
+        if (client->xact_start) {
+            p.xact_time += static_cast<uint64_t>(mono_now() - client->xact_start);
+            client->xact_start = 0;
+        }
+        if (mode != PoolMode::Session && !pinned)
+            ready_to_release = true;
+    }
+}
+
+void Server::on_sbuf_drained(SBuf&) {
+    if (!ready_to_release || !client)
+        return;
+    if (!tracker.idle() || client->sb.packet_remaining() != 0) {
+        ready_to_release = false;
+        return;
+    }
+    pool_release_server(*this);
+}
+
+void Server::sync_vars_from(const Client& c) {
+    std::string sql;
+    for (size_t i = 0; i < var_count(); ++i) {
+        const std::string& want = c.vars.values[i];
+        if (want.empty() || want == vars.values[i])
+            continue;
+        sql += "SET ";
+        sql += var_name(i);
+        sql += " = ";
+        sql += quote_literal(want);
+        sql += ";";
+        vars.values[i] = want;
+    }
+    if (sql.empty())
+        return;
+    tracker.on_request(msg::kQuery, ReplyAction::Skip);
+    write_query(sb.out_for_append(), sql);
+}
+
+void Server::start_reset(const std::string& query) {
+    set_state(*this, ServerState::Used);
+    resetting = true;
+    tracker.on_request(msg::kQuery, ReplyAction::Skip);
+    write_query(sb.out_for_append(), query);
+    static_cast<void>(sb.flush_out());
+}
+
+void send_cancel_request(const Server& s) {
+    std::string err;
+    bool in_progress = false;
+    int fd = connect_nonblocking(s.addr, in_progress, err);
+    if (fd < 0) {
+        log_warning("cancel request: connect failed: %s", err.c_str());
+        return;
+    }
+    auto* cc = new CancelConn();
+    if (!cc->sb.attach(rt().base, fd, cc, in_progress)) {
+        delete cc;
+        return;
+    }
+    std::string& out = cc->sb.out_for_append();
+    PacketWriter w(out);
+    w.begin_untyped();
+    w.put_u32(kCancelRequestCode);
+    w.put_u32(s.backend_pid);
+    w.put_u32(s.backend_key);
+    w.finish();
+    if (!in_progress)
+        static_cast<void>(cc->sb.flush_out());
+}
+
+}  // namespace sluice
