@@ -294,7 +294,7 @@ void Client::start_auth() {
         return;
     case AuthType::Trust:
         if (!user) {
-            fatal("08P01", "no such user");
+            fatal("08P01", "\"trust\" authentication failed");
             return;
         }
         static_cast<void>(finish_login());

@@ -148,8 +148,11 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
             event_base_loopbreak(rt().base);
             return;
         }
-        log_info("got %s, shutting down, waiting for %s", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                 sig == SIGINT ? "servers" : "clients");
+        if (sig == SIGTERM)
+            log_info("got SIGTERM, shutting down, waiting for all clients disconnect");
+        else
+            log_info("got SIGINT, shutting down, waiting for all servers connections to be "
+                     "released");
         begin_shutdown(sig == SIGTERM);
         return;
     case SIGQUIT:
@@ -310,8 +313,8 @@ int run(int argc, char** argv) {
         }
     }
     if (optind + 1 != argc) {
-        fprintf(stderr, "%s: need a config file\n", argv[0]);
-        usage(stderr, argv[0]);
+        fprintf(stderr, "%s: no configuration file specified\n", argv[0]);
+        fprintf(stderr, "Try \"%s --help\" for more information.\n", argv[0]);
         return 1;
     }
     o.config = argv[optind];

@@ -246,9 +246,8 @@ enum class SettingType : uint8_t {
 struct SettingInfo {
     const char* name;
     SettingType type;
-    const char*
-        default_text;  // as SHOW CONFIG prints it; never null ("" where PgBouncer's is NULL)
-    bool reloadable;   // SHOW CONFIG changeable=yes
+    const char* default_text;  // as SHOW CONFIG prints it; never null ("" for PgBouncer's NULL)
+    bool reloadable;           // SHOW CONFIG changeable=yes
     // PgBouncer's default is NULL (auth_file, auth_user, user, verbose ...): its SHOW CONFIG
     // prints NULL in the default column, and in the value column while a Str stays empty.
     bool null_default = false;

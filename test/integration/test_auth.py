@@ -1,0 +1,96 @@
+"""Client authentication through the pooler: psql SELECT 1 per auth_type, and the
+PgBouncer error texts for refused logins."""
+
+import re
+
+import psycopg
+import pytest
+
+USERS = ["md5user", "scramuser", "scramonly"]
+
+
+def _fatal(stderr: str) -> str:
+    """The FATAL message psql printed (after 'FATAL:  ')."""
+    m = re.search(r"FATAL:\s+(.*)$", stderr, re.M)
+    assert m, f"no FATAL in psql output: {stderr!r}"
+    return m.group(1).strip()
+
+
+@pytest.mark.parametrize("auth_type", ["md5", "plain", "trust", "scram-sha-256"])
+def test_select_1_per_auth_type(pooler, auth_type):
+    p = pooler(pgbouncer={"auth_type": auth_type})
+    for user in USERS:
+        rc, out, err = p.psql("-c", "SELECT 1, current_user", user=user)
+        assert (rc, err) == (0, ""), f"{auth_type}/{user}: {err}"
+        assert out.strip() == f"1|{user}"
+
+
+def test_auth_type_is_case_insensitive(pooler):
+    p = pooler(pgbouncer={"auth_type": "MD5"})
+    assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+
+
+@pytest.mark.parametrize("auth_type", ["md5", "scram-sha-256"])
+def test_hashed_userlist_secrets(pooler, pg, auth_type):
+    """userlist.txt holding PostgreSQL's own secrets: an md5 hash logs in with md5 (md5
+    challenge to the client, md5 to the server); a SCRAM secret logs in by SCRAM
+    pass-through. With auth_type=scram-sha-256 an md5 hash cannot be used."""
+    userlist = [f'"{u}" "{pg.secret(u)}"' for u in USERS]
+    assert pg.secret("md5user").startswith("md5")
+    assert pg.secret("scramuser").startswith("SCRAM-SHA-256$")
+    p = pooler(pgbouncer={"auth_type": auth_type}, userlist=userlist)
+    for user in USERS:
+        rc, out, err = p.psql("-c", "SELECT current_user", user=user)
+        if auth_type == "scram-sha-256" and user == "md5user":
+            assert rc != 0
+            assert _fatal(err) == "SASL authentication failed"
+        else:
+            assert (rc, out, err) == (0, f"{user}\n", ""), f"{auth_type}/{user}"
+
+
+@pytest.mark.parametrize("auth_type,message", [
+    ("md5", "password authentication failed"),
+    ("plain", "password authentication failed"),
+    ("scram-sha-256", "SASL authentication failed"),
+])
+def test_wrong_password_refused(pooler, auth_type, message):
+    p = pooler(pgbouncer={"auth_type": auth_type})
+    for user in ("md5user", "scramuser"):
+        rc, out, err = p.psql("-c", "SELECT 1", user=user, password="wrong-password")
+        assert rc != 0 and out == ""
+        assert _fatal(err) == message, err
+    # an unknown user gets the same kind of failure (no user enumeration)
+    rc, out, err = p.psql("-c", "SELECT 1", user="nosuchuser", password="whatever")
+    assert rc != 0
+    assert _fatal(err) == message, err
+    # and the pooler keeps serving other clients
+    assert p.psql("-c", "SELECT 1") == (0, "1\n", "")
+    with p.connect("scramuser") as c:
+        assert c.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_wrong_password_psycopg(pooler):
+    p = pooler()
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        p.connect("md5user", password="nope")
+    p.wait_for_log(r"password authentication failed")
+    with p.connect("md5user") as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_trust_unknown_user_refused(pooler):
+    """trust still requires the user to be in auth_file."""
+    p = pooler(pgbouncer={"auth_type": "trust"})
+    rc, out, err = p.psql("-c", "SELECT 1", user="nosuchuser", password="")
+    assert rc != 0
+    assert _fatal(err) == '"trust" authentication failed'
+    assert p.psql("-c", "SELECT 1", user="md5user", password="")[:2] == (0, "1\n")
+
+
+def test_missing_password_for_md5(pooler):
+    """A client that sends an empty password is refused like a wrong one."""
+    p = pooler()
+    rc, out, err = p.psql("-c", "SELECT 1", user="md5user", password="")
+    assert rc != 0
+    assert "password authentication failed" in err or "no password supplied" in err
+    assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")

@@ -1,0 +1,151 @@
+"""The command line: -V, -h, missing config, bad config, -d."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+
+import pytest
+
+import harness
+
+
+def _run(cmd, **kw):
+    kw.setdefault("timeout", 30)
+    return harness.run_as_postgres(cmd, stdin=subprocess.DEVNULL, **kw)
+
+
+def test_version(sluice_bin):
+    r = _run([sluice_bin, "-V"])
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert re.match(r"^[A-Za-z][\w-]* \d+\.\d+(\.\d+)?", first), first
+    assert _run([sluice_bin, "--version"]).stdout == r.stdout
+
+
+def test_help(sluice_bin):
+    r = _run([sluice_bin, "-h"])
+    assert r.returncode == 0, r.stderr
+    assert "Usage:" in r.stdout
+    for flag in ("-d", "-R", "-q", "-v", "-u", "-V", "-h"):
+        assert re.search(rf"(^|\s){flag}\b", r.stdout), f"{flag} missing from usage"
+    assert _run([sluice_bin, "--help"]).returncode == 0
+
+
+def test_no_config_argument(sluice_bin):
+    r = _run([sluice_bin])
+    assert r.returncode == 1
+    assert "no configuration file specified" in r.stdout + r.stderr
+
+
+def test_unknown_option(sluice_bin):
+    r = _run([sluice_bin, "--no-such-option", "x.ini"])
+    assert r.returncode == 1
+    assert r.stderr.strip()
+
+
+def test_missing_config_file(sluice_bin):
+    path = os.path.join(harness.make_tempdir("sluice-cmdline-"), "nonexistent.ini")
+    try:
+        r = _run([sluice_bin, path])
+        assert r.returncode != 0
+        assert path in r.stdout + r.stderr
+        assert "cannot load config file" in r.stdout + r.stderr
+    finally:
+        os.rmdir(os.path.dirname(path))
+
+
+def test_bad_config_value_names_file_and_line(pooler):
+    ini = harness.make_ini(pgbouncer={"pool_mode": "sometimes"})
+    p = pooler(ini, start=False)
+    p.expect_exit = True
+    line = ini.splitlines().index("pool_mode = sometimes") + 1
+    r = _run(p.argv(), cwd=p.dir)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert f"{p.ini_path}:{line}" in out, out
+    assert "sometimes" in out and "pool_mode" in out
+    assert "cannot load config file" in out
+    assert not _listening(p.port)
+
+
+def test_unknown_setting_names_file_and_line(pooler):
+    ini = harness.make_ini(pgbouncer={"no_such_setting": "1"})
+    p = pooler(ini, start=False)
+    line = ini.splitlines().index("no_such_setting = 1") + 1
+    r = _run(p.argv(), cwd=p.dir)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert f"{p.ini_path}:{line}" in out, out
+    assert "no_such_setting" in out
+
+
+def _listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_daemon_pidfile_and_sigterm(pooler):
+    p = pooler(args=["-d"], start=False)
+    pidfile = os.path.join(p.dir, "pooler.pid")
+    r = _run(p.argv(), cwd=p.dir, capture_output=False,
+             stdout=open(os.path.join(p.dir, "daemon.out"), "w"), stderr=subprocess.STDOUT)
+    assert r.returncode == 0, open(os.path.join(p.dir, "daemon.out")).read()
+    pid = None
+    try:
+        pid = harness.wait_until(lambda: _read_pid(pidfile), 15, what="pidfile")
+        assert pid != os.getpid()
+        harness.wait_until(lambda: _listening(p.port) or not harness.pid_alive(pid), 15,
+                           what="daemon listening")
+        assert harness.pid_alive(pid), p.full_log()
+        # the daemon runs as postgres, detached, and logs to its logfile only
+        assert _uids(pid) == {os.stat(p.dir).st_uid}
+        assert os.getsid(pid) != os.getsid(0), "daemon should leave our session (setsid)"
+        assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+        p.wait_for_log(r"process up|listening on")
+        os.kill(pid, signal.SIGTERM)
+        harness.wait_until(lambda: not harness.pid_alive(pid), 30, what="daemon exit")
+        harness.wait_until(lambda: not os.path.exists(pidfile), 10, what="pidfile removal")
+    finally:
+        if pid and harness.pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _uids(pid):
+    """Real, effective, saved and fs uid of a process."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return {int(x) for x in line.split()[1:]}
+    return set()
+
+
+def _read_pid(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return int(text) if text else None
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to check the root refusal")
+def test_refuses_to_run_as_root(pooler):
+    p = pooler(start=False, as_invoker=True)
+    r = subprocess.run(p.argv(), cwd=p.dir, capture_output=True, text=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "should not run as root" in out
+    assert not _listening(p.port)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch user")
+def test_user_flag_switches_to_that_user(pooler):
+    p = pooler(args=["-u", "postgres"], as_invoker=True)
+    assert _uids(p.pid) == {harness.pwd.getpwnam("postgres").pw_uid}
+    assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")

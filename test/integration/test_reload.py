@@ -1,0 +1,66 @@
+"""SIGHUP re-reads the ini: a raised default_pool_size lets a queued client through."""
+
+import re
+import threading
+
+import harness
+
+
+def _md5user_backends(pg):
+    return pg.sql("SELECT count(*) FROM pg_stat_activity "
+                  "WHERE usename = 'md5user' AND datname = 'appdb' "
+                  "AND backend_type = 'client backend'")[0][0]
+
+
+def test_sighup_raises_pool_size(pooler, pg):
+    p = pooler(pgbouncer={"default_pool_size": 1})
+    a = p.connect()
+    a.execute("BEGIN")
+    pid_a = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    assert _md5user_backends(pg) == 1
+
+    result = {}
+    done = threading.Event()
+
+    def client_b():
+        try:
+            with p.connect(connect_timeout=60) as b:
+                result["pid"] = b.execute("SELECT pg_backend_pid()").fetchone()[0]
+        except Exception as e:  # noqa: BLE001 - asserted below
+            result["error"] = repr(e)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=client_b, daemon=True)
+    t.start()
+    # B logs in and queues: the pool holds one server and A keeps it.
+    harness.wait_until(lambda: len(re.findall(r"login attempt: db=appdb user=md5user\b",
+                                              p.log_text())) >= 2, 15, what="client B login")
+    assert not done.is_set(), f"B got a server with pool size 1 while A held it: {result}"
+    assert _md5user_backends(pg) == 1
+
+    mark = p.log_mark()
+    p.write_ini(harness.make_ini(pgbouncer={"default_pool_size": 2}))
+    p.reload()
+    p.wait_for_log(r"got SIGHUP, re-reading config", since=mark)
+
+    assert done.wait(60), "queued client did not get a server after the reload"
+    t.join(5)
+    assert "error" not in result, result["error"]
+    assert result["pid"] != pid_a
+    # A's transaction was untouched by the reload
+    assert a.execute("SELECT pg_backend_pid()").fetchone()[0] == pid_a
+    a.execute("COMMIT")
+    a.close()
+    assert p.alive()
+
+
+def test_sighup_with_unchanged_config_keeps_serving(pooler):
+    p = pooler()
+    with p.connect() as c:
+        pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        mark = p.log_mark()
+        p.reload()
+        p.wait_for_log(r"got SIGHUP, re-reading config", since=mark)
+        assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+    assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")

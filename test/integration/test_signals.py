@@ -1,0 +1,51 @@
+"""Signals with PgBouncer 1.23+ semantics (spec: /work/shared/spec/pgbouncer-interface.md 1b).
+
+SIGTERM = SHUTDOWN WAIT_FOR_CLIENTS: stop listening on TCP, let connected clients finish,
+exit 0 once they are gone; a second SIGTERM exits at once. (PgBouncer 1.18 exits at the
+first SIGTERM with code 1, so these fail against it by design.)"""
+
+import signal
+
+import psycopg
+import pytest
+
+import harness
+
+
+def test_sigterm_waits_for_clients(pooler):
+    p = pooler()
+    a = p.connect()
+    pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    mark = p.log_mark()
+    p.expect_exit = True
+    p.signal(signal.SIGTERM)
+    p.wait_for_log(r"got SIGTERM, shutting down, waiting for all clients disconnect",
+                   since=mark)
+    # the connected client keeps its server and keeps working
+    assert p.alive()
+    assert a.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+    # new TCP logins are refused (listener closed)
+    rc, out, err = p.psql("-c", "SELECT 1")
+    assert rc != 0, out
+    with pytest.raises(psycopg.OperationalError):
+        p.connect()
+    assert p.alive()
+    # the last client leaving ends the process, with status 0
+    a.close()
+    harness.wait_until(lambda: not p.alive(), 15, what="exit after the last client left")
+    assert p.returncode == 0, p.full_log()
+
+
+def test_second_sigterm_exits_at_once(pooler):
+    p = pooler()
+    a = p.connect()
+    a.execute("SELECT 1")
+    p.expect_exit = True
+    mark = p.log_mark()
+    p.signal(signal.SIGTERM)
+    p.wait_for_log(r"got SIGTERM, shutting down", since=mark)
+    assert p.alive()
+    p.signal(signal.SIGTERM)
+    harness.wait_until(lambda: not p.alive(), 15, what="exit after the second SIGTERM")
+    assert p.returncode == 0, p.full_log()
+    a.close()
