@@ -537,7 +537,14 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
     Server& s = *server;
     if (s.tracker.empty() && s.tracker.status() == 'I')
         xact_start = mono_now();
+    bool owed_copy_end = s.tracker.client_in_copy();
     s.tracker.on_request(t);
+    if (owed_copy_end && s.tracker.idle() && pool->mode() != PoolMode::Session && !s.pinned) {
+        // The CopyDone/CopyFail of a COPY the server already failed: PostgreSQL would ignore
+        // it, and nothing is owed any more, so the server can go back now.
+        pool_release_server(s);
+        return PacketAction::Skip;
+    }
     if (t == msg::kQuery || t == msg::kExecute || t == msg::kFunctionCall)
         pool->query_count++;
     return PacketAction::Forward;

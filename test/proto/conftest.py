@@ -172,12 +172,12 @@ class ProtoEnv:
         rendered = render(msgs, ignore='SN')
         assert rendered == ['T', 'D', 'C', 'Z:I'], \
             'clean check failed: %s' % render_detail(msgs)
-        cols = [col['name'] for col in pgwire.parse_row_description(msgs[0].body)] \
-            if msgs[0].type == 'T' else \
-            [col['name'] for x in msgs if x.type == 'T'
-             for col in pgwire.parse_row_description(x.body)]
+        cols = [col['name'] for x in msgs if x.type == 'T' for col in x.columns]
         row = [x for x in msgs if x.type == 'D'][0].row
         state = dict(zip(cols, row))
+        assert 'pg_backend_pid' in state, \
+            'the second client got a reply that is not the answer to its own query ' \
+            '(a reply owed to an earlier client leaked): %s' % render_detail(msgs)
         return int(state.pop('pg_backend_pid')), state, msgs
 
     def assert_clean(self, expected_pid=None, timeout=RELEASE_WAIT):

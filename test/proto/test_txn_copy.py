@@ -270,9 +270,9 @@ def test_late_copy_data_after_server_error_extended(env, copy_table):
 def test_copy_in_inside_explicit_transaction(env, copy_table):
     def flow(c):
         c.send(m.query('BEGIN'), m.query('COPY copytest FROM STDIN'))
-        out = c.read_until('G')
+        out = c.read_until('G')                   # includes BEGIN's Z:T
         c.send(*rows(3), m.copy_done())
-        out += c.read_until_rfq(2)
+        out += c.read_until_rfq()
         # extended COPY in the same transaction
         c.send(m.parse('COPY copytest FROM STDIN'), m.bind(), m.execute(), m.sync(),
                *rows(2, start=10), m.copy_done(), m.sync())

@@ -1,0 +1,137 @@
+"""Transaction pooling: a client that goes away while its server is busy or
+inside a transaction must never hand a dirty server to the next client.
+
+The next client may get a different backend (the pooler may close the old
+one), so these tests assert "clean", not "same pid" — except where the old
+server is provably reusable."""
+
+import time
+
+from pgwire import m
+
+
+def _open_transaction(env, copy_table, terminate=False):
+    a, pid = env.client()
+    a.send(m.query('BEGIN'),
+           m.query("INSERT INTO copytest VALUES (1, 'uncommitted')"),
+           m.query('SELECT pg_advisory_xact_lock(4242)'),
+           m.query('CREATE TEMP TABLE leak_tmp (x int)'),
+           m.query('LOCK TABLE copytest IN SHARE ROW EXCLUSIVE MODE'),
+           m.query("DECLARE leak_cur CURSOR WITH HOLD FOR SELECT 1"))
+    got = env.seq(a.read_until_rfq(6))
+    assert got[-1] == 'Z:T' and 'E' not in ''.join(x[0] for x in got), got
+    assert txid_assigned(env, pid)
+    a.close(terminate=terminate)
+    return pid
+
+
+def txid_assigned(env, pid):
+    rows = env.sql("SELECT backend_xid IS NOT NULL FROM pg_stat_activity WHERE pid = %d"
+                   % pid)
+    return rows and rows[0][0] == 't'
+
+
+def test_disconnect_with_open_transaction(env, copy_table):
+    pid = _open_transaction(env, copy_table)
+    env.assert_clean()
+    assert env.count(copy_table) == 0          # rolled back, never committed
+    # no lock leaked (lock_timeout=5s on this connection)
+    env.sql('BEGIN; LOCK TABLE copytest IN ACCESS EXCLUSIVE MODE; ROLLBACK')
+
+
+def test_terminate_with_open_transaction(env, copy_table):
+    """Same with a polite Terminate 'X' instead of a dropped socket."""
+    _open_transaction(env, copy_table, terminate=True)
+    env.assert_clean()
+    assert env.count(copy_table) == 0
+
+
+def test_disconnect_with_failed_transaction(env):
+    a, pid = env.client()
+    a.send(m.query('BEGIN'), m.query('SELECT 1/0'))
+    assert env.seq(a.read_until_rfq(2)) == ['C:BEGIN', 'Z:T', 'E:22012', 'Z:E']
+    a.close()
+    env.assert_clean()
+
+
+def test_disconnect_with_query_running(env):
+    """A long query, then the client closes before its reply: the next client
+    gets a clean server within the bounded wait (pooler either waits for the
+    result and drains it, or closes the server)."""
+    a, pid = env.client()
+    a.send(m.query('SELECT pg_sleep(2)'))
+    time.sleep(0.2)
+    a.close()
+    t0 = time.monotonic()
+    env.assert_clean()
+    assert time.monotonic() - t0 < 10
+
+
+def test_disconnect_with_pipelined_replies_owed(env):
+    """Several pipelined Queries and extended batches, client reads one reply and
+    leaves: the rest of the replies are owed to nobody."""
+    a, pid = env.client()
+    a.send(m.query('SELECT 1'), m.query('SELECT pg_sleep(0.5)'),
+           m.parse('SELECT g FROM generate_series(1, 100000) g'), m.bind(), m.execute(),
+           m.sync(), m.query('SELECT 3'))
+    assert env.seq(a.read_until_rfq()) == ['T', 'D:1', 'C:SELECT 1', 'Z:I']
+    a.close()
+    env.assert_clean()
+
+
+def test_disconnect_with_big_result_streaming(env):
+    """The client leaves while a large result is still streaming toward it."""
+    a, pid = env.client()
+    a.send(m.query("SELECT g, repeat('x', 200) FROM generate_series(1, 200000) g"))
+    a.read_until('D')
+    a.close()
+    env.assert_clean()
+
+
+def test_disconnect_in_copy_out(env):
+    a, pid = env.client()
+    a.send(m.query("COPY (SELECT g, repeat('y', 200) FROM generate_series(1, 200000) g) "
+                   "TO STDOUT"))
+    assert env.seq(a.read_until('H')) == ['H:0/2']
+    a.read_until('d')
+    a.close()
+    env.assert_clean()
+
+
+def test_disconnect_extended_without_sync(env):
+    """Parse/Bind/Execute(row limit)/Flush, no Sync: the server sits in an
+    implicit transaction with an open portal when the client leaves."""
+    a, pid = env.client()
+    a.send(m.parse('SELECT g FROM generate_series(1, 10) g'), m.bind(),
+           m.execute(max_rows=3), m.flush())
+    assert env.seq(a.read_until('s')) == ['1', '2', 'D:1', 'D:2', 'D:3', 's']
+    a.close()
+    env.assert_clean()
+
+
+def test_disconnect_after_error_before_sync(env):
+    """Error in an extended batch, client leaves before sending Sync: the
+    server is still discarding messages, waiting for a Sync."""
+    a, pid = env.client()
+    a.send(m.parse('SELECT 1/0'), m.bind(), m.execute(), m.flush())
+    got = env.seq(a.read_until('E'))
+    assert got[-1] == 'E:22012', got
+    a.close()
+    env.assert_clean()
+
+
+def test_disconnect_while_waiting_for_server(env):
+    """A queued client (pool full) leaves before it got a server: the linked
+    client is unaffected and the pool is clean afterwards."""
+    a, pid = env.client()
+    a.send(m.query('BEGIN'))
+    assert env.seq(a.read_until_rfq()) == ['C:BEGIN', 'Z:T']
+    b = env.pooled()
+    b.send(m.query('SELECT 1'))
+    b.expect_nothing(0.5)
+    b.close()
+    time.sleep(0.2)
+    a.send(m.query('SELECT pg_backend_pid()'), m.query('COMMIT'))
+    assert env.seq(a.read_until_rfq(2)) == ['T', 'D:%d' % pid, 'C:SELECT 1', 'Z:T',
+                                            'C:COMMIT', 'Z:I']
+    env.assert_clean(pid)
