@@ -60,7 +60,7 @@ size_t Client::log_prefix(char* buf, size_t size) const noexcept {
     const char* us = user_name.empty() ? "(nouser)" : user_name.c_str();
     if (addr.is_unix())
         n = snprintf(buf, size, "C-%p: %s/%s@unix(%d):%d", static_cast<const void*>(this), dbn, us,
-                     0, settings().listen_port);
+                     peer_pid, settings().listen_port);
     else if (addr.ss.ss_family == AF_INET6)
         n = snprintf(buf, size, "C-%p: %s/%s@[%s]:%d", static_cast<const void*>(this), dbn, us,
                      addr.host().c_str(), addr.port());
@@ -285,6 +285,10 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
 
 void Client::start_auth() {
     AuthType t = settings().auth_type;
+    if (admin && user_name == "pgbouncer" && peer_is_self) {
+        static_cast<void>(finish_login());  // same-UID console user over the unix socket
+        return;
+    }
     if (t == AuthType::Hba)
         t = AuthType::Md5;  // TODO(sluice): per-connection method from auth_hba_file (#7)
     std::string& out = sb.out_for_append();
@@ -416,11 +420,26 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
 
 PacketAction Client::finish_login() {
     auth = AuthStep::Done;
-    if (admin) {
-        fatal("08P01", "admin console not available yet");
-        return PacketAction::Closed;
-    }
     db = find_database(db_name);
+    if (admin) {
+        if (!g_admin_hooks.check_access || !g_admin_hooks.check_access(*this)) {
+            fatal("08P01", "not allowed");
+            return PacketAction::Closed;
+        }
+        if (!user)
+            user = get_user(user_name);
+        pool = get_pool(db, user, user_name);
+        db->client_count++;
+        user->client_count++;
+        register_cancel_key(*this);
+        if (settings().log_connections)
+            slog_info(this, "login attempt: db=%s user=%s tls=no replication=no",
+                      db_name.c_str(), user_name.c_str());
+        set_state(*this, ClientState::Active);
+        g_admin_hooks.send_welcome(*this);
+        welcome_sent = true;
+        return state == ClientState::Closing ? PacketAction::Closed : PacketAction::Skip;
+    }
     if (!db) {
         fatal("08P01", "no such database: %s", db_name.c_str());
         return PacketAction::Closed;
@@ -499,7 +518,31 @@ void Client::on_server_assigned() {
         sb.resume();
 }
 
-PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t>) {
+PacketAction Client::on_admin_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
+    switch (hdr.type) {
+    case msg::kTerminate:
+        close("client close request");
+        return PacketAction::Closed;
+    case msg::kQuery: {
+        if (data.size() < hdr.len)
+            return PacketAction::Hold;
+        std::span<const uint8_t> body = data.subspan(hdr.hdr_len);
+        size_t n = body.size();
+        while (n > 0 && body[n - 1] == 0)
+            --n;
+        g_admin_hooks.handle_query(
+            *this, std::string_view(reinterpret_cast<const char*>(body.data()), n));
+        return state == ClientState::Closing ? PacketAction::Closed : PacketAction::Skip;
+    }
+    default:
+        fatal("08P01", "extended query protocol not supported by admin console");
+        return PacketAction::Closed;
+    }
+}
+
+PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
+    if (admin)
+        return on_admin_packet(hdr, data);
     uint8_t t = hdr.type;
     if (!server) {
         switch (t) {
@@ -535,8 +578,12 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
         return PacketAction::Closed;
     }
     Server& s = *server;
-    if (s.tracker.empty() && s.tracker.status() == 'I')
-        xact_start = mono_now();
+    if (s.tracker.empty()) {
+        s.request_time = mono_now();
+        if (s.tracker.status() == 'I' && !xact_start)
+            xact_start = s.request_time;
+    }
+    pool->bytes_in += hdr.len;
     bool owed_copy_end = s.tracker.client_in_copy();
     s.tracker.on_request(t);
     if (owed_copy_end && s.tracker.idle() && pool->mode() != PoolMode::Session && !s.pinned) {
@@ -545,8 +592,6 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
         pool_release_server(s);
         return PacketAction::Skip;
     }
-    if (t == msg::kQuery || t == msg::kExecute || t == msg::kFunctionCall)
-        pool->query_count++;
     return PacketAction::Forward;
 }
 

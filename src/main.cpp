@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -185,8 +186,16 @@ void on_accept(int fd, const PeerAddr& peer, const PeerAddr& local, bool is_unix
     c->connect_time = mono_now();
     c->request_time = c->connect_time;
     set_state(*c, ClientState::Login);
-    if (!is_unix)
+    if (!is_unix) {
         tune_socket(fd, true, tcp_options_from(settings()));
+    } else {
+        ucred cred{};
+        socklen_t len = sizeof(cred);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+            c->peer_is_self = cred.uid == geteuid();
+            c->peer_pid = cred.pid;
+        }
+    }
     if (!c->sb.attach(rt().base, fd, c, false)) {
         set_state(*c, ClientState::Closing);
         return;

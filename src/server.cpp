@@ -440,6 +440,7 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     }
     if (act == ReplyAction::Skip || !client)
         return PacketAction::Skip;
+    pool->bytes_out += hdr.len;
     return PacketAction::Forward;
 }
 
@@ -458,6 +459,11 @@ void Server::after_reply() {
         if (state != ServerState::Closing)
             close("transaction blocks not allowed in statement pooling mode");
         return;
+    }
+    if (tracker.empty()) {
+        // One request/response cycle ended (PgBouncer's "query").
+        p.query_count++;
+        p.query_time += static_cast<uint64_t>(mono_now() - request_time);
     }
     if (tracker.idle()) {
         p.xact_count++;

@@ -42,6 +42,8 @@ std::vector<std::string> g_var_names;
 
 }  // namespace
 
+AdminHooks g_admin_hooks;
+
 void set_state(Client& c, ClientState next) {
     if (c.node.linked()) {
         auto* old = client_list(c, c.state);

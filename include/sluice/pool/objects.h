@@ -120,6 +120,8 @@ public:
     bool admin_full = false;        // admin_users (else stats_users)
     bool unpooled_close = false;
     bool counted = false;  // included in rt().client_count
+    bool peer_is_self = false;  // unix socket peer has our uid (SO_PEERCRED)
+    int peer_pid = 0;           // unix socket peer pid, for log lines
     uint16_t proto_minor = 0;
     std::vector<std::string> unsupported_pq_options;
     usec_t connect_time = 0;
@@ -151,6 +153,7 @@ private:
     PacketAction on_password(std::span<const uint8_t> body);
     PacketAction on_cancel(std::span<const uint8_t> pkt);
     PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
+    PacketAction on_admin_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction finish_login();
     void start_auth();
     void auth_failed(const char* msg);
@@ -248,6 +251,18 @@ void link(Client& c, Server& s);
 void unlink(Client& c, Server& s);
 // Opens a new connection to the server's address and sends it a CancelRequest for its backend.
 void send_cancel_request(const Server& s);
+// The admin console lives above the client layer; the client reaches it only through these
+// hooks, installed at start-up (nullptr = console unavailable).
+struct AdminHooks {
+    // May this authenticated client use the console? Sets c.admin_full.
+    bool (*check_access)(Client& c) = nullptr;
+    // Writes AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery.
+    void (*send_welcome)(Client& c) = nullptr;
+    // One complete simple Query (the SQL text without its NUL). Writes the replies.
+    void (*handle_query)(Client& c, std::string_view sql) = nullptr;
+};
+extern AdminHooks g_admin_hooks;
+
 // Socket options from the [pgbouncer] tcp_* settings.
 TcpOptions tcp_options_from(const Settings& s);
 
