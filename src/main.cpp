@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <openssl/crypto.h>
 
+#include "sluice/admin/admin.h"
 #include "sluice/janitor.h"
 #include "sluice/net/listener.h"
 #include "sluice/pool/pool.h"
@@ -377,6 +378,7 @@ int run(int argc, char** argv) {
     if (!r.base)
         die("cannot create the event loop");
     apply_config_objects();
+    admin_init();
 
     ListenConfig lc;
     lc.addrs = split_list(st.listen_addr);
