@@ -110,6 +110,12 @@ void janitor_run() {
         check_pool(*p, now);
 }
 
+void janitor_stop() {
+    if (g_timer)
+        event_free(g_timer);
+    g_timer = nullptr;
+}
+
 void janitor_start() {
     g_timer = event_new(rt().base, -1, EV_PERSIST, on_timer, nullptr);
     timeval tv{0, 333333};

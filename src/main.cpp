@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include <event2/event.h>
 #include <openssl/crypto.h>
@@ -394,14 +395,17 @@ int run(int argc, char** argv) {
     write_pidfile(st.pidfile);
 
     const int sigs[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2};
+    std::vector<event*> loop_events;
     for (int sig : sigs) {
         event* ev = evsignal_new(r.base, sig, on_signal, nullptr);
         if (!ev || event_add(ev, nullptr) != 0)
             die("cannot install signal handler");
+        loop_events.push_back(ev);
     }
     event* sd = event_new(r.base, -1, EV_PERSIST, shutdown_check, nullptr);
     timeval tv{0, 100000};
     event_add(sd, &tv);
+    loop_events.push_back(sd);
     janitor_start();
     time_update();
     log_info("process up: sluice %s, libevent %s (%s), tls: %s", SLUICE_VERSION,
@@ -410,6 +414,13 @@ int run(int argc, char** argv) {
     event_base_dispatch(r.base);
     listeners_close(false);
     remove_pidfile();
+    pool_free_all();
+    sbuf_release_buffers();
+    janitor_stop();
+    for (event* ev : loop_events)
+        event_free(ev);
+    event_base_free(r.base);
+    r.base = nullptr;
     return 0;
 }
 

@@ -5,6 +5,7 @@ namespace sluice {
 
 // Starts the maintenance timer on rt().base.
 void janitor_start();
+void janitor_stop();
 // One maintenance pass (also run by tests).
 void janitor_run();
 

@@ -41,6 +41,13 @@ void give_buffer(uint8_t* b, uint32_t cap) {
 
 }  // namespace
 
+void sbuf_release_buffers() noexcept {
+    for (uint8_t* b : g_free_bufs)
+        free(b);
+    g_free_bufs.clear();
+    g_free_bufs.shrink_to_fit();
+}
+
 void sbuf_set_buffer_size(uint32_t size) noexcept {
     for (uint8_t* b : g_free_bufs)
         free(b);

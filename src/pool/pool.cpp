@@ -314,6 +314,39 @@ void pool_server_gone(Pool& p) {
     pool_launch_if_needed(p);
 }
 
+void pool_free_all() {
+    Runtime& r = g_rt;
+    auto drop_client = [](Client& c) {
+        c.server = nullptr;
+        c.sb.close();
+        set_state(c, ClientState::Closing);
+    };
+    auto drop_server = [](Server& s) {
+        s.client = nullptr;
+        s.sb.close();
+        set_state(s, ServerState::Closing);
+    };
+    r.login_clients.for_each(drop_client);
+    for (auto& p : r.pools) {
+        p->waiting.for_each(drop_client);
+        p->active.for_each(drop_client);
+        p->login.for_each(drop_server);
+        p->idle.for_each(drop_server);
+        p->active_servers.for_each(drop_server);
+        p->used.for_each(drop_server);
+    }
+    free_cb(-1, 0, nullptr);
+    if (r.free_ev) {
+        event_free(r.free_ev);
+        r.free_ev = nullptr;
+    }
+    g_pool_index.clear();
+    r.pools.clear();
+    r.databases.clear();
+    r.users.clear();
+    r.cancel_map.clear();
+}
+
 void register_cancel_key(Client& c) {
     for (;;) {
         uint8_t b[8];

@@ -26,7 +26,8 @@ import time
 
 __all__ = [
     'PgWireError', 'ProtocolTimeout', 'ConnectionClosed', 'ServerError',
-    'Msg', 'Conn', 'm', 'render', 'render_detail',
+    'Msg', 'Conn', 'm', 'render', 'render_detail', 'short', 'md5_password',
+    'ScramClient',
     'parse_error', 'parse_row_description', 'parse_data_row',
     'parse_command_tag', 'parse_rfq', 'parse_copy_response',
     'parse_parameter_status', 'parse_notification', 'parse_backend_key',
@@ -34,7 +35,10 @@ __all__ = [
     'DEFAULT_TIMEOUT', 'PROTOCOL_3_0',
 ]
 
-DEFAULT_TIMEOUT = 10.0
+# Seconds any single read may wait.  PGWIRE_TIMEOUT overrides; runs under
+# valgrind (VALGRIND=1, see harness.py) get three times as long.
+DEFAULT_TIMEOUT = float(os.environ.get('PGWIRE_TIMEOUT') or
+                        (30.0 if os.environ.get('VALGRIND') == '1' else 10.0))
 PROTOCOL_3_0 = 196608
 SSL_REQUEST_CODE = 80877103
 CANCEL_REQUEST_CODE = 80877102

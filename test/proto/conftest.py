@@ -33,7 +33,7 @@ USER = 'md5user'
 DB = 'appdb'
 
 # Seconds a second client may wait for the server the first client released.
-RELEASE_WAIT = 10.0
+RELEASE_WAIT = pgwire.DEFAULT_TIMEOUT
 
 # Prepared statements that a pooler keeps on its servers on purpose
 # (PgBouncer's max_prepared_statements cache: PGBOUNCER_<n>; sluice likewise).

@@ -289,6 +289,31 @@ def test_copy_in_inside_explicit_transaction(env, copy_table):
     assert env.count(copy_table) == 5
 
 
+def test_copy_error_inside_explicit_transaction(env, copy_table):
+    """A COPY failing inside BEGIN (bad row, late data still coming, then
+    CopyFail in an extended COPY): status E until ROLLBACK."""
+    def flow(c):
+        c.send(m.query('BEGIN'), m.query("INSERT INTO copytest VALUES (0, 'kept?')"),
+               m.query('COPY copytest FROM STDIN'))
+        out = c.read_until('G')
+        c.send(*rows(2), m.copy_data('bad\trow\n'))
+        out += c.read_until_rfq()
+        c.send(*rows(5, start=3), m.copy_done(),
+               m.parse('COPY copytest FROM STDIN'), m.bind(), m.execute(), m.sync(),
+               m.copy_fail('no'), m.sync(),
+               m.query('ROLLBACK'))
+        out += c.read_until_rfq(3)
+        out += c.read_available(QUIET)
+        return out
+
+    _, _, _, got = env.compare(flow, setup=env.truncator(copy_table))
+    assert env.seq(got) == ['C:BEGIN', 'Z:T', 'C:INSERT 0 1', 'Z:T', 'G:0/2',
+                            'E:22P02', 'Z:E',
+                            'E:25P02', 'Z:E', 'Z:E',
+                            'C:ROLLBACK', 'Z:I']
+    assert env.count(copy_table) == 0
+
+
 def test_copy_in_explicit_transaction_holds_server(env, copy_table):
     """After a COPY inside BEGIN completes, the server still belongs to the
     client: a second client waits until COMMIT."""

@@ -109,6 +109,20 @@ def test_disconnect_extended_without_sync(env):
     env.assert_clean()
 
 
+def test_disconnect_extended_insert_without_sync_is_not_committed(env, copy_table):
+    """An INSERT executed with Parse/Bind/Execute/Flush but never Synced is
+    part of an open implicit transaction.  If the pooler handed that server to
+    the next client, the next client's query would COMMIT the departed
+    client's INSERT."""
+    a, pid = env.client()
+    a.send(m.parse("INSERT INTO copytest VALUES (99, 'never synced')"), m.bind(),
+           m.execute(), m.flush())
+    assert env.seq(a.read_until('C')) == ['1', '2', 'C:INSERT 0 1']
+    a.close()
+    env.assert_clean()
+    assert env.count(copy_table) == 0, 'the unsynced INSERT was committed by someone else'
+
+
 def test_disconnect_after_error_before_sync(env):
     """Error in an extended batch, client leaves before sending Sync: the
     server is still discarding messages, waiting for a Sync."""

@@ -169,7 +169,7 @@ def test_notification_from_other_session_mid_pipeline(env):
     """A NOTIFY from another session arrives while the client's pipeline runs:
     the notification is delivered between the pipelined results."""
     def flow(c):
-        c.send(m.query('LISTEN chan_other'), m.query('SELECT pg_sleep(1.0)'),
+        c.send(m.query('LISTEN chan_other'), m.query('SELECT pg_sleep(1.5)'),
                m.query('SELECT 2'), m.query('UNLISTEN *'))
         out = c.read_until_rfq()            # LISTEN committed
         time.sleep(0.2)

@@ -167,5 +167,7 @@ private:
 
 // Size of the pooled receive buffers (pkt_buf); set once at start-up.
 void sbuf_set_buffer_size(uint32_t size) noexcept;
+// Frees the pooled buffers (at exit, so leak checkers see a clean heap).
+void sbuf_release_buffers() noexcept;
 
 }  // namespace sluice

@@ -57,6 +57,9 @@ void pool_launch_if_needed(Pool& p);
 // A server is gone; maybe launch a replacement.
 void pool_server_gone(Pool& p);
 
+// At exit: closes every connection and frees every object.
+void pool_free_all();
+
 // Objects are deleted at the end of the loop turn, never inside their own callback.
 void schedule_free();
 void register_cancel_key(Client& c);
