@@ -463,6 +463,20 @@ PacketAction Client::finish_login() {
     }
     if (!user)
         user = get_user(user_name);
+    int max_db_clients = db->entry.max_db_client_connections >= 0
+                             ? db->entry.max_db_client_connections
+                             : settings().max_db_client_connections;
+    if (max_db_clients > 0 && db->client_count >= max_db_clients) {
+        fatal("08P01", "client connections exceeded (max_db_client_connections)");
+        return PacketAction::Closed;
+    }
+    int max_user_clients = settings().max_user_client_connections;
+    if (user->entry && user->entry->max_user_client_connections >= 0)
+        max_user_clients = user->entry->max_user_client_connections;
+    if (max_user_clients > 0 && user->client_count >= max_user_clients) {
+        fatal("08P01", "client connections exceeded (max_user_client_connections)");
+        return PacketAction::Closed;
+    }
     pool = get_pool(db, login_user, pool_key_user);
     db->client_count++;
     user->client_count++;

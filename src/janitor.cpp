@@ -38,6 +38,14 @@ void check_pool(Pool& p, usec_t now) {
             c.fatal("08P01", "query_wait_timeout");
             return;
         }
+        if (st.query_wait_notify > 0 && !c.wait_notified &&
+            waited >= usec_t{st.query_wait_notify} * 1000000) {
+            c.wait_notified = true;
+            write_notice(c.sb.out_for_append(), "00000",
+                         "No server connection available in postgres backend, client being "
+                         "queued");
+            static_cast<void>(c.sb.flush_out());
+        }
     });
 
     // Linked and idle clients.
@@ -93,8 +101,9 @@ void check_pool(Pool& p, usec_t now) {
         }
     });
 
-    // Reserve pool and queued clients.
+    // Reserve pool, queued clients, min_pool_size.
     pool_launch_if_needed(p);
+    pool_ensure_min(p);
 }
 
 }  // namespace

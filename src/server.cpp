@@ -34,11 +34,15 @@ std::string quote_literal(std::string_view v) {
     return out;
 }
 
-// A one-shot connection that delivers a CancelRequest and goes away.
+// A one-shot connection that delivers a CancelRequest and goes away. While it is in flight
+// its target server is kept out of the idle list (SHOW SERVERS: being_canceled), so a late
+// cancel can never hit the next client's query.
 class CancelConn final : public SBufOwner {
 public:
     ListNode node;
     SBuf sb;
+    Server* target = nullptr;
+    event* timer = nullptr;
     PacketAction on_packet(SBuf&, const PacketHeader&, std::span<const uint8_t>) override {
         return PacketAction::Skip;
     }
@@ -49,8 +53,14 @@ public:
     }
     void on_sbuf_drained(SBuf&) override {}
     void finish();
+    static void on_timeout(evutil_socket_t, short, void* arg) noexcept {
+        time_update();
+        log_warning("cancel request: no answer within cancel_wait_timeout, dropping it");
+        static_cast<CancelConn*>(arg)->finish();
+    }
 };
 
+List<CancelConn, &CancelConn::node> g_cancel_active;
 List<CancelConn, &CancelConn::node> g_cancel_free;
 event* g_cancel_free_ev = nullptr;
 
@@ -60,11 +70,25 @@ void cancel_free_cb(evutil_socket_t, short, void*) noexcept {
 }
 
 void CancelConn::finish() {
+    if (!node.linked() || sb.closed())
+        return;
     sb.close();
+    if (timer) {
+        event_free(timer);
+        timer = nullptr;
+    }
+    g_cancel_active.remove(*this);
     g_cancel_free.push_back(*this);
     if (!g_cancel_free_ev)
         g_cancel_free_ev = event_new(rt().base, -1, 0, cancel_free_cb, nullptr);
     event_active(g_cancel_free_ev, 0, 0);
+    if (Server* s = target) {
+        target = nullptr;
+        if (--s->cancels_in_flight == 0 && s->state == ServerState::Used && s->waiting_cancel) {
+            s->waiting_cancel = false;
+            pool_release_server(*s);  // continue the release the cancel held up
+        }
+    }
 }
 
 }  // namespace
@@ -221,6 +245,8 @@ void Server::close(const char* reason) {
               static_cast<long long>((mono_now() - connect_time) / 1000000));
     if (client)
         unlink(*client, *this);
+    if (cancels_in_flight)
+        forget_cancels_for(*this);
     pool->db->server_count--;
     pool->user->server_count--;
     sb.close();
@@ -411,6 +437,12 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
             std::string m(f.message);
             slog_warning(this, "server error on pooler query: %s", m.c_str());
         }
+        if (checking)
+            close_needed = true;  // a failed health check retires the connection
+    }
+    if (t == msg::kErrorResponse && state == ServerState::Idle) {
+        close("server sent an error while idle");
+        return PacketAction::Closed;
     }
     uint8_t status = t == msg::kReadyForQuery ? data[hdr.hdr_len] : 0;
     ReplyAction act = tracker.on_reply(t, status);
@@ -505,6 +537,15 @@ void Server::sync_vars_from(const Client& c) {
     write_query(sb.out_for_append(), sql);
 }
 
+void Server::start_check() {
+    set_state(*this, ServerState::Used);
+    checking = true;
+    const std::string& q = settings().server_check_query;
+    tracker.on_request(msg::kQuery, ReplyAction::Skip);
+    write_query(sb.out_for_append(), q == "<empty>" ? std::string_view() : std::string_view(q));
+    static_cast<void>(sb.flush_out());
+}
+
 void Server::start_reset(const std::string& query) {
     set_state(*this, ServerState::Used);
     resetting = true;
@@ -513,7 +554,7 @@ void Server::start_reset(const std::string& query) {
     static_cast<void>(sb.flush_out());
 }
 
-void send_cancel_request(const Server& s) {
+void send_cancel_request(Server& s) {
     std::string err;
     bool in_progress = false;
     int fd = connect_nonblocking(s.addr, in_progress, err);
@@ -526,6 +567,16 @@ void send_cancel_request(const Server& s) {
         delete cc;
         return;
     }
+    g_cancel_active.push_back(*cc);
+    cc->target = &s;
+    s.cancels_in_flight++;
+    if (settings().cancel_wait_timeout > 0) {
+        cc->timer = evtimer_new(rt().base, &CancelConn::on_timeout, cc);
+        timeval tv{static_cast<time_t>(settings().cancel_wait_timeout / 1000000),
+                   static_cast<suseconds_t>(settings().cancel_wait_timeout % 1000000)};
+        if (cc->timer)
+            evtimer_add(cc->timer, &tv);
+    }
     std::string& out = cc->sb.out_for_append();
     PacketWriter w(out);
     w.begin_untyped();
@@ -535,6 +586,25 @@ void send_cancel_request(const Server& s) {
     w.finish();
     if (!in_progress)
         static_cast<void>(cc->sb.flush_out());
+}
+
+void forget_cancels_for(Server& s) {
+    g_cancel_active.for_each([&](CancelConn& c) {
+        if (c.target == &s)
+            c.target = nullptr;
+    });
+    s.cancels_in_flight = 0;
+}
+
+void cancel_free_all() {
+    g_cancel_active.for_each([](CancelConn& c) {
+        c.target = nullptr;
+        c.finish();
+    });
+    cancel_free_cb(-1, 0, nullptr);
+    if (g_cancel_free_ev)
+        event_free(g_cancel_free_ev);
+    g_cancel_free_ev = nullptr;
 }
 
 }  // namespace sluice

@@ -40,6 +40,14 @@ bool can_open_server(const Pool& p, bool use_reserve) {
     return true;
 }
 
+// server_check_delay: a server idle longer than this runs server_check_query before reuse.
+bool needs_check(const Server& s) {
+    const Settings& st = settings();
+    if (st.server_check_query.empty())
+        return false;
+    return mono_now() - s.idle_since >= st.server_check_delay;
+}
+
 void launch_server(Pool& p) {
     auto* s = new Server();
     s->pool = &p;
@@ -213,7 +221,11 @@ void pool_request_server(Client& c) {
     Pool& p = *c.pool;
     c.wait_for_welcome = false;
     if (!p.db->paused) {
-        if (Server* s = p.idle.front()) {
+        while (Server* s = p.idle.front()) {
+            if (needs_check(*s)) {
+                s->start_check();  // it serves the queue once the check query returns
+                continue;
+            }
             assign(c, *s);
             return;
         }
@@ -231,6 +243,7 @@ void pool_request_server(Client& c) {
     }
     if (c.state != ClientState::Waiting) {
         c.wait_start = mono_now();
+        c.wait_notified = false;
         set_state(c, ClientState::Waiting);
     }
     pool_launch_if_needed(p);
@@ -244,8 +257,8 @@ void pool_launch_if_needed(Pool& p) {
     size_t want = p.waiting.size();
     if (want == 0 && !p.have_params)
         return;
-    // Servers still logging in will serve waiting clients.
-    while (want > p.login.size()) {
+    // Servers still logging in, resetting or being checked will serve waiting clients.
+    while (want > p.login.size() + p.used.size()) {
         bool reserve = false;
         if (!can_open_server(p, false)) {
             Client* first = p.waiting.front();
@@ -266,6 +279,12 @@ void pool_release_server(Server& s) {
             c->sb.resume();
     }
     s.ready_to_release = false;
+    if (s.cancels_in_flight > 0) {
+        // A cancel aimed at the previous client's query may still land: wait for it.
+        set_state(s, ServerState::Used);
+        s.waiting_cancel = true;
+        return;
+    }
     if (s.close_needed || p.db->dirty) {
         s.close("database configuration changed");
         return;
@@ -286,6 +305,7 @@ void pool_release_server(Server& s) {
 void pool_server_ready(Server& s) {
     Pool& p = *s.pool;
     s.resetting = false;
+    s.checking = false;
     if (s.close_needed) {
         s.close("close needed");
         return;
@@ -308,6 +328,18 @@ void pool_server_ready(Server& s) {
     }
     set_state(s, ServerState::Idle);
     s.idle_since = mono_now();
+}
+
+void pool_ensure_min(Pool& p) {
+    int min = p.db->entry.min_pool_size >= 0 ? p.db->entry.min_pool_size
+                                              : settings().min_pool_size;
+    if (min <= 0 || p.db->paused || rt().shutting_down || login_failing(p))
+        return;
+    // Like PgBouncer: only for forced-user databases or pools that have clients.
+    if (p.db->entry.user.empty() && p.active.empty() && p.waiting.empty())
+        return;
+    while (static_cast<int>(p.server_count()) < min && can_open_server(p, false))
+        launch_server(p);
 }
 
 void pool_server_gone(Pool& p) {
@@ -335,6 +367,7 @@ void pool_free_all() {
         p->active_servers.for_each(drop_server);
         p->used.for_each(drop_server);
     }
+    cancel_free_all();
     free_cb(-1, 0, nullptr);
     if (r.free_ev) {
         event_free(r.free_ev);

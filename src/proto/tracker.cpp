@@ -17,7 +17,7 @@ void RequestTracker::reset() noexcept {
     q_.clear();
     head_ = 0;
     status_ = 'I';
-    failed_ = copy_in_ = copy_out_ = copy_both_ = client_owes_term_ = false;
+    failed_ = copy_in_ = copy_out_ = copy_both_ = client_owes_term_ = unsynced_ = false;
 }
 
 void RequestTracker::push(Expect e) {
@@ -47,15 +47,20 @@ void RequestTracker::erase(size_t idx) {
 void RequestTracker::on_request(uint8_t type, ReplyAction action) {
     switch (type) {
     case msg::kQuery:
+    case msg::kFunctionCall:
+        unsynced_ = false;  // its ReadyForQuery ends any open implicit transaction
+        push({type, action, false});
+        return;
     case msg::kParse:
     case msg::kBind:
     case msg::kDescribe:
     case msg::kExecute:
     case msg::kClose:
-    case msg::kFunctionCall:
+        unsynced_ = true;
         push({type, action, false});
         return;
     case msg::kSync:
+        unsynced_ = false;
         // The server ignores Sync while in COPY IN (before the client's CopyDone/CopyFail).
         if (copy_in_ && client_owes_term_)
             return;

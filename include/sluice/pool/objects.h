@@ -115,6 +115,7 @@ public:
     std::array<uint8_t, 4> md5_salt{};
     ScramServer scram;
     bool welcome_sent = false;
+    bool wait_notified = false;  // query_wait_notify NOTICE sent for this wait
     bool wait_for_welcome = false;  // queued only to learn the pool's parameters
     bool admin = false;             // console session
     bool admin_full = false;        // admin_users (else stats_users)
@@ -179,6 +180,9 @@ public:
     bool resetting = false;
     bool setting_vars = false;
     bool pinned = false;  // COPY BOTH / replication: stays with its client
+    int cancels_in_flight = 0;    // CancelRequests forwarded to this backend, not yet done
+    bool waiting_cancel = false;  // released, but held back until those cancels finish
+    bool checking = false;        // running server_check_query before reuse
     usec_t connect_time = 0;
     usec_t request_time = 0;
     usec_t idle_since = 0;
@@ -197,6 +201,8 @@ public:
     void sync_vars_from(const Client& c);
     // Runs server_reset_query (no client linked) and goes idle when it finishes.
     void start_reset(const std::string& query);
+    // Runs server_check_query (an idle server about to be reused) and becomes ready after.
+    void start_check();
 
 private:
     PacketAction on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
@@ -250,7 +256,11 @@ void set_state(Server& s, ServerState next);
 void link(Client& c, Server& s);
 void unlink(Client& c, Server& s);
 // Opens a new connection to the server's address and sends it a CancelRequest for its backend.
-void send_cancel_request(const Server& s);
+void send_cancel_request(Server& s);
+// Drops the links of in-flight cancels to a server that is closing.
+void forget_cancels_for(Server& s);
+// At exit: closes and frees every in-flight cancel connection.
+void cancel_free_all();
 // The admin console lives above the client layer; the client reaches it only through these
 // hooks, installed at start-up (nullptr = console unavailable).
 struct AdminHooks {

@@ -54,6 +54,8 @@ void pool_release_server(Server& s);
 void pool_server_ready(Server& s);
 // Opens new server connections while clients wait and limits allow.
 void pool_launch_if_needed(Pool& p);
+// Keeps min_pool_size servers open (janitor).
+void pool_ensure_min(Pool& p);
 // A server is gone; maybe launch a replacement.
 void pool_server_gone(Pool& p);
 

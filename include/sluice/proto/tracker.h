@@ -33,7 +33,7 @@ public:
     // Nothing owed, last ReadyForQuery said idle, no COPY in either direction.
     bool idle() const noexcept {
         return q_.size() == head_ && status_ == 'I' && !copy_in_ && !copy_out_ && !copy_both_ &&
-               !client_owes_term_;
+               !client_owes_term_ && !unsynced_;
     }
     bool empty() const noexcept { return q_.size() == head_; }
     size_t size() const noexcept { return q_.size() - head_; }
@@ -62,6 +62,9 @@ private:
     bool copy_out_ = false;
     bool copy_both_ = false;
     bool client_owes_term_ = false;  // COPY IN started and its CopyDone/CopyFail not yet seen
+    // Extended-protocol messages were sent after the last Sync/Query: the server is inside an
+    // implicit transaction that only a Sync (or a simple Query) will end.
+    bool unsynced_ = false;
 };
 
 }  // namespace sluice

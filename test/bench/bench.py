@@ -1,0 +1,1181 @@
+#!/usr/bin/python3
+"""make bench: sluice side by side with PgBouncer and a direct connection.
+
+    make bench                          full run (about 25-30 minutes on 2 cores)
+    make bench BENCH_ARGS=--quick       figures 1, 2 and 4, short runs (about 3 minutes)
+    /usr/bin/python3 test/bench/bench.py --help
+
+One run starts a scratch PostgreSQL (test/lib/harness.py PgCluster, tuned: fsync off,
+synchronous_commit off, larger shared_buffers), PgBouncer (/usr/sbin/pgbouncer) and sluice
+($SLUICE_BIN, else build/sluice), both poolers with the same generated pgbouncer.ini
+(transaction mode, default_pool_size=20, md5 auth, max_client_conn=10000), and measures:
+
+  1. pgbench -S (scale 10, initialised directly), -M simple/extended/prepared, at -c 1 and
+     -c 64 -j 2: TPS, average and p99 latency (from pgbench's per-transaction logs).
+     -M prepared is not run through PgBouncer 1.18 (it cannot pool named statements).
+  2. pooler CPU per transaction: utime+stime from /proc/PID/stat over each figure-1 run,
+     divided by its transactions; instructions per transaction under
+     `valgrind --tool=callgrind` (counters zeroed, fixed -t runs of t and 3t
+     transactions, (Ir(3t) - Ir(t)) / 2t: client logins cancel out).
+  3. syscalls and epoll_ctl calls per transaction at -c 16 and -c 64
+     (strace -c -f -p PID, same t / 3t difference).
+  4. RSS per idle client: VmRSS before and with N idle clients (startup + md5 auth done).
+  5. COPY of 1 GiB in and out through the pooler: MB/s against direct, pooler peak RSS
+     (VmHWM after resetting it via /proc/PID/clear_refs, plus sampling).
+  6. connection churn: pgbench -C -S -c 16 -j 2: connections per second, pooler CPU per
+     connection.
+
+Runs are interleaved (direct, PgBouncer, sluice, direct, ...) and repeated; the table shows
+median (min-max). The results go to test/bench/results/<timestamp>[-quick].md with the
+machine facts, a .json with every raw figure, and a .png chart (gnuplot). Everything the
+bench starts it stops by pid, also on Ctrl-C or SIGTERM. Only 127.0.0.1 is used.
+doc/bench.md explains every figure and target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import glob
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "lib"))
+sys.path.insert(0, str(HERE))
+
+import harness  # noqa: E402
+import idle_clients  # noqa: E402
+
+PGBOUNCER = "/usr/sbin/pgbouncer"
+TARGETS = ("direct", "pgbouncer", "sluice")
+POOLERS = ("pgbouncer", "sluice")
+LABEL = {"direct": "direct", "pgbouncer": "PgBouncer", "sluice": "sluice"}
+USER, PASSWORD, DB = "md5user", "md5pass", "appdb"
+MODES = ("simple", "extended", "prepared")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# tools the bench needs beyond `make deps` (binary -> Debian package)
+TOOLS = {"gnuplot": "gnuplot-nox", "strace": "strace", "valgrind": "valgrind",
+         "callgrind_control": "valgrind", "pgbench": "postgresql-client"}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+
+
+def ensure_tools(need_pgbouncer: bool = True) -> None:
+    missing = sorted({pkg for b, pkg in TOOLS.items() if not shutil.which(b)})
+    if need_pgbouncer and not os.access(PGBOUNCER, os.X_OK):
+        missing.append("pgbouncer")
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"bench: missing packages {' '.join(missing)}; run as root: "
+                 f"apt-get install -y {' '.join(missing)}")
+    log(f"installing {' '.join(missing)} with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + missing
+    if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def proc_cpu_secs(pid: int) -> float:
+    """utime + stime of pid (and its threads) from /proc/PID/stat, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def proc_sched_ns(pid: int) -> int:
+    """Precise on-CPU time (ns) of all threads, /proc/PID/task/*/schedstat (cross-check)."""
+    total = 0
+    for p in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            with open(p) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def proc_status_kib(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def summarize(vals):
+    vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals),
+            "n": len(vals)}
+
+
+def fmt_num(v: float | None) -> str:
+    if v is None:
+        return "—"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    if a >= 0.01:
+        return f"{v:.3f}"
+    if a == 0:
+        return "0"
+    return f"{v:.4f}"
+
+
+def fmt_cell(s) -> str:
+    if s is None:
+        return "—"
+    if isinstance(s, str):
+        return s
+    if s["n"] > 1 and s["min"] != s["max"]:
+        return f"{fmt_num(s['median'])} ({fmt_num(s['min'])}–{fmt_num(s['max'])})"
+    return fmt_num(s["median"])
+
+
+def first_error(text: str) -> str:
+    for line in text.splitlines():
+        if re.search(r"error|abort|fatal|FATAL|ERROR", line):
+            return line.strip()[:240]
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:240] if lines else "(no output)"
+
+
+def normalize_log_line(line: str) -> str:
+    s = re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \S+ \[\d+\] ", "", line)
+    s = re.sub(r"0x[0-9a-fA-F]+", "0x…", s)
+    s = re.sub(r"\d+", "N", s)
+    return s.strip()
+
+
+# ---------------------------------------------------------------------------
+# the bench
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.sluice = harness.sluice_bin()
+        self.work = tempfile.mkdtemp(prefix="sluice-bench-", dir=harness.TMP_ROOT)
+        os.chmod(self.work, 0o755)
+        self.pg: harness.PgCluster | None = None
+        self.poolers: dict[str, harness.Pooler] = {}
+        self.extra_procs: list[subprocess.Popen] = []
+        self.events: list[str] = []           # notable things, for the report
+        self.log_lines: dict[str, dict] = {"pgbouncer": {}, "sluice": {}}
+        self.raw: dict = {}                   # every measurement, for the .json
+        self.rows: list[dict] = []            # the table
+        self.t_start = time.monotonic()
+        self.interrupted = False
+        self.ini = harness.make_ini(pgbouncer={
+            "pool_mode": "transaction",
+            "default_pool_size": 20,
+            "max_client_conn": 10000,
+            "auth_type": "md5",
+            "log_connections": 0,
+            "log_disconnections": 0,
+        })
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def event(self, msg: str) -> None:
+        log("NOTE: " + msg.splitlines()[0])
+        self.events.append(msg)
+
+    def start_pg(self) -> None:
+        a = self.args
+        log("starting scratch PostgreSQL")
+        self.pg = harness.PgCluster(max_connections=400)
+        self.pg.sql("ALTER SYSTEM SET shared_buffers = '256MB'")
+        self.pg.sql("ALTER SYSTEM SET max_wal_size = '4GB'")
+        self.pg.sql("ALTER SYSTEM SET checkpoint_timeout = '30min'")
+        self.pg.sql("ALTER SYSTEM SET autovacuum = off")
+        self.pg.sql("ALTER SYSTEM SET log_min_messages = 'warning'")
+        r = harness.run_as_postgres([os.path.join(self.pg.bindir, "pg_ctl"), "-D",
+                                     self.pg.datadir, "-l", self.pg.logfile, "-w", "-t", "60",
+                                     "-m", "fast", "restart"], cwd=self.pg.dir, timeout=120,
+                                    start_new_session=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"pg_ctl restart failed: {r.stdout}{r.stderr}")
+        with open(os.path.join(self.pg.datadir, "postmaster.pid")) as f:
+            self.pg.pid = int(f.readline())
+        log(f"initialising pgbench tables, scale {a.scale} (directly)")
+        r = self.pgbench(self.pg.port, ["-i", "-q", "-s", str(a.scale)], timeout=900)
+        if r["rc"] != 0:
+            raise RuntimeError("pgbench -i failed: " + r["stderr"][-2000:])
+        self.pg.sql("CHECKPOINT")
+
+    def start_pooler(self, target: str, callgrind: bool = False) -> harness.Pooler:
+        binary = PGBOUNCER if target == "pgbouncer" else self.sluice
+        if callgrind:
+            p = harness.Pooler(self.pg, self.ini, binary="valgrind",
+                               args=["--tool=callgrind", "--callgrind-out-file=callgrind.out.%p",
+                                     binary], ready_timeout=120)
+        else:
+            p = harness.Pooler(self.pg, self.ini, binary=binary)
+        p.bench_label = target + (" (callgrind)" if callgrind else "")
+        return p
+
+    def stop_pooler(self, p: harness.Pooler | None) -> None:
+        if p is None:
+            return
+        self.check_crash(p)
+        self.harvest_log(p)
+        try:
+            rc = p.stop()
+            if p.killed:
+                self.event(f"{p.bench_label} did not exit on SIGTERM and was killed")
+            elif rc is not None and rc < 0:
+                self.event(f"{p.bench_label} exited by {p.describe_rc(rc)} when stopped")
+        finally:
+            p.cleanup()
+
+    def check_crash(self, p: harness.Pooler) -> bool:
+        why = p.crashed()
+        if why and not getattr(p, "crash_reported", False):
+            p.crash_reported = True
+            tail = "\n".join(p.full_log().splitlines()[-25:])
+            self.event(f"{p.bench_label} died: {why}\n```\n{tail}\n```")
+        return bool(why)
+
+    def harvest_log(self, p: harness.Pooler) -> None:
+        if getattr(p, "harvested", False):
+            return
+        p.harvested = True
+        key = "pgbouncer" if p.bench_label.startswith("pgbouncer") else "sluice"
+        text = p.log_text() + "\n" + p.stderr_text()
+        seen = self.log_lines[key]
+        for line in text.splitlines():
+            if not re.search(r"WARNING|ERROR|FATAL|PANIC|assert|closing because|"
+                             r"[Ss]egmentation|Invalid (read|write)", line):
+                continue
+            k = normalize_log_line(line)
+            if k in seen:
+                seen[k]["count"] += 1
+            else:
+                seen[k] = {"count": 1, "example": line.strip()[:400]}
+
+    def pooler(self, target: str) -> harness.Pooler:
+        """The long-lived pooler of target, restarted (and the death reported) if it died."""
+        p = self.poolers.get(target)
+        if p is not None and p.alive():
+            return p
+        if p is not None:
+            self.check_crash(p)
+            self.harvest_log(p)
+            p.cleanup()
+            self.event(f"{target} restarted after it died")
+        p = self.poolers[target] = self.start_pooler(target)
+        return p
+
+    def port_of(self, target: str) -> int:
+        return self.pg.port if target == "direct" else self.pooler(target).port
+
+    def cleanup(self) -> None:
+        for proc in self.extra_procs:
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+        for p in list(self.poolers.values()):
+            try:
+                self.stop_pooler(p)
+            except Exception as e:  # noqa: BLE001 - keep stopping the rest
+                log(f"stopping {p.bench_label}: {e}")
+        self.poolers.clear()
+        if self.pg is not None:
+            self.pg.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def elapsed(self) -> str:
+        s = int(time.monotonic() - self.t_start)
+        return f"{s // 60}m{s % 60:02d}s"
+
+    # -- pgbench --------------------------------------------------------------
+
+    def pgbench(self, port: int, args: list, timeout: float) -> dict:
+        env = dict(os.environ, PGPASSWORD=PASSWORD, PGCONNECT_TIMEOUT="20")
+        env.pop("PGPASSFILE", None)
+        cmd = [harness.pg_tool("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", USER] + \
+            [str(a) for a in args] + [DB]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                               stdin=subprocess.DEVNULL, cwd=self.work)
+            out, err, rc = r.stdout, r.stderr, r.returncode
+        except subprocess.TimeoutExpired as e:
+            out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else \
+                (e.stdout or "")
+            err = (e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else
+                   (e.stderr or "")) + f"\npgbench timed out after {timeout}s"
+            rc = -999
+        res = {"rc": rc, "stdout": out, "stderr": err}
+        m = re.search(r"number of transactions actually processed: (\d+)", out)
+        res["txns"] = int(m.group(1)) if m else 0
+        m = re.search(r"number of failed transactions: (\d+)", out)
+        res["failed"] = int(m.group(1)) if m else 0
+        m = re.search(r"^tps = ([\d.]+)", out, re.M)
+        res["tps"] = float(m.group(1)) if m else None
+        m = re.search(r"latency average = ([\d.]+) ms", out)
+        res["lat_avg_ms"] = float(m.group(1)) if m else None
+        res["ok"] = rc == 0 and res["failed"] == 0 and res["txns"] > 0
+        if not res["ok"]:
+            res["error"] = first_error(err) if err.strip() else first_error(out)
+        return res
+
+    def read_latency_logs(self, prefix: str) -> dict:
+        lat = []
+        for path in glob.glob(prefix + ".*"):
+            with open(path) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3 and parts[2].isdigit():
+                        lat.append(int(parts[2]))
+            os.unlink(path)
+        if not lat:
+            return {"avg_ms": None, "p99_ms": None, "samples": 0}
+        lat.sort()
+        p99 = lat[max(0, math.ceil(0.99 * len(lat)) - 1)]
+        return {"avg_ms": sum(lat) / len(lat) / 1000.0, "p99_ms": p99 / 1000.0,
+                "samples": len(lat)}
+
+    def run_select(self, target: str, mode: str, clients: int, duration: int,
+                   extra: tuple = (), logs: bool = True) -> dict:
+        """One pgbench -S run against target, with the pooler's CPU over it."""
+        port = self.port_of(target)
+        jobs = min(2, clients)
+        args = ["-n", "-S", "-M", mode, "-c", clients, "-j", jobs, "-T", duration] + list(extra)
+        prefix = os.path.join(self.work, f"lat-{target}-{mode}-{clients}")
+        if logs:
+            args += ["-l", f"--log-prefix={prefix}", f"--sampling-rate={self.args.sampling}"]
+        pid = None if target == "direct" else self.poolers[target].pid
+        cpu0 = proc_cpu_secs(pid) if pid else None
+        ns0 = proc_sched_ns(pid) if pid else None
+        r = self.pgbench(port, args, timeout=duration + 120)
+        if pid and harness.pid_alive(pid):
+            r["cpu_secs"] = proc_cpu_secs(pid) - cpu0
+            r["sched_secs"] = (proc_sched_ns(pid) - ns0) / 1e9
+        if logs:
+            r.update(self.read_latency_logs(prefix))
+        if r["ok"] and pid and "cpu_secs" in r:
+            r["cpu_us_per_txn"] = r["cpu_secs"] * 1e6 / r["txns"]
+            r["sched_us_per_txn"] = r["sched_secs"] * 1e6 / r["txns"]
+        if target != "direct":
+            self.check_crash(self.poolers[target])
+        r.pop("stdout", None)
+        if r["ok"]:
+            r.pop("stderr", None)
+        else:
+            r["stderr"] = r["stderr"][-3000:]
+        return r
+
+    # -- figure 1 + 2a: pgbench -S ------------------------------------------------
+
+    def warm_up(self) -> None:
+        log("warming up every target (pgbench -S -c 64, fills the server pools)")
+        for t in TARGETS:
+            r = self.run_select(t, "simple", 64, self.args.warmup, logs=False)
+            if not r["ok"]:
+                self.event(f"warm-up through {t} failed: {r.get('error')}")
+
+    def fig1(self) -> None:
+        a = self.args
+        res = self.raw.setdefault("fig1", {})
+        configs = [(m, c) for c in (1, 64) for m in MODES]
+        for mode, clients in configs:
+            targets = [t for t in TARGETS if not (mode == "prepared" and t == "pgbouncer")]
+            key = f"{mode}/c{clients}"
+            res[key] = {t: [] for t in targets}
+            for rep in range(a.reps):
+                for t in targets:
+                    r = self.run_select(t, mode, clients, a.duration)
+                    res[key][t].append(r)
+                    if not r["ok"]:
+                        if rep == 0 or r["error"] != res[key][t][0].get("error"):
+                            self.event(f"pgbench -S -M {mode} -c {clients} through {t} "
+                                       f"failed (rc {r['rc']}): {r['error']}")
+                desc = "  ".join(
+                    f"{t}={res[key][t][-1]['tps']:.0f}" if res[key][t][-1]["ok"] else
+                    f"{t}=FAILED" for t in targets)
+                log(f"fig1 {key} rep {rep + 1}/{a.reps}: tps {desc}")
+
+    # -- figure 2b: callgrind -------------------------------------------------------
+
+    def callgrind_dump_total(self, p: harness.Pooler, before: set) -> int:
+        r = harness.run_as_postgres(["callgrind_control", "-d", str(p.pid)], timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"callgrind_control -d failed: {r.stdout}{r.stderr}")
+        pat = os.path.join(p.dir, f"callgrind.out.{p.pid}.*")
+        new = harness.wait_until(lambda: sorted(set(glob.glob(pat)) - before), 30,
+                                 what="callgrind dump file")
+        path = new[-1]
+
+        def total():
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("summary:"):
+                        return int(line.split()[1])
+            return None
+        v = harness.wait_until(total, 30, what="callgrind summary line")
+        before.add(path)
+        return v
+
+    def fig2_callgrind(self) -> None:
+        a = self.args
+        res = self.raw.setdefault("callgrind", {})
+        configs = [("simple", 1, a.cg_t1), ("simple", 64, a.cg_t64), ("extended", 64, a.cg_t64)]
+        for target in POOLERS:
+            log(f"callgrind: starting {target} under valgrind --tool=callgrind")
+            p = None
+            try:
+                p = self.start_pooler(target, callgrind=True)
+                w = self.pgbench(p.port, ["-n", "-S", "-c", 64, "-j", 2, "-t", 5], timeout=300)
+                if not w["ok"]:
+                    self.event(f"callgrind warm-up through {target} failed: {w.get('error')}")
+                dumps: set = set()
+                for mode, clients, t in configs:
+                    key = f"{mode}/c{clients}"
+                    irs = {}
+                    for n in (t, 3 * t):
+                        z = harness.run_as_postgres(["callgrind_control", "-z", str(p.pid)],
+                                                    timeout=120)
+                        if z.returncode != 0:
+                            raise RuntimeError(f"callgrind_control -z: {z.stdout}{z.stderr}")
+                        r = self.pgbench(p.port, ["-n", "-S", "-M", mode, "-c", clients, "-j",
+                                                  min(2, clients), "-t", n], timeout=900)
+                        irs[n] = (self.callgrind_dump_total(p, dumps), r)
+                    (ir1, r1), (ir3, r3) = irs[t], irs[3 * t]
+                    entry = {"t": t, "clients": clients, "ir_t": ir1, "ir_3t": ir3,
+                             "txns_t": r1["txns"], "txns_3t": r3["txns"],
+                             "ok": r1["ok"] and r3["ok"]}
+                    if entry["ok"]:
+                        entry["ir_per_txn"] = (ir3 - ir1) / (r3["txns"] - r1["txns"])
+                        entry["ir_per_txn_incl_login"] = ir3 / r3["txns"]
+                        log(f"callgrind {target} {key}: {entry['ir_per_txn']:.0f} Ir/txn")
+                    else:
+                        entry["error"] = r1.get("error") or r3.get("error")
+                        self.event(f"callgrind run -M {mode} -c {clients} through {target} "
+                                   f"failed: {entry['error']}")
+                    res.setdefault(key, {})[target] = entry
+            except Exception as e:  # noqa: BLE001 - report, go on with the next target
+                self.event(f"callgrind measurement of {target} failed: {e}")
+            finally:
+                self.stop_pooler(p)
+
+    # -- figure 3: strace -------------------------------------------------------------
+
+    def strace_counts(self, pid: int, port: int, clients: int, t: int) -> tuple[dict, dict]:
+        out = os.path.join(self.work, f"strace-{pid}-{clients}-{t}.txt")
+        proc = subprocess.Popen(["strace", "-c", "-f", "-q", "-p", str(pid), "-o", out],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        self.extra_procs.append(proc)
+        try:
+            def traced():
+                with open(f"/proc/{pid}/status") as f:
+                    return "TracerPid:\t0\n" not in f.read()
+            harness.wait_until(traced, 20, what="strace attached")
+            r = self.pgbench(port, ["-n", "-S", "-M", "simple", "-c", clients, "-j", 2,
+                                    "-t", t], timeout=900)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+            self.extra_procs.remove(proc)
+        counts = {}
+        with open(out) as f:
+            for line in f:
+                tok = line.split()
+                if len(tok) >= 5 and re.match(r"^[\d.]+$", tok[0]) and tok[-1] != "total":
+                    counts[tok[-1]] = int(tok[3])
+        return counts, r
+
+    def fig3_strace(self) -> None:
+        a = self.args
+        res = self.raw.setdefault("strace", {})
+        for clients, t in ((16, a.st_t16), (64, a.st_t64)):
+            key = f"c{clients}"
+            res[key] = {}
+            for target in POOLERS:
+                p = self.pooler(target)
+                try:
+                    c1, r1 = self.strace_counts(p.pid, p.port, clients, t)
+                    c3, r3 = self.strace_counts(p.pid, p.port, clients, 3 * t)
+                except Exception as e:  # noqa: BLE001
+                    self.event(f"strace of {target} at -c {clients} failed: {e}")
+                    continue
+                entry = {"t": t, "txns_t": r1["txns"], "txns_3t": r3["txns"],
+                         "ok": r1["ok"] and r3["ok"], "calls_t": c1, "calls_3t": c3}
+                if entry["ok"]:
+                    d = r3["txns"] - r1["txns"]
+                    tot = sum(c3.values()) - sum(c1.values())
+                    ep = c3.get("epoll_ctl", 0) - c1.get("epoll_ctl", 0)
+                    entry["syscalls_per_txn"] = tot / d
+                    entry["epoll_ctl_per_txn"] = ep / d
+                    entry["per_txn_by_call"] = {
+                        k: (c3.get(k, 0) - c1.get(k, 0)) / d for k in sorted(set(c1) | set(c3))}
+                    log(f"strace {target} -c {clients}: {tot / d:.2f} syscalls/txn, "
+                        f"{ep / d:.4f} epoll_ctl/txn")
+                else:
+                    entry["error"] = r1.get("error") or r3.get("error")
+                    self.event(f"strace run through {target} at -c {clients} failed: "
+                               f"{entry['error']}")
+                res[key][target] = entry
+                self.check_crash(p)
+
+    # -- figure 4: idle clients -----------------------------------------------------------
+
+    def fig4_idle(self) -> None:
+        a = self.args
+        n = a.idle_clients
+        res = self.raw.setdefault("idle", {"clients": n, "pgbouncer": [], "sluice": []})
+        for rep in range(a.idle_reps):
+            for target in POOLERS:
+                p = None
+                try:
+                    p = self.start_pooler(target)
+                    # one login and one query first: the pool and its server exist
+                    import pgwire
+                    with pgwire.Conn.connect("127.0.0.1", p.port, user=USER, password=PASSWORD,
+                                             database=DB) as c:
+                        c.query("SELECT 1")
+                    time.sleep(0.5)
+                    rss0 = proc_status_kib(p.pid, "VmRSS")
+                    r = asyncio.run(idle_clients.hold(
+                        "127.0.0.1", p.port, n, USER, PASSWORD, DB,
+                        lambda: proc_status_kib(p.pid, "VmRSS")))
+                    rss1 = r["result"]
+                    time.sleep(1.0)
+                    alive = p.alive()
+                    rss2 = proc_status_kib(p.pid, "VmRSS") if alive else None
+                    entry = {"rss_before_kib": rss0, "rss_open_kib": rss1,
+                             "rss_after_close_kib": rss2, "opened": r["opened"],
+                             "failed": r["failed"], "errors": r["errors"],
+                             "login_secs": r["login_secs"],
+                             "logins_per_sec": r["opened"] / r["login_secs"]
+                             if r["login_secs"] else None}
+                    if r["opened"]:
+                        entry["kib_per_client"] = (rss1 - rss0) / r["opened"]
+                    if r["failed"]:
+                        self.event(f"{target}: {r['failed']} of {n} idle clients could not log "
+                                   f"in: {r['errors']}")
+                    res[target].append(entry)
+                    log(f"idle {target} rep {rep + 1}: {n} clients, RSS {rss0} -> {rss1} KiB "
+                        f"({entry.get('kib_per_client', float('nan')):.3f} KiB/client), "
+                        f"after close {rss2} KiB")
+                except Exception as e:  # noqa: BLE001
+                    self.event(f"idle-client measurement of {target} failed: {e}")
+                finally:
+                    self.stop_pooler(p)
+
+    # -- figure 5: COPY -------------------------------------------------------------------
+
+    def make_copy_file(self) -> tuple[str, int]:
+        path = os.path.join(self.work, "copy.tsv")
+        target = self.args.copy_mib * 1024 * 1024
+        payload = ("sluice-copy-" * 90)[:1000]
+        written = 0
+        i = 0
+        with open(path, "w") as f:
+            while written < target:
+                chunk = "".join(f"{j}\t{payload}\n" for j in range(i, i + 10000))
+                i += 10000
+                f.write(chunk)
+                written += len(chunk)
+        return path, written
+
+    def psql_copy(self, port: int, sql: str, stdin_path: str | None) -> tuple[float, str]:
+        env = dict(os.environ, PGPASSWORD=PASSWORD, PGCONNECT_TIMEOUT="20")
+        env.pop("PGPASSFILE", None)
+        cmd = [harness.pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+               "-p", str(port), "-U", USER, "-d", DB, "-c", sql]
+        fin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+        try:
+            t0 = time.monotonic()
+            r = subprocess.run(cmd, stdin=fin, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, env=env, timeout=1800)
+            secs = time.monotonic() - t0
+        finally:
+            if stdin_path:
+                fin.close()
+        err = r.stderr.decode(errors="replace").strip()
+        return secs, (err if r.returncode != 0 else "")
+
+    def fig5_copy(self) -> None:
+        a = self.args
+        log(f"COPY: writing a {a.copy_mib} MiB data file")
+        path, size = self.make_copy_file()
+        self.pg.sql("CREATE UNLOGGED TABLE copy_src (id bigint, payload text)", db=DB)
+        self.pg.sql("CREATE UNLOGGED TABLE copy_dst (id bigint, payload text)", db=DB)
+        self.pg.sql("ALTER TABLE copy_src OWNER TO md5user", db=DB)
+        self.pg.sql("ALTER TABLE copy_dst OWNER TO md5user", db=DB)
+        secs, err = self.psql_copy(self.pg.port, "COPY copy_src FROM STDIN", path)
+        if err:
+            raise RuntimeError(f"loading copy_src failed: {err}")
+        self.pg.sql("VACUUM ANALYZE copy_src", db=DB, timeout=600)
+        res = self.raw.setdefault("copy", {"bytes": size, "in": {t: [] for t in TARGETS},
+                                            "out": {t: [] for t in TARGETS}})
+        for rep in range(a.copy_reps):
+            for direction in ("in", "out"):
+                for t in TARGETS:
+                    if direction == "in":
+                        self.pg.sql("TRUNCATE copy_dst", db=DB)
+                        sql, src = "COPY copy_dst FROM STDIN", path
+                    else:
+                        sql, src = "COPY copy_src TO STDOUT", None
+                    port = self.port_of(t)
+                    pid = None if t == "direct" else self.poolers[t].pid
+                    peak = {"max": 0}
+                    stop = threading.Event()
+                    if pid:
+                        try:
+                            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                                f.write("5")  # reset VmHWM to the current RSS
+                        except OSError:
+                            pass
+
+                        def sample():
+                            while not stop.is_set():
+                                try:
+                                    peak["max"] = max(peak["max"],
+                                                      proc_status_kib(pid, "VmRSS"))
+                                except (OSError, KeyError):
+                                    return
+                                stop.wait(0.02)
+                        th = threading.Thread(target=sample, daemon=True)
+                        th.start()
+                        cpu0 = proc_cpu_secs(pid)
+                    secs, err = self.psql_copy(port, sql, src)
+                    entry = {"secs": secs, "ok": not err}
+                    if pid:
+                        stop.set()
+                        th.join()
+                        if harness.pid_alive(pid):
+                            entry["cpu_secs"] = proc_cpu_secs(pid) - cpu0
+                            entry["vmhwm_kib"] = proc_status_kib(pid, "VmHWM")
+                        entry["sampled_peak_kib"] = peak["max"]
+                        entry["peak_kib"] = max(entry.get("vmhwm_kib", 0), peak["max"])
+                        self.check_crash(self.poolers[t])
+                    if err:
+                        entry["error"] = err[:500]
+                        self.event(f"COPY {direction} through {t} failed: {err[:300]}")
+                    else:
+                        entry["mb_per_sec"] = size / 1e6 / secs
+                    res[direction][t].append(entry)
+                    log(f"COPY {direction} {t} rep {rep + 1}: "
+                        + (f"{entry['mb_per_sec']:.0f} MB/s" if entry["ok"] else "FAILED")
+                        + (f", peak RSS {entry['peak_kib'] / 1024:.1f} MiB" if pid else ""))
+        self.pg.sql("DROP TABLE copy_src, copy_dst", db=DB)
+        os.unlink(path)
+
+    # -- figure 6: connection churn ----------------------------------------------------
+
+    def fig6_churn(self) -> None:
+        a = self.args
+        res = self.raw.setdefault("churn", {t: [] for t in TARGETS})
+        for rep in range(a.reps):
+            for t in TARGETS:
+                r = self.run_select(t, "simple", 16, a.churn_duration, extra=("-C",),
+                                    logs=False)
+                if r["ok"]:
+                    r["conns_per_sec"] = r["txns"] / a.churn_duration
+                    if "cpu_secs" in r:
+                        r["cpu_us_per_conn"] = r["cpu_secs"] * 1e6 / r["txns"]
+                else:
+                    self.event(f"pgbench -C through {t} failed: {r['error']}")
+                res[t].append(r)
+            log(f"churn rep {rep + 1}: " + "  ".join(
+                f"{t}={res[t][-1].get('conns_per_sec', 0):.0f}/s" for t in TARGETS))
+
+    # -- the table ----------------------------------------------------------------------
+
+    def add_row(self, fig: str, metric: str, vals: dict, target: tuple | None = None,
+                sluice_cell: str | None = None) -> None:
+        """vals: {target: summary | str}; target: (kind, threshold, text) with kind one of
+        pgb_le, pgb_ge, direct_ge (ratio of medians), abs_le, abs_lt, abs_ge (sluice median)."""
+        def med(t):
+            v = vals.get(t)
+            return v["median"] if isinstance(v, dict) else None
+        s, b, d = med("sluice"), med("pgbouncer"), med("direct")
+        r_b = s / b if s is not None and b else None
+        r_d = s / d if s is not None and d else None
+        result = ""
+        if target:
+            kind, thr, _ = target
+            if s is None:
+                result = "MISS (sluice failed)" if isinstance(vals.get("sluice"), str) else "n/a"
+            elif kind.startswith("pgb"):
+                result = "n/a" if r_b is None else \
+                    ("PASS" if (r_b <= thr if kind == "pgb_le" else r_b >= thr) else "MISS")
+            elif kind == "direct_ge":
+                result = "n/a" if r_d is None else ("PASS" if r_d >= thr else "MISS")
+            elif kind == "abs_le":
+                result = "PASS" if s <= thr else "MISS"
+            elif kind == "abs_lt":
+                result = "PASS" if s < thr else "MISS"
+            elif kind == "abs_ge":
+                result = "PASS" if s >= thr else "MISS"
+        self.rows.append({
+            "fig": fig, "metric": metric,
+            "cells": {t: fmt_cell(vals.get(t)) for t in TARGETS},
+            "sluice_cell": sluice_cell,
+            "r_pgb": r_b, "r_direct": r_d,
+            "target": target[2] if target else "", "result": result,
+            "medians": {"direct": d, "pgbouncer": b, "sluice": s},
+        })
+
+    @staticmethod
+    def vals_from(runs: dict, field: str) -> dict:
+        out = {}
+        for t, lst in runs.items():
+            ok = [r for r in lst if r.get("ok") and r.get(field) is not None]
+            if ok:
+                out[t] = summarize([r[field] for r in ok])
+            elif lst:
+                errs = [r.get("error") for r in lst if r.get("error")]
+                out[t] = "FAILED" if errs else "—"
+        return out
+
+    def build_table(self) -> None:
+        f1 = self.raw.get("fig1", {})
+        for clients in (1, 64):
+            for mode in MODES:
+                key = f"{mode}/c{clients}"
+                if key not in f1:
+                    continue
+                runs = dict(f1[key])
+                if mode == "prepared":
+                    runs["pgbouncer"] = []
+                cl = f"-M {mode} -c {clients}"
+                tgt = None
+                if clients == 64 and mode in ("simple", "extended"):
+                    tgt = ("pgb_ge", 1.05, "≥ 1.05× PgBouncer")
+                v = self.vals_from(runs, "tps")
+                if mode == "prepared":
+                    v["pgbouncer"] = "n/a (1.18)"
+                self.add_row("1", f"TPS {cl}", v, tgt)
+                for field, name in (("avg_ms", "avg latency ms"), ("p99_ms", "p99 latency ms")):
+                    v = self.vals_from(runs, field)
+                    if mode == "prepared":
+                        v["pgbouncer"] = "n/a"
+                    self.add_row("1", f"{name} {cl}", v)
+            # prepared vs extended through sluice
+            pk, ek = f"prepared/c{clients}", f"extended/c{clients}"
+            if pk in f1 and ek in f1:
+                p = self.vals_from({"s": f1[pk]["sluice"]}, "tps").get("s")
+                e = self.vals_from({"s": f1[ek]["sluice"]}, "tps").get("s")
+                if isinstance(p, dict) and isinstance(e, dict):
+                    ratio = p["median"] / e["median"]
+                    v = {"sluice": {"median": ratio, "min": ratio, "max": ratio, "n": 1}}
+                    cell = f"{ratio:.2f}×"
+                else:
+                    v = {"sluice": "FAILED"}
+                    cell = "FAILED (-M prepared)" if not isinstance(p, dict) else "FAILED"
+                self.add_row("1", f"sluice TPS prepared ÷ extended -c {clients}", v,
+                             ("abs_ge", 1.3, "≥ 1.3×"), sluice_cell=cell)
+        # figure 2a: CPU per transaction
+        for clients in (1, 64):
+            for mode in MODES:
+                key = f"{mode}/c{clients}"
+                if key not in f1:
+                    continue
+                runs = {t: f1[key][t] for t in POOLERS if t in f1[key]}
+                v = self.vals_from(runs, "cpu_us_per_txn")
+                v["direct"] = "—"
+                if mode == "prepared":
+                    v["pgbouncer"] = "n/a"
+                tgt = None
+                if mode != "prepared":
+                    tgt = ("pgb_le", 0.75, "≤ 0.75× PgBouncer") if clients == 64 else \
+                        ("pgb_le", 0.9, "≤ 0.9× PgBouncer")
+                self.add_row("2", f"pooler CPU µs/txn -M {mode} -c {clients}", v, tgt)
+        cg = self.raw.get("callgrind", {})
+        for key, per in cg.items():
+            mode, c = key.split("/")
+            v = {"direct": "—"}
+            for t in POOLERS:
+                e = per.get(t)
+                if e and e.get("ok"):
+                    v[t] = summarize([e["ir_per_txn"]])
+                elif e:
+                    v[t] = "FAILED"
+            self.add_row("2", f"callgrind Ir/txn -M {mode} -c {c[1:]}", v,
+                         ("pgb_le", 0.5, "≤ 0.5× PgBouncer"))
+        st = self.raw.get("strace", {})
+        for key, per in st.items():
+            c = key[1:]
+            for field, name, tgt in (
+                    ("syscalls_per_txn", "syscalls/txn",
+                     ("abs_le", 4.2, "≤ 4.2") if c == "64" else None),
+                    ("epoll_ctl_per_txn", "epoll_ctl/txn",
+                     ("abs_lt", 0.01, "< 0.01") if c == "64" else None)):
+                v = {"direct": "—"}
+                for t in POOLERS:
+                    e = per.get(t)
+                    if e and e.get("ok"):
+                        v[t] = summarize([e[field]])
+                    elif e:
+                        v[t] = "FAILED"
+                self.add_row("3", f"{name} -c {c}", v, tgt)
+        idle = self.raw.get("idle")
+        if idle:
+            v = {"direct": "—"}
+            for t in POOLERS:
+                v[t] = summarize([e.get("kib_per_client") for e in idle[t]]) or "FAILED"
+            self.add_row("4", f"RSS KiB per idle client ({idle['clients']} clients)", v,
+                         ("abs_le", 0.6, "≤ 0.6 KiB"))
+            v = {"direct": "—"}
+            for t in POOLERS:
+                v[t] = summarize([e.get("rss_open_kib", 0) / 1024 for e in idle[t]
+                                  if e.get("rss_open_kib")]) or "—"
+            self.add_row("4", f"RSS MiB with {idle['clients']} idle clients", v)
+        cp = self.raw.get("copy")
+        if cp:
+            for direction in ("in", "out"):
+                runs = cp[direction]
+                v = self.vals_from(runs, "mb_per_sec")
+                self.add_row("5", f"COPY {direction} MB/s (1 GiB)" if cp["bytes"] > 1e9 else
+                             f"COPY {direction} MB/s ({cp['bytes'] / 2**20:.0f} MiB)", v,
+                             ("direct_ge", 0.97, "≥ 0.97× direct"))
+                pk = {t: summarize([r.get("peak_kib", 0) / 1024 for r in runs[t]
+                                    if r.get("peak_kib")]) or "—" for t in POOLERS}
+                pk["direct"] = "—"
+                self.add_row("5", f"pooler peak RSS MiB, COPY {direction}", pk,
+                             ("abs_lt", 32, "< 32 MiB"))
+        ch = self.raw.get("churn")
+        if ch:
+            self.add_row("6", "connections/s (pgbench -C -S -c 16)",
+                         self.vals_from(ch, "conns_per_sec"))
+            v = self.vals_from({t: ch[t] for t in POOLERS}, "cpu_us_per_conn")
+            v["direct"] = "—"
+            self.add_row("6", "pooler CPU µs per new connection", v,
+                         ("pgb_le", 0.8, "≤ 0.8× PgBouncer"))
+
+    def table_markdown(self) -> str:
+        out = ["| fig | metric | direct | PgBouncer | sluice | sluice ÷ PgBouncer | "
+               "sluice ÷ direct | target | result |",
+               "|---|---|---:|---:|---:|---:|---:|---|---|"]
+        for r in self.rows:
+            sl = r["sluice_cell"] or r["cells"]["sluice"]
+            rb = "" if r["sluice_cell"] else (f"{r['r_pgb']:.2f}×" if r["r_pgb"] else "")
+            rd = "" if r["sluice_cell"] else (f"{r['r_direct']:.2f}×" if r["r_direct"] else "")
+            res = r["result"]
+            if res.startswith("PASS"):
+                res = "**PASS**"
+            elif res.startswith("MISS"):
+                res = f"**{res}**"
+            out.append(f"| {r['fig']} | {r['metric']} | {r['cells']['direct']} | "
+                       f"{r['cells']['pgbouncer']} | {sl} | {rb} | {rd} | {r['target']} | "
+                       f"{res} |")
+        return "\n".join(out)
+
+    # -- chart ------------------------------------------------------------------------
+
+    def chart(self, png: str) -> str | None:
+        f1 = self.raw.get("fig1")
+        if not f1 or not shutil.which("gnuplot"):
+            return None
+        d = tempfile.mkdtemp(prefix="chart-", dir=self.work)
+        tps_rows, cpu_rows = [], []
+        for clients in (1, 64):
+            for mode in MODES:
+                key = f"{mode}/c{clients}"
+                if key not in f1:
+                    continue
+                label = f"{mode}\\n-c {clients}"
+                row, crow = [f'"{label}"'], [f'"{label}"']
+                for t in TARGETS:
+                    s = self.vals_from({t: f1[key].get(t, [])}, "tps").get(t)
+                    row += [f"{s[k]:.1f}" for k in ("median", "min", "max")] \
+                        if isinstance(s, dict) else ["NaN"] * 3
+                for t in POOLERS:
+                    s = self.vals_from({t: f1[key].get(t, [])}, "cpu_us_per_txn").get(t)
+                    crow += [f"{s[k]:.3f}" for k in ("median", "min", "max")] \
+                        if isinstance(s, dict) else ["NaN"] * 3
+                tps_rows.append(" ".join(row))
+                cpu_rows.append(" ".join(crow))
+        with open(os.path.join(d, "tps.dat"), "w") as f:
+            f.write("\n".join(tps_rows) + "\n")
+        with open(os.path.join(d, "cpu.dat"), "w") as f:
+            f.write("\n".join(cpu_rows) + "\n")
+        gp = f"""
+set terminal pngcairo size 1200,900 font "sans,10"
+set output "{png}"
+set datafile missing "NaN"
+set style data histograms
+set style histogram errorbars gap 2 lw 1
+set style fill solid 0.8 border -1
+set grid ytics
+set key top left
+set yrange [0:*]
+set multiplot layout 2,1 title "pgbench -S, transaction pooling (median, bars min-max; missing = not run or failed)"
+set title "TPS by query mode and clients"
+set ylabel "transactions/s"
+plot "{d}/tps.dat" using 2:3:4:xtic(1) title "direct" lc rgb "#7f7f7f", \\
+     "" using 5:6:7 title "PgBouncer" lc rgb "#1f77b4", \\
+     "" using 8:9:10 title "sluice" lc rgb "#d62728"
+set title "pooler CPU per transaction (utime+stime / transactions)"
+set ylabel "CPU µs / transaction"
+plot "{d}/cpu.dat" using 2:3:4:xtic(1) title "PgBouncer" lc rgb "#1f77b4", \\
+     "" using 5:6:7 title "sluice" lc rgb "#d62728"
+unset multiplot
+"""
+        with open(os.path.join(d, "chart.gp"), "w") as f:
+            f.write(gp)
+        r = subprocess.run(["gnuplot", os.path.join(d, "chart.gp")], capture_output=True,
+                           text=True, timeout=120)
+        if r.returncode != 0 or not os.path.exists(png):
+            self.event(f"gnuplot failed: {r.stderr.strip()[:500]}")
+            return None
+        return png
+
+    # -- report -------------------------------------------------------------------------
+
+    def machine_facts(self) -> list[str]:
+        cpu = "?"
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        cpu = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+        mem = "?"
+        try:
+            with open("/proc/meminfo") as f:
+                mem = f"{int(f.readline().split()[1]) / 2**20:.1f} GiB"
+        except (OSError, ValueError, IndexError):
+            pass
+
+        def ver(cmd):
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+                return (r.stdout or r.stderr).strip().splitlines()[0]
+            except (OSError, IndexError, subprocess.SubprocessError):
+                return "?"
+        return [
+            f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+            f"- CPU: {cpu}, {os.cpu_count()} cores; memory {mem}",
+            f"- kernel: {platform.system()} {platform.release()} ({platform.machine()})",
+            f"- PostgreSQL: {ver([os.path.join(harness.pg_bindir(), 'postgres'), '--version'])}"
+            f"; pgbench: {ver([harness.pg_tool('pgbench'), '--version'])}",
+            f"- PgBouncer: {ver([PGBOUNCER, '--version'])} ({PGBOUNCER})",
+            f"- sluice: {ver([self.sluice, '--version'])} ({self.sluice})",
+            f"- valgrind: {ver(['valgrind', '--version'])}; strace: {ver(['strace', '-V'])}",
+        ]
+
+    def settings_text(self) -> str:
+        a = self.args
+        figs = ",".join(str(x) for x in sorted(a.figures))
+        return (f"mode {'--quick' if a.quick else 'full'}; figures {figs}; reps {a.reps}; "
+                f"pgbench -T {a.duration}s per run (warm-up {a.warmup}s); scale {a.scale}; "
+                f"latency log sampling {a.sampling}; callgrind -t {a.cg_t1} (-c 1) / "
+                f"{a.cg_t64} (-c 64) and 3×; strace -t {a.st_t16} (-c 16) / {a.st_t64} (-c 64) "
+                f"and 3×; idle clients {a.idle_clients} × {a.idle_reps}; COPY {a.copy_mib} MiB "
+                f"× {a.copy_reps}; churn -T {a.churn_duration}s")
+
+    def write_report(self) -> Path:
+        a = self.args
+        outdir = Path(a.out)
+        outdir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = outdir / (stamp + ("-quick" if a.quick else ""))
+        self.build_table()
+        table = self.table_markdown()
+        png = self.chart(str(base) + ".png")
+        misses = [r for r in self.rows if r["result"].startswith("MISS")]
+        passes = [r for r in self.rows if r["result"].startswith("PASS")]
+        md = [f"# sluice bench {stamp}{' (quick)' if a.quick else ''}", ""]
+        if self.interrupted:
+            md += ["**Interrupted: partial results.**", ""]
+        md += ["## Machine", ""] + self.machine_facts() + [
+            f"- settings: {self.settings_text()}",
+            f"- wall time: {self.elapsed()}", "",
+            "## Results", "",
+            "Cells: median (min–max) over the repetitions; ratios are of medians. "
+            "See doc/bench.md for what each figure means.", "", table, ""]
+        md += ["## Targets", "",
+               f"{len(passes)} PASS, {len(misses)} MISS.", ""]
+        for r in misses:
+            md.append(f"- MISS: {r['metric']} — sluice {r['sluice_cell'] or r['cells']['sluice']}"
+                      + (f", {r['r_pgb']:.2f}× PgBouncer" if r["r_pgb"] else "")
+                      + (f", {r['r_direct']:.2f}× direct" if r["r_direct"] and
+                         r["target"].endswith("direct") else "")
+                      + f" (target {r['target']})")
+        md.append("")
+        if png:
+            md += ["## Chart", "", f"![TPS and CPU per transaction]({Path(png).name})", ""]
+        md += ["## Events", ""]
+        md += [f"- {e}" for e in self.events] if self.events else ["- none"]
+        md.append("")
+        for key, label in (("sluice", "sluice"), ("pgbouncer", "PgBouncer")):
+            lines = self.log_lines[key]
+            md += [f"## {label} log: warnings and errors (deduplicated)", ""]
+            if not lines:
+                md += ["none", ""]
+                continue
+            md.append("```")
+            for _, v in sorted(lines.items(), key=lambda kv: -kv[1]["count"])[:25]:
+                md.append(f"{v['count']:>6} × {v['example']}")
+            md += ["```", ""]
+        md += ["## Generated pgbouncer.ini (both poolers; {port}/{dir}/{pg_port} filled in "
+               "per process)", "", "```ini", self.ini.strip(), "```", ""]
+        text = "\n".join(md)
+        (base.with_suffix(".md")).write_text(text)
+        with open(base.with_suffix(".json"), "w") as f:
+            json.dump({"settings": vars(a), "events": self.events, "raw": self.raw,
+                       "rows": self.rows}, f, indent=1, default=str)
+        print()
+        print(table)
+        print()
+        for r in misses:
+            print(f"MISS: {r['metric']} (target {r['target']})")
+        print(f"\nresults: {base.with_suffix('.md')}" + (f"\nchart:   {png}" if png else ""))
+        return base.with_suffix(".md")
+
+    # -- main ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        a = self.args
+        self.start_pg()
+        for t in POOLERS:
+            self.poolers[t] = self.start_pooler(t)
+        self.warm_up()
+        steps = [(1, "fig1", self.fig1), (2, "callgrind", self.fig2_callgrind),
+                 (3, "strace", self.fig3_strace), (6, "churn", self.fig6_churn),
+                 (5, "copy", self.fig5_copy), (4, "idle", self.fig4_idle)]
+        for num, name, fn in steps:
+            if num not in a.figures:
+                continue
+            log(f"--- {name} (elapsed {self.elapsed()})")
+            try:
+                fn()
+            except (KeyboardInterrupt, Interrupted):
+                raise
+            except Exception as e:  # noqa: BLE001 - one figure failing must not lose the rest
+                self.event(f"figure {name} aborted: {e}\n```\n{traceback.format_exc()[-1500:]}"
+                           f"\n```")
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="figures 1, 2 and 4 only, short runs, 1000 idle clients (~3 min)")
+    ap.add_argument("--figures", default=None,
+                    help="comma-separated figure numbers to run (default: all; quick: 1,2,4)")
+    ap.add_argument("--reps", type=int, help="repetitions of each pgbench run")
+    ap.add_argument("--duration", type=int, help="pgbench -T seconds for figure 1")
+    ap.add_argument("--scale", type=int, default=10, help="pgbench scale (default 10)")
+    ap.add_argument("--idle-clients", type=int, help="idle clients for figure 4")
+    ap.add_argument("--copy-mib", type=int, default=1024, help="COPY size in MiB (1024)")
+    ap.add_argument("--out", default=str(HERE / "results"), help="results directory")
+    a = ap.parse_args(argv)
+    q = a.quick
+    a.figures = {int(x) for x in a.figures.split(",")} if a.figures else \
+        ({1, 2, 4} if q else {1, 2, 3, 4, 5, 6})
+    a.reps = a.reps or (3 if q else 5)
+    a.duration = a.duration or (2 if q else 10)
+    a.warmup = 1 if q else 3
+    a.idle_clients = a.idle_clients or (1000 if q else 5000)
+    a.idle_reps = 2 if q else 3
+    a.copy_reps = 3
+    a.churn_duration = 3 if q else 10
+    a.sampling = 0.2
+    a.cg_t1 = 1000 if q else 2000       # -c 1: t and 3t transactions
+    a.cg_t64 = 25 if q else 50          # -c 64: t and 3t per client
+    a.st_t16 = 250 if q else 500
+    a.st_t64 = 60 if q else 150
+    return a
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    ensure_tools()
+    try:  # 5,000 idle clients need fds here and in the poolers (they inherit the limit)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = max(soft, min(hard if hard != resource.RLIM_INFINITY else 65536, 65536))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        pass
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if nofile < args.idle_clients + 500:
+        sys.exit(f"bench: ulimit -n is {nofile}; {args.idle_clients} idle clients need more")
+
+    def on_term(signum, frame):
+        raise Interrupted(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    b = Bench(args)
+    log(f"sluice {b.sluice}; PgBouncer {PGBOUNCER}; work dir {b.work}")
+    rc = 0
+    try:
+        b.run()
+    except (KeyboardInterrupt, Interrupted) as e:
+        b.interrupted = True
+        log(f"interrupted ({type(e).__name__}); stopping everything")
+        rc = 130
+    except Exception as e:  # noqa: BLE001
+        b.event(f"bench aborted: {e}\n```\n{traceback.format_exc()[-2000:]}\n```")
+        rc = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # let the clean-up finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            for t in POOLERS:
+                p = b.poolers.get(t)
+                if p is not None:
+                    b.check_crash(p)
+                    b.harvest_log(p)
+            if b.raw:
+                b.write_report()
+        finally:
+            b.cleanup()
+            log(f"done in {b.elapsed()}")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

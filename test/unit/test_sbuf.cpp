@@ -1,0 +1,772 @@
+// SBuf over real AF_UNIX socketpairs and a libevent base driven by the test.
+//
+//   fake client app (app) <== pair A ==> [client SBuf] <-link-> [server SBuf] <== pair B ==> fake
+//   PostgreSQL (pg)
+//
+// The test writes into `app` / `pg`, runs the loop with EVLOOP_NONBLOCK (edge-triggered events:
+// the loop must run after every write for callbacks to fire) and reads what came out at the
+// other end. Unix-socket writes are synchronous, so no sleeps are needed: every wait is a
+// bounded loop of pump + read.
+#include <csetjmp>
+#include <cstdarg>
+#include <cstddef>
+#include <cstdint>
+extern "C" {
+#include <cmocka.h>
+}
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <random>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <event2/event.h>
+
+#include "sluice/net/sbuf.h"
+#include "sluice/proto/packet.h"
+
+namespace {
+
+using sluice::PacketAction;
+using sluice::PacketHeader;
+using sluice::SBuf;
+using sluice::SBufEvent;
+
+constexpr uint32_t kBufSize = 4096;
+
+// A message: type byte, length, body.
+std::string msg(char type, std::string_view body) {
+    std::string s;
+    s.push_back(type);
+    auto n = static_cast<uint32_t>(body.size() + 4);
+    s.push_back(static_cast<char>(n >> 24));
+    s.push_back(static_cast<char>((n >> 16) & 0xff));
+    s.push_back(static_cast<char>((n >> 8) & 0xff));
+    s.push_back(static_cast<char>(n & 0xff));
+    s.append(body);
+    return s;
+}
+
+std::string query(std::string_view sql) {
+    std::string body(sql);
+    body.push_back('\0');
+    return msg('Q', body);
+}
+
+std::string pattern(size_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::string s(n, '\0');
+    for (char& c : s)
+        c = static_cast<char>('a' + rng() % 26);
+    return s;
+}
+
+uint64_t fnv1a(std::string_view s) {
+    uint64_t h = 1469598103934665603ull;
+    for (char c : s) {
+        h ^= static_cast<uint8_t>(c);
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+void set_nonblock(int fd) {
+    int fl = fcntl(fd, F_GETFL);
+    assert_true(fl >= 0);
+    assert_int_equal(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
+}
+
+struct Rec {
+    uint8_t type;
+    uint32_t len;
+    size_t have;
+};
+
+class TestOwner final : public sluice::SBufOwner {
+public:
+    std::vector<Rec> packets;
+    std::vector<SBufEvent> events;
+    int drained = 0;
+    // Per-type action; Forward when absent. Hold means "hold until complete, then Forward".
+    std::map<uint8_t, PacketAction> actions;
+    bool pause_all = false;
+    // Called first when set; its result is used unless it returns Closed... it is simply used.
+    std::function<PacketAction(SBuf&, const PacketHeader&, std::span<const uint8_t>)> hook;
+    std::vector<std::string> complete;  // full bytes of packets held until complete
+
+    PacketAction on_packet(SBuf& sb, const PacketHeader& hdr,
+                           std::span<const uint8_t> data) override {
+        packets.push_back({hdr.type, hdr.len, data.size()});
+        if (pause_all)
+            return PacketAction::Pause;
+        if (hook)
+            return hook(sb, hdr, data);
+        auto it = actions.find(hdr.type);
+        PacketAction a = it == actions.end() ? PacketAction::Forward : it->second;
+        if (a == PacketAction::Hold) {
+            if (data.size() < hdr.len)
+                return PacketAction::Hold;
+            complete.emplace_back(reinterpret_cast<const char*>(data.data()), data.size());
+            return PacketAction::Forward;
+        }
+        return a;
+    }
+    void on_sbuf_event(SBuf& sb, SBufEvent ev) override {
+        events.push_back(ev);
+        if (ev != SBufEvent::Connected)
+            sb.close();  // the contract: the owner closes on failures
+    }
+    void on_sbuf_drained(SBuf&) override { ++drained; }
+
+    bool saw(SBufEvent ev) const {
+        for (SBufEvent e : events)
+            if (e == ev)
+                return true;
+        return false;
+    }
+};
+
+struct Rig {
+    event_base* base = nullptr;
+    int app = -1;  // the fake client application's end
+    int pg = -1;   // the fake PostgreSQL's end
+    SBuf client;
+    SBuf server;
+    TestOwner cown;
+    TestOwner sown;
+
+    // sndbuf > 0: shrink the socket buffers of pair B (towards the fake PostgreSQL) and of
+    // the app end, so that backpressure sets in after a few KB.
+    explicit Rig(int sndbuf = 0) {
+        base = event_base_new();
+        assert_non_null(base);
+        int a[2], b[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+        if (sndbuf > 0) {
+            for (int fd : {a[0], a[1], b[0], b[1]}) {
+                assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
+                assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sndbuf, sizeof sndbuf), 0);
+            }
+        }
+        for (int fd : {a[0], a[1], b[0], b[1]})
+            set_nonblock(fd);
+        app = a[0];
+        pg = b[0];
+        assert_true(client.attach(base, a[1], &cown, false));
+        assert_true(server.attach(base, b[1], &sown, false));
+        SBuf::link(client, server);
+        pump();
+    }
+    ~Rig() {
+        client.close();
+        server.close();
+        if (app >= 0)
+            ::close(app);
+        if (pg >= 0)
+            ::close(pg);
+        event_base_free(base);
+    }
+    Rig(const Rig&) = delete;
+    Rig& operator=(const Rig&) = delete;
+
+    void pump(int turns = 4) {
+        for (int i = 0; i < turns; ++i)
+            event_base_loop(base, EVLOOP_NONBLOCK);
+    }
+};
+
+// Writes what the socket takes now; returns the count (0 when full).
+size_t write_some(int fd, std::string_view s) {
+    if (s.empty())
+        return 0;
+    for (;;) {
+        ssize_t n = ::send(fd, s.data(), s.size(), MSG_NOSIGNAL);
+        if (n >= 0)
+            return static_cast<size_t>(n);
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        fail_msg("send: %d", errno);
+        return 0;
+    }
+}
+
+// Writes everything, running the loop when the socket is full.
+void write_all(Rig& r, int fd, std::string_view s) {
+    size_t off = 0;
+    for (int i = 0; off < s.size() && i < 100000; ++i) {
+        off += write_some(fd, s.substr(off));
+        if (off < s.size())
+            r.pump(1);
+    }
+    assert_int_equal(off, s.size());
+}
+
+// Reads whatever is there now.
+std::string read_avail(int fd) {
+    std::string out;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n > 0) {
+            out.append(buf, static_cast<size_t>(n));
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        break;
+    }
+    return out;
+}
+
+// Runs the loop and reads until `n` bytes came (bounded).
+std::string read_n(Rig& r, int fd, size_t n) {
+    std::string out;
+    for (int i = 0; out.size() < n && i < 10000; ++i) {
+        r.pump(1);
+        out += read_avail(fd);
+    }
+    return out;
+}
+
+// Runs the loop a few times and returns whatever arrived (for "nothing arrives" checks).
+std::string settle(Rig& r, int fd) {
+    std::string out;
+    for (int i = 0; i < 10; ++i) {
+        r.pump(1);
+        out += read_avail(fd);
+    }
+    return out;
+}
+
+void assert_bytes(const std::string& got, const std::string& want) {
+    if (got != want) {
+        fprintf(stderr, "got %zu bytes, want %zu\n", got.size(), want.size());
+        size_t i = 0;
+        while (i < got.size() && i < want.size() && got[i] == want[i])
+            ++i;
+        fprintf(stderr, "first difference at byte %zu\n", i);
+        fail();
+    }
+}
+
+// ---------------------------------------------------------------- forwarding
+
+void test_forward_as_bytes_arrive(void**) {
+    Rig r;
+    const std::string sql = "select '" + pattern(3000, 1) + "'";
+    const std::string m = query(sql);
+    const size_t half = 5 + 1000;  // header + part of the text
+
+    uint64_t sends0 = SBuf::forward_sends();
+    assert_int_equal(write_some(r.app, std::string_view(m).substr(0, half)), half);
+    std::string got = read_n(r, r.pg, half);
+    // The first half is at the fake server before the rest was even written.
+    assert_bytes(got, m.substr(0, half));
+    assert_true(SBuf::forward_sends() > sends0);
+    assert_int_equal(r.cown.packets.size(), 1);
+    assert_int_equal(r.cown.packets[0].type, 'Q');
+    assert_int_equal(r.cown.packets[0].len, m.size());
+    assert_int_equal(r.cown.packets[0].have, half);
+    assert_int_equal(r.client.packet_remaining(), m.size() - half);
+
+    uint64_t sends1 = SBuf::forward_sends();
+    assert_int_equal(write_some(r.app, std::string_view(m).substr(half)), m.size() - half);
+    got += read_n(r, r.pg, m.size() - half);
+    assert_bytes(got, m);
+    assert_true(SBuf::forward_sends() > sends1);
+    assert_int_equal(r.cown.packets.size(), 1);  // shown once, at its header
+    assert_int_equal(r.client.packet_remaining(), 0);
+    assert_int_equal(r.client.stats().recv_bytes, m.size());
+    assert_int_equal(r.server.stats().sent_bytes, m.size());
+
+    // And back: the server's reply reaches the app.
+    std::string reply = msg('C', std::string("SELECT 1\0", 9)) + msg('Z', "I");
+    assert_int_equal(write_some(r.pg, reply), reply.size());
+    assert_bytes(read_n(r, r.app, reply.size()), reply);
+    assert_int_equal(r.sown.packets.size(), 2);
+    assert_int_equal(r.sown.packets[0].type, 'C');
+    assert_int_equal(r.sown.packets[1].type, 'Z');
+    assert_true(r.cown.events.empty());
+    assert_true(r.sown.events.empty());
+}
+
+void test_header_split_at_every_offset(void**) {
+    Rig r;
+    const std::string m = query("select 42");
+    size_t shown = 0;
+    for (size_t k = 0; k <= m.size(); ++k) {
+        assert_int_equal(write_some(r.app, std::string_view(m).substr(0, k)), k);
+        std::string got = settle(r, r.pg);
+        if (k < sluice::kTypedHeaderLen) {
+            assert_true(got.empty());  // only the header is waited for
+            assert_int_equal(r.cown.packets.size(), shown);
+        } else {
+            assert_bytes(got, m.substr(0, k));
+            assert_int_equal(r.cown.packets.size(), shown + 1);
+            assert_int_equal(r.cown.packets.back().have, k);
+        }
+        assert_int_equal(write_some(r.app, std::string_view(m).substr(k)), m.size() - k);
+        got += read_n(r, r.pg, m.size() - got.size());
+        assert_bytes(got, m);
+        ++shown;
+        assert_int_equal(r.cown.packets.size(), shown);
+        assert_int_equal(r.cown.packets.back().type, 'Q');
+        assert_int_equal(r.cown.packets.back().len, m.size());
+        assert_int_equal(r.cown.packets.back().have, k < 5 ? m.size() : k);
+    }
+    assert_true(r.cown.events.empty());
+}
+
+void test_two_packets_in_one_write(void**) {
+    Rig r;
+    const std::string a = msg('P', std::string("\0select 1\0\0\0", 12));
+    const std::string b = msg('S', "");
+    const std::string both = a + b;
+    assert_int_equal(write_some(r.app, both), both.size());
+    assert_bytes(read_n(r, r.pg, both.size()), both);
+    assert_int_equal(r.cown.packets.size(), 2);
+    assert_int_equal(r.cown.packets[0].type, 'P');
+    assert_int_equal(r.cown.packets[0].len, a.size());
+    assert_int_equal(r.cown.packets[0].have, a.size());
+    assert_int_equal(r.cown.packets[1].type, 'S');
+    assert_int_equal(r.cown.packets[1].len, 5);
+    assert_int_equal(r.cown.packets[1].have, 5);
+
+    // Many small packets in one write, crossing the 4 KB buffer boundary mid-header.
+    std::string many;
+    for (int i = 0; i < 1000; ++i)
+        many += (i % 3 == 0) ? msg('S', "") : query("select " + std::to_string(i));
+    assert_int_equal(write_some(r.app, many), many.size());
+    assert_bytes(read_n(r, r.pg, many.size()), many);
+    assert_int_equal(r.cown.packets.size(), 1002);
+    for (size_t i = 0; i < 1000; ++i)
+        assert_int_equal(r.cown.packets[2 + i].type, i % 3 == 0 ? 'S' : 'Q');
+}
+
+void test_large_message_streams_bounded(void**) {
+    Rig r;
+    const std::string m = msg('d', pattern(1 << 20, 7));  // 1 MB CopyData
+    size_t off = 0;
+    std::string got;
+    size_t max_pos = 0;
+    for (int i = 0; got.size() < m.size() && i < 200000; ++i) {
+        off += write_some(r.app, std::string_view(m).substr(off));
+        r.pump(1);
+        max_pos = std::max(max_pos, r.client.recv_pos());
+        assert_true(r.client.recv_pos() <= kBufSize);
+        assert_true(r.client.pending_bytes() <= kBufSize);
+        assert_false(r.server.has_output());
+        got += read_avail(r.pg);
+    }
+    assert_bytes(got, m);
+    assert_int_equal(r.cown.packets.size(), 1);
+    assert_int_equal(r.cown.packets[0].len, m.size());
+    assert_true(r.cown.packets[0].have <= kBufSize);
+    assert_true(max_pos > 0);
+}
+
+// ---------------------------------------------------------------- owner verdicts
+
+void test_hold_shows_complete_packet(void**) {
+    Rig r;
+    r.cown.actions['P'] = PacketAction::Hold;
+    const std::string p = msg('P', std::string("s1\0select $1\0\0\0", 16));
+    assert_int_equal(write_some(r.app, std::string_view(p).substr(0, 9)), 9);
+    assert_true(settle(r, r.pg).empty());  // held: nothing forwarded
+    assert_int_equal(r.cown.packets.size(), 1);
+    assert_int_equal(r.cown.packets[0].have, 9);
+    assert_int_equal(write_some(r.app, std::string_view(p).substr(9)), p.size() - 9);
+    assert_bytes(read_n(r, r.pg, p.size()), p);
+    // The owner may be asked again while the packet is still incomplete (process() runs at
+    // the top of every read turn, before recv); what matters is that it is shown complete
+    // exactly once, at the end, and that nothing moved before that.
+    assert_true(r.cown.packets.size() >= 2);
+    for (size_t i = 0; i + 1 < r.cown.packets.size(); ++i) {
+        assert_int_equal(r.cown.packets[i].type, 'P');
+        assert_int_equal(r.cown.packets[i].have, 9);
+    }
+    assert_int_equal(r.cown.packets.back().type, 'P');
+    assert_int_equal(r.cown.packets.back().len, p.size());
+    assert_int_equal(r.cown.packets.back().have, p.size());
+    assert_int_equal(r.cown.complete.size(), 1);
+    assert_bytes(r.cown.complete[0], p);
+}
+
+void test_hold_larger_than_buffer(void**) {
+    Rig r;
+    r.cown.actions['P'] = PacketAction::Hold;
+    const std::string a = query("select 1");  // forwarded, still pending when P is held
+    const std::string p = msg('P', pattern(10000, 3));
+    const std::string c = msg('S', "");
+    std::string all = a + p + c;
+    // Dribble it in: 1000-byte writes, running the loop after each.
+    std::string got;
+    for (size_t off = 0; off < all.size(); off += 1000) {
+        std::string_view part = std::string_view(all).substr(off, 1000);
+        assert_int_equal(write_some(r.app, part), part.size());
+        r.pump(2);
+        got += read_avail(r.pg);
+        if (off + 1000 < a.size() + p.size())
+            assert_true(got.size() <= a.size());  // nothing of P before it is complete
+    }
+    got += read_n(r, r.pg, all.size() - got.size());
+    assert_bytes(got, all);
+    assert_int_equal(r.cown.complete.size(), 1);
+    assert_bytes(r.cown.complete[0], p);
+    size_t p_shown = 0;
+    for (const Rec& rec : r.cown.packets)
+        if (rec.type == 'P') {
+            ++p_shown;
+            assert_int_equal(rec.len, p.size());
+        }
+    assert_true(p_shown >= 2);
+    assert_int_equal(r.cown.packets.back().type, 'S');
+    assert_true(r.cown.events.empty());
+    // The grown buffer was given back once empty.
+    assert_int_equal(r.client.recv_pos(), 0);
+}
+
+void test_hold_too_long(void**) {
+    Rig r;
+    r.client.set_hold_limit(8192);
+    r.cown.actions['P'] = PacketAction::Hold;
+    const std::string p = msg('P', pattern(10000, 4));
+    assert_int_equal(write_some(r.app, std::string_view(p).substr(0, 100)), 100);
+    r.pump();
+    assert_true(r.cown.saw(SBufEvent::TooLong));
+    assert_true(r.client.closed());
+    assert_true(read_avail(r.pg).empty());
+}
+
+void test_skip_drops_bytes(void**) {
+    Rig r;
+    r.cown.actions['H'] = PacketAction::Skip;
+    const std::string a = msg('H', "");
+    const std::string b = query("select 1");
+    const std::string big = msg('H', pattern(20000, 5));  // skipped across many reads
+    const std::string c = msg('S', "");
+    std::string all = a + b + big + c;
+    write_all(r, r.app, all);
+    std::string want = b + c;
+    assert_bytes(read_n(r, r.pg, want.size()), want);
+    assert_true(settle(r, r.pg).empty());
+    assert_int_equal(r.cown.packets.size(), 4);
+    assert_int_equal(r.cown.packets[2].type, 'H');
+    assert_int_equal(r.cown.packets[2].len, big.size());
+    assert_int_equal(r.client.packet_remaining(), 0);
+}
+
+void test_queue_keeps_order(void**) {
+    Rig r;
+    const std::string x = query("SET application_name = 'x'");
+    // The owner of packet B answers it by queueing X towards the server, then skips B.
+    r.cown.hook = [&](SBuf& sb, const PacketHeader& h, std::span<const uint8_t>) {
+        if (h.type == 'B') {
+            sb.peer()->queue(x);
+            return PacketAction::Skip;
+        }
+        return PacketAction::Forward;
+    };
+    const std::string a = query("select 'A'");
+    const std::string b = msg('B', "bbbb");
+    const std::string c = query("select 'C'");
+    // All in one read: A is still pending in the client's buffer when X is queued.
+    assert_int_equal(write_some(r.app, a + b + c), a.size() + b.size() + c.size());
+    std::string want = a + x + c;
+    assert_bytes(read_n(r, r.pg, want.size()), want);
+    assert_true(settle(r, r.pg).empty());
+
+    // Again with A already sent, and B/C in separate writes.
+    assert_int_equal(write_some(r.app, a), a.size());
+    std::string got = read_n(r, r.pg, a.size());
+    assert_int_equal(write_some(r.app, b), b.size());
+    r.pump();
+    assert_int_equal(write_some(r.app, c), c.size());
+    got += read_n(r, r.pg, want.size() - got.size());
+    assert_bytes(got, want);
+
+    // A partially arrived packet A, then B and the rest: X after the whole of A.
+    std::string big_a = query("select '" + pattern(6000, 6) + "'");
+    assert_int_equal(write_some(r.app, std::string_view(big_a).substr(0, 3000)), 3000);
+    got = read_n(r, r.pg, 3000);
+    std::string rest = big_a.substr(3000) + b + c;
+    write_all(r, r.app, rest);
+    std::string want2 = big_a + x + c;
+    got += read_n(r, r.pg, want2.size() - got.size());
+    assert_bytes(got, want2);
+}
+
+void test_pause_then_resume(void**) {
+    Rig r;
+    r.cown.pause_all = true;
+    const std::string a = query("select 1");
+    const std::string b = msg('S', "");
+    assert_int_equal(write_some(r.app, a), a.size());
+    assert_true(settle(r, r.pg).empty());
+    assert_int_equal(r.cown.packets.size(), 1);
+    assert_true(r.client.paused());
+    // More input while paused: read, but not shown.
+    assert_int_equal(write_some(r.app, b), b.size());
+    assert_true(settle(r, r.pg).empty());
+    assert_int_equal(r.cown.packets.size(), 1);
+
+    r.cown.pause_all = false;
+    r.client.resume();
+    assert_false(r.client.paused());
+    std::string want = a + b;
+    assert_bytes(read_n(r, r.pg, want.size()), want);
+    assert_int_equal(r.cown.packets.size(), 3);
+    assert_int_equal(r.cown.packets[1].type, 'Q');  // the paused packet, shown again
+    assert_int_equal(r.cown.packets[1].have, a.size());
+    assert_int_equal(r.cown.packets[2].type, 'S');
+}
+
+void test_pause_mid_stream(void**) {
+    Rig r;
+    // Pause on the second packet: the first is forwarded, the second waits.
+    r.cown.hook = [&](SBuf&, const PacketHeader& h, std::span<const uint8_t>) {
+        return h.type == 'S' ? PacketAction::Pause : PacketAction::Forward;
+    };
+    const std::string a = query("select 1");
+    const std::string b = msg('S', "");
+    assert_int_equal(write_some(r.app, a + b), a.size() + b.size());
+    assert_bytes(read_n(r, r.pg, a.size()), a);
+    assert_true(settle(r, r.pg).empty());
+    assert_true(r.client.paused());
+    r.cown.hook = nullptr;
+    r.client.resume();
+    assert_bytes(read_n(r, r.pg, b.size()), b);
+}
+
+// ---------------------------------------------------------------- backpressure
+
+void test_backpressure(void**) {
+    Rig r(4096);
+    // ~4 MB of CopyData messages of assorted sizes.
+    std::string data;
+    std::mt19937 rng(11);
+    for (uint32_t i = 0; data.size() < (4u << 20); ++i)
+        data += msg('d', pattern(1 + rng() % 30000, i));
+    const uint64_t want_sum = fnv1a(data);
+    fprintf(stderr, "test_backpressure: %zu bytes, fnv1a %016llx\n", data.size(),
+            static_cast<unsigned long long>(want_sum));
+
+    // Phase 1: the fake server does not read.
+    size_t off = 0;
+    bool saw_blocked = false;
+    for (int i = 0; i < 2000; ++i) {
+        size_t n = write_some(r.app, std::string_view(data).substr(off));
+        off += n;
+        r.pump(1);
+        saw_blocked = saw_blocked || r.client.blocked();
+        if (n == 0 && r.client.blocked())
+            break;
+    }
+    assert_true(saw_blocked);
+    assert_true(r.client.blocked());
+    assert_true(off < data.size());  // the app could not push everything
+    assert_true(r.client.recv_pos() <= kBufSize);
+    assert_true(r.client.pending_bytes() <= kBufSize);
+    assert_false(r.server.has_output());
+    // It stopped reading: more turns read nothing.
+    uint64_t recv1 = r.client.stats().recv_bytes;
+    r.pump(20);
+    assert_int_equal(write_some(r.app, std::string_view(data).substr(off)), 0);
+    r.pump(20);
+    assert_int_equal(r.client.stats().recv_bytes, recv1);
+    assert_true(recv1 < 512 * 1024);  // far from the several MB the app wanted to send
+
+    // Phase 2: drain.
+    std::string got;
+    for (int i = 0; got.size() < data.size() && i < 1000000; ++i) {
+        off += write_some(r.app, std::string_view(data).substr(off));
+        r.pump(1);
+        assert_true(r.client.recv_pos() <= kBufSize);
+        got += read_avail(r.pg);
+    }
+    assert_int_equal(got.size(), data.size());
+    assert_true(fnv1a(got) == want_sum);
+    assert_bytes(got, data);
+    assert_false(r.client.blocked());
+    assert_true(r.cown.events.empty());
+    assert_true(r.sown.events.empty());
+    assert_true(r.cown.drained > 0);
+}
+
+// ---------------------------------------------------------------- events
+
+void test_eof_reported(void**) {
+    Rig r;
+    ::close(r.app);
+    r.app = -1;
+    r.pump();
+    assert_int_equal(r.cown.events.size(), 1);
+    assert_int_equal(r.cown.events[0], SBufEvent::Eof);
+    assert_true(r.client.closed());
+    assert_null(r.server.peer());  // closing unlinked the pair
+    assert_true(r.sown.events.empty());
+}
+
+// The client app sends a last message and closes before sluice reads: both the message and
+// the EOF are waiting when the socket becomes readable.
+void test_eof_after_data_reported(void**) {
+    Rig r;
+    const std::string a = query("select pg_sleep(3600)");
+    assert_int_equal(write_some(r.app, a), a.size());
+    ::close(r.app);
+    r.app = -1;
+    std::string got = read_n(r, r.pg, a.size());
+    assert_bytes(got, a);
+    settle(r, r.pg);
+    if (!r.cown.saw(SBufEvent::Eof)) {
+        // Show that the EOF is sitting in the socket: level-triggered poll sees it at once.
+        pollfd p{r.client.fd(), POLLIN, 0};
+        int n = poll(&p, 1, 0);
+        char c;
+        ssize_t rn = ::recv(r.client.fd(), &c, 1, MSG_PEEK);
+        fprintf(stderr,
+                "EOF that arrived together with data was never reported "
+                "(poll=%d revents=0x%x, recv(MSG_PEEK)=%zd)\n",
+                n, p.revents, rn);
+    }
+    assert_true(r.cown.saw(SBufEvent::Eof));
+    assert_true(r.client.closed());
+}
+
+// Same from the server side: PostgreSQL sends a FATAL ErrorResponse and closes.
+void test_server_fatal_then_close(void**) {
+    Rig r;
+    std::string err;
+    sluice::write_error(err, "FATAL", "57P01", "terminating connection due to administrator command");
+    assert_int_equal(write_some(r.pg, err), err.size());
+    ::close(r.pg);
+    r.pg = -1;
+    assert_bytes(read_n(r, r.app, err.size()), err);
+    settle(r, r.app);
+    assert_true(r.sown.saw(SBufEvent::Eof));
+    assert_true(r.server.closed());
+}
+
+// PostgreSQL streams rows to a slow client, then closes (a FATAL, a crash, a terminated
+// backend). Everything it sent before the EOF must still reach the client: the EOF may be
+// reported only once the bytes already read have been forwarded.
+void test_eof_waits_for_pending_data(void**) {
+    Rig r(4096);
+    std::string data;
+    for (uint32_t i = 0; data.size() < (1u << 20); ++i)
+        data += msg('D', pattern(200 + i % 300, i));
+    // Fill the whole chain: app socket, server SBuf buffer, pg socket.
+    size_t written = 0;
+    for (int i = 0; i < 5000; ++i) {
+        size_t n = write_some(r.pg, std::string_view(data).substr(written));
+        written += n;
+        r.pump(1);
+        if (n == 0 && r.server.blocked())
+            break;
+    }
+    assert_true(r.server.blocked());
+    assert_true(written < data.size());
+    ::close(r.pg);
+    r.pg = -1;
+    // The client app reads slowly: 1 KB per turn.
+    std::string got;
+    int idle_turns = 0;
+    for (int i = 0; got.size() < written && i < 200000 && idle_turns < 200; ++i) {
+        char buf[1024];
+        ssize_t n = ::recv(r.app, buf, sizeof buf, 0);
+        if (n > 0) {
+            got.append(buf, static_cast<size_t>(n));
+            idle_turns = 0;
+        } else {
+            ++idle_turns;
+        }
+        r.pump(1);
+    }
+    if (got.size() != written)
+        fprintf(stderr, "pg wrote %zu bytes before closing, the app got %zu (Eof seen: %d)\n",
+                written, got.size(), r.sown.saw(SBufEvent::Eof));
+    assert_int_equal(got.size(), written);
+    assert_bytes(got, data.substr(0, written));
+    settle(r, r.app);
+    assert_true(r.sown.saw(SBufEvent::Eof));
+}
+
+void test_bad_header_reported(void**) {
+    Rig r;
+    const std::string ok = query("select 1");
+    const char bad[] = {'Q', 0, 0, 0, 2};
+    std::string all = ok + std::string(bad, sizeof bad);
+    assert_int_equal(write_some(r.app, all), all.size());
+    r.pump();
+    assert_int_equal(r.cown.events.size(), 1);
+    assert_int_equal(r.cown.events[0], SBufEvent::BadPacket);
+    assert_true(r.client.closed());
+    assert_int_equal(r.cown.packets.size(), 1);  // the bad one never reached the owner
+}
+
+void test_bad_header_after_split(void**) {
+    Rig r;
+    const char bad[] = {'d', 0, 0, 0, 0};
+    assert_int_equal(write_some(r.app, std::string_view(bad, 3)), 3);
+    r.pump();
+    assert_true(r.cown.events.empty());
+    assert_int_equal(write_some(r.app, std::string_view(bad + 3, 2)), 2);
+    r.pump();
+    assert_int_equal(r.cown.events.size(), 1);
+    assert_int_equal(r.cown.events[0], SBufEvent::BadPacket);
+    assert_true(r.cown.packets.empty());
+}
+
+void test_max_packet_enforced(void**) {
+    Rig r;
+    r.client.set_max_packet(1000);
+    const std::string ok = msg('d', pattern(995, 8));  // exactly 1000 bytes
+    assert_int_equal(ok.size(), 1000);
+    assert_int_equal(write_some(r.app, ok), ok.size());
+    assert_bytes(read_n(r, r.pg, ok.size()), ok);
+    const std::string big = msg('d', pattern(996, 9));
+    assert_int_equal(write_some(r.app, big), big.size());
+    r.pump();
+    assert_true(r.cown.saw(SBufEvent::BadPacket));
+}
+
+}  // namespace
+
+int main() {
+    sluice::sbuf_set_buffer_size(kBufSize);
+    const CMUnitTest tests[] = {
+        cmocka_unit_test(test_forward_as_bytes_arrive),
+        cmocka_unit_test(test_header_split_at_every_offset),
+        cmocka_unit_test(test_two_packets_in_one_write),
+        cmocka_unit_test(test_large_message_streams_bounded),
+        cmocka_unit_test(test_hold_shows_complete_packet),
+        cmocka_unit_test(test_hold_larger_than_buffer),
+        cmocka_unit_test(test_hold_too_long),
+        cmocka_unit_test(test_skip_drops_bytes),
+        cmocka_unit_test(test_queue_keeps_order),
+        cmocka_unit_test(test_pause_then_resume),
+        cmocka_unit_test(test_pause_mid_stream),
+        cmocka_unit_test(test_backpressure),
+        cmocka_unit_test(test_eof_reported),
+        cmocka_unit_test(test_eof_after_data_reported),
+        cmocka_unit_test(test_server_fatal_then_close),
+        cmocka_unit_test(test_eof_waits_for_pending_data),
+        cmocka_unit_test(test_bad_header_reported),
+        cmocka_unit_test(test_bad_header_after_split),
+        cmocka_unit_test(test_max_packet_enforced),
+    };
+    return cmocka_run_group_tests_name("sbuf", tests, nullptr, nullptr);
+}
