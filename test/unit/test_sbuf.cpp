@@ -121,8 +121,10 @@ public:
         }
         return a;
     }
+    size_t unsent_at_event = 0;  // bytes read but not yet forwarded when the event came
     void on_sbuf_event(SBuf& sb, SBufEvent ev) override {
         events.push_back(ev);
+        unsent_at_event = sb.recv_pos() - (sb.recv_pos() > 0 ? 0 : 0);
         if (ev != SBufEvent::Connected)
             sb.close();  // the contract: the owner closes on failures
     }
@@ -701,6 +703,7 @@ void test_eof_waits_for_pending_data(void**) {
     assert_int_equal(got.size(), written);
     assert_bytes(got, data.substr(0, written));
     settle(r, r.app);
+    fprintf(stderr, "DEBUG unsent_at_event=%zu blocked=%d\n", r.sown.unsent_at_event, r.server.blocked());
     assert_true(r.sown.saw(SBufEvent::Eof));
 }
 
