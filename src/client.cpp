@@ -598,6 +598,9 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
             xact_start = s.request_time;
     }
     pool->bytes_in += hdr.len;
+    if ((t == msg::kParse || t == msg::kBind || t == msg::kDescribe || t == msg::kClose) &&
+        settings().max_prepared_statements > 0 && pool->mode() != PoolMode::Session)
+        return on_ps_packet(hdr, data, s);
     bool owed_copy_end = s.tracker.client_in_copy();
     s.tracker.on_request(t);
     if (owed_copy_end && s.tracker.idle() && pool->mode() != PoolMode::Session && !s.pinned) {
@@ -607,6 +610,129 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
         return PacketAction::Skip;
     }
     return PacketAction::Forward;
+}
+
+}  // namespace sluice
+
+namespace sluice {
+
+// Statement cache (DESIGN.md section 5). Parse/Bind/Describe/Close arrive whole; named
+// statements are rewritten to registry names, answered locally, or completed with an
+// injected Parse. Unnamed statements and portals take the ordinary path.
+PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8_t> data,
+                                  Server& s) {
+    if (data.size() < hdr.len)
+        return PacketAction::Hold;
+    std::span<const uint8_t> body = data.subspan(hdr.hdr_len);
+    uint8_t t = hdr.type;
+    auto pass = [&]() {
+        s.tracker.on_request(t);
+        pool->bytes_in += hdr.len;
+        return PacketAction::Forward;
+    };
+    switch (t) {
+    case msg::kParse: {
+        ParseMsg pm;
+        if (!parse_parse_msg(body, pm)) {
+            fatal("08P01", "invalid Parse message");
+            return PacketAction::Closed;
+        }
+        if (pm.name.empty())
+            return pass();
+        pool->client_parse_count++;
+        if (ps.find(pm.name)) {
+            // PostgreSQL's own answer (42P05), and the server must drop the rest of the batch
+            // as it would have: make it fail with a Bind of a name that cannot exist and
+            // replace that error with the right one.
+            std::string err;
+            write_error(err, "ERROR", "42P05",
+                        "prepared statement \"" + std::string(pm.name) + "\" already exists");
+            s.pending_errors.push_back(std::move(err));
+            static const uint8_t no_params[6] = {0, 0, 0, 0, 0, 0};
+            write_bind(s.sb.out_for_append(), "", "sluice_no_such_statement", no_params);
+            s.tracker.on_request(Expect{.type = msg::kBind,
+                                        .action = ReplyAction::ReplaceError,
+                                        .copy_term = false});
+            return PacketAction::Skip;
+        }
+        PsEntry* e = ps_intern(pm.query, pm.params);
+        ps.add(pm.name, e);
+        if (s.ps.has(e)) {
+            s.ps.touch(e);
+            s.tracker.on_request(Expect{.type = msg::kParse,
+                                        .action = ReplyAction::Fake,
+                                        .copy_term = false,
+                                        .client_parse = true,
+                                        .fake = msg::kParseComplete,
+                                        .ps = e});
+            s.emit_fakes();
+        } else {
+            s.send_parse(e, ReplyAction::Forward, true);
+        }
+        ps_unref(e);
+        return PacketAction::Skip;
+    }
+    case msg::kBind: {
+        BindMsg bm;
+        if (!parse_bind_msg(body, bm)) {
+            fatal("08P01", "invalid Bind message");
+            return PacketAction::Closed;
+        }
+        PsEntry* e = bm.statement.empty() ? nullptr : ps.find(bm.statement);
+        if (!e)
+            return pass();  // unnamed, or unknown: the server answers 26000 with this name
+        if (!s.ps.has(e))
+            s.send_parse(e, ReplyAction::Skip, false);
+        else
+            s.ps.touch(e);
+        write_bind(s.sb.out_for_append(), bm.portal, e->name, bm.rest);
+        s.tracker.on_request(Expect{.type = msg::kBind,
+                                    .action = ReplyAction::Forward,
+                                    .copy_term = false,
+                                    .ps = e});
+        pool->bind_count++;
+        pool->bytes_in += hdr.len;
+        return PacketAction::Skip;
+    }
+    case msg::kDescribe:
+    case msg::kClose: {
+        PacketReader r(body);
+        uint8_t what;
+        std::string_view name;
+        if (!r.read_u8(what) || !r.read_cstr(name)) {
+            fatal("08P01", "invalid %s message", t == msg::kClose ? "Close" : "Describe");
+            return PacketAction::Closed;
+        }
+        if (what != 'S' || name.empty())
+            return pass();
+        if (t == msg::kClose) {
+            // The client's name goes; the server keeps the statement for others.
+            ps.remove(name);
+            s.tracker.on_request(Expect{.type = msg::kClose,
+                                        .action = ReplyAction::Fake,
+                                        .copy_term = false,
+                                        .fake = msg::kCloseComplete});
+            s.emit_fakes();
+            return PacketAction::Skip;
+        }
+        PsEntry* e = ps.find(name);
+        if (!e)
+            return pass();
+        if (!s.ps.has(e))
+            s.send_parse(e, ReplyAction::Skip, false);
+        else
+            s.ps.touch(e);
+        write_describe_or_close(s.sb.out_for_append(), msg::kDescribe, 'S', e->name);
+        s.tracker.on_request(Expect{.type = msg::kDescribe,
+                                    .action = ReplyAction::Forward,
+                                    .copy_term = false,
+                                    .ps = e});
+        pool->bytes_in += hdr.len;
+        return PacketAction::Skip;
+    }
+    default:
+        return pass();
+    }
 }
 
 }  // namespace sluice

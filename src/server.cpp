@@ -426,8 +426,15 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
 
 PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
     uint8_t t = hdr.type;
-    if ((t == msg::kReadyForQuery || t == msg::kParameterStatus) && data.size() < hdr.len)
+    bool whole = data.size() == hdr.len;
+    if ((t == msg::kReadyForQuery || t == msg::kParameterStatus) && !whole)
         return PacketAction::Hold;
+    // Replies that may make a Fake reply due are needed whole (they are small), and so is
+    // CommandComplete while statements are cached (DISCARD ALL / DEALLOCATE ALL).
+    if (!whole && ((tracker.fakes() > 0 && t != msg::kDataRow && t != msg::kCopyData) ||
+                   (t == msg::kCommandComplete && ps.size() > 0)))
+        return PacketAction::Hold;
+    uint8_t head_type = tracker.empty() ? 0 : tracker.head()->type;
     bool skip_mode = !tracker.empty() && tracker.head()->action == ReplyAction::Skip;
     if (t == msg::kErrorResponse && (skip_mode || !client)) {
         if (data.size() < hdr.len)
@@ -446,6 +453,26 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     }
     uint8_t status = t == msg::kReadyForQuery ? data[hdr.hdr_len] : 0;
     ReplyAction act = tracker.on_reply(t, status);
+    if (!tracker.dropped().empty())
+        undo_dropped();
+    if (t == msg::kErrorResponse) {
+        if (act == ReplyAction::ReplaceError && client && !pending_errors.empty()) {
+            client->sb.queue(pending_errors.front());
+            pending_errors.erase(pending_errors.begin());
+            return PacketAction::Skip;
+        }
+        if (act == ReplyAction::Skip && head_type == msg::kParse && client)
+            act = ReplyAction::Forward;  // an injected Parse failed: the client must know
+    }
+    if (t == msg::kCommandComplete && whole && ps.size() + (client ? client->ps.size() : 0) > 0) {
+        std::string_view tag(reinterpret_cast<const char*>(data.data()) + hdr.hdr_len,
+                             hdr.len - hdr.hdr_len);
+        if (tag.starts_with("DISCARD ALL") || tag.starts_with("DEALLOCATE ALL")) {
+            ps.clear();
+            if (client && act == ReplyAction::Forward)
+                client->ps.clear();
+        }
+    }
     switch (t) {
     case msg::kParameterStatus: {
         PacketReader r(data.subspan(hdr.hdr_len));
@@ -473,6 +500,13 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     if (act == ReplyAction::Skip || !client)
         return PacketAction::Skip;
     pool->bytes_out += hdr.len;
+    if (tracker.fakes() > 0 && whole && !tracker.failed() && tracker.head() &&
+        tracker.head()->action == ReplyAction::Fake) {
+        // A synthesized reply is due right after this one: queue both, in order.
+        client->sb.queue(std::string_view(reinterpret_cast<const char*>(data.data()), hdr.len));
+        emit_fakes();
+        return PacketAction::Skip;
+    }
     return PacketAction::Forward;
 }
 
@@ -535,6 +569,59 @@ void Server::sync_vars_from(const Client& c) {
         return;
     tracker.on_request(msg::kQuery, ReplyAction::Skip);
     write_query(sb.out_for_append(), sql);
+}
+
+void Server::send_parse(PsEntry* e, ReplyAction action, bool client_parse) {
+    std::string& out = sb.out_for_append();
+    if (PsEntry* victim =
+            ps.add(e, static_cast<size_t>(settings().max_prepared_statements))) {
+        write_describe_or_close(out, msg::kClose, 'S', victim->name);
+        tracker.on_request(Expect{.type = msg::kClose, .action = ReplyAction::Skip,
+                                  .copy_term = false, .ps = nullptr});
+        ps_unref(victim);
+    }
+    write_parse(out, e->name, e->query, e->params);
+    tracker.on_request(Expect{.type = msg::kParse,
+                              .action = action,
+                              .copy_term = false,
+                              .client_parse = client_parse,
+                              .ps = e});
+    pool->server_parse_count++;
+}
+
+void Server::emit_fakes() {
+    Expect e{};
+    bool any = false;
+    while (tracker.take_fake(e)) {
+        if (!client)
+            continue;
+        std::string& out = client->sb.out_for_append();
+        PacketWriter w(out);
+        w.begin(e.fake);
+        w.finish();
+        any = true;
+    }
+    // Nothing else owed by the server means no reply of its will carry these out: send now.
+    if (any && client && tracker.empty())
+        static_cast<void>(client->sb.flush_out());
+}
+
+// Undoes the statement-cache effects of requests the server discarded after an error.
+void Server::undo_dropped() {
+    for (const Expect& e : tracker.dropped()) {
+        auto* ps_entry = static_cast<PsEntry*>(e.ps);
+        if (e.type == msg::kParse && ps_entry) {
+            if (e.action != ReplyAction::Fake)
+                ps.remove(ps_entry);
+            if (e.client_parse && client)
+                client->ps.remove_entry(ps_entry);
+        } else if (e.action == ReplyAction::ReplaceError && !pending_errors.empty()) {
+            pending_errors.erase(pending_errors.begin());
+        } else if (e.type == msg::kClose && e.action == ReplyAction::Skip) {
+            close_needed = true;  // an eviction Close never ran: our set no longer matches
+        }
+    }
+    tracker.dropped().clear();
 }
 
 void Server::start_check() {

@@ -15,9 +15,42 @@ bool ends_batch(uint8_t t) noexcept {
 
 void RequestTracker::reset() noexcept {
     q_.clear();
+    dropped_.clear();
+    fakes_ = 0;
     head_ = 0;
     status_ = 'I';
     failed_ = copy_in_ = copy_out_ = copy_both_ = client_owes_term_ = unsynced_ = false;
+}
+
+void RequestTracker::on_request(const Expect& e) {
+    if (e.action == ReplyAction::Fake) {
+        // Answered by sluice; owes nothing from the server but keeps its place in line.
+        unsynced_ = true;
+        ++fakes_;
+        push(e);
+        return;
+    }
+    switch (e.type) {
+    case msg::kParse:
+    case msg::kBind:
+    case msg::kDescribe:
+    case msg::kClose:
+        unsynced_ = true;
+        push(e);
+        return;
+    default:
+        on_request(e.type, e.action);
+        return;
+    }
+}
+
+bool RequestTracker::take_fake(Expect& out) {
+    if (empty() || failed_ || q_[head_].action != ReplyAction::Fake)
+        return false;
+    out = q_[head_];
+    --fakes_;
+    pop();
+    return true;
 }
 
 void RequestTracker::push(Expect e) {
@@ -104,6 +137,8 @@ void RequestTracker::end_copy_in() {
 
 ReplyAction RequestTracker::on_reply(uint8_t type, uint8_t rfq_status) {
     ReplyAction act = empty() ? ReplyAction::Forward : q_[head_].action;
+    if (act == ReplyAction::Fake)
+        act = ReplyAction::Forward;  // only while discarding after an error: asynchronous
     uint8_t head_type = empty() ? 0 : q_[head_].type;
     switch (type) {
     case msg::kParseComplete:
@@ -169,7 +204,12 @@ ReplyAction RequestTracker::on_reply(uint8_t type, uint8_t rfq_status) {
         // Pops the request this answers (Sync, Query or FunctionCall). After an error the
         // server discarded everything up to that Sync, so those entries go too.
         while (!empty()) {
-            uint8_t t = q_[head_].type;
+            const Expect& e = q_[head_];
+            uint8_t t = e.type;
+            if (e.action == ReplyAction::Fake)
+                --fakes_;
+            if (failed_ && !ends_batch(t))
+                dropped_.push_back(e);
             pop();
             if (ends_batch(t))
                 break;

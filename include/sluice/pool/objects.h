@@ -17,6 +17,7 @@
 #include "sluice/net/sbuf.h"
 #include "sluice/net/sockets.h"
 #include "sluice/proto/tracker.h"
+#include "sluice/ps_cache.h"
 #include "sluice/util/list.h"
 #include "sluice/util/log.h"
 #include "sluice/util/time.h"
@@ -108,6 +109,7 @@ public:
     User* user = nullptr;      // credentials (nullptr = unknown user: mock auth)
     Database* db = nullptr;
     VarCache vars;             // the client's own values of tracked parameters
+    ClientPs ps;               // the client's prepared statement names
     std::string startup_options;
     uint32_t cancel_pid = 0;
     uint32_t cancel_key = 0;
@@ -155,6 +157,7 @@ private:
     PacketAction on_cancel(std::span<const uint8_t> pkt);
     PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_admin_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
+    PacketAction on_ps_packet(const PacketHeader& hdr, std::span<const uint8_t> data, Server& s);
     PacketAction finish_login();
     void start_auth();
     void auth_failed(const char* msg);
@@ -171,6 +174,8 @@ public:
     PeerAddr local;
     RequestTracker tracker;
     VarCache vars;  // the server's current values of tracked parameters
+    ServerPs ps;    // statements prepared on this connection
+    std::vector<std::string> pending_errors;  // ErrorResponses replacing ReplaceError replies
     std::string login_params;  // raw ParameterStatus packets from login
     uint32_t backend_pid = 0;
     uint32_t backend_key = 0;
@@ -203,6 +208,12 @@ public:
     void start_reset(const std::string& query);
     // Runs server_check_query (an idle server about to be reused) and becomes ready after.
     void start_check();
+    // Statement cache: sends the Parse of e (evicting the least recently used statement if
+    // the set is full) with the given reply action.
+    void send_parse(PsEntry* e, ReplyAction action, bool client_parse);
+    // Emits the replies of Fake requests that are due, into the client's output.
+    void emit_fakes();
+    void undo_dropped();
 
 private:
     PacketAction on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
@@ -240,6 +251,9 @@ struct Pool {
     uint64_t xact_time = 0;
     uint64_t query_time = 0;
     uint64_t wait_time = 0;
+    uint64_t client_parse_count = 0;  // named Parse messages from clients (statement cache)
+    uint64_t server_parse_count = 0;  // Parse messages sluice sent to servers for them
+    uint64_t bind_count = 0;          // Bind messages of cached statements
 
     size_t server_count() const noexcept {
         return login.size() + idle.size() + active_servers.size() + used.size();

@@ -12,20 +12,27 @@ namespace sluice {
 
 // What happens to the replies of one request.
 enum class ReplyAction : uint8_t {
-    Forward,  // the client asked; pass replies on
-    Skip,     // sluice injected the request; swallow its replies
+    Forward,       // the client asked; pass replies on
+    Skip,          // sluice injected the request; swallow its replies
+    Fake,          // sluice answers it itself (nothing was sent): see take_fake()
+    ReplaceError,  // injected to make the server fail; its ErrorResponse is replaced
 };
 
 struct Expect {
     uint8_t type;         // frontend message type ('Q', 'P', 'S', 'c', ...)
     ReplyAction action;
     bool copy_term;       // a CopyDone/CopyFail known to end the current COPY IN
+    bool client_parse = false;  // a client's named Parse (prepared-statement cache)
+    uint8_t fake = 0;           // Fake: the reply type to synthesize ('1', '3')
+    void* ps = nullptr;         // prepared statement this request concerns (opaque here)
 };
 
 class RequestTracker {
 public:
     // A frontend message is passing to the server. Flush/CopyData/Terminate owe nothing.
     void on_request(uint8_t type, ReplyAction action = ReplyAction::Forward);
+    // Same, with prepared-statement details (type/action as above).
+    void on_request(const Expect& e);
     // A backend message arrived. Returns what to do with it (the action of the request it
     // answers; Forward for asynchronous messages). `rfq_status` is the ReadyForQuery byte.
     ReplyAction on_reply(uint8_t type, uint8_t rfq_status = 0);
@@ -36,6 +43,16 @@ public:
                !client_owes_term_ && !unsynced_;
     }
     bool empty() const noexcept { return q_.size() == head_; }
+    // An ErrorResponse was seen: the server discards requests up to the next Sync.
+    bool failed() const noexcept { return failed_; }
+    // If the head is a Fake entry that is due (nothing earlier owed, no error pending), pops it
+    // and returns it; the caller emits its reply. Returns false otherwise.
+    bool take_fake(Expect& out);
+    // Number of queued Fake entries (the caller holds replies whole while any exist).
+    size_t fakes() const noexcept { return fakes_; }
+    // Entries the server discarded after an error (never answered); the caller undoes their
+    // effects (prepared statements) and clears the list.
+    std::vector<Expect>& dropped() noexcept { return dropped_; }
     size_t size() const noexcept { return q_.size() - head_; }
     bool in_copy() const noexcept { return copy_in_ || copy_out_ || copy_both_; }
     bool copy_both() const noexcept { return copy_both_; }
@@ -55,6 +72,8 @@ private:
     void end_copy_in();
 
     std::vector<Expect> q_;  // live entries are q_[head_ .. size)
+    std::vector<Expect> dropped_;
+    size_t fakes_ = 0;
     size_t head_ = 0;
     uint8_t status_ = 'I';
     bool failed_ = false;          // ErrorResponse seen: clear up to the next Sync at ReadyForQuery

@@ -1,0 +1,94 @@
+// Prepared statements in transaction pooling (DESIGN.md section 5): one process-wide registry
+// keyed by (query text, parameter types) gives each distinct statement one server-side name;
+// clients keep their own names mapped to registry entries, servers keep an LRU set of the
+// entries they have prepared.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace sluice {
+
+struct PsEntry {
+    uint64_t id = 0;
+    std::string name;         // server-side name, "sluice_<id>"
+    std::string key;          // registry key: query + NUL + parameter type bytes
+    std::string_view query;   // view into key
+    std::string_view params;  // Int16 count + Int32 OIDs, raw, view into key
+    uint32_t refs = 0;        // client mappings + server sets holding it
+};
+
+// Interns a statement; the result has one more reference (release with ps_unref).
+PsEntry* ps_intern(std::string_view query, std::string_view params);
+void ps_ref(PsEntry* e) noexcept;
+void ps_unref(PsEntry* e) noexcept;
+// Number of distinct statements in the registry (SHOW/tests).
+size_t ps_registry_size() noexcept;
+
+// A client's names -> entries.
+class ClientPs {
+public:
+    ClientPs() = default;
+    ClientPs(const ClientPs&) = delete;
+    ClientPs& operator=(const ClientPs&) = delete;
+    ~ClientPs() { clear(); }
+    PsEntry* find(std::string_view name) const;
+    // Requires: name not present. Takes a reference of its own.
+    void add(std::string_view name, PsEntry* e);
+    // Removes a name (no-op when absent).
+    void remove(std::string_view name);
+    // Removes one name mapped to e (undoing a Parse the server never ran).
+    void remove_entry(PsEntry* e);
+    void clear();
+    size_t size() const noexcept { return map_.size(); }
+
+private:
+    std::unordered_map<std::string, PsEntry*> map_;
+};
+
+// The statements one server connection has prepared, least recently used first out.
+class ServerPs {
+public:
+    ServerPs() = default;
+    ServerPs(const ServerPs&) = delete;
+    ServerPs& operator=(const ServerPs&) = delete;
+    ~ServerPs() { clear(); }
+    bool has(PsEntry* e) const { return set_.count(e) != 0; }
+    void touch(PsEntry* e);
+    // Adds e; if the set is full, removes and returns the least recently used entry (the
+    // caller closes it on the server and then calls ps_unref on it), else nullptr.
+    PsEntry* add(PsEntry* e, size_t max);
+    void remove(PsEntry* e);
+    void clear();
+    size_t size() const noexcept { return set_.size(); }
+
+private:
+    std::unordered_map<PsEntry*, uint64_t> set_;  // entry -> last use tick
+    uint64_t tick_ = 0;
+};
+
+// Message bodies (after the 5-byte header) sluice rewrites.
+struct ParseMsg {
+    std::string_view name;
+    std::string_view query;
+    std::string_view params;  // Int16 count + OIDs, raw
+};
+[[nodiscard]] bool parse_parse_msg(std::span<const uint8_t> body, ParseMsg& out) noexcept;
+// Bind: portal, statement name, then everything else (kept raw).
+struct BindMsg {
+    std::string_view portal;
+    std::string_view statement;
+    std::span<const uint8_t> rest;
+};
+[[nodiscard]] bool parse_bind_msg(std::span<const uint8_t> body, BindMsg& out) noexcept;
+
+void write_parse(std::string& out, std::string_view name, std::string_view query,
+                 std::string_view params);
+void write_bind(std::string& out, std::string_view portal, std::string_view statement,
+                std::span<const uint8_t> rest);
+void write_describe_or_close(std::string& out, uint8_t type, uint8_t what, std::string_view name);
+
+}  // namespace sluice

@@ -1,0 +1,178 @@
+// Prepared-statement registry and the per-client / per-server maps.
+#include "sluice/ps_cache.h"
+
+#include <cstdio>
+#include <memory>
+
+#include "sluice/proto/packet.h"
+
+namespace sluice {
+namespace {
+
+std::unordered_map<std::string_view, std::unique_ptr<PsEntry>>& registry() {
+    static auto* r = new std::unordered_map<std::string_view, std::unique_ptr<PsEntry>>();
+    return *r;
+}
+uint64_t g_next_id = 1;
+
+}  // namespace
+
+PsEntry* ps_intern(std::string_view query, std::string_view params) {
+    std::string key;
+    key.reserve(query.size() + 1 + params.size());
+    key.append(query);
+    key.push_back('\0');
+    key.append(params);
+    auto& r = registry();
+    auto it = r.find(key);
+    if (it != r.end()) {
+        it->second->refs++;
+        return it->second.get();
+    }
+    auto e = std::make_unique<PsEntry>();
+    e->id = g_next_id++;
+    char name[32];
+    snprintf(name, sizeof(name), "sluice_%llu", static_cast<unsigned long long>(e->id));
+    e->name = name;
+    e->key = std::move(key);
+    e->query = std::string_view(e->key).substr(0, query.size());
+    e->params = std::string_view(e->key).substr(query.size() + 1);
+    e->refs = 1;
+    PsEntry* out = e.get();
+    std::string_view k = out->key;
+    r.emplace(k, std::move(e));
+    return out;
+}
+
+void ps_ref(PsEntry* e) noexcept {
+    e->refs++;
+}
+
+void ps_unref(PsEntry* e) noexcept {
+    if (--e->refs == 0)
+        registry().erase(std::string_view(e->key));
+}
+
+size_t ps_registry_size() noexcept {
+    return registry().size();
+}
+
+PsEntry* ClientPs::find(std::string_view name) const {
+    auto it = map_.find(std::string(name));
+    return it == map_.end() ? nullptr : it->second;
+}
+
+void ClientPs::add(std::string_view name, PsEntry* e) {
+    ps_ref(e);
+    map_.emplace(std::string(name), e);
+}
+
+void ClientPs::remove(std::string_view name) {
+    auto it = map_.find(std::string(name));
+    if (it == map_.end())
+        return;
+    PsEntry* e = it->second;
+    map_.erase(it);
+    ps_unref(e);
+}
+
+void ClientPs::remove_entry(PsEntry* e) {
+    for (auto it = map_.begin(); it != map_.end(); ++it) {
+        if (it->second == e) {
+            map_.erase(it);
+            ps_unref(e);
+            return;
+        }
+    }
+}
+
+void ClientPs::clear() {
+    for (auto& [name, e] : map_)
+        ps_unref(e);
+    map_.clear();
+}
+
+void ServerPs::touch(PsEntry* e) {
+    auto it = set_.find(e);
+    if (it != set_.end())
+        it->second = ++tick_;
+}
+
+PsEntry* ServerPs::add(PsEntry* e, size_t max) {
+    PsEntry* victim = nullptr;
+    if (max > 0 && set_.size() >= max) {
+        uint64_t oldest = UINT64_MAX;
+        for (auto& [entry, t] : set_) {
+            if (t < oldest) {
+                oldest = t;
+                victim = entry;
+            }
+        }
+        if (victim)
+            set_.erase(victim);  // the caller unrefs after sending the Close
+    }
+    ps_ref(e);
+    set_.emplace(e, ++tick_);
+    return victim;
+}
+
+void ServerPs::remove(PsEntry* e) {
+    if (set_.erase(e))
+        ps_unref(e);
+}
+
+void ServerPs::clear() {
+    for (auto& [e, t] : set_)
+        ps_unref(e);
+    set_.clear();
+}
+
+bool parse_parse_msg(std::span<const uint8_t> body, ParseMsg& out) noexcept {
+    PacketReader r(body);
+    uint16_t n;
+    if (!r.read_cstr(out.name) || !r.read_cstr(out.query))
+        return false;
+    std::span<const uint8_t> rest = r.rest();
+    if (!r.read_u16(n) || r.remaining() != size_t{n} * 4)
+        return false;
+    out.params = std::string_view(reinterpret_cast<const char*>(rest.data()), rest.size());
+    return true;
+}
+
+bool parse_bind_msg(std::span<const uint8_t> body, BindMsg& out) noexcept {
+    PacketReader r(body);
+    if (!r.read_cstr(out.portal) || !r.read_cstr(out.statement))
+        return false;
+    out.rest = r.rest();
+    return true;
+}
+
+void write_parse(std::string& out, std::string_view name, std::string_view query,
+                 std::string_view params) {
+    PacketWriter w(out);
+    w.begin(msg::kParse);
+    w.put_cstr(name);
+    w.put_cstr(query);
+    w.put_bytes(params);
+    w.finish();
+}
+
+void write_bind(std::string& out, std::string_view portal, std::string_view statement,
+                std::span<const uint8_t> rest) {
+    PacketWriter w(out);
+    w.begin(msg::kBind);
+    w.put_cstr(portal);
+    w.put_cstr(statement);
+    w.put_bytes(rest);
+    w.finish();
+}
+
+void write_describe_or_close(std::string& out, uint8_t type, uint8_t what, std::string_view name) {
+    PacketWriter w(out);
+    w.begin(type);
+    w.put_u8(what);
+    w.put_cstr(name);
+    w.finish();
+}
+
+}  // namespace sluice
