@@ -67,14 +67,17 @@ bool SBuf::attach(event_base* base, int fd, SBufOwner* owner, bool connecting) {
     fd_ = fd;
     owner_ = owner;
     connecting_ = connecting;
-    eof_ = false;
+    eof_ = rdhup_ = false;
     paused_ = blocked_ = false;
     remain_ = 0;
     pos_ = parse_ = end_ = 0;
     out_.clear();
     out_pos_ = 0;
     stats_ = {};
-    ev_ = event_new(base, fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST, &SBuf::on_event, this);
+    // EV_CLOSED (EPOLLRDHUP) tells us when data and the peer's FIN arrived in one wakeup, so a
+    // short read is not mistaken for "drained" and the EOF is not missed.
+    ev_ = event_new(base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST, &SBuf::on_event,
+                    this);
     if (!ev_ || event_add(ev_, nullptr) != 0) {
         if (ev_)
             event_free(ev_);
@@ -283,7 +286,9 @@ void SBuf::handle_event(short what) {
         if (closed())
             return;
     }
-    if (what & EV_READ)
+    if (what & EV_CLOSED)
+        rdhup_ = true;
+    if (what & (EV_READ | EV_CLOSED))
         handle_read();
 }
 
@@ -420,6 +425,9 @@ void SBuf::handle_read() {
                 return;
         }
         if (eof_) {
+            // Bytes already read still go to the peer first; the unblock path resumes us.
+            if (blocked_ && pos_ < end_)
+                return;
             report(SBufEvent::Eof);
             return;
         }
@@ -440,7 +448,7 @@ void SBuf::handle_read() {
         if (n > 0) {
             end_ += static_cast<uint32_t>(n);
             stats_.recv_bytes += static_cast<uint64_t>(n);
-            if (static_cast<size_t>(n) < space)
+            if (static_cast<size_t>(n) < space && !rdhup_)
                 drained = true;  // a short read emptied the socket; ET reports new bytes
             continue;
         }

@@ -139,6 +139,8 @@ ReplyAction RequestTracker::on_reply(uint8_t type, uint8_t rfq_status) {
     ReplyAction act = empty() ? ReplyAction::Forward : q_[head_].action;
     if (act == ReplyAction::Fake)
         act = ReplyAction::Forward;  // only while discarding after an error: asynchronous
+    if (type == msg::kNoticeResponse || type == msg::kNotification)
+        act = ReplyAction::Forward;  // asynchronous: the client's, whatever is at the head
     uint8_t head_type = empty() ? 0 : q_[head_].type;
     switch (type) {
     case msg::kParseComplete:

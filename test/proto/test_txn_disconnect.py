@@ -32,7 +32,7 @@ def txid_assigned(env, pid):
 
 
 def test_disconnect_with_open_transaction(env, copy_table):
-    pid = _open_transaction(env, copy_table)
+    _open_transaction(env, copy_table)
     env.assert_clean()
     assert env.count(copy_table) == 0          # rolled back, never committed
     # no lock leaked (lock_timeout=5s on this connection)

@@ -369,12 +369,11 @@ void test_writer_untyped(void**) {
     wc.put_u32(1234);
     wc.put_u32(0xdeadbeefu);
     wc.finish();
-    const char expect[] = {0, 0, 0, 16, 0x04, static_cast<char>(0xd2), 0x16, 0x2e,
-                           0, 0, 0x04, static_cast<char>(0xd2), static_cast<char>(0xde),
-                           static_cast<char>(0xad), static_cast<char>(0xbe),
-                           static_cast<char>(0xef)};
-    assert_int_equal(cancel.size(), sizeof expect);
-    assert_memory_equal(cancel.data(), expect, sizeof expect);
+    // 16, 80877102 (0x04d2162e), pid 1234 (0x04d2), key 0xdeadbeef
+    const std::string expect("\x00\x00\x00\x10\x04\xd2\x16\x2e\x00\x00\x04\xd2\xde\xad\xbe\xef",
+                             16);
+    assert_int_equal(cancel.size(), expect.size());
+    assert_memory_equal(cancel.data(), expect.data(), expect.size());
 }
 
 void test_writer_large_length(void**) {

@@ -15,19 +15,18 @@ extern "C" {
 #include <cmocka.h>
 }
 
-#include <fcntl.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstdio>
+#include <fcntl.h>
 #include <functional>
 #include <map>
+#include <poll.h>
 #include <random>
 #include <span>
 #include <string>
 #include <string_view>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <vector>
 
 #include <event2/event.h>
@@ -100,7 +99,7 @@ public:
     // Per-type action; Forward when absent. Hold means "hold until complete, then Forward".
     std::map<uint8_t, PacketAction> actions;
     bool pause_all = false;
-    // Called first when set; its result is used unless it returns Closed... it is simply used.
+    // When set, decides instead of `actions` (after pause_all).
     std::function<PacketAction(SBuf&, const PacketHeader&, std::span<const uint8_t>)> hook;
     std::vector<std::string> complete;  // full bytes of packets held until complete
 
@@ -121,10 +120,12 @@ public:
         }
         return a;
     }
-    size_t unsent_at_event = 0;  // bytes read but not yet forwarded when the event came
+    size_t pending_at_event = 0;  // decided-forward bytes not yet sent at the last event
+    bool blocked_at_event = false;
     void on_sbuf_event(SBuf& sb, SBufEvent ev) override {
         events.push_back(ev);
-        unsent_at_event = sb.recv_pos() - (sb.recv_pos() > 0 ? 0 : 0);
+        pending_at_event = sb.pending_bytes();
+        blocked_at_event = sb.blocked();
         if (ev != SBufEvent::Connected)
             sb.close();  // the contract: the owner closes on failures
     }
@@ -608,6 +609,38 @@ void test_backpressure(void**) {
     assert_true(r.cown.drained > 0);
 }
 
+// The server goes away while the client is blocked on it: the client is released from the
+// block (unlink), its further input is consumed and dropped, nothing is touched after close.
+void test_peer_closed_while_blocked(void**) {
+    Rig r(4096);
+    std::string data;
+    for (uint32_t i = 0; data.size() < (1u << 20); ++i)
+        data += msg('d', pattern(1000 + i % 5000, i));
+    size_t off = 0;
+    for (int i = 0; i < 2000 && !r.client.blocked(); ++i) {
+        off += write_some(r.app, std::string_view(data).substr(off));
+        r.pump(1);
+    }
+    assert_true(r.client.blocked());
+    ::close(r.pg);
+    r.pg = -1;
+    r.pump();
+    assert_true(r.server.closed());
+    assert_true(r.sown.saw(SBufEvent::Eof) || r.sown.saw(SBufEvent::SocketError));
+    assert_null(r.client.peer());
+    assert_false(r.client.blocked());
+    // The client keeps reading (and dropping) what the app sends.
+    for (int i = 0; off < data.size() && i < 100000; ++i) {
+        off += write_some(r.app, std::string_view(data).substr(off));
+        r.pump(1);
+    }
+    assert_int_equal(off, data.size());
+    r.pump();
+    assert_int_equal(r.client.stats().recv_bytes, data.size());
+    assert_true(r.cown.events.empty());
+    assert_false(r.client.closed());
+}
+
 // ---------------------------------------------------------------- events
 
 void test_eof_reported(void**) {
@@ -652,7 +685,8 @@ void test_eof_after_data_reported(void**) {
 void test_server_fatal_then_close(void**) {
     Rig r;
     std::string err;
-    sluice::write_error(err, "FATAL", "57P01", "terminating connection due to administrator command");
+    sluice::write_error(err, "FATAL", "57P01",
+                        "terminating connection due to administrator command");
     assert_int_equal(write_some(r.pg, err), err.size());
     ::close(r.pg);
     r.pg = -1;
@@ -670,17 +704,15 @@ void test_eof_waits_for_pending_data(void**) {
     std::string data;
     for (uint32_t i = 0; data.size() < (1u << 20); ++i)
         data += msg('D', pattern(200 + i % 300, i));
-    // Fill the whole chain: app socket, server SBuf buffer, pg socket.
+    // Rows in 2 KB writes until the app's socket is full and the server SBuf is blocked with
+    // bytes it already read; its buffer still has room. Then PostgreSQL closes.
     size_t written = 0;
-    for (int i = 0; i < 5000; ++i) {
-        size_t n = write_some(r.pg, std::string_view(data).substr(written));
-        written += n;
+    for (int i = 0; i < 5000 && !r.server.blocked(); ++i) {
+        written += write_some(r.pg, std::string_view(data).substr(written, 2048));
         r.pump(1);
-        if (n == 0 && r.server.blocked())
-            break;
     }
     assert_true(r.server.blocked());
-    assert_true(written < data.size());
+    assert_true(r.server.recv_pos() < kBufSize);  // room left: the EOF will be read
     ::close(r.pg);
     r.pg = -1;
     // The client app reads slowly: 1 KB per turn.
@@ -698,12 +730,14 @@ void test_eof_waits_for_pending_data(void**) {
         r.pump(1);
     }
     if (got.size() != written)
-        fprintf(stderr, "pg wrote %zu bytes before closing, the app got %zu (Eof seen: %d)\n",
-                written, got.size(), r.sown.saw(SBufEvent::Eof));
+        fprintf(stderr,
+                "pg wrote %zu bytes before closing, the app got %zu (Eof seen: %d, with %zu "
+                "bytes pending, blocked %d)\n",
+                written, got.size(), r.sown.saw(SBufEvent::Eof), r.sown.pending_at_event,
+                r.sown.blocked_at_event);
     assert_int_equal(got.size(), written);
     assert_bytes(got, data.substr(0, written));
     settle(r, r.app);
-    fprintf(stderr, "DEBUG unsent_at_event=%zu blocked=%d\n", r.sown.unsent_at_event, r.server.blocked());
     assert_true(r.sown.saw(SBufEvent::Eof));
 }
 
@@ -763,6 +797,7 @@ int main() {
         cmocka_unit_test(test_pause_then_resume),
         cmocka_unit_test(test_pause_mid_stream),
         cmocka_unit_test(test_backpressure),
+        cmocka_unit_test(test_peer_closed_while_blocked),
         cmocka_unit_test(test_eof_reported),
         cmocka_unit_test(test_eof_after_data_reported),
         cmocka_unit_test(test_server_fatal_then_close),

@@ -36,11 +36,11 @@ ReplyAction rep(RequestTracker& t, char type, char status = 0) {
 }
 
 // Asserts the tracker's observable state.
-#define EXPECT_STATE(t, n, is_idle)                 \
-    do {                                            \
-        assert_int_equal((t).size(), (n));          \
-        assert_int_equal((t).empty(), (n) == 0);    \
-        assert_int_equal((t).idle(), (is_idle));    \
+#define EXPECT_STATE(t, n, is_idle)                                                                \
+    do {                                                                                           \
+        assert_int_equal((t).size(), (n));                                                         \
+        assert_int_equal((t).empty(), (n) == 0);                                                   \
+        assert_int_equal((t).idle(), (is_idle));                                                   \
     } while (0)
 
 void assert_head(const RequestTracker& t, char type) {
@@ -244,10 +244,8 @@ void test_execute_row_limit_portal_suspended(void**) {
     rep(t, 'D');
     rep(t, 'D');
     EXPECT_STATE(t, 1, false);
-    rep(t, 's');  // PortalSuspended answers the Execute
-    // Nothing owed. (idle() is consulted only at ReadyForQuery, so it is not judged here.)
-    assert_int_equal(t.size(), 0);
-    assert_true(t.empty());
+    rep(t, 's');                // PortalSuspended answers the Execute
+    EXPECT_STATE(t, 0, false);  // nothing owed, but the portal's transaction is still open
     req(t, "ES");
     EXPECT_STATE(t, 2, false);
     rep(t, 'D');
@@ -317,12 +315,20 @@ void test_flush_owes_nothing(void**) {
     RequestTracker t;
     req(t, "H");
     EXPECT_STATE(t, 0, true);
+    req(t, "X");  // Terminate owes nothing either
+    req(t, "p");  // nor a password message
+    req(t, "d");  // nor CopyData outside COPY
+    EXPECT_STATE(t, 0, true);
     req(t, "PH");
     EXPECT_STATE(t, 1, false);
     rep(t, '1');
-    EXPECT_STATE(t, 0, true);
-    req(t, "X");  // Terminate owes nothing either
-    req(t, "p");  // nor a password message
+    // Nothing owed, but the Parse opened an implicit transaction that only a Sync ends.
+    EXPECT_STATE(t, 0, false);
+    req(t, "H");
+    EXPECT_STATE(t, 0, false);
+    req(t, "S");
+    EXPECT_STATE(t, 1, false);
+    rep(t, 'Z', 'I');
     EXPECT_STATE(t, 0, true);
 }
 
@@ -708,6 +714,111 @@ void test_reset(void**) {
     EXPECT_STATE(t, 0, true);
 }
 
+// ---------------------------------------------------------------- error bookkeeping, Fake
+
+void test_dropped_after_error(void**) {
+    RequestTracker t;
+    req(t, "PBEPBES");
+    req(t, "PBES");
+    rep(t, '1');
+    rep(t, '2');
+    assert_false(t.failed());
+    rep(t, 'E');
+    assert_true(t.failed());
+    assert_true(t.dropped().empty());  // filled at the ReadyForQuery
+    rep(t, 'Z', 'I');
+    assert_false(t.failed());
+    // The failed Execute and everything discarded up to the Sync (the Sync itself was answered).
+    const char want[] = {'E', 'P', 'B', 'E'};
+    assert_int_equal(t.dropped().size(), sizeof want);
+    for (size_t i = 0; i < sizeof want; ++i)
+        assert_int_equal(t.dropped()[i].type, want[i]);
+    t.dropped().clear();
+    EXPECT_STATE(t, 4, false);
+    rep(t, '1');
+    rep(t, '2');
+    rep(t, 'C');
+    rep(t, 'Z', 'I');
+    assert_true(t.dropped().empty());  // no error: nothing dropped
+    EXPECT_STATE(t, 0, true);
+}
+
+void test_request_details_kept(void**) {
+    RequestTracker t;
+    int stmt = 0;
+    sluice::Expect p{'P', kFwd, false};
+    p.client_parse = true;
+    p.ps = &stmt;
+    t.on_request(p);
+    req(t, "S");
+    const sluice::Expect* h = t.head();
+    if (!h) {
+        fail();
+        return;
+    }
+    assert_int_equal(h->type, 'P');
+    assert_true(h->client_parse);
+    assert_ptr_equal(h->ps, &stmt);
+    EXPECT_STATE(t, 2, false);
+    rep(t, '1');
+    rep(t, 'Z', 'I');
+    EXPECT_STATE(t, 0, true);
+}
+
+void test_fake_entries(void**) {
+    RequestTracker t;
+    sluice::Expect f{'P', ReplyAction::Fake, false};
+    f.fake = '1';
+    // A Fake Parse at the head is due at once.
+    t.on_request(f);
+    assert_int_equal(t.fakes(), 1);
+    EXPECT_STATE(t, 1, false);
+    sluice::Expect out{};
+    assert_true(t.take_fake(out));
+    assert_int_equal(out.type, 'P');
+    assert_int_equal(out.fake, '1');
+    assert_int_equal(t.fakes(), 0);
+    assert_false(t.take_fake(out));
+    req(t, "BES");
+    rep(t, '2');
+    rep(t, 'C');
+    rep(t, 'Z', 'I');
+    EXPECT_STATE(t, 0, true);
+
+    // Behind a real request it waits for that request's reply.
+    req(t, "P");
+    t.on_request(f);
+    req(t, "BS");
+    assert_false(t.take_fake(out));
+    assert_int_equal(rep(t, '1'), kFwd);
+    assert_true(t.take_fake(out));
+    EXPECT_STATE(t, 2, false);
+    rep(t, '2');
+    rep(t, 'Z', 'I');
+    EXPECT_STATE(t, 0, true);
+
+    // An error before it: the server never sees it, the ReadyForQuery retires it.
+    req(t, "B");
+    t.on_request(f);
+    req(t, "S");
+    rep(t, 'E');
+    assert_false(t.take_fake(out));
+    rep(t, 'Z', 'I');
+    assert_int_equal(t.fakes(), 0);
+    assert_int_equal(t.dropped().size(), 2);
+    assert_int_equal(t.dropped()[1].action, ReplyAction::Fake);
+    t.dropped().clear();
+    EXPECT_STATE(t, 0, true);
+}
+
+void test_replace_error_action(void**) {
+    RequestTracker t;
+    t.on_request('Q', ReplyAction::ReplaceError);
+    assert_int_equal(rep(t, 'E'), ReplyAction::ReplaceError);
+    assert_int_equal(rep(t, 'Z', 'I'), ReplyAction::ReplaceError);
+    EXPECT_STATE(t, 0, true);
+}
+
 // ---------------------------------------------------------------- randomized
 
 // One server reply of a script: it may be delivered once the client message with index
@@ -736,7 +847,14 @@ struct Script {
 
 bool owes(char t) {
     switch (t) {
-    case 'Q': case 'P': case 'B': case 'D': case 'E': case 'C': case 'S': case 'F':
+    case 'Q':
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'S':
+    case 'F':
         return true;
     default:
         return false;
@@ -988,16 +1106,15 @@ void run_random_copy(uint32_t seed) {
         }
     }
     if (!t.idle() || !t.empty() || t.in_copy() || t.client_in_copy()) {
-        fprintf(stderr, "seed %u: not idle at the end (size %zu, copy %d, client_copy %d)\n",
-                seed, t.size(), t.in_copy(), t.client_in_copy());
+        fprintf(stderr, "seed %u: not idle at the end (size %zu, copy %d, client_copy %d)\n", seed,
+                t.size(), t.in_copy(), t.client_in_copy());
         fail();
     }
 }
 
 void test_random_copy_pipelines(void**) {
     uint32_t base = 0xc0b1e5u;
-    fprintf(stderr, "test_random_copy_pipelines: seed base 0x%x (seeds base..base+1999)\n",
-            base);
+    fprintf(stderr, "test_random_copy_pipelines: seed base 0x%x (seeds base..base+1999)\n", base);
     for (uint32_t i = 0; i < 2000; ++i)
         run_random_copy(base + i);
 }
@@ -1043,6 +1160,10 @@ int main() {
         cmocka_unit_test(test_skip_actions),
         cmocka_unit_test(test_skip_error_then_forward),
         cmocka_unit_test(test_reset),
+        cmocka_unit_test(test_dropped_after_error),
+        cmocka_unit_test(test_request_details_kept),
+        cmocka_unit_test(test_fake_entries),
+        cmocka_unit_test(test_replace_error_action),
         cmocka_unit_test(test_random_pipelines),
         cmocka_unit_test(test_random_copy_pipelines),
     };

@@ -57,7 +57,7 @@ public:
     // Connection events; for Eof/SocketError/BadPacket/TooLong/ConnectFailed the owner must
     // close the sbuf. Returns nothing: afterwards the sbuf checks closed().
     virtual void on_sbuf_event(SBuf& sb, SBufEvent ev) = 0;
-    // All data towards this sbuf's socket has been sent and nothing is pending from the peer.
+    // Everything this sbuf decided to forward has reached the peer's socket.
     virtual void on_sbuf_drained(SBuf& sb) = 0;
 
 protected:
@@ -161,6 +161,7 @@ private:
     bool connecting_ = false;
     bool in_callback_ = false;
     bool eof_ = false;
+    bool rdhup_ = false;  // the peer shut down its side: read until recv returns 0
 
     SBufStats stats_;
 };

@@ -1,0 +1,48 @@
+"""pgbench through the pooler in transaction mode: 64 clients over a pool of 10, simple and
+extended protocol, every transaction succeeds."""
+
+import os
+import re
+import subprocess
+
+import pytest
+
+import harness
+
+
+def _pgbench(args, port, timeout):
+    env = dict(os.environ, PGPASSWORD="md5pass", PGCONNECT_TIMEOUT="15")
+    env.pop("PGPASSFILE", None)
+    cmd = [harness.pg_tool("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "md5user"] \
+        + args + ["appdb"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def pgbench_tables(pg):
+    init = _pgbench(["-i", "-q", "-s", "1"], pg.port, 180)  # directly against PostgreSQL
+    assert init.returncode == 0, init.stderr
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_pgbench_transaction_mode(pooler, pg, pgbench_tables, protocol):
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": 10,
+                          "max_client_conn": 100})
+    r = _pgbench(["-M", protocol, "-c", "64", "-j", "2", "-T", "20", "-n"], p.port, 120)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    clients = re.search(r"number of clients: (\d+)", out)
+    assert clients and clients.group(1) == "64", out
+    mode = re.search(r"query mode: (\w+)", out)
+    assert mode and mode.group(1) == protocol, out
+    processed = re.search(r"number of transactions actually processed: (\d+)", out)
+    assert processed and int(processed.group(1)) > 0, out
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    if failed:  # pgbench 15+ prints it
+        assert int(failed.group(1)) == 0, out
+    assert "error" not in r.stderr.lower(), r.stderr
+    # the pool never grew past its size
+    servers = pg.sql("SELECT count(*) FROM pg_stat_activity "
+                     "WHERE usename = 'md5user' AND datname = 'appdb'")[0][0]
+    assert servers <= 10
