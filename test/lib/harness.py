@@ -285,6 +285,7 @@ def pg_tool(name: str) -> str:
 def sluice_bin() -> str:
     b = os.environ.get("SLUICE_BIN")
     if b:
+        b = os.path.abspath(b)  # the pooler runs from its own temp dir
         if not os.access(b, os.X_OK):
             raise RuntimeError(f"SLUICE_BIN={b} is not an executable")
         return b

@@ -17,7 +17,12 @@ async function main() {
   const [host, port, user, password, database, table, rowsArg] = process.argv.slice(2);
   const rows = parseInt(rowsArg, 10);
   const config = { host, port: parseInt(port, 10), user, password, database,
-                   connectionTimeoutMillis: 15000, query_timeout: 30000 };
+                   connectionTimeoutMillis: 15000 };
+  // Bounded: the whole run gives up after 60 s (unref: does not keep the process alive).
+  setTimeout(() => {
+    process.stdout.write(JSON.stringify({ fatal: 'timed out after 60 s' }) + '\n');
+    process.exit(2);
+  }, 60000).unref();
   const result = {};
   const a = new Client(config);
   const b = new Client(config);

@@ -1,0 +1,177 @@
+"""Client parameters in transaction mode: several clients share one server, and each keeps
+seeing its own application_name, TimeZone, DateStyle, IntervalStyle and client_encoding,
+whether they came in the startup packet, in `options`, or from a SET outside a
+transaction."""
+
+import psycopg
+
+import pgwire
+
+TXN1 = {"pool_mode": "transaction", "default_pool_size": 1}
+SETTINGS = ("application_name", "TimeZone", "DateStyle", "IntervalStyle", "client_encoding")
+TS = "'2020-01-01 00:00:00+00'::timestamptz::text"
+IV = "'1 day 2 hours'::interval::text"
+SHOW_ALL = ("SELECT pg_backend_pid(), " +
+            ", ".join(f"current_setting('{s}')" for s in SETTINGS) + f", {TS}, {IV}")
+
+ALPHA = {"application_name": "alpha", "TimeZone": "UTC", "DateStyle": "ISO, MDY",
+         "IntervalStyle": "postgres", "client_encoding": "UTF8"}
+BETA = {"application_name": "beta", "TimeZone": "America/New_York", "DateStyle": "SQL, DMY",
+        "IntervalStyle": "iso_8601", "client_encoding": "LATIN1"}
+GAMMA = {"application_name": "gamma", "TimeZone": "Europe/Berlin",
+         "DateStyle": "Postgres, MDY", "IntervalStyle": "sql_standard",
+         "client_encoding": "UTF8"}
+# how '2020-01-01 00:00:00+00' and '1 day 2 hours' render under each
+RENDER = {"alpha": ("2020-01-01 00:00:00+00", "1 day 02:00:00"),
+          "beta": ("31/12/2019 19:00:00 EST", "P1DT2H"),
+          "gamma": ("Wed Jan 01 01:00:00 2020 CET", "1 2:00:00")}
+
+
+def _show(conn):
+    """(backend pid, {setting: value}, timestamp text, interval text), in one transaction,
+    for a psycopg connection."""
+    with conn.transaction():
+        row = conn.execute(SHOW_ALL).fetchone()
+    return row[0], dict(zip(SETTINGS, row[1:6])), row[6], row[7]
+
+
+def _show_raw(c):
+    """Same for a pgwire connection (a simple-query transaction block)."""
+    rows = c.query(f"BEGIN; {SHOW_ALL}; COMMIT")
+    row = rows[0]
+    return int(row[0]), dict(zip(SETTINGS, row[1:6])), row[6], row[7]
+
+
+def _raw(p, params):
+    return pgwire.Conn.connect(port=p.port, user="md5user", password="md5pass",
+                               database="appdb", params=params)
+
+
+def test_startup_parameters_replayed(pooler, pg):
+    """Values sent in the startup packet follow each client onto the shared server."""
+    p = pooler(pgbouncer=TXN1)
+    a = _raw(p, ALPHA)
+    b = _raw(p, BETA)
+    try:
+        for conn, want in ((a, ALPHA), (b, BETA)):  # what each was told at login
+            for k, v in want.items():
+                assert conn.parameters.get(k) == v, (want["application_name"], k)
+        pids = set()
+        for _ in range(5):  # interleaved transactions, all on the one server
+            for conn, want in ((a, ALPHA), (b, BETA), (a, ALPHA), (a, ALPHA), (b, BETA)):
+                pid, vals, ts, iv = _show_raw(conn)
+                pids.add(pid)
+                assert vals == want
+                assert (ts, iv) == RENDER[want["application_name"]]
+        assert len(pids) == 1
+    finally:
+        a.close(terminate=True)
+        b.close(terminate=True)
+
+
+def test_parameters_in_options(pooler, pg):
+    """`options=-c name=value` for tracked parameters (libpq's PGOPTIONS, psycopg's options=)
+    is accepted and replayed like startup-packet values (spec 1a, client startup packet)."""
+    p = pooler(pgbouncer=TXN1)
+    a = p.connect(application_name="alpha",
+                  options="-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres")
+    b = p.connect(application_name="beta", client_encoding="LATIN1",
+                  options="-c TimeZone=America/New_York --DateStyle=SQL,DMY "
+                          "-c IntervalStyle=iso_8601")
+    c = _raw(p, GAMMA)
+    try:
+        pids = set()
+        for _ in range(3):
+            for conn, want in ((a, ALPHA), (b, BETA)):
+                pid, vals, ts, iv = _show(conn)
+                pids.add(pid)
+                assert vals == want
+                assert (ts, iv) == RENDER[want["application_name"]]
+                assert conn.info.parameter_status("TimeZone") == want["TimeZone"]
+            pid, vals, ts, iv = _show_raw(c)
+            pids.add(pid)
+            assert vals == GAMMA
+            assert (ts, iv) == RENDER["gamma"]
+        assert len(pids) == 1
+    finally:
+        c.close(terminate=True)
+
+
+def test_set_outside_transaction_follows_the_client(pooler, pg):
+    p = pooler(pgbouncer=TXN1)
+    defaults = {s: pg.sql(f"SHOW {s}", db="appdb")[0][0] for s in SETTINGS[1:]}
+    a = p.connect(application_name="alpha")
+    b = p.connect(application_name="beta", client_encoding="LATIN1")
+    b.execute("SET TimeZone = 'America/New_York'")  # autocommit: outside a transaction
+    b.execute("SET DateStyle = 'SQL, DMY'")
+    b.execute("SET IntervalStyle = 'iso_8601'")
+    want_a = dict(defaults, application_name="alpha", client_encoding="UTF8")
+    pid_a, vals, _, _ = _show(a)
+    assert vals == want_a
+    pid, vals, ts, iv = _show(b)
+    assert pid == pid_a  # one shared server
+    assert vals == BETA
+    assert (ts, iv) == RENDER["beta"]
+
+    a.execute("SET TimeZone = 'Asia/Tokyo'")
+    a.execute("SET application_name = 'alpha2'")
+    assert a.info.parameter_status("TimeZone") == "Asia/Tokyo"
+    # b uses the server in between, with its own values
+    pid, vals, ts, _ = _show(b)
+    assert pid == pid_a
+    assert vals == BETA
+    assert ts == "31/12/2019 19:00:00 EST"
+    # a's SET followed it to its next transaction
+    pid, vals, ts, _ = _show(a)
+    assert pid == pid_a
+    assert vals == dict(want_a, TimeZone="Asia/Tokyo", application_name="alpha2")
+    assert ts.endswith("+09")
+    # a SET of b's does not leak into a's transactions
+    b.execute("SET DateStyle = 'German'")
+    b.execute("SET IntervalStyle = 'sql_standard'")
+    pid, vals, _, _ = _show(a)
+    assert vals == dict(want_a, TimeZone="Asia/Tokyo", application_name="alpha2")
+    pid, vals, ts, iv = _show(b)
+    assert vals == dict(BETA, DateStyle="German, DMY", IntervalStyle="sql_standard")
+    assert (ts, iv) == ("31.12.2019 19:00:00 EST", "1 2:00:00")
+    # a SET inside a committed transaction sticks too (it is session state)
+    with a.transaction():
+        a.execute("SET TimeZone = 'Europe/Lisbon'")
+    _show(b)
+    assert _show(a)[1]["TimeZone"] == "Europe/Lisbon"
+    # SET LOCAL does not outlive its transaction
+    with a.transaction():
+        a.execute("SET LOCAL TimeZone = 'Pacific/Auckland'")
+        assert a.execute("SHOW TimeZone").fetchone()[0] == "Pacific/Auckland"
+    _show(b)
+    assert _show(a)[1]["TimeZone"] == "Europe/Lisbon"
+    # nor does a SET in a rolled-back transaction
+    try:
+        with a.transaction():
+            a.execute("SET TimeZone = 'Africa/Cairo'")
+            a.execute("SELECT 1/0")
+    except psycopg.errors.DivisionByZero:
+        pass
+    _show(b)
+    assert _show(a)[1]["TimeZone"] == "Europe/Lisbon"
+    assert _show(b)[1]["TimeZone"] == "America/New_York"
+    a.close()
+    b.close()
+
+
+def test_next_client_does_not_inherit_settings(pooler, pg):
+    """A client that sets things and leaves: the next client on that server sees the
+    server's defaults, not the leftovers."""
+    p = pooler(pgbouncer=TXN1)
+    defaults = {s: pg.sql(f"SHOW {s}", db="appdb")[0][0] for s in SETTINGS[1:]}
+    assert defaults["TimeZone"] != "Asia/Tokyo"
+    a = p.connect(application_name="alpha")
+    a.execute("SET TimeZone = 'Asia/Tokyo'")
+    a.execute("SET DateStyle = 'German'")
+    a.execute("SET application_name = 'leftover'")
+    pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    a.close()
+    with p.connect(application_name="next") as c:
+        pid2, vals, _, _ = _show(c)
+        assert pid2 == pid
+        assert vals == dict(defaults, application_name="next", client_encoding="UTF8")

@@ -1,0 +1,910 @@
+"""Prepared-statement cache (DESIGN.md section 5, spec/protocol.md section 9) in
+transaction pooling: every rule as an exact message sequence, run DIRECTLY against
+PostgreSQL and then through the pooler; the client-visible replies must be identical
+(ErrorResponse compared by severity, SQLSTATE, message, detail, hint and position;
+statement names never appear in replies anyway). Afterwards the pool must be clean: a
+second client gets the same server (default_pool_size=1), finds no open transaction and
+only the pooler's own sluice_* statements in pg_prepared_statements.
+
+Named statements are virtual: a named Parse is sent renamed to sluice_<id> or answered
+with a synthesized ParseComplete when the server already has the same (text, types);
+Bind/Describe 'S' are rewritten, with a Parse injected first when the current server
+lacks the statement; Close 'S' is answered by the pooler (the server keeps the
+statement); LRU eviction at max_prepared_statements; max_prepared_statements=0 turns it
+all off."""
+
+import pytest
+
+import pgwire
+from pgwire import m, parse_error, short
+
+USER_STATEMENT_FILTER = "name !~ '^(sluice|pgbouncer)_'"
+ERROR_FIELDS = 'SVCMDHP'   # not F/L/R (source file/line/routine of the server build)
+
+
+# ---------------------------------------------------------------------------
+# Rendering and comparison helpers
+# ---------------------------------------------------------------------------
+
+def tok(msg):
+    """One token per message; errors carry their message text as well."""
+    if msg.type in ('E', 'N'):
+        f = parse_error(msg.body)
+        return '%s:%s:%s' % (msg.type, f.get('C'), f.get('M'))
+    return short(msg)
+
+
+def toks(msgs, ignore='SN'):
+    return [tok(x) for x in msgs if x.type not in ignore]
+
+
+def error_fields(msgs):
+    out = []
+    for x in msgs:
+        if x.type == 'E':
+            f = parse_error(x.body)
+            out.append({k: f[k] for k in ERROR_FIELDS if k in f})
+    return out
+
+
+def assert_same(want, got, what='reply sequence'):
+    assert toks(got) == toks(want), \
+        '%s through the pooler differs from PostgreSQL:\n  direct: %s\n  pooler: %s' % (
+            what, toks(want), toks(got))
+    assert error_fields(got) == error_fields(want), \
+        'ErrorResponse fields differ:\n  direct: %s\n  pooler: %s' % (
+            error_fields(want), error_fields(got))
+
+
+def run_both(env, scenario):
+    """scenario(new_conn, via) -> list of messages, where new_conn() opens a connection
+    (directly to PostgreSQL when via == 'direct', else through the pooler). Runs it both
+    ways, asserts identical replies, returns (direct messages, pooled messages)."""
+    try:
+        want = scenario(env.direct, 'direct')
+    except pgwire.PgWireError as e:
+        raise AssertionError('scenario failed DIRECTLY against PostgreSQL: %s' % e) from e
+    env.close_all()
+    try:
+        got = scenario(env.pooled, 'pooler')
+    except pgwire.PgWireError as e:
+        raise AssertionError('scenario failed THROUGH THE POOLER: %s\n(directly: %s)'
+                             % (e, toks(want))) from e
+    assert_same(want, got)
+    return want, got
+
+
+def compare(env, flow):
+    """Single-connection flow(conn, via) -> messages; returns (pid, direct, pooled)."""
+    pid = {}
+
+    def scenario(new_conn, via):
+        c = new_conn()
+        if via == 'pooler':
+            pid['pid'] = c.server_pid()
+        return flow(c, via)
+
+    want, got = run_both(env, scenario)
+    return pid['pid'], want, got
+
+
+def send_read(c, *msgs, n=1):
+    c.send(*msgs)
+    return c.read_until_rfq(n)
+
+
+def pooled_statements(c):
+    """(name, statement) of every prepared statement on the caller's current server,
+    read with a simple Query (which the cache never touches)."""
+    return [tuple(r) for r in c.query(
+        'SELECT name, statement FROM pg_prepared_statements ORDER BY name')]
+
+
+def sluice_count(c):
+    return int(c.scalar("SELECT count(*) FROM pg_prepared_statements "
+                        "WHERE name LIKE 'sluice\\_%'"))
+
+
+def assert_pool_clean(env, pid=None):
+    """Second client: bounded wait, same backend (when pid given), no transaction, no
+    client-named statement; pg_prepared_statements holds only sluice_* names."""
+    env.assert_clean(pid)
+    c = env.pooled()
+    try:
+        names = [r[0] for r in c.query('SELECT name FROM pg_prepared_statements')]
+        status = c.status
+    finally:
+        c.close()
+    assert all(n.startswith('sluice_') for n in names), \
+        'statements other than the pooler\'s own left on the server: %r' % names
+    assert status == 'I', status
+
+
+def rows_of(msgs):
+    return [x.row for x in msgs if x.type == 'D']
+
+
+# ---------------------------------------------------------------------------
+# Basic rewriting
+# ---------------------------------------------------------------------------
+
+Q_ADD = 'SELECT $1::int + 1 AS x'
+
+
+def test_named_parse_bind_describe_rewritten(env):
+    """Parse/Describe 'S'/Bind of a client name work as on PostgreSQL; the server holds
+    the statement under a sluice_* name only."""
+    def flow(c, via):
+        out = send_read(c, m.parse(Q_ADD, name='s1'), m.describe('S', 's1'),
+                        m.bind(stmt='s1', params=['1']), m.execute(), m.sync())
+        out += send_read(c, m.bind(stmt='s1', params=['41']), m.execute(), m.sync())
+        out += send_read(c, m.describe('S', 's1'), m.bind(portal='p', stmt='s1', params=['2']),
+                         m.describe('P', 'p'), m.execute('p'), m.close('P', 'p'), m.sync())
+        # Typed parameters are part of the statement's identity.
+        out += send_read(c, m.parse('SELECT $1 AS y', name='s2', param_types=(23,)),
+                         m.describe('S', 's2'), m.bind(stmt='s2', params=['5']),
+                         m.execute(), m.sync())
+        if via == 'pooler':
+            stmts = pooled_statements(c)
+            assert sorted(s for _, s in stmts) == sorted([Q_ADD, 'SELECT $1 AS y']), stmts
+            assert all(n.startswith('sluice_') for n, _ in stmts), stmts
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == ['1', 't', 'T', '2', 'D:2', 'C:SELECT 1', 'Z:I',
+                         '2', 'D:42', 'C:SELECT 1', 'Z:I',
+                         't', 'T', '2', 'T', 'D:3', 'C:SELECT 1', '3', 'Z:I',
+                         '1', 't', 'T', '2', 'D:5', 'C:SELECT 1', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+def test_unnamed_statements_pass_untouched(env):
+    def flow(c, via):
+        out = send_read(c, m.parse('SELECT $1::int * 3'), m.describe('S'),
+                        m.bind(params=['3']), m.execute(),
+                        m.bind(portal='np', params=['4']), m.execute('np'),
+                        m.close('S'), m.close('P', 'np'), m.sync())
+        out += send_read(c, m.parse('SELECT 1'), m.parse('SELECT 2'), m.bind(),
+                         m.execute(), m.sync())
+        if via == 'pooler':
+            assert sluice_count(c) == 0
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == ['1', 't', 'T', '2', 'D:9', 'C:SELECT 1', '2', 'D:12', 'C:SELECT 1',
+                         '3', '3', 'Z:I', '1', '1', '2', 'D:2', 'C:SELECT 1', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+def test_same_text_second_client_gets_synthesized_parse_complete(env):
+    """Two clients, one server: the second Parse of the same text is answered by the
+    pooler, in order (after the replies owed before it), also before a Flush."""
+    q2 = 'SELECT $1::text || $2::text AS cat'
+
+    def scenario(new_conn, via):
+        a = new_conn()
+        out = send_read(a, m.parse(Q_ADD, name='a1'), m.bind(stmt='a1', params=['9']),
+                        m.execute(), m.sync())
+        b = new_conn()
+        # Unnamed query with rows first: the synthesized ParseComplete must follow them.
+        out += send_read(b, m.parse('SELECT generate_series(1, 3)'), m.bind(), m.execute(),
+                         m.parse(Q_ADD, name='b1'), m.bind(stmt='b1', params=['99']),
+                         m.execute(), m.sync())
+        # Nothing outstanding before it: answered at once, even without Sync.
+        b.send(m.parse(Q_ADD, name='b2'), m.flush())
+        out += b.read_until('1')
+        out += send_read(b, m.bind(stmt='b2', params=['-1']), m.execute(), m.sync())
+        out += send_read(a, m.parse(q2, name='a2'), m.bind(stmt='a2', params=['x', 'y']),
+                         m.execute(), m.bind(stmt='a1', params=['0']), m.execute(), m.sync())
+        out += send_read(b, m.parse(q2, name='b3'), m.bind(stmt='b3', params=['p', 'q']),
+                         m.execute(), m.sync())
+        if via == 'pooler':
+            stmts = pooled_statements(b)
+            # One server-side copy per distinct text, whoever prepared it.
+            assert sorted(s for _, s in stmts) == sorted([Q_ADD, q2]), stmts
+        return out
+
+    _, got = run_both(env, scenario)
+    assert toks(got) == ['1', '2', 'D:10', 'C:SELECT 1', 'Z:I',
+                         '1', '2', 'D:1', 'D:2', 'D:3', 'C:SELECT 3',
+                         '1', '2', 'D:100', 'C:SELECT 1', 'Z:I',
+                         '1', '2', 'D:0', 'C:SELECT 1', 'Z:I',
+                         '1', '2', 'D:xy', 'C:SELECT 1', '2', 'D:1', 'C:SELECT 1', 'Z:I',
+                         '1', '2', 'D:pq', 'C:SELECT 1', 'Z:I']
+    assert_pool_clean(env)
+
+
+def test_bind_and_describe_on_server_lacking_the_statement(env_factory):
+    """default_pool_size=2: the client prepares on one server, then gets the other one,
+    which lacks the statements: Describe 'S' and Bind get an injected Parse whose
+    ParseComplete the client never sees."""
+    env = env_factory(pool_size=2)
+    q_pid = 'SELECT $1::int + 1 AS x, pg_backend_pid() AS pid'
+    q_desc = 'SELECT $1::text AS t, $2::int8 AS n'
+    seen = {'pids': set()}
+
+    def norm(msgs):
+        # The pid column differs between runs: keep only that it was there.
+        out = []
+        for x in msgs:
+            if x.type == 'D' and len(x.row) == 2 and x.row[1].isdigit() and \
+                    int(x.row[1]) in seen.get('pids', ()):
+                out.append('D:%s|PID' % x.row[0])
+            else:
+                out.append(tok(x))
+        return [t for t in out if not t.startswith(('S:', 'N:'))]
+
+    def flow(a, via, holders):
+        out = send_read(a, m.parse(q_pid, name='s1'), m.parse(q_desc, name='s2'),
+                        m.bind(stmt='s1', params=['1']), m.execute(), m.sync())
+        pid_a = int(rows_of(out)[0][1])
+        other = None
+        if via == 'pooler':
+            # Hold both servers in open transactions, then free the one that lacks s1/s2.
+            y, z = holders
+            y.query('BEGIN')
+            z.query('BEGIN')
+            py, pz = y.server_pid(), z.server_pid()
+            assert py != pz and pid_a in (py, pz), (pid_a, py, pz)
+            keep, free = (y, z) if py == pid_a else (z, y)
+            other = pz if py == pid_a else py
+            free.query('COMMIT')
+        seen['pids'].update({pid_a, other} - {None})
+        out2 = send_read(a, m.describe('S', 's2'), m.bind(stmt='s2', params=['t', '7']),
+                         m.execute(), m.sync())
+        out2 += send_read(a, m.bind(stmt='s1', params=['2']), m.execute(), m.sync())
+        out2 += send_read(a, m.bind(portal='pp', stmt='s1', params=['3']), m.describe('P', 'pp'),
+                          m.execute('pp'), m.sync())
+        if via == 'pooler':
+            pids = [int(r[1]) for r in rows_of(out2) if len(r) == 2 and r[1].isdigit()
+                    and r[0] in ('3', '4')]
+            assert pids == [other, other], \
+                'the client was expected on the other server %d, ran on %r' % (other, pids)
+            assert sorted(s for _, s in pooled_statements(a)) == sorted([q_pid, q_desc])
+            keep.query('COMMIT')
+        return out + out2
+
+    d = env.direct()
+    want = flow(d, 'direct', None)
+    env.close_all()
+    a = env.pooled()
+    holders = (env.pooled(), env.pooled())
+    got = flow(a, 'pooler', holders)
+    assert norm(got) == norm(want), '\n  direct: %s\n  pooler: %s' % (norm(want), norm(got))
+    assert norm(got) == ['1', '1', '2', 'D:2|PID', 'C:SELECT 1', 'Z:I',
+                         't', 'T', '2', 'D:t|7', 'C:SELECT 1', 'Z:I',
+                         '2', 'D:3|PID', 'C:SELECT 1', 'Z:I',
+                         '2', 'T', 'D:4|PID', 'C:SELECT 1', 'Z:I']
+    for c in holders:
+        c.close()
+    a.close()
+    env.assert_clean()
+
+
+# ---------------------------------------------------------------------------
+# Close, errors, DEALLOCATE ALL / DISCARD ALL
+# ---------------------------------------------------------------------------
+
+def test_close_then_reparse_same_name_different_text(env):
+    """Close 'S' is answered by the pooler; the name is free again at once; the server
+    keeps the statement for others."""
+    q2 = "SELECT 'second:' || $1::text AS s"
+
+    def flow(c, via):
+        out = send_read(c, m.parse(Q_ADD, name='s'), m.bind(stmt='s', params=['1']),
+                        m.execute(), m.sync())
+        out += send_read(c, m.close('S', 's'), m.sync())
+        out += send_read(c, m.parse(q2, name='s'), m.bind(stmt='s', params=['a']),
+                         m.execute(), m.sync())
+        # Close and re-Parse in the same batch; then a Bind after Close in one batch.
+        out += send_read(c, m.close('S', 's'), m.parse(Q_ADD, name='s'),
+                         m.bind(stmt='s', params=['10']), m.execute(), m.sync())
+        out += send_read(c, m.close('S', 's'), m.bind(stmt='s', params=['1']), m.execute(),
+                         m.sync())
+        # Closing a name that does not exist is not an error.
+        out += send_read(c, m.close('S', 'never_there'), m.close('S', 's'), m.sync())
+        if via == 'pooler':
+            stmts = pooled_statements(c)
+            assert sorted(s for _, s in stmts) == sorted([Q_ADD, q2]), stmts
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert [t.split(':')[0] + (':' + t.split(':')[1] if t[0] in 'EZ' else '')
+            for t in toks(got)] == [
+        '1', '2', 'D', 'C', 'Z:I', '3', 'Z:I', '1', '2', 'D', 'C', 'Z:I',
+        '3', '1', '2', 'D', 'C', 'Z:I', '3', 'E:26000', 'Z:I', '3', '3', 'Z:I']
+    assert rows_of(got) == [['2'], ['second:a'], ['11']]
+    assert_pool_clean(env, pid)
+
+
+def test_duplicate_name_42P05_in_pipeline(env):
+    """Re-using a name without Close: PostgreSQL's own 42P05, the rest of the batch is
+    discarded up to Sync, the next batch runs; the old statement stays."""
+    def flow(c, via):
+        out = send_read(c, m.parse('SELECT 1 AS one', name='d'), m.sync())
+        c.send(m.parse('SELECT 2 AS two', name='d'), m.bind(stmt='d'), m.execute(), m.sync(),
+               m.parse('SELECT $1::int AS n'), m.bind(params=['5']), m.execute(), m.sync(),
+               m.bind(stmt='d'), m.execute(), m.sync())
+        out += c.read_until_rfq(3)
+        # Same text again under the same name: still a duplicate.
+        out += send_read(c, m.parse('SELECT 1 AS one', name='d'), m.sync())
+        # A new name prepared earlier in the failing batch survives (statements are not
+        # transactional); the duplicate in the middle of the batch discards the rest.
+        c.send(m.parse('SELECT 3 AS three', name='e'), m.bind(stmt='e'), m.execute(),
+               m.parse('SELECT 4', name='d'), m.bind(stmt='d'), m.execute(), m.sync(),
+               m.bind(stmt='e'), m.execute(), m.bind(stmt='d'), m.execute(), m.sync())
+        out += c.read_until_rfq(2)
+        # Inside a transaction block: the block fails (Z:E) like on PostgreSQL.
+        out += send_read(c, m.query('BEGIN'))
+        out += send_read(c, m.parse('SELECT 5', name='e'), m.bind(stmt='e'), m.execute(),
+                         m.sync())
+        out += send_read(c, m.query('ROLLBACK'))
+        out += send_read(c, m.bind(stmt='e'), m.execute(), m.close('S', 'd'),
+                         m.close('S', 'e'), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    dup = 'E:42P05:prepared statement "d" already exists'
+    assert toks(got) == [
+        '1', 'Z:I',
+        dup, 'Z:I', '1', '2', 'D:5', 'C:SELECT 1', 'Z:I', '2', 'D:1', 'C:SELECT 1', 'Z:I',
+        dup, 'Z:I',
+        '1', '2', 'D:3', 'C:SELECT 1', dup, 'Z:I',
+        '2', 'D:3', 'C:SELECT 1', '2', 'D:1', 'C:SELECT 1', 'Z:I',
+        'C:BEGIN', 'Z:T', 'E:42P05:prepared statement "e" already exists', 'Z:E',
+        'C:ROLLBACK', 'Z:I',
+        '2', 'D:3', 'C:SELECT 1', '3', '3', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+def test_two_duplicate_names_in_one_write(env):
+    """Several batches of the same write each re-use a name: every one gets PostgreSQL's
+    42P05 for the client's name (never an error about a pooler-internal name)."""
+    def flow(c, via):
+        out = send_read(c, m.parse('SELECT 1 AS one', name='d'), m.parse('SELECT 2', name='e'),
+                        m.sync())
+        c.send(m.parse('SELECT 3', name='d'), m.bind(stmt='d'), m.execute(), m.sync(),
+               m.parse('SELECT 4', name='e'), m.sync(),
+               m.parse('SELECT 5', name='d'), m.bind(stmt='d'), m.execute(), m.sync(),
+               m.bind(stmt='d'), m.execute(), m.bind(stmt='e'), m.execute(), m.sync())
+        out += c.read_until_rfq(4)
+        out += send_read(c, m.close('S', 'd'), m.close('S', 'e'), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == ['1', '1', 'Z:I',
+                         'E:42P05:prepared statement "d" already exists', 'Z:I',
+                         'E:42P05:prepared statement "e" already exists', 'Z:I',
+                         'E:42P05:prepared statement "d" already exists', 'Z:I',
+                         '2', 'D:1', 'C:SELECT 1', '2', 'D:2', 'C:SELECT 1', 'Z:I',
+                         '3', '3', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+def test_synthesized_parse_complete_after_failed_batch_in_one_write(env):
+    """A batch that fails, then in the same write a batch whose named Parse the pooler
+    answers itself (the server already has the text): replies stay in order."""
+    def scenario(new_conn, via):
+        a = new_conn()
+        out = send_read(a, m.parse(Q_ADD, name='a'), m.sync())
+        b = new_conn()
+        b.send(m.parse('SELEC 1'), m.parse(Q_ADD, name='b0'), m.bind(stmt='b0', params=['1']),
+               m.execute(), m.sync(),
+               m.parse(Q_ADD, name='b'), m.bind(stmt='b', params=['2']), m.execute(),
+               m.sync(),
+               m.bind(stmt='b', params=['3']), m.execute(), m.close('S', 'b'), m.sync())
+        out += b.read_until_rfq(3)
+        out += send_read(a, m.close('S', 'a'), m.sync())
+        return out
+
+    _, got = run_both(env, scenario)
+    assert [t[:7] for t in toks(got)] == ['1', 'Z:I', 'E:42601', 'Z:I',
+                                          '1', '2', 'D:3', 'C:SELEC', 'Z:I',
+                                          '2', 'D:4', 'C:SELEC', '3', 'Z:I', '3', 'Z:I']
+    assert_pool_clean(env)
+
+
+def test_bind_describe_unknown_name_26000(env):
+    """Bind/Describe of a name the client never prepared: the server's own 26000 with
+    the client's name; Close of it: CloseComplete."""
+    def flow(c, via):
+        out = send_read(c, m.bind(stmt='nope', params=['1']), m.execute(), m.sync())
+        out += send_read(c, m.describe('S', 'nope'), m.sync())
+        out += send_read(c, m.close('S', 'nope'), m.sync())
+        # Unknown name after a good Parse in the same batch.
+        out += send_read(c, m.parse(Q_ADD, name='known'), m.bind(stmt='known', params=['1']),
+                         m.execute(), m.bind(stmt='nope2'), m.execute(), m.sync())
+        out += send_read(c, m.bind(stmt='known', params=['2']), m.execute(),
+                         m.close('S', 'known'), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == [
+        'E:26000:prepared statement "nope" does not exist', 'Z:I',
+        'E:26000:prepared statement "nope" does not exist', 'Z:I',
+        '3', 'Z:I',
+        '1', '2', 'D:2', 'C:SELECT 1', 'E:26000:prepared statement "nope2" does not exist',
+        'Z:I',
+        '2', 'D:3', 'C:SELECT 1', '3', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+def test_internal_statement_names_are_not_client_names(env):
+    """Another client's server-side statement (sluice_<n>) is not this client's
+    statement: Bind/Describe of that name must fail with 26000 as on PostgreSQL."""
+    state = {}
+
+    def scenario(new_conn, via):
+        a = new_conn()
+        out = send_read(a, m.parse('SELECT 42 AS secret', name='mine'), m.sync())
+        if via == 'pooler':
+            names = [n for n, s in pooled_statements(a) if s == 'SELECT 42 AS secret']
+            assert len(names) == 1 and names[0].startswith('sluice_'), names
+            state['name'] = names[0]
+        name = state.get('name', 'sluice_1')
+        b = new_conn()
+        out += send_read(b, m.bind(stmt=name), m.execute(), m.sync())
+        out += send_read(b, m.describe('S', name), m.sync())
+        return [x for x in out if x.type != 'E'] + \
+            [pgwire.Msg('E', x.body.replace(name.encode(), b'NAME')) for x in out
+             if x.type == 'E']
+
+    _, got = run_both(env, scenario)
+    assert [t for t in toks(got)] == [
+        '1', 'Z:I', 'Z:I', 'Z:I',
+        'E:26000:prepared statement "NAME" does not exist',
+        'E:26000:prepared statement "NAME" does not exist']
+    assert_pool_clean(env)
+
+
+def test_failed_parse_leaves_no_name_and_no_server_entry(env):
+    """A Parse that fails (syntax error) creates nothing: the same name can be prepared
+    right after, and another client's Parse of the same bad text fails too."""
+    bad = 'SELEC $1::int'
+
+    def scenario(new_conn, via):
+        c = new_conn()
+        out = send_read(c, m.parse(bad, name='f'), m.bind(stmt='f', params=['1']),
+                        m.execute(), m.sync())
+        out += send_read(c, m.parse('SELECT $1::int * 7', name='f'),
+                         m.bind(stmt='f', params=['6']), m.execute(), m.sync())
+        # Failing inside a transaction block, then again after ROLLBACK.
+        out += send_read(c, m.query('BEGIN'))
+        out += send_read(c, m.parse(bad, name='g'), m.sync())
+        out += send_read(c, m.query('ROLLBACK'))
+        out += send_read(c, m.parse('SELECT 8', name='g'), m.bind(stmt='g'), m.execute(),
+                         m.sync())
+        # The bad text must not be remembered as prepared on the server.
+        d = new_conn()
+        out += send_read(d, m.parse(bad, name='h'), m.bind(stmt='h', params=['1']),
+                         m.execute(), m.sync())
+        out += send_read(d, m.bind(stmt='h', params=['1']), m.execute(), m.sync())
+        out += send_read(c, m.close('S', 'f'), m.close('S', 'g'), m.sync())
+        if via == 'pooler':
+            assert bad not in [s for _, s in pooled_statements(d)]
+        return out
+
+    _, got = run_both(env, scenario)
+    e_syntax = [t for t in toks(got) if t.startswith('E:')]
+    assert [t[:7] for t in e_syntax] == ['E:42601', 'E:42601', 'E:42601', 'E:26000'], \
+        toks(got)
+    assert rows_of(got) == [['42'], ['8']]
+    assert_pool_clean(env)
+
+
+def test_failed_parse_then_same_name_in_the_same_write(env):
+    """Pipelined: a failing Parse of a name and, in the next batch of the same write,
+    a correct Parse of that name. PostgreSQL runs the second one."""
+    def flow(c, via):
+        c.send(m.parse('SELEC 1', name='f'), m.bind(stmt='f'), m.execute(), m.sync(),
+               m.parse('SELECT 11 AS eleven', name='f'), m.bind(stmt='f'), m.execute(),
+               m.sync(),
+               m.bind(stmt='f'), m.execute(), m.close('S', 'f'), m.sync())
+        return c.read_until_rfq(3)
+
+    pid, _, got = compare(env, flow)
+    assert [t[:7] for t in toks(got)] == [
+        'E:42601', 'Z:I', '1', '2', 'D:11', 'C:SELEC', 'Z:I', '2', 'D:11', 'C:SELEC', '3',
+        'Z:I']
+    assert_pool_clean(env, pid)
+
+
+def test_close_discarded_after_error_keeps_the_name(env):
+    """A Close 'S' that PostgreSQL discards (an earlier message of its batch failed) does
+    not close anything: the name still works afterwards."""
+    def flow(c, via):
+        out = send_read(c, m.parse(Q_ADD, name='k'), m.sync())
+        out += send_read(c, m.parse('SELEC 1'), m.close('S', 'k'), m.sync())
+        out += send_read(c, m.bind(stmt='k', params=['4']), m.execute(), m.sync())
+        out += send_read(c, m.parse(Q_ADD, name='k'), m.sync())
+        out += send_read(c, m.close('S', 'k'), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert [t[:7] for t in toks(got)] == [
+        '1', 'Z:I', 'E:42601', 'Z:I', '2', 'D:5', 'C:SELEC', 'Z:I',
+        'E:42P05', 'Z:I', '3', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+def test_discarded_parse_removes_only_its_own_name(env):
+    """The client already has names a_i for texts q_i (on this server). A batch that
+    fails first and then Parses b_i for the same texts: PostgreSQL discards the b_i
+    Parses, so a_i still exist and b_i do not."""
+    n = 8
+    texts = ['SELECT %d + $1::int AS v' % (100 * i) for i in range(n)]
+
+    def flow(c, via):
+        out = send_read(c, *[m.parse(t, name='a_%d' % i) for i, t in enumerate(texts)],
+                        m.sync())
+        out += send_read(c, m.parse('SELEC 1'),
+                         *[m.parse(t, name='b_%d' % i) for i, t in enumerate(texts)],
+                         m.sync())
+        batch = []
+        for i in range(n):
+            batch += [m.bind(stmt='a_%d' % i, params=[str(i)]), m.execute(), m.sync()]
+        out += send_read(c, *batch, n=n)
+        # b_i never existed: preparing them now succeeds.
+        batch = []
+        for i, t in enumerate(texts):
+            batch += [m.parse(t, name='b_%d' % i), m.bind(stmt='b_%d' % i, params=['1']),
+                      m.execute(), m.sync()]
+        out += send_read(c, *batch, n=n)
+        out += send_read(c, *[m.close('S', '%s_%d' % (p, i)) for i in range(n)
+                              for p in 'ab'], m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert rows_of(got) == [[str(101 * i)] for i in range(n)] + \
+        [[str(100 * i + 1)] for i in range(n)]
+    assert_pool_clean(env, pid)
+
+
+@pytest.mark.parametrize('how', ['DEALLOCATE ALL', 'DISCARD ALL', 'extended DEALLOCATE ALL'])
+def test_deallocate_all_discard_all_then_reparse(env, how):
+    """The client empties its session's statements; the pooler forgets the client's
+    names and the server's set, so the same names and texts can be prepared again."""
+    q2 = 'SELECT $1::text AS t'
+
+    def flow(c, via):
+        out = send_read(c, m.parse(Q_ADD, name='s'), m.parse(q2, name='t'),
+                        m.bind(stmt='s', params=['1']), m.execute(), m.sync())
+        if how.startswith('extended'):
+            out += send_read(c, m.parse('DEALLOCATE ALL'), m.bind(), m.execute(), m.sync())
+        else:
+            out += send_read(c, m.query(how))
+        out += send_read(c, m.bind(stmt='s', params=['1']), m.execute(), m.sync())
+        out += send_read(c, m.parse(Q_ADD, name='s'), m.bind(stmt='s', params=['2']),
+                         m.execute(), m.parse(q2, name='t'), m.bind(stmt='t', params=['z']),
+                         m.execute(), m.sync())
+        if via == 'pooler':
+            assert sorted(s for _, s in pooled_statements(c)) == sorted([Q_ADD, q2])
+        out += send_read(c, m.close('S', 's'), m.close('S', 't'), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    tag = 'C:' + how.replace('extended ', '')
+    assert toks(got) == ['1', '1', '2', 'D:2', 'C:SELECT 1', 'Z:I',
+                         ] + (['1', '2'] if how.startswith('extended') else []) + [
+                         tag, 'Z:I',
+                         'E:26000:prepared statement "s" does not exist', 'Z:I',
+                         '1', '2', 'D:3', 'C:SELECT 1', '1', '2', 'D:z', 'C:SELECT 1', 'Z:I',
+                         '3', '3', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+def test_deallocate_all_pipelined_with_reparse(env):
+    """DEALLOCATE ALL and the re-Parse of a name in the same write (libpq pipeline
+    mode style): PostgreSQL runs both."""
+    def flow(c, via):
+        out = send_read(c, m.parse(Q_ADD, name='s'), m.sync())
+        c.send(m.query('DEALLOCATE ALL'),
+               m.parse(Q_ADD, name='s'), m.bind(stmt='s', params=['5']), m.execute(),
+               m.close('S', 's'), m.sync())
+        out += c.read_until_rfq(2)
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == ['1', 'Z:I', 'C:DEALLOCATE ALL', 'Z:I', '1', '2', 'D:6',
+                         'C:SELECT 1', '3', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+# ---------------------------------------------------------------------------
+# Several clients, eviction, pipelining
+# ---------------------------------------------------------------------------
+
+def test_three_clients_interleaved_on_one_server(env):
+    """default_pool_size=1, three clients: own names (one name 'q' used by all three for
+    different texts), some texts shared, used across many transactions, with batches
+    of several clients queued at once. One server-side copy per distinct text."""
+    T_MUL = 'SELECT $1::int * 10 AS v'
+    T_A = 'SELECT $1::int + 100 AS v'
+    T_B = "SELECT $1::text || '-b' AS v"
+    T_C = 'SELECT $1::int - 1000 AS v'
+    T_LEN = 'SELECT length($1::text) AS v'
+    progs = {
+        # client: {name: (text, fn)}
+        'A': {'mul': (T_MUL, lambda x: x * 10), 'q': (T_A, lambda x: x + 100),
+              'len': (T_LEN, lambda x: len(str(x)))},
+        'B': {'times': (T_MUL, lambda x: x * 10), 'q': (T_B, lambda x: '%s-b' % x)},
+        'C': {'q': (T_C, lambda x: x - 1000), 'm10': (T_MUL, lambda x: x * 10),
+              'L': (T_LEN, lambda x: len(str(x)))},
+    }
+    conns = {k: env.pooled() for k in progs}
+    prepared = {k: set() for k in progs}
+
+    def batch_for(k, rnd):
+        """One transaction's messages for client k in round rnd, and expected values."""
+        msgs, want = [], []
+        names = sorted(progs[k])
+        # Prepare one more name each round (so Parses interleave with Binds).
+        for name in names:
+            if name not in prepared[k]:
+                msgs.append(m.parse(progs[k][name][0], name=name))
+                prepared[k].add(name)
+                break
+        for j, name in enumerate(sorted(prepared[k])):
+            x = rnd * 7 + j + ord(k)
+            msgs += [m.bind(stmt=name, params=[str(x)]), m.execute()]
+            want.append(str(progs[k][name][1](x)))
+        return msgs, want
+
+    def check(k, msgs, want, status='I'):
+        got = [r[0] for r in rows_of(msgs)]
+        assert got == want, 'client %s: %s (all: %s)' % (k, got, toks(msgs))
+        assert not [x for x in msgs if x.type == 'E'], toks(msgs)
+        assert msgs[-1].type == 'Z' and msgs[-1].status == status
+
+    for rnd in range(6):
+        order = ['A', 'B', 'C'][rnd % 3:] + ['A', 'B', 'C'][:rnd % 3]
+        if rnd % 2 == 0:
+            # Everyone writes at once; the pooler serializes them on the one server.
+            pending = []
+            for k in order:
+                msgs, want = batch_for(k, rnd)
+                conns[k].send(*msgs, m.sync())
+                pending.append((k, want))
+            for k, want in pending:
+                check(k, conns[k].read_until_rfq(), want)
+        else:
+            # Explicit transactions: first client opens one, the others queue behind it.
+            first, rest = order[0], order[1:]
+            f = conns[first]
+            assert f.query('BEGIN') == []
+            msgs, want = batch_for(first, rnd)
+            check(first, send_read(f, *msgs, m.sync()), want, status='T')
+            pending = []
+            for k in rest:
+                msgs, want2 = batch_for(k, rnd)
+                conns[k].send(*msgs, m.sync())
+                pending.append((k, want2))
+            for k in rest:
+                assert not conns[k].is_readable(0.2), \
+                    'client %s was served while %s held the only server in a transaction' \
+                    % (k, first)
+            msgs, want = batch_for(first, rnd + 100)
+            check(first, send_read(f, *msgs, m.sync()), want, status='T')
+            f.send(m.query('COMMIT'))
+            assert toks(f.read_until_rfq()) == ['C:COMMIT', 'Z:I']
+            for k, want2 in pending:
+                check(k, conns[k].read_until_rfq(), want2)
+    # Every client closes its names; the statements stay on the server, one per text.
+    c = conns['A']
+    stmts = pooled_statements(c)
+    assert sorted(s for _, s in stmts) == sorted({T_MUL, T_A, T_B, T_C, T_LEN}), stmts
+    for k, conn in conns.items():
+        msgs = send_read(conn, *[m.close('S', n) for n in sorted(progs[k])], m.sync())
+        assert toks(msgs) == ['3'] * len(progs[k]) + ['Z:I']
+        msgs = send_read(conn, m.bind(stmt='q', params=['1']), m.execute(), m.sync())
+        assert toks(msgs) == ['E:26000:prepared statement "q" does not exist', 'Z:I']
+    pid = conns['A'].server_pid()
+    for conn in conns.values():
+        conn.close()
+    assert_pool_clean(env, pid)
+
+
+def test_lru_eviction_at_max_prepared_statements(env_factory):
+    """max_prepared_statements=2: prepare four statements, use them all again in many
+    orders (also all bound to named portals before any Execute): results are right and
+    the backend never holds more than two sluice_* statements."""
+    env = env_factory(max_prepared_statements=2)
+    texts = ['SELECT $1::int + %d AS v' % (1000 * (i + 1)) for i in range(4)]
+    counts = []
+
+    def check_count(c, via):
+        if via == 'pooler':
+            counts.append(sluice_count(c))
+
+    def flow(c, via):
+        out = []
+        for i, t in enumerate(texts):
+            out += send_read(c, m.parse(t, name='s%d' % i),
+                             m.bind(stmt='s%d' % i, params=[str(i)]), m.execute(), m.sync())
+            check_count(c, via)
+        for order in ([0, 1, 2, 3], [3, 2, 1, 0], [0, 2, 0, 3, 1, 1, 3]):
+            for i in order:
+                out += send_read(c, m.bind(stmt='s%d' % i, params=['5']), m.execute(),
+                                 m.sync())
+                check_count(c, via)
+            # The same order in one batch.
+            batch = []
+            for i in order:
+                batch += [m.bind(stmt='s%d' % i, params=['7']), m.execute()]
+            out += send_read(c, *batch, m.sync())
+            check_count(c, via)
+        # Named portals of all four statements before any Execute; Describe 'S' too.
+        batch = [m.bind(portal='p%d' % i, stmt='s%d' % i, params=['9']) for i in range(4)]
+        batch += [m.describe('S', 's0'), m.describe('S', 's3')]
+        batch += [m.execute('p%d' % i) for i in (3, 1, 0, 2)]
+        out += send_read(c, *batch, m.sync())
+        check_count(c, via)
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert not [t for t in toks(got) if t.startswith('E:')], toks(got)
+    assert len(rows_of(got)) == 4 + 2 * (4 + 4 + 7) + 4
+    assert max(counts) <= 2, 'more than max_prepared_statements on the server: %r' % counts
+    assert counts[-1] == 2
+    # Two clients sharing texts with the server evicting under them.
+    a, b = env.pooled(), env.pooled()
+    assert toks(send_read(a, m.parse(texts[0], name='x'), m.sync())) == ['1', 'Z:I']
+    assert toks(send_read(b, m.parse(texts[1], name='y'), m.parse(texts[2], name='z'),
+                          m.bind(stmt='y', params=['1']), m.execute(),
+                          m.bind(stmt='z', params=['1']), m.execute(), m.sync())) == \
+        ['1', '1', '2', 'D:2001', 'C:SELECT 1', '2', 'D:3001', 'C:SELECT 1', 'Z:I']
+    assert toks(send_read(a, m.bind(stmt='x', params=['1']), m.execute(), m.sync())) == \
+        ['2', 'D:1001', 'C:SELECT 1', 'Z:I']
+    assert sluice_count(a) <= 2
+    a.close()
+    b.close()
+    assert_pool_clean(env, pid)
+
+
+def test_eviction_close_discarded_after_error(env_factory):
+    """max_prepared_statements=1: a batch fails before the pooler's own eviction Close
+    (and the Parse after it) reach the server; PostgreSQL discards both. Replies stay
+    PostgreSQL's, every statement keeps working, and the server stays in the pool."""
+    env = env_factory(max_prepared_statements=1)
+    q1, q2 = 'SELECT $1::int + 10 AS v', 'SELECT $1::int + 20 AS v'
+
+    def flow(c, via):
+        out = send_read(c, m.parse(q1, name='s1'), m.sync())
+        out += send_read(c, m.parse('SELEC 1'), m.parse(q2, name='s2'), m.sync())
+        out += send_read(c, m.bind(stmt='s1', params=['1']), m.execute(), m.sync())
+        out += send_read(c, m.parse(q2, name='s2'), m.bind(stmt='s2', params=['1']),
+                         m.execute(), m.bind(stmt='s1', params=['2']), m.execute(), m.sync())
+        if via == 'pooler':
+            assert sluice_count(c) <= 1
+        out += send_read(c, m.close('S', 's1'), m.close('S', 's2'), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert [t[:7] for t in toks(got)] == ['1', 'Z:I', 'E:42601', 'Z:I',
+                                          '2', 'D:11', 'C:SELEC', 'Z:I',
+                                          '1', '2', 'D:21', 'C:SELEC', '2', 'D:12', 'C:SELEC',
+                                          'Z:I', '3', '3', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+@pytest.mark.parametrize('size', [1 << 20, 20 << 20])
+@pytest.mark.parametrize('name', ['big', ''])
+def test_large_parse_and_bind(env, name, size):
+    """Parse and Bind are held whole by the cache: a big statement text and a Bind
+    parameter larger than the 16 MiB hold limit of the buffers still work, named or
+    unnamed (PostgreSQL takes messages up to 1 GB; asyncpg sends every query as a named
+    statement; unnamed statements are to pass untouched)."""
+    pad = 'x' * min(size, 1 << 20)
+    text = "SELECT length($1::text) AS n, length('%s') AS p" % pad
+
+    def flow(c, via):
+        c.send(m.parse(text, name=name), m.bind(stmt=name, params=['y' * size]),
+               m.execute(), m.sync())
+        out = c.read_until_rfq(timeout=60)
+        out += send_read(c, m.close('S', name), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == ['1', '2', 'D:%d|%d' % (size, len(pad)), 'C:SELECT 1', 'Z:I',
+                         '3', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+@pytest.mark.parametrize('max_ps', [200, 2])
+def test_pipeline_100_batches_in_one_write(env_factory, max_ps):
+    """100 x (Parse named, Bind, Execute, Sync) in ONE write, nothing read in between;
+    texts repeat (synthesized ParseCompletes mixed with sent Parses; with
+    max_prepared_statements=2 also evictions mid-pipeline). Then the same names reused in
+    one write, then all closed in one batch."""
+    env = env_factory(max_prepared_statements=max_ps)
+    texts = ['SELECT $1::int * %d AS v' % (k + 2) for k in range(7)]
+
+    def flow(c, via):
+        batch = []
+        for i in range(100):
+            batch += [m.parse(texts[i % 7], name='n%d' % i),
+                      m.bind(stmt='n%d' % i, params=[str(i)]), m.execute(), m.sync()]
+        c.send(*batch)
+        out = c.read_until_rfq(100)
+        batch = []
+        for i in reversed(range(100)):
+            batch += [m.bind(stmt='n%d' % i, params=['1']), m.execute(), m.sync()]
+        c.send(*batch)
+        out += c.read_until_rfq(100)
+        c.send(*[m.close('S', 'n%d' % i) for i in range(100)], m.sync())
+        out += c.read_until_rfq()
+        if via == 'pooler':
+            assert sluice_count(c) <= min(max_ps, 7)
+        return out
+
+    pid, _, got = compare(env, flow)
+    want = []
+    for i in range(100):
+        want += ['1', '2', 'D:%d' % (i * (i % 7 + 2)), 'C:SELECT 1', 'Z:I']
+    for i in reversed(range(100)):
+        want += ['2', 'D:%d' % (i % 7 + 2), 'C:SELECT 1', 'Z:I']
+    want += ['3'] * 100 + ['Z:I']
+    assert toks(got) == want
+    assert_pool_clean(env, pid)
+
+
+# ---------------------------------------------------------------------------
+# Cache off / other pool modes
+# ---------------------------------------------------------------------------
+
+def test_max_prepared_statements_zero_passes_names_through(env_factory):
+    """max_prepared_statements=0: the server sees the client's own names."""
+    env = env_factory(max_prepared_statements=0)
+
+    def flow(c, via):
+        out = send_read(c, m.parse(Q_ADD, name='mine1'), m.bind(stmt='mine1', params=['1']),
+                        m.execute(), m.sync())
+        if via == 'pooler':
+            assert pooled_statements(c) == [('mine1', Q_ADD)]
+        out += send_read(c, m.parse(Q_ADD, name='mine1'), m.sync())
+        out += send_read(c, m.describe('S', 'mine1'), m.bind(stmt='mine1', params=['2']),
+                         m.execute(), m.close('S', 'mine1'), m.sync())
+        out += send_read(c, m.bind(stmt='mine1'), m.execute(), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == ['1', '2', 'D:2', 'C:SELECT 1', 'Z:I',
+                         'E:42P05:prepared statement "mine1" already exists', 'Z:I',
+                         't', 'T', '2', 'D:3', 'C:SELECT 1', '3', 'Z:I',
+                         'E:26000:prepared statement "mine1" does not exist', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+def test_statement_mode_uses_the_cache(env_factory):
+    env = env_factory(mode='statement')
+
+    def flow(c, via):
+        out = send_read(c, m.parse(Q_ADD, name='st'), m.bind(stmt='st', params=['1']),
+                        m.execute(), m.sync())
+        out += send_read(c, m.bind(stmt='st', params=['2']), m.execute(), m.sync())
+        if via == 'pooler':
+            assert [n[:7] for n, _ in pooled_statements(c)] == ['sluice_']
+        out += send_read(c, m.close('S', 'st'), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == ['1', '2', 'D:2', 'C:SELECT 1', 'Z:I', '2', 'D:3', 'C:SELECT 1',
+                         'Z:I', '3', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+def test_session_mode_passes_names_through(env_factory):
+    env = env_factory(mode='session')
+
+    def flow(c, via):
+        out = send_read(c, m.parse(Q_ADD, name='sess'), m.bind(stmt='sess', params=['1']),
+                        m.execute(), m.sync())
+        if via == 'pooler':
+            assert pooled_statements(c) == [('sess', Q_ADD)]
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == ['1', '2', 'D:2', 'C:SELECT 1', 'Z:I']
+    env.close_all()
+    # server_reset_query (DISCARD ALL) drops it when the client leaves.
+    assert_pool_clean(env, pid)
