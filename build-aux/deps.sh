@@ -5,9 +5,13 @@ set -e
 PKGS="g++ make autoconf automake pkg-config libevent-dev libssl-dev libinih-dev libcmocka-dev \
 postgresql postgresql-client postgresql-contrib util-linux procps openssl \
 python3 python3-psycopg python3-pytest python3-asyncpg python3-prometheus-client \
-pgbouncer"
+pgbouncer nodejs npm"
 missing=""
 for p in $PKGS; do
+    # NodeSource's nodejs bundles npm (and conflicts with Debian's npm package)
+    if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then
+        continue
+    fi
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
         missing="$missing $p"
     fi

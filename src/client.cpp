@@ -139,6 +139,11 @@ void Client::on_sbuf_event(SBuf&, SBufEvent ev) {
     case SBufEvent::TooLong:
         fatal("08P01", "message too long");
         return;
+    case SBufEvent::TlsReady:  // TLS (tls_login.cpp)
+    case SBufEvent::TlsFailed:
+    case SBufEvent::TlsHello:
+        on_tls_event(ev);
+        return;
     default:
         close("client connection error");
         return;
@@ -159,6 +164,8 @@ PacketAction Client::on_login_packet(const PacketHeader& hdr, std::span<const ui
                 fatal("08P01", "bad startup packet");
                 return PacketAction::Closed;
             }
+            if (code == kSslRequestCode && tls_offered())
+                return on_ssl_request(hdr);  // TLS: 'S' and the handshake (tls_login.cpp)
             sb.queue("N");
             if (!sb.flush_out())
                 return PacketAction::Closed;
@@ -166,6 +173,10 @@ PacketAction Client::on_login_packet(const PacketHeader& hdr, std::span<const ui
         }
         if (code == kCancelRequestCode)
             return on_cancel(data);
+        if (tls_required()) {  // client_tls_sslmode require and up (tls_login.cpp)
+            fatal("08P01", "SSL required");
+            return PacketAction::Closed;
+        }
         return on_startup(data);
     }
     if (hdr.type == msg::kPassword)
@@ -193,6 +204,66 @@ PacketAction Client::on_cancel(std::span<const uint8_t> pkt) {
     }
     close("cancel request processed");
     return PacketAction::Closed;
+}
+
+// The `options` startup parameter: "-c name=value" / "--name=value" items separated by
+// blanks, backslash escaping the next character. Each name must be tracked or ignored.
+bool Client::apply_startup_options(const std::string& opts) {
+    std::vector<std::string> words;
+    std::string cur;
+    bool have = false;
+    for (size_t i = 0; i < opts.size(); ++i) {
+        char ch = opts[i];
+        if (ch == '\\' && i + 1 < opts.size()) {
+            cur.push_back(opts[++i]);
+            have = true;
+        } else if (ch == ' ' || ch == '\t') {
+            if (have)
+                words.push_back(cur);
+            cur.clear();
+            have = false;
+        } else {
+            cur.push_back(ch);
+            have = true;
+        }
+    }
+    if (have)
+        words.push_back(cur);
+    const char* bad = "unsupported options startup parameter: only '-c config=val' and "
+                      "'--config=val' are allowed";
+    for (size_t i = 0; i < words.size(); ++i) {
+        std::string item;
+        if (words[i] == "-c") {
+            if (i + 1 >= words.size()) {
+                fatal("08P01", "%s", bad);
+                return false;
+            }
+            item = words[++i];
+        } else if (words[i].starts_with("-c")) {
+            item = words[i].substr(2);
+        } else if (words[i].starts_with("--")) {
+            item = words[i].substr(2);
+        } else {
+            fatal("08P01", "%s", bad);
+            return false;
+        }
+        size_t eq = item.find('=');
+        if (eq == std::string::npos || eq == 0) {
+            fatal("08P01", "%s", bad);
+            return false;
+        }
+        std::string name = item.substr(0, eq);
+        for (char& ch : name)
+            if (ch == '-')
+                ch = '_';
+        if (int vi = var_index(name); vi >= 0) {
+            vars.values[static_cast<size_t>(vi)] = item.substr(eq + 1);
+        } else if (!list_contains_ci(settings().ignore_startup_parameters, name)) {
+            fatal("08P01", "unsupported startup parameter in options: %s", name.c_str());
+            return false;
+        }
+    }
+    return true;
 }
 
 PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
@@ -250,11 +321,8 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
     }
     if (db_name.empty())
         db_name = user_name;
-    if (!startup_options.empty()) {
-        fatal("08P01", "unsupported options startup parameter: only '-c config=val' and "
-                       "'--config=val' are allowed");
+    if (!startup_options.empty() && !apply_startup_options(startup_options))
         return PacketAction::Closed;
-    }
     sb.set_startup(false);
 
     if (proto_minor > 0 || !unsupported_pq_options.empty()) {
@@ -284,49 +352,25 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
 }
 
 void Client::start_auth() {
-    AuthType t = settings().auth_type;
     if (admin && user_name == "pgbouncer" && peer_is_self) {
         static_cast<void>(finish_login());  // same-UID console user over the unix socket
         return;
     }
-    if (t == AuthType::Hba)
-        t = AuthType::Md5;  // TODO(sluice): per-connection method from auth_hba_file (#7)
-    std::string& out = sb.out_for_append();
-    switch (t) {
-    case AuthType::Any:
-        static_cast<void>(finish_login());
-        return;
-    case AuthType::Trust:
-        if (!user) {
-            fatal("08P01", "\"trust\" authentication failed");
+    if (settings().auth_type == AuthType::Any) {
+        // The user name is ignored: every database must log in as its forced user.
+        Database* d = admin ? nullptr : find_database(db_name);
+        if (d && d->entry.user.empty()) {
+            slog_error(this, "auth_type=any requires forced user");
+            fatal("08P01", "bouncer config error");
             return;
         }
         static_cast<void>(finish_login());
         return;
-    case AuthType::Plain:
-        write_auth(out, kAuthCleartext);
-        auth = AuthStep::WaitPassword;
-        break;
-    case AuthType::Md5:
-        if (!user || !is_scram_secret(user->secret)) {
-            random_bytes(md5_salt.data(), md5_salt.size());
-            write_auth(out, kAuthMd5, md5_salt);
-            auth = AuthStep::WaitPassword;
-            break;
-        }
-        [[fallthrough]];
-    case AuthType::ScramSha256: {
-        static const char mech[] = "SCRAM-SHA-256\0";
-        write_auth(out, kAuthSasl,
-                   std::span{reinterpret_cast<const uint8_t*>(mech), sizeof(mech)});
-        auth = AuthStep::SaslInitial;
-        break;
     }
-    default:
-        fatal("08P01", "authentication method not supported: %s", auth_type_name(t));
-        return;
-    }
-    static_cast<void>(sb.flush_out());
+    cred = user;
+    if (!cred && start_auth_query())
+        return;  // on_auth_query_reply() continues (client_auth.cpp)
+    continue_auth();
 }
 
 void Client::auth_failed(const char* msg) {
@@ -343,11 +387,11 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
             return PacketAction::Closed;
         }
         bool ok = false;
-        if (user && user->have_secret) {
-            if (settings().auth_type == AuthType::Plain)
-                ok = password_matches(user->secret, user_name, pw);
+        if (cred && cred->have_secret && !cred->secret.empty()) {  // empty: never matches
+            if (auth_method == AuthMethod::Password)
+                ok = password_matches(cred->secret, user_name, pw);
             else
-                ok = pw == pg_md5_response(user->secret, user_name, md5_salt);
+                ok = pw == pg_md5_response(cred->secret, user_name, md5_salt);
         }
         if (!ok) {
             auth_failed("password authentication failed");
@@ -369,11 +413,11 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
         }
         ScramSecret secret;
         bool mock = true;
-        if (user && user->have_secret) {
-            if (is_scram_secret(user->secret)) {
-                mock = !parse_scram_secret(user->secret, secret);
-            } else if (!is_md5_secret(user->secret)) {
-                secret = scram_secret_for_plain(*user, settings().scram_iterations);
+        if (cred && cred->have_secret && !cred->secret.empty()) {
+            if (is_scram_secret(cred->secret)) {
+                mock = !parse_scram_secret(cred->secret, secret);
+            } else if (!is_md5_secret(cred->secret)) {
+                secret = scram_secret_for_plain(*cred, settings().scram_iterations);
                 mock = false;
             }
         }
@@ -404,10 +448,10 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
             auth_failed("SASL authentication failed");
             return PacketAction::Closed;
         }
-        if (user && is_scram_secret(user->secret)) {
-            user->have_scram_keys = true;
-            user->scram_client_key = scram.client_key();
-            user->scram_server_key = scram.secret().server_key;
+        if (cred && is_scram_secret(cred->secret)) {
+            cred->have_scram_keys = true;  // SCRAM pass-through for this user's servers
+            cred->scram_client_key = scram.client_key();
+            cred->scram_server_key = scram.secret().server_key;
         }
         write_auth(sb.out_for_append(), kAuthSaslFinal, as_bytes(server_final));
         return finish_login();
@@ -432,9 +476,12 @@ PacketAction Client::finish_login() {
         db->client_count++;
         user->client_count++;
         register_cancel_key(*this);
-        if (settings().log_connections)
-            slog_info(this, "login attempt: db=%s user=%s tls=no replication=no",
-                      db_name.c_str(), user_name.c_str());
+        if (settings().log_connections) {
+            char tls[128];
+            sb.tls_describe(tls, sizeof(tls));  // "no" or "TLSv1.3/..."
+            slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no",
+                      db_name.c_str(), user_name.c_str(), tls);
+        }
         set_state(*this, ClientState::Active);
         g_admin_hooks.send_welcome(*this);
         welcome_sent = true;
@@ -478,12 +525,18 @@ PacketAction Client::finish_login() {
         return PacketAction::Closed;
     }
     pool = get_pool(db, login_user, pool_key_user);
+    if (db->entry.user.empty())
+        pool->auth_cred = cred != user ? cred : nullptr;  // auth_query's secret logs servers in
     db->client_count++;
     user->client_count++;
+    pool->client_login_count++;  // SHOW STATS total_client_login_count
     register_cancel_key(*this);
-    if (settings().log_connections)
-        slog_info(this, "login attempt: db=%s user=%s tls=no replication=no", db_name.c_str(),
-                  user_name.c_str());
+    if (settings().log_connections) {
+        char tls[128];
+        sb.tls_describe(tls, sizeof(tls));  // "no" or "TLSv1.3/..."
+        slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no", db_name.c_str(),
+                  user_name.c_str(), tls);
+    }
     if (pool->have_params) {
         set_state(*this, ClientState::Active);
         send_welcome();
@@ -528,6 +581,10 @@ void Client::send_welcome() {
 }
 
 void Client::on_server_assigned() {
+    if (auth == AuthStep::AuthQuery) {
+        send_auth_query();  // the socket stays paused until the answer is in
+        return;
+    }
     if (sb.paused())
         sb.resume();
 }

@@ -29,6 +29,11 @@ void check_pool(Pool& p, usec_t now) {
         qwait = usec_t{p.db->entry.query_wait_timeout} * 1000000;
     p.waiting.for_each([&](Client& c) {
         usec_t waited = now - c.wait_start;
+        if (c.auth == AuthStep::AuthQuery) {  // still logging in: queued for an auth_query
+            if (st.client_login_timeout > 0 && now - c.connect_time >= st.client_login_timeout)
+                c.fatal("08P01", "client_login_timeout");
+            return;
+        }
         if (c.wait_for_welcome) {
             if (st.client_login_timeout > 0 && now - c.connect_time >= st.client_login_timeout)
                 c.fatal("08P01", "client_login_timeout (server down)");
@@ -55,6 +60,11 @@ void check_pool(Pool& p, usec_t now) {
     usec_t xact_to = user_secs(ue ? ue->transaction_timeout : -1, st.transaction_timeout);
     p.active.for_each([&](Client& c) {
         Server* s = c.server;
+        if (c.auth == AuthStep::AuthQuery) {  // still logging in: its auth_query is running
+            if (st.client_login_timeout > 0 && now - c.connect_time >= st.client_login_timeout)
+                c.fatal("08P01", "client_login_timeout");
+            return;
+        }
         if (!s) {
             if (client_idle > 0 && now - c.request_time >= client_idle)
                 c.fatal("08P01", "client_idle_timeout");

@@ -18,9 +18,13 @@
 #include <openssl/crypto.h>
 
 #include "sluice/admin/admin.h"
+#include "sluice/admin/metrics.h"
 #include "sluice/janitor.h"
 #include "sluice/net/listener.h"
+#include "sluice/net/tls.h"
+#include "sluice/pool/control.h"
 #include "sluice/pool/pool.h"
+#include "sluice/stats.h"
 
 namespace sluice {
 namespace {
@@ -84,6 +88,17 @@ bool load_auth_file(const Settings& s, UserList& out) {
     return true;
 }
 
+// auth_hba_file and auth_ident_file are read only with auth_type=hba (as PgBouncer does), at
+// start-up and on every RELOAD.
+void load_hba(const Settings& s) {
+    if (s.auth_type == AuthType::Hba) {
+        load_hba_files(s.auth_hba_file, s.auth_ident_file, rt().hba, rt().ident);
+    } else {
+        rt().hba.clear();
+        rt().ident.clear();
+    }
+}
+
 void warn_restart_only(const Settings& old, const Settings& now) {
     for (const SettingInfo& info : settings_table()) {
         if (info.reloadable)
@@ -94,14 +109,37 @@ void warn_restart_only(const Settings& old, const Settings& now) {
     }
 }
 
-void reload() {
-    log_info("got SIGHUP, re-reading config");
+// TLS contexts follow the settings (tls.cpp rebuilds only when a TLS setting or a cert/key/CA
+// file changed). Bad new TLS settings are logged and the running contexts stay; existing
+// connections keep their TLS sessions. When the server side changed, server connections are
+// recycled as they are released (PgBouncer tags the pools dirty).
+void apply_tls_settings() {
+    std::string err;
+    bool server_changed = false;
+    switch (tls_reload(settings(), err, server_changed)) {
+    case TlsReload::Unchanged:
+        return;
+    case TlsReload::Failed:
+        log_error("TLS setup failed, keeping the previous TLS settings: %s", err.c_str());
+        return;
+    case TlsReload::Rebuilt:
+        log_info("TLS settings reloaded");
+        if (server_changed)
+            for (auto& [name, db] : rt().databases)
+                if (!db->admin)
+                    control_reconnect_db(*db);
+        return;
+    }
+}
+
+// Re-reads config, auth_file and hba (SIGHUP, admin RELOAD). False = nothing changed.
+bool reload() {
     Config next;
     std::string err;
     if (!load_config(rt().config_path, next, err)) {
         log_error("%s", err.c_str());
         log_error("RELOAD failed, keeping the current configuration");
-        return;
+        return false;
     }
     warn_restart_only(rt().cfg.settings, next.settings);
     // Restart-only settings keep their running values.
@@ -116,15 +154,25 @@ void reload() {
     next.settings = merged;
     UserList users;
     if (!load_auth_file(next.settings, users))
-        return;
+        return false;
     rt().cfg = std::move(next);
     rt().userlist = std::move(users);
+    load_hba(settings());
     apply_config_objects();
+    apply_tls_settings();
     if (!log_configure(log_config_from(settings(), g_opts)))
         log_warning("logfile could not be reopened");
     log_reopen();
     for (auto& p : rt().pools)
         pool_launch_if_needed(*p);
+    return true;
+}
+
+// Admin SET changed settings: re-apply the log settings main caches.
+void settings_changed() {
+    if (!log_configure(log_config_from(settings(), g_opts)))
+        log_warning("logfile could not be reopened");
+    apply_tls_settings();
 }
 
 void begin_shutdown(bool wait_for_clients) {
@@ -132,7 +180,9 @@ void begin_shutdown(bool wait_for_clients) {
     rt().wait_for_clients = wait_for_clients;
     listeners_close(false);
     if (!wait_for_clients) {
-        // Safe shutdown: queued clients cannot get a server any more.
+        // Safe shutdown = PAUSE: servers close as they are released.
+        control_pause_all();
+        // Queued clients cannot get a server any more.
         for (auto& p : rt().pools)
             p->waiting.for_each([](Client& c) { c.fatal("08P01", "server shutting down"); });
     }
@@ -142,7 +192,8 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
     time_update();
     switch (sig) {
     case SIGHUP:
-        reload();
+        log_info("got SIGHUP, re-reading config");
+        static_cast<void>(reload());
         return;
     case SIGINT:
     case SIGTERM:
@@ -164,15 +215,13 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
         return;
     case SIGUSR1:
         log_info("got SIGUSR1, pausing");
-        for (auto& [n, db] : rt().databases)
-            db->paused = true;
+        control_pause_all();  // no-op when already paused or suspended
         return;
     case SIGUSR2:
+        if (rt().shutting_down)
+            return;
         log_info("got SIGUSR2, resuming");
-        for (auto& [n, db] : rt().databases)
-            db->paused = false;
-        for (auto& p : rt().pools)
-            pool_launch_if_needed(*p);
+        static_cast<void>(control_resume_all());
         return;
     default:
         return;
@@ -196,6 +245,8 @@ void on_accept(int fd, const PeerAddr& peer, const PeerAddr& local, bool is_unix
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
             c->peer_is_self = cred.uid == geteuid();
             c->peer_pid = cred.pid;
+            c->have_peer_uid = true;
+            c->peer_uid = cred.uid;
         }
     }
     if (!c->sb.attach(rt().base, fd, c, false)) {
@@ -366,8 +417,11 @@ int run(int argc, char** argv) {
         die("cannot open logfile %s", st.logfile.c_str());
     if (!load_auth_file(st, r.userlist))
         log_warning("continuing without auth_file entries");
+    load_hba(st);
     var_init(st.track_extra_parameters);
     sbuf_set_buffer_size(static_cast<uint32_t>(st.pkt_buf));
+    if (!tls_init(st, err))
+        die("TLS setup failed: %s", err.c_str());
     signal(SIGPIPE, SIG_IGN);
 
     if (o.daemon)
@@ -379,7 +433,8 @@ int run(int argc, char** argv) {
     if (!r.base)
         die("cannot create the event loop");
     apply_config_objects();
-    admin_init();
+    admin_init(AdminProcess{
+        .reload = reload, .shutdown = begin_shutdown, .settings_changed = settings_changed});
 
     ListenConfig lc;
     lc.addrs = split_list(st.listen_addr);
@@ -407,6 +462,9 @@ int run(int argc, char** argv) {
     event_add(sd, &tv);
     loop_events.push_back(sd);
     janitor_start();
+    stats_start();
+    if (!metrics_start(err))
+        die("%s", err.c_str());
     time_update();
     log_info("process up: sluice %s, libevent %s (%s), tls: %s", SLUICE_VERSION,
              event_get_version(), event_base_get_method(r.base),
@@ -415,8 +473,12 @@ int run(int argc, char** argv) {
     listeners_close(false);
     remove_pidfile();
     pool_free_all();
+    tls_free_all();
     sbuf_release_buffers();
     janitor_stop();
+    admin_stop();
+    stats_stop();
+    metrics_stop();
     for (event* ev : loop_events)
         event_free(ev);
     event_base_free(r.base);

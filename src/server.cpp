@@ -176,7 +176,8 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
                 slog_info(this, "new connection to server (from %s:%d)", local.host().c_str(),
                           local.port());
         }
-        send_startup();
+        if (!send_ssl_request())  // TLS (tls_login.cpp): SSLRequest first, startup later
+            send_startup();
         return;  // the sbuf flushes out_ after this event
     }
     case SBufEvent::ConnectFailed: {
@@ -208,6 +209,11 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
         if (client)
             client->fatal("08P01", "server sent a bad packet");
         close("bad packet from server");
+        return;
+    case SBufEvent::TlsReady:  // TLS (tls_login.cpp)
+    case SBufEvent::TlsFailed:
+    case SBufEvent::TlsHello:
+        on_tls_event(ev);
         return;
     }
 }
@@ -261,6 +267,8 @@ PacketAction Server::on_packet(SBuf&, const PacketHeader& hdr, std::span<const u
 }
 
 PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
+    if (hdr.hdr_len == 0)  // sb.expect_byte(): the answer to our SSLRequest (tls_login.cpp)
+        return on_ssl_answer(hdr.type);
     if (data.size() < hdr.len)
         return PacketAction::Hold;
     std::span<const uint8_t> body = data.subspan(hdr.hdr_len);
@@ -270,7 +278,8 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
         uint32_t code;
         if (!r.read_u32(code))
             break;
-        const User& u = *pool->user;
+        // auth_query users log in with the secret the query returned (client_auth.cpp).
+        const User& u = pool->auth_cred ? *pool->auth_cred : *pool->user;
         const DatabaseEntry& e = pool->db->entry;
         std::string secret = !e.user.empty() && !e.password.empty() ? e.password : u.secret;
         std::string& out = sb.out_for_append();
@@ -427,6 +436,20 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
 PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
     uint8_t t = hdr.type;
     bool whole = data.size() == hdr.len;
+    // A client in login waits for its auth_query on this server (client_auth.cpp). Nothing
+    // reaches its socket: the replies to the query (tracked Forward) go to its login code,
+    // those of the SETs sent at assignment are dropped like any injected request's.
+    if (client && client->auth == AuthStep::AuthQuery) {
+        if (!whole)
+            return PacketAction::Hold;
+        uint8_t st = t == msg::kReadyForQuery ? data[hdr.hdr_len] : 0;
+        ReplyAction act = tracker.on_reply(t, st);
+        if (!tracker.dropped().empty())
+            undo_dropped();
+        if (act != ReplyAction::Forward)
+            return PacketAction::Skip;
+        return client->on_auth_query_reply(*this, t, data.subspan(hdr.hdr_len));
+    }
     if ((t == msg::kReadyForQuery || t == msg::kParameterStatus) && !whole)
         return PacketAction::Hold;
     // Replies that may make a Fake reply due are needed whole (they are small), and so is
@@ -530,11 +553,13 @@ void Server::after_reply() {
         // One request/response cycle ended (PgBouncer's "query").
         p.query_count++;
         p.query_time += static_cast<uint64_t>(mono_now() - request_time);
+        stats_observe_query(p, mono_now() - request_time);
     }
     if (tracker.idle()) {
         p.xact_count++;
         if (client->xact_start) {
             p.xact_time += static_cast<uint64_t>(mono_now() - client->xact_start);
+            stats_observe_xact(p, mono_now() - client->xact_start);
             client->xact_start = 0;
         }
         if (mode != PoolMode::Session && !pinned)

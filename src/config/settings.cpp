@@ -158,6 +158,9 @@ constexpr Row kRows[] = {
     row("max_prepared_statements", T::Int, &S::max_prepared_statements, "200", 0, 0, kIntMax),
     row("max_user_client_connections", T::Int, &S::max_user_client_connections, "0", 0, 0, kIntMax),
     row("max_user_connections", T::Int, &S::max_user_connections, "0", 0, 0, kIntMax),
+    // sluice-only keys (PgBouncer has no metrics endpoint): see doc/admin.md.
+    row("metrics_listen_addr", T::List, &S::metrics_listen_addr, "", kNoReload),
+    row("metrics_listen_port", T::Int, &S::metrics_listen_port, "9127", kNoReload, 1, 65535),
     row("min_pool_size", T::Int, &S::min_pool_size, "0", 0, 0, kIntMax),
     row("peer_id", T::Int, &S::peer_id, "0", 0, 0, 16383),
     row("pidfile", T::Str, &S::pidfile, "", kNoReload),

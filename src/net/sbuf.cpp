@@ -1,6 +1,7 @@
 // Stream buffer: reads, frames, forwards. See sbuf.h for the buffer layout and ordering rule.
 #include "sluice/net/sbuf.h"
 
+#include "sluice/net/tls.h"
 #include "sluice/util/time.h"
 
 #include <sys/socket.h>
@@ -8,9 +9,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 namespace sluice {
 namespace {
@@ -69,6 +75,9 @@ bool SBuf::attach(event_base* base, int fd, SBufOwner* owner, bool connecting) {
     connecting_ = connecting;
     eof_ = rdhup_ = false;
     paused_ = blocked_ = false;
+    raw_byte_ = false;
+    tls_ = TlsState::Off;
+    tls_read_wants_write_ = tls_write_wants_read_ = false;
     remain_ = 0;
     pos_ = parse_ = end_ = 0;
     out_.clear();
@@ -94,6 +103,15 @@ void SBuf::close() {
     if (ev_) {
         event_free(ev_);
         ev_ = nullptr;
+    }
+    if (ssl_) {
+        // One non-blocking close_notify attempt; none after a fatal error (OpenSSL forbids it).
+        if (tls_ == TlsState::Up && fd_ >= 0)
+            SSL_shutdown(ssl_);
+        ERR_clear_error();
+        SSL_free(ssl_);
+        ssl_ = nullptr;
+        tls_ = TlsState::Off;
     }
     if (fd_ >= 0) {
         ::close(fd_);
@@ -161,6 +179,8 @@ void SBuf::spill_pending() {
 }
 
 bool SBuf::send_iov(iovec* iov, int cnt, size_t& sent) {
+    if (ssl_)
+        return tls_send_iov(iov, cnt, sent);
     sent = 0;
     msghdr mh{};
     mh.msg_iov = iov;
@@ -209,7 +229,12 @@ bool SBuf::forward_flush() {
     SBuf& dst = *peer_;
     size_t out_len = dst.out_.size() - dst.out_pos_;
     if (pending == 0 && out_len == 0) {
-        blocked_ = false;
+        if (blocked_) {
+            // Our bytes went out through dst.out_ (spilled): that is drained too.
+            blocked_ = false;
+            owner_->on_sbuf_drained(*this);
+            return !closed();
+        }
         return true;
     }
     if (dst.connecting_ || dst.fd_ < 0) {
@@ -237,7 +262,11 @@ bool SBuf::forward_flush() {
     }
     pos_ += static_cast<uint32_t>(sent - from_out);
     if (sent < out_len + pending) {
-        blocked_ = pending > 0 || dst.has_output();
+        // TLS: the unsent front may sit in a half-written record that must be retried with
+        // the same bytes; keep them where only the destination can drop them.
+        if (dst.ssl_ && parse_ > pos_)
+            spill_pending();
+        blocked_ = parse_ > pos_ || dst.has_output();
         return false;
     }
     blocked_ = false;
@@ -281,6 +310,8 @@ void SBuf::handle_event(short what) {
             return;
         what = static_cast<short>(what & ~EV_WRITE);
     }
+    if (ssl_)
+        what = tls_events(what);
     if (what & EV_WRITE) {
         handle_write();
         if (closed())
@@ -370,13 +401,18 @@ bool SBuf::process() {
             return true;
         std::span<const uint8_t> data{buf_ + parse_, avail};
         PacketHeader h;
-        Parse r = startup_ ? parse_startup_header(data, h) : parse_typed_header(data, max_len_, h);
+        Parse r = startup_ ? parse_startup_phase(data, h) : parse_typed_header(data, max_len_, h);
         if (r == Parse::NeedMore) {
             if (cap_ - parse_ < kTypedHeaderLen)
                 compact();
             return true;
         }
         if (r == Parse::Bad) {
+            if (startup_ && data[0] == kTlsHandshakeByte && !ssl_) {
+                report(SBufEvent::TlsHello);  // direct TLS: the owner may start_tls()
+                if (closed() || ssl_)
+                    return false;
+            }
             report(SBufEvent::BadPacket);
             return false;
         }
@@ -444,12 +480,21 @@ void SBuf::handle_read() {
                 break;  // full: resume()/unblock re-triggers the read
         }
         size_t space = cap_ - end_;
-        ssize_t n = ::recv(fd_, buf_ + end_, space, 0);
+        ssize_t n;
+        if (!ssl_) {
+            n = ::recv(fd_, buf_ + end_, space, 0);
+        } else {
+            n = tls_read(buf_ + end_, space);
+            if (closed())
+                return;
+        }
         if (n > 0) {
             end_ += static_cast<uint32_t>(n);
             stats_.recv_bytes += static_cast<uint64_t>(n);
-            if (static_cast<size_t>(n) < space && !rdhup_)
-                drained = true;  // a short read emptied the socket; ET reports new bytes
+            // A short read emptied the socket; ET reports new bytes. Not so with TLS: a short
+            // SSL_read says nothing about the socket or OpenSSL's buffers.
+            if (static_cast<size_t>(n) < space && !rdhup_ && !ssl_)
+                drained = true;
             continue;
         }
         if (n == 0) {
@@ -465,6 +510,186 @@ void SBuf::handle_read() {
     }
     if (!closed() && !blocked_ && !paused_)
         release_buffer_if_empty();
+}
+
+Parse SBuf::parse_startup_phase(std::span<const uint8_t> data, PacketHeader& h) noexcept {
+    if (!raw_byte_)
+        return parse_startup_header(data, h);
+    h.type = data[0];  // process() never calls this without input
+    h.hdr_len = 0;
+    h.len = 1;
+    raw_byte_ = startup_ = false;
+    return Parse::Ok;
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+bool SBuf::start_tls(SSL* ssl, bool replay_input) {
+    if (fd_ < 0 || ssl_ || has_output()) {
+        SSL_free(ssl);
+        return false;
+    }
+    ssl_ = ssl;  // freed by close() from here on
+    tls_ = TlsState::Handshake;
+    if (SSL_set_fd(ssl_, fd_) != 1) {
+        tls_note_error(ssl_, SSL_ERROR_SSL);
+        tls_ = TlsState::Failed;
+        return false;
+    }
+    if (replay_input && end_ > parse_) {
+        // Direct TLS: the first bytes of the ClientHello are already in our buffer. OpenSSL
+        // reads them back through a buffering BIO placed in front of the socket.
+        BIO* sock = SSL_get_rbio(ssl_);
+        BIO* pre = BIO_new(BIO_f_buffer());
+        if (!pre || BIO_up_ref(sock) != 1) {
+            BIO_free(pre);
+            tls_note_error(ssl_, SSL_ERROR_SSL);
+            tls_ = TlsState::Failed;
+            return false;
+        }
+        BIO_push(pre, sock);  // pre now holds the reference taken above
+        if (BIO_set_buffer_read_data(pre, buf_ + parse_, static_cast<long>(end_ - parse_)) <= 0) {
+            BIO_free_all(pre);
+            tls_note_error(ssl_, SSL_ERROR_SSL);
+            tls_ = TlsState::Failed;
+            return false;
+        }
+        SSL_set0_rbio(ssl_, pre);
+        pos_ = parse_ = end_;
+    }
+    // The handshake runs from the event loop: a connecting side must send its ClientHello
+    // even though no read event is due.
+    event_active(ev_, EV_READ, 0);
+    return true;
+}
+
+size_t SBuf::tls_describe(char* buf, size_t size) const noexcept {
+    return sluice::tls_describe(tls_ == TlsState::Up ? ssl_ : nullptr, buf, size);
+}
+
+// OpenSSL may need the other direction of the socket: a handshake or an SSL_read waiting to
+// write, an SSL_write waiting to read. Route the event to the side that is waiting.
+short SBuf::tls_events(short what) noexcept {
+    if ((what & EV_WRITE) && (tls_ == TlsState::Handshake || tls_read_wants_write_)) {
+        tls_read_wants_write_ = false;
+        what = static_cast<short>(what | EV_READ);
+    }
+    if ((what & EV_READ) && tls_write_wants_read_) {
+        tls_write_wants_read_ = false;
+        what = static_cast<short>(what | EV_WRITE);
+    }
+    return what;
+}
+
+SBuf::HsStep SBuf::tls_handshake() {
+    ERR_clear_error();  // SSL_get_error() needs an empty queue (libcrypto is used elsewhere)
+    int r = SSL_do_handshake(ssl_);
+    if (r == 1) {
+        tls_ = TlsState::Up;
+        report(SBufEvent::TlsReady);
+        if (closed() || !flush_out())
+            return HsStep::Stop;
+        return HsStep::Done;
+    }
+    int e = SSL_get_error(ssl_, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return HsStep::Wait;
+    tls_note_error(ssl_, e);
+    tls_ = TlsState::Failed;
+    report(SBufEvent::TlsFailed);
+    return HsStep::Stop;
+}
+
+// Like recv(): > 0 bytes, 0 at EOF, -1 with errno (EAGAIN: nothing more for now). While the
+// handshake runs it drives the handshake instead; the sbuf may be closed on return.
+ssize_t SBuf::tls_read(uint8_t* dst, size_t len) {
+    if (tls_ != TlsState::Up) {
+        if (tls_ != TlsState::Handshake) {
+            errno = EPROTO;
+            return -1;
+        }
+        switch (tls_handshake()) {
+        case HsStep::Done:
+            break;
+        case HsStep::Wait:
+            errno = EAGAIN;
+            return -1;
+        case HsStep::Stop:
+            return -1;  // the caller sees closed()
+        }
+    }
+    ERR_clear_error();
+    int r = SSL_read(ssl_, dst, static_cast<int>(std::min<size_t>(len, INT_MAX)));
+    if (r > 0)
+        return r;
+    int saved_errno = errno;
+    int e = SSL_get_error(ssl_, r);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_WANT_WRITE:
+        tls_read_wants_write_ = true;
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;  // close_notify, or EOF without it (SSL_OP_IGNORE_UNEXPECTED_EOF)
+    case SSL_ERROR_SYSCALL:
+        if (ERR_peek_error() == 0 && saved_errno == EINTR) {
+            errno = EINTR;
+            return -1;
+        }
+        [[fallthrough]];
+    default:
+        errno = saved_errno;
+        tls_note_error(ssl_, e);
+        tls_ = TlsState::Failed;
+        errno = saved_errno ? saved_errno : EPROTO;
+        return -1;
+    }
+}
+
+// Like send_iov(): pieces go out one SSL_write after another (partial writes on: each call
+// returns after one record). After WANT_WRITE OpenSSL must be called again with the same
+// bytes first: the unsent tail always stays at the front of what the caller passes next.
+bool SBuf::tls_send_iov(const iovec* iov, int cnt, size_t& sent) {
+    sent = 0;
+    if (tls_ != TlsState::Up)
+        return tls_ == TlsState::Handshake;  // nothing can go before the handshake ends
+    for (int i = 0; i < cnt; ++i) {
+        const char* p = static_cast<const char*>(iov[i].iov_base);
+        size_t left = iov[i].iov_len;
+        while (left > 0) {
+            ERR_clear_error();
+            int r = SSL_write(ssl_, p, static_cast<int>(std::min<size_t>(left, INT_MAX)));
+            if (r > 0) {
+                sent += static_cast<size_t>(r);
+                p += r;
+                left -= static_cast<size_t>(r);
+                continue;
+            }
+            int saved_errno = errno;
+            int e = SSL_get_error(ssl_, r);
+            switch (e) {
+            case SSL_ERROR_WANT_WRITE:
+                stats_.sent_bytes += sent;
+                return true;
+            case SSL_ERROR_WANT_READ:
+                tls_write_wants_read_ = true;
+                stats_.sent_bytes += sent;
+                return true;
+            default:
+                errno = saved_errno;
+                tls_note_error(ssl_, e);
+                tls_ = TlsState::Failed;
+                errno = saved_errno ? saved_errno : EPROTO;
+                return false;
+            }
+        }
+    }
+    stats_.sent_bytes += sent;
+    return true;
 }
 
 }  // namespace sluice

@@ -67,6 +67,7 @@ void assign(Client& c, Server& s) {
     c.pool->server_assignments++;
     if (c.wait_start) {
         c.pool->wait_time += static_cast<uint64_t>(mono_now() - c.wait_start);
+        stats_observe_wait(*c.pool, mono_now() - c.wait_start);
         c.wait_start = 0;
     }
     s.sync_vars_from(c);

@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import datetime
 import glob
+import hashlib
 import json
 import math
 import os
@@ -131,6 +132,42 @@ def proc_status_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
+def cpu_snapshot(roots: set) -> dict:
+    """Clock ticks: the machine's busy time (user+nice+system over all CPUs), steal, the
+    total, and the CPU used by the process trees under roots (utime+stime+cutime+cstime of
+    every live member: reaped children are in their parent's cutime, so nothing counts
+    twice). busy - ours = what other processes on the machine used meanwhile."""
+    with open("/proc/stat") as f:
+        cpu = [int(x) for x in f.readline().split()[1:]]
+    procs = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            procs[int(d)] = (int(rest[1]), sum(int(x) for x in rest[11:15]))
+        except (OSError, ValueError, IndexError):
+            continue
+    ours = 0
+    for pid, (_, ticks) in procs.items():
+        p, hops = pid, 0
+        while p and p not in roots and hops < 64:
+            p, hops = procs.get(p, (0, 0))[0], hops + 1
+        if p in roots:
+            ours += ticks
+    return {"busy": cpu[0] + cpu[1] + cpu[2], "steal": cpu[7] if len(cpu) > 7 else 0,
+            "total": sum(cpu[:8]), "ours": ours, "t": time.monotonic()}
+
+
+def cpu_delta(a: dict, b: dict) -> dict:
+    total = max(1, b["total"] - a["total"])
+    foreign = max(0, (b["busy"] - a["busy"]) - (b["ours"] - a["ours"]))
+    return {"secs": b["t"] - a["t"], "foreign_cpu_secs": foreign / CLK_TCK,
+            "foreign_pct": 100.0 * foreign / total,
+            "steal_pct": 100.0 * (b["steal"] - a["steal"]) / total}
+
+
 def summarize(vals):
     vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
@@ -190,9 +227,18 @@ def normalize_log_line(line: str) -> str:
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.sluice = harness.sluice_bin()
         self.work = tempfile.mkdtemp(prefix="sluice-bench-", dir=harness.TMP_ROOT)
         os.chmod(self.work, 0o755)
+        # run a private copy: a rebuild of build/sluice during the run must not mix binaries
+        self.sluice_src = harness.sluice_bin()
+        st = os.stat(self.sluice_src)
+        self.sluice_built = datetime.datetime.fromtimestamp(st.st_mtime).astimezone() \
+            .isoformat(timespec="seconds")
+        self.sluice = os.path.join(self.work, "sluice")
+        shutil.copy2(self.sluice_src, self.sluice)
+        os.chmod(self.sluice, 0o755)
+        with open(self.sluice, "rb") as f:
+            self.sluice_sha = hashlib.sha256(f.read()).hexdigest()[:16]
         self.pg: harness.PgCluster | None = None
         self.poolers: dict[str, harness.Pooler] = {}
         self.extra_procs: list[subprocess.Popen] = []
@@ -558,8 +604,10 @@ class Bench:
                     tot = sum(v for k, v in c3.items() if "(" not in k) - \
                         sum(v for k, v in c1.items() if "(" not in k)
                     ep = c3.get("epoll_ctl", 0) - c1.get("epoll_ctl", 0)
-                    entry["syscalls_per_txn"] = tot / d
-                    entry["epoll_ctl_per_txn"] = ep / d
+                    # the t / 3t difference can come out a hair below zero (a login-time
+                    # call more in the t run): report 0 then, the raw counts stay in the json
+                    entry["syscalls_per_txn"] = max(0.0, tot / d)
+                    entry["epoll_ctl_per_txn"] = max(0.0, ep / d)
                     entry["per_txn_by_call"] = {
                         k: (c3.get(k, 0) - c1.get(k, 0)) / d for k in sorted(set(c1) | set(c3))}
                     log(f"strace {target} -c {clients}: {tot / d:.2f} syscalls/txn, "
@@ -1014,7 +1062,8 @@ unset multiplot
             f"- PostgreSQL: {ver([os.path.join(harness.pg_bindir(), 'postgres'), '--version'])}"
             f"; pgbench: {ver([harness.pg_tool('pgbench'), '--version'])}",
             f"- PgBouncer: {ver([PGBOUNCER, '--version'])} ({PGBOUNCER})",
-            f"- sluice: {ver([self.sluice, '--version'])} ({self.sluice})",
+            f"- sluice: {ver([self.sluice, '--version'])} ({self.sluice_src}, built "
+            f"{self.sluice_built}, sha256 {self.sluice_sha}…; the run used a copy of it)",
             f"- valgrind: {ver(['valgrind', '--version'])}; strace: {ver(['strace', '-V'])}",
         ]
 
@@ -1081,6 +1130,17 @@ unset multiplot
             md.append("")
         if png:
             md += ["## Chart", "", f"![TPS and CPU per transaction]({Path(png).name})", ""]
+        load = self.raw.get("load")
+        if load:
+            md += ["## Machine load during the run", "",
+                   "CPU used by processes outside the bench (the machine's busy time minus "
+                   "the bench's own process trees and PostgreSQL's), and CPU time stolen by "
+                   "the hypervisor, as a share of all CPU time during each figure.", "",
+                   "| figure | seconds | other processes | steal |", "|---|---:|---:|---:|"]
+            for what, d in load.items():
+                md.append(f"| {what} | {d['secs']:.0f} | {d['foreign_cpu_secs']:.1f} CPU-s "
+                          f"({d['foreign_pct']:.1f}%) | {d['steal_pct']:.1f}% |")
+            md.append("")
         md += ["## Events", ""]
         md += [f"- {e}" for e in self.events] if self.events else ["- none"]
         md.append("")
@@ -1124,6 +1184,7 @@ unset multiplot
             if num not in a.figures:
                 continue
             log(f"--- {name} (elapsed {self.elapsed()})")
+            snap = cpu_snapshot(self.roots())
             try:
                 fn()
             except (KeyboardInterrupt, Interrupted):
@@ -1131,6 +1192,46 @@ unset multiplot
             except Exception as e:  # noqa: BLE001 - one figure failing must not lose the rest
                 self.event(f"figure {name} aborted: {e}\n```\n{traceback.format_exc()[-1500:]}"
                            f"\n```")
+            finally:
+                self.note_load(f"fig {num} ({name})", snap)
+
+    def roots(self) -> set:
+        r = {os.getpid()}
+        if self.pg is not None and self.pg.pid:
+            r.add(self.pg.pid)
+        return r
+
+    def note_load(self, what: str, snap: dict) -> None:
+        d = cpu_delta(snap, cpu_snapshot(self.roots()))
+        self.raw.setdefault("load", {})[what] = d
+        if d["foreign_pct"] >= 5 or d["steal_pct"] >= 5:
+            self.event(f"during {what} other processes used {d['foreign_cpu_secs']:.0f} CPU-s "
+                       f"({d['foreign_pct']:.0f}% of the machine) and the hypervisor stole "
+                       f"{d['steal_pct']:.0f}%: its figures are disturbed")
+
+
+def wait_for_quiet(limit: float) -> None:
+    """Wait (up to limit seconds) until the rest of the machine uses under 15% of the CPU,
+    measured over 3 s: a compile or a test suite running beside the bench skews every
+    figure. The run goes ahead anyway after the limit; the report shows the load."""
+    deadline = time.monotonic() + limit
+    said = False
+    while True:
+        a = cpu_snapshot({os.getpid()})
+        time.sleep(3)
+        d = cpu_delta(a, cpu_snapshot({os.getpid()}))
+        if d["foreign_pct"] < 15:
+            if said:
+                log(f"machine quiet ({d['foreign_pct']:.0f}% busy), starting")
+            return
+        if time.monotonic() >= deadline:
+            log(f"machine still busy ({d['foreign_pct']:.0f}% of the CPU used by other "
+                f"processes); starting anyway, the report will show the load")
+            return
+        if not said:
+            log(f"machine busy ({d['foreign_pct']:.0f}% of the CPU used by other processes);"
+                f" waiting up to {limit:.0f}s for it to calm down")
+            said = True
 
 
 def parse_args(argv):
@@ -1146,11 +1247,16 @@ def parse_args(argv):
     ap.add_argument("--idle-clients", type=int, help="idle clients for figure 4")
     ap.add_argument("--copy-mib", type=int, default=1024, help="COPY size in MiB (1024)")
     ap.add_argument("--out", default=str(HERE / "results"), help="results directory")
+    ap.add_argument("--wait-idle", type=float, default=None,
+                    help="wait up to this many seconds for other processes to stop using "
+                         "the CPU before starting (default 60 quick, 300 full; 0 = don't)")
     a = ap.parse_args(argv)
     q = a.quick
     a.figures = {int(x) for x in a.figures.split(",")} if a.figures else \
         ({1, 2, 4} if q else {1, 2, 3, 4, 5, 6})
     a.reps = a.reps or (3 if q else 5)
+    if a.wait_idle is None:
+        a.wait_idle = 60 if q else 300
     a.duration = a.duration or (3 if q else 10)
     a.warmup = 1 if q else 3
     a.idle_clients = a.idle_clients or (1000 if q else 5000)
@@ -1183,6 +1289,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
 
+    wait_for_quiet(args.wait_idle)
     b = Bench(args)
     log(f"sluice {b.sluice}; PgBouncer {PGBOUNCER}; work dir {b.work}")
     rc = 0

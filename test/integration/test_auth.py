@@ -94,3 +94,17 @@ def test_missing_password_for_md5(pooler):
     assert rc != 0
     assert "password authentication failed" in err or "no password supplied" in err
     assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+
+
+def test_any_logs_in_as_forced_user(pooler):
+    """auth_type=any: no password, the user name is ignored, and every database must have
+    a forced user (else "bouncer config error")."""
+    p = pooler(pgbouncer={"auth_type": "any"},
+               databases={"forced": "host={pg_host} port={pg_port} dbname=appdb user=md5user"})
+    rc, out, err = p.psql("-c", "SELECT current_user", user="whoever", password="",
+                          dbname="forced")
+    assert (rc, out, err) == (0, "md5user\n", "")
+    rc, out, err = p.psql("-c", "SELECT 1", user="md5user", password="")
+    assert rc != 0 and _fatal(err) == "bouncer config error"
+    p.wait_for_log(r"auth_type=any requires forced user")
+

@@ -214,6 +214,28 @@ def test_same_text_second_client_gets_synthesized_parse_complete(env):
     assert_pool_clean(env)
 
 
+def test_synthesized_replies_after_large_rows(env):
+    """Synthesized ParseComplete/CloseComplete queued behind multi-megabyte DataRows
+    (streamed by the pooler in pieces) come out after them, in order."""
+    def scenario(new_conn, via):
+        a = new_conn()
+        out = send_read(a, m.parse(Q_ADD, name='a'), m.sync())
+        b = new_conn()
+        b.send(m.parse("SELECT repeat('x', 3000000) AS big FROM generate_series(1, 3)"),
+               m.bind(), m.execute(), m.parse(Q_ADD, name='b'), m.close('S', 'nothing'),
+               m.bind(stmt='b', params=['1']), m.execute(), m.close('S', 'b'), m.sync())
+        msgs = b.read_until_rfq(timeout=30)
+        out += [x if x.type != 'D' or len(x.body) < 1000 else pgwire.Msg('D', b'\0\1\0\0\0\3big')
+                for x in msgs]
+        out += send_read(a, m.close('S', 'a'), m.sync())
+        return out
+
+    _, got = run_both(env, scenario)
+    assert toks(got) == ['1', 'Z:I', '1', '2', 'D:big', 'D:big', 'D:big', 'C:SELECT 3',
+                         '1', '3', '2', 'D:2', 'C:SELECT 1', '3', 'Z:I', '3', 'Z:I']
+    assert_pool_clean(env)
+
+
 def test_bind_and_describe_on_server_lacking_the_statement(env_factory):
     """default_pool_size=2: the client prepares on one server, then gets the other one,
     which lacks the statements: Describe 'S' and Bind get an injected Parse whose
@@ -402,6 +424,30 @@ def test_synthesized_parse_complete_after_failed_batch_in_one_write(env):
                                           '1', '2', 'D:3', 'C:SELEC', 'Z:I',
                                           '2', 'D:4', 'C:SELEC', '3', 'Z:I', '3', 'Z:I']
     assert_pool_clean(env)
+
+
+def test_parse_in_failed_transaction_block(env):
+    """In a failed transaction block PostgreSQL refuses every Parse (25P02) -- also one
+    whose text the server already has (no synthesized ParseComplete), and also a re-used
+    name (25P02, not 42P05). After ROLLBACK the refused name does not exist."""
+    def flow(c, via):
+        out = send_read(c, m.parse(Q_ADD, name='x'), m.sync())
+        out += send_read(c, m.query('BEGIN; SELECT 1/0'))
+        out += send_read(c, m.parse(Q_ADD, name='y'), m.bind(stmt='y', params=['1']),
+                         m.execute(), m.sync())
+        out += send_read(c, m.parse('SELECT 2', name='x'), m.sync())
+        out += send_read(c, m.query('ROLLBACK'))
+        out += send_read(c, m.parse(Q_ADD, name='y'), m.bind(stmt='y', params=['1']),
+                         m.execute(), m.bind(stmt='x', params=['2']), m.execute(), m.sync())
+        out += send_read(c, m.close('S', 'x'), m.close('S', 'y'), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert [t[:7] for t in toks(got)] == [
+        '1', 'Z:I', 'C:BEGIN', 'E:22012', 'Z:E', 'E:25P02', 'Z:E', 'E:25P02', 'Z:E',
+        'C:ROLLB', 'Z:I', '1', '2', 'D:2', 'C:SELEC', '2', 'D:3', 'C:SELEC', 'Z:I',
+        '3', '3', 'Z:I']
+    assert_pool_clean(env, pid)
 
 
 def test_bind_describe_unknown_name_26000(env):

@@ -520,6 +520,8 @@ void test_settings_table_sorted_and_complete(void**) {
         "max_prepared_statements",
         "max_user_client_connections",
         "max_user_connections",
+        "metrics_listen_addr",  // sluice-only
+        "metrics_listen_port",  // sluice-only
         "min_pool_size",
         "peer_id",
         "pidfile",
@@ -576,7 +578,8 @@ void test_settings_table_sorted_and_complete(void**) {
     static const std::set<std::string> kNoReload = {
         "disable_pqexec",   "job_name",
         "listen_addr",      "listen_backlog",
-        "listen_port",      "pidfile",
+        "listen_port",      "metrics_listen_addr",
+        "metrics_listen_port", "pidfile",
         "pkt_buf",          "resolv_conf",
         "so_reuseport",     "track_extra_parameters",
         "unix_socket_dir",  "unix_socket_group",

@@ -101,6 +101,9 @@ struct Settings {
     int max_prepared_statements = 200;
     int max_user_client_connections = 0;
     int max_user_connections = 0;
+    // sluice-only (not PgBouncer): the OpenMetrics endpoint; "" = off (doc/admin.md).
+    std::string metrics_listen_addr;
+    int metrics_listen_port = 9127;
     int min_pool_size = 0;
     int peer_id = 0;
     std::string pidfile;

@@ -13,6 +13,13 @@
 // when the socket is attached and deleted when it is closed. Pausing is a flag, never an
 // event_del. Reads go until a short read or EAGAIN; a paused or blocked sbuf is resumed with
 // event_active (no syscall).
+//
+// TLS: after start_tls() the same buffers and events carry TLS. Reads use SSL_read until
+// SSL_ERROR_WANT_READ (never stopping at a short read: decrypted bytes may wait inside OpenSSL
+// while the socket is quiet, and edge-triggered events would not report them again); writes
+// use SSL_write piece by piece. Bytes inside a TLS record that could not be written completely
+// are always in the destination's out_, so that the retry OpenSSL requires sees the same
+// bytes even if the source unlinks. The plain path only tests ssl_ (no extra syscalls).
 #pragma once
 
 #include <sys/uio.h>
@@ -23,6 +30,7 @@
 #include <string_view>
 
 #include <event2/event.h>
+#include <openssl/types.h>
 
 #include "sluice/proto/packet.h"
 
@@ -45,6 +53,10 @@ enum class SBufEvent : uint8_t {
     TooLong,     // a held packet exceeds the hold limit
     Connected,   // outgoing connect finished (socket writable)
     ConnectFailed,
+    TlsReady,    // start_tls() handshake finished; the sbuf flushes out_ after the event
+    TlsFailed,   // TLS handshake failed (tls_last_error() says why); the owner must close
+    TlsHello,    // startup mode and the input starts with a TLS record (direct TLS): the owner
+                 // calls start_tls() or does nothing (then BadPacket follows)
 };
 
 // Implemented by Client and Server. Called only from inside SBuf callbacks.
@@ -54,8 +66,8 @@ public:
     // that have arrived (header included; data.size() == hdr.len when complete).
     virtual PacketAction on_packet(SBuf& sb, const PacketHeader& hdr,
                                    std::span<const uint8_t> data) = 0;
-    // Connection events; for Eof/SocketError/BadPacket/TooLong/ConnectFailed the owner must
-    // close the sbuf. Returns nothing: afterwards the sbuf checks closed().
+    // Connection events; for Eof/SocketError/BadPacket/TooLong/ConnectFailed/TlsFailed the
+    // owner must close the sbuf. Returns nothing: afterwards the sbuf checks closed().
     virtual void on_sbuf_event(SBuf& sb, SBufEvent ev) = 0;
     // Everything this sbuf decided to forward has reached the peer's socket.
     virtual void on_sbuf_drained(SBuf& sb) = 0;
@@ -119,6 +131,29 @@ public:
     // Global count of forward sends (debug/tests: proves bytes moved before a packet ended).
     static uint64_t forward_sends() noexcept;
 
+    // --- TLS (see sluice/net/tls.h for the SSL objects) ---
+    // Takes ownership of `ssl` (SSL_new'd, accept or connect state) and starts the handshake
+    // on this socket, driven by its events; TlsReady or TlsFailed follows, never from inside
+    // this call. replay_input (direct TLS, from the TlsHello event): the unprocessed input is
+    // the start of the ClientHello and is handed to OpenSSL. Otherwise (from on_packet() of
+    // an SSLRequest or its answer) the current packet is consumed as the owner's verdict says
+    // and nothing may follow it. Requires: attached, not TLS yet, nothing in out_.
+    // False: the SSL could not be attached (it is freed; the owner closes).
+    [[nodiscard]] bool start_tls(SSL* ssl, bool replay_input);
+    bool is_tls() const noexcept { return ssl_ != nullptr; }
+    const SSL* tls() const noexcept { return ssl_; }
+    // "no", or "TLSv1.3/TLS_AES_256_GCM_SHA384/ECDH=X25519" (login lines, SHOW CLIENTS).
+    size_t tls_describe(char* buf, size_t size) const noexcept;
+    // Bytes already received beyond the first `len` bytes of the unprocessed input. From
+    // on_packet(): what arrived after the current packet (the SSLRequest buffer-stuffing check).
+    size_t input_after(uint32_t len) const noexcept {
+        return end_ - parse_ > len ? end_ - parse_ - len : 0;
+    }
+    // The next input byte is shown to the owner as a packet of its own: hdr.type = the byte,
+    // hdr_len = 0, len = 1 (the server's one-byte answer to SSLRequest). Then typed packets.
+    // Requires: typed mode (set_startup(false)).
+    void expect_byte() noexcept { startup_ = raw_byte_ = true; }
+
 private:
     static void on_event(evutil_socket_t fd, short what, void* arg) noexcept;
     void handle_event(short what);
@@ -135,6 +170,18 @@ private:
     void release_buffer_if_empty();
     void report(SBufEvent ev);
     bool send_iov(iovec* iov, int cnt, size_t& sent);
+    // Startup-phase header (or the single byte of expect_byte()).
+    Parse parse_startup_phase(std::span<const uint8_t> data, PacketHeader& h) noexcept;
+    // TLS counterparts of recv/sendmsg; same contracts (-1 + errno EAGAIN = would block).
+    ssize_t tls_read(uint8_t* dst, size_t len);
+    bool tls_send_iov(const iovec* iov, int cnt, size_t& sent);
+    short tls_events(short what) noexcept;
+    enum class HsStep : uint8_t {
+        Done,  // handshake finished, TlsReady reported, out_ flushed
+        Wait,  // OpenSSL waits for the socket
+        Stop,  // failed or closed: the owner was told, touch nothing
+    };
+    HsStep tls_handshake();
 
     int fd_ = -1;
     event* ev_ = nullptr;
@@ -162,6 +209,18 @@ private:
     bool in_callback_ = false;
     bool eof_ = false;
     bool rdhup_ = false;  // the peer shut down its side: read until recv returns 0
+    bool raw_byte_ = false;  // expect_byte(): the next byte is a packet of its own
+
+    enum class TlsState : uint8_t {
+        Off,
+        Handshake,  // start_tls() called, handshake running
+        Up,
+        Failed,     // fatal OpenSSL error: no close_notify on close()
+    };
+    SSL* ssl_ = nullptr;  // owned; non-null from start_tls() until close()
+    TlsState tls_ = TlsState::Off;
+    bool tls_read_wants_write_ = false;  // SSL_read needs the socket writable to go on
+    bool tls_write_wants_read_ = false;  // SSL_write needs the socket readable to go on
 
     SBufStats stats_;
 };

@@ -12,12 +12,15 @@
 #include <unordered_map>
 #include <vector>
 
+#include "sluice/auth/auth_query.h"
+#include "sluice/auth/hba.h"
 #include "sluice/auth/scram.h"
 #include "sluice/config/config.h"
 #include "sluice/net/sbuf.h"
 #include "sluice/net/sockets.h"
 #include "sluice/proto/tracker.h"
 #include "sluice/ps_cache.h"
+#include "sluice/stats.h"
 #include "sluice/util/list.h"
 #include "sluice/util/log.h"
 #include "sluice/util/time.h"
@@ -25,6 +28,7 @@
 namespace sluice {
 
 struct Pool;
+struct User;
 class Client;
 class Server;
 
@@ -48,6 +52,9 @@ struct Database {
     bool paused = false;
     bool disabled = false;
     bool dirty = false;  // removed or changed on reload
+    // Credentials auth_query returned for users of this database, by user name (PgBouncer's
+    // per-database dynamic users): refreshed at each such login, used by the pools' servers.
+    std::unordered_map<std::string, std::unique_ptr<User>> auth_query_users;
     int client_count = 0;
     int server_count = 0;
     usec_t last_used = 0;
@@ -92,6 +99,7 @@ enum class AuthStep : uint8_t {
     WaitPassword,   // cleartext or md5 requested
     SaslInitial,    // AuthenticationSASL sent
     SaslContinue,   // server-first sent
+    AuthQuery,      // waiting for auth_query's answer (the client sits in the auth pool)
     Done,
 };
 
@@ -106,7 +114,12 @@ public:
     PeerAddr local;
     std::string user_name;
     std::string db_name;
-    User* user = nullptr;      // credentials (nullptr = unknown user: mock auth)
+    User* user = nullptr;      // the auth_file user (nullptr = unknown; auth_query or mock)
+    // Whose secret the login checks: user, or the auth_query result (owned by the database).
+    // nullptr = unknown user: mock authentication.
+    User* cred = nullptr;
+    AuthMethod auth_method = AuthMethod::Md5;  // chosen by start_auth (auth_type or hba)
+    std::unique_ptr<AuthQueryReply> auth_query;  // answer being read (AuthStep::AuthQuery)
     Database* db = nullptr;
     VarCache vars;             // the client's own values of tracked parameters
     ClientPs ps;               // the client's prepared statement names
@@ -124,7 +137,10 @@ public:
     bool unpooled_close = false;
     bool counted = false;  // included in rt().client_count
     bool peer_is_self = false;  // unix socket peer has our uid (SO_PEERCRED)
+    bool tls_direct = false;    // TLS began with a ClientHello, no SSLRequest (PostgreSQL 17)
     int peer_pid = 0;           // unix socket peer pid, for log lines
+    bool have_peer_uid = false;  // unix socket and SO_PEERCRED answered (hba peer)
+    uint32_t peer_uid = 0;
     uint16_t proto_minor = 0;
     std::vector<std::string> unsupported_pq_options;
     usec_t connect_time = 0;
@@ -149,10 +165,17 @@ public:
     void on_server_assigned();
     // The pool's parameters are known now: send AuthenticationOk + parameters + key + ready.
     void send_welcome();
+    // What authentication knows of this connection (transport, address, TLS, peer uid).
+    ConnInfo conn_info() const;
+    // One complete reply of the auth_query running for this client on `s` (client_auth.cpp;
+    // called by Server::on_work_packet while auth == AuthStep::AuthQuery). May release or
+    // close `s` and close the client; Closed when `s` was closed.
+    PacketAction on_auth_query_reply(Server& s, uint8_t type, std::span<const uint8_t> body);
 
 private:
     PacketAction on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_startup(std::span<const uint8_t> pkt);
+    bool apply_startup_options(const std::string& opts);
     PacketAction on_password(std::span<const uint8_t> body);
     PacketAction on_cancel(std::span<const uint8_t> pkt);
     PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
@@ -161,6 +184,17 @@ private:
     PacketAction finish_login();
     void start_auth();
     void auth_failed(const char* msg);
+    // client_auth.cpp: auth_query, the method per auth_type/hba, cert and peer logins.
+    bool start_auth_query();
+    void send_auth_query();
+    void continue_auth();
+    void login_via_cert(const HbaRule* rule);
+    void login_as_peer(const HbaRule* rule);
+    // TLS during login (tls_login.cpp).
+    bool tls_offered() const noexcept;   // answer SSLRequest with 'S' / accept direct TLS
+    bool tls_required() const noexcept;  // a plain startup packet gets "SSL required"
+    PacketAction on_ssl_request(const PacketHeader& hdr);
+    void on_tls_event(SBufEvent ev);
 };
 
 class Server final : public SBufOwner, public LogSubject {
@@ -219,6 +253,11 @@ private:
     PacketAction on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     void send_startup();
+    // TLS during login (tls_login.cpp): SSLRequest first when server TLS is on and the
+    // target is TCP (false: nothing sent), then the one-byte answer, then the handshake.
+    bool send_ssl_request();
+    PacketAction on_ssl_answer(uint8_t answer);
+    void on_tls_event(SBufEvent ev);
     void login_failed(std::string_view message, std::span<const uint8_t> error_packet);
     void after_reply();
 };
@@ -226,6 +265,9 @@ private:
 struct Pool {
     Database* db = nullptr;
     User* user = nullptr;  // login user towards the server (forced user or the client user)
+    // auth_query credentials of that user (owned by db) that servers log in with; nullptr:
+    // user's own auth_file secret. Set by each client login to a non-forced pool.
+    User* auth_cred = nullptr;
     std::string client_user;  // key part: the client-side user name
     ListNode node;          // in the global pool list
 
@@ -254,6 +296,14 @@ struct Pool {
     uint64_t client_parse_count = 0;  // named Parse messages from clients (statement cache)
     uint64_t server_parse_count = 0;  // Parse messages sluice sent to servers for them
     uint64_t bind_count = 0;          // Bind messages of cached statements
+    uint64_t client_login_count = 0;  // client logins completed (Client::finish_login)
+    // Counters at the last two stats_period ticks, for averages (src/stats.cpp).
+    PoolStats stats_newer;
+    PoolStats stats_older;
+    // Latency distributions for the metrics endpoint, fed by stats_observe_*().
+    LatencyHistogram xact_hist;
+    LatencyHistogram query_hist;
+    LatencyHistogram wait_hist;
 
     size_t server_count() const noexcept {
         return login.size() + idle.size() + active_servers.size() + used.size();

@@ -8,6 +8,7 @@
 
 #include <event2/event.h>
 
+#include "sluice/auth/hba.h"
 #include "sluice/auth/userlist.h"
 #include "sluice/config/config.h"
 #include "sluice/pool/objects.h"
@@ -19,6 +20,8 @@ struct Runtime {
     Config cfg;
     std::string config_path;
     UserList userlist;
+    HbaFile hba;      // auth_hba_file (loaded only with auth_type=hba)
+    IdentFile ident;  // auth_ident_file (likewise)
     std::unordered_map<std::string, std::unique_ptr<Database>> databases;
     std::unordered_map<std::string, std::unique_ptr<User>> users;
     std::vector<std::unique_ptr<Pool>> pools;

@@ -1,0 +1,65 @@
+// Operator control of pools: PAUSE / RESUME / SUSPEND, KILL, RECONNECT, KILL_CLIENT and the
+// checks the admin console polls before it answers a waiting command. Used by the console
+// (src/admin) and by the signal handlers (SIGUSR1 / SIGUSR2) in main.
+//
+// Pausing works through Database::paused, which pool_request_server() and
+// pool_server_ready() already honour (no new assignments, clients queue). This module owns
+// that flag: it is the OR of the global pause mode and the per-database pause, re-applied by
+// control_tick() so that databases created later from the "*" entry are paused too.
+#pragma once
+
+#include <cstdint>
+
+#include "sluice/pool/objects.h"
+
+namespace sluice {
+
+enum class PauseMode : uint8_t {
+    None,
+    Pause,    // PAUSE without a database, SIGUSR1, SHUTDOWN WAIT_FOR_SERVERS
+    Suspend,  // SUSPEND: every non-console socket stops being read
+};
+
+PauseMode pause_mode() noexcept;
+
+// Global PAUSE: every database stops getting servers; idle servers are closed by
+// control_tick() and busy ones when they are released. No-op unless the mode is None.
+void control_pause_all();
+// Undoes the global PAUSE / SUSPEND and every per-database pause (KILL leaves one too).
+// Queued clients get idle servers or new connections. False = nothing was paused.
+bool control_resume_all();
+
+// SUSPEND: pause every database and stop reading from every client and server socket
+// (console sessions excepted). Requires: pause_mode() == None and no database paused.
+void control_suspend();
+// True once no suspended socket has unsent output (the point where SUSPEND answers).
+// Sockets still flushing after suspend_timeout are closed with "suspend_timeout".
+bool control_suspend_done();
+
+// PAUSE db / RESUME db. Requires: !db.admin. resume returns false when db was not paused.
+void control_pause_db(Database& db);
+bool control_resume_db(Database& db);
+// The per-database pause (SHOW DATABASES "paused"), not counting the global mode.
+bool control_db_paused(const Database& db) noexcept;
+int control_paused_db_count() noexcept;
+
+// Servers of db (nullptr = every database) that a PAUSE still waits for: linked to a client,
+// or in the middle of something. 0 = the pause is complete.
+int control_busy_servers(const Database* db) noexcept;
+// Servers of db (nullptr = all) that RECONNECT or a config change marked close_needed.
+int control_close_needed_servers(const Database* db) noexcept;
+
+// KILL db: pause it (until RESUME), close its clients with FATAL "database removed" and
+// every server connection of it. Requires: !db.admin.
+void control_kill_db(Database& db);
+// RECONNECT db: every server of db is closed when next released; idle ones at once.
+void control_reconnect_db(Database& db);
+// KILL_CLIENT: the client with this id (SHOW CLIENTS id), console sessions included.
+// Closes it with FATAL "admin forced disconnect". False = no such client.
+bool control_kill_client(uint64_t id);
+
+// Periodic upkeep (the console's 100 ms timer): re-applies pause flags, closes idle servers
+// of paused databases, ends a SUSPEND whose last console session left.
+void control_tick();
+
+}  // namespace sluice

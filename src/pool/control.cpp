@@ -1,0 +1,229 @@
+// Operator control of pools (PAUSE, RESUME, SUSPEND, KILL, RECONNECT, KILL_CLIENT): flags on
+// databases, closing server lists, and the counts a waiting console command polls.
+#include "sluice/pool/control.h"
+
+#include <unordered_set>
+
+#include "sluice/pool/pool.h"
+
+namespace sluice {
+namespace {
+
+PauseMode g_mode = PauseMode::None;
+std::unordered_set<const Database*> g_db_paused;  // PAUSE db / KILL db
+usec_t g_suspend_start = 0;
+
+void apply_flags() {
+    for (auto& [name, db] : rt().databases) {
+        if (db->admin)
+            continue;
+        db->paused = g_mode != PauseMode::None || g_db_paused.count(db.get()) != 0;
+    }
+}
+
+// Calls f(Pool&) for each pool of db (nullptr = every database), never the console's.
+template <typename F> void for_pools(const Database* db, F&& f) {
+    for (auto& p : rt().pools) {
+        if (p->db->admin || (db && p->db != db))
+            continue;
+        f(*p);
+    }
+}
+
+template <typename F> void for_servers(Pool& p, F&& f) {
+    p.active_servers.for_each(f);
+    p.idle.for_each(f);
+    p.used.for_each(f);
+    p.login.for_each(f);
+}
+
+// Every client and server socket outside the console, for SUSPEND.
+template <typename FC, typename FS> void for_sockets(FC&& fc, FS&& fs) {
+    rt().login_clients.for_each([&](Client& c) {
+        if (!c.admin)
+            fc(c);
+    });
+    for_pools(nullptr, [&](Pool& p) {
+        p.active.for_each(fc);
+        p.waiting.for_each(fc);
+        for_servers(p, fs);
+    });
+}
+
+// Queued clients of p get its idle servers first, then new connections.
+void wake_pool(Pool& p) {
+    size_t budget = p.idle.size();
+    while (budget-- > 0 && !p.waiting.empty() && !p.idle.empty())
+        pool_server_ready(*p.idle.front());
+    pool_launch_if_needed(p);
+}
+
+void resume_sockets() {
+    for_sockets([](Client& c) { c.sb.resume(); }, [](Server& s) { s.sb.resume(); });
+}
+
+bool console_in_use() {
+    for (auto& p : rt().pools)
+        if (p->db->admin && !p->active.empty())
+            return true;
+    return false;
+}
+
+bool has_unsent(const SBuf& sb) {
+    return sb.has_output() || sb.pending_bytes() > 0;
+}
+
+}  // namespace
+
+PauseMode pause_mode() noexcept {
+    return g_mode;
+}
+
+void control_pause_all() {
+    if (g_mode != PauseMode::None)
+        return;
+    g_mode = PauseMode::Pause;
+    apply_flags();
+    control_tick();
+}
+
+bool control_resume_all() {
+    bool was_paused = g_mode != PauseMode::None || !g_db_paused.empty();
+    PauseMode old = g_mode;
+    g_mode = PauseMode::None;
+    g_db_paused.clear();
+    apply_flags();
+    if (old == PauseMode::Suspend)
+        resume_sockets();
+    for_pools(nullptr, wake_pool);
+    return was_paused;
+}
+
+void control_suspend() {
+    g_mode = PauseMode::Suspend;
+    g_suspend_start = mono_now();
+    apply_flags();
+    for_sockets([](Client& c) { c.sb.pause(); }, [](Server& s) { s.sb.pause(); });
+}
+
+bool control_suspend_done() {
+    bool late = mono_now() - g_suspend_start >= settings().suspend_timeout;
+    bool done = true;
+    for_sockets(
+        [&](Client& c) {
+            if (!has_unsent(c.sb))
+                return;
+            if (late)
+                c.close("suspend_timeout");
+            else
+                done = false;
+        },
+        [&](Server& s) {
+            if (!has_unsent(s.sb))
+                return;
+            if (late)
+                s.close("suspend_timeout");
+            else
+                done = false;
+        });
+    return done;
+}
+
+void control_pause_db(Database& db) {
+    g_db_paused.insert(&db);
+    apply_flags();
+    control_tick();
+}
+
+bool control_resume_db(Database& db) {
+    if (g_db_paused.erase(&db) == 0)
+        return false;
+    apply_flags();
+    if (!db.paused)
+        for_pools(&db, wake_pool);
+    return true;
+}
+
+bool control_db_paused(const Database& db) noexcept {
+    return g_db_paused.count(&db) != 0;
+}
+
+int control_paused_db_count() noexcept {
+    return static_cast<int>(g_db_paused.size());
+}
+
+int control_busy_servers(const Database* db) noexcept {
+    size_t n = 0;
+    for_pools(db, [&](Pool& p) { n += p.active_servers.size() + p.used.size() + p.login.size(); });
+    return static_cast<int>(n);
+}
+
+int control_close_needed_servers(const Database* db) noexcept {
+    int n = 0;
+    for_pools(db, [&](Pool& p) {
+        for_servers(p, [&](Server& s) {
+            if (s.close_needed)
+                ++n;
+        });
+    });
+    return n;
+}
+
+void control_kill_db(Database& db) {
+    g_db_paused.insert(&db);
+    apply_flags();
+    const char* reason = "database removed";
+    for_pools(&db, [&](Pool& p) {
+        p.waiting.for_each([&](Client& c) { c.fatal("08P01", "%s", reason); });
+        p.active.for_each([&](Client& c) { c.fatal("08P01", "%s", reason); });
+        for_servers(p, [&](Server& s) { s.close(reason); });
+    });
+}
+
+void control_reconnect_db(Database& db) {
+    for_pools(&db, [](Pool& p) {
+        p.idle.for_each([](Server& s) { s.close("obsolete connection"); });
+        for_servers(p, [](Server& s) { s.close_needed = true; });
+    });
+}
+
+bool control_kill_client(uint64_t id) {
+    for (auto& p : rt().pools) {
+        Client* found = nullptr;
+        auto match = [&](Client& c) {
+            if (!found && c.id == id)
+                found = &c;
+        };
+        p->active.for_each(match);
+        p->waiting.for_each(match);
+        if (found) {
+            found->fatal("08P01", "admin forced disconnect");
+            return true;
+        }
+    }
+    return false;
+}
+
+void control_tick() {
+    if (g_mode == PauseMode::None && g_db_paused.empty())
+        return;  // nothing paused: every flag is already false, new databases start so too
+    apply_flags();
+    if (g_mode == PauseMode::Suspend) {
+        if (!console_in_use()) {
+            log_info("admin disappeared when suspended, doing RESUME");
+            static_cast<void>(control_resume_all());
+        }
+        return;
+    }
+    // A paused database keeps only the servers still linked to clients; the rest close
+    // now, and those when their clients release them (pool_server_ready parks them idle).
+    for_pools(nullptr, [](Pool& p) {
+        if (!p.db->paused)
+            return;
+        p.idle.for_each([](Server& s) { s.close("pause mode"); });
+        p.used.for_each([](Server& s) { s.close("pause mode"); });
+        p.login.for_each([](Server& s) { s.close("pause mode"); });
+    });
+}
+
+}  // namespace sluice

@@ -1,0 +1,520 @@
+"""The admin console (spec: /work/shared/spec/pgbouncer-interface.md 1c; doc/admin.md).
+
+Every SHOW is checked for PgBouncer's column names and type OIDs, values against a known
+state, and the process commands (PAUSE, RESUME, KILL, RECONNECT, WAIT_CLOSE, SHUTDOWN,
+DISABLE, KILL_CLIENT, SET, RELOAD, SUSPEND) for what an operator sees. Console queries go
+over the simple query protocol (psycopg's ClientCursor, or psql)."""
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+import harness
+
+T, I4, I8, N, B = 25, 23, 20, 1700, 17
+
+SOCKET_COLS = [
+    ("type", T), ("user", T), ("database", T), ("replication", T), ("state", T),
+    ("addr", T), ("port", I4), ("local_addr", T), ("local_port", I4),
+    ("connect_time", T), ("request_time", T), ("wait", I4), ("wait_us", I4),
+    ("close_needed", I4), ("ptr", T), ("link", T), ("remote_pid", I4), ("tls", T),
+    ("application_name", T), ("prepared_statements", I4), ("id", I8),
+]
+DEBUG_COLS = [(n, I4) for n in ("recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain",
+                                "pkt_avail", "send_avail")]
+STAT_NAMES = ["server_assignment_count", "xact_count", "query_count", "received", "sent",
+              "xact_time", "query_time", "wait_time", "client_parse_count",
+              "server_parse_count", "bind_count", "client_login_count"]
+
+# Column names and types of every SHOW, from the spec (1c).
+EXPECTED = {
+    "STATS": [("database", T)]
+    + [("total_" + n, N) for n in STAT_NAMES]
+    + [("avg_" + {"received": "recv"}.get(n, n), N) for n in STAT_NAMES],
+    "STATS_TOTALS": [("database", T)] + [(n, N) for n in [
+        "server_assignment_count", "xact_count", "query_count", "bytes_received", "bytes_sent",
+        "xact_time", "query_time", "wait_time", "client_parse_count", "server_parse_count",
+        "bind_count", "client_login_count"]],
+    "STATS_AVERAGES": [("database", T)] + [(n, N) for n in [
+        "server_assignment_count", "xact_count", "query_count", "bytes_received", "bytes_sent",
+        "xact_time", "query_time", "wait_time", "avg_client_parse_count",
+        "avg_server_parse_count", "avg_bind_count"]],
+    "TOTALS": [("name", T), ("value", N)],
+    "SERVERS": SOCKET_COLS,
+    "CLIENTS": SOCKET_COLS,
+    "SOCKETS": SOCKET_COLS + DEBUG_COLS,
+    "ACTIVE_SOCKETS": SOCKET_COLS + DEBUG_COLS,
+    "POOLS": [("database", T), ("user", T)]
+    + [(n, I4) for n in ["cl_active", "cl_waiting", "cl_active_cancel_req",
+                         "cl_waiting_cancel_req", "sv_active", "sv_active_cancel",
+                         "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login",
+                         "maxwait", "maxwait_us"]]
+    + [("pool_mode", T), ("load_balance_hosts", T)],
+    "PEER_POOLS": [("peer_id", I4), ("cl_active_cancel_req", I4),
+                   ("cl_waiting_cancel_req", I4), ("sv_active_cancel", I4), ("sv_login", I4)],
+    "PEERS": [("peer_id", I4), ("host", T), ("port", I4), ("pool_size", I4)],
+    "LISTS": [("list", T), ("items", I4)],
+    "USERS": [("name", T), ("pool_size", T), ("reserve_pool_size", T), ("pool_mode", T),
+              ("max_user_connections", I4), ("current_connections", I4),
+              ("max_user_client_connections", I4), ("current_client_connections", I4)],
+    "DATABASES": [("name", T), ("host", T), ("port", I4), ("database", T), ("force_user", T),
+                  ("pool_size", I4), ("min_pool_size", I4), ("reserve_pool_size", I4),
+                  ("server_lifetime", I4), ("pool_mode", T), ("load_balance_hosts", T),
+                  ("max_connections", I4), ("current_connections", I4),
+                  ("max_client_connections", I4), ("current_client_connections", I4),
+                  ("paused", I4), ("disabled", I4)],
+    "FDS": [("fd", I4), ("task", T), ("user", T), ("database", T), ("addr", T), ("port", I4),
+            ("cancel", I8), ("link", I4), ("client_encoding", T), ("std_strings", T),
+            ("datestyle", T), ("timezone", T), ("password", T), ("scram_client_key", B),
+            ("scram_server_key", B)],
+    "CONFIG": [("key", T), ("value", T), ("default", T), ("changeable", T)],
+    "MEM": [("name", T), ("size", I4), ("used", I4), ("free", I4), ("memtotal", I4)],
+    "DNS_HOSTS": [("hostname", T), ("ttl", I8), ("addrs", T)],
+    "DNS_ZONES": [("zonename", T), ("serial", I8), ("count", I4)],
+    "VERSION": [("version", T)],
+    "STATE": [("key", T), ("value", T)],
+}
+
+TIME_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+$")
+PTR_RE = re.compile(r"^0x[0-9a-f]+$")
+
+
+def console(p, user="postgres", password=None):
+    """A console session (simple query protocol), closed by the harness at stop."""
+    return p.connect(user=user, password=password, dbname="pgbouncer",
+                     cursor_factory=psycopg.ClientCursor)
+
+
+def run(conn, query):
+    """(column (name, type oid) list, rows as dicts, status) of one console query."""
+    cur = conn.cursor()
+    cur.execute(query, prepare=False)
+    if not cur.description:
+        return [], [], cur.statusmessage
+    cols = [(d.name, d.type_code) for d in cur.description]
+    names = [c[0] for c in cols]
+    return cols, [dict(zip(names, r)) for r in cur.fetchall()], cur.statusmessage
+
+
+def by_db(rows, db, key="database"):
+    return [r for r in rows if r[key] == db]
+
+
+def test_every_show_has_pgbouncer_columns(pooler):
+    p = pooler()
+    a = p.connect()
+    a.execute("SELECT 1")
+    c = console(p)
+    for what, expected in EXPECTED.items():
+        cols, _, status = run(c, f"SHOW {what}")
+        assert cols == expected, what
+        assert status == "SHOW", what
+    # SELECT is an alias of SHOW; trailing ';' and any case are accepted
+    cols, rows, _ = run(c, "select version;")
+    assert cols == EXPECTED["VERSION"]
+    assert rows[0]["version"].startswith("sluice ")
+    assert "PgBouncer 1.26.1 compatible" in rows[0]["version"]
+    cols, _, _ = run(c, "  show\tPools ; ")
+    assert cols == EXPECTED["POOLS"]
+
+
+def test_show_through_psql(pooler):
+    p = pooler()
+    rc, out, err = p.psql("-c", "SHOW POOLS", "-c", "SHOW VERSION", user="postgres",
+                          dbname="pgbouncer")
+    assert rc == 0, err
+    assert "pgbouncer|pgbouncer|1|" in out
+    assert "sluice" in out
+
+
+def test_known_state(pooler, pg):
+    """3 clients of appdb, 2 holding servers (session mode): every SHOW says so."""
+    p = pooler(pgbouncer={"pool_mode": "session"})
+    a = p.connect(application_name="client_a")
+    b = p.connect(application_name="client_b")
+    idle = p.connect(application_name="client_idle")
+    port_a, pid_a = a.execute("SELECT inet_client_port(), pg_backend_pid()").fetchone()
+    port_b, pid_b = b.execute("SELECT inet_client_port(), pg_backend_pid()").fetchone()
+    a.execute("SELECT repeat('x', 1000)").fetchone()
+    c = console(p)
+
+    pool = by_db(run(c, "SHOW POOLS")[1], "appdb")
+    assert len(pool) == 1
+    pool = pool[0]
+    assert pool["user"] == "md5user"
+    assert (pool["cl_active"], pool["cl_waiting"]) == (3, 0)
+    assert (pool["sv_active"], pool["sv_idle"], pool["sv_used"], pool["sv_login"]) == (2, 0, 0, 0)
+    assert (pool["maxwait"], pool["maxwait_us"]) == (0, 0)
+    assert pool["pool_mode"] == "session"
+    assert pool["load_balance_hosts"] is None
+    console_pool = by_db(run(c, "SHOW POOLS")[1], "pgbouncer")
+    assert [(r["user"], r["cl_active"], r["pool_mode"]) for r in console_pool] == \
+        [("pgbouncer", 1, "statement")]
+
+    clients = by_db(run(c, "SHOW CLIENTS")[1], "appdb")
+    servers = by_db(run(c, "SHOW SERVERS")[1], "appdb")
+    assert len(clients) == 3 and len(servers) == 2
+    by_app = {r["application_name"]: r for r in clients}
+    assert set(by_app) == {"client_a", "client_b", "client_idle"}
+    sv_by_pid = {r["remote_pid"]: r for r in servers}
+    assert set(sv_by_pid) == {pid_a, pid_b}
+    for app, pid, port in (("client_a", pid_a, port_a), ("client_b", pid_b, port_b)):
+        cl, sv = by_app[app], sv_by_pid[pid]
+        assert cl["type"] == "C" and sv["type"] == "S"
+        assert cl["state"] == "active" and sv["state"] == "active"
+        assert cl["link"] == sv["ptr"] and sv["link"] == cl["ptr"]
+        assert sv["local_port"] == port  # the pooler's end of the server connection
+        assert sv["addr"] == "127.0.0.1" and sv["port"] == pg.port
+        assert sv["user"] == "md5user" and sv["database"] == "appdb"
+    assert by_app["client_idle"]["state"] == "idle" and by_app["client_idle"]["link"] == ""
+    for r in clients + servers:
+        assert r["replication"] == "none"
+        assert PTR_RE.match(r["ptr"]), r
+        assert TIME_RE.match(r["connect_time"]) and TIME_RE.match(r["request_time"]), r
+        assert r["close_needed"] == 0 and r["wait"] == 0
+        assert r["tls"] == "" and r["prepared_statements"] == 0
+    for r in clients:
+        assert r["addr"] == "127.0.0.1" and r["local_port"] == p.port and r["user"] == "md5user"
+    ids = [r["id"] for r in clients + servers]
+    assert len(set(ids)) == len(ids) and all(isinstance(i, int) and i > 0 for i in ids)
+
+    sockets = run(c, "SHOW SOCKETS")[1]
+    states = sorted(r["state"] for r in by_db(sockets, "appdb"))
+    assert states == ["cl_active"] * 3 + ["sv_active"] * 2
+
+    db = {r["name"]: r for r in run(c, "SHOW DATABASES")[1]}
+    assert db["appdb"]["current_connections"] == 2
+    assert db["appdb"]["current_client_connections"] == 3
+    assert (db["appdb"]["host"], db["appdb"]["database"]) == ("127.0.0.1", "appdb")
+    assert db["appdb"]["pool_size"] == 20 and db["appdb"]["server_lifetime"] == 3600
+    assert (db["appdb"]["paused"], db["appdb"]["disabled"]) == (0, 0)
+    assert db["pgbouncer"]["force_user"] == "pgbouncer"
+    assert db["pgbouncer"]["pool_mode"] == "statement"
+
+    users = {r["name"]: r for r in run(c, "SHOW USERS")[1]}
+    assert users["md5user"]["current_connections"] == 2
+    assert users["md5user"]["current_client_connections"] == 3
+    assert "pgbouncer" in users
+
+    lists = {r["list"]: r["items"] for r in run(c, "SHOW LISTS")[1]}
+    assert [r["list"] for r in run(c, "SHOW LISTS")[1]] == [
+        "databases", "users", "peers", "pools", "peer_pools", "free_clients", "used_clients",
+        "login_clients", "free_servers", "used_servers", "dns_names", "dns_zones",
+        "dns_queries", "dns_pending"]
+    assert lists["used_servers"] == 2 and lists["used_clients"] == 4
+    assert lists["pools"] == 2  # appdb/md5user + the console
+
+    stats = by_db(run(c, "SHOW STATS")[1], "appdb")[0]
+    assert stats["total_client_login_count"] == 3
+    assert stats["total_query_count"] >= 3 and stats["total_xact_count"] >= 3
+    assert stats["total_server_assignment_count"] == 2
+    assert stats["total_received"] > 0 and stats["total_sent"] > 1000
+    assert stats["total_query_time"] > 0
+    totals = {r["name"]: r["value"] for r in run(c, "SHOW TOTALS")[1]}
+    assert list(totals)[:12] == ["total_" + n for n in [
+        "server_assignment_count", "xact_count", "query_count", "client_bytes",
+        "server_bytes", "xact_time", "query_time", "wait_time", "ps_client_parse_count",
+        "ps_server_parse_count", "ps_bind_count", "client_login_count"]]
+    assert list(totals)[12:] == ["avg_" + n[6:] for n in list(totals)[:12]]
+    assert totals["total_client_login_count"] >= 3
+
+    fds = run(c, "SHOW FDS")[1]
+    tasks = sorted(r["task"] for r in fds if r["database"] == "appdb")
+    assert tasks == ["client"] * 3 + ["server"] * 2
+    state = {r["key"]: r["value"] for r in run(c, "SHOW STATE")[1]}
+    assert state == {"active": "yes", "paused": "no", "suspended": "no"}
+    config = {r["key"]: r for r in run(c, "SHOW CONFIG")[1]}
+    assert config["pool_mode"]["value"] == "session"
+    assert config["listen_port"]["changeable"] == "no"
+    assert config["auth_user"]["value"] is None and config["auth_user"]["default"] is None
+    mem = [r["name"] for r in run(c, "SHOW MEM")[1]]
+    assert "client_cache" in mem and "server_cache" in mem
+    for x in (a, b, idle):
+        x.close()
+
+
+def test_errors_keep_the_session(pooler):
+    p = pooler()
+    c = console(p)
+    for q in ("foo bar baz", "SHOW", "SHOW FOO", "show pools extra", "SHOW POOLS; SHOW STATS"):
+        with pytest.raises(psycopg.Error) as e:
+            run(c, q)
+        assert e.value.diag.severity == "ERROR"
+        assert e.value.diag.sqlstate == "08P01"
+        assert e.value.diag.message_primary == f"invalid command '{q}', use SHOW HELP;"
+        assert run(c, "SHOW VERSION")[1]  # the session goes on
+    # driver probes get fixed values; SET of them is ignored with a NOTICE
+    notices = []
+    c.add_notice_handler(lambda d: notices.append(d.message_primary))
+    cols, rows, _ = run(c, "SHOW client_encoding")
+    assert cols == [("client_encoding", T)] and rows == [{"client_encoding": "UTF-8"}]
+    assert run(c, "SHOW DateStyle")[1] == [{"datestyle": "ISO"}]
+    assert run(c, "SET client_encoding = 'UTF8'")[2] == "SET"
+    assert notices == ["SET ignored"]
+    notices.clear()
+    run(c, "SHOW HELP")
+    assert notices == ["Console usage"]
+    for q, msg in (("PAUSE pgbouncer", "cannot pause admin db: pgbouncer"),
+                   ("KILL pgbouncer", "cannot kill admin db: pgbouncer"),
+                   ("DISABLE", "a database is required"),
+                   ("RESUME", "pooler is not paused/suspended"),
+                   ("RESUME appdb", "database appdb is not paused"),
+                   ("KILL_CLIENT abc", "invalid client pointer supplied"),
+                   ("KILL_CLIENT 987654321", "client not found"),
+                   ("SET no_such_setting = 1", "SET failed"),
+                   ("SET listen_port = 1", "SET failed"),
+                   ("RELOAD now", "invalid command 'RELOAD now', use SHOW HELP;")):
+        with pytest.raises(psycopg.Error) as e:
+            run(c, q)
+        assert e.value.diag.message_primary == msg, q
+        assert e.value.diag.severity == "ERROR"
+    assert run(c, "SHOW STATE")[1]
+
+
+def test_access_control(pooler):
+    p = pooler(pgbouncer={"stats_users": "md5user"})
+    s = console(p, user="md5user")
+    assert by_db(run(s, "SHOW POOLS")[1], "pgbouncer")
+    for what in EXPECTED:
+        if what == "FDS":
+            continue
+        assert run(s, f"SHOW {what}")[2] == "SHOW"
+    for q in ("SHOW FDS", "PAUSE", "PAUSE appdb", "RESUME", "KILL appdb", "RECONNECT",
+              "DISABLE appdb", "RELOAD", "SHUTDOWN", "SUSPEND", "WAIT_CLOSE",
+              "SET default_pool_size = 3", "KILL_CLIENT 1"):
+        with pytest.raises(psycopg.Error) as e:
+            run(s, q)
+        assert e.value.diag.message_primary == "admin access needed", q
+    assert run(s, "SHOW STATE")[1][0]["value"] == "yes"  # nothing was paused
+    # a user in neither list cannot enter
+    with pytest.raises(psycopg.OperationalError, match="not allowed"):
+        console(p, user="scramuser")
+    # same-UID "pgbouncer" over the unix socket: full access without a password
+    r = harness.run_as_postgres([harness.pg_tool("psql"), "-X", "-At", "-h", p.dir, "-p",
+                                 str(p.port), "-U", "pgbouncer", "-d", "pgbouncer",
+                                 "-c", "SHOW STATE", "-c", "RECONNECT"], timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "active|yes" in r.stdout
+
+
+def _pgbench(args, port, timeout=120):
+    env = dict(os.environ, PGPASSWORD="md5pass", PGCONNECT_TIMEOUT="15")
+    env.pop("PGPASSFILE", None)
+    cmd = [harness.pg_tool("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "md5user"] \
+        + args + ["appdb"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, stdin=subprocess.DEVNULL)
+
+
+def test_pause_resume_under_pgbench(pooler, pg):
+    init = _pgbench(["-i", "-q", "-s", "1"], pg.port)
+    assert init.wait(120) == 0, init.stderr.read()
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": 4})
+    bench = _pgbench(["-c", "8", "-j", "2", "-T", "6", "-n"], p.port)
+    c = console(p)
+    harness.wait_until(lambda: (by_db(run(c, "SHOW STATS")[1], "appdb") or [{}])[0]
+                       .get("total_xact_count", 0) > 50, 20, what="pgbench traffic")
+    assert run(c, "PAUSE")[2] == "PAUSE"  # answers once every server is released
+    pool = by_db(run(c, "SHOW POOLS")[1], "appdb")[0]
+    assert pool["sv_active"] == 0 and pool["sv_idle"] == 0
+    assert {r["key"]: r["value"] for r in run(c, "SHOW STATE")[1]}["paused"] == "yes"
+    assert not by_db(run(c, "SHOW SERVERS")[1], "appdb")
+    harness.wait_until(lambda: by_db(run(c, "SHOW POOLS")[1], "appdb")[0]["cl_waiting"] > 0,
+                       10, what="clients queued while paused")
+    with pytest.raises(psycopg.Error, match="already suspended/paused"):
+        run(c, "PAUSE")
+    assert run(c, "RESUME")[2] == "RESUME"
+    out, err = bench.communicate(timeout=60)
+    assert bench.returncode == 0, out + err
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    assert failed and int(failed.group(1)) == 0, out
+    processed = re.search(r"number of transactions actually processed: (\d+)", out)
+    assert processed and int(processed.group(1)) > 0, out
+    stats = by_db(run(c, "SHOW STATS")[1], "appdb")[0]
+    assert stats["total_wait_time"] > 0  # clients waited during the pause
+
+
+def test_pause_db_waits_for_transaction(pooler):
+    p = pooler(pgbouncer={"pool_mode": "transaction"})
+    a = p.connect()
+    other = p.connect(dbname="postgres", user="postgres")
+    a.execute("BEGIN")
+    a.execute("SELECT 1")
+    done = threading.Event()
+
+    def pause():
+        run(console(p), "PAUSE appdb")
+        done.set()
+
+    t = threading.Thread(target=pause, daemon=True)
+    t.start()
+    assert not done.wait(1.0)  # the open transaction holds the pause back
+    c = console(p)
+    assert {r["name"]: r["paused"] for r in run(c, "SHOW DATABASES")[1]}["appdb"] == 1
+    assert other.execute("SELECT 2").fetchone() == (2,)  # other databases keep working
+    a.execute("COMMIT")
+    assert done.wait(10)
+    t.join(5)
+    assert run(c, "RESUME appdb")[2] == "RESUME"
+    assert a.execute("SELECT 3").fetchone() == (3,)
+
+
+def test_kill_and_kill_client(pooler):
+    p = pooler()
+    a = p.connect()
+    b = p.connect()
+    other = p.connect(dbname="postgres", user="postgres", application_name="victim")
+    for x in (a, b, other):
+        x.execute("SELECT 1")
+    c = console(p)
+    assert run(c, "KILL appdb")[2] == "KILL"
+    for x in (a, b):
+        with pytest.raises(psycopg.OperationalError, match="database removed"):
+            x.execute("SELECT 1")
+    assert other.execute("SELECT 2").fetchone() == (2,)
+    assert not by_db(run(c, "SHOW SERVERS")[1], "appdb")
+    assert not by_db(run(c, "SHOW CLIENTS")[1], "appdb")
+    assert {r["name"]: r["paused"] for r in run(c, "SHOW DATABASES")[1]}["appdb"] == 1
+    assert run(c, "RESUME appdb")[2] == "RESUME"
+    assert p.connect().execute("SELECT 3").fetchone() == (3,)
+    victim = [r for r in run(c, "SHOW CLIENTS")[1] if r["application_name"] == "victim"]
+    assert len(victim) == 1
+    assert run(c, f"KILL_CLIENT {victim[0]['id']}")[2] == "KILL_CLIENT"
+    with pytest.raises(psycopg.OperationalError, match="admin forced disconnect"):
+        other.execute("SELECT 1")
+
+
+def test_reconnect_and_wait_close(pooler):
+    p = pooler(pgbouncer={"pool_mode": "transaction"})
+    a = p.connect()
+    a.execute("BEGIN")
+    pid1 = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    c = console(p)
+    assert run(c, "RECONNECT appdb")[2] == "RECONNECT"
+    sv = by_db(run(c, "SHOW SERVERS")[1], "appdb")
+    assert [(r["remote_pid"], r["close_needed"]) for r in sv] == [(pid1, 1)]
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (run(console(p), "WAIT_CLOSE appdb"), done.set()),
+                         daemon=True)
+    t.start()
+    assert not done.wait(1.0)  # the server is still in its transaction
+    assert a.execute("SELECT pg_backend_pid()").fetchone()[0] == pid1
+    a.execute("COMMIT")  # released -> closed
+    assert done.wait(10)
+    t.join(5)
+    pid2 = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    assert pid2 != pid1
+    assert [r["close_needed"] for r in by_db(run(c, "SHOW SERVERS")[1], "appdb")] == [0]
+
+
+def test_disable_enable(pooler):
+    p = pooler()
+    c = console(p)
+    assert run(c, "DISABLE appdb")[2] == "DISABLE"
+    with pytest.raises(psycopg.OperationalError, match='database "appdb" is disabled'):
+        p.connect()
+    assert {r["name"]: r["disabled"] for r in run(c, "SHOW DATABASES")[1]}["appdb"] == 1
+    assert run(c, "ENABLE appdb")[2] == "ENABLE"
+    assert p.connect().execute("SELECT 1").fetchone() == (1,)
+
+
+def test_set_and_reload(pooler):
+    p = pooler()
+    c = console(p)
+    assert run(c, "SET default_pool_size = 7")[2] == "SET default_pool_size=7"
+    assert run(c, "set query_timeout to '2.5'")[2] == "SET query_timeout=2.5"
+    config = {r["key"]: r["value"] for r in run(c, "SHOW CONFIG")[1]}
+    assert config["default_pool_size"] == "7" and config["query_timeout"] == "2.5"
+    assert {r["name"]: r["pool_size"] for r in run(c, "SHOW DATABASES")[1]}["appdb"] == 7
+    with pytest.raises(psycopg.Error, match="SET failed"):
+        run(c, "SET default_pool_size = 'many'")
+    assert run(c, "RELOAD")[2] == "RELOAD"
+    with open(p.ini_path, "a") as f:
+        f.write("\n[pgbouncer]\nthis line is broken\n")
+    with pytest.raises(psycopg.Error) as e:
+        run(c, "RELOAD")
+    assert e.value.diag.sqlstate == "F0000"
+    assert e.value.diag.message_primary == "RELOAD failed, see logs for additional details"
+    assert run(c, "SHOW VERSION")[1]
+
+
+def test_signals_pause_and_resume(pooler):
+    p = pooler()
+    c = console(p)
+    p.signal(signal.SIGUSR1)
+    harness.wait_until(lambda: {r["key"]: r["value"] for r in run(c, "SHOW STATE")[1]}
+                       ["paused"] == "yes", 10, what="SIGUSR1 pause")
+    p.signal(signal.SIGUSR2)
+    harness.wait_until(lambda: {r["key"]: r["value"] for r in run(c, "SHOW STATE")[1]}
+                       ["active"] == "yes", 10, what="SIGUSR2 resume")
+    assert p.connect().execute("SELECT 1").fetchone() == (1,)
+
+
+def test_suspend_resume(pooler):
+    p = pooler()
+    a = p.connect()
+    a.execute("SELECT 1")
+    c = console(p)
+    assert run(c, "SUSPEND")[2] == "SUSPEND"
+    assert {r["key"]: r["value"] for r in run(c, "SHOW STATE")[1]}["suspended"] == "yes"
+    with pytest.raises(psycopg.Error, match="already suspended/paused"):
+        run(c, "SUSPEND")
+    assert run(c, "RESUME")[2] == "RESUME"
+    assert a.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_shutdown_wait_for_clients(pooler):
+    p = pooler()
+    a = p.connect()
+    a.execute("SELECT 1")
+    p.expect_exit = True
+    assert p.admin("SHUTDOWN WAIT_FOR_CLIENTS") == []
+    p.wait_for_log(r"SHUTDOWN WAIT_FOR_CLIENTS command issued")
+    with pytest.raises(psycopg.OperationalError):
+        p.connect()
+    assert a.execute("SELECT 2").fetchone() == (2,)
+    assert p.alive()
+    a.close()
+    harness.wait_until(lambda: not p.alive(), 15, what="exit after the last client left")
+    assert p.returncode == 0, p.full_log()
+
+
+def test_stats_log_line(pooler):
+    p = pooler(pgbouncer={"stats_period": "1", "log_stats": "1"})
+    a = p.connect()
+    for _ in range(20):
+        a.execute("SELECT 1")
+    m = p.wait_for_log(r"LOG stats: (\d+) xacts/s, (\d+) queries/s, (\d+) client parses/s, "
+                       r"(\d+) server parses/s, (\d+) binds/s, in (\d+) B/s, out (\d+) B/s, "
+                       r"xact (\d+) us, query (\d+) us, wait (\d+) us", timeout=10)
+    assert m
+
+
+def test_shutdown_wait_for_servers(pooler):
+    p = pooler(pgbouncer={"pool_mode": "transaction"})
+    a = p.connect()
+    a.execute("BEGIN")
+    a.execute("SELECT 1")
+    p.expect_exit = True
+    assert p.admin("SHUTDOWN WAIT_FOR_SERVERS") == []
+    p.wait_for_log(r"SHUTDOWN WAIT_FOR_SERVERS command issued")
+    assert a.execute("SELECT 2").fetchone() == (2,)  # the open transaction may finish
+    assert p.alive()
+    a.execute("COMMIT")  # the last server is released (and closed): the process exits
+    harness.wait_until(lambda: not p.alive(), 15, what="exit after the last server")
+    assert p.returncode == 0, p.full_log()
+
+
+def test_shutdown_immediate(pooler):
+    p = pooler()
+    p.expect_exit = True
+    with pytest.raises(psycopg.OperationalError):
+        p.admin("SHUTDOWN")  # no answer: the connection closes with the process
+    harness.wait_until(lambda: not p.alive(), 15, what="exit on SHUTDOWN")
+    assert p.returncode == 0, p.full_log()

@@ -1,0 +1,347 @@
+"""Real drivers that use named prepared statements, through sluice in transaction pooling
+with the prepared-statement cache on (max_prepared_statements default 200).
+
+Each driver runs 500 transactions with parameters over several concurrent connections
+sharing default_pool_size=2 servers (so connections keep switching servers and the cache
+has to inject Parses), and checks every result:
+
+* asyncpg: prepares every query it runs (statement cache) plus explicit prepare();
+* psycopg 3 with prepare_threshold=0 (every query prepared on first use);
+* node-postgres named queries ({name, text, values}: Parse once per connection, Bind
+  alone afterwards);
+* pgjdbc (Debian libpostgresql-jdbc-java) with prepareThreshold=1, a small Java program
+  compiled with javac at test time;
+* pgbench -M prepared -c 64 -j 2 -T 30 over default_pool_size=8: zero failed
+  transactions.
+
+Afterwards every server is checked directly in PostgreSQL terms (no admin console:
+SHOW STATS-like counters are not required here): the driver's statements are on the
+servers under sluice_* names only, no client name leaked to a server, no transaction is
+left open, and never more server connections than the pool size.
+"""
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import psycopg
+import pytest
+
+import harness
+
+TX = 500
+POOL = 2
+NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'node')
+PGJDBC_JAR = '/usr/share/java/postgresql.jar'
+
+
+def _pooler(pooler, pool_size=POOL, **extra):
+    cfg = {'pool_mode': 'transaction', 'default_pool_size': pool_size,
+           'max_client_conn': 200,
+           # pgjdbc sends extra_float_digits in its startup packet (as with PgBouncer).
+           'ignore_startup_parameters': 'extra_float_digits'}
+    cfg.update(extra)
+    return pooler(pgbouncer=cfg)
+
+
+def _server_states(p, n):
+    """Hold n servers at once through the pooler (each connection in an open
+    transaction) and read, on each, its pid and its prepared statements."""
+    conns = []
+    out = []
+    try:
+        for _ in range(n):
+            c = p.connect(prepare_threshold=None, autocommit=False)
+            conns.append(c)
+            pid = c.execute('SELECT pg_backend_pid()').fetchone()[0]
+            stmts = c.execute('SELECT name, statement FROM pg_prepared_statements '
+                              'ORDER BY name').fetchall()
+            out.append((pid, stmts))
+    finally:
+        for c in conns:
+            try:
+                c.rollback()
+            finally:
+                c.close()
+    return out
+
+
+def _assert_servers_clean(p, pg, marker, n=POOL):
+    """Every server of the pool: idle (no transaction left open), only sluice_*
+    statements, the driver's statements (recognized by `marker` in their text) present
+    somewhere; and at most n backends of md5user exist."""
+    rows = pg.sql("SELECT pid, state, xact_start IS NOT NULL FROM pg_stat_activity "
+                  "WHERE usename = 'md5user' AND backend_type = 'client backend'")
+    assert len(rows) <= n, 'more server connections than the pool size %d: %r' % (n, rows)
+    assert not [r for r in rows if r[2] or r[1] != 'idle'], \
+        'server connections left inside a transaction or busy: %r' % rows
+    states = _server_states(p, n)
+    pids = {s[0] for s in states}
+    assert len(pids) == n, 'expected %d distinct servers, got %r' % (n, states)
+    seen = []
+    for pid, stmts in states:
+        bad = [name for name, _ in stmts if not name.startswith('sluice_')]
+        assert not bad, 'server %d holds client-named statements %r' % (pid, bad)
+        seen += [text for _, text in stmts]
+    assert any(marker in text for text in seen), \
+        'no statement with %r on any server: the driver did not use named statements ' \
+        'through the cache? %r' % (marker, seen)
+
+
+# ---------------------------------------------------------------------------
+# asyncpg
+# ---------------------------------------------------------------------------
+
+def test_asyncpg_concurrent_connections(pooler, pg):
+    import asyncpg
+    p = _pooler(pooler)
+    workers, per = 5, TX // 5
+
+    async def worker(w):
+        conn = await asyncpg.connect(host='127.0.0.1', port=p.port, user='md5user',
+                                     password=pg.passwords['md5user'], database='appdb')
+        try:
+            stmt = await conn.prepare('SELECT $1::int * 10 AS asyncpg_mul')
+            done = 0
+            for i in range(per):
+                async with conn.transaction():
+                    v = await conn.fetchval('SELECT $1::int + $2::int AS asyncpg_add', i, w)
+                    assert v == i + w
+                    row = await conn.fetchrow(
+                        'SELECT $1::text AS t, $2::int8 * 2 AS d, $3::numeric AS n',
+                        'w%d' % w, i, i % 5)
+                    assert (row['t'], row['d'], int(row['n'])) == ('w%d' % w, 2 * i, i % 5)
+                    assert await stmt.fetchval(i) == 10 * i
+                    if i % 10 == 0:
+                        await conn.execute('SELECT pg_catalog.set_config($1, $2, true)',
+                                           'application_name', 'asyncpg%d' % w)
+                # Outside a transaction block (autocommit) as well.
+                rows = await conn.fetch('SELECT g FROM generate_series(1, $1::int) g',
+                                        i % 4 + 1)
+                assert [r['g'] for r in rows] == list(range(1, i % 4 + 2))
+                done += 1
+            return done
+        finally:
+            await conn.close()
+
+    async def main():
+        return await asyncio.gather(*[worker(w) for w in range(workers)])
+
+    done = asyncio.run(asyncio.wait_for(main(), timeout=120))
+    assert sum(done) == TX
+    _assert_servers_clean(p, pg, 'asyncpg_add')
+
+
+# ---------------------------------------------------------------------------
+# psycopg 3, prepare_threshold=0
+# ---------------------------------------------------------------------------
+
+def test_psycopg_prepare_threshold_0(pooler, pg):
+    p = _pooler(pooler)
+    workers, per = 4, TX // 4
+    errors, done = [], []
+
+    def worker(w):
+        try:
+            with p.connect(prepare_threshold=0, autocommit=True) as conn:
+                n = 0
+                for i in range(per):
+                    with conn.transaction():
+                        r = conn.execute('SELECT %s::int + %s::int AS psycopg_add',
+                                         (i, w)).fetchone()
+                        assert r == (i + w,), r
+                        r = conn.execute('SELECT %s::text || %s::text AS psycopg_cat',
+                                         ('w%d' % w, '-%d' % (i % 3))).fetchone()
+                        assert r == ('w%d-%d' % (w, i % 3),), r
+                        rows = conn.execute('SELECT g FROM generate_series(1, %s) g',
+                                            (i % 5 + 1,)).fetchall()
+                        assert [x[0] for x in rows] == list(range(1, i % 5 + 2))
+                    r = conn.execute('SELECT %s::int * 2 AS psycopg_dbl', (i,)).fetchone()
+                    assert r == (2 * i,), r
+                    n += 1
+                # psycopg really prepared them (named statements, not one-shot).
+                assert conn._prepared._names, 'psycopg prepared nothing'
+                done.append(n)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append('worker %d: %r' % (w, e))
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not [t for t in threads if t.is_alive()], 'psycopg workers hung'
+    assert not errors, errors
+    assert sum(done) == TX
+    _assert_servers_clean(p, pg, 'psycopg_add')
+
+
+# ---------------------------------------------------------------------------
+# node-postgres named queries
+# ---------------------------------------------------------------------------
+
+def _node_ready():
+    node = shutil.which('node')
+    if not node:
+        pytest.skip('node is not installed')
+    if not os.path.isdir(os.path.join(NODE_DIR, 'node_modules', 'pg')):
+        npm = shutil.which('npm')
+        assert npm, 'npm is needed to install node-postgres (test/integration/node)'
+        r = subprocess.run([npm, 'install', '--no-audit', '--no-fund', '--loglevel=error'],
+                           cwd=NODE_DIR, capture_output=True, text=True, timeout=300,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, 'npm install failed:\n%s\n%s' % (r.stdout, r.stderr)
+    return node
+
+
+def test_node_postgres_named_queries(pooler, pg):
+    node = _node_ready()
+    p = _pooler(pooler)
+    workers, per = 4, TX // 4
+    r = subprocess.run([node, os.path.join(NODE_DIR, 'ps_named_queries.js'), str(p.port),
+                        str(workers), str(per)],
+                       cwd=NODE_DIR, capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, 'node-postgres failed:\n%s\n%s' % (r.stdout, r.stderr)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res == {'transactions': TX, 'queries': 4 * TX}, res
+    _assert_servers_clean(p, pg, 'node_add')
+
+
+# ---------------------------------------------------------------------------
+# pgjdbc, prepareThreshold=1
+# ---------------------------------------------------------------------------
+
+JAVA_SRC = r'''
+import java.sql.*;
+import java.util.*;
+import java.util.concurrent.*;
+import org.postgresql.PGStatement;
+
+public class PsJdbc {
+    public static void main(String[] args) throws Exception {
+        String url = args[0];
+        int threads = Integer.parseInt(args[1]);
+        int tx = Integer.parseInt(args[2]);
+        ExecutorService ex = Executors.newFixedThreadPool(threads);
+        List<Future<Integer>> fs = new ArrayList<>();
+        for (int t = 0; t < threads; t++) {
+            final int w = t;
+            fs.add(ex.submit(() -> run(url, w, tx)));
+        }
+        int total = 0;
+        for (Future<Integer> f : fs)
+            total += f.get(120, TimeUnit.SECONDS);
+        ex.shutdown();
+        System.out.println("transactions=" + total);
+    }
+
+    static void check(String what, Object got, Object want) {
+        if (!want.equals(got))
+            throw new IllegalStateException(what + ": got " + got + ", want " + want);
+    }
+
+    static int run(String url, int w, int tx) throws Exception {
+        try (Connection c = DriverManager.getConnection(url)) {
+            c.setAutoCommit(false);
+            PreparedStatement add = c.prepareStatement("SELECT ?::int + ?::int AS jdbc_add");
+            PreparedStatement cat = c.prepareStatement("SELECT ?::text || ?::text AS jdbc_cat");
+            int n = 0;
+            for (int i = 0; i < tx; i++) {
+                add.setInt(1, i);
+                add.setInt(2, w);
+                try (ResultSet rs = add.executeQuery()) {
+                    rs.next();
+                    check("add", rs.getInt(1), i + w);
+                }
+                cat.setString(1, "w" + w);
+                cat.setString(2, "-" + (i % 3));
+                try (ResultSet rs = cat.executeQuery()) {
+                    rs.next();
+                    check("cat", rs.getString(1), "w" + w + "-" + (i % 3));
+                }
+                // A statement prepared and closed inside the transaction (the driver
+                // caches it by text and prepares it again on another server).
+                try (PreparedStatement p = c.prepareStatement(
+                        "SELECT count(*) AS jdbc_n FROM generate_series(1, ?)")) {
+                    p.setInt(1, i % 6 + 1);
+                    try (ResultSet rs = p.executeQuery()) {
+                        rs.next();
+                        check("count", rs.getInt(1), i % 6 + 1);
+                    }
+                }
+                c.commit();
+                n++;
+            }
+            if (!add.unwrap(PGStatement.class).isUseServerPrepare())
+                throw new IllegalStateException("pgjdbc did not use server-side prepare");
+            return n;
+        }
+    }
+}
+'''
+
+
+def test_pgjdbc_prepare_threshold_1(pooler, pg):
+    javac, java = shutil.which('javac'), shutil.which('java')
+    assert javac and java, 'javac/java missing: build-aux/deps.sh installs default-jdk-headless'
+    assert os.path.exists(PGJDBC_JAR), \
+        'pgjdbc missing: build-aux/deps.sh installs libpostgresql-jdbc-java'
+    p = _pooler(pooler)
+    with tempfile.TemporaryDirectory(prefix='sluice-jdbc-') as d:
+        with open(os.path.join(d, 'PsJdbc.java'), 'w') as f:
+            f.write(JAVA_SRC)
+        r = subprocess.run([javac, '-cp', PGJDBC_JAR, '-d', d, os.path.join(d, 'PsJdbc.java')],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        url = ('jdbc:postgresql://127.0.0.1:%d/appdb?user=md5user&password=%s'
+               '&prepareThreshold=1&sslmode=disable' % (p.port, pg.passwords['md5user']))
+        workers = 4
+        r = subprocess.run([java, '-cp', '%s:%s' % (d, PGJDBC_JAR), 'PsJdbc', url,
+                            str(workers), str(TX // workers)],
+                           capture_output=True, text=True, timeout=150,
+                           stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, 'pgjdbc failed:\n%s\n%s' % (r.stdout, r.stderr)
+    assert 'transactions=%d' % TX in r.stdout, r.stdout
+    _assert_servers_clean(p, pg, 'jdbc_add')
+
+
+# ---------------------------------------------------------------------------
+# pgbench -M prepared
+# ---------------------------------------------------------------------------
+
+def _pgbench(args, port, timeout):
+    env = dict(os.environ, PGPASSWORD='md5pass', PGCONNECT_TIMEOUT='15')
+    env.pop('PGPASSFILE', None)
+    cmd = [harness.pg_tool('pgbench'), '-h', '127.0.0.1', '-p', str(port), '-U', 'md5user'] \
+        + args + ['appdb']
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize('threads,seconds', [(2, 30), (64, 10)], ids=['j2', 'j64'])
+def test_pgbench_prepared_64_clients_transaction_mode(pooler, pg, threads, seconds):
+    """-c 64 over default_pool_size=8. pgbench (15) prepares each command with a
+    synchronous PQprepare (Parse + Sync) the first time a client runs it; with -j 2 one
+    thread drives 32 clients, so that Parse must be answered while the thread's other
+    clients hold servers in open transactions. -j 64 (a thread per client) is the
+    control. query_wait_timeout bounds a hang to well under a minute."""
+    init = _pgbench(['-i', '-q', '-s', '1'], pg.port, 180)  # directly against PostgreSQL
+    assert init.returncode == 0, init.stderr
+    p = _pooler(pooler, pool_size=8, query_wait_timeout=seconds + 15)
+    r = _pgbench(['-M', 'prepared', '-c', '64', '-j', str(threads), '-T', str(seconds), '-n'],
+                 p.port, seconds + 120)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    processed = re.search(r'number of transactions actually processed: (\d+)', out)
+    assert processed and int(processed.group(1)) > 0, out
+    failed = re.search(r'number of failed transactions: (\d+)', out)
+    assert failed and int(failed.group(1)) == 0, out
+    assert 'aborted' not in out and 'error' not in r.stderr.lower(), r.stderr
+    assert re.search(r'number of clients: 64\b', out), out
+    _assert_servers_clean(p, pg, 'pgbench_accounts', n=8)

@@ -1,0 +1,719 @@
+"""Timeouts and limits in transaction mode, with PgBouncer's error texts (spec 1d): query,
+wait, idle, transaction and login timeouts; server idle timeout, lifetime, login retry,
+check query and reset; pool sizes, reserve pool, per-db/per-user server and client caps;
+round robin; statement mode; cancels.
+
+Timeouts are short (1-3 s); every wait is bounded; the tests assert what happens, never
+how long it took."""
+
+import select
+import socket
+import threading
+import time
+
+import psycopg
+import pytest
+
+import harness
+import pgwire
+
+TXN = {"pool_mode": "transaction"}
+
+
+def _connect(p, **kw):
+    """A psycopg client that never prepares statements on its own (psycopg does after 5
+    executions of a query): these tests are about limits, not the prepared-statement
+    cache."""
+    kw.setdefault("prepare_threshold", None)
+    return p.connect(**kw)
+
+
+def _cfg(**kw):
+    d = dict(TXN)
+    d.update({k: str(v) for k, v in kw.items()})
+    return d
+
+
+def _fatal_before_close(c, timeout=15):
+    """Messages a pgwire client receives until the pooler closes it; returns the
+    ErrorResponse fields of the last error."""
+    msgs = c.wait_closed(timeout=timeout)
+    errors = [m.error for m in msgs if m.type == "E"]
+    assert errors, f"closed without an ErrorResponse: {pgwire.render_detail(msgs)}"
+    return errors[-1]
+
+
+def _server_pids(pg, db="appdb", users=("md5user",)):
+    rows = pg.sql("SELECT pid FROM pg_stat_activity WHERE datname = %s AND usename = ANY(%s)",
+                  (db, list(users)))
+    return {r[0] for r in rows}
+
+
+def _in_thread(fn, *args):
+    """Run fn(*args) in a daemon thread; returns (thread, box) where box gets 'result' or
+    'error'."""
+    box = {}
+
+    def run():
+        try:
+            box["result"] = fn(*args)
+        except Exception as e:  # noqa: BLE001 - asserted by the caller
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+# ---------------------------------------------------------------------------
+# client-side timeouts
+
+
+def test_query_timeout(pooler, pg):
+    p = pooler(pgbouncer=_cfg(query_timeout=1))
+    a = _connect(p)
+    b = _connect(p)
+    pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with pytest.raises(psycopg.OperationalError, match="query timeout"):
+        a.execute("SELECT pg_sleep(10)")
+    with pytest.raises(psycopg.OperationalError):
+        a.execute("SELECT 1")  # the connection is gone
+    assert a.closed
+    p.wait_for_log(r"closing because: query timeout")
+    # the pooler keeps serving the others, on another server: the one that ran the query
+    # was closed with it, not handed on (PostgreSQL itself notices only when pg_sleep ends)
+    assert b.execute("SELECT 41 + 1, pg_backend_pid()").fetchone()[0] == 42
+    assert b.execute("SELECT pg_backend_pid()").fetchone()[0] != pid
+    with _connect(p) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_query_wait_timeout(pooler, pg):
+    p = pooler(pgbouncer=_cfg(default_pool_size=1, query_wait_timeout=1))
+    a = _connect(p)
+    a.execute("BEGIN")
+    a.execute("SELECT 1")  # a holds the only server
+    b = _connect(p)
+    with pytest.raises(psycopg.OperationalError, match="query_wait_timeout"):
+        b.execute("SELECT 1")
+    p.wait_for_log(r"closing because: query_wait_timeout")
+    # a was not disturbed
+    assert a.execute("SELECT 2").fetchone() == (2,)
+    a.execute("COMMIT")
+    with _connect(p) as c:
+        assert c.execute("SELECT 3").fetchone() == (3,)
+
+
+def test_query_wait_notify(pooler, pg):
+    p = pooler(pgbouncer=_cfg(default_pool_size=1, query_wait_timeout=20, query_wait_notify=1))
+    a = _connect(p)
+    a.execute("BEGIN")
+    a.execute("SELECT 1")
+    b = _connect(p)
+    notices = []
+    b.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized, d.message_primary)))
+    t, box = _in_thread(lambda: b.execute("SELECT 'served'").fetchone())
+    harness.wait_until(lambda: notices, 15, what="query_wait_notify NOTICE")
+    assert notices[0] == ("NOTICE", "No server connection available in postgres backend, "
+                                    "client being queued")
+    assert t.is_alive()  # still queued
+    a.execute("COMMIT")  # the server frees up: b is served
+    t.join(15)
+    assert not t.is_alive()
+    assert box == {"result": ("served",)}
+
+
+def test_client_idle_timeout(pooler, pg):
+    p = pooler(pgbouncer=_cfg(client_idle_timeout=1))
+    c = pgwire.Conn.connect(port=p.port, user="md5user", password="md5pass", database="appdb")
+    try:
+        assert c.scalar("SELECT 1") == "1"
+        err = _fatal_before_close(c)
+        assert (err.get("S"), err.get("C"), err.get("M")) == \
+            ("FATAL", "08P01", "client_idle_timeout")
+    finally:
+        c.close()
+    p.wait_for_log(r"closing because: client_idle_timeout")
+
+
+def test_idle_transaction_timeout(pooler, pg):
+    pg.sql("DROP TABLE IF EXISTS lim_idle_tx", db="appdb")
+    pg.sql("CREATE TABLE lim_idle_tx (x int)", db="appdb")
+    pg.sql("ALTER TABLE lim_idle_tx OWNER TO md5user", db="appdb")
+    p = pooler(pgbouncer=_cfg(default_pool_size=1, idle_transaction_timeout=1))
+    c = pgwire.Conn.connect(port=p.port, user="md5user", password="md5pass", database="appdb")
+    try:
+        c.query("BEGIN; INSERT INTO lim_idle_tx VALUES (1)")
+        assert c.status == "T"
+        err = _fatal_before_close(c)
+        assert (err.get("S"), err.get("C"), err.get("M")) == \
+            ("FATAL", "08P01", "idle transaction timeout")
+    finally:
+        c.close()
+    # the transaction did not survive, and the single-server pool is usable again
+    with _connect(p) as d:
+        assert d.execute("SELECT count(*) FROM lim_idle_tx").fetchone() == (0,)
+        assert d.execute("SELECT pg_current_xact_id_if_assigned() IS NULL").fetchone() == (True,)
+
+
+def test_transaction_timeout(pooler, pg):
+    p = pooler(pgbouncer=_cfg(default_pool_size=1, transaction_timeout=1))
+    c = pgwire.Conn.connect(port=p.port, user="md5user", password="md5pass", database="appdb")
+    try:
+        # a single-statement transaction never hits it
+        assert c.scalar("SELECT 1") == "1"
+        # a transaction that is busy (not idle) the whole time does
+        c.query("BEGIN")
+        c.send(pgwire.m.query("SELECT pg_sleep(8)"))
+        err = _fatal_before_close(c)
+        assert (err.get("S"), err.get("C"), err.get("M")) == \
+            ("FATAL", "08P01", "transaction timeout")
+    finally:
+        c.close()
+    with _connect(p) as d:
+        assert d.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_client_login_timeout(pooler, pg):
+    # tcp_defer_accept=0: otherwise the kernel does not hand over a silent connection
+    p = pooler(pgbouncer=_cfg(client_login_timeout=1, tcp_defer_accept=0))
+    silent = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    partial = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    partial.sendall(pgwire.m.startup({"user": "md5user", "database": "appdb"})[:6])
+    no_password = pgwire.Conn.open(port=p.port)
+    no_password.send(pgwire.m.startup({"user": "md5user", "database": "appdb"}))
+    try:
+        auth = no_password.read_msg()
+        assert auth.type == "R"  # asked for a password, which never comes
+        for s in (silent, partial):
+            s.settimeout(15)
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break  # closed by the pooler
+                data += chunk
+        err = _fatal_before_close(no_password)
+        assert (err.get("S"), err.get("M")) == ("FATAL", "client_login_timeout")
+    finally:
+        silent.close()
+        partial.close()
+        no_password.close()
+    # a real client still gets in
+    with _connect(p) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+# ---------------------------------------------------------------------------
+# server lifetime and health
+
+
+def test_server_idle_timeout(pooler, pg):
+    p = pooler(pgbouncer=_cfg(server_idle_timeout=1))
+    with _connect(p) as c:
+        pid1 = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        p.wait_for_log(r"S-\S+: appdb/md5user@\S+ closing because: server idle timeout", 15)
+        harness.wait_until(lambda: pid1 not in _server_pids(pg), 10, what="backend closed")
+        pid2 = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        assert pid2 != pid1
+
+
+def test_server_lifetime(pooler, pg):
+    p = pooler(pgbouncer=_cfg(server_lifetime=1, server_idle_timeout=0))
+    with _connect(p) as c:
+        pid1 = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        p.wait_for_log(r"S-\S+: appdb/md5user@\S+ closing because: server lifetime over", 15)
+        harness.wait_until(lambda: pid1 not in _server_pids(pg), 10, what="backend closed")
+        pid2 = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        assert pid2 != pid1
+
+
+def test_server_lifetime_applies_to_busy_server_on_release(pooler, pg):
+    """A server that outlives server_lifetime while in use is closed when released, not in
+    the middle of its transaction."""
+    p = pooler(pgbouncer=_cfg(server_lifetime=1, server_idle_timeout=0, default_pool_size=1))
+    with _connect(p) as c:
+        c.execute("BEGIN")
+        pid1 = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        c.execute("SELECT pg_sleep(1.5)")
+        assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid1
+        c.execute("COMMIT")
+        p.wait_for_log(r"closing because: server lifetime over", 15)
+        assert c.execute("SELECT pg_backend_pid()").fetchone()[0] != pid1
+
+
+def test_server_login_retry_cached_server_error(pooler, pg):
+    """Server login fails with an ErrorResponse: the client waiting gets it, the next
+    client within server_login_retry gets the cached error; later, service resumes."""
+    pg.sql("DROP DATABASE IF EXISTS retrydb")
+    pg.sql("CREATE DATABASE retrydb OWNER md5user")
+    try:
+        p = pooler(databases={"retrydb": "host={pg_host} port={pg_port}"},
+                   pgbouncer=_cfg(server_login_retry=3, query_wait_timeout=10))
+        a = _connect(p, dbname="retrydb")
+        pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+        pg.sql("ALTER DATABASE retrydb ALLOW_CONNECTIONS false")
+        mark = p.log_mark()
+        pg.sql("SELECT pg_terminate_backend(%s)", (pid,))
+        p.wait_for_log(r"S-\S+: retrydb/md5user@\S+ closing because", 10, since=mark)
+        text = 'database "retrydb" is not currently accepting connections'
+        # the client whose query needs a new server gets the server's own error
+        with pytest.raises(psycopg.OperationalError, match=text):
+            a.execute("SELECT 1")
+        # the next one, within server_login_retry, gets the cached error at once
+        with pytest.raises(psycopg.OperationalError) as ei:
+            with _connect(p, dbname="retrydb") as b:
+                b.execute("SELECT 1")
+        assert f"server login has been failing, cached error: {text} (server_login_retry)" \
+            in str(ei.value)
+        # the database comes back: after the retry delay new clients are served again
+        pg.sql("ALTER DATABASE retrydb ALLOW_CONNECTIONS true")
+
+        def served():
+            try:
+                with _connect(p, dbname="retrydb") as c:
+                    return c.execute("SELECT 'back'").fetchone() == ("back",)
+            except psycopg.OperationalError:
+                return False
+
+        harness.wait_until(served, 20, interval=0.5, what="retrydb served again")
+    finally:
+        pg.sql("UPDATE pg_database SET datallowconn = true WHERE datname = 'retrydb'")
+        pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+               "WHERE datname = 'retrydb'")
+        harness.wait_until(lambda: not pg.sql("SELECT 1 FROM pg_stat_activity "
+                                              "WHERE datname = 'retrydb'"), 10)
+        pg.sql("DROP DATABASE IF EXISTS retrydb")
+
+
+class _Proxy:
+    """A TCP forwarder to PostgreSQL that the test can take down (connections refused and
+    existing ones cut), to simulate a server host going away."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        self.port = harness.free_port()
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", self.port))
+        self.lsock.listen(16)
+        self.pairs = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        socks = {}
+        while not self.stopped.is_set():
+            rl = [self.lsock] + list(socks)
+            try:
+                r, _, _ = select.select(rl, [], [], 0.1)
+            except (OSError, ValueError):
+                break
+            for s in r:
+                if s is self.lsock:
+                    try:
+                        cl, _ = self.lsock.accept()
+                        sv = socket.create_connection(self.target, timeout=5)
+                    except OSError:
+                        continue
+                    socks[cl], socks[sv] = sv, cl
+                    self.pairs.append((cl, sv))
+                    continue
+                try:
+                    data = s.recv(65536)
+                except OSError:
+                    data = b""
+                peer = socks.get(s)
+                if not data or peer is None:
+                    for x in (s, peer):
+                        if x is not None:
+                            socks.pop(x, None)
+                            x.close()
+                    continue
+                try:
+                    peer.sendall(data)
+                except OSError:
+                    pass
+        for s in list(socks):
+            s.close()
+
+    def stop(self):
+        """Refuse new connections and cut the existing ones."""
+        self.stopped.set()
+        self.thread.join(5)
+        self.lsock.close()
+        for cl, sv in self.pairs:
+            for x in (cl, sv):
+                try:
+                    x.close()
+                except OSError:
+                    pass
+
+
+def test_server_login_retry_connect_failed(pooler, pg):
+    """The server host stops accepting connections. Spec 1d: nothing is sent at once; the
+    pool remembers the reason, and a client that needs a server within server_login_retry
+    gets `server login has been failing, cached error: connect failed (server_login_retry)`;
+    a client already queued fails with that or with query_wait_timeout."""
+    proxy = _Proxy(pg.port)
+    try:
+        p = pooler(databases={"proxdb": f"host=127.0.0.1 port={proxy.port} dbname=appdb"},
+                   pgbouncer=_cfg(server_login_retry=5, query_wait_timeout=2))
+        a = _connect(p, dbname="proxdb")
+        assert a.execute("SELECT 1").fetchone() == (1,)
+        mark = p.log_mark()
+        proxy.stop()
+        p.wait_for_log(r"S-\S+: proxdb/md5user@\S+ closing because", 10, since=mark)
+        with pytest.raises(psycopg.OperationalError) as first:
+            a.execute("SELECT 1")
+        assert "query_wait_timeout" in str(first.value) or \
+            "server login has been failing, cached error: connect failed " \
+            "(server_login_retry)" in str(first.value), str(first.value)
+        with pytest.raises(psycopg.OperationalError) as second:
+            with _connect(p, dbname="proxdb") as b:
+                b.execute("SELECT 1")
+        assert "server login has been failing, cached error: connect failed " \
+            "(server_login_retry)" in str(second.value)
+    finally:
+        proxy.stop()
+        harness.release_port(proxy.port)
+
+
+def test_server_check_query_every_time(pooler, pg):
+    p = pooler(pgbouncer=_cfg(default_pool_size=1, server_check_delay=0,
+                              server_check_query="select 1"))
+    a = _connect(p)
+    b = _connect(p)
+    pids = set()
+    for i in range(20):
+        c = a if i % 2 else b
+        with c.transaction():
+            row = c.execute("SELECT %s::int, pg_backend_pid()", (i,)).fetchone()
+        assert row[0] == i
+        pids.add(row[1])
+    assert len(pids) == 1
+    a.close()
+    b.close()
+
+
+def test_server_reset_query_always(pooler, pg):
+    p = pooler(pgbouncer=_cfg(default_pool_size=1, server_reset_query_always=1))
+    default = pg.sql("SHOW work_mem", db="appdb")[0][0]
+    assert default != "17MB"
+    a = p.connect()  # psycopg's default preparing: prepare=True below is honoured
+    b = p.connect()
+    a.execute("SET work_mem = '17MB'")
+    a.execute("PREPARE leaked AS SELECT 1")
+    pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    assert b.execute("SELECT pg_backend_pid()").fetchone()[0] == pid  # same server
+    assert b.execute("SHOW work_mem").fetchone()[0] == default
+    assert b.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+    # protocol-level prepared statements survive the DISCARD ALL (re-prepared as needed)
+    for i in range(8):
+        c = a if i % 2 else b
+        assert c.execute("SELECT %s::int * 3", (i,), prepare=True).fetchone() == (i * 3,)
+    a.close()
+    b.close()
+
+
+# ---------------------------------------------------------------------------
+# pool sizes and limits
+
+
+def test_min_pool_size(pooler, pg):
+    p = pooler(pgbouncer=_cfg(default_pool_size=5, min_pool_size=3))
+    with _connect(p) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+        harness.wait_until(lambda: len(_server_pids(pg)) >= 3, 15,
+                           what="min_pool_size servers")
+        # without load, and no more than the minimum
+        time.sleep(0.5)
+        assert len(_server_pids(pg)) == 3
+
+
+def test_reserve_pool(pooler, pg):
+    p = pooler(pgbouncer=_cfg(default_pool_size=1, reserve_pool_size=1, reserve_pool_timeout=1,
+                              query_wait_timeout=4))
+    a = _connect(p)
+    a.execute("BEGIN")
+    pid_a = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    b = _connect(p)
+    t, box = _in_thread(lambda: b.execute("SELECT pg_backend_pid()").fetchone()[0])
+    t.join(20)
+    assert not t.is_alive()
+    assert "error" not in box, box
+    assert box["result"] != pid_a  # served by a reserve connection
+    # never more than pool + reserve: with both busy, a third client waits and gives up
+    b.execute("BEGIN")
+    b.execute("SELECT 1")
+    c = _connect(p)
+    with pytest.raises(psycopg.OperationalError, match="query_wait_timeout"):
+        c.execute("SELECT 1")
+    assert len(_server_pids(pg)) == 2
+    a.execute("COMMIT")
+    b.execute("COMMIT")
+    a.close()
+    b.close()
+
+
+def _sample_max(pred_count, stop, out):
+    while not stop.is_set():
+        out.append(pred_count())
+        stop.wait(0.05)
+
+
+def _concurrent_txns(p, targets, sleep=0.3):
+    """One client per (user, dbname) in targets, all at once, each running a transaction
+    that holds its server for `sleep` seconds. Returns the list of errors."""
+    errors = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(targets), timeout=15)
+
+    def run(user, dbname):
+        try:
+            with _connect(p, user=user, dbname=dbname) as c:
+                barrier.wait()
+                with c.transaction():
+                    c.execute("SELECT pg_sleep(%s)", (sleep,))
+                    assert c.execute("SELECT current_user").fetchone() == (user,)
+        except Exception as e:  # noqa: BLE001 - asserted by the caller
+            with lock:
+                errors.append(f"{user}@{dbname}: {e!r}")
+
+    threads = [threading.Thread(target=run, args=t, daemon=True) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    return errors
+
+
+def _limited_run(pg, p, count_sql, phases, limit):
+    """Run each phase of concurrent transactions (see _concurrent_txns) while a thread
+    samples count_sql (servers open in PostgreSQL); every transaction must succeed and the
+    count must never exceed limit."""
+    def count():
+        return pg.sql(count_sql)[0][0]
+
+    stop = threading.Event()
+    seen = []
+    sampler = threading.Thread(target=_sample_max, args=(count, stop, seen), daemon=True)
+    sampler.start()
+    try:
+        for name, targets in phases:
+            errors = _concurrent_txns(p, targets)
+            assert errors == [], f"phase {name!r}: {errors}"
+    finally:
+        stop.set()
+        sampler.join(10)
+    assert seen and max(seen) <= limit
+    assert count() <= limit
+
+
+def test_max_user_connections(pooler, pg):
+    """At most max_user_connections servers for a user, across its databases. When the
+    cap is reached by idle servers of one pool, another pool of that user still gets a
+    server (PgBouncer evicts an idle one: objects.c evict_user_connection)."""
+    p = pooler(pgbouncer=_cfg(default_pool_size=10, max_user_connections=2,
+                              query_wait_timeout=5, client_login_timeout=10))
+    _limited_run(pg, p, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'md5user'", [
+        ("appdb only", [("md5user", "appdb")] * 4),  # leaves 2 idle appdb servers
+        ("then postgres", [("md5user", "postgres")] * 2),
+        ("both", [("md5user", "appdb")] * 3 + [("md5user", "postgres")] * 3),
+    ], 2)
+
+
+def test_max_db_connections(pooler, pg):
+    """At most max_db_connections servers for a database, across its users; as above, a
+    second user's pool is not starved by the first user's idle servers (evict_connection)."""
+    p = pooler(pgbouncer=_cfg(default_pool_size=10, max_db_connections=2,
+                              query_wait_timeout=5, client_login_timeout=10))
+    _limited_run(pg, p, "SELECT count(*) FROM pg_stat_activity WHERE datname = 'appdb' "
+                        "AND usename IN ('md5user', 'scramuser')", [
+        ("md5user only", [("md5user", "appdb")] * 4),  # leaves 2 idle md5user servers
+        ("then scramuser", [("scramuser", "appdb")] * 2),
+        ("both", [("md5user", "appdb")] * 3 + [("scramuser", "appdb")] * 3),
+    ], 2)
+
+
+def test_max_db_client_connections(pooler, pg):
+    p = pooler(pgbouncer=_cfg(max_db_client_connections=2))
+    a = _connect(p)
+    b = _connect(p, user="scramuser")
+    with pytest.raises(psycopg.OperationalError,
+                       match=r"client connections exceeded \(max_db_client_connections\)"):
+        _connect(p)
+    # another database is not affected
+    with _connect(p, dbname="postgres") as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    a.close()
+    harness.wait_until(lambda: _try_connect(p), 10, what="a slot after a client left")
+    assert b.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_max_user_client_connections(pooler, pg):
+    p = pooler(pgbouncer=_cfg(max_user_client_connections=2))
+    a = _connect(p)
+    b = _connect(p, dbname="postgres")
+    with pytest.raises(psycopg.OperationalError,
+                       match=r"client connections exceeded \(max_user_client_connections\)"):
+        _connect(p)
+    with _connect(p, user="scramuser") as c:  # another user is not affected
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    a.close()
+    harness.wait_until(lambda: _try_connect(p), 10, what="a slot after a client left")
+    assert b.execute("SELECT 1").fetchone() == (1,)
+
+
+def _try_connect(p, **kw):
+    try:
+        with p.connect(**kw) as c:
+            return c.execute("SELECT 1").fetchone() == (1,)
+    except psycopg.OperationalError:
+        return False
+
+
+def test_max_client_conn(pooler, pg):
+    p = pooler(pgbouncer=_cfg(max_client_conn=3, default_pool_size=1))
+    conns = [_connect(p) for _ in range(3)]
+    with pytest.raises(psycopg.OperationalError,
+                       match=r"no more connections allowed \(max_client_conn\)"):
+        _connect(p)
+    # all three share the one server, in turn
+    for i, c in enumerate(conns):
+        assert c.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+    # the admin console is exempt
+    assert p.admin("SHOW VERSION")
+    conns[0].close()
+    harness.wait_until(lambda: _try_connect(p), 10, what="a slot after a client left")
+
+
+@pytest.mark.parametrize("round_robin", [1, 0])
+def test_server_round_robin(pooler, pg, round_robin):
+    p = pooler(pgbouncer=_cfg(default_pool_size=2, server_round_robin=round_robin))
+    a = _connect(p)
+    b = _connect(p)
+    # two servers: both clients inside a transaction at once
+    a.execute("BEGIN")
+    b.execute("BEGIN")
+    both = {a.execute("SELECT pg_backend_pid()").fetchone()[0],
+            b.execute("SELECT pg_backend_pid()").fetchone()[0]}
+    assert len(both) == 2
+    a.execute("COMMIT")
+    b.execute("COMMIT")
+    pids = [a.execute("SELECT pg_backend_pid()").fetchone()[0] for _ in range(8)]
+    if round_robin:
+        assert all(x != y for x, y in zip(pids, pids[1:])), pids
+        assert set(pids) == both
+    else:
+        assert len(set(pids)) == 1, pids  # LIFO: the most recently released server
+    a.close()
+    b.close()
+
+
+def test_statement_mode(pooler, pg):
+    p = pooler(pgbouncer={"pool_mode": "statement", "default_pool_size": 1})
+    a = _connect(p)
+    b = _connect(p)
+    # single statements, simple and extended protocol, interleaved on one server
+    for i in range(5):
+        assert a.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+        assert b.execute("SELECT 'b' || %s", (str(i),)).fetchone() == (f"b{i}",)
+    with pytest.raises(psycopg.OperationalError,
+                       match="transaction blocks not allowed in statement pooling mode"):
+        a.execute("BEGIN")
+    assert a.closed or a.broken
+    # b is unaffected and the pool still works
+    assert b.execute("SELECT 1").fetchone() == (1,)
+    with _connect(p) as c:
+        assert c.execute("SELECT 2").fetchone() == (2,)
+    b.close()
+
+
+# ---------------------------------------------------------------------------
+# cancel
+
+
+def test_cancel_in_transaction_mode(pooler, pg):
+    p = pooler(pgbouncer=_cfg(default_pool_size=1))
+    conn = _connect(p)
+    other = _connect(p)
+    watcher = pg.connect()
+
+    def cancel_when_running():
+        for _ in range(400):
+            row = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = "
+                                  "'md5user' AND state = 'active' AND query LIKE "
+                                  "'SELECT pg_sleep(30)%'").fetchone()
+            if row[0]:
+                conn.cancel()
+                return True
+            time.sleep(0.05)
+        return False
+
+    t, box = _in_thread(cancel_when_running)
+    with pytest.raises(psycopg.errors.QueryCanceled) as ei:
+        conn.execute("SELECT pg_sleep(30)")
+    t.join(30)
+    assert box.get("result") is True
+    assert ei.value.sqlstate == "57014"
+    assert "canceling statement due to user request" in str(ei.value)
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert other.execute("SELECT 2").fetchone() == (2,)
+    # inside a transaction too
+    conn.execute("BEGIN")
+    t, box = _in_thread(cancel_when_running)
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        conn.execute("SELECT pg_sleep(30)")
+    t.join(30)
+    with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+        conn.execute("SELECT 1")
+    conn.execute("ROLLBACK")
+    assert conn.execute("SELECT 3").fetchone() == (3,)
+    watcher.close()
+
+
+def test_late_cancel_never_hits_another_client(pooler, pg):
+    """A cancel of A's must never cancel B's query on the same (only) server. Even rounds:
+    A's cancel is sent right after A's query finished, while B starts its query. Odd
+    rounds: the cancel races with the end of A's short query (sent 0-90 ms into it), and B
+    starts as soon as A has its answer. A may or may not be cancelled; B never is."""
+    p = pooler(pgbouncer=_cfg(default_pool_size=1))
+    a = _connect(p)
+    b = _connect(p)
+    failures = []
+    for i in range(20):
+        if i % 2 == 0:
+            assert a.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+            t, box = _in_thread(lambda: b.execute("SELECT pg_sleep(0.3), 'b-done'").fetchone())
+            a.cancel()
+            t.join(30)
+            assert not t.is_alive()
+        else:
+            delay = 0.01 * (i // 2)
+            canceller, _ = _in_thread(lambda: (time.sleep(delay), a.cancel()))
+            try:
+                a.execute("SELECT pg_sleep(0.05)")
+            except psycopg.errors.QueryCanceled:
+                pass  # the cancel was in time for A: fine
+            box = {}
+            try:
+                box["result"] = b.execute("SELECT pg_sleep(0.3), 'b-done'").fetchone()
+            except Exception as e:  # noqa: BLE001 - collected below
+                box["error"] = e
+            canceller.join(30)
+            assert not canceller.is_alive()
+        if "error" in box:
+            failures.append(f"round {i}: {box['error']!r}")
+            b.close()
+            b = _connect(p)
+        else:
+            assert box["result"][1] == "b-done"
+    assert failures == []
+    # both clients are fine afterwards
+    assert a.execute("SELECT 'a-done'").fetchone() == ("a-done",)
+    assert b.execute("SELECT 'b-done'").fetchone() == ("b-done",)
+    a.close()
+    b.close()
