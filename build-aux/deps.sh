@@ -5,7 +5,8 @@ set -e
 PKGS="g++ make autoconf automake pkg-config libevent-dev libssl-dev libinih-dev libcmocka-dev \
 postgresql postgresql-client postgresql-contrib util-linux procps openssl \
 python3 python3-psycopg python3-pytest python3-asyncpg python3-prometheus-client \
-pgbouncer nodejs npm"
+pgbouncer nodejs npm \
+default-jdk-headless libpostgresql-jdbc-java"
 missing=""
 for p in $PKGS; do
     # NodeSource's nodejs bundles npm (and conflicts with Debian's npm package)

@@ -541,6 +541,8 @@ PacketAction Client::finish_login() {
         set_state(*this, ClientState::Active);
         send_welcome();
     } else {
+        if (pool_refuse_if_login_failing(*this))
+            return PacketAction::Closed;
         wait_for_welcome = true;
         wait_start = mono_now();
         set_state(*this, ClientState::Waiting);

@@ -116,7 +116,7 @@ bool Server::connect() {
     int fd = connect_nonblocking(addr, in_progress, err);
     if (fd < 0) {
         slog_warning(this, "connect failed: %s", err.c_str());
-        login_failed(err, {});
+        login_failed("connect failed", {});
         return false;
     }
     tune_socket(fd, !addr.is_unix(), tcp_options_from(settings()));
@@ -183,7 +183,7 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
     case SBufEvent::ConnectFailed: {
         std::string msg = strerror(errno);
         slog_warning(this, "connect failed: %s", msg.c_str());
-        login_failed(msg, {});
+        login_failed("connect failed", {});
         return;
     }
     case SBufEvent::Eof:
@@ -193,7 +193,7 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
         }
         if (client)
             client->fatal("08P01", "server conn crashed?");
-        close("server closed the connection unexpectedly");
+        close("server conn crashed?");
         return;
     case SBufEvent::SocketError:
         if (state == ServerState::Login) {
@@ -229,11 +229,12 @@ void Server::login_failed(std::string_view message, std::span<const uint8_t> err
         write_error(p.last_login_error, "FATAL", "08P01", message);
     }
     std::string m(message);
-    // Clients waiting on this pool learn why (SQLSTATE 57P03 "starting up" is not fanned out).
+    // Clients waiting on this pool learn why when PostgreSQL said it (an ErrorResponse other
+    // than 57P03 "starting up"); connect failures are only remembered, as PgBouncer does.
     ErrorFields f;
     bool starting = error_packet.size() > 5 &&
                     parse_error_fields(error_packet.subspan(5), f) && f.sqlstate == "57P03";
-    if (!starting) {
+    if (!starting && !error_packet.empty()) {
         std::string packet = p.last_login_error;
         p.waiting.for_each([&](Client& c) {
             c.sb.queue(packet);
@@ -241,7 +242,7 @@ void Server::login_failed(std::string_view message, std::span<const uint8_t> err
             c.close("server login failed");
         });
     }
-    close(("login failed: " + m).c_str());
+    close(error_packet.empty() ? m.c_str() : "login failed");
 }
 
 void Server::close(const char* reason) {

@@ -15,11 +15,9 @@
 #include <vector>
 
 #include <openssl/bio.h>
-#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
-#include <openssl/params.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
@@ -34,10 +32,6 @@ struct CtxFree {
     void operator()(SSL_CTX* c) const noexcept { SSL_CTX_free(c); }
 };
 using CtxPtr = std::unique_ptr<SSL_CTX, CtxFree>;
-
-struct PkeyCtxFree {
-    void operator()(EVP_PKEY_CTX* c) const noexcept { EVP_PKEY_CTX_free(c); }
-};
 
 // What is in force. The fingerprints hold the settings and the SHA-256 of the files the
 // contexts were built from, so that RELOAD can tell whether anything changed.
@@ -244,24 +238,11 @@ bool apply_dheparams(SSL_CTX* ctx, const std::string& value) {
         return SSL_CTX_set_dh_auto(ctx, 0) == 1;
     if (v.empty() || ieq(v, "auto"))
         return SSL_CTX_set_dh_auto(ctx, 1) == 1;
-    if (!ieq(v, "legacy"))
-        return false;
-    // 1024-bit DH for old clients (RFC 5114 group 1).
-    std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> pc(
-        EVP_PKEY_CTX_new_from_name(nullptr, "DH", nullptr));
-    if (!pc || EVP_PKEY_paramgen_init(pc.get()) != 1)
-        return false;
-    char group[] = "dh_1024_160";
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
-                           OSSL_PARAM_construct_end()};
-    EVP_PKEY* pkey = nullptr;
-    if (EVP_PKEY_CTX_set_params(pc.get(), params) != 1 || EVP_PKEY_paramgen(pc.get(), &pkey) != 1)
-        return false;
-    if (SSL_CTX_set0_tmp_dh_pkey(ctx, pkey) != 1) {
-        EVP_PKEY_free(pkey);
-        return false;
-    }
-    return SSL_CTX_set_dh_auto(ctx, 0) == 1;
+    // 1024-bit DH for old clients: OpenSSL's auto mode 2, as libusual does. At security
+    // level 2 (Debian's default) OpenSSL then simply offers no DHE suites.
+    if (ieq(v, "legacy"))
+        return SSL_CTX_set_dh_auto(ctx, 2) == 1;
+    return false;
 }
 
 // Never prompt on the terminal for a key passphrase: encrypted keys are a config error.

@@ -230,17 +230,8 @@ void pool_request_server(Client& c) {
             assign(c, *s);
             return;
         }
-        if (p.server_count() == 0 && login_failing(p) && !p.last_login_error.empty()) {
-            ErrorFields f;
-            auto* raw = reinterpret_cast<const uint8_t*>(p.last_login_error.data());
-            std::string msg = "unknown error";
-            if (p.last_login_error.size() > 5 &&
-                parse_error_fields(std::span{raw + 5, p.last_login_error.size() - 5}, f))
-                msg.assign(f.message);
-            c.fatal("08P01", "server login has been failing, cached error: %s (server_login_retry)",
-                    msg.c_str());
+        if (pool_refuse_if_login_failing(c))
             return;
-        }
     }
     if (c.state != ClientState::Waiting) {
         c.wait_start = mono_now();
@@ -249,6 +240,51 @@ void pool_request_server(Client& c) {
     }
     pool_launch_if_needed(p);
 }
+
+bool pool_refuse_if_login_failing(Client& c) {
+    Pool& p = *c.pool;
+    if (p.server_count() != 0 || !login_failing(p) || p.last_login_error.empty())
+        return false;
+    ErrorFields f;
+    auto* raw = reinterpret_cast<const uint8_t*>(p.last_login_error.data());
+    std::string msg = "unknown error";
+    if (p.last_login_error.size() > 5 &&
+        parse_error_fields(std::span{raw + 5, p.last_login_error.size() - 5}, f))
+        msg.assign(f.message);
+    c.fatal("08P01", "server login has been failing, cached error: %s (server_login_retry)",
+            msg.c_str());
+    return true;
+}
+
+namespace {
+// max_db_connections / max_user_connections: close an idle server of another pool of the
+// same database or user so that this pool can open one (PgBouncer evicts the same way).
+bool evict_for(const Pool& p) {
+    int max_db = p.db->entry.max_db_connections >= 0 ? p.db->entry.max_db_connections
+                                                     : settings().max_db_connections;
+    int max_user = settings().max_user_connections;
+    if (p.user->entry && p.user->entry->max_user_connections >= 0)
+        max_user = p.user->entry->max_user_connections;
+    bool db_full = max_db > 0 && p.db->server_count >= max_db;
+    bool user_full = max_user > 0 && p.user->server_count >= max_user;
+    if (!db_full && !user_full)
+        return false;
+    Server* victim = nullptr;
+    for (auto& other : g_rt.pools) {
+        if (other.get() == &p)
+            continue;
+        if ((db_full && other->db != p.db) || (user_full && other->user != p.user))
+            continue;
+        Server* s = other->idle.back();  // the least recently used idle server
+        if (s && (!victim || s->idle_since < victim->idle_since))
+            victim = s;
+    }
+    if (!victim)
+        return false;
+    victim->close("evicted");
+    return true;
+}
+}  // namespace
 
 void pool_launch_if_needed(Pool& p) {
     if (p.db->paused || rt().shutting_down)
@@ -265,8 +301,14 @@ void pool_launch_if_needed(Pool& p) {
             Client* first = p.waiting.front();
             reserve = p.reserve_size() > 0 && first && first->wait_start &&
                       mono_now() - first->wait_start >= settings().reserve_pool_timeout;
-            if (!reserve || !can_open_server(p, true))
-                return;
+            if (!reserve || !can_open_server(p, true)) {
+                // Blocked by a database or user cap rather than the pool size: free an idle
+                // server elsewhere and try once more.
+                int size = p.pool_size();
+                bool size_ok = size <= 0 || static_cast<int>(p.server_count()) < size;
+                if (!size_ok || !evict_for(p) || !can_open_server(p, false))
+                    return;
+            }
         }
         launch_server(p);
     }

@@ -29,7 +29,6 @@ import subprocess
 import tempfile
 import threading
 
-import psycopg
 import pytest
 
 import harness

@@ -55,6 +55,9 @@ void pool_request_server(Client& c);
 void pool_release_server(Server& s);
 // A server finished login, reset or check: hand it to a waiting client or make it idle.
 void pool_server_ready(Server& s);
+// Within server_login_retry after a failed login with no server left: refuses the client
+// with PgBouncer's cached-error text and returns true.
+bool pool_refuse_if_login_failing(Client& c);
 // Opens new server connections while clients wait and limits allow.
 void pool_launch_if_needed(Pool& p);
 // Keeps min_pool_size servers open (janitor).
