@@ -115,6 +115,10 @@ void Client::close(const char* reason) {
         rt().client_count--;
     counted = false;
     unregister_cancel_key(*this);
+    for (auto& [name, entry] : closed_names)
+        if (entry)
+            ps_unref(entry);
+    closed_names.clear();
     sb.close();
     set_state(*this, ClientState::Closing);
 }
@@ -640,6 +644,11 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
         }
         if (state == ClientState::Waiting)
             return PacketAction::Pause;
+        if (pool->mode() != PoolMode::Session) {
+            PacketAction a = answer_without_server(hdr, data);
+            if (a != PacketAction::Forward)
+                return a;
+        }
         pool_request_server(*this);
         if (state == ClientState::Closing)
             return PacketAction::Closed;
@@ -660,8 +669,19 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
     if ((t == msg::kParse || t == msg::kBind || t == msg::kDescribe || t == msg::kClose) &&
         settings().max_prepared_statements > 0 && pool->mode() != PoolMode::Session)
         return on_ps_packet(hdr, data, s);
+    discard_sent = false;
+    if (t == msg::kSync || t == msg::kQuery)
+        syncs_sent++;
+    if (t == msg::kQuery && (ps.size() > 0 || s.ps.size() > 0))
+        forget_names_if_discard(hdr, data);
     bool owed_copy_end = s.tracker.client_in_copy();
-    s.tracker.on_request(t);
+    if (discard_sent)
+        s.tracker.on_request(Expect{.type = msg::kQuery,
+                                    .action = ReplyAction::Forward,
+                                    .copy_term = false,
+                                    .client_parse = true});  // marks "maps already cleared"
+    else
+        s.tracker.on_request(t);
     if (owed_copy_end && s.tracker.idle() && pool->mode() != PoolMode::Session && !s.pinned) {
         // The CopyDone/CopyFail of a COPY the server already failed: PostgreSQL would ignore
         // it, and nothing is owed any more, so the server can go back now.
@@ -678,16 +698,138 @@ namespace sluice {
 // Statement cache (DESIGN.md section 5). Parse/Bind/Describe/Close arrive whole; named
 // statements are rewritten to registry names, answered locally, or completed with an
 // injected Parse. Unnamed statements and portals take the ordinary path.
-PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8_t> data,
-                                  Server& s) {
+// A client without a server (transaction/statement mode, no transaction open, nothing owed)
+// gets some answers locally: a lone Sync (ReadyForQuery idle), the Parse of a statement some
+// server already parsed successfully, and Close of a statement name. Blocking prepares
+// (pgbench -M prepared, PQprepare) then do not need a server while others hold them all.
+// Returns Forward when the message needs a server after all.
+// A simple Query that is exactly DEALLOCATE ALL or DISCARD ALL drops the client's statement
+// names now, so a Parse pipelined right after it may reuse them (the server's own set is
+// cleared when the CommandComplete comes back).
+void Client::forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data) {
+    if (data.size() < hdr.len || hdr.len > 64)
+        return;
+    std::string q(reinterpret_cast<const char*>(data.data()) + hdr.hdr_len,
+                  hdr.len - hdr.hdr_len);
+    std::string norm;
+    for (char ch : q) {
+        if (ch == '\0' || ch == ';')
+            continue;
+        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+            if (!norm.empty() && norm.back() != ' ')
+                norm.push_back(' ');
+            continue;
+        }
+        norm.push_back(static_cast<char>(ch >= 'a' && ch <= 'z' ? ch - 32 : ch));
+    }
+    while (!norm.empty() && norm.back() == ' ')
+        norm.pop_back();
+    if (norm == "DEALLOCATE ALL" || norm == "DISCARD ALL") {
+        // The server runs it before anything sent after it, so its set empties now too.
+        ps.clear();
+        if (server)
+            server->ps.clear();
+        discard_sent = true;
+    }
+}
+
+std::string Client::confirm_oldest_parse() {
+    std::string name;
+    if (!unconfirmed_names.empty()) {
+        name = std::move(unconfirmed_names.front().first);
+        unconfirmed_names.pop_front();
+    }
+    if (waiting_confirm) {
+        waiting_confirm = false;
+        sb.resume();
+    }
+    return name;
+}
+
+PacketAction Client::answer_without_server(const PacketHeader& hdr,
+                                           std::span<const uint8_t> data) {
+    uint8_t t = hdr.type;
+    if (t == msg::kSync) {
+        write_ready(sb.out_for_append(), 'I');
+        return sb.flush_out() ? PacketAction::Skip : PacketAction::Closed;
+    }
+    if ((t != msg::kParse && t != msg::kClose) || settings().max_prepared_statements <= 0)
+        return PacketAction::Forward;
+    bool named = false;
+    std::span<const uint8_t> body = data.subspan(hdr.hdr_len);
+    if (!peek_statement_named(t, body, named))
+        return PacketAction::Hold;
+    if (!named)
+        return PacketAction::Forward;
     if (data.size() < hdr.len)
         return PacketAction::Hold;
-    std::span<const uint8_t> body = data.subspan(hdr.hdr_len);
+    if (t == msg::kParse) {
+        ParseMsg pm;
+        if (!parse_parse_msg(body, pm)) {
+            fatal("08P01", "invalid Parse message");
+            return PacketAction::Closed;
+        }
+        PsEntry* e = ps_find(pm.query, pm.params);
+        if (!e || !e->verified || ps.find(pm.name))
+            return PacketAction::Forward;
+        ps.add(pm.name, e);
+        pool->client_parse_count++;
+        std::string& out = sb.out_for_append();
+        PacketWriter w(out);
+        w.begin(msg::kParseComplete);
+        w.finish();
+        return sb.flush_out() ? PacketAction::Skip : PacketAction::Closed;
+    }
+    PacketReader r(body);
+    uint8_t what;
+    std::string_view name;
+    if (!r.read_u8(what) || !r.read_cstr(name)) {
+        fatal("08P01", "invalid Close message");
+        return PacketAction::Closed;
+    }
+    ps.remove(name);
+    std::string& out = sb.out_for_append();
+    PacketWriter w(out);
+    w.begin(msg::kCloseComplete);
+    w.finish();
+    return sb.flush_out() ? PacketAction::Skip : PacketAction::Closed;
+}
+
+PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8_t> data,
+                                  Server& s) {
     uint8_t t = hdr.type;
     auto pass = [&]() {
         s.tracker.on_request(t);
         pool->bytes_in += hdr.len;
         return PacketAction::Forward;
+    };
+    if (data.size() < hdr.len) {
+        // Unnamed statements and portals stream like everything else; only named ones are
+        // held whole (bounded by max_packet_size).
+        bool named = false;
+        if (!peek_statement_named(t, data.subspan(hdr.hdr_len), named))
+            return PacketAction::Hold;
+        return named ? PacketAction::Hold : pass();
+    }
+    std::span<const uint8_t> body = data.subspan(hdr.hdr_len);
+    // Inside a failed transaction block PostgreSQL refuses every Parse with 25P02: let the
+    // server say so rather than answering from the cache.
+    bool aborted = s.tracker.status() == 'E';
+    // A name the client never prepared: the server's 26000 must carry the client's name,
+    // even when it looks like one of ours.
+    auto unknown_name = [&](std::string_view name) {
+        if (!name.starts_with("sluice_"))
+            return pass();
+        std::string err;
+        write_error(err, "ERROR", "26000",
+                    "prepared statement \"" + std::string(name) + "\" does not exist");
+        s.pending_errors.push_back(std::move(err));
+        static const uint8_t no_params[6] = {0, 0, 0, 0, 0, 0};
+        write_bind(s.sb.out_for_append(), "", "sluice_no_such_statement", no_params);
+        s.tracker.on_request(Expect{.type = msg::kBind,
+                                    .action = ReplyAction::ReplaceError,
+                                    .copy_term = false});
+        return PacketAction::Skip;
     };
     switch (t) {
     case msg::kParse: {
@@ -699,7 +841,25 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         if (pm.name.empty())
             return pass();
         pool->client_parse_count++;
+        if (ps.find(pm.name) && aborted) {
+            // Any Parse is refused with 25P02 here: send a harmless unnamed one and let the
+            // server's error through.
+            static const uint8_t no_types[2] = {0, 0};
+            write_parse(s.sb.out_for_append(), "", "SELECT 1",
+                        std::string_view(reinterpret_cast<const char*>(no_types), 2));
+            s.tracker.on_request(msg::kParse);
+            return PacketAction::Skip;
+        }
         if (ps.find(pm.name)) {
+            // The name came from a Parse of an earlier batch that is still unanswered: if that
+            // Parse fails the name is free again. Wait for its answer before deciding.
+            for (const auto& [n, at_sync] : unconfirmed_names) {
+                if (n == pm.name && at_sync < syncs_sent) {
+                    pool->client_parse_count--;  // counted again when the Parse is re-shown
+                    waiting_confirm = true;
+                    return PacketAction::Pause;
+                }
+            }
             // PostgreSQL's own answer (42P05), and the server must drop the rest of the batch
             // as it would have: make it fail with a Bind of a name that cannot exist and
             // replace that error with the right one.
@@ -716,7 +876,18 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         }
         PsEntry* e = ps_intern(pm.query, pm.params);
         ps.add(pm.name, e);
-        if (s.ps.has(e)) {
+        unconfirmed_names.emplace_back(std::string(pm.name), syncs_sent);
+        if (s.ps.has(e) && aborted) {
+            // The server has the text already, but in a failed block PostgreSQL refuses any
+            // Parse (25P02): send a harmless one to get that error; the name is undone then.
+            static const uint8_t no_types[2] = {0, 0};
+            write_parse(s.sb.out_for_append(), "", "SELECT 1",
+                        std::string_view(reinterpret_cast<const char*>(no_types), 2));
+            s.tracker.on_request(Expect{.type = msg::kParse,
+                                        .action = ReplyAction::Forward,
+                                        .copy_term = false,
+                                        .client_parse = true});
+        } else if (s.ps.has(e)) {
             s.ps.touch(e);
             s.tracker.on_request(Expect{.type = msg::kParse,
                                         .action = ReplyAction::Fake,
@@ -737,9 +908,11 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
             fatal("08P01", "invalid Bind message");
             return PacketAction::Closed;
         }
-        PsEntry* e = bm.statement.empty() ? nullptr : ps.find(bm.statement);
+        if (bm.statement.empty())
+            return pass();
+        PsEntry* e = ps.find(bm.statement);
         if (!e)
-            return pass();  // unnamed, or unknown: the server answers 26000 with this name
+            return unknown_name(bm.statement);  // the server's 26000 names the client's name
         if (!s.ps.has(e))
             s.send_parse(e, ReplyAction::Skip, false);
         else
@@ -765,7 +938,12 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         if (what != 'S' || name.empty())
             return pass();
         if (t == msg::kClose) {
-            // The client's name goes; the server keeps the statement for others.
+            // The client's name goes; the server keeps the statement for others. If the server
+            // discards this Close (an earlier message of the batch failed) the name comes back.
+            PsEntry* closed = ps.find(name);
+            if (closed)
+                ps_ref(closed);
+            closed_names.emplace_back(std::string(name), closed);
             ps.remove(name);
             s.tracker.on_request(Expect{.type = msg::kClose,
                                         .action = ReplyAction::Fake,
@@ -776,7 +954,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         }
         PsEntry* e = ps.find(name);
         if (!e)
-            return pass();
+            return unknown_name(name);
         if (!s.ps.has(e))
             s.send_parse(e, ReplyAction::Skip, false);
         else

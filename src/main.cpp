@@ -255,6 +255,7 @@ void on_accept(int fd, const PeerAddr& peer, const PeerAddr& local, bool is_unix
     }
     c->sb.set_startup(true);
     c->sb.set_max_packet(settings().max_packet_size);
+    c->sb.set_hold_limit(settings().max_packet_size);
     c->sb.set_loop_count(settings().sbuf_loopcnt);
 }
 

@@ -44,6 +44,45 @@ PsEntry* ps_intern(std::string_view query, std::string_view params) {
     return out;
 }
 
+PsEntry* ps_find(std::string_view query, std::string_view params) {
+    std::string key;
+    key.reserve(query.size() + 1 + params.size());
+    key.append(query);
+    key.push_back('\0');
+    key.append(params);
+    auto it = registry().find(key);
+    return it == registry().end() ? nullptr : it->second.get();
+}
+
+bool peek_statement_named(uint8_t type, std::span<const uint8_t> b, bool& named) noexcept {
+    switch (type) {
+    case msg::kParse:
+        if (b.empty())
+            return false;
+        named = b[0] != 0;
+        return true;
+    case msg::kBind:
+        for (size_t i = 0; i < b.size(); ++i) {
+            if (b[i] == 0) {
+                if (i + 1 >= b.size())
+                    return false;
+                named = b[i + 1] != 0;
+                return true;
+            }
+        }
+        return false;
+    case msg::kDescribe:
+    case msg::kClose:
+        if (b.size() < 2)
+            return false;
+        named = b[0] == 'S' && b[1] != 0;
+        return true;
+    default:
+        named = false;
+        return true;
+    }
+}
+
 void ps_ref(PsEntry* e) noexcept {
     e->refs++;
 }
@@ -99,6 +138,10 @@ void ServerPs::touch(PsEntry* e) {
 }
 
 PsEntry* ServerPs::add(PsEntry* e, size_t max) {
+    if (auto it = set_.find(e); it != set_.end()) {
+        it->second = ++tick_;
+        return nullptr;
+    }
     PsEntry* victim = nullptr;
     if (max > 0 && set_.size() >= max) {
         uint64_t oldest = UINT64_MAX;
@@ -118,6 +161,11 @@ PsEntry* ServerPs::add(PsEntry* e, size_t max) {
 
 void ServerPs::remove(PsEntry* e) {
     if (set_.erase(e))
+        ps_unref(e);
+}
+
+void ServerPs::put_back(PsEntry* e) {
+    if (!set_.emplace(e, ++tick_).second)
         ps_unref(e);
 }
 

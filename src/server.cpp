@@ -476,6 +476,18 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         return PacketAction::Closed;
     }
     uint8_t status = t == msg::kReadyForQuery ? data[hdr.hdr_len] : 0;
+    if (t == msg::kCloseComplete && head_type == msg::kClose) {
+        if (const Expect* h = tracker.head(); h && h->ps && h->action == ReplyAction::Skip)
+            ps_unref(static_cast<PsEntry*>(h->ps));
+    }
+    if (t == msg::kParseComplete && head_type == msg::kParse) {
+        if (const Expect* h = tracker.head()) {
+            if (h->ps)
+                static_cast<PsEntry*>(h->ps)->verified = true;
+            if (h->client_parse && client)
+                client->confirm_oldest_parse();
+        }
+    }
     ReplyAction act = tracker.on_reply(t, status);
     if (!tracker.dropped().empty())
         undo_dropped();
@@ -483,6 +495,7 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         if (act == ReplyAction::ReplaceError && client && !pending_errors.empty()) {
             client->sb.queue(pending_errors.front());
             pending_errors.erase(pending_errors.begin());
+            replaced_error_in_batch = true;
             return PacketAction::Skip;
         }
         if (act == ReplyAction::Skip && head_type == msg::kParse && client)
@@ -491,7 +504,10 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     if (t == msg::kCommandComplete && whole && ps.size() + (client ? client->ps.size() : 0) > 0) {
         std::string_view tag(reinterpret_cast<const char*>(data.data()) + hdr.hdr_len,
                              hdr.len - hdr.hdr_len);
-        if (tag.starts_with("DISCARD ALL") || tag.starts_with("DEALLOCATE ALL")) {
+        bool cleared_at_send = head_type == msg::kQuery && tracker.head() &&
+                               tracker.head()->client_parse;
+        if (!cleared_at_send &&
+            (tag.starts_with("DISCARD ALL") || tag.starts_with("DEALLOCATE ALL"))) {
             ps.clear();
             if (client && act == ReplyAction::Forward)
                 client->ps.clear();
@@ -601,10 +617,10 @@ void Server::send_parse(PsEntry* e, ReplyAction action, bool client_parse) {
     std::string& out = sb.out_for_append();
     if (PsEntry* victim =
             ps.add(e, static_cast<size_t>(settings().max_prepared_statements))) {
+        // The Expect keeps the victim's reference until CloseComplete confirms the Close.
         write_describe_or_close(out, msg::kClose, 'S', victim->name);
         tracker.on_request(Expect{.type = msg::kClose, .action = ReplyAction::Skip,
-                                  .copy_term = false, .ps = nullptr});
-        ps_unref(victim);
+                                  .copy_term = false, .ps = victim});
     }
     write_parse(out, e->name, e->query, e->params);
     tracker.on_request(Expect{.type = msg::kParse,
@@ -621,6 +637,13 @@ void Server::emit_fakes() {
     while (tracker.take_fake(e)) {
         if (!client)
             continue;
+        if (e.type == msg::kClose && !client->closed_names.empty()) {
+            if (PsEntry* entry = client->closed_names.front().second)
+                ps_unref(entry);
+            client->closed_names.pop_front();
+        }
+        if (e.client_parse)
+            client->confirm_oldest_parse();
         std::string& out = client->sb.out_for_append();
         PacketWriter w(out);
         w.begin(e.fake);
@@ -636,18 +659,36 @@ void Server::emit_fakes() {
 void Server::undo_dropped() {
     for (const Expect& e : tracker.dropped()) {
         auto* ps_entry = static_cast<PsEntry*>(e.ps);
-        if (e.type == msg::kParse && ps_entry) {
-            if (e.action != ReplyAction::Fake)
+        if (e.type == msg::kParse && (ps_entry || e.client_parse)) {
+            if (ps_entry && e.action != ReplyAction::Fake)
                 ps.remove(ps_entry);
-            if (e.client_parse && client)
-                client->ps.remove_entry(ps_entry);
-        } else if (e.action == ReplyAction::ReplaceError && !pending_errors.empty()) {
-            pending_errors.erase(pending_errors.begin());
-        } else if (e.type == msg::kClose && e.action == ReplyAction::Skip) {
-            close_needed = true;  // an eviction Close never ran: our set no longer matches
+            if (e.client_parse && client) {
+                std::string name = client->confirm_oldest_parse();
+                if (!name.empty())
+                    client->ps.remove(name);
+            }
+        } else if (e.action == ReplyAction::ReplaceError) {
+            // The failing request itself already used its error; discarded ones did not.
+            if (replaced_error_in_batch)
+                replaced_error_in_batch = false;
+            else if (!pending_errors.empty())
+                pending_errors.erase(pending_errors.begin());
+        } else if (e.type == msg::kClose && e.action == ReplyAction::Skip && ps_entry) {
+            ps.put_back(ps_entry);  // an eviction Close never ran: the server still has it
+        } else if (e.type == msg::kClose && e.action == ReplyAction::Fake && client &&
+                   !client->closed_names.empty()) {
+            // A client Close the server would have discarded: the name comes back.
+            auto [name, entry] = std::move(client->closed_names.front());
+            client->closed_names.pop_front();
+            if (entry) {
+                if (!client->ps.find(name))
+                    client->ps.add(name, entry);
+                ps_unref(entry);
+            }
         }
     }
     tracker.dropped().clear();
+    replaced_error_in_batch = false;
 }
 
 void Server::start_check() {

@@ -48,8 +48,8 @@ void on_timer(evutil_socket_t, short, void*) noexcept {
                  " B/s, out %" PRIu64 " B/s, xact %" PRIu64 " us, query %" PRIu64
                  " us, wait %" PRIu64 " us",
                  avg.xact_count, avg.query_count, avg.client_parse_count, avg.server_parse_count,
-                 avg.bind_count, avg.client_bytes, avg.server_bytes, avg.xact_time,
-                 avg.query_time, avg.wait_time);
+                 avg.bind_count, avg.client_bytes, avg.server_bytes, avg.xact_time, avg.query_time,
+                 avg.wait_time);
     }
     arm_timer();  // re-read stats_period each time: SET/RELOAD apply from the next period
 }

@@ -19,10 +19,13 @@ struct PsEntry {
     std::string_view query;   // view into key
     std::string_view params;  // Int16 count + Int32 OIDs, raw, view into key
     uint32_t refs = 0;        // client mappings + server sets holding it
+    bool verified = false;    // some server answered its Parse with ParseComplete
 };
 
 // Interns a statement; the result has one more reference (release with ps_unref).
 PsEntry* ps_intern(std::string_view query, std::string_view params);
+// The registry entry for a statement, or nullptr (no reference taken).
+PsEntry* ps_find(std::string_view query, std::string_view params);
 void ps_ref(PsEntry* e) noexcept;
 void ps_unref(PsEntry* e) noexcept;
 // Number of distinct statements in the registry (SHOW/tests).
@@ -62,6 +65,8 @@ public:
     // caller closes it on the server and then calls ps_unref on it), else nullptr.
     PsEntry* add(PsEntry* e, size_t max);
     void remove(PsEntry* e);
+    // Re-inserts an entry whose reference the caller hands over (an eviction that never ran).
+    void put_back(PsEntry* e);
     void clear();
     size_t size() const noexcept { return set_.size(); }
 
@@ -69,6 +74,11 @@ private:
     std::unordered_map<PsEntry*, uint64_t> set_;  // entry -> last use tick
     uint64_t tick_ = 0;
 };
+
+// Whether a Parse/Bind/Describe/Close names a prepared statement, read from the first bytes
+// of its body. Returns false when those bytes have not arrived yet.
+[[nodiscard]] bool peek_statement_named(uint8_t type, std::span<const uint8_t> body_start,
+                                        bool& named) noexcept;
 
 // Message bodies (after the 5-byte header) sluice rewrites.
 struct ParseMsg {

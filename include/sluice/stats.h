@@ -38,8 +38,8 @@ struct PoolStats {
 // Upper bounds (µs, inclusive) of the latency histogram buckets; one more bucket counts
 // everything above the last bound (+Inf). Exported in seconds by the metrics endpoint.
 inline constexpr std::array<usec_t, 16> kLatencyBoundsUs = {
-    100,    250,    500,     1000,    2500,    5000,    10000,   25000,
-    50000,  100000, 250000,  500000,  1000000, 2500000, 5000000, 10000000,
+    100,   250,    500,    1000,   2500,    5000,    10000,   25000,
+    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
 };
 
 // Non-cumulative bucket counts (counts[i] = observations in (bound[i-1], bound[i]]) and sum.

@@ -138,8 +138,8 @@ public:
 
     bool ws() {  // WS0; true if it consumed anything
         size_t start = i_;
-        while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' ||
-                                  s_[i_] == '\r'))
+        while (i_ < s_.size() &&
+               (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r'))
             ++i_;
         return i_ > start;
     }
@@ -396,13 +396,13 @@ void for_each_database(void (*fn)(Database&)) {
             fn(*db);
 }
 
-#define REQUIRE_ADMIN()                                                                            \
-    do {                                                                                           \
-        if (!c.admin_full) {                                                                       \
-            write_admin_error(out, "08P01", "admin access needed");                                \
-            return {};                                                                             \
-        }                                                                                          \
-    } while (0)
+// Process commands and SHOW FDS are for admin_users (and the unix-socket "pgbouncer").
+bool require_admin(const Client& c, std::string& out) {
+    if (c.admin_full)
+        return true;
+    write_admin_error(out, "08P01", "admin access needed");
+    return false;
+}
 
 void syntax_error(std::string& out, std::string_view query) {
     std::string q(query);
@@ -410,7 +410,8 @@ void syntax_error(std::string& out, std::string_view query) {
 }
 
 Outcome cmd_pause(Client& c, const std::string& arg, std::string& out) {
-    REQUIRE_ADMIN();
+    if (!require_admin(c, out))
+        return {};
     if (pause_mode() != PauseMode::None) {
         write_admin_error(out, "08P01", "already suspended/paused");
         return {};
@@ -435,7 +436,8 @@ Outcome cmd_pause(Client& c, const std::string& arg, std::string& out) {
 }
 
 Outcome cmd_resume(Client& c, const std::string& arg, std::string& out) {
-    REQUIRE_ADMIN();
+    if (!require_admin(c, out))
+        return {};
     if (arg.empty()) {
         log_info("RESUME command issued");
         if (rt().shutting_down) {
@@ -462,13 +464,13 @@ Outcome cmd_resume(Client& c, const std::string& arg, std::string& out) {
     return {};
 }
 
-Outcome cmd_suspend(Client& c, const std::string& arg, std::string& out,
-                    std::string_view query) {
+Outcome cmd_suspend(Client& c, const std::string& arg, std::string& out, std::string_view query) {
     if (!arg.empty()) {
         syntax_error(out, query);
         return {};
     }
-    REQUIRE_ADMIN();
+    if (!require_admin(c, out))
+        return {};
     if (pause_mode() != PauseMode::None) {
         write_admin_error(out, "08P01", "already suspended/paused");
         return {};
@@ -483,7 +485,8 @@ Outcome cmd_suspend(Client& c, const std::string& arg, std::string& out,
 }
 
 Outcome cmd_kill(Client& c, const std::string& arg, std::string& out) {
-    REQUIRE_ADMIN();
+    if (!require_admin(c, out))
+        return {};
     if (pause_mode() != PauseMode::None) {
         write_admin_error(out, "08P01", "already suspended/paused");
         return {};
@@ -509,7 +512,8 @@ Outcome cmd_kill(Client& c, const std::string& arg, std::string& out) {
 }
 
 Outcome cmd_kill_client(Client& c, const std::string& arg, std::string& out) {
-    REQUIRE_ADMIN();
+    if (!require_admin(c, out))
+        return {};
     uint64_t id = 0;
     auto [end, ec] = std::from_chars(arg.data(), arg.data() + arg.size(), id);
     if (arg.empty() || ec != std::errc() || end != arg.data() + arg.size()) {
@@ -525,7 +529,8 @@ Outcome cmd_kill_client(Client& c, const std::string& arg, std::string& out) {
 }
 
 Outcome cmd_reconnect(Client& c, const std::string& arg, std::string& out) {
-    REQUIRE_ADMIN();
+    if (!require_admin(c, out))
+        return {};
     if (arg.empty()) {
         log_info("RECONNECT command issued");
         for_each_database(control_reconnect_db);
@@ -547,7 +552,8 @@ Outcome cmd_reconnect(Client& c, const std::string& arg, std::string& out) {
 }
 
 Outcome cmd_disable_enable(Client& c, const std::string& arg, std::string& out, bool disable) {
-    REQUIRE_ADMIN();
+    if (!require_admin(c, out))
+        return {};
     if (arg.empty()) {
         write_admin_error(out, "08P01", "a database is required");
         return {};
@@ -570,7 +576,8 @@ Outcome cmd_disable_enable(Client& c, const std::string& arg, std::string& out, 
 }
 
 Outcome cmd_wait_close(Client& c, const std::string& arg, std::string& out) {
-    REQUIRE_ADMIN();
+    if (!require_admin(c, out))
+        return {};
     if (arg.empty()) {
         log_info("WAIT_CLOSE command issued");
         return {WaitKind::WaitClose, nullptr};
@@ -593,7 +600,8 @@ Outcome cmd_reload(Client& c, const std::string& arg, std::string& out, std::str
         syntax_error(out, query);
         return {};
     }
-    REQUIRE_ADMIN();
+    if (!require_admin(c, out))
+        return {};
     log_info("RELOAD command issued");
     if (g_proc.reload && !g_proc.reload()) {
         write_admin_error(out, "F0000", "RELOAD failed, see logs for additional details");
@@ -603,9 +611,12 @@ Outcome cmd_reload(Client& c, const std::string& arg, std::string& out, std::str
     return {};
 }
 
-Outcome cmd_shutdown(Client& c, const std::string& arg, std::string& out,
-                     std::string_view query) {
-    enum { Immediate, WaitServers, WaitClients } mode = Immediate;
+Outcome cmd_shutdown(Client& c, const std::string& arg, std::string& out, std::string_view query) {
+    enum {
+        Immediate,
+        WaitServers,
+        WaitClients
+    } mode = Immediate;
     if (iequals(arg, "wait_for_clients")) {
         mode = WaitClients;
     } else if (iequals(arg, "wait_for_servers")) {
@@ -614,7 +625,8 @@ Outcome cmd_shutdown(Client& c, const std::string& arg, std::string& out,
         syntax_error(out, query);
         return {};
     }
-    REQUIRE_ADMIN();
+    if (!require_admin(c, out))
+        return {};
     if (mode == Immediate) {
         log_info("SHUTDOWN command issued");
         event_base_loopbreak(rt().base);
@@ -636,7 +648,8 @@ Outcome cmd_set(Client& c, const std::string& key, const std::string& value, std
         write_complete(out, "SET");
         return {};
     }
-    REQUIRE_ADMIN();
+    if (!require_admin(c, out))
+        return {};
     const SettingInfo* info = find_setting(key);
     std::string err;
     if (!info) {
@@ -691,8 +704,6 @@ Outcome dispatch(Client& c, const Command& cmd, std::string& out, std::string_vi
     syntax_error(out, query);
     return {};
 }
-
-#undef REQUIRE_ADMIN
 
 // ---- hooks called by the client layer ----
 

@@ -3,11 +3,12 @@
 #pragma once
 
 #include <cstdint>
-#include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <initializer_list>
 
 #include "sluice/pool/pool.h"
 

@@ -148,8 +148,8 @@ constexpr CounterDef kCounters[] = {
      &PoolStats::client_bytes, false},
     {"sluice_sent_bytes", "bytes", "Bytes received from servers and sent on (total_sent).",
      &PoolStats::server_bytes, false},
-    {"sluice_transaction_time_seconds", "seconds",
-     "Time spent in transactions (total_xact_time).", &PoolStats::xact_time, true},
+    {"sluice_transaction_time_seconds", "seconds", "Time spent in transactions (total_xact_time).",
+     &PoolStats::xact_time, true},
     {"sluice_query_time_seconds", "seconds", "Time spent in queries (total_query_time).",
      &PoolStats::query_time, true},
     {"sluice_wait_time_seconds", "seconds",
@@ -160,8 +160,8 @@ constexpr CounterDef kCounters[] = {
      &PoolStats::server_parse_count, false},
     {"sluice_binds", nullptr, "Bind messages of prepared statements.", &PoolStats::bind_count,
      false},
-    {"sluice_client_logins", nullptr, "Client logins completed.",
-     &PoolStats::client_login_count, false},
+    {"sluice_client_logins", nullptr, "Client logins completed.", &PoolStats::client_login_count,
+     false},
 };
 
 void database_counters(std::string& out) {

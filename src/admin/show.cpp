@@ -1,10 +1,9 @@
 // The console's SHOW commands: one result set each, columns named, ordered and typed as
 // PgBouncer's (spec 1c), rows in PgBouncer's order (pools by database then user).
-#include <strings.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <strings.h>
 
 #include "sluice/pool/control.h"
 
@@ -51,8 +50,8 @@ constexpr ColDef kSocketCols[] = {
 constexpr size_t kSocketStdCols = 21;
 
 std::span<const ColDef> socket_cols(bool debug) {
-    return std::span<const ColDef>(kSocketCols).first(debug ? std::size(kSocketCols)
-                                                            : kSocketStdCols);
+    return std::span<const ColDef>(kSocketCols)
+        .first(debug ? std::size(kSocketCols) : kSocketStdCols);
 }
 
 // One connection as SHOW CLIENTS/SERVERS/SOCKETS print it.
@@ -487,18 +486,34 @@ void show_totals(std::string& out) {
     }
     PoolStats avg = stats_average(cur, old);
     static constexpr const char* kNames[] = {
-        "server_assignment_count", "xact_count",           "query_count",
-        "client_bytes",            "server_bytes",         "xact_time",
-        "query_time",              "wait_time",            "ps_client_parse_count",
-        "ps_server_parse_count",   "ps_bind_count",        "client_login_count",
+        "server_assignment_count",
+        "xact_count",
+        "query_count",
+        "client_bytes",
+        "server_bytes",
+        "xact_time",
+        "query_time",
+        "wait_time",
+        "ps_client_parse_count",
+        "ps_server_parse_count",
+        "ps_bind_count",
+        "client_login_count",
     };
     for (int pass = 0; pass < 2; ++pass) {
         const PoolStats& s = pass == 0 ? cur : avg;
         const uint64_t values[] = {
-            s.server_assignment_count, s.xact_count,         s.query_count,
-            s.client_bytes,            s.server_bytes,       s.xact_time,
-            s.query_time,              s.wait_time,          s.client_parse_count,
-            s.server_parse_count,      s.bind_count,         s.client_login_count,
+            s.server_assignment_count,
+            s.xact_count,
+            s.query_count,
+            s.client_bytes,
+            s.server_bytes,
+            s.xact_time,
+            s.query_time,
+            s.wait_time,
+            s.client_parse_count,
+            s.server_parse_count,
+            s.bind_count,
+            s.client_login_count,
         };
         for (size_t i = 0; i < std::size(kNames); ++i) {
             w.begin_row();
@@ -632,10 +647,8 @@ void show_users(std::string& out) {
 }
 
 void show_peers(std::string& out) {
-    ResultWriter w(out, {{"peer_id", C::Int4},
-                         {"host", C::Text},
-                         {"port", C::Int4},
-                         {"pool_size", C::Int4}});
+    ResultWriter w(
+        out, {{"peer_id", C::Int4}, {"host", C::Text}, {"port", C::Int4}, {"pool_size", C::Int4}});
     std::vector<const PeerEntry*> peers;
     for (const PeerEntry& p : rt().cfg.peers)
         peers.push_back(&p);
@@ -773,10 +786,8 @@ void show_state(std::string& out) {
 }
 
 void show_config(std::string& out) {
-    ResultWriter w(out, {{"key", C::Text},
-                         {"value", C::Text},
-                         {"default", C::Text},
-                         {"changeable", C::Text}});
+    ResultWriter w(
+        out, {{"key", C::Text}, {"value", C::Text}, {"default", C::Text}, {"changeable", C::Text}});
     for (const SettingInfo& info : settings_table()) {
         std::string v = setting_value_text(settings(), info);
         w.begin_row();
@@ -835,9 +846,8 @@ std::string_view var_or_empty(const VarCache& v, std::string_view name) {
     return i < 0 ? std::string_view{} : std::string_view(v.values[static_cast<size_t>(i)]);
 }
 
-void fd_row(ResultWriter& w, int fd, const char* task, std::string_view user,
-            std::string_view db, const PeerAddr& addr, int port, uint64_t cancel, int link,
-            const VarCache& vars) {
+void fd_row(ResultWriter& w, int fd, const char* task, std::string_view user, std::string_view db,
+            const PeerAddr& addr, int port, uint64_t cancel, int link, const VarCache& vars) {
     w.begin_row();
     w.integer(fd);
     w.text(task);
@@ -888,8 +898,8 @@ void show_fds(std::string& out) {
     auto server = [&](Server& s) {
         SocketRow r = server_row(s, "");
         fd_row(w, s.sb.fd(), "server", r.user, r.database, s.addr, r.remote_port,
-               (uint64_t{s.backend_pid} << 32) | s.backend_key,
-               s.client ? s.client->sb.fd() : 0, s.vars);
+               (uint64_t{s.backend_pid} << 32) | s.backend_key, s.client ? s.client->sb.fd() : 0,
+               s.vars);
     };
     rt().login_clients.for_each(client);
     std::vector<Pool*> pools;

@@ -4,14 +4,13 @@
 #include "sluice/net/tls.h"
 
 #include <arpa/inet.h>
-#include <strings.h>
-
 #include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string_view>
+#include <strings.h>
 #include <vector>
 
 #include <openssl/bio.h>
@@ -311,8 +310,8 @@ bool load_ca(SSL_CTX* ctx, const char* pfx, const std::string& ca, std::string& 
 int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                 unsigned int inlen, void*) {
     unsigned char* selected = nullptr;
-    if (SSL_select_next_proto(&selected, outlen, kAlpnPostgres, sizeof(kAlpnPostgres), in,
-                              inlen) == OPENSSL_NPN_NEGOTIATED) {
+    if (SSL_select_next_proto(&selected, outlen, kAlpnPostgres, sizeof(kAlpnPostgres), in, inlen) ==
+        OPENSSL_NPN_NEGOTIATED) {
         *out = selected;
         return SSL_TLSEXT_ERR_OK;
     }
@@ -378,8 +377,8 @@ CtxPtr build_client_ctx(const Settings& s, std::string& err) {
                 SSL_CTX_set_client_CA_list(c, names);
             ERR_clear_error();
         }
-        SSL_CTX_set_verify(c, SSL_VERIFY_PEER | (require_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                           nullptr);
+        SSL_CTX_set_verify(
+            c, SSL_VERIFY_PEER | (require_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), nullptr);
     }
     SSL_CTX_set_alpn_select_cb(c, alpn_select, nullptr);
     return ctx;
@@ -466,8 +465,8 @@ std::string client_fingerprint(const Settings& s) {
     fp_add(fp, s.client_tls13_ciphers);
     fp_add(fp, s.client_tls_ecdhcurve);
     fp_add(fp, s.client_tls_dheparams);
-    for (const std::string* f : {&s.client_tls_cert_file, &s.client_tls_key_file,
-                                 &s.client_tls_ca_file}) {
+    for (const std::string* f :
+         {&s.client_tls_cert_file, &s.client_tls_key_file, &s.client_tls_ca_file}) {
         fp_add(fp, *f);
         if (s.client_tls_sslmode != SslMode::Disable)
             fp_add(fp, file_digest(*f));
@@ -481,8 +480,8 @@ std::string server_fingerprint(const Settings& s) {
     fp_add(fp, s.server_tls_protocols);
     fp_add(fp, s.server_tls_ciphers);
     fp_add(fp, s.server_tls13_ciphers);
-    for (const std::string* f : {&s.server_tls_cert_file, &s.server_tls_key_file,
-                                 &s.server_tls_ca_file}) {
+    for (const std::string* f :
+         {&s.server_tls_cert_file, &s.server_tls_key_file, &s.server_tls_ca_file}) {
         fp_add(fp, *f);
         if (s.server_tls_sslmode != SslMode::Disable)
             fp_add(fp, file_digest(*f));
@@ -509,7 +508,8 @@ bool build_and_install(const Settings& s, std::string& err) {
 
 bool is_ip_literal(const std::string& host) {
     unsigned char buf[sizeof(in6_addr)];
-    return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+    return inet_pton(AF_INET, host.c_str(), buf) == 1 ||
+           inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <unordered_set>
 
+#include "sluice/net/listener.h"
 #include "sluice/pool/pool.h"
 
 namespace sluice {
@@ -93,8 +94,10 @@ bool control_resume_all() {
     g_mode = PauseMode::None;
     g_db_paused.clear();
     apply_flags();
-    if (old == PauseMode::Suspend)
+    if (old == PauseMode::Suspend) {
+        listeners_pause(false);
         resume_sockets();
+    }
     for_pools(nullptr, wake_pool);
     return was_paused;
 }
@@ -103,6 +106,7 @@ void control_suspend() {
     g_mode = PauseMode::Suspend;
     g_suspend_start = mono_now();
     apply_flags();
+    listeners_pause(true);  // as PgBouncer: no new connections until RESUME
     for_sockets([](Client& c) { c.sb.pause(); }, [](Server& s) { s.sb.pause(); });
 }
 

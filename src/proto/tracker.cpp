@@ -38,6 +38,10 @@ void RequestTracker::on_request(const Expect& e) {
         unsynced_ = true;
         push(e);
         return;
+    case msg::kQuery:
+        unsynced_ = false;
+        push(e);
+        return;
     default:
         on_request(e.type, e.action);
         return;

@@ -1177,7 +1177,7 @@ unset multiplot
         for t in POOLERS:
             self.poolers[t] = self.start_pooler(t)
         self.warm_up()
-        steps = [(1, "fig1", self.fig1), (2, "callgrind", self.fig2_callgrind),
+        steps = [(1, "pgbench -S", self.fig1), (2, "callgrind", self.fig2_callgrind),
                  (3, "strace", self.fig3_strace), (6, "churn", self.fig6_churn),
                  (5, "copy", self.fig5_copy), (4, "idle", self.fig4_idle)]
         for num, name, fn in steps:

@@ -388,6 +388,14 @@ def test_kill_and_kill_client(pooler):
     assert run(c, f"KILL_CLIENT {victim[0]['id']}")[2] == "KILL_CLIENT"
     with pytest.raises(psycopg.OperationalError, match="admin forced disconnect"):
         other.execute("SELECT 1")
+    # a console session may end itself
+    own = p.connect(user="postgres", dbname="pgbouncer", application_name="console_self",
+                    cursor_factory=psycopg.ClientCursor)
+    me = [r for r in run(own, "SHOW CLIENTS")[1] if r["application_name"] == "console_self"]
+    assert [r["database"] for r in me] == ["pgbouncer"]
+    with pytest.raises(psycopg.OperationalError):
+        run(own, f"KILL_CLIENT {me[0]['id']}")
+    assert run(c, "SHOW VERSION")[1]
 
 
 def test_reconnect_and_wait_close(pooler):
@@ -467,6 +475,7 @@ def test_suspend_resume(pooler):
         run(c, "SUSPEND")
     assert run(c, "RESUME")[2] == "RESUME"
     assert a.execute("SELECT 2").fetchone() == (2,)
+    assert p.connect().execute("SELECT 3").fetchone() == (3,)  # accepting again
 
 
 def test_shutdown_wait_for_clients(pooler):

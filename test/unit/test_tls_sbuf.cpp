@@ -14,18 +14,17 @@ extern "C" {
 #include <cmocka.h>
 }
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <fcntl.h>
 #include <random>
+#include <signal.h>
 #include <span>
 #include <string>
 #include <string_view>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <vector>
 
 #include <event2/event.h>
@@ -78,12 +77,11 @@ std::string stream(size_t total, uint32_t seed) {
 class Owner final : public sluice::SBufOwner {
 public:
     std::vector<SBufEvent> events;
-    std::string got;       // bytes of complete packets (hold mode)
-    bool hold = false;     // true: hold each packet whole and keep it; false: forward
+    std::string got;            // bytes of complete packets (hold mode)
+    bool hold = false;          // true: hold each packet whole and keep it; false: forward
     bool accept_hello = false;  // TlsHello: start TLS with the buffered ClientHello
 
-    PacketAction on_packet(SBuf&, const PacketHeader& hdr,
-                           std::span<const uint8_t> data) override {
+    PacketAction on_packet(SBuf&, const PacketHeader& hdr, std::span<const uint8_t> data) override {
         if (!hold)
             return PacketAction::Forward;
         if (data.size() < hdr.len)
@@ -166,8 +164,8 @@ struct Rig {
         assert_non_null(s);
         assert_true(server.start_tls(c, false));
         assert_true(pg.start_tls(s, false));
-        for (int i = 0; i < 1000 && !(sown.saw(SBufEvent::TlsReady) &&
-                                      pown.saw(SBufEvent::TlsReady)); ++i)
+        for (int i = 0;
+             i < 1000 && !(sown.saw(SBufEvent::TlsReady) && pown.saw(SBufEvent::TlsReady)); ++i)
             pump(1);
         assert_true(sown.saw(SBufEvent::TlsReady));
         assert_true(pown.saw(SBufEvent::TlsReady));
@@ -341,8 +339,8 @@ void test_direct_tls_replays_client_hello(void**) {
     SSL* c = sluice::tls_new_connect("localhost");
     assert_non_null(c);
     assert_true(r.server.start_tls(c, false));
-    for (int i = 0; i < 1000 && !(r.sown.saw(SBufEvent::TlsReady) &&
-                                  r.pown.saw(SBufEvent::TlsReady)); ++i)
+    for (int i = 0;
+         i < 1000 && !(r.sown.saw(SBufEvent::TlsReady) && r.pown.saw(SBufEvent::TlsReady)); ++i)
         r.pump(1);
     assert_true(r.pown.saw(SBufEvent::TlsHello));
     assert_true(r.pown.saw(SBufEvent::TlsReady));
@@ -410,12 +408,11 @@ void test_reload_rules(void**) {
     for (const char* bad : {"client_tls_ciphers", "client_tls13_ciphers", "client_tls_ecdhcurve",
                             "client_tls_dheparams"}) {
         sluice::Settings t = tls_settings();
-        std::string* field = std::string_view(bad) == "client_tls_ciphers" ? &t.client_tls_ciphers
-                             : std::string_view(bad) == "client_tls13_ciphers"
-                                 ? &t.client_tls13_ciphers
-                             : std::string_view(bad) == "client_tls_ecdhcurve"
-                                 ? &t.client_tls_ecdhcurve
-                                 : &t.client_tls_dheparams;
+        std::string* field =
+            std::string_view(bad) == "client_tls_ciphers"     ? &t.client_tls_ciphers
+            : std::string_view(bad) == "client_tls13_ciphers" ? &t.client_tls13_ciphers
+            : std::string_view(bad) == "client_tls_ecdhcurve" ? &t.client_tls_ecdhcurve
+                                                              : &t.client_tls_dheparams;
         *field = "NO_SUCH_THING";
         assert_int_equal(static_cast<int>(sluice::tls_reload(t, err, server_changed)),
                          static_cast<int>(sluice::TlsReload::Failed));

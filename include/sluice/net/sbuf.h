@@ -47,16 +47,16 @@ enum class PacketAction : uint8_t {
 };
 
 enum class SBufEvent : uint8_t {
-    Eof,         // peer closed
-    SocketError, // recv/send failed
-    BadPacket,   // impossible header
-    TooLong,     // a held packet exceeds the hold limit
-    Connected,   // outgoing connect finished (socket writable)
+    Eof,          // peer closed
+    SocketError,  // recv/send failed
+    BadPacket,    // impossible header
+    TooLong,      // a held packet exceeds the hold limit
+    Connected,    // outgoing connect finished (socket writable)
     ConnectFailed,
-    TlsReady,    // start_tls() handshake finished; the sbuf flushes out_ after the event
-    TlsFailed,   // TLS handshake failed (tls_last_error() says why); the owner must close
-    TlsHello,    // startup mode and the input starts with a TLS record (direct TLS): the owner
-                 // calls start_tls() or does nothing (then BadPacket follows)
+    TlsReady,   // start_tls() handshake finished; the sbuf flushes out_ after the event
+    TlsFailed,  // TLS handshake failed (tls_last_error() says why); the owner must close
+    TlsHello,   // startup mode and the input starts with a TLS record (direct TLS): the owner
+                // calls start_tls() or does nothing (then BadPacket follows)
 };
 
 // Implemented by Client and Server. Called only from inside SBuf callbacks.
@@ -208,14 +208,14 @@ private:
     bool connecting_ = false;
     bool in_callback_ = false;
     bool eof_ = false;
-    bool rdhup_ = false;  // the peer shut down its side: read until recv returns 0
+    bool rdhup_ = false;     // the peer shut down its side: read until recv returns 0
     bool raw_byte_ = false;  // expect_byte(): the next byte is a packet of its own
 
     enum class TlsState : uint8_t {
         Off,
         Handshake,  // start_tls() called, handshake running
         Up,
-        Failed,     // fatal OpenSSL error: no close_notify on close()
+        Failed,  // fatal OpenSSL error: no close_notify on close()
     };
     SSL* ssl_ = nullptr;  // owned; non-null from start_tls() until close()
     TlsState tls_ = TlsState::Off;

@@ -29,8 +29,9 @@ void control_pause_all();
 // Queued clients get idle servers or new connections. False = nothing was paused.
 bool control_resume_all();
 
-// SUSPEND: pause every database and stop reading from every client and server socket
-// (console sessions excepted). Requires: pause_mode() == None and no database paused.
+// SUSPEND: pause every database, stop accepting connections and stop reading from every
+// client and server socket (console sessions excepted). Requires: pause_mode() == None and
+// no database paused.
 void control_suspend();
 // True once no suspended socket has unsent output (the point where SUSPEND answers).
 // Sockets still flushing after suspend_timeout are closed with "suspend_timeout".

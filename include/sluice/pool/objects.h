@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <deque>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -123,6 +124,17 @@ public:
     Database* db = nullptr;
     VarCache vars;             // the client's own values of tracked parameters
     ClientPs ps;               // the client's prepared statement names
+    // Names of this client's Parses not yet answered, in order: a Parse the server discards
+    // after an error takes exactly its own name back out.
+    std::deque<std::pair<std::string, uint64_t>> unconfirmed_names;  // name, syncs_sent then
+    uint64_t syncs_sent = 0;        // Sync/Query messages passed to servers
+    bool waiting_confirm = false;   // paused until an earlier Parse of a reused name is answered
+    // The oldest unanswered client Parse got its answer: drop it from the list, resume.
+    std::string confirm_oldest_parse();
+    // Names removed by a Close 'S' whose synthesized CloseComplete is not out yet, with a
+    // reference to their statement (nullptr if the name was unknown).
+    std::deque<std::pair<std::string, PsEntry*>> closed_names;
+    bool discard_sent = false;  // the Query passing now is DEALLOCATE ALL / DISCARD ALL
     std::string startup_options;
     uint32_t cancel_pid = 0;
     uint32_t cancel_key = 0;
@@ -181,6 +193,8 @@ private:
     PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_admin_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_ps_packet(const PacketHeader& hdr, std::span<const uint8_t> data, Server& s);
+    PacketAction answer_without_server(const PacketHeader& hdr, std::span<const uint8_t> data);
+    void forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction finish_login();
     void start_auth();
     void auth_failed(const char* msg);
@@ -210,6 +224,7 @@ public:
     VarCache vars;  // the server's current values of tracked parameters
     ServerPs ps;    // statements prepared on this connection
     std::vector<std::string> pending_errors;  // ErrorResponses replacing ReplaceError replies
+    bool replaced_error_in_batch = false;     // the failing request was a ReplaceError one
     std::string login_params;  // raw ParameterStatus packets from login
     uint32_t backend_pid = 0;
     uint32_t backend_key = 0;
