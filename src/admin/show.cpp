@@ -202,6 +202,8 @@ const char* server_state(const Server& s, bool sockets) {
     case ServerState::Used:
         if (s.checking)
             return sockets ? "sv_tested" : "tested";
+        if (s.waiting_cancel && !sockets)
+            return "being_canceled";
         return sockets ? "sv_used" : "used";
     case ServerState::Login:
         return sockets ? "sv_login" : "new";
@@ -311,12 +313,10 @@ void show_pools(std::string& out) {
         auto count = [&](Server& s) {
             if (s.checking)
                 ++tested;
-            if (s.waiting_cancel)
+            else if (s.waiting_cancel)
                 ++being_canceled;
         };
-        p->used.for_each(count);
-        p->active_servers.for_each(count);
-        p->idle.for_each(count);
+        p->used.for_each(count);  // checks and cancel waits are sub-states of Used
         Client* first = p->waiting.front();
         usec_t maxwait = first && first->wait_start ? now - first->wait_start : 0;
         const DatabaseEntry& e = p->db->entry;
@@ -332,7 +332,7 @@ void show_pools(std::string& out) {
         w.integer(0);
         w.integer(being_canceled);
         w.integer(static_cast<int64_t>(p->idle.size()));
-        w.integer(static_cast<int64_t>(p->used.size()) - tested);
+        w.integer(static_cast<int64_t>(p->used.size()) - tested - being_canceled);
         w.integer(tested);
         w.integer(static_cast<int64_t>(p->login.size()));
         w.integer(maxwait / 1000000);

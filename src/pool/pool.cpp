@@ -1,6 +1,8 @@
 // Databases, users and pools; which server a client gets and what happens to a released one.
 #include "sluice/pool/pool.h"
 
+#include "sluice/pool/control.h"
+
 #include <cstring>
 
 namespace sluice {
@@ -178,6 +180,7 @@ Database* find_database(const std::string& name) {
         db->entry = e;
         db->entry.name = name;
         db->from_fallback = true;
+        db->paused = pause_mode() != PauseMode::None;  // born during a global PAUSE
         Database* out = db.get();
         g_rt.databases[name] = std::move(db);
         return out;

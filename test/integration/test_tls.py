@@ -398,20 +398,33 @@ def test_server_verify_full(pooler, tlspg, certs):
         assert (rc, out, err) == (0, "t\n", ""), host
 
 
+def _cached_login_error(p):
+    """A failed TLS setup towards the server is a connect-type failure: like PgBouncer, the
+    pool remembers it and the next client gets it (the first one times out)."""
+    rc, out, err = p.psql("-c", "SELECT 1", env=_ssl_env("disable"))
+    assert rc != 0, err
+    rc, out, err = p.psql("-c", "SELECT 1", env=_ssl_env("disable"))
+    assert rc != 0, err
+    m_ = re.search(r"server login has been failing, cached error: (.*) \(server_login_retry\)",
+                   err)
+    assert m_, err
+    return m_.group(1)
+
+
 def test_server_wrong_ca_fails_login(pooler, tlspg, certs):
     p = _tls_pooler(pooler, certs, client_tls_sslmode="disable",
                     server_tls_sslmode="verify-ca", server_tls_ca_file="{dir}/other-ca.crt",
+                    client_login_timeout=2,
                     databases={"appdb": f"host=127.0.0.1 port={tlspg.port}"})
-    rc, out, err = p.psql("-c", "SELECT 1", env=_ssl_env("disable"))
-    assert rc != 0 and "certificate verify failed" in err, err
-    p.wait_for_log(r"TLS handshake error: .*certificate verify failed")
+    assert _cached_login_error(p).startswith("TLS handshake failed: certificate verify failed")
+    p.wait_for_log(r"TLS handshake error: certificate verify failed")
 
 
 def test_server_require_refused_by_plain_server(pooler, pg, certs):
     """The session's scratch cluster has ssl=off: it answers 'N' to our SSLRequest."""
-    p = _tls_pooler(pooler, certs, client_tls_sslmode="disable", server_tls_sslmode="require")
-    rc, out, err = p.psql("-c", "SELECT 1", env=_ssl_env("disable"))
-    assert rc != 0 and "server refused SSL" in err, err
+    p = _tls_pooler(pooler, certs, client_tls_sslmode="disable", server_tls_sslmode="require",
+                    client_login_timeout=2)
+    assert _cached_login_error(p) == "server refused SSL"
     # prefer goes on in clear
     p2 = _tls_pooler(pooler, certs, client_tls_sslmode="disable", server_tls_sslmode="prefer")
     assert p2.psql("-c", "SELECT 1", env=_ssl_env("disable")) == (0, "1\n", "")
