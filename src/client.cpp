@@ -737,7 +737,7 @@ std::string Client::confirm_oldest_parse() {
     std::string name;
     if (!unconfirmed_names.empty()) {
         name = std::move(unconfirmed_names.front().first);
-        unconfirmed_names.pop_front();
+        unconfirmed_names.erase(unconfirmed_names.begin());
     }
     if (waiting_confirm) {
         waiting_confirm = false;

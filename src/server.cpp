@@ -640,7 +640,7 @@ void Server::emit_fakes() {
         if (e.type == msg::kClose && !client->closed_names.empty()) {
             if (PsEntry* entry = client->closed_names.front().second)
                 ps_unref(entry);
-            client->closed_names.pop_front();
+            client->closed_names.erase(client->closed_names.begin());
         }
         if (e.client_parse)
             client->confirm_oldest_parse();
@@ -679,7 +679,7 @@ void Server::undo_dropped() {
                    !client->closed_names.empty()) {
             // A client Close the server would have discarded: the name comes back.
             auto [name, entry] = std::move(client->closed_names.front());
-            client->closed_names.pop_front();
+            client->closed_names.erase(client->closed_names.begin());
             if (entry) {
                 if (!client->ps.find(name))
                     client->ps.add(name, entry);

@@ -276,8 +276,10 @@ bool SBuf::forward_flush() {
 
 void SBuf::resume() noexcept {
     paused_ = false;
+    // EV_TIMEOUT marks "resumed by us" (not a socket edge): if the socket was drained when we
+    // stopped, only the buffered bytes are walked, without a recv that would hit EAGAIN.
     if (ev_)
-        event_active(ev_, EV_READ, 0);
+        event_active(ev_, EV_TIMEOUT, 0);
 }
 
 void SBuf::report(SBufEvent ev) {
@@ -319,8 +321,11 @@ void SBuf::handle_event(short what) {
     }
     if (what & EV_CLOSED)
         rdhup_ = true;
-    if (what & (EV_READ | EV_CLOSED))
-        handle_read();
+    bool resumed = (what & EV_TIMEOUT) != 0;
+    if (what & EV_READ)
+        sock_drained_ = false;  // a real edge: new bytes (or EOF) wait in the socket
+    if (what & (EV_READ | EV_CLOSED) || resumed)
+        handle_read(resumed && sock_drained_ && !ssl_);
 }
 
 void SBuf::handle_write() {
@@ -450,8 +455,7 @@ bool SBuf::process() {
     }
 }
 
-void SBuf::handle_read() {
-    bool drained = false;
+void SBuf::handle_read(bool drained) {
     for (int loop = 0;; ++loop) {
         if (!paused_ && !blocked_) {
             process();
@@ -494,7 +498,7 @@ void SBuf::handle_read() {
             // A short read emptied the socket; ET reports new bytes. Not so with TLS: a short
             // SSL_read says nothing about the socket or OpenSSL's buffers.
             if (static_cast<size_t>(n) < space && !rdhup_ && !ssl_)
-                drained = true;
+                drained = sock_drained_ = true;
             continue;
         }
         if (n == 0) {
@@ -503,8 +507,10 @@ void SBuf::handle_read() {
         }
         if (errno == EINTR)
             continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            sock_drained_ = true;
             break;
+        }
         report(SBufEvent::SocketError);
         return;
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """make bench: sluice side by side with PgBouncer and a direct connection.
 
-    make bench                          full run (about 25-30 minutes on 2 cores)
+    make bench                          full run (about 20 minutes on 2 cores)
     make bench BENCH_ARGS=--quick       figures 1, 2 and 4, short runs (about 3 minutes)
     /usr/bin/python3 test/bench/bench.py --help
 
@@ -1286,6 +1286,8 @@ def main(argv=None) -> int:
 
     def on_term(signum, frame):
         raise Interrupted(f"signal {signum}")
+    # a shell starts background jobs with SIGINT ignored; Ctrl-C / kill -INT must still stop us
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
 

@@ -157,7 +157,8 @@ public:
 private:
     static void on_event(evutil_socket_t fd, short what, void* arg) noexcept;
     void handle_event(short what);
-    void handle_read();
+    // drained: the socket is known to be empty; walk buffered bytes only.
+    void handle_read(bool drained = false);
     void handle_write();
     // Walks packets in [parse_, end_). False when processing must stop (pause/close/hold).
     bool process();
@@ -208,7 +209,8 @@ private:
     bool connecting_ = false;
     bool in_callback_ = false;
     bool eof_ = false;
-    bool rdhup_ = false;     // the peer shut down its side: read until recv returns 0
+    bool rdhup_ = false;
+    bool sock_drained_ = false;  // the last recv found the socket empty (no edge since)     // the peer shut down its side: read until recv returns 0
     bool raw_byte_ = false;  // expect_byte(): the next byte is a packet of its own
 
     enum class TlsState : uint8_t {

@@ -6,7 +6,6 @@
 #include <sys/socket.h>
 
 #include <array>
-#include <deque>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -126,14 +125,15 @@ public:
     ClientPs ps;               // the client's prepared statement names
     // Names of this client's Parses not yet answered, in order: a Parse the server discards
     // after an error takes exactly its own name back out.
-    std::deque<std::pair<std::string, uint64_t>> unconfirmed_names;  // name, syncs_sent then
+    // (vectors, not deques: an empty std::deque allocates ~600 bytes, per idle client)
+    std::vector<std::pair<std::string, uint64_t>> unconfirmed_names;  // name, syncs_sent then
     uint64_t syncs_sent = 0;        // Sync/Query messages passed to servers
     bool waiting_confirm = false;   // paused until an earlier Parse of a reused name is answered
     // The oldest unanswered client Parse got its answer: drop it from the list, resume.
     std::string confirm_oldest_parse();
     // Names removed by a Close 'S' whose synthesized CloseComplete is not out yet, with a
     // reference to their statement (nullptr if the name was unknown).
-    std::deque<std::pair<std::string, PsEntry*>> closed_names;
+    std::vector<std::pair<std::string, PsEntry*>> closed_names;
     bool discard_sent = false;  // the Query passing now is DEALLOCATE ALL / DISCARD ALL
     std::string startup_options;
     uint32_t cancel_pid = 0;

@@ -1,0 +1,39 @@
+"""server_fast_close: in session mode a server marked close_needed by RECONNECT is closed at
+the end of its client's transaction (taking the client with it) instead of at session end."""
+import psycopg
+import pytest
+
+
+def _backend(conn):
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def test_fast_close_closes_session_after_transaction(pg, pooler):
+    p = pooler(pgbouncer={"pool_mode": "session", "server_fast_close": "1"})
+    c = p.connect()
+    pid = _backend(c)
+    c.execute("BEGIN")
+    p.admin("RECONNECT")
+    # Inside the transaction nothing happens to the session.
+    assert _backend(c) == pid
+    c.execute("COMMIT")
+    # After it, the janitor closes the server and the client.
+    with pytest.raises(psycopg.OperationalError):
+        for _ in range(100):  # bounded: the janitor runs three times a second
+            c.execute("SELECT pg_sleep(0.05)")
+    p.wait_for_log(r"closing because: database configuration changed")
+    # A new session gets a new backend.
+    c2 = p.connect()
+    assert _backend(c2) != pid
+    c2.close()
+
+
+def test_without_fast_close_session_keeps_its_server(pg, pooler):
+    p = pooler(pgbouncer={"pool_mode": "session"})
+    c = p.connect()
+    pid = _backend(c)
+    p.admin("RECONNECT")
+    for _ in range(10):
+        c.execute("SELECT pg_sleep(0.05)")
+    assert _backend(c) == pid
+    c.close()
