@@ -426,12 +426,12 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
             }
         }
         if (mock)
-            scram.init_mock(user_name);
+            scram_state().init_mock(user_name);
         else
-            scram.init(secret, false);
+            scram_state().init(secret, false);
         std::span<const uint8_t> data = r.rest();
         std::string server_first;
-        if (!scram.handle_client_first(
+        if (!scram_state().handle_client_first(
                 std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
                 server_first)) {
             auth_failed("SASL authentication failed");
@@ -446,7 +446,7 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
     case AuthStep::SaslContinue: {
         std::span<const uint8_t> data = r.rest();
         std::string server_final;
-        if (!scram.handle_client_final(
+        if (!scram_state().handle_client_final(
                 std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
                 server_final)) {
             auth_failed("SASL authentication failed");
@@ -454,8 +454,8 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
         }
         if (cred && is_scram_secret(cred->secret)) {
             cred->have_scram_keys = true;  // SCRAM pass-through for this user's servers
-            cred->scram_client_key = scram.client_key();
-            cred->scram_server_key = scram.secret().server_key;
+            cred->scram_client_key = scram_state().client_key();
+            cred->scram_server_key = scram_state().secret().server_key;
         }
         write_auth(sb.out_for_append(), kAuthSaslFinal, as_bytes(server_final));
         return finish_login();
@@ -468,6 +468,7 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
 
 PacketAction Client::finish_login() {
     auth = AuthStep::Done;
+    scram.reset();  // the exchange is over: its state (and secrets) go
     db = find_database(db_name);
     if (admin) {
         if (!g_admin_hooks.check_access || !g_admin_hooks.check_access(*this)) {

@@ -140,7 +140,13 @@ public:
     uint32_t cancel_key = 0;
     AuthStep auth = AuthStep::None;
     std::array<uint8_t, 4> md5_salt{};
-    ScramServer scram;
+    // SCRAM exchange state, only while one runs (an idle client carries none of it).
+    std::unique_ptr<ScramServer> scram;
+    ScramServer& scram_state() {
+        if (!scram)
+            scram = std::make_unique<ScramServer>();
+        return *scram;
+    }
     bool welcome_sent = false;
     bool wait_notified = false;  // query_wait_notify NOTICE sent for this wait
     bool wait_for_welcome = false;  // queued only to learn the pool's parameters
