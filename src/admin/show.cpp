@@ -5,6 +5,7 @@
 #include <ctime>
 #include <strings.h>
 
+#include "sluice/net/listener.h"
 #include "sluice/pool/control.h"
 
 #include "internal.h"
@@ -901,6 +902,20 @@ void show_fds(std::string& out) {
                (uint64_t{s.backend_pid} << 32) | s.backend_key, s.client ? s.client->sb.fd() : 0,
                s.vars);
     };
+    for (const ListenerInfo& l : listeners_info()) {
+        w.begin_row();
+        w.integer(l.fd);
+        w.text("pooler");
+        w.null();
+        w.null();
+        w.text(l.is_unix ? std::string_view("unix") : std::string_view(l.addr));
+        w.integer(l.port);
+        w.unsigned_integer(0);
+        w.integer(0);
+        for (int i = 0; i < 7; ++i)
+            w.null();
+        w.end_row();
+    }
     rt().login_clients.for_each(client);
     std::vector<Pool*> pools;
     sorted_pools(pools);

@@ -27,6 +27,7 @@ struct Listener {
 
 std::vector<Listener> g_listeners;
 AcceptFn g_accept = nullptr;
+int g_port = 0;
 
 void on_accept(evutil_socket_t fd, short, void* arg) noexcept {
     auto* l = static_cast<Listener*>(arg);
@@ -164,6 +165,7 @@ bool open_unix(const ListenConfig& cfg, std::string& err) {
 
 bool listeners_open(event_base* base, const ListenConfig& cfg, AcceptFn fn, std::string& err) {
     g_accept = fn;
+    g_port = cfg.port;
     g_listeners.reserve(16);
     for (const std::string& a : cfg.addrs)
         if (!open_tcp(cfg, a, err))
@@ -179,6 +181,24 @@ bool listeners_open(event_base* base, const ListenConfig& cfg, AcceptFn fn, std:
         }
     }
     return true;
+}
+
+std::vector<ListenerInfo> listeners_info() {
+    std::vector<ListenerInfo> out;
+    for (const Listener& l : g_listeners) {
+        if (l.fd < 0)
+            continue;
+        if (l.is_unix) {
+            out.push_back({l.fd, true, l.path, g_port});
+            continue;
+        }
+        PeerAddr a;
+        a.len = sizeof(a.ss);
+        if (getsockname(l.fd, reinterpret_cast<sockaddr*>(&a.ss), &a.len) != 0)
+            continue;
+        out.push_back({l.fd, false, a.host(), a.port()});
+    }
+    return out;
 }
 
 void listeners_close(bool keep_unix) {

@@ -227,6 +227,10 @@ def test_known_state(pooler, pg):
     fds = run(c, "SHOW FDS")[1]
     tasks = sorted(r["task"] for r in fds if r["database"] == "appdb")
     assert tasks == ["client"] * 3 + ["server"] * 2
+    # The listening sockets come first, as task "pooler": TCP on our port and the unix socket.
+    pooler_rows = [r for r in fds if r["task"] == "pooler"]
+    assert {r["addr"] for r in pooler_rows} == {"127.0.0.1", "unix"}
+    assert all(r["port"] == p.port for r in pooler_rows)
     state = {r["key"]: r["value"] for r in run(c, "SHOW STATE")[1]}
     assert state == {"active": "yes", "paused": "no", "suspended": "no"}
     config = {r["key"]: r for r in run(c, "SHOW CONFIG")[1]}

@@ -30,6 +30,15 @@ using AcceptFn = void (*)(int fd, const PeerAddr& peer, const PeerAddr& local, b
                                   std::string& err);
 // Stops accepting on TCP (shutdown) or on everything; removes the unix socket file on close.
 void listeners_close(bool keep_unix);
+// The open listening sockets (SHOW FDS lists them as task "pooler").
+struct ListenerInfo {
+    int fd;
+    bool is_unix;
+    std::string addr;  // "127.0.0.1", "::1", or the unix socket path
+    int port;
+};
+std::vector<ListenerInfo> listeners_info();
+
 // Stops / restarts accepting without closing (PAUSE-free backpressure on max_client_conn).
 void listeners_pause(bool paused);
 
