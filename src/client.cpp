@@ -262,6 +262,7 @@ bool Client::apply_startup_options(const std::string& opts) {
                 ch = '_';
         if (int vi = var_index(name); vi >= 0) {
             vars.values[static_cast<size_t>(vi)] = item.substr(eq + 1);
+            vars.gen++;
         } else if (!list_contains_ci(settings().ignore_startup_parameters, name)) {
             fatal("08P01", "unsupported startup parameter in options: %s", name.c_str());
             return false;
@@ -304,6 +305,7 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
             unsupported_pq_options.emplace_back(name);
         } else if (int vi = var_index(name); vi >= 0) {
             vars.values[static_cast<size_t>(vi)].assign(value);
+            vars.gen++;
         } else if (name == "replication") {
             if (is_true_word(value) || value == "database") {
                 fatal("08P01", "replication connections are not supported");
@@ -569,8 +571,10 @@ void Client::send_welcome() {
     // Learn the values the client will see, so that replays compare correctly.
     for (const auto& [name, value] : pool->params) {
         int vi = var_index(name);
-        if (vi >= 0 && vars.values[static_cast<size_t>(vi)].empty())
+        if (vi >= 0 && vars.values[static_cast<size_t>(vi)].empty()) {
             vars.values[static_cast<size_t>(vi)] = value;
+            vars.gen++;
+        }
     }
     write_backend_key(out, cancel_pid, cancel_key);
     if (!settings().login_notify_message.empty())

@@ -520,8 +520,13 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         if (r.read_cstr(name) && r.read_cstr(value)) {
             if (int vi = var_index(name); vi >= 0) {
                 vars.values[static_cast<size_t>(vi)].assign(value);
-                if (client && act == ReplyAction::Forward)
+                if (client && act == ReplyAction::Forward) {
                     client->vars.values[static_cast<size_t>(vi)].assign(value);
+                    client->vars.gen++;
+                    synced_gen = client->vars.gen;  // both sides changed alike
+                } else {
+                    synced_client = 0;  // the server's values moved on their own
+                }
             }
         }
         break;
@@ -595,6 +600,10 @@ void Server::on_sbuf_drained(SBuf&) {
 }
 
 void Server::sync_vars_from(const Client& c) {
+    if (synced_client == c.id && synced_gen == c.vars.gen)
+        return;
+    synced_client = c.id;
+    synced_gen = c.vars.gen;
     std::string sql;
     for (size_t i = 0; i < var_count(); ++i) {
         const std::string& want = c.vars.values[i];

@@ -36,6 +36,7 @@ class Server;
 inline constexpr size_t kMaxVars = 16;
 struct VarCache {
     std::array<std::string, kMaxVars> values;
+    uint64_t gen = 0;  // bumped on every change of a client's values (see Server::synced_*)
 };
 // Index of a tracked parameter name (case-insensitive), or -1.
 int var_index(std::string_view name) noexcept;
@@ -243,6 +244,10 @@ public:
     int cancels_in_flight = 0;    // CancelRequests forwarded to this backend, not yet done
     bool waiting_cancel = false;  // released, but held back until those cancels finish
     bool checking = false;        // running server_check_query before reuse
+    // The client (id) and its VarCache::gen this server's values were last made equal to:
+    // a client coming back unchanged skips the comparison (the common case).
+    uint64_t synced_client = 0;
+    uint64_t synced_gen = 0;
     usec_t connect_time = 0;
     usec_t request_time = 0;
     usec_t idle_since = 0;
