@@ -1,10 +1,10 @@
 """TLS on both sides of the pooler.
 
-Certificates are made with the `openssl` command in a temp dir (a CA, a server certificate for
-localhost/127.0.0.1 with subjectAltName, a client certificate with CN=md5user, and an unrelated
-"other" CA). A second scratch PostgreSQL cluster (TlsPgCluster, module scope) has ssl=on and
-hostssl-only pg_hba lines; database `postgres` additionally wants a client certificate from
-md5user (clientcert=verify-full), to test server_tls_cert_file.
+Certificates are made with the `openssl` command in a temp dir (test/lib/tlsutil.py: a CA, a
+server certificate for localhost/127.0.0.1 with subjectAltName, a client certificate with
+CN=md5user, and an unrelated "other" CA). A second scratch PostgreSQL cluster (TlsPgCluster,
+module scope) has ssl=on and hostssl-only pg_hba lines; database `postgres` additionally wants
+a client certificate from md5user (clientcert=verify-full), to test server_tls_cert_file.
 
 Clients: psql with sslmode=require / verify-full (libpq 15 here: no sslnegotiation=direct, so
 direct TLS is spoken with Python's ssl module), raw sockets for the buffer-stuffing defence,
@@ -23,72 +23,22 @@ import time
 import pytest
 
 import harness
+import tlsutil
 from pgwire import PROTOCOL_3_0, m, md5_password, parse_auth, parse_error
+from tlsutil import Certs
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
 
 
 # ---------------------------------------------------------------------------
-# certificates
-
-
-class Certs:
-    def __init__(self, d):
-        self.dir = d
-        self.ca = os.path.join(d, "ca.crt")
-        self.server_crt = os.path.join(d, "server.crt")
-        self.server_key = os.path.join(d, "server.key")
-        self.client_crt = os.path.join(d, "client.crt")
-        self.client_key = os.path.join(d, "client.key")
-        self.other_ca = os.path.join(d, "other-ca.crt")
-        self.other_crt = os.path.join(d, "other.crt")  # server cert signed by the other CA
-        self.other_key = os.path.join(d, "other.key")
-
-    def text(self, path):
-        with open(path) as f:
-            return f.read()
-
-
-def _openssl(d, *args):
-    r = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, f"openssl {' '.join(args)}:\n{r.stderr}"
-
-
-def _make_ca(d, name, cn):
-    _openssl(d, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "3",
-             "-subj", f"/CN={cn}", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-
-
-def _make_leaf(d, name, ca, cn, ext):
-    _openssl(d, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
-    with open(os.path.join(d, f"{name}.ext"), "w") as f:
-        f.write(ext)
-    _openssl(d, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-             "-CAcreateserial", "-out", f"{name}.crt", "-days", "3", "-extfile", f"{name}.ext")
-
-
-SERVER_EXT = ("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-              "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
-CLIENT_EXT = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n"
+# certificates (test/lib/tlsutil.py)
 
 
 @pytest.fixture(scope="module")
 def certs():
-    d = harness.make_tempdir("sluice-tls-")
-    _make_ca(d, "ca", "sluice test CA")
-    _make_ca(d, "other-ca", "some other CA")
-    _make_leaf(d, "server", "ca", "localhost", SERVER_EXT)
-    _make_leaf(d, "client", "ca", "md5user", CLIENT_EXT)
-    _make_leaf(d, "other", "other-ca", "localhost", SERVER_EXT)
-    for n in os.listdir(d):
-        os.chmod(os.path.join(d, n), 0o600 if n.endswith(".key") else 0o644)
-    harness.chown_postgres(d)
-    yield Certs(d)
-    if os.environ.get("SLUICE_KEEP") != "1":
-        shutil.rmtree(d, ignore_errors=True)
+    c = tlsutil.make_certs()
+    yield c
+    tlsutil.remove_certs(c)
 
 
 # ---------------------------------------------------------------------------
@@ -131,10 +81,7 @@ def tlspg(certs):
 # helpers
 
 
-def _pooler_files(c: Certs):
-    return {"server.crt": c.text(c.server_crt), "server.key": c.text(c.server_key),
-            "ca.crt": c.text(c.ca), "client.crt": c.text(c.client_crt),
-            "client.key": c.text(c.client_key), "other-ca.crt": c.text(c.other_ca)}
+_pooler_files = tlsutil.pooler_files
 
 
 def _tls_pooler(pooler, c: Certs, target=None, databases=None, **settings):
@@ -152,18 +99,8 @@ def _tls_pooler(pooler, c: Certs, target=None, databases=None, **settings):
     return pooler(pgbouncer=pgb, databases=dbs, files=_pooler_files(c))
 
 
-def _ssl_env(mode="require", root=None, **extra):
-    e = {"PGSSLMODE": mode, "PGSSLCERT": "/nonexistent/client.crt",
-         "PGSSLKEY": "/nonexistent/client.key"}
-    if root:
-        e["PGSSLROOTCERT"] = root
-    e.update(extra)
-    return e
-
-
-def _fatal(stderr):
-    m_ = re.search(r"FATAL:\s+(.*)$", stderr, re.M)
-    return m_.group(1).strip() if m_ else None
+_ssl_env = tlsutil.ssl_env
+_fatal = tlsutil.fatal
 
 
 def _recv_exact(sock, n, deadline):
