@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """make bench: sluice side by side with PgBouncer and a direct connection.
 
-    make bench                          full run (about 20 minutes on 2 cores)
+    make bench                          full run (about 22 minutes on 2 cores)
     make bench BENCH_ARGS=--quick       figures 1, 2 and 4, short runs (about 3 minutes)
     /usr/bin/python3 test/bench/bench.py --help
 
@@ -24,6 +24,9 @@ synchronous_commit off, larger shared_buffers), PgBouncer (/usr/sbin/pgbouncer) 
      (VmHWM after resetting it via /proc/PID/clear_refs, plus sampling).
   6. connection churn: pgbench -C -S -c 16 -j 2: connections per second, pooler CPU per
      connection.
+  7. TLS from the client: pgbench -S -c 64 -j 2 with PGSSLMODE=require through a second
+     PgBouncer and sluice with client_tls_sslmode=require (a generated certificate, same ini
+     otherwise): TPS and pooler CPU per transaction.
 
 Runs are interleaved (direct, PgBouncer, sluice, direct, ...) and repeated; the table shows
 median (min-max). The results go to test/bench/results/<timestamp>[-quick].md with the
@@ -62,6 +65,7 @@ sys.path.insert(0, str(HERE))
 
 import harness  # noqa: E402
 import idle_clients  # noqa: E402
+import tlsutil  # noqa: E402
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 TARGETS = ("direct", "pgbouncer", "sluice")
@@ -248,14 +252,24 @@ class Bench:
         self.rows: list[dict] = []            # the table
         self.t_start = time.monotonic()
         self.interrupted = False
-        self.ini = harness.make_ini(pgbouncer={
+        self.ini_settings = {
             "pool_mode": "transaction",
             "default_pool_size": 20,
             "max_client_conn": 10000,
             "auth_type": "md5",
             "log_connections": 0,
             "log_disconnections": 0,
+        }
+        self.ini = harness.make_ini(pgbouncer=self.ini_settings)
+        # figure 7: the same plus TLS from the clients (the server leg stays plain)
+        self.tls_ini = harness.make_ini(pgbouncer={
+            **self.ini_settings,
+            "client_tls_sslmode": "require",
+            "client_tls_cert_file": "{dir}/server.crt",
+            "client_tls_key_file": "{dir}/server.key",
+            "server_tls_sslmode": "disable",
         })
+        self.certs: tlsutil.Certs | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -290,15 +304,23 @@ class Bench:
         self.pg.sql("VACUUM ANALYZE", db=DB, timeout=600)
         self.pg.sql("CHECKPOINT")
 
-    def start_pooler(self, target: str, callgrind: bool = False) -> harness.Pooler:
+    def start_pooler(self, target: str, callgrind: bool = False,
+                     tls: bool = False) -> harness.Pooler:
         binary = PGBOUNCER if target == "pgbouncer" else self.sluice
         if callgrind:
             p = harness.Pooler(self.pg, self.ini, binary="valgrind",
                                args=["--tool=callgrind", "--callgrind-out-file=callgrind.out.%p",
                                      binary], ready_timeout=120)
+        elif tls:
+            if self.certs is None:
+                self.certs = tlsutil.make_certs("sluice-bench-tls-")
+            c = self.certs
+            p = harness.Pooler(self.pg, self.tls_ini, binary=binary,
+                               files={"server.crt": c.text(c.server_crt),
+                                      "server.key": c.text(c.server_key)})
         else:
             p = harness.Pooler(self.pg, self.ini, binary=binary)
-        p.bench_label = target + (" (callgrind)" if callgrind else "")
+        p.bench_label = target + (" (callgrind)" if callgrind else " (TLS)" if tls else "")
         return p
 
     def stop_pooler(self, p: harness.Pooler | None) -> None:
@@ -340,21 +362,23 @@ class Bench:
             else:
                 seen[k] = {"count": 1, "example": line.strip()[:400]}
 
-    def pooler(self, target: str) -> harness.Pooler:
-        """The long-lived pooler of target, restarted (and the death reported) if it died."""
-        p = self.poolers.get(target)
+    def pooler(self, target: str, tls: bool = False) -> harness.Pooler:
+        """The long-lived pooler of target (its TLS twin for figure 7: key "<target>+tls"),
+        restarted (and the death reported) if it died."""
+        key = target + ("+tls" if tls else "")
+        p = self.poolers.get(key)
         if p is not None and p.alive():
             return p
         if p is not None:
             self.check_crash(p)
             self.harvest_log(p)
             p.cleanup()
-            self.event(f"{target} restarted after it died")
-        p = self.poolers[target] = self.start_pooler(target)
+            self.event(f"{p.bench_label} restarted after it died")
+        p = self.poolers[key] = self.start_pooler(target, tls=tls)
         return p
 
-    def port_of(self, target: str) -> int:
-        return self.pg.port if target == "direct" else self.pooler(target).port
+    def port_of(self, target: str, tls: bool = False) -> int:
+        return self.pg.port if target == "direct" else self.pooler(target, tls).port
 
     def cleanup(self) -> None:
         for proc in self.extra_procs:
@@ -372,6 +396,8 @@ class Bench:
         self.poolers.clear()
         if self.pg is not None:
             self.pg.stop()
+        if self.certs is not None:
+            tlsutil.remove_certs(self.certs)
         shutil.rmtree(self.work, ignore_errors=True)
 
     def elapsed(self) -> str:
@@ -380,9 +406,11 @@ class Bench:
 
     # -- pgbench --------------------------------------------------------------
 
-    def pgbench(self, port: int, args: list, timeout: float) -> dict:
+    def pgbench(self, port: int, args: list, timeout: float, env: dict | None = None) -> dict:
+        extra_env = env
         env = dict(os.environ, PGPASSWORD=PASSWORD, PGCONNECT_TIMEOUT="20")
         env.pop("PGPASSFILE", None)
+        env.update(extra_env or {})
         cmd = [harness.pg_tool("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", USER] + \
             [str(a) for a in args] + [DB]
         try:
@@ -426,18 +454,21 @@ class Bench:
                 "samples": len(lat)}
 
     def run_select(self, target: str, mode: str, clients: int, duration: int,
-                   extra: tuple = (), logs: bool = True) -> dict:
-        """One pgbench -S run against target, with the pooler's CPU over it."""
-        port = self.port_of(target)
+                   extra: tuple = (), logs: bool = True, tls: bool = False) -> dict:
+        """One pgbench -S run against target, with the pooler's CPU over it. tls: through the
+        TLS twin of the pooler, pgbench with PGSSLMODE=require (figure 7)."""
+        port = self.port_of(target, tls)
         jobs = min(2, clients)
         args = ["-n", "-S", "-M", mode, "-c", clients, "-j", jobs, "-T", duration] + list(extra)
         prefix = os.path.join(self.work, f"lat-{target}-{mode}-{clients}")
         if logs:
             args += ["-l", f"--log-prefix={prefix}", f"--sampling-rate={self.args.sampling}"]
-        pid = None if target == "direct" else self.poolers[target].pid
+        p = None if target == "direct" else self.pooler(target, tls)
+        pid = p.pid if p else None
         cpu0 = proc_cpu_secs(pid) if pid else None
         ns0 = proc_sched_ns(pid) if pid else None
-        r = self.pgbench(port, args, timeout=duration + 120)
+        r = self.pgbench(port, args, timeout=duration + 120,
+                         env=tlsutil.ssl_env("require") if tls else None)
         if pid and harness.pid_alive(pid):
             r["cpu_secs"] = proc_cpu_secs(pid) - cpu0
             r["sched_secs"] = (proc_sched_ns(pid) - ns0) / 1e9
@@ -446,8 +477,8 @@ class Bench:
         if r["ok"] and pid and "cpu_secs" in r:
             r["cpu_us_per_txn"] = r["cpu_secs"] * 1e6 / r["txns"]
             r["sched_us_per_txn"] = r["sched_secs"] * 1e6 / r["txns"]
-        if target != "direct":
-            self.check_crash(self.poolers[target])
+        if p is not None:
+            self.check_crash(p)
         r.pop("stdout", None)
         if r["ok"]:
             r.pop("stderr", None)
@@ -783,6 +814,33 @@ class Bench:
             log(f"churn rep {rep + 1}: " + "  ".join(
                 f"{t}={res[t][-1].get('conns_per_sec', 0):.0f}/s" for t in TARGETS))
 
+    # -- figure 7: TLS from the client ---------------------------------------------------
+
+    def fig7_tls(self) -> None:
+        """pgbench -S -M simple -c 64 -j 2 with PGSSLMODE=require through PgBouncer and
+        sluice started with client_tls_sslmode=require; they are stopped at the end."""
+        a = self.args
+        res = self.raw.setdefault("tls", {t: [] for t in POOLERS})
+        try:
+            for t in POOLERS:
+                w = self.run_select(t, "simple", 64, a.warmup, logs=False, tls=True)
+                if not w["ok"]:
+                    self.event(f"TLS warm-up through {t} failed: {w.get('error')}")
+            for rep in range(a.reps):
+                for t in POOLERS:
+                    r = self.run_select(t, "simple", 64, a.duration, logs=False, tls=True)
+                    if not r["ok"] and (rep == 0 or r["error"] != res[t][0].get("error")):
+                        self.event(f"pgbench -S -c 64 over TLS through {t} failed "
+                                   f"(rc {r['rc']}): {r['error']}")
+                    res[t].append(r)
+                log(f"tls rep {rep + 1}/{a.reps}: " + "  ".join(
+                    f"{t}={res[t][-1]['tps']:.0f} tps, "
+                    f"{res[t][-1].get('cpu_us_per_txn', float('nan')):.1f} µs/txn"
+                    if res[t][-1]["ok"] else f"{t}=FAILED" for t in POOLERS))
+        finally:
+            for t in POOLERS:
+                self.stop_pooler(self.poolers.pop(t + "+tls", None))
+
     # -- the table ----------------------------------------------------------------------
 
     def add_row(self, fig: str, metric: str, vals: dict, target: tuple | None = None,
@@ -949,6 +1007,14 @@ class Bench:
             v["direct"] = "—"
             self.add_row("6", "pooler CPU µs per new connection", v,
                          ("pgb_le", 0.8, "≤ 0.8× PgBouncer"))
+        tl = self.raw.get("tls")
+        if tl:
+            v = self.vals_from(tl, "tps")
+            v["direct"] = "—"
+            self.add_row("7", "TPS over TLS -M simple -c 64", v)
+            v = self.vals_from(tl, "cpu_us_per_txn")
+            v["direct"] = "—"
+            self.add_row("7", "pooler CPU µs/txn over TLS -M simple -c 64", v)
 
     def table_markdown(self) -> str:
         out = ["| fig | metric | direct | PgBouncer | sluice | sluice ÷ PgBouncer | "
@@ -1086,6 +1152,8 @@ unset multiplot
             parts.append(f"COPY {a.copy_mib} MiB × {a.copy_reps}")
         if 6 in f:
             parts.append(f"churn -T {a.churn_duration}s")
+        if 7 in f:
+            parts.append(f"TLS pgbench -T {a.duration}s (warm-up {a.warmup}s)")
         return "; ".join(parts)
 
     def write_report(self) -> Path:
@@ -1156,6 +1224,10 @@ unset multiplot
             md += ["```", ""]
         md += ["## Generated pgbouncer.ini (both poolers; {port}/{dir}/{pg_port} filled in "
                "per process)", "", "```ini", self.ini.strip(), "```", ""]
+        if "tls" in self.raw:
+            md += ["Figure 7 ran a second PgBouncer and sluice with this one (server.crt and "
+                   "server.key: a certificate for localhost made with openssl):", "", "```ini",
+                   self.tls_ini.strip(), "```", ""]
         text = "\n".join(md)
         (base.with_suffix(".md")).write_text(text)
         with open(base.with_suffix(".json"), "w") as f:
@@ -1179,7 +1251,8 @@ unset multiplot
         self.warm_up()
         steps = [(1, "pgbench -S", self.fig1), (2, "callgrind", self.fig2_callgrind),
                  (3, "strace", self.fig3_strace), (6, "churn", self.fig6_churn),
-                 (5, "copy", self.fig5_copy), (4, "idle", self.fig4_idle)]
+                 (7, "tls", self.fig7_tls), (5, "copy", self.fig5_copy),
+                 (4, "idle", self.fig4_idle)]
         for num, name, fn in steps:
             if num not in a.figures:
                 continue
@@ -1253,7 +1326,7 @@ def parse_args(argv):
     a = ap.parse_args(argv)
     q = a.quick
     a.figures = {int(x) for x in a.figures.split(",")} if a.figures else \
-        ({1, 2, 4} if q else {1, 2, 3, 4, 5, 6})
+        ({1, 2, 4} if q else {1, 2, 3, 4, 5, 6, 7})
     a.reps = a.reps or (3 if q else 5)
     if a.wait_idle is None:
         a.wait_idle = 60 if q else 300

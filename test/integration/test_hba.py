@@ -3,7 +3,7 @@ and refused, over 127.0.0.1, ::1 and the unix socket; peer with an ident map (th
 runs as root, so a unix-socket peer is OS user root); RELOAD re-reads the files.
 
 hostssl lines and cert need client TLS; here a hostssl line only proves it never matches a
-plain connection (the TLS tests cover the rest)."""
+plain connection (test_tls_auth.py covers hostssl, hostnossl and cert over TLS)."""
 
 import os
 import socket

@@ -52,7 +52,7 @@ hostssl    db_cert       all   127.0.0.1/32   cert
 hostssl    db_certmap    all   127.0.0.1/32   cert map=certmap
 # a cert line that a plain connection reaches
 host       db_plaincert  all   127.0.0.1/32   cert
-host       all           all   all            reject
+host       all           all   0.0.0.0/0      reject
 """
 
 IDENT = """\
@@ -121,7 +121,7 @@ def test_hostssl_and_hostnossl(pooler, certs):
     # the pooler saw what the client saw
     log = p.log_text()
     assert re.search(r"login attempt: db=db_ssl user=md5user tls=TLSv1\.3/", log), log
-    assert re.search(r"login attempt: db=db_nossl user=md5user tls=no ", log), log
+    assert re.search(r"login attempt: db=db_nossl user=md5user tls=no\b", log), log
 
 
 def test_hba_cert_line(pooler, certs):
@@ -187,9 +187,8 @@ def test_hba_cert_line_with_ident_map(pooler, certs):
 def test_verify_full_cert_login(pooler, certs, auth_type):
     """auth_type=cert, and auth_type=hba with a cert line, under client_tls_sslmode=verify-full:
     a certificate is required in the handshake and its CN must be the user name."""
-    settings = {"client_tls_sslmode": "verify-full", "auth_type": auth_type}
-    p = _start(pooler, certs, hba="hostssl all all 127.0.0.1/32 cert\nhost all all all reject\n",
-               **settings)
+    hba = "hostssl all all 127.0.0.1/32 cert\nhost all all 0.0.0.0/0 reject\n"
+    p = _start(pooler, certs, hba=hba, client_tls_sslmode="verify-full", auth_type=auth_type)
     cases = [
         ("md5user", "md5user", "md5user tls"),
         ("scramuser", "scramuser", "scramuser tls"),
