@@ -54,6 +54,16 @@ const ScramSecret& scram_secret_for_plain(User& u, int iterations) {
 
 }  // namespace
 
+const PeerAddr& Client::local_addr() const {
+    if (local.len == 0 && !sb.closed()) {
+        PeerAddr l;
+        l.len = sizeof(l.ss);
+        if (getsockname(sb.fd(), reinterpret_cast<sockaddr*>(&l.ss), &l.len) == 0)
+            local = l;
+    }
+    return local;
+}
+
 size_t Client::log_prefix(char* buf, size_t size) const noexcept {
     int n;
     const char* dbn = db_name.empty() ? "(nodb)" : db_name.c_str();

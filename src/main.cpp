@@ -160,6 +160,7 @@ bool reload() {
     load_hba(settings());
     apply_config_objects();
     apply_tls_settings();
+    listeners_tune(tcp_options_from(settings()));  // new connections inherit them
     if (!log_configure(log_config_from(settings(), g_opts)))
         log_warning("logfile could not be reopened");
     log_reopen();
@@ -170,6 +171,7 @@ bool reload() {
 
 // Admin SET changed settings: re-apply the log settings main caches.
 void settings_changed() {
+    listeners_tune(tcp_options_from(settings()));
     if (!log_configure(log_config_from(settings(), g_opts)))
         log_warning("logfile could not be reopened");
     apply_tls_settings();
@@ -233,13 +235,13 @@ void on_accept(int fd, const PeerAddr& peer, const PeerAddr& local, bool is_unix
     auto* c = new Client();
     c->id = rt().next_id++;
     c->addr = peer;
-    c->local = local;
+    c->local = local;  // only the family: the address is read when SHOW asks (local_addr())
     c->connect_time = mono_now();
     c->request_time = c->connect_time;
     set_state(*c, ClientState::Login);
-    if (!is_unix) {
-        tune_socket(fd, true, tcp_options_from(settings()));
-    } else {
+    // TCP options (TCP_NODELAY, keepalive, buffers) are inherited from the listener: no
+    // setsockopt per connection.
+    if (is_unix) {
         ucred cred{};
         socklen_t len = sizeof(cred);
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
@@ -446,6 +448,7 @@ int run(int argc, char** argv) {
     lc.unix_group = st.unix_socket_group;
     lc.reuseport = st.so_reuseport;
     lc.defer_accept = st.tcp_defer_accept;
+    lc.tcp = tcp_options_from(st);
     if (!listeners_open(r.base, lc, on_accept, err))
         die("%s", err.c_str());
     write_pidfile(st.pidfile);

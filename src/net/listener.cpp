@@ -43,9 +43,10 @@ void on_accept(evutil_socket_t fd, short, void* arg) noexcept {
                 log_warning("accept() failed: %s", strerror(errno));
             return;
         }
+        // The local address is read only when someone asks (SHOW CLIENTS): one syscall less
+        // per connection. Only the family is known here.
         PeerAddr local;
-        local.len = sizeof(local.ss);
-        getsockname(cfd, reinterpret_cast<sockaddr*>(&local.ss), &local.len);
+        local.ss.ss_family = l->is_unix ? AF_UNIX : peer.ss.ss_family;
         if (l->is_unix)
             peer.ss.ss_family = AF_UNIX;
         g_accept(cfd, peer, local, l->is_unix);
@@ -93,6 +94,7 @@ bool open_tcp(const ListenConfig& cfg, const std::string& host,
             int secs = 45;
             setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
         }
+        tune_socket(fd, true, cfg.tcp);
         PeerAddr a;
         memcpy(&a.ss, ai->ai_addr, ai->ai_addrlen);
         a.len = ai->ai_addrlen;
@@ -181,6 +183,12 @@ bool listeners_open(event_base* base, const ListenConfig& cfg, AcceptFn fn, std:
         }
     }
     return true;
+}
+
+void listeners_tune(const TcpOptions& o) {
+    for (const Listener& l : g_listeners)
+        if (l.fd >= 0 && !l.is_unix)
+            tune_socket(l.fd, true, o);
 }
 
 std::vector<ListenerInfo> listeners_info() {

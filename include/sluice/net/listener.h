@@ -20,6 +20,7 @@ struct ListenConfig {
     std::string unix_group;
     bool reuseport = false;
     bool defer_accept = true;
+    TcpOptions tcp;  // set on TCP listeners; accepted sockets inherit them (Linux)
 };
 
 // Called for each accepted connection (non-blocking fd, peer address, local address).
@@ -30,6 +31,9 @@ using AcceptFn = void (*)(int fd, const PeerAddr& peer, const PeerAddr& local, b
                                   std::string& err);
 // Stops accepting on TCP (shutdown) or on everything; removes the unix socket file on close.
 void listeners_close(bool keep_unix);
+// Re-applies TCP options to the TCP listeners (RELOAD / SET): later connections inherit them.
+void listeners_tune(const TcpOptions& o);
+
 // The open listening sockets (SHOW FDS lists them as task "pooler").
 struct ListenerInfo {
     int fd;

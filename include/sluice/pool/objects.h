@@ -112,7 +112,9 @@ public:
     Pool* pool = nullptr;
     Server* server = nullptr;  // linked server, or nullptr
     PeerAddr addr;
-    PeerAddr local;
+    mutable PeerAddr local;  // family only until local_addr() reads it (a cache)
+    // The local address of the client socket (getsockname on first use).
+    const PeerAddr& local_addr() const;
     std::string user_name;
     std::string db_name;
     User* user = nullptr;      // the auth_file user (nullptr = unknown; auth_query or mock)
