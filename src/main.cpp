@@ -328,6 +328,7 @@ void daemonize() {
         die("fork failed: %s", strerror(errno));
     if (pid > 0)
         _exit(0);
+    log_after_fork();
     int fd = open("/dev/null", O_RDWR);
     if (fd >= 0) {
         dup2(fd, 0);

@@ -34,9 +34,13 @@ std::string hex_encode(const uint8_t* p, size_t n) {
 // Returns "" when MD5 is unavailable (an OpenSSL FIPS provider refuses it); callers compare
 // against what a client sent, so an empty result can never match.
 std::string md5_hex(std::span<const uint8_t> data) {
+    // OpenSSL 3 looks EVP_md5() up in the provider on every use; fetch it once (it lives for
+    // the process; a null fetch falls back to the implicit one).
+    static EVP_MD* fetched = EVP_MD_fetch(nullptr, "MD5", nullptr);
+    const EVP_MD* md = fetched ? fetched : EVP_md5();
     uint8_t digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
-    if (EVP_Digest(data.data(), data.size(), digest, &len, EVP_md5(), nullptr) != 1 ||
+    if (EVP_Digest(data.data(), data.size(), digest, &len, md, nullptr) != 1 ||
         len != kMd5Len) {
         log_error("md5: digest failed (MD5 disabled in OpenSSL?)");
         return {};

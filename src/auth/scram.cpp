@@ -11,6 +11,7 @@
 
 #include <charconv>
 #include <climits>
+#include <cstring>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -260,8 +261,25 @@ bool base64_decode(std::string_view text, std::string& raw) {
 }
 
 void random_bytes(uint8_t* out, size_t n) {
-    if (n > INT_MAX || RAND_bytes(out, static_cast<int>(n)) != 1)
-        die("random number generator failed");
+    // Small requests (salts, nonces, cancel keys: one or two per login) come from a block
+    // drawn from RAND_bytes 4 KiB at a time; each call into OpenSSL's DRBG costs several
+    // thousand instructions. Bytes handed out are wiped from the block.
+    static uint8_t pool[4096];
+    static size_t avail = 0;
+    if (n > sizeof(pool) / 4) {
+        if (n > INT_MAX || RAND_bytes(out, static_cast<int>(n)) != 1)
+            die("random number generator failed");
+        return;
+    }
+    if (avail < n) {
+        if (RAND_bytes(pool, sizeof(pool)) != 1)
+            die("random number generator failed");
+        avail = sizeof(pool);
+    }
+    uint8_t* src = pool + (avail - n);
+    memcpy(out, src, n);
+    OPENSSL_cleanse(src, n);
+    avail -= n;
 }
 
 // ---- secrets ----

@@ -15,6 +15,7 @@ namespace sluice {
 namespace {
 
 LogConfig g_cfg;
+time_t g_cached_sec = -1;  // second of the cached date/pid prefix
 FILE* g_file = nullptr;
 bool g_syslog_open = false;
 
@@ -107,6 +108,10 @@ bool log_configure(const LogConfig& cfg) {
     return true;
 }
 
+void log_after_fork() noexcept {
+    g_cached_sec = -1;
+}
+
 void log_reopen() {
     static_cast<void>(open_file());
 }
@@ -135,22 +140,31 @@ void vslog_msg(LogLevel level, const LogSubject* who, const char* fmt, va_list a
     if (n < 0)
         return;
 
+    // The date part changes once a second: format it (and the pid) only then.
     struct timeval tv;
     gettimeofday(&tv, nullptr);
-    struct tm tm;
-    localtime_r(&tv.tv_sec, &tm);
-    char stamp[64];
-    size_t sl = strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", &tm);
-    char zone[16];
-    strftime(zone, sizeof(zone), "%Z", &tm);
-    snprintf(stamp + sl, sizeof(stamp) - sl, ".%03d %s", static_cast<int>(tv.tv_usec / 1000),
-             zone);
-
-    const char* lvl = level_name(level);
+    static char date[40];
+    static char zone[16];
+    static int pid = 0;
+    if (tv.tv_sec != g_cached_sec) {
+        struct tm tm;
+        localtime_r(&tv.tv_sec, &tm);
+        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+        strftime(zone, sizeof(zone), "%Z", &tm);
+        g_cached_sec = tv.tv_sec;
+        pid = static_cast<int>(getpid());
+    }
+    // One formatted line, written as is to each sink.
+    char line[4200];
+    int ln = snprintf(line, sizeof(line), "%s.%03d %s [%d] %s %s\n", date,
+                      static_cast<int>(tv.tv_usec / 1000), zone, pid, level_name(level), msg);
+    if (ln < 0)
+        return;
+    size_t len = static_cast<size_t>(ln) < sizeof(line) ? static_cast<size_t>(ln) : sizeof(line) - 1;
     if (!g_cfg.quiet)
-        fprintf(stderr, "%s [%d] %s %s\n", stamp, static_cast<int>(getpid()), lvl, msg);
+        fwrite(line, 1, len, stderr);
     if (g_file)
-        fprintf(g_file, "%s [%d] %s %s\n", stamp, static_cast<int>(getpid()), lvl, msg);
+        fwrite(line, 1, len, g_file);
     if (g_syslog_open)
         syslog(syslog_level(level), "%s", msg);
 }

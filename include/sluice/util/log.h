@@ -30,6 +30,8 @@ struct LogConfig {
 // Applies new settings; (re)opens the logfile. Returns false (and logs) when the file cannot
 // be opened; logging to stderr continues.
 [[nodiscard]] bool log_configure(const LogConfig& cfg);
+// The process forked (-d): the cached pid in the line prefix must be read again.
+void log_after_fork() noexcept;
 // Reopens the logfile (SIGHUP / RELOAD).
 void log_reopen();
 bool log_enabled(LogLevel level) noexcept;
