@@ -142,7 +142,7 @@ PacketAction Client::on_packet(SBuf&, const PacketHeader& hdr, std::span<const u
 void Client::on_sbuf_event(SBuf&, SBufEvent ev) {
     switch (ev) {
     case SBufEvent::Eof:
-        close(state == ClientState::Login ? "client unexpected eof" : "client unexpected eof");
+        close("client unexpected eof");
         return;
     case SBufEvent::SocketError:
         close("client connection error");
@@ -561,6 +561,7 @@ PacketAction Client::finish_login() {
         if (pool_refuse_if_login_failing(*this))
             return PacketAction::Closed;
         wait_for_welcome = true;
+        pool->welcome_pending = true;
         wait_start = mono_now();
         set_state(*this, ClientState::Waiting);
         pool_launch_if_needed(*pool);

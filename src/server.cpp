@@ -19,10 +19,6 @@
 namespace sluice {
 namespace {
 
-std::span<const uint8_t> as_bytes(std::string_view s) {
-    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
 std::string quote_literal(std::string_view v) {
     std::string out = "'";
     for (char ch : v) {
@@ -380,7 +376,7 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
             break;
         if (int vi = var_index(name); vi >= 0)
             vars.values[static_cast<size_t>(vi)].assign(value);
-        login_params.append(reinterpret_cast<const char*>(data.data()), data.size());
+        login_params.emplace_back(name, value);
         return PacketAction::Skip;
     }
     case msg::kBackendKeyData:
@@ -390,19 +386,7 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
     case msg::kReadyForQuery: {
         Pool& p = *pool;
         if (!p.have_params) {
-            p.params.clear();
-            PacketReader pr(as_bytes(login_params));
-            for (;;) {
-                uint8_t t;
-                uint32_t len;
-                std::span<const uint8_t> pbody;
-                if (!pr.read_u8(t) || !pr.read_u32(len) || len < 4 || !pr.read_bytes(len - 4, pbody))
-                    break;
-                PacketReader pb(pbody);
-                std::string_view n, v;
-                if (pb.read_cstr(n) && pb.read_cstr(v))
-                    p.params.emplace_back(n, v);
-            }
+            p.params = std::move(login_params);
             p.have_params = true;
         }
         login_params.clear();

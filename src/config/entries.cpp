@@ -102,21 +102,32 @@ bool get_pool_mode(const std::string& value, std::optional<PoolMode>& out, std::
 
 constexpr int64_t kIntMax = INT32_MAX;
 
-}  // namespace
-
-bool parse_database_entry(std::string_view value, DatabaseEntry& out, std::string& err) {
-    DatabaseEntry e;
-    e.name = out.name;
+// Walks the key=value pairs of an entry, calling fn(key, value) for each; stops at the first
+// pair fn refuses (it sets err) or at bad syntax (err = bad_syntax).
+template <typename Fn>
+bool for_each_pair(std::string_view value, const char* bad_syntax, std::string& err, Fn&& fn) {
     std::string key, val;
     std::string_view rest = value;
     for (;;) {
         Pair p = next_pair(rest, key, val);
         if (p == Pair::End)
-            break;
+            return true;
         if (p == Pair::Bad) {
-            err = "syntax error in connection string";
+            err = bad_syntax;
             return false;
         }
+        if (!fn(key, val))
+            return false;
+    }
+}
+
+}  // namespace
+
+bool parse_database_entry(std::string_view value, DatabaseEntry& out, std::string& err) {
+    DatabaseEntry e;
+    e.name = out.name;
+    bool parsed = for_each_pair(value, "syntax error in connection string", err, [&](const std::string& key,
+                                                        const std::string& val) {
         bool ok = true;
         if (key == "dbname") {
             e.dbname = val;
@@ -173,9 +184,10 @@ bool parse_database_entry(std::string_view value, DatabaseEntry& out, std::strin
             err = "unrecognized connection parameter: " + key;
             ok = false;
         }
-        if (!ok)
-            return false;
-    }
+        return ok;
+    });
+    if (!parsed)
+        return false;
     out = std::move(e);
     return true;
 }
@@ -183,16 +195,8 @@ bool parse_database_entry(std::string_view value, DatabaseEntry& out, std::strin
 bool parse_user_entry(std::string_view value, UserEntry& out, std::string& err) {
     UserEntry e;
     e.name = out.name;
-    std::string key, val;
-    std::string_view rest = value;
-    for (;;) {
-        Pair p = next_pair(rest, key, val);
-        if (p == Pair::End)
-            break;
-        if (p == Pair::Bad) {
-            err = "syntax error in user settings";
-            return false;
-        }
+    bool parsed = for_each_pair(value, "syntax error in user settings", err, [&](const std::string& key,
+                                                        const std::string& val) {
         bool ok = true;
         if (key == "pool_mode") {
             ok = get_pool_mode(val, e.pool_mode, err);
@@ -218,9 +222,10 @@ bool parse_user_entry(std::string_view value, UserEntry& out, std::string& err) 
             err = "unrecognized user parameter: " + key;
             ok = false;
         }
-        if (!ok)
-            return false;
-    }
+        return ok;
+    });
+    if (!parsed)
+        return false;
     out = std::move(e);
     return true;
 }
@@ -228,16 +233,8 @@ bool parse_user_entry(std::string_view value, UserEntry& out, std::string& err) 
 bool parse_peer_entry(std::string_view value, PeerEntry& out, std::string& err) {
     PeerEntry e;
     e.peer_id = out.peer_id;
-    std::string key, val;
-    std::string_view rest = value;
-    for (;;) {
-        Pair p = next_pair(rest, key, val);
-        if (p == Pair::End)
-            break;
-        if (p == Pair::Bad) {
-            err = "syntax error in connection string";
-            return false;
-        }
+    bool parsed = for_each_pair(value, "syntax error in connection string", err, [&](const std::string& key,
+                                                        const std::string& val) {
         bool ok = true;
         if (key == "host") {
             e.host = val;
@@ -249,9 +246,10 @@ bool parse_peer_entry(std::string_view value, PeerEntry& out, std::string& err) 
             err = "unrecognized connection parameter: " + key;
             ok = false;
         }
-        if (!ok)
-            return false;
-    }
+        return ok;
+    });
+    if (!parsed)
+        return false;
     if (e.host.empty()) {
         err = "host was not provided for peer " + std::to_string(e.peer_id);
         return false;

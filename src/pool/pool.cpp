@@ -356,8 +356,10 @@ void pool_server_ready(Server& s) {
         s.close("close needed");
         return;
     }
-    // Clients that only waited for the pool's parameters can be welcomed now.
-    if (p.have_params) {
+    // Clients that only waited for the pool's parameters can be welcomed now (a walk of the
+    // queue only while such clients exist, not at every release).
+    if (p.have_params && p.welcome_pending) {
+        p.welcome_pending = false;
         p.waiting.for_each([](Client& c) {
             if (c.wait_for_welcome) {
                 c.wait_for_welcome = false;

@@ -234,7 +234,8 @@ public:
     ServerPs ps;    // statements prepared on this connection
     std::vector<std::string> pending_errors;  // ErrorResponses replacing ReplaceError replies
     bool replaced_error_in_batch = false;     // the failing request was a ReplaceError one
-    std::string login_params;  // raw ParameterStatus packets from login
+    // ParameterStatus name/value pairs of the login (become the pool's welcome set).
+    std::vector<std::pair<std::string, std::string>> login_params;
     uint32_t backend_pid = 0;
     uint32_t backend_key = 0;
     ScramClient scram;
@@ -307,6 +308,7 @@ struct Pool {
     List<Server, &Server::node> used;
 
     bool have_params = false;
+    bool welcome_pending = false;  // some queued client waits only for the welcome
     // ParameterStatus name/value pairs from the first server login, for the welcome.
     std::vector<std::pair<std::string, std::string>> params;
     std::string last_login_error;  // ErrorResponse packet of the last failed login
