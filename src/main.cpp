@@ -474,7 +474,13 @@ int run(int argc, char** argv) {
     log_info("process up: sluice %s, libevent %s (%s), tls: %s", SLUICE_VERSION,
              event_get_version(), event_base_get_method(r.base),
              OpenSSL_version(OPENSSL_VERSION));
-    event_base_dispatch(r.base);
+    // One turn at a time, so that the clock cache is marked stale before each (util/time.h).
+    for (;;) {
+        time_invalidate();
+        if (event_base_loop(r.base, EVLOOP_ONCE) != 0 || event_base_got_break(r.base) ||
+            event_base_got_exit(r.base))
+            break;
+    }
     listeners_close(false);
     remove_pidfile();
     pool_free_all();

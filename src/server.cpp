@@ -123,6 +123,7 @@ bool Server::connect() {
     sb.set_startup(false);
     sb.set_loop_count(settings().sbuf_loopcnt);
     sb.set_max_packet(0x7fffffff);
+    sb.set_keep_buffer(true);  // few and busy: no buffer round trip per reply
     if (!in_progress)
         on_sbuf_event(sb, SBufEvent::Connected);
     return true;
@@ -420,6 +421,12 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
 
 PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
     uint8_t t = hdr.type;
+    if (plain_reply(t)) {
+        if (t != msg::kDataRow)
+            static_cast<void>(tracker.on_reply(t));  // pops the request it answers, if any
+        pool->bytes_out += hdr.len;
+        return PacketAction::Forward;
+    }
     bool whole = data.size() == hdr.len;
     // A client in login waits for its auth_query on this server (client_auth.cpp). Nothing
     // reaches its socket: the replies to the query (tracked Forward) go to its login code,
@@ -539,6 +546,34 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     return PacketAction::Forward;
 }
 
+// The bulk of the replies (rows, descriptions, tags, Parse/BindComplete of the client's own
+// unnamed statements) need nothing beyond the tracker's pop when they answer a client's own
+// request and no synthesized reply waits. Everything else takes the full path below.
+bool Server::plain_reply(uint8_t t) const noexcept {
+    if (!client || tracker.fakes() > 0 || client->auth == AuthStep::AuthQuery)
+        return false;
+    const Expect* h = tracker.head();
+    if (h && h->action != ReplyAction::Forward)
+        return false;
+    switch (t) {
+    case msg::kDataRow:
+    case msg::kRowDescription:
+    case msg::kNoData:
+        return true;
+    case msg::kParseComplete:  // a cached statement's Parse is verified on the full path
+        return h && h->type == msg::kParse && !h->ps && !h->client_parse;
+    case msg::kBindComplete:
+        return h && h->type == msg::kBind;
+    case msg::kCommandComplete:
+        // Not inside COPY (the tag ends it) and no statements cached (DISCARD ALL /
+        // DEALLOCATE ALL clear them).
+        return h && (h->type == msg::kQuery || h->type == msg::kExecute) &&
+               !tracker.in_copy() && ps.size() == 0 && client->ps.size() == 0;
+    default:
+        return false;
+    }
+}
+
 // Called at each ReadyForQuery: decide whether the server can go back to the pool.
 void Server::after_reply() {
     Pool& p = *pool;
@@ -570,6 +605,9 @@ void Server::after_reply() {
         }
         if (mode != PoolMode::Session && !pinned)
             ready_to_release = true;
+        else if (mode == PoolMode::Session && settings().server_fast_close &&
+                 (close_needed || p.db->dirty))
+            ready_to_release = true;  // fast close once this reply reached the client
     }
 }
 
@@ -578,6 +616,16 @@ void Server::on_sbuf_drained(SBuf&) {
         return;
     if (!tracker.idle() || client->sb.packet_remaining() != 0) {
         ready_to_release = false;
+        return;
+    }
+    if (pool->mode() == PoolMode::Session) {
+        // server_fast_close: the transaction ended on a server marked close_needed. The
+        // janitor does the same for sessions that sit idle; doing it here does not depend
+        // on a janitor tick landing between two queries.
+        Client* c = client;
+        c->fatal("08P01", "database configuration changed");
+        if (state != ServerState::Closing)
+            close("database configuration changed");
         return;
     }
     pool_release_server(*this);

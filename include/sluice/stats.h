@@ -47,7 +47,7 @@ struct LatencyHistogram {
     std::array<uint64_t, kLatencyBoundsUs.size() + 1> counts{};
     uint64_t sum_us = 0;
 
-    // O(log buckets), no allocation. Negative durations count as 0.
+    // No allocation; a few compares for typical values. Negative durations count as 0.
     void observe(usec_t us) noexcept;
     LatencyHistogram& operator+=(const LatencyHistogram& o) noexcept;
     uint64_t count() const noexcept;

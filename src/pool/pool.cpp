@@ -6,9 +6,12 @@
 #include <cstring>
 
 namespace sluice {
+
+Runtime g_runtime;
+
 namespace {
 
-Runtime g_rt;
+Runtime& g_rt = g_runtime;
 std::unordered_map<std::string, Pool*> g_pool_index;  // "db\0client_user" -> pool
 
 void free_cb(evutil_socket_t, short, void*) noexcept {
@@ -77,14 +80,6 @@ void assign(Client& c, Server& s) {
 }
 
 }  // namespace
-
-Runtime& rt() {
-    return g_rt;
-}
-
-const Settings& settings() {
-    return g_rt.cfg.settings;
-}
 
 PoolMode Pool::mode() const noexcept {
     if (user && user->entry && user->entry->pool_mode)

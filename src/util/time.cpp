@@ -1,10 +1,13 @@
-// Clock cache: one clock_gettime pair per loop turn instead of one per use.
+// Clock cache: at most one clock read per loop turn instead of one per use.
 #include "sluice/util/time.h"
 
 #include <ctime>
 
 namespace sluice {
 namespace {
+// 0 = stale: the next reader fetches the clock. The main loop marks both stale before each
+// turn, so the first use after epoll_wait returns reads the clock and the rest of the turn
+// shares that value (an event callback that uses no time costs no clock read).
 usec_t g_mono = 0;
 usec_t g_wall = 0;
 
@@ -17,18 +20,23 @@ usec_t read_clock(clockid_t id) noexcept {
 
 void time_update() noexcept {
     g_mono = read_clock(CLOCK_MONOTONIC);
-    g_wall = read_clock(CLOCK_REALTIME);
+    g_wall = 0;
+}
+
+void time_invalidate() noexcept {
+    g_mono = 0;
+    g_wall = 0;
 }
 
 usec_t mono_now() noexcept {
-    if (g_mono == 0)
-        time_update();
+    if (g_mono == 0) [[unlikely]]
+        g_mono = read_clock(CLOCK_MONOTONIC);
     return g_mono;
 }
 
 usec_t wall_now() noexcept {
-    if (g_wall == 0)
-        time_update();
+    if (g_wall == 0) [[unlikely]]
+        g_wall = read_clock(CLOCK_REALTIME);
     return g_wall;
 }
 

@@ -11,8 +11,9 @@
 //
 // One persistent edge-triggered event per socket (EV_READ|EV_WRITE|EV_ET|EV_PERSIST), added
 // when the socket is attached and deleted when it is closed. Pausing is a flag, never an
-// event_del. Reads go until a short read or EAGAIN; a paused or blocked sbuf is resumed with
-// event_active (no syscall).
+// event_del. Reads go until a short read or EAGAIN; a paused or blocked sbuf is resumed
+// without a syscall: at the end of the sbuf callback that resumed it, or with event_active
+// when resumed from elsewhere.
 //
 // TLS: after start_tls() the same buffers and events carry TLS. Reads use SSL_read until
 // SSL_ERROR_WANT_READ (never stopping at a short read: decrypted bytes may wait inside OpenSSL
@@ -100,6 +101,9 @@ public:
     void set_max_packet(uint32_t max_len) noexcept { max_len_ = max_len; }
     void set_hold_limit(uint32_t n) noexcept { hold_limit_ = n; }
     void set_loop_count(int n) noexcept { loopcnt_ = n < 1 ? 1 : n; }
+    // Keep the receive buffer while empty (server connections); clients give it back so that
+    // an idle client holds none.
+    void set_keep_buffer(bool on) noexcept { keep_buffer_ = on; }
 
     // Links two sbufs so that forwarded bytes of each go to the other.
     static void link(SBuf& a, SBuf& b) noexcept;
@@ -156,6 +160,7 @@ public:
 
 private:
     static void on_event(evutil_socket_t fd, short what, void* arg) noexcept;
+    void forget_resumed() noexcept;  // leaves the resumed list (close)
     void handle_event(short what);
     // drained: the socket is known to be empty; walk buffered bytes only.
     void handle_read(bool drained = false);
@@ -209,9 +214,12 @@ private:
     bool connecting_ = false;
     bool in_callback_ = false;
     bool eof_ = false;
-    bool rdhup_ = false;
-    bool sock_drained_ = false;  // the last recv found the socket empty (no edge since)     // the peer shut down its side: read until recv returns 0
+    bool rdhup_ = false;         // the peer shut down its side: read until recv returns 0
+    bool sock_drained_ = false;  // the last recv found the socket empty (no edge since)
     bool raw_byte_ = false;  // expect_byte(): the next byte is a packet of its own
+    bool keep_buffer_ = false;
+    bool resumed_ = false;   // in the resumed list (resume() inside an sbuf callback)
+    SBuf* resumed_next_ = nullptr;
 
     enum class TlsState : uint8_t {
         Off,

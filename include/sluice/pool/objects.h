@@ -288,6 +288,7 @@ private:
     PacketAction on_ssl_answer(uint8_t answer);
     void on_tls_event(SBufEvent ev);
     void login_failed(std::string_view message, std::span<const uint8_t> error_packet);
+    bool plain_reply(uint8_t type) const noexcept;
     void after_reply();
 };
 

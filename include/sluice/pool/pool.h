@@ -36,8 +36,14 @@ struct Runtime {
     event* free_ev = nullptr;
 };
 
-Runtime& rt();
-const Settings& settings();
+// The one runtime (defined in pool.cpp); inline accessors, they run for every message.
+extern Runtime g_runtime;
+inline Runtime& rt() {
+    return g_runtime;
+}
+inline const Settings& settings() {
+    return g_runtime.cfg.settings;
+}
 
 // Loads databases and users from rt().cfg (start-up and reload).
 void apply_config_objects();

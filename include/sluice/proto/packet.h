@@ -85,16 +85,27 @@ enum class Parse : uint8_t {
     Bad,       // impossible length
 };
 
-// Parses a typed header from the front of `data`. The length field must be >= 4 and the
-// total must not exceed max_len.
-[[nodiscard]] Parse parse_typed_header(std::span<const uint8_t> data, uint32_t max_len,
-                                       PacketHeader& out) noexcept;
-// Parses an untyped (startup-phase) header: Int32 length >= 8 and <= kMaxStartupLen.
-[[nodiscard]] Parse parse_startup_header(std::span<const uint8_t> data, PacketHeader& out) noexcept;
-
 inline uint32_t read_be32(const uint8_t* p) noexcept {
     return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
+
+// Parses a typed header from the front of `data`. The length field must be >= 4 and the
+// total must not exceed max_len. (Inline: it runs for every message that passes.)
+[[nodiscard]] inline Parse parse_typed_header(std::span<const uint8_t> data, uint32_t max_len,
+                                              PacketHeader& out) noexcept {
+    if (data.size() < kTypedHeaderLen)
+        return Parse::NeedMore;
+    uint32_t n = read_be32(data.data() + 1);
+    // The length counts itself: anything below 4 is impossible. Total = n + 1 type byte.
+    if (n < 4 || n > max_len - 1)
+        return Parse::Bad;
+    out.type = data[0];
+    out.hdr_len = kTypedHeaderLen;
+    out.len = n + 1;
+    return Parse::Ok;
+}
+// Parses an untyped (startup-phase) header: Int32 length >= 8 and <= kMaxStartupLen.
+[[nodiscard]] Parse parse_startup_header(std::span<const uint8_t> data, PacketHeader& out) noexcept;
 inline uint16_t read_be16(const uint8_t* p) noexcept {
     return static_cast<uint16_t>((p[0] << 8) | p[1]);
 }

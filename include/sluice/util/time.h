@@ -1,4 +1,4 @@
-// Cached wall and monotonic clocks: read once per loop turn (time_update), used everywhere.
+// Cached wall and monotonic clocks: read at most once per loop turn, used everywhere.
 #pragma once
 
 #include <cstdint>
@@ -7,7 +7,11 @@ namespace sluice {
 
 using usec_t = int64_t;
 
-// Refreshes the cache; called at the top of every event callback batch.
+// Marks the cache stale: the next mono_now()/wall_now() reads the clock. Called by the main
+// loop before each turn and when a callback re-activates events within a turn.
+void time_invalidate() noexcept;
+// Reads the monotonic clock now (timer callbacks that must not use a value from earlier in
+// the turn); the wall clock is read again on its next use.
 void time_update() noexcept;
 // Monotonic microseconds (for timeouts and durations).
 usec_t mono_now() noexcept;
