@@ -828,6 +828,10 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         return named ? PacketAction::Hold : pass();
     }
     std::span<const uint8_t> body = data.subspan(hdr.hdr_len);
+    // Unnamed statements and portals pass unparsed, whole or not (the server judges their
+    // format, as it does for streamed ones).
+    if (bool named = false; peek_statement_named(t, body, named) && !named)
+        return pass();
     // Inside a failed transaction block PostgreSQL refuses every Parse with 25P02: let the
     // server say so rather than answering from the cache.
     bool aborted = s.tracker.status() == 'E';
