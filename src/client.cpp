@@ -222,7 +222,8 @@ PacketAction Client::on_cancel(std::span<const uint8_t> pkt) {
 
 // The `options` startup parameter: "-c name=value" / "--name=value" items separated by
 // blanks, backslash escaping the next character. Each name must be tracked or ignored.
-bool Client::apply_startup_options(const std::string& opts) {
+bool Client::apply_startup_options(const std::string& opts, VarValues& v,
+                                   std::vector<std::string>& keep) {
     std::vector<std::string> words;
     std::string cur;
     bool have = false;
@@ -245,6 +246,7 @@ bool Client::apply_startup_options(const std::string& opts) {
         words.push_back(cur);
     const char* bad = "unsupported options startup parameter: only '-c config=val' and "
                       "'--config=val' are allowed";
+    keep.reserve(words.size());  // v views into keep's strings: they must not move
     for (size_t i = 0; i < words.size(); ++i) {
         std::string item;
         if (words[i] == "-c") {
@@ -271,8 +273,8 @@ bool Client::apply_startup_options(const std::string& opts) {
             if (ch == '-')
                 ch = '_';
         if (int vi = var_index(name); vi >= 0) {
-            vars.values[static_cast<size_t>(vi)] = item.substr(eq + 1);
-            vars.gen++;
+            keep.push_back(item.substr(eq + 1));
+            v[static_cast<size_t>(vi)] = keep.back();
         } else if (!list_contains_ci(settings().ignore_startup_parameters, name)) {
             fatal("08P01", "unsupported startup parameter in options: %s", name.c_str());
             return false;
@@ -295,6 +297,7 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
     }
     PacketReader r(pkt.subspan(8));
     const Settings& st = settings();
+    VarValues v{};  // tracked values, viewing into pkt (and into option_values): interned once
     for (;;) {
         std::string_view name, value;
         if (!r.read_cstr(name)) {
@@ -314,8 +317,7 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         } else if (name.starts_with("_pq_.")) {
             unsupported_pq_options.emplace_back(name);
         } else if (int vi = var_index(name); vi >= 0) {
-            vars.values[static_cast<size_t>(vi)].assign(value);
-            vars.gen++;
+            v[static_cast<size_t>(vi)] = value;
         } else if (name == "replication") {
             if (is_true_word(value) || value == "database") {
                 fatal("08P01", "replication connections are not supported");
@@ -337,8 +339,10 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
     }
     if (db_name.empty())
         db_name = user_name;
-    if (!startup_options.empty() && !apply_startup_options(startup_options))
+    std::vector<std::string> option_values;
+    if (!startup_options.empty() && !apply_startup_options(startup_options, v, option_values))
         return PacketAction::Closed;
+    vars.assign(v);
     sb.set_startup(false);
 
     if (proto_minor > 0 || !unsupported_pq_options.empty()) {
@@ -572,21 +576,22 @@ PacketAction Client::finish_login() {
 void Client::send_welcome() {
     std::string& out = sb.out_for_append();
     write_auth(out, kAuthOk);
+    VarValues v = vars.values();
     for (const auto& [name, value] : pool->params) {
         int vi = var_index(name);
-        if (vi >= 0 && !vars.values[static_cast<size_t>(vi)].empty())
-            write_parameter_status(out, name, vars.values[static_cast<size_t>(vi)]);
+        if (vi >= 0 && !v[static_cast<size_t>(vi)].empty())
+            write_parameter_status(out, name, v[static_cast<size_t>(vi)]);
         else
             write_parameter_status(out, name, value);
     }
-    // Learn the values the client will see, so that replays compare correctly.
+    // Learn the values the client will see, so that replays compare correctly. Clients with
+    // the same startup values end up sharing one set.
     for (const auto& [name, value] : pool->params) {
         int vi = var_index(name);
-        if (vi >= 0 && vars.values[static_cast<size_t>(vi)].empty()) {
-            vars.values[static_cast<size_t>(vi)] = value;
-            vars.gen++;
-        }
+        if (vi >= 0 && v[static_cast<size_t>(vi)].empty())
+            v[static_cast<size_t>(vi)] = value;
     }
+    vars.assign(v);
     write_backend_key(out, cancel_pid, cancel_key);
     if (!settings().login_notify_message.empty())
         write_notice(out, "00000", settings().login_notify_message);

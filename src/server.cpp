@@ -375,7 +375,7 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
         if (!r.read_cstr(name) || !r.read_cstr(value))
             break;
         if (int vi = var_index(name); vi >= 0)
-            vars.values[static_cast<size_t>(vi)].assign(value);
+            vars.set(static_cast<size_t>(vi), value);
         login_params.emplace_back(name, value);
         return PacketAction::Skip;
     }
@@ -503,14 +503,9 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         std::string_view name, value;
         if (r.read_cstr(name) && r.read_cstr(value)) {
             if (int vi = var_index(name); vi >= 0) {
-                vars.values[static_cast<size_t>(vi)].assign(value);
-                if (client && act == ReplyAction::Forward) {
-                    client->vars.values[static_cast<size_t>(vi)].assign(value);
-                    client->vars.gen++;
-                    synced_gen = client->vars.gen;  // both sides changed alike
-                } else {
-                    synced_client = 0;  // the server's values moved on their own
-                }
+                vars.set(static_cast<size_t>(vi), value);
+                if (client && act == ReplyAction::Forward)
+                    client->vars.set(static_cast<size_t>(vi), value);
             }
         }
         break;
@@ -584,24 +579,24 @@ void Server::on_sbuf_drained(SBuf&) {
 }
 
 void Server::sync_vars_from(const Client& c) {
-    if (synced_client == c.id && synced_gen == c.vars.gen)
-        return;
-    synced_client = c.id;
-    synced_gen = c.vars.gen;
+    if (vars.same(c.vars))
+        return;  // interned sets: equal values are the same set (the common case)
+    VarValues have = vars.values();
+    VarValues want = c.vars.values();
     std::string sql;
     for (size_t i = 0; i < var_count(); ++i) {
-        const std::string& want = c.vars.values[i];
-        if (want.empty() || want == vars.values[i])
+        if (want[i].empty() || want[i] == have[i])
             continue;
         sql += "SET ";
         sql += var_name(i);
         sql += " = ";
-        sql += quote_literal(want);
+        sql += quote_literal(want[i]);
         sql += ";";
-        vars.values[i] = want;
+        have[i] = want[i];
     }
     if (sql.empty())
         return;
+    vars.assign(have);
     tracker.on_request(msg::kQuery, ReplyAction::Skip);
     write_query(sb.out_for_append(), sql);
 }

@@ -80,7 +80,7 @@ struct SocketRow {
 
 std::string_view app_name(const VarCache& v) {
     int i = var_index("application_name");
-    return i < 0 ? std::string_view{} : std::string_view(v.values[static_cast<size_t>(i)]);
+    return i < 0 ? std::string_view{} : v.get(static_cast<size_t>(i));
 }
 
 std::string addr_text(const PeerAddr& a) {
@@ -844,7 +844,7 @@ void show_help(std::string& out) {
 
 std::string_view var_or_empty(const VarCache& v, std::string_view name) {
     int i = var_index(name);
-    return i < 0 ? std::string_view{} : std::string_view(v.values[static_cast<size_t>(i)]);
+    return i < 0 ? std::string_view{} : v.get(static_cast<size_t>(i));
 }
 
 void fd_row(ResultWriter& w, int fd, const char* task, std::string_view user, std::string_view db,

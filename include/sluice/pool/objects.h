@@ -24,6 +24,7 @@
 #include "sluice/util/list.h"
 #include "sluice/util/log.h"
 #include "sluice/util/time.h"
+#include "sluice/varcache.h"
 
 namespace sluice {
 
@@ -31,19 +32,6 @@ struct Pool;
 struct User;
 class Client;
 class Server;
-
-// Parameters the pooler tracks per connection and replays with SET on server switch.
-inline constexpr size_t kMaxVars = 16;
-struct VarCache {
-    std::array<std::string, kMaxVars> values;
-    uint64_t gen = 0;  // bumped on every change of a client's values (see Server::synced_*)
-};
-// Index of a tracked parameter name (case-insensitive), or -1.
-int var_index(std::string_view name) noexcept;
-size_t var_count() noexcept;
-const std::string& var_name(size_t idx) noexcept;
-// Rebuilds the tracked list from track_extra_parameters (at start-up).
-void var_init(const std::string& extra);
 
 struct Database {
     std::string name;
@@ -196,7 +184,10 @@ public:
 private:
     PacketAction on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_startup(std::span<const uint8_t> pkt);
-    bool apply_startup_options(const std::string& opts);
+    // Applies "-c name=value" items of `options` to v; values not viewing into the packet are
+    // kept in `keep`. False: refused (the client was closed).
+    bool apply_startup_options(const std::string& opts, VarValues& v,
+                               std::vector<std::string>& keep);
     PacketAction on_password(std::span<const uint8_t> body);
     PacketAction on_cancel(std::span<const uint8_t> pkt);
     PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
@@ -247,10 +238,6 @@ public:
     int cancels_in_flight = 0;    // CancelRequests forwarded to this backend, not yet done
     bool waiting_cancel = false;  // released, but held back until those cancels finish
     bool checking = false;        // running server_check_query before reuse
-    // The client (id) and its VarCache::gen this server's values were last made equal to:
-    // a client coming back unchanged skips the comparison (the common case).
-    uint64_t synced_client = 0;
-    uint64_t synced_gen = 0;
     usec_t connect_time = 0;
     usec_t request_time = 0;
     usec_t idle_since = 0;
