@@ -210,9 +210,7 @@ PacketAction Client::on_cancel(std::span<const uint8_t> pkt) {
     }
     uint32_t pid = read_be32(pkt.data() + 8);
     uint32_t key = read_be32(pkt.data() + 12);
-    auto it = rt().cancel_map.find((uint64_t{pid} << 32) | key);
-    if (it != rt().cancel_map.end()) {
-        Client* target = it->second;
+    if (Client* target = find_cancel_key(pid, key)) {
         if (Server* s = target->server)
             send_cancel_request(*s);
     }

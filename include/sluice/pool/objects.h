@@ -127,8 +127,9 @@ public:
     std::vector<std::pair<std::string, PsEntry*>> closed_names;
     bool discard_sent = false;  // the Query passing now is DEALLOCATE ALL / DISCARD ALL
     std::string startup_options;
-    uint32_t cancel_pid = 0;
+    uint32_t cancel_pid = 0;  // 0: not in the cancel-key index
     uint32_t cancel_key = 0;
+    Client* cancel_next = nullptr;  // chain link of the cancel-key index (rt().cancel_map)
     AuthStep auth = AuthStep::None;
     std::array<uint8_t, 4> md5_salt{};
     // SCRAM exchange state, only while one runs (an idle client carries none of it).
@@ -329,6 +330,15 @@ struct Pool {
     int pool_size() const noexcept;
     int reserve_size() const noexcept;
 };
+
+// Hash of a client's (cancel_pid, cancel_key) for the cancel-key index. Both are random, so
+// folding them is enough.
+inline size_t cancel_key_hash(uint32_t pid, uint32_t key) noexcept {
+    return static_cast<size_t>(key ^ (uint64_t{pid} << 32 | pid));
+}
+inline size_t cancel_key_hash(const Client& c) noexcept {
+    return cancel_key_hash(c.cancel_pid, c.cancel_key);
+}
 
 // State changes: unlink from the old list, link into the new one, update counters.
 void set_state(Client& c, ClientState next);
