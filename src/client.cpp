@@ -601,6 +601,7 @@ void Client::send_welcome() {
         set_state(*this, ClientState::Active);
     if (!sb.flush_out())
         return;
+    sb.trim_output();  // the welcome's few hundred bytes are out: an idle client keeps none
     if (sb.paused())
         sb.resume();
 }

@@ -259,6 +259,7 @@ void on_accept(int fd, const PeerAddr& peer, const PeerAddr& local, bool is_unix
     c->sb.set_max_packet(settings().max_packet_size);
     c->sb.set_hold_limit(settings().max_packet_size);
     c->sb.set_loop_count(settings().sbuf_loopcnt);
+    c->sb.set_trim_output(true);  // idle clients hold no output block
 }
 
 void shutdown_check(evutil_socket_t, short, void*) noexcept {

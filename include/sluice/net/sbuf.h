@@ -30,6 +30,7 @@
 #include <string_view>
 
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <openssl/types.h>
 
 #include "sluice/proto/packet.h"
@@ -100,6 +101,12 @@ public:
     void set_max_packet(uint32_t max_len) noexcept { max_len_ = max_len; }
     void set_hold_limit(uint32_t n) noexcept { hold_limit_ = n; }
     void set_loop_count(int n) noexcept { loopcnt_ = n < 1 ? 1 : n; }
+    // Free out_'s heap block whenever this sbuf goes idle (nothing to send, no peer linked):
+    // for clients, which are many and mostly idle. Servers keep theirs (reused every
+    // transaction for injected messages).
+    void set_trim_output(bool on) noexcept { trim_output_ = on; }
+    // Frees out_'s heap block now if nothing waits in it and no peer is linked.
+    void trim_output() noexcept;
 
     // Links two sbufs so that forwarded bytes of each go to the other.
     static void link(SBuf& a, SBuf& b) noexcept;
@@ -127,6 +134,7 @@ public:
     size_t pending_bytes() const noexcept { return parse_ - pos_; }
     uint32_t packet_remaining() const noexcept { return remain_; }
     const SBufStats& stats() const noexcept { return stats_; }
+    size_t output_capacity() const noexcept { return out_.capacity(); }  // tests
 
     // Global count of forward sends (debug/tests: proves bytes moved before a packet ended).
     static uint64_t forward_sends() noexcept;
@@ -185,7 +193,7 @@ private:
     HsStep tls_handshake();
 
     int fd_ = -1;
-    event* ev_ = nullptr;
+    event* ev_ = nullptr;  // &ev_storage_ from attach() to close()
     SBufOwner* owner_ = nullptr;
     SBuf* peer_ = nullptr;
 
@@ -212,6 +220,7 @@ private:
     bool rdhup_ = false;
     bool sock_drained_ = false;  // the last recv found the socket empty (no edge since)     // the peer shut down its side: read until recv returns 0
     bool raw_byte_ = false;  // expect_byte(): the next byte is a packet of its own
+    bool trim_output_ = false;  // set_trim_output()
 
     enum class TlsState : uint8_t {
         Off,
@@ -225,6 +234,9 @@ private:
     bool tls_write_wants_read_ = false;  // SSL_write needs the socket readable to go on
 
     SBufStats stats_;
+    // The socket's event, embedded: one allocation less per connection (libevent's event_new
+    // would malloc it). Registered by attach(), deleted by close().
+    event ev_storage_{};
 };
 
 // Size of the pooled receive buffers (pkt_buf); set once at start-up.
