@@ -625,10 +625,11 @@ void Server::emit_fakes() {
     while (tracker.take_fake(e)) {
         if (!client)
             continue;
-        if (e.type == msg::kClose && !client->closed_names.empty()) {
-            if (PsEntry* entry = client->closed_names.front().second)
+        if (e.type == msg::kClose && client->ps.has_closed()) {
+            auto& closed = client->ps.closed();
+            if (PsEntry* entry = closed.front().second)
                 ps_unref(entry);
-            client->closed_names.erase(client->closed_names.begin());
+            closed.erase(closed.begin());
         }
         if (e.client_parse)
             client->confirm_oldest_parse();
@@ -664,10 +665,11 @@ void Server::undo_dropped() {
         } else if (e.type == msg::kClose && e.action == ReplyAction::Skip && ps_entry) {
             ps.put_back(ps_entry);  // an eviction Close never ran: the server still has it
         } else if (e.type == msg::kClose && e.action == ReplyAction::Fake && client &&
-                   !client->closed_names.empty()) {
+                   client->ps.has_closed()) {
             // A client Close the server would have discarded: the name comes back.
-            auto [name, entry] = std::move(client->closed_names.front());
-            client->closed_names.erase(client->closed_names.begin());
+            auto& closed = client->ps.closed();
+            auto [name, entry] = std::move(closed.front());
+            closed.erase(closed.begin());
             if (entry) {
                 if (!client->ps.find(name))
                     client->ps.add(name, entry);

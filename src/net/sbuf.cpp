@@ -88,22 +88,22 @@ bool SBuf::attach(event_base* base, int fd, SBufOwner* owner, bool connecting) {
     stats_ = {};
     // EV_CLOSED (EPOLLRDHUP) tells us when data and the peer's FIN arrived in one wakeup, so a
     // short read is not mistaken for "drained" and the EOF is not missed.
-    if (event_assign(&ev_storage_, base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST,
+    if (event_assign(ev_.storage(), base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST,
                      &SBuf::on_event, this) != 0 ||
-        event_add(&ev_storage_, nullptr) != 0) {
+        event_add(ev_, nullptr) != 0) {
+        ev_.reset();
         ::close(fd_);
         fd_ = -1;
         return false;
     }
-    ev_ = &ev_storage_;
     return true;
 }
 
 void SBuf::close() {
     unlink();
     if (ev_) {
-        event_del(ev_);  // also drops a pending event_active(): libevent forgets ev_storage_
-        ev_ = nullptr;
+        event_del(ev_);  // also drops a pending event_active(): libevent forgets the event
+        ev_.reset();
     }
     if (ssl_) {
         // One non-blocking close_notify attempt; none after a fatal error (OpenSSL forbids it).

@@ -192,8 +192,21 @@ private:
     };
     HsStep tls_handshake();
 
+    // The socket's event, embedded: one allocation less per connection than event_new. It
+    // reads as the `event*` of the registered event, nullptr when none is (before attach(),
+    // after close()), so code using the event needs no pointer of its own to it.
+    class EmbeddedEvent {
+    public:
+        operator event*() noexcept { return event_initialized(&ev_) ? &ev_ : nullptr; }
+        event* storage() noexcept { return &ev_; }
+        void reset() noexcept { ev_ = event{}; }  // not initialized any more
+
+    private:
+        event ev_{};
+    };
+
     int fd_ = -1;
-    event* ev_ = nullptr;  // &ev_storage_ from attach() to close()
+    EmbeddedEvent ev_;  // registered by attach(), deleted by close()
     SBufOwner* owner_ = nullptr;
     SBuf* peer_ = nullptr;
 
@@ -234,9 +247,6 @@ private:
     bool tls_write_wants_read_ = false;  // SSL_write needs the socket readable to go on
 
     SBufStats stats_;
-    // The socket's event, embedded: one allocation less per connection (libevent's event_new
-    // would malloc it). Registered by attach(), deleted by close().
-    event ev_storage_{};
 };
 
 // Size of the pooled receive buffers (pkt_buf); set once at start-up.
