@@ -54,24 +54,40 @@ const ScramSecret& scram_secret_for_plain(User& u, int iterations) {
 
 }  // namespace
 
-const PeerAddr& Client::local_addr() const {
-    if (local.len == 0 && !sb.closed()) {
-        PeerAddr l;
+const std::string& Client::user_name() const noexcept {
+    static const std::string none;
+    if (login)
+        return login->user_name;
+    return user ? user->name : none;
+}
+
+const std::string& Client::db_name() const noexcept {
+    static const std::string none;
+    if (login)
+        return login->db_name;
+    return db ? db->name : none;
+}
+
+PeerAddr Client::local_addr() const {
+    PeerAddr l;
+    if (!addr.is_unix() && !sb.closed()) {
         l.len = sizeof(l.ss);
         if (getsockname(sb.fd(), reinterpret_cast<sockaddr*>(&l.ss), &l.len) == 0)
-            local = l;
+            return l;
+        l = PeerAddr{};
     }
-    return local;
+    l.ss.ss_family = addr.family;
+    return l;
 }
 
 size_t Client::log_prefix(char* buf, size_t size) const noexcept {
     int n;
-    const char* dbn = db_name.empty() ? "(nodb)" : db_name.c_str();
-    const char* us = user_name.empty() ? "(nouser)" : user_name.c_str();
+    const char* dbn = db_name().empty() ? "(nodb)" : db_name().c_str();
+    const char* us = user_name().empty() ? "(nouser)" : user_name().c_str();
     if (addr.is_unix())
         n = snprintf(buf, size, "C-%p: %s/%s@unix(%d):%d", static_cast<const void*>(this), dbn, us,
                      peer_pid, settings().listen_port);
-    else if (addr.ss.ss_family == AF_INET6)
+    else if (addr.family == AF_INET6)
         n = snprintf(buf, size, "C-%p: %s/%s@[%s]:%d", static_cast<const void*>(this), dbn, us,
                      addr.host().c_str(), addr.port());
     else
@@ -125,10 +141,7 @@ void Client::close(const char* reason) {
         rt().client_count--;
     counted = false;
     unregister_cancel_key(*this);
-    for (auto& [name, entry] : closed_names)
-        if (entry)
-            ps_unref(entry);
-    closed_names.clear();
+    ps.release_closed();
     sb.close();
     set_state(*this, ClientState::Closing);
 }
@@ -210,9 +223,7 @@ PacketAction Client::on_cancel(std::span<const uint8_t> pkt) {
     }
     uint32_t pid = read_be32(pkt.data() + 8);
     uint32_t key = read_be32(pkt.data() + 12);
-    auto it = rt().cancel_map.find((uint64_t{pid} << 32) | key);
-    if (it != rt().cancel_map.end()) {
-        Client* target = it->second;
+    if (Client* target = find_cancel_key(pid, key)) {
         if (Server* s = target->server)
             send_cancel_request(*s);
     }
@@ -222,7 +233,8 @@ PacketAction Client::on_cancel(std::span<const uint8_t> pkt) {
 
 // The `options` startup parameter: "-c name=value" / "--name=value" items separated by
 // blanks, backslash escaping the next character. Each name must be tracked or ignored.
-bool Client::apply_startup_options(const std::string& opts) {
+bool Client::apply_startup_options(const std::string& opts, VarValues& v,
+                                   std::vector<std::string>& keep) {
     std::vector<std::string> words;
     std::string cur;
     bool have = false;
@@ -245,6 +257,7 @@ bool Client::apply_startup_options(const std::string& opts) {
         words.push_back(cur);
     const char* bad = "unsupported options startup parameter: only '-c config=val' and "
                       "'--config=val' are allowed";
+    keep.reserve(words.size());  // v views into keep's strings: they must not move
     for (size_t i = 0; i < words.size(); ++i) {
         std::string item;
         if (words[i] == "-c") {
@@ -271,8 +284,8 @@ bool Client::apply_startup_options(const std::string& opts) {
             if (ch == '-')
                 ch = '_';
         if (int vi = var_index(name); vi >= 0) {
-            vars.values[static_cast<size_t>(vi)] = item.substr(eq + 1);
-            vars.gen++;
+            keep.push_back(item.substr(eq + 1));
+            v[static_cast<size_t>(vi)] = keep.back();
         } else if (!list_contains_ci(settings().ignore_startup_parameters, name)) {
             fatal("08P01", "unsupported startup parameter in options: %s", name.c_str());
             return false;
@@ -288,13 +301,16 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         fatal("08P01", major == 2 ? "old V2 protocol not supported" : "unsupported protocol");
         return PacketAction::Closed;
     }
-    proto_minor = static_cast<uint16_t>(version & 0xffff);
+    auto proto_minor = static_cast<uint16_t>(version & 0xffff);
     if (pkt.back() != 0) {
         fatal("08P01", "invalid startup packet layout: expected terminator as last byte");
         return PacketAction::Closed;
     }
     PacketReader r(pkt.subspan(8));
     const Settings& st = settings();
+    VarValues v{};  // tracked values, viewing into pkt (and into option_values): interned once
+    std::string startup_options;
+    std::vector<std::string> unsupported_pq_options;
     for (;;) {
         std::string_view name, value;
         if (!r.read_cstr(name)) {
@@ -308,14 +324,13 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
             return PacketAction::Closed;
         }
         if (name == "user") {
-            user_name.assign(value);
+            login->user_name.assign(value);
         } else if (name == "database") {
-            db_name.assign(value);
+            login->db_name.assign(value);
         } else if (name.starts_with("_pq_.")) {
             unsupported_pq_options.emplace_back(name);
         } else if (int vi = var_index(name); vi >= 0) {
-            vars.values[static_cast<size_t>(vi)].assign(value);
-            vars.gen++;
+            v[static_cast<size_t>(vi)] = value;
         } else if (name == "replication") {
             if (is_true_word(value) || value == "database") {
                 fatal("08P01", "replication connections are not supported");
@@ -331,14 +346,16 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
             return PacketAction::Closed;
         }
     }
-    if (user_name.empty()) {
+    if (user_name().empty()) {
         fatal("08P01", "no username supplied");
         return PacketAction::Closed;
     }
-    if (db_name.empty())
-        db_name = user_name;
-    if (!startup_options.empty() && !apply_startup_options(startup_options))
+    if (login->db_name.empty())
+        login->db_name = login->user_name;
+    std::vector<std::string> option_values;
+    if (!startup_options.empty() && !apply_startup_options(startup_options, v, option_values))
         return PacketAction::Closed;
+    vars.assign(v);
     sb.set_startup(false);
 
     if (proto_minor > 0 || !unsupported_pq_options.empty()) {
@@ -352,7 +369,7 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         w.finish();
     }
 
-    Database* d = find_database(db_name);
+    Database* d = find_database(db_name());
     admin = d && d->admin;
     if (!admin) {
         if (st.max_client_conn > 0 && rt().client_count >= st.max_client_conn) {
@@ -362,19 +379,19 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         rt().client_count++;
         counted = true;
     }
-    user = find_user(user_name);
+    user = find_user(user_name());
     start_auth();
     return state == ClientState::Closing ? PacketAction::Closed : PacketAction::Skip;
 }
 
 void Client::start_auth() {
-    if (admin && user_name == "pgbouncer" && peer_is_self) {
+    if (admin && user_name() == "pgbouncer" && peer_is_self) {
         static_cast<void>(finish_login());  // same-UID console user over the unix socket
         return;
     }
     if (settings().auth_type == AuthType::Any) {
         // The user name is ignored: every database must log in as its forced user.
-        Database* d = admin ? nullptr : find_database(db_name);
+        Database* d = admin ? nullptr : find_database(db_name());
         if (d && d->entry.user.empty()) {
             slog_error(this, "auth_type=any requires forced user");
             fatal("08P01", "bouncer config error");
@@ -383,8 +400,8 @@ void Client::start_auth() {
         static_cast<void>(finish_login());
         return;
     }
-    cred = user;
-    if (!cred && start_auth_query())
+    login->cred = user;
+    if (!login->cred && start_auth_query())
         return;  // on_auth_query_reply() continues (client_auth.cpp)
     continue_auth();
 }
@@ -403,11 +420,12 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
             return PacketAction::Closed;
         }
         bool ok = false;
+        const User* cred = login->cred;
         if (cred && cred->have_secret && !cred->secret.empty()) {  // empty: never matches
-            if (auth_method == AuthMethod::Password)
-                ok = password_matches(cred->secret, user_name, pw);
+            if (login->auth_method == AuthMethod::Password)
+                ok = password_matches(cred->secret, user_name(), pw);
             else
-                ok = pw == pg_md5_response(cred->secret, user_name, md5_salt);
+                ok = pw == pg_md5_response(cred->secret, user_name(), login->md5_salt);
         }
         if (!ok) {
             auth_failed("password authentication failed");
@@ -429,7 +447,7 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
         }
         ScramSecret secret;
         bool mock = true;
-        if (cred && cred->have_secret && !cred->secret.empty()) {
+        if (User* cred = login->cred; cred && cred->have_secret && !cred->secret.empty()) {
             if (is_scram_secret(cred->secret)) {
                 mock = !parse_scram_secret(cred->secret, secret);
             } else if (!is_md5_secret(cred->secret)) {
@@ -438,7 +456,7 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
             }
         }
         if (mock)
-            scram_state().init_mock(user_name);
+            scram_state().init_mock(user_name());
         else
             scram_state().init(secret, false);
         std::span<const uint8_t> data = r.rest();
@@ -464,7 +482,7 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
             auth_failed("SASL authentication failed");
             return PacketAction::Closed;
         }
-        if (cred && is_scram_secret(cred->secret)) {
+        if (User* cred = login->cred; cred && is_scram_secret(cred->secret)) {
             cred->have_scram_keys = true;  // SCRAM pass-through for this user's servers
             cred->scram_client_key = scram_state().client_key();
             cred->scram_server_key = scram_state().secret().server_key;
@@ -480,16 +498,16 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
 
 PacketAction Client::finish_login() {
     auth = AuthStep::Done;
-    scram.reset();  // the exchange is over: its state (and secrets) go
-    db = find_database(db_name);
+    login->scram.reset();  // the exchange is over: its state (and secrets) go
+    db = find_database(db_name());
     if (admin) {
         if (!g_admin_hooks.check_access || !g_admin_hooks.check_access(*this)) {
             fatal("08P01", "not allowed");
             return PacketAction::Closed;
         }
         if (!user)
-            user = get_user(user_name);
-        pool = get_pool(db, user, user_name);
+            user = get_user(user_name());
+        pool = get_pool(db, user, user_name());
         db->client_count++;
         user->client_count++;
         register_cancel_key(*this);
@@ -497,19 +515,21 @@ PacketAction Client::finish_login() {
             char tls[128];
             sb.tls_describe(tls, sizeof(tls));  // "no" or "TLSv1.3/..."
             slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no",
-                      db_name.c_str(), user_name.c_str(), tls);
+                      db_name().c_str(), user_name().c_str(), tls);
         }
         set_state(*this, ClientState::Active);
         g_admin_hooks.send_welcome(*this);
-        welcome_sent = true;
-        return state == ClientState::Closing ? PacketAction::Closed : PacketAction::Skip;
+        if (state == ClientState::Closing)
+            return PacketAction::Closed;
+        login.reset();  // user and db hold the names now
+        return PacketAction::Skip;
     }
     if (!db) {
-        fatal("08P01", "no such database: %s", db_name.c_str());
+        fatal("08P01", "no such database: %s", db_name().c_str());
         return PacketAction::Closed;
     }
     if (db->disabled) {
-        fatal("08P01", "database \"%s\" is disabled", db_name.c_str());
+        fatal("08P01", "database \"%s\" is disabled", db_name().c_str());
         return PacketAction::Closed;
     }
     if (rt().shutting_down) {
@@ -522,11 +542,11 @@ PacketAction Client::finish_login() {
         login_user = get_user(db->entry.user);
         pool_key_user = db->entry.user;
     } else {
-        login_user = user ? user : get_user(user_name);
-        pool_key_user = user_name;
+        login_user = user ? user : get_user(user_name());
+        pool_key_user = user_name();
     }
     if (!user)
-        user = get_user(user_name);
+        user = get_user(user_name());
     int max_db_clients = db->entry.max_db_client_connections >= 0
                              ? db->entry.max_db_client_connections
                              : settings().max_db_client_connections;
@@ -543,7 +563,7 @@ PacketAction Client::finish_login() {
     }
     pool = get_pool(db, login_user, pool_key_user);
     if (db->entry.user.empty())
-        pool->auth_cred = cred != user ? cred : nullptr;  // auth_query's secret logs servers in
+        pool->auth_cred = login->cred != user ? login->cred : nullptr;  // auth_query's secret
     db->client_count++;
     user->client_count++;
     pool->client_login_count++;  // SHOW STATS total_client_login_count
@@ -551,9 +571,10 @@ PacketAction Client::finish_login() {
     if (settings().log_connections) {
         char tls[128];
         sb.tls_describe(tls, sizeof(tls));  // "no" or "TLSv1.3/..."
-        slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no", db_name.c_str(),
-                  user_name.c_str(), tls);
+        slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no",
+                  db_name().c_str(), user_name().c_str(), tls);
     }
+    login.reset();  // user and db hold the names now; an idle client keeps no login state
     if (pool->have_params) {
         set_state(*this, ClientState::Active);
         send_welcome();
@@ -572,32 +593,33 @@ PacketAction Client::finish_login() {
 void Client::send_welcome() {
     std::string& out = sb.out_for_append();
     write_auth(out, kAuthOk);
+    VarValues v = vars.values();
     for (const auto& [name, value] : pool->params) {
         int vi = var_index(name);
-        if (vi >= 0 && !vars.values[static_cast<size_t>(vi)].empty())
-            write_parameter_status(out, name, vars.values[static_cast<size_t>(vi)]);
+        if (vi >= 0 && !v[static_cast<size_t>(vi)].empty())
+            write_parameter_status(out, name, v[static_cast<size_t>(vi)]);
         else
             write_parameter_status(out, name, value);
     }
-    // Learn the values the client will see, so that replays compare correctly.
+    // Learn the values the client will see, so that replays compare correctly. Clients with
+    // the same startup values end up sharing one set.
     for (const auto& [name, value] : pool->params) {
         int vi = var_index(name);
-        if (vi >= 0 && vars.values[static_cast<size_t>(vi)].empty()) {
-            vars.values[static_cast<size_t>(vi)] = value;
-            vars.gen++;
-        }
+        if (vi >= 0 && v[static_cast<size_t>(vi)].empty())
+            v[static_cast<size_t>(vi)] = value;
     }
+    vars.assign(v);
     write_backend_key(out, cancel_pid, cancel_key);
     if (!settings().login_notify_message.empty())
         write_notice(out, "00000", settings().login_notify_message);
     write_ready(out, 'I');
-    welcome_sent = true;
     wait_for_welcome = false;
     request_time = mono_now();
     if (state == ClientState::Waiting)
         set_state(*this, ClientState::Active);
     if (!sb.flush_out())
         return;
+    sb.trim_output();  // the welcome's few hundred bytes are out: an idle client keeps none
     if (sb.paused())
         sb.resume();
 }
@@ -685,11 +707,10 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
     if ((t == msg::kParse || t == msg::kBind || t == msg::kDescribe || t == msg::kClose) &&
         settings().max_prepared_statements > 0 && pool->mode() != PoolMode::Session)
         return on_ps_packet(hdr, data, s);
-    discard_sent = false;
     if (t == msg::kSync || t == msg::kQuery)
-        syncs_sent++;
-    if (t == msg::kQuery && (ps.size() > 0 || s.ps.size() > 0))
-        forget_names_if_discard(hdr, data);
+        ps.count_sync();
+    bool discard_sent = t == msg::kQuery && (ps.size() > 0 || s.ps.size() > 0) &&
+                        forget_names_if_discard(hdr, data);
     bool owed_copy_end = s.tracker.client_in_copy();
     if (discard_sent)
         s.tracker.on_request(Expect{.type = msg::kQuery,
@@ -722,9 +743,9 @@ namespace sluice {
 // A simple Query that is exactly DEALLOCATE ALL or DISCARD ALL drops the client's statement
 // names now, so a Parse pipelined right after it may reuse them (the server's own set is
 // cleared when the CommandComplete comes back).
-void Client::forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data) {
+bool Client::forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data) {
     if (data.size() < hdr.len || hdr.len > 64)
-        return;
+        return false;
     std::string q(reinterpret_cast<const char*>(data.data()) + hdr.hdr_len,
                   hdr.len - hdr.hdr_len);
     std::string norm;
@@ -745,15 +766,17 @@ void Client::forget_names_if_discard(const PacketHeader& hdr, std::span<const ui
         ps.clear();
         if (server)
             server->ps.clear();
-        discard_sent = true;
+        return true;
     }
+    return false;
 }
 
 std::string Client::confirm_oldest_parse() {
     std::string name;
-    if (!unconfirmed_names.empty()) {
-        name = std::move(unconfirmed_names.front().first);
-        unconfirmed_names.erase(unconfirmed_names.begin());
+    if (ps.has_unconfirmed()) {
+        auto& u = ps.unconfirmed();
+        name = std::move(u.front().first);
+        u.erase(u.begin());
     }
     if (waiting_confirm) {
         waiting_confirm = false;
@@ -873,8 +896,8 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         if (ps.find(pm.name)) {
             // The name came from a Parse of an earlier batch that is still unanswered: if that
             // Parse fails the name is free again. Wait for its answer before deciding.
-            for (const auto& [n, at_sync] : unconfirmed_names) {
-                if (n == pm.name && at_sync < syncs_sent) {
+            for (const auto& [n, at_sync] : ps.unconfirmed()) {
+                if (n == pm.name && at_sync < ps.syncs()) {
                     pool->client_parse_count--;  // counted again when the Parse is re-shown
                     waiting_confirm = true;
                     return PacketAction::Pause;
@@ -896,7 +919,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         }
         PsEntry* e = ps_intern(pm.query, pm.params);
         ps.add(pm.name, e);
-        unconfirmed_names.emplace_back(std::string(pm.name), syncs_sent);
+        ps.unconfirmed().emplace_back(std::string(pm.name), ps.syncs());
         if (s.ps.has(e) && aborted) {
             // The server has the text already, but in a failed block PostgreSQL refuses any
             // Parse (25P02): send a harmless one to get that error; the name is undone then.
@@ -963,7 +986,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
             PsEntry* closed = ps.find(name);
             if (closed)
                 ps_ref(closed);
-            closed_names.emplace_back(std::string(name), closed);
+            ps.closed().emplace_back(std::string(name), closed);
             ps.remove(name);
             s.tracker.on_request(Expect{.type = msg::kClose,
                                         .action = ReplyAction::Fake,

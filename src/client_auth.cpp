@@ -21,7 +21,7 @@ ConnInfo Client::conn_info() const {
     ConnInfo ci;
     ci.unix_socket = addr.is_unix();
     if (!ci.unix_socket)
-        conn_info_set_addr(ci, addr.ss);
+        conn_info_set_addr(ci, addr.to_peer().ss);
     ci.tls = sb.is_tls();
     if (ci.tls)
         ci.cert_cn = tls_peer_common_name(sb.tls());
@@ -35,7 +35,7 @@ ConnInfo Client::conn_info() const {
 // closed. False: no auth_query applies; go on with mock authentication.
 bool Client::start_auth_query() {
     const Settings& st = settings();
-    Database* d = find_database(db_name);
+    Database* d = find_database(db_name());
     if (!d)
         return false;  // mock authentication, then "no such database"
     const DatabaseEntry& e = d->entry;
@@ -64,7 +64,7 @@ bool Client::start_auth_query() {
         return true;
     }
     auth = AuthStep::AuthQuery;
-    auth_query = std::make_unique<AuthQueryReply>();
+    login->auth_query = std::make_unique<AuthQueryReply>();
     pool = get_pool(adb, get_user(auth_user), auth_user);
     sb.pause();  // the startup packet is consumed; read nothing more until the answer is in
     pool_request_server(*this);  // assigns a server now (on_server_assigned) or queues us
@@ -73,11 +73,11 @@ bool Client::start_auth_query() {
 
 void Client::send_auth_query() {
     Server& s = *server;
-    Database* d = find_database(db_name);
+    Database* d = find_database(db_name());
     const std::string& q =
         d && !d->entry.auth_query.empty() ? d->entry.auth_query : settings().auth_query;
-    slog_debug(this, "doing auth_query for user %s", user_name.c_str());
-    write_auth_query(s.sb.out_for_append(), q, user_name);
+    slog_debug(this, "doing auth_query for user %s", user_name().c_str());
+    write_auth_query(s.sb.out_for_append(), q, user_name());
     // Forward: Server::on_work_packet delivers these replies to on_auth_query_reply().
     for (uint8_t t : kAuthQueryMessages)
         s.tracker.on_request(t);
@@ -86,7 +86,7 @@ void Client::send_auth_query() {
 }
 
 PacketAction Client::on_auth_query_reply(Server& s, uint8_t type, std::span<const uint8_t> body) {
-    AuthQueryReply& r = *auth_query;
+    AuthQueryReply& r = *login->auth_query;
     r.on_reply(type, body);
     if (r.state == AuthQueryReply::State::Running)
         return PacketAction::Skip;
@@ -102,44 +102,45 @@ PacketAction Client::on_auth_query_reply(Server& s, uint8_t type, std::span<cons
     set_state(*this, ClientState::Login);
     pool = nullptr;
     auth = AuthStep::None;
-    std::unique_ptr<AuthQueryReply> done = std::move(auth_query);
+    std::unique_ptr<AuthQueryReply> done = std::move(login->auth_query);
     if (sb.paused())
         sb.resume();
     PacketAction ret = s.state == ServerState::Closing ? PacketAction::Closed : PacketAction::Skip;
     if (!done->found) {
         if (settings().log_connections)
-            slog_info(this, "login failed: db=%s user=%s", db_name.c_str(), user_name.c_str());
+            slog_info(this, "login failed: db=%s user=%s", db_name().c_str(),
+                      user_name().c_str());
         fatal("08P01", "no such user");
         return ret;
     }
-    Database* d = find_database(db_name);
+    Database* d = find_database(db_name());
     if (!d) {  // dropped by a RELOAD meanwhile
-        fatal("08P01", "no such database: %s", db_name.c_str());
+        fatal("08P01", "no such database: %s", db_name().c_str());
         return ret;
     }
-    std::unique_ptr<User>& slot = d->auth_query_users[user_name];
+    std::unique_ptr<User>& slot = d->auth_query_users[user_name()];
     if (!slot) {
         slot = std::make_unique<User>();
-        slot->name = user_name;
+        slot->name = user_name();
     }
     if (slot->secret != done->secret || !slot->have_secret)
         slot->have_scram_keys = false;  // keys from an older secret would not log in
     slot->secret = std::move(done->secret);
     slot->have_secret = !done->null_password;  // NULL password: no password works
     slog_debug(this, "auth_query found user %s", done->user.c_str());
-    cred = slot.get();
+    login->cred = slot.get();
     continue_auth();
     return ret;
 }
 
-// The credentials are known (cred; nullptr = mock): pick the method and run it.
+// The credentials are known (login->cred; nullptr = mock): pick the method and run it.
 void Client::continue_auth() {
     const Settings& st = settings();
     const HbaRule* rule = nullptr;
     AuthMethod m;
     switch (st.auth_type) {
     case AuthType::Hba:
-        rule = rt().hba.match(conn_info(), db_name, user_name);
+        rule = rt().hba.match(conn_info(), db_name(), user_name());
         if (!rule) {
             fatal("08P01", "no authentication method is found");
             return;
@@ -166,13 +167,13 @@ void Client::continue_auth() {
         fatal("08P01", "authentication method not supported: %s", auth_type_name(st.auth_type));
         return;
     }
-    if (m == AuthMethod::Md5 && cred && is_scram_secret(cred->secret))
+    if (m == AuthMethod::Md5 && login->cred && is_scram_secret(login->cred->secret))
         m = AuthMethod::ScramSha256;  // md5 cannot check a SCRAM secret
-    auth_method = m;
+    login->auth_method = m;
     std::string& out = sb.out_for_append();
     switch (m) {
     case AuthMethod::Trust:
-        if (!cred) {
+        if (!login->cred) {
             fatal("08P01", "\"trust\" authentication failed");
             return;
         }
@@ -197,8 +198,8 @@ void Client::continue_auth() {
         auth = AuthStep::WaitPassword;
         break;
     case AuthMethod::Md5:
-        random_bytes(md5_salt.data(), md5_salt.size());
-        write_auth(out, kAuthMd5, md5_salt);
+        random_bytes(login->md5_salt.data(), login->md5_salt.size());
+        write_auth(out, kAuthMd5, login->md5_salt);
         auth = AuthStep::WaitPassword;
         break;
     case AuthMethod::ScramSha256: {
@@ -220,11 +221,12 @@ void Client::login_via_cert(const HbaRule* rule) {
         why = "TLS connection required";
     else if (ci.cert_cn.empty())
         why = "TLS client certificate required";
-    else if (!cred)
+    else if (!login->cred)
         why = "no such user";
-    else if (rule && !rule->map.empty() && !rt().ident.allows(rule->map, ci.cert_cn, user_name))
+    else if (rule && !rule->map.empty() &&
+             !rt().ident.allows(rule->map, ci.cert_cn, user_name()))
         why = "ident map does not have a match";
-    else if ((!rule || rule->map.empty()) && ci.cert_cn != user_name)
+    else if ((!rule || rule->map.empty()) && ci.cert_cn != user_name())
         why = "TLS certificate name mismatch";
     if (why) {
         slog_error(this, "%s", why);
@@ -239,9 +241,10 @@ void Client::login_via_cert(const HbaRule* rule) {
 void Client::login_as_peer(const HbaRule* rule) {
     ConnInfo ci = conn_info();
     std::string os_user;
-    bool ok = ci.unix_socket && cred && ci.have_peer_uid && os_user_name(ci.peer_uid, os_user);
+    bool ok =
+        ci.unix_socket && login->cred && ci.have_peer_uid && os_user_name(ci.peer_uid, os_user);
     std::string_view map = rule ? std::string_view(rule->map) : std::string_view();
-    if (ok && !rt().ident.allows(map, os_user, user_name)) {
+    if (ok && !rt().ident.allows(map, os_user, user_name())) {
         if (!map.empty())
             slog_error(this, "ident map %s cannot be matched", rule->map.c_str());
         ok = false;

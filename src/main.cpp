@@ -230,12 +230,11 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
     }
 }
 
-void on_accept(int fd, const PeerAddr& peer, const PeerAddr& local, bool is_unix) {
+void on_accept(int fd, const PeerAddr& peer, bool is_unix) {
     time_update();
     auto* c = new Client();
     c->id = rt().next_id++;
-    c->addr = peer;
-    c->local = local;  // only the family: the address is read when SHOW asks (local_addr())
+    c->addr = ClientAddr::from(peer);
     c->connect_time = mono_now();
     c->request_time = c->connect_time;
     set_state(*c, ClientState::Login);
@@ -259,6 +258,7 @@ void on_accept(int fd, const PeerAddr& peer, const PeerAddr& local, bool is_unix
     c->sb.set_max_packet(settings().max_packet_size);
     c->sb.set_hold_limit(settings().max_packet_size);
     c->sb.set_loop_count(settings().sbuf_loopcnt);
+    c->sb.set_trim_output(true);  // idle clients hold no output block
 }
 
 void shutdown_check(evutil_socket_t, short, void*) noexcept {

@@ -96,29 +96,40 @@ size_t ps_registry_size() noexcept {
     return registry().size();
 }
 
+ClientPs::~ClientPs() {
+    clear();
+    release_closed();
+}
+
 PsEntry* ClientPs::find(std::string_view name) const {
-    auto it = map_.find(std::string(name));
-    return it == map_.end() ? nullptr : it->second;
+    if (!body_)
+        return nullptr;
+    auto it = body_->map.find(std::string(name));
+    return it == body_->map.end() ? nullptr : it->second;
 }
 
 void ClientPs::add(std::string_view name, PsEntry* e) {
     ps_ref(e);
-    map_.emplace(std::string(name), e);
+    body().map.emplace(std::string(name), e);
 }
 
 void ClientPs::remove(std::string_view name) {
-    auto it = map_.find(std::string(name));
-    if (it == map_.end())
+    if (!body_)
+        return;
+    auto it = body_->map.find(std::string(name));
+    if (it == body_->map.end())
         return;
     PsEntry* e = it->second;
-    map_.erase(it);
+    body_->map.erase(it);
     ps_unref(e);
 }
 
 void ClientPs::remove_entry(PsEntry* e) {
-    for (auto it = map_.begin(); it != map_.end(); ++it) {
+    if (!body_)
+        return;
+    for (auto it = body_->map.begin(); it != body_->map.end(); ++it) {
         if (it->second == e) {
-            map_.erase(it);
+            body_->map.erase(it);
             ps_unref(e);
             return;
         }
@@ -126,9 +137,20 @@ void ClientPs::remove_entry(PsEntry* e) {
 }
 
 void ClientPs::clear() {
-    for (auto& [name, e] : map_)
+    if (!body_)
+        return;
+    for (auto& [name, e] : body_->map)
         ps_unref(e);
-    map_.clear();
+    body_->map.clear();
+}
+
+void ClientPs::release_closed() noexcept {
+    if (!body_)
+        return;
+    for (auto& [name, e] : body_->closed)
+        if (e)
+            ps_unref(e);
+    body_->closed.clear();
 }
 
 void ServerPs::touch(PsEntry* e) {

@@ -376,7 +376,7 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
         if (!r.read_cstr(name) || !r.read_cstr(value))
             break;
         if (int vi = var_index(name); vi >= 0)
-            vars.values[static_cast<size_t>(vi)].assign(value);
+            vars.set(static_cast<size_t>(vi), value);
         login_params.emplace_back(name, value);
         return PacketAction::Skip;
     }
@@ -510,14 +510,9 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         std::string_view name, value;
         if (r.read_cstr(name) && r.read_cstr(value)) {
             if (int vi = var_index(name); vi >= 0) {
-                vars.values[static_cast<size_t>(vi)].assign(value);
-                if (client && act == ReplyAction::Forward) {
-                    client->vars.values[static_cast<size_t>(vi)].assign(value);
-                    client->vars.gen++;
-                    synced_gen = client->vars.gen;  // both sides changed alike
-                } else {
-                    synced_client = 0;  // the server's values moved on their own
-                }
+                vars.set(static_cast<size_t>(vi), value);
+                if (client && act == ReplyAction::Forward)
+                    client->vars.set(static_cast<size_t>(vi), value);
             }
         }
         break;
@@ -632,24 +627,24 @@ void Server::on_sbuf_drained(SBuf&) {
 }
 
 void Server::sync_vars_from(const Client& c) {
-    if (synced_client == c.id && synced_gen == c.vars.gen)
-        return;
-    synced_client = c.id;
-    synced_gen = c.vars.gen;
+    if (vars.same(c.vars))
+        return;  // interned sets: equal values are the same set (the common case)
+    VarValues have = vars.values();
+    VarValues want = c.vars.values();
     std::string sql;
     for (size_t i = 0; i < var_count(); ++i) {
-        const std::string& want = c.vars.values[i];
-        if (want.empty() || want == vars.values[i])
+        if (want[i].empty() || want[i] == have[i])
             continue;
         sql += "SET ";
         sql += var_name(i);
         sql += " = ";
-        sql += quote_literal(want);
+        sql += quote_literal(want[i]);
         sql += ";";
-        vars.values[i] = want;
+        have[i] = want[i];
     }
     if (sql.empty())
         return;
+    vars.assign(have);
     tracker.on_request(msg::kQuery, ReplyAction::Skip);
     write_query(sb.out_for_append(), sql);
 }
@@ -678,10 +673,11 @@ void Server::emit_fakes() {
     while (tracker.take_fake(e)) {
         if (!client)
             continue;
-        if (e.type == msg::kClose && !client->closed_names.empty()) {
-            if (PsEntry* entry = client->closed_names.front().second)
+        if (e.type == msg::kClose && client->ps.has_closed()) {
+            auto& closed = client->ps.closed();
+            if (PsEntry* entry = closed.front().second)
                 ps_unref(entry);
-            client->closed_names.erase(client->closed_names.begin());
+            closed.erase(closed.begin());
         }
         if (e.client_parse)
             client->confirm_oldest_parse();
@@ -717,10 +713,11 @@ void Server::undo_dropped() {
         } else if (e.type == msg::kClose && e.action == ReplyAction::Skip && ps_entry) {
             ps.put_back(ps_entry);  // an eviction Close never ran: the server still has it
         } else if (e.type == msg::kClose && e.action == ReplyAction::Fake && client &&
-                   !client->closed_names.empty()) {
+                   client->ps.has_closed()) {
             // A client Close the server would have discarded: the name comes back.
-            auto [name, entry] = std::move(client->closed_names.front());
-            client->closed_names.erase(client->closed_names.begin());
+            auto& closed = client->ps.closed();
+            auto [name, entry] = std::move(closed.front());
+            closed.erase(closed.begin());
             if (entry) {
                 if (!client->ps.find(name))
                     client->ps.add(name, entry);

@@ -5,10 +5,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace sluice {
 
@@ -31,13 +34,16 @@ void ps_unref(PsEntry* e) noexcept;
 // Number of distinct statements in the registry (SHOW/tests).
 size_t ps_registry_size() noexcept;
 
-// A client's names -> entries.
+// A client's prepared statements: its names -> entries, and the bookkeeping of its named
+// Parses and Closes in flight. All of it lives in a body allocated at first use (most clients
+// never prepare a named statement and carry one null pointer); the body stays until the
+// client goes.
 class ClientPs {
 public:
     ClientPs() = default;
     ClientPs(const ClientPs&) = delete;
     ClientPs& operator=(const ClientPs&) = delete;
-    ~ClientPs() { clear(); }
+    ~ClientPs();
     PsEntry* find(std::string_view name) const;
     // Requires: name not present. Takes a reference of its own.
     void add(std::string_view name, PsEntry* e);
@@ -45,11 +51,41 @@ public:
     void remove(std::string_view name);
     // Removes one name mapped to e (undoing a Parse the server never ran).
     void remove_entry(PsEntry* e);
+    // Forgets every name (DISCARD ALL); the lists below stay.
     void clear();
-    size_t size() const noexcept { return map_.size(); }
+    size_t size() const noexcept { return body_ ? body_->map.size() : 0; }
+
+    // Names of this client's Parses not yet answered, oldest first, each with syncs() as it
+    // was when the Parse passed: a Parse the server discards after an error takes exactly its
+    // own name back out. (vectors, not deques: an empty std::deque allocates ~600 bytes)
+    std::vector<std::pair<std::string, uint64_t>>& unconfirmed() { return body().unconfirmed; }
+    bool has_unconfirmed() const noexcept { return body_ && !body_->unconfirmed.empty(); }
+    // Names removed by a Close 'S' whose synthesized CloseComplete is not out yet, with a
+    // reference to their statement (nullptr if the name was unknown).
+    std::vector<std::pair<std::string, PsEntry*>>& closed() { return body().closed; }
+    bool has_closed() const noexcept { return body_ && !body_->closed.empty(); }
+    // Drops the closed list and its references (the client is closing).
+    void release_closed() noexcept;
+    // Sync/Query messages the client passed to servers since its first named statement.
+    uint64_t syncs() const noexcept { return body_ ? body_->syncs : 0; }
+    void count_sync() noexcept {
+        if (body_)
+            body_->syncs++;
+    }
 
 private:
-    std::unordered_map<std::string, PsEntry*> map_;
+    struct Body {
+        std::unordered_map<std::string, PsEntry*> map;
+        std::vector<std::pair<std::string, uint64_t>> unconfirmed;
+        std::vector<std::pair<std::string, PsEntry*>> closed;
+        uint64_t syncs = 0;
+    };
+    Body& body() {
+        if (!body_)
+            body_ = std::make_unique<Body>();
+        return *body_;
+    }
+    std::unique_ptr<Body> body_;
 };
 
 // The statements one server connection has prepared, least recently used first out.

@@ -61,9 +61,9 @@ struct SocketRow {
     std::string_view user;
     std::string_view database;
     const char* state;
-    const PeerAddr* remote;
+    PeerAddr remote;
     int remote_port;
-    const PeerAddr* local;
+    PeerAddr local;
     int local_port;
     usec_t connect_time;
     usec_t request_time;
@@ -80,7 +80,7 @@ struct SocketRow {
 
 std::string_view app_name(const VarCache& v) {
     int i = var_index("application_name");
-    return i < 0 ? std::string_view{} : std::string_view(v.values[static_cast<size_t>(i)]);
+    return i < 0 ? std::string_view{} : v.get(static_cast<size_t>(i));
 }
 
 std::string addr_text(const PeerAddr& a) {
@@ -99,15 +99,16 @@ std::string ptr_text(const void* p) {
 
 SocketRow client_row(const Client& c, const char* state) {
     int listen_port = settings().listen_port;
+    PeerAddr local = c.local_addr();
     return SocketRow{
         .type = 'C',
-        .user = c.user_name.empty() ? std::string_view("(nouser)") : c.user_name,
+        .user = c.user_name().empty() ? std::string_view("(nouser)") : c.user_name(),
         .database = c.pool ? std::string_view(c.pool->db->name) : std::string_view("(nodb)"),
         .state = state,
-        .remote = &c.addr,
+        .remote = c.addr.to_peer(),
         .remote_port = c.addr.is_unix() ? listen_port : c.addr.port(),
-        .local = &c.local_addr(),
-        .local_port = c.local_addr().is_unix() ? listen_port : c.local_addr().port(),
+        .local = local,
+        .local_port = local.is_unix() ? listen_port : local.port(),
         .connect_time = c.connect_time,
         .request_time = c.request_time,
         .wait = c.wait_start ? mono_now() - c.wait_start : 0,
@@ -129,9 +130,9 @@ SocketRow server_row(const Server& s, const char* state) {
         .user = s.pool->user->name,
         .database = s.pool->db->name,
         .state = state,
-        .remote = &s.addr,
+        .remote = s.addr,
         .remote_port = s.addr.is_unix() ? db_port : s.addr.port(),
-        .local = &s.local,
+        .local = s.local,
         .local_port = s.local.is_unix() ? db_port : s.local.port(),
         .connect_time = s.connect_time,
         .request_time = s.request_time,
@@ -155,9 +156,9 @@ void write_socket(ResultWriter& w, const SocketRow& r, bool debug) {
     w.text("none");
     // PgBouncer prints an active connection without a peer as "idle".
     w.text(!r.link && std::string_view(r.state) == "active" ? "idle" : r.state);
-    w.text(addr_text(*r.remote));
+    w.text(addr_text(r.remote));
     w.integer(r.remote_port);
-    w.text(addr_text(*r.local));
+    w.text(addr_text(r.local));
     w.integer(r.local_port);
     w.text(format_time(r.connect_time));
     w.text(format_time(r.request_time));
@@ -844,7 +845,7 @@ void show_help(std::string& out) {
 
 std::string_view var_or_empty(const VarCache& v, std::string_view name) {
     int i = var_index(name);
-    return i < 0 ? std::string_view{} : std::string_view(v.values[static_cast<size_t>(i)]);
+    return i < 0 ? std::string_view{} : v.get(static_cast<size_t>(i));
 }
 
 void fd_row(ResultWriter& w, int fd, const char* task, std::string_view user, std::string_view db,
@@ -892,7 +893,7 @@ void show_fds(std::string& out) {
                         });
     auto client = [&](Client& c) {
         SocketRow r = client_row(c, "");
-        fd_row(w, c.sb.fd(), "client", r.user, r.database, c.addr, r.remote_port,
+        fd_row(w, c.sb.fd(), "client", r.user, r.database, r.remote, r.remote_port,
                (uint64_t{c.cancel_pid} << 32) | c.cancel_key, c.server ? c.server->sb.fd() : 0,
                c.vars);
     };

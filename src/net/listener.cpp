@@ -44,12 +44,10 @@ void on_accept(evutil_socket_t fd, short, void* arg) noexcept {
             return;
         }
         // The local address is read only when someone asks (SHOW CLIENTS): one syscall less
-        // per connection. Only the family is known here.
-        PeerAddr local;
-        local.ss.ss_family = l->is_unix ? AF_UNIX : peer.ss.ss_family;
+        // per connection.
         if (l->is_unix)
             peer.ss.ss_family = AF_UNIX;
-        g_accept(cfd, peer, local, l->is_unix);
+        g_accept(cfd, peer, l->is_unix);
     }
 }
 

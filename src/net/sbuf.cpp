@@ -21,6 +21,7 @@
 namespace sluice {
 namespace {
 
+constexpr size_t kMaxFreeBufs = 32;
 uint32_t g_bufsize = 4096;
 // Sbufs resumed while an sbuf event callback runs: walked at the end of that callback, in
 // order, instead of going through libevent's active queue (cheaper, and the same turn).
@@ -43,8 +44,10 @@ uint8_t* take_buffer() {
 }
 
 void give_buffer(uint8_t* b, uint32_t cap) {
-    // Grown buffers (held big messages) go back to the allocator; keep a bounded pool.
-    if (cap == g_bufsize && g_free_bufs.size() < 1024)
+    // Grown buffers (held big messages) go back to the allocator; keep a small pool: enough
+    // for the buffers in use at one moment in steady traffic, while a burst of concurrent
+    // logins or reads leaves little RSS behind.
+    if (cap == g_bufsize && g_free_bufs.size() < kMaxFreeBufs)
         g_free_bufs.push_back(b);
     else
         free(b);
@@ -90,12 +93,10 @@ bool SBuf::attach(event_base* base, int fd, SBufOwner* owner, bool connecting) {
     stats_ = {};
     // EV_CLOSED (EPOLLRDHUP) tells us when data and the peer's FIN arrived in one wakeup, so a
     // short read is not mistaken for "drained" and the EOF is not missed.
-    ev_ = event_new(base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST, &SBuf::on_event,
-                    this);
-    if (!ev_ || event_add(ev_, nullptr) != 0) {
-        if (ev_)
-            event_free(ev_);
-        ev_ = nullptr;
+    if (event_assign(ev_.storage(), base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST,
+                     &SBuf::on_event, this) != 0 ||
+        event_add(ev_, nullptr) != 0) {
+        ev_.reset();
         ::close(fd_);
         fd_ = -1;
         return false;
@@ -107,8 +108,8 @@ void SBuf::close() {
     unlink();
     forget_resumed();
     if (ev_) {
-        event_free(ev_);
-        ev_ = nullptr;
+        event_del(ev_);  // also drops a pending event_active(): libevent forgets the event
+        ev_.reset();
     }
     if (ssl_) {
         // One non-blocking close_notify attempt; none after a fatal error (OpenSSL forbids it).
@@ -422,6 +423,16 @@ void SBuf::release_buffer_if_empty() {
         buf_ = nullptr;
         cap_ = 0;
         pos_ = parse_ = end_ = 0;
+    }
+    if (trim_output_)
+        trim_output();
+}
+
+void SBuf::trim_output() noexcept {
+    // A short out_ lives inside the string (SSO) and costs nothing to keep.
+    if (!peer_ && out_pos_ == out_.size() && out_.capacity() > std::string().capacity()) {
+        std::string().swap(out_);
+        out_pos_ = 0;
     }
 }
 

@@ -37,6 +37,49 @@ int PeerAddr::port() const noexcept {
     return 0;
 }
 
+ClientAddr ClientAddr::from(const PeerAddr& a) noexcept {
+    ClientAddr c;
+    c.family = static_cast<uint8_t>(a.ss.ss_family);
+    if (a.ss.ss_family == AF_INET) {
+        const auto* in = reinterpret_cast<const sockaddr_in*>(&a.ss);
+        memcpy(c.ip.data(), &in->sin_addr, 4);
+        c.port_num = ntohs(in->sin_port);
+    } else if (a.ss.ss_family == AF_INET6) {
+        const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a.ss);
+        memcpy(c.ip.data(), &in6->sin6_addr, 16);
+        c.port_num = ntohs(in6->sin6_port);
+    }
+    return c;
+}
+
+PeerAddr ClientAddr::to_peer() const noexcept {
+    PeerAddr a;
+    a.ss.ss_family = family;
+    if (family == AF_INET) {
+        auto* in = reinterpret_cast<sockaddr_in*>(&a.ss);
+        memcpy(&in->sin_addr, ip.data(), 4);
+        in->sin_port = htons(port_num);
+        a.len = sizeof(sockaddr_in);
+    } else if (family == AF_INET6) {
+        auto* in6 = reinterpret_cast<sockaddr_in6*>(&a.ss);
+        memcpy(&in6->sin6_addr, ip.data(), 16);
+        in6->sin6_port = htons(port_num);
+        a.len = sizeof(sockaddr_in6);
+    }
+    return a;
+}
+
+std::string ClientAddr::host() const {
+    char buf[INET6_ADDRSTRLEN] = "";
+    if (family == AF_INET)
+        inet_ntop(AF_INET, ip.data(), buf, sizeof(buf));
+    else if (family == AF_INET6)
+        inet_ntop(AF_INET6, ip.data(), buf, sizeof(buf));
+    else
+        return "unix";
+    return buf;
+}
+
 bool set_nonblocking(int fd) noexcept {
     int fl = fcntl(fd, F_GETFL);
     return fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;

@@ -1,6 +1,5 @@
 // State changes of clients and servers: the list that holds an object is its state.
 #include <arpa/inet.h>
-#include <strings.h>
 #include <sys/un.h>
 
 #include "sluice/pool/pool.h"
@@ -37,8 +36,6 @@ List<Server, &Server::node>& server_list(Server& s, ServerState st) {
     }
     return rt().free_servers;
 }
-
-std::vector<std::string> g_var_names;
 
 }  // namespace
 
@@ -83,32 +80,6 @@ void unlink(Client& c, Server& s) {
     c.server = nullptr;
     s.client = nullptr;
     c.sb.unlink();
-}
-
-void var_init(const std::string& extra) {
-    g_var_names = {"client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings",
-                   "application_name"};
-    for (const std::string& n : split_list(extra)) {
-        if (var_index(n) < 0 && g_var_names.size() < kMaxVars)
-            g_var_names.push_back(n);
-    }
-}
-
-int var_index(std::string_view name) noexcept {
-    for (size_t i = 0; i < g_var_names.size(); ++i) {
-        const std::string& v = g_var_names[i];
-        if (v.size() == name.size() && strncasecmp(v.data(), name.data(), v.size()) == 0)
-            return static_cast<int>(i);
-    }
-    return -1;
-}
-
-size_t var_count() noexcept {
-    return g_var_names.size();
-}
-
-const std::string& var_name(size_t idx) noexcept {
-    return g_var_names[idx];
 }
 
 TcpOptions tcp_options_from(const Settings& s) {

@@ -431,17 +431,24 @@ void register_cancel_key(Client& c) {
         c.cancel_key = read_be32(b + 4);
         if (c.cancel_pid == 0)
             continue;
-        uint64_t k = (uint64_t{c.cancel_pid} << 32) | c.cancel_key;
-        if (g_rt.cancel_map.emplace(k, &c).second)
+        if (!find_cancel_key(c.cancel_pid, c.cancel_key)) {
+            g_rt.cancel_map.insert(c);
             return;
+        }
     }
 }
 
 void unregister_cancel_key(Client& c) {
     if (c.cancel_pid == 0)
         return;
-    g_rt.cancel_map.erase((uint64_t{c.cancel_pid} << 32) | c.cancel_key);
+    g_rt.cancel_map.remove(c);
     c.cancel_pid = 0;
+}
+
+Client* find_cancel_key(uint32_t pid, uint32_t key) {
+    return g_rt.cancel_map.find(cancel_key_hash(pid, key), [&](const Client& c) {
+        return c.cancel_pid == pid && c.cancel_key == key;
+    });
 }
 
 }  // namespace sluice

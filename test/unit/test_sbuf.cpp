@@ -780,6 +780,79 @@ void test_max_packet_enforced(void**) {
     assert_true(r.cown.saw(SBufEvent::BadPacket));
 }
 
+// ---------------------------------------------------------------- idle memory
+
+// An owner that answers each 'Q' with `reply` from its own out_ (as a login answers with the
+// welcome), without a peer.
+void answer_locally(Rig& r, const std::string& reply) {
+    r.client.unlink();
+    r.cown.hook = [&](SBuf& sb, const PacketHeader&, std::span<const uint8_t>) {
+        sb.queue(reply);
+        assert_true(sb.flush_out());
+        return PacketAction::Skip;
+    };
+}
+
+void test_idle_output_block_freed(void**) {
+    const size_t sso = std::string().capacity();
+    const std::string reply = msg('S', pattern(500, 7));  // bigger than the inline buffer
+    const std::string q = query("select 1");
+    {
+        Rig r;
+        answer_locally(r, reply);
+        r.client.set_trim_output(true);
+        assert_int_equal(write_some(r.app, q), q.size());
+        assert_bytes(read_n(r, r.app, reply.size()), reply);
+        r.pump();
+        assert_int_equal(r.client.output_capacity(), sso);  // idle: the block went
+        // And the next answer still goes out whole.
+        assert_int_equal(write_some(r.app, q), q.size());
+        assert_bytes(read_n(r, r.app, reply.size()), reply);
+    }
+    {
+        Rig r;  // without set_trim_output (servers): the block is kept for reuse
+        answer_locally(r, reply);
+        assert_int_equal(write_some(r.app, q), q.size());
+        assert_bytes(read_n(r, r.app, reply.size()), reply);
+        r.pump();
+        assert_true(r.client.output_capacity() >= reply.size());
+        r.client.trim_output();  // on request it goes
+        assert_int_equal(r.client.output_capacity(), sso);
+    }
+    {
+        Rig r;  // linked to a peer (inside a transaction): kept
+        r.client.set_trim_output(true);
+        r.cown.hook = [&](SBuf& sb, const PacketHeader&, std::span<const uint8_t>) {
+            sb.queue(reply);
+            assert_true(sb.flush_out());
+            return PacketAction::Skip;
+        };
+        assert_int_equal(write_some(r.app, q), q.size());
+        assert_bytes(read_n(r, r.app, reply.size()), reply);
+        r.pump();
+        assert_true(r.client.output_capacity() >= reply.size());
+    }
+}
+
+// The event lives inside the SBuf: closing deletes it from the base, and the same SBuf can
+// carry a new socket afterwards.
+void test_close_then_attach_again(void**) {
+    Rig r;
+    r.client.close();
+    r.pump();
+    int a[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+    set_nonblock(a[0]);
+    set_nonblock(a[1]);
+    ::close(r.app);
+    r.app = a[0];
+    assert_true(r.client.attach(r.base, a[1], &r.cown, false));
+    SBuf::link(r.client, r.server);
+    const std::string q = query("select 2");
+    assert_int_equal(write_some(r.app, q), q.size());
+    assert_bytes(read_n(r, r.pg, q.size()), q);
+}
+
 }  // namespace
 
 int main() {
@@ -805,6 +878,8 @@ int main() {
         cmocka_unit_test(test_bad_header_reported),
         cmocka_unit_test(test_bad_header_after_split),
         cmocka_unit_test(test_max_packet_enforced),
+        cmocka_unit_test(test_idle_output_block_freed),
+        cmocka_unit_test(test_close_then_attach_again),
     };
     int failed = cmocka_run_group_tests_name("sbuf", tests, nullptr, nullptr);
     sluice::sbuf_release_buffers();  // the buffer pool is process-wide: empty it for LSan

@@ -23,8 +23,9 @@ struct ListenConfig {
     TcpOptions tcp;  // set on TCP listeners; accepted sockets inherit them (Linux)
 };
 
-// Called for each accepted connection (non-blocking fd, peer address, local address).
-using AcceptFn = void (*)(int fd, const PeerAddr& peer, const PeerAddr& local, bool is_unix);
+// Called for each accepted connection (non-blocking fd, peer address: for unix sockets only
+// the family AF_UNIX). The local address is not read here: getsockname() when SHOW asks.
+using AcceptFn = void (*)(int fd, const PeerAddr& peer, bool is_unix);
 
 // Opens every listener. False = a socket could not be opened (err says which and why).
 [[nodiscard]] bool listeners_open(event_base* base, const ListenConfig& cfg, AcceptFn fn,

@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <array>
+#include <cstdint>
 #include <string>
 
 namespace sluice {
@@ -15,6 +17,22 @@ struct PeerAddr {
     bool is_unix() const noexcept { return ss.ss_family == AF_UNIX; }
     std::string host() const;  // "127.0.0.1", "::1", "unix"
     int port() const noexcept;
+};
+
+// An accepted client's address in 20 bytes where PeerAddr takes 136 (one per client): the
+// IPv4/IPv6 address and port, or only the family AF_UNIX (a unix-socket peer has no address).
+struct ClientAddr {
+    std::array<uint8_t, 16> ip{};  // network byte order; AF_INET uses the first 4 bytes
+    uint16_t port_num = 0;         // host byte order
+    uint8_t family = 0;            // AF_INET, AF_INET6, AF_UNIX, or 0 (unknown)
+
+    // Keeps the address of an AF_INET/AF_INET6 peer; any other family only as a family.
+    static ClientAddr from(const PeerAddr& a) noexcept;
+    bool is_unix() const noexcept { return family == AF_UNIX; }
+    std::string host() const;  // as PeerAddr::host()
+    int port() const noexcept { return port_num; }
+    // The full socket address (for code that formats or matches a PeerAddr).
+    PeerAddr to_peer() const noexcept;
 };
 
 struct TcpOptions {

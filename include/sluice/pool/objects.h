@@ -24,6 +24,7 @@
 #include "sluice/util/list.h"
 #include "sluice/util/log.h"
 #include "sluice/util/time.h"
+#include "sluice/varcache.h"
 
 namespace sluice {
 
@@ -31,19 +32,6 @@ struct Pool;
 struct User;
 class Client;
 class Server;
-
-// Parameters the pooler tracks per connection and replays with SET on server switch.
-inline constexpr size_t kMaxVars = 16;
-struct VarCache {
-    std::array<std::string, kMaxVars> values;
-    uint64_t gen = 0;  // bumped on every change of a client's values (see Server::synced_*)
-};
-// Index of a tracked parameter name (case-insensitive), or -1.
-int var_index(std::string_view name) noexcept;
-size_t var_count() noexcept;
-const std::string& var_name(size_t idx) noexcept;
-// Rebuilds the tracked list from track_extra_parameters (at start-up).
-void var_init(const std::string& extra);
 
 struct Database {
     std::string name;
@@ -104,71 +92,72 @@ enum class AuthStep : uint8_t {
     Done,
 };
 
+// What a client needs only while it logs in. Allocated with the client, freed when the login
+// succeeds: an idle client carries none of it.
+struct ClientLogin {
+    std::string user_name;  // from the startup packet
+    std::string db_name;    // from the startup packet ("" = the user name)
+    // Whose secret the login checks: the client's User, or the auth_query result (owned by
+    // the database). nullptr = unknown user: mock authentication.
+    User* cred = nullptr;
+    AuthMethod auth_method = AuthMethod::Md5;  // chosen by continue_auth (auth_type or hba)
+    std::array<uint8_t, 4> md5_salt{};
+    std::unique_ptr<ScramServer> scram;          // only while a SCRAM exchange runs
+    std::unique_ptr<AuthQueryReply> auth_query;  // answer being read (AuthStep::AuthQuery)
+};
+
 class Client final : public SBufOwner, public LogSubject {
 public:
+    // Members are ordered by size so that an idle client, of which there may be tens of
+    // thousands, wastes no padding (doc/bench.md figure 4).
     ListNode node;
-    ClientState state = ClientState::Login;
     SBuf sb;
     Pool* pool = nullptr;
     Server* server = nullptr;  // linked server, or nullptr
-    PeerAddr addr;
-    mutable PeerAddr local;  // family only until local_addr() reads it (a cache)
-    // The local address of the client socket (getsockname on first use).
-    const PeerAddr& local_addr() const;
-    std::string user_name;
-    std::string db_name;
-    User* user = nullptr;      // the auth_file user (nullptr = unknown; auth_query or mock)
-    // Whose secret the login checks: user, or the auth_query result (owned by the database).
-    // nullptr = unknown user: mock authentication.
-    User* cred = nullptr;
-    AuthMethod auth_method = AuthMethod::Md5;  // chosen by start_auth (auth_type or hba)
-    std::unique_ptr<AuthQueryReply> auth_query;  // answer being read (AuthStep::AuthQuery)
+    // Login state; nullptr once logged in (then user and db are set).
+    std::unique_ptr<ClientLogin> login = std::make_unique<ClientLogin>();
+    User* user = nullptr;  // the auth_file user (nullptr = unknown until login ends)
     Database* db = nullptr;
-    VarCache vars;             // the client's own values of tracked parameters
-    ClientPs ps;               // the client's prepared statement names
-    // Names of this client's Parses not yet answered, in order: a Parse the server discards
-    // after an error takes exactly its own name back out.
-    // (vectors, not deques: an empty std::deque allocates ~600 bytes, per idle client)
-    std::vector<std::pair<std::string, uint64_t>> unconfirmed_names;  // name, syncs_sent then
-    uint64_t syncs_sent = 0;        // Sync/Query messages passed to servers
-    bool waiting_confirm = false;   // paused until an earlier Parse of a reused name is answered
-    // The oldest unanswered client Parse got its answer: drop it from the list, resume.
-    std::string confirm_oldest_parse();
-    // Names removed by a Close 'S' whose synthesized CloseComplete is not out yet, with a
-    // reference to their statement (nullptr if the name was unknown).
-    std::vector<std::pair<std::string, PsEntry*>> closed_names;
-    bool discard_sent = false;  // the Query passing now is DEALLOCATE ALL / DISCARD ALL
-    std::string startup_options;
-    uint32_t cancel_pid = 0;
-    uint32_t cancel_key = 0;
-    AuthStep auth = AuthStep::None;
-    std::array<uint8_t, 4> md5_salt{};
-    // SCRAM exchange state, only while one runs (an idle client carries none of it).
-    std::unique_ptr<ScramServer> scram;
-    ScramServer& scram_state() {
-        if (!scram)
-            scram = std::make_unique<ScramServer>();
-        return *scram;
-    }
-    bool welcome_sent = false;
-    bool wait_notified = false;  // query_wait_notify NOTICE sent for this wait
-    bool wait_for_welcome = false;  // queued only to learn the pool's parameters
-    bool admin = false;             // console session
-    bool admin_full = false;        // admin_users (else stats_users)
-    bool unpooled_close = false;
-    bool counted = false;  // included in rt().client_count
-    bool peer_is_self = false;  // unix socket peer has our uid (SO_PEERCRED)
-    bool tls_direct = false;    // TLS began with a ClientHello, no SSLRequest (PostgreSQL 17)
-    int peer_pid = 0;           // unix socket peer pid, for log lines
-    bool have_peer_uid = false;  // unix socket and SO_PEERCRED answered (hba peer)
-    uint32_t peer_uid = 0;
-    uint16_t proto_minor = 0;
-    std::vector<std::string> unsupported_pq_options;
+    VarCache vars;  // the client's own values of tracked parameters
+    ClientPs ps;    // the client's prepared statement names, Parses and Closes in flight
+    Client* cancel_next = nullptr;  // chain link of the cancel-key index (rt().cancel_map)
     usec_t connect_time = 0;
     usec_t request_time = 0;  // last query start or state change
     usec_t wait_start = 0;
     usec_t xact_start = 0;
     uint64_t id = 0;
+    uint32_t cancel_pid = 0;  // 0: not in the cancel-key index
+    uint32_t cancel_key = 0;
+    int peer_pid = 0;  // unix socket peer pid, for log lines
+    uint32_t peer_uid = 0;
+    ClientAddr addr;  // the peer (family only for unix sockets)
+    ClientState state = ClientState::Login;
+    AuthStep auth = AuthStep::None;
+    bool waiting_confirm : 1 = false;  // paused until an earlier Parse of the name is answered
+    bool wait_notified : 1 = false;    // query_wait_notify NOTICE sent for this wait
+    bool wait_for_welcome : 1 = false;  // queued only to learn the pool's parameters
+    bool admin : 1 = false;             // console session
+    bool admin_full : 1 = false;        // admin_users (else stats_users)
+    bool counted : 1 = false;           // included in rt().client_count
+    bool peer_is_self : 1 = false;      // unix socket peer has our uid (SO_PEERCRED)
+    bool tls_direct : 1 = false;     // TLS began with a ClientHello, no SSLRequest (PostgreSQL 17)
+    bool have_peer_uid : 1 = false;  // unix socket and SO_PEERCRED answered (hba peer)
+
+    // The names the client gave: from `login` while logging in, then those of user and db
+    // (equal by construction), so a logged-in client keeps no copy. "" before the startup.
+    const std::string& user_name() const noexcept;
+    const std::string& db_name() const noexcept;
+    // The local address of the client socket: getsockname() when asked (SHOW), not kept per
+    // client; only the family for unix sockets or when the socket is gone.
+    PeerAddr local_addr() const;
+    // SCRAM exchange state, created when one starts. Requires: logging in.
+    ScramServer& scram_state() {
+        if (!login->scram)
+            login->scram = std::make_unique<ScramServer>();
+        return *login->scram;
+    }
+    // The oldest unanswered client Parse got its answer: drop it from the list, resume.
+    std::string confirm_oldest_parse();
 
     // SBufOwner
     PacketAction on_packet(SBuf& sb, const PacketHeader& hdr,
@@ -196,14 +185,18 @@ public:
 private:
     PacketAction on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_startup(std::span<const uint8_t> pkt);
-    bool apply_startup_options(const std::string& opts);
+    // Applies "-c name=value" items of `options` to v; values not viewing into the packet are
+    // kept in `keep`. False: refused (the client was closed).
+    bool apply_startup_options(const std::string& opts, VarValues& v,
+                               std::vector<std::string>& keep);
     PacketAction on_password(std::span<const uint8_t> body);
     PacketAction on_cancel(std::span<const uint8_t> pkt);
     PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_admin_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_ps_packet(const PacketHeader& hdr, std::span<const uint8_t> data, Server& s);
     PacketAction answer_without_server(const PacketHeader& hdr, std::span<const uint8_t> data);
-    void forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data);
+    // True when the Query is DEALLOCATE ALL / DISCARD ALL (the names are forgotten now).
+    bool forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction finish_login();
     void start_auth();
     void auth_failed(const char* msg);
@@ -247,10 +240,6 @@ public:
     int cancels_in_flight = 0;    // CancelRequests forwarded to this backend, not yet done
     bool waiting_cancel = false;  // released, but held back until those cancels finish
     bool checking = false;        // running server_check_query before reuse
-    // The client (id) and its VarCache::gen this server's values were last made equal to:
-    // a client coming back unchanged skips the comparison (the common case).
-    uint64_t synced_client = 0;
-    uint64_t synced_gen = 0;
     usec_t connect_time = 0;
     usec_t request_time = 0;
     usec_t idle_since = 0;
@@ -343,6 +332,15 @@ struct Pool {
     int pool_size() const noexcept;
     int reserve_size() const noexcept;
 };
+
+// Hash of a client's (cancel_pid, cancel_key) for the cancel-key index. Both are random, so
+// folding them is enough.
+inline size_t cancel_key_hash(uint32_t pid, uint32_t key) noexcept {
+    return static_cast<size_t>(key ^ (uint64_t{pid} << 32 | pid));
+}
+inline size_t cancel_key_hash(const Client& c) noexcept {
+    return cancel_key_hash(c.cancel_pid, c.cancel_key);
+}
 
 // State changes: unlink from the old list, link into the new one, update counters.
 void set_state(Client& c, ClientState next);

@@ -12,6 +12,7 @@
 #include "sluice/auth/userlist.h"
 #include "sluice/config/config.h"
 #include "sluice/pool/objects.h"
+#include "sluice/util/hash_table.h"
 
 namespace sluice {
 
@@ -29,7 +30,8 @@ struct Runtime {
     List<Client, &Client::node> free_clients;   // Closing: deleted next loop turn
     List<Server, &Server::node> free_servers;
     int client_count = 0;  // all clients except the admin console's
-    std::unordered_map<uint64_t, Client*> cancel_map;  // (pid << 32 | key) -> client
+    // Logged-in clients by (cancel_pid, cancel_key): intrusive, no allocation per client.
+    IntrusiveHash<Client, &Client::cancel_next, cancel_key_hash> cancel_map;
     uint64_t next_id = 1;
     bool shutting_down = false;  // stop accepting; exit when clients/servers are gone
     bool wait_for_clients = false;
@@ -76,7 +78,10 @@ void pool_free_all();
 
 // Objects are deleted at the end of the loop turn, never inside their own callback.
 void schedule_free();
+// Gives a logged-in client a fresh random (cancel_pid, cancel_key) and indexes it.
 void register_cancel_key(Client& c);
 void unregister_cancel_key(Client& c);
+// The client a CancelRequest's (pid, key) names, or nullptr.
+Client* find_cancel_key(uint32_t pid, uint32_t key);
 
 }  // namespace sluice

@@ -1,0 +1,186 @@
+// Tracked parameter names, and the process-wide table of interned value sets.
+#include "sluice/varcache.h"
+
+#include <strings.h>
+
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "sluice/config/config.h"
+#include "sluice/util/hash_table.h"
+
+namespace sluice {
+
+// One set of values, immutable once interned. The value bytes follow the struct in the same
+// allocation: value i is [end[i-1], end[i]) of them (end[-1] = 0).
+struct VarSet {
+    VarSet* next = nullptr;  // hash chain
+    size_t hash = 0;
+    uint32_t refs = 0;
+    std::array<uint32_t, kMaxVars> end{};
+
+    const char* data() const noexcept { return reinterpret_cast<const char*>(this + 1); }
+    std::string_view get(size_t i) const noexcept {
+        uint32_t start = i == 0 ? 0 : end[i - 1];
+        return {data() + start, end[i] - start};
+    }
+};
+
+namespace {
+
+std::vector<std::string> g_var_names;
+
+size_t set_hash(const VarSet& s) noexcept {
+    return s.hash;
+}
+
+// The all-empty set: every connection starts with it; never counted, never freed.
+constinit VarSet g_empty{};
+IntrusiveHash<VarSet, &VarSet::next, set_hash> g_sets;
+
+size_t hash_values(const VarValues& v) noexcept {
+    uint64_t h = 14695981039346656037ull;  // FNV-1a over (length, bytes) of each value
+    for (std::string_view s : v) {
+        h = (h ^ s.size()) * 1099511628211ull;
+        for (char ch : s)
+            h = (h ^ static_cast<uint8_t>(ch)) * 1099511628211ull;
+    }
+    return static_cast<size_t>(h ^ (h >> 32));
+}
+
+bool all_empty(const VarValues& v) noexcept {
+    for (std::string_view s : v)
+        if (!s.empty())
+            return false;
+    return true;
+}
+
+// The set holding exactly `v`, with one more reference.
+VarSet* intern(const VarValues& v) {
+    if (all_empty(v))
+        return &g_empty;
+    size_t h = hash_values(v);
+    VarSet* s = g_sets.find(h, [&](const VarSet& x) {
+        if (x.hash != h)
+            return false;
+        for (size_t i = 0; i < kMaxVars; ++i)
+            if (x.get(i) != v[i])
+                return false;
+        return true;
+    });
+    if (s) {
+        s->refs++;
+        return s;
+    }
+    size_t total = 0;
+    for (std::string_view x : v)
+        total += x.size();
+    void* mem = ::operator new(sizeof(VarSet) + total);
+    s = new (mem) VarSet{};
+    char* out = reinterpret_cast<char*>(s + 1);
+    uint32_t pos = 0;
+    for (size_t i = 0; i < kMaxVars; ++i) {
+        if (!v[i].empty())
+            memcpy(out + pos, v[i].data(), v[i].size());
+        pos += static_cast<uint32_t>(v[i].size());
+        s->end[i] = pos;
+    }
+    s->hash = h;
+    s->refs = 1;
+    g_sets.insert(*s);
+    return s;
+}
+
+void release(VarSet* s) noexcept {
+    if (s == &g_empty || --s->refs > 0)
+        return;
+    g_sets.remove(*s);
+    s->~VarSet();
+    ::operator delete(s);
+    if (g_sets.size() == 0)
+        g_sets.clear();  // no sets left (exit, or all clients gone): the buckets go too
+}
+
+}  // namespace
+
+void var_init(const std::string& extra) {
+    g_var_names = {"client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings",
+                   "application_name"};
+    for (const std::string& n : split_list(extra)) {
+        if (var_index(n) < 0 && g_var_names.size() < kMaxVars)
+            g_var_names.push_back(n);
+    }
+}
+
+int var_index(std::string_view name) noexcept {
+    for (size_t i = 0; i < g_var_names.size(); ++i) {
+        const std::string& v = g_var_names[i];
+        if (v.size() == name.size() && strncasecmp(v.data(), name.data(), v.size()) == 0)
+            return static_cast<int>(i);
+    }
+    return -1;
+}
+
+size_t var_count() noexcept {
+    return g_var_names.size();
+}
+
+const std::string& var_name(size_t idx) noexcept {
+    return g_var_names[idx];
+}
+
+VarCache::VarCache() noexcept : set_(&g_empty) {}
+
+VarCache::VarCache(const VarCache& o) noexcept : set_(o.set_) {
+    if (set_ != &g_empty)
+        set_->refs++;
+}
+
+VarCache& VarCache::operator=(const VarCache& o) noexcept {
+    if (o.set_ != &g_empty)
+        o.set_->refs++;  // first: o may be this
+    release(set_);
+    set_ = o.set_;
+    return *this;
+}
+
+VarCache::~VarCache() {
+    release(set_);
+}
+
+std::string_view VarCache::get(size_t idx) const noexcept {
+    return set_->get(idx);
+}
+
+VarValues VarCache::values() const noexcept {
+    VarValues v;
+    for (size_t i = 0; i < kMaxVars; ++i)
+        v[i] = set_->get(i);
+    return v;
+}
+
+void VarCache::set(size_t idx, std::string_view value) {
+    if (set_->get(idx) == value)
+        return;
+    VarValues v = values();
+    v[idx] = value;
+    assign(v);
+}
+
+void VarCache::assign(const VarValues& v) {
+    VarSet* n = intern(v);  // before the release: v may view into the old set
+    release(set_);
+    set_ = n;
+}
+
+size_t var_set_count() noexcept {
+    return g_sets.size();
+}
+
+size_t var_set_refs(const VarCache& v) noexcept {
+    return v.set_ == &g_empty ? 0 : v.set_->refs;
+}
+
+}  // namespace sluice
