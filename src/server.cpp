@@ -419,6 +419,34 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
     return PacketAction::Closed;
 }
 
+// The bulk of the replies (rows, descriptions, tags, Parse/BindComplete of the client's own
+// unnamed statements) need nothing beyond the tracker's pop when they answer a client's own
+// request and no synthesized reply waits. Everything else takes the full path below.
+inline bool Server::plain_reply(uint8_t t) const noexcept {
+    if (!client || tracker.fakes() > 0 || client->auth == AuthStep::AuthQuery)
+        return false;
+    const Expect* h = tracker.head();
+    if (h && h->action != ReplyAction::Forward)
+        return false;
+    switch (t) {
+    case msg::kDataRow:
+    case msg::kRowDescription:
+    case msg::kNoData:
+        return true;
+    case msg::kParseComplete:  // a cached statement's Parse is verified on the full path
+        return h && h->type == msg::kParse && !h->ps && !h->client_parse;
+    case msg::kBindComplete:
+        return h && h->type == msg::kBind;
+    case msg::kCommandComplete:
+        // Not inside COPY (the tag ends it) and no statements cached (DISCARD ALL /
+        // DEALLOCATE ALL clear them).
+        return h && (h->type == msg::kQuery || h->type == msg::kExecute) &&
+               !tracker.in_copy() && ps.size() == 0 && client->ps.size() == 0;
+    default:
+        return false;
+    }
+}
+
 PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
     uint8_t t = hdr.type;
     if (plain_reply(t)) {
@@ -539,34 +567,6 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         return PacketAction::Skip;
     }
     return PacketAction::Forward;
-}
-
-// The bulk of the replies (rows, descriptions, tags, Parse/BindComplete of the client's own
-// unnamed statements) need nothing beyond the tracker's pop when they answer a client's own
-// request and no synthesized reply waits. Everything else takes the full path below.
-bool Server::plain_reply(uint8_t t) const noexcept {
-    if (!client || tracker.fakes() > 0 || client->auth == AuthStep::AuthQuery)
-        return false;
-    const Expect* h = tracker.head();
-    if (h && h->action != ReplyAction::Forward)
-        return false;
-    switch (t) {
-    case msg::kDataRow:
-    case msg::kRowDescription:
-    case msg::kNoData:
-        return true;
-    case msg::kParseComplete:  // a cached statement's Parse is verified on the full path
-        return h && h->type == msg::kParse && !h->ps && !h->client_parse;
-    case msg::kBindComplete:
-        return h && h->type == msg::kBind;
-    case msg::kCommandComplete:
-        // Not inside COPY (the tag ends it) and no statements cached (DISCARD ALL /
-        // DEALLOCATE ALL clear them).
-        return h && (h->type == msg::kQuery || h->type == msg::kExecute) &&
-               !tracker.in_copy() && ps.size() == 0 && client->ps.size() == 0;
-    default:
-        return false;
-    }
 }
 
 // Called at each ReadyForQuery: decide whether the server can go back to the pool.

@@ -362,7 +362,8 @@ void SBuf::handle_event(short what) {
     }
     if (ssl_)
         what = tls_events(what);
-    if (what & EV_WRITE) {
+    // Writable is reported with nearly every read edge; act only when something waits.
+    if ((what & EV_WRITE) && (has_output() || (peer_ && peer_->blocked_))) {
         handle_write();
         if (closed())
             return;
