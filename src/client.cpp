@@ -591,24 +591,33 @@ PacketAction Client::finish_login() {
 }
 
 void Client::send_welcome() {
+    Pool& p = *pool;
+    if (!p.have_welcome || !p.welcome_in.same(vars)) {
+        // The client's own values win; the pool's fill the rest.
+        VarValues v = vars.values();
+        p.welcome_status.clear();
+        for (const auto& [name, value] : p.params) {
+            int vi = var_index(name);
+            if (vi >= 0 && !v[static_cast<size_t>(vi)].empty())
+                write_parameter_status(p.welcome_status, name, v[static_cast<size_t>(vi)]);
+            else
+                write_parameter_status(p.welcome_status, name, value);
+        }
+        // Learn the values the client will see, so that replays compare correctly.
+        for (const auto& [name, value] : p.params) {
+            int vi = var_index(name);
+            if (vi >= 0 && v[static_cast<size_t>(vi)].empty())
+                v[static_cast<size_t>(vi)] = value;
+        }
+        p.welcome_out.assign(v);
+        p.welcome_in = vars;
+        p.have_welcome = true;
+    }
+    vars = p.welcome_out;
     std::string& out = sb.out_for_append();
+    out.reserve(out.size() + p.welcome_status.size() + 64);  // one allocation for it all
     write_auth(out, kAuthOk);
-    VarValues v = vars.values();
-    for (const auto& [name, value] : pool->params) {
-        int vi = var_index(name);
-        if (vi >= 0 && !v[static_cast<size_t>(vi)].empty())
-            write_parameter_status(out, name, v[static_cast<size_t>(vi)]);
-        else
-            write_parameter_status(out, name, value);
-    }
-    // Learn the values the client will see, so that replays compare correctly. Clients with
-    // the same startup values end up sharing one set.
-    for (const auto& [name, value] : pool->params) {
-        int vi = var_index(name);
-        if (vi >= 0 && v[static_cast<size_t>(vi)].empty())
-            v[static_cast<size_t>(vi)] = value;
-    }
-    vars.assign(v);
+    out += p.welcome_status;
     write_backend_key(out, cancel_pid, cancel_key);
     if (!settings().login_notify_message.empty())
         write_notice(out, "00000", settings().login_notify_message);

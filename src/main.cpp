@@ -230,7 +230,7 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
     }
 }
 
-void on_accept(int fd, const PeerAddr& peer, bool is_unix) {
+void on_accept(int fd, const PeerAddr& peer, bool is_unix, bool input_waiting) {
     time_update();
     auto* c = new Client();
     c->id = rt().next_id++;
@@ -259,6 +259,8 @@ void on_accept(int fd, const PeerAddr& peer, bool is_unix) {
     c->sb.set_hold_limit(settings().max_packet_size);
     c->sb.set_loop_count(settings().sbuf_loopcnt);
     c->sb.set_trim_output(true);  // idle clients hold no output block
+    if (input_waiting)
+        c->sb.read_soon();  // answer the first packet in this loop turn
 }
 
 void shutdown_check(evutil_socket_t, short, void*) noexcept {

@@ -3,6 +3,9 @@
 // concat(password, username)), random-salt))).
 #include "sluice/auth/md5.h"
 
+#include <cstring>
+#include <initializer_list>
+
 #include <openssl/evp.h>
 
 #include "sluice/util/log.h"
@@ -18,15 +21,44 @@ bool is_lower_hex(char c) noexcept {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
 }
 
-std::string hex_encode(const uint8_t* p, size_t n) {
+void hex_encode(const uint8_t* p, size_t n, char* out) noexcept {
     static constexpr char kDigits[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(2 * n);
     for (size_t i = 0; i < n; i++) {
-        out.push_back(kDigits[p[i] >> 4]);
-        out.push_back(kDigits[p[i] & 0x0f]);
+        out[2 * i] = kDigits[p[i] >> 4];
+        out[2 * i + 1] = kDigits[p[i] & 0x0f];
     }
-    return out;
+}
+
+// MD5 of the concatenated parts as 32 lower-case hex digits into out. False (logged) when
+// OpenSSL refuses MD5 (FIPS).
+bool md5_hex_into(std::initializer_list<std::string_view> parts, char* out) {
+    // OpenSSL 3 looks EVP_md5() up in the provider on every use, and EVP_Digest allocates a
+    // context per call: fetch the digest and make the context once (they live for the
+    // process; a null fetch falls back to the implicit one).
+    static EVP_MD* fetched = EVP_MD_fetch(nullptr, "MD5", nullptr);
+    static EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    const EVP_MD* md = fetched ? fetched : EVP_md5();
+    uint8_t digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    bool ok = ctx && EVP_DigestInit_ex(ctx, md, nullptr) == 1;
+    for (std::string_view part : parts)
+        ok = ok && EVP_DigestUpdate(ctx, part.data(), part.size()) == 1;
+    ok = ok && EVP_DigestFinal_ex(ctx, digest, &len) == 1 && len == kMd5Len;
+    if (!ok) {
+        log_error("md5: digest failed (MD5 disabled in OpenSSL?)");
+        return false;
+    }
+    hex_encode(digest, len, out);
+    return true;
+}
+
+// "md5" + the hex digits of the concatenated parts, or "".
+std::string md5_secret_of(std::initializer_list<std::string_view> parts) {
+    char buf[kMd5Prefix.size() + kMd5HexLen];
+    memcpy(buf, kMd5Prefix.data(), kMd5Prefix.size());
+    if (!md5_hex_into(parts, buf + kMd5Prefix.size()))
+        return {};
+    return std::string(buf, sizeof(buf));
 }
 
 }  // namespace
@@ -34,28 +66,15 @@ std::string hex_encode(const uint8_t* p, size_t n) {
 // Returns "" when MD5 is unavailable (an OpenSSL FIPS provider refuses it); callers compare
 // against what a client sent, so an empty result can never match.
 std::string md5_hex(std::span<const uint8_t> data) {
-    // OpenSSL 3 looks EVP_md5() up in the provider on every use; fetch it once (it lives for
-    // the process; a null fetch falls back to the implicit one).
-    static EVP_MD* fetched = EVP_MD_fetch(nullptr, "MD5", nullptr);
-    const EVP_MD* md = fetched ? fetched : EVP_md5();
-    uint8_t digest[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (EVP_Digest(data.data(), data.size(), digest, &len, md, nullptr) != 1 ||
-        len != kMd5Len) {
-        log_error("md5: digest failed (MD5 disabled in OpenSSL?)");
+    char hex[kMd5HexLen];
+    if (!md5_hex_into({std::string_view(reinterpret_cast<const char*>(data.data()), data.size())},
+                      hex))
         return {};
-    }
-    return hex_encode(digest, len);
+    return std::string(hex, sizeof(hex));
 }
 
 std::string pg_md5_secret(std::string_view password, std::string_view user) {
-    std::string buf;
-    buf.reserve(password.size() + user.size());
-    buf.append(password).append(user);
-    std::string hex = md5_hex(buf);
-    if (hex.empty())
-        return {};
-    return std::string(kMd5Prefix) + hex;
+    return md5_secret_of({password, user});
 }
 
 bool is_md5_secret(std::string_view s) noexcept {
@@ -70,22 +89,13 @@ bool is_md5_secret(std::string_view s) noexcept {
 
 std::string pg_md5_response(std::string_view secret, std::string_view user,
                             std::array<uint8_t, 4> salt) {
-    std::string inner;
-    if (is_md5_secret(secret)) {
-        inner.assign(secret.substr(kMd5Prefix.size()));
-    } else {
-        std::string buf;
-        buf.reserve(secret.size() + user.size());
-        buf.append(secret).append(user);
-        inner = md5_hex(buf);
-        if (inner.empty())
-            return {};
-    }
-    inner.append(reinterpret_cast<const char*>(salt.data()), salt.size());
-    std::string hex = md5_hex(inner);
-    if (hex.empty())
+    char inner[kMd5HexLen];
+    if (is_md5_secret(secret))
+        memcpy(inner, secret.data() + kMd5Prefix.size(), kMd5HexLen);
+    else if (!md5_hex_into({secret, user}, inner))
         return {};
-    return std::string(kMd5Prefix) + hex;
+    return md5_secret_of({std::string_view(inner, sizeof(inner)),
+                          std::string_view(reinterpret_cast<const char*>(salt.data()), 4)});
 }
 
 }  // namespace sluice

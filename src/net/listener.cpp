@@ -22,6 +22,7 @@ struct Listener {
     int fd = -1;
     event* ev = nullptr;
     bool is_unix = false;
+    bool deferred = false;  // TCP_DEFER_ACCEPT is on: accept() waits for the first data
     std::string path;
 };
 
@@ -47,17 +48,18 @@ void on_accept(evutil_socket_t fd, short, void* arg) noexcept {
         // per connection.
         if (l->is_unix)
             peer.ss.ss_family = AF_UNIX;
-        g_accept(cfd, peer, l->is_unix);
+        g_accept(cfd, peer, l->is_unix, l->deferred);
     }
 }
 
-bool add_listener(int fd, bool is_unix, const std::string& path, std::string& err) {
+bool add_listener(int fd, bool is_unix, bool deferred, const std::string& path,
+                  std::string& err) {
     if (!set_nonblocking(fd)) {
         err = "cannot make listener non-blocking";
         close(fd);
         return false;
     }
-    g_listeners.push_back(Listener{fd, nullptr, is_unix, path});
+    g_listeners.push_back(Listener{fd, nullptr, is_unix, deferred, path});
     return true;
 }
 
@@ -88,9 +90,10 @@ bool open_tcp(const ListenConfig& cfg, const std::string& host,
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+        bool deferred = false;
         if (cfg.defer_accept) {
             int secs = 45;
-            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
+            deferred = setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) == 0;
         }
         tune_socket(fd, true, cfg.tcp);
         PeerAddr a;
@@ -104,7 +107,7 @@ bool open_tcp(const ListenConfig& cfg, const std::string& host,
         }
         log_info("listening on %s%s%s:%d", ai->ai_family == AF_INET6 ? "[" : "",
                  a.host().c_str(), ai->ai_family == AF_INET6 ? "]" : "", cfg.port);
-        if (!add_listener(fd, false, "", err)) {
+        if (!add_listener(fd, false, deferred, "", err)) {
             ok = false;
             break;
         }
@@ -158,7 +161,7 @@ bool open_unix(const ListenConfig& cfg, std::string& err) {
         }
     }
     log_info("listening on unix:%s", path.c_str());
-    return add_listener(fd, true, abstract ? "" : path, err);
+    return add_listener(fd, true, false, abstract ? "" : path, err);
 }
 
 }  // namespace

@@ -99,6 +99,13 @@ bool SBuf::attach(event_base* base, int fd, SBufOwner* owner, bool connecting) {
     return true;
 }
 
+void SBuf::read_soon() noexcept {
+    // An active EV_READ runs in the current pass of the loop (the listener's callback is in
+    // it), so the first packet is answered without another epoll_wait.
+    if (ev_)
+        event_active(ev_, EV_READ, 0);
+}
+
 void SBuf::close() {
     unlink();
     if (ev_) {

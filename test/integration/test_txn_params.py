@@ -69,6 +69,32 @@ def test_startup_parameters_replayed(pooler, pg):
         b.close(terminate=True)
 
 
+def test_welcome_carries_each_clients_values(pooler, pg):
+    """The welcome's ParameterStatus values are the client's own, and the pool's for the
+    rest, whatever the clients before it sent (sluice builds it once per distinct set of
+    values and reuses it)."""
+    p = pooler(pgbouncer=TXN1)
+    server_tz = pg.sql("SHOW TimeZone")[0][0]
+    conns = []
+    try:
+        for want in (ALPHA, BETA, ALPHA, {}, BETA, {}):
+            c = _raw(p, want)
+            conns.append(c)
+            for k in SETTINGS:
+                if k in want:
+                    assert c.parameters.get(k) == want[k], (want, k)
+            if not want:  # nothing of its own: the server's defaults, nobody else's values
+                assert c.parameters.get("TimeZone") == server_tz
+                assert c.parameters.get("application_name", "") == ""
+                assert c.parameters.get("DateStyle") == "ISO, MDY"
+            pid, vals, ts, iv = _show_raw(c)
+            for k, v in want.items():
+                assert vals[k] == v, (want, k)
+    finally:
+        for c in conns:
+            c.close(terminate=True)
+
+
 def test_parameters_in_options(pooler, pg):
     """`options=-c name=value` for tracked parameters (libpq's PGOPTIONS, psycopg's options=)
     is accepted and replayed like startup-packet values (spec 1a, client startup packet)."""

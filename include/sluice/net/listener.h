@@ -25,7 +25,9 @@ struct ListenConfig {
 
 // Called for each accepted connection (non-blocking fd, peer address: for unix sockets only
 // the family AF_UNIX). The local address is not read here: getsockname() when SHOW asks.
-using AcceptFn = void (*)(int fd, const PeerAddr& peer, bool is_unix);
+// input_waiting: accepted under TCP_DEFER_ACCEPT, so the first packet has most likely
+// arrived already.
+using AcceptFn = void (*)(int fd, const PeerAddr& peer, bool is_unix, bool input_waiting);
 
 // Opens every listener. False = a socket could not be opened (err says which and why).
 [[nodiscard]] bool listeners_open(event_base* base, const ListenConfig& cfg, AcceptFn fn,

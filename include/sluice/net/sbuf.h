@@ -124,6 +124,10 @@ public:
     bool blocked() const noexcept { return blocked_; }
     bool paused() const noexcept { return paused_; }
 
+    // The socket most likely holds input already (a connection accepted under
+    // TCP_DEFER_ACCEPT): read it in this loop turn rather than after the next epoll_wait.
+    void read_soon() noexcept;
+
     // Stops showing packets to the owner until resume().
     void pause() noexcept { paused_ = true; }
     // Resumes processing (deferred to the event loop, no syscall).

@@ -300,6 +300,14 @@ struct Pool {
     bool welcome_pending = false;  // some queued client waits only for the welcome
     // ParameterStatus name/value pairs from the first server login, for the welcome.
     std::vector<std::pair<std::string, std::string>> params;
+    // The welcome's ParameterStatus messages for clients whose own values are welcome_in,
+    // and the values such a client has afterwards. Built at the first welcome and reused
+    // while clients come with the same values (the common case: a pool's clients send the
+    // same startup parameters, and equal values are the same interned set).
+    VarCache welcome_in;
+    VarCache welcome_out;
+    std::string welcome_status;
+    bool have_welcome = false;
     std::string last_login_error;  // ErrorResponse packet of the last failed login
     usec_t last_login_failure = 0;
 
