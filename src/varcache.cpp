@@ -38,7 +38,10 @@ size_t set_hash(const VarSet& s) noexcept {
 
 // The all-empty set: every connection starts with it; never counted, never freed.
 constinit VarSet g_empty{};
-IntrusiveHash<VarSet, &VarSet::next, set_hash> g_sets;
+using SetTable = IntrusiveHash<VarSet, &VarSet::next, set_hash>;
+// Created with the first set and deleted with the last: no static destructor that a set
+// released during exit could outlive.
+SetTable* g_sets = nullptr;
 
 size_t hash_values(const VarValues& v) noexcept {
     uint64_t h = 14695981039346656037ull;  // FNV-1a over (length, bytes) of each value
@@ -62,7 +65,9 @@ VarSet* intern(const VarValues& v) {
     if (all_empty(v))
         return &g_empty;
     size_t h = hash_values(v);
-    VarSet* s = g_sets.find(h, [&](const VarSet& x) {
+    if (!g_sets)
+        g_sets = new SetTable();
+    VarSet* s = g_sets->find(h, [&](const VarSet& x) {
         if (x.hash != h)
             return false;
         for (size_t i = 0; i < kMaxVars; ++i)
@@ -89,18 +94,20 @@ VarSet* intern(const VarValues& v) {
     }
     s->hash = h;
     s->refs = 1;
-    g_sets.insert(*s);
+    g_sets->insert(*s);
     return s;
 }
 
 void release(VarSet* s) noexcept {
     if (s == &g_empty || --s->refs > 0)
         return;
-    g_sets.remove(*s);
+    g_sets->remove(*s);
     s->~VarSet();
     ::operator delete(s);
-    if (g_sets.size() == 0)
-        g_sets.clear();  // no sets left (exit, or all clients gone): the buckets go too
+    if (g_sets->size() == 0) {  // no sets left (exit, or all connections gone)
+        delete g_sets;
+        g_sets = nullptr;
+    }
 }
 
 }  // namespace
@@ -176,7 +183,7 @@ void VarCache::assign(const VarValues& v) {
 }
 
 size_t var_set_count() noexcept {
-    return g_sets.size();
+    return g_sets ? g_sets->size() : 0;
 }
 
 size_t var_set_refs(const VarCache& v) noexcept {
