@@ -514,8 +514,8 @@ PacketAction Client::finish_login() {
         if (settings().log_connections) {
             char tls[128];
             sb.tls_describe(tls, sizeof(tls));  // "no" or "TLSv1.3/..."
-            slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no",
-                      db_name().c_str(), user_name().c_str(), tls);
+            slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no", db_name().c_str(),
+                      user_name().c_str(), tls);
         }
         set_state(*this, ClientState::Active);
         g_admin_hooks.send_welcome(*this);
@@ -571,8 +571,8 @@ PacketAction Client::finish_login() {
     if (settings().log_connections) {
         char tls[128];
         sb.tls_describe(tls, sizeof(tls));  // "no" or "TLSv1.3/..."
-        slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no",
-                  db_name().c_str(), user_name().c_str(), tls);
+        slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no", db_name().c_str(),
+                  user_name().c_str(), tls);
     }
     login.reset();  // user and db hold the names now; an idle client keeps no login state
     if (pool->have_params) {

@@ -108,8 +108,7 @@ PacketAction Client::on_auth_query_reply(Server& s, uint8_t type, std::span<cons
     PacketAction ret = s.state == ServerState::Closing ? PacketAction::Closed : PacketAction::Skip;
     if (!done->found) {
         if (settings().log_connections)
-            slog_info(this, "login failed: db=%s user=%s", db_name().c_str(),
-                      user_name().c_str());
+            slog_info(this, "login failed: db=%s user=%s", db_name().c_str(), user_name().c_str());
         fatal("08P01", "no such user");
         return ret;
     }
@@ -223,8 +222,7 @@ void Client::login_via_cert(const HbaRule* rule) {
         why = "TLS client certificate required";
     else if (!login->cred)
         why = "no such user";
-    else if (rule && !rule->map.empty() &&
-             !rt().ident.allows(rule->map, ci.cert_cn, user_name()))
+    else if (rule && !rule->map.empty() && !rt().ident.allows(rule->map, ci.cert_cn, user_name()))
         why = "ident map does not have a match";
     else if ((!rule || rule->map.empty()) && ci.cert_cn != user_name())
         why = "TLS certificate name mismatch";

@@ -122,6 +122,7 @@ void ClientPs::remove(std::string_view name) {
     PsEntry* e = it->second;
     body_->map.erase(it);
     ps_unref(e);
+    drop_body_if_empty();
 }
 
 void ClientPs::remove_entry(PsEntry* e) {
@@ -131,6 +132,7 @@ void ClientPs::remove_entry(PsEntry* e) {
         if (it->second == e) {
             body_->map.erase(it);
             ps_unref(e);
+            drop_body_if_empty();
             return;
         }
     }
@@ -142,6 +144,13 @@ void ClientPs::clear() {
     for (auto& [name, e] : body_->map)
         ps_unref(e);
     body_->map.clear();
+    drop_body_if_empty();
+}
+
+void ClientPs::drop_body_if_empty() noexcept {
+    // The sync count only orders the entries of `unconfirmed`: with none left it may restart.
+    if (body_->map.empty() && body_->unconfirmed.empty() && body_->closed.empty())
+        body_.reset();
 }
 
 void ClientPs::release_closed() noexcept {

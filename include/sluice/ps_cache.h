@@ -36,8 +36,8 @@ size_t ps_registry_size() noexcept;
 
 // A client's prepared statements: its names -> entries, and the bookkeeping of its named
 // Parses and Closes in flight. All of it lives in a body allocated at first use (most clients
-// never prepare a named statement and carry one null pointer); the body stays until the
-// client goes.
+// never prepare a named statement and carry one null pointer) and freed when a removal leaves
+// it empty.
 class ClientPs {
 public:
     ClientPs() = default;
@@ -85,6 +85,7 @@ private:
             body_ = std::make_unique<Body>();
         return *body_;
     }
+    void drop_body_if_empty() noexcept;
     std::unique_ptr<Body> body_;
 };
 

@@ -52,8 +52,7 @@ void on_accept(evutil_socket_t fd, short, void* arg) noexcept {
     }
 }
 
-bool add_listener(int fd, bool is_unix, bool deferred, const std::string& path,
-                  std::string& err) {
+bool add_listener(int fd, bool is_unix, bool deferred, const std::string& path, std::string& err) {
     if (!set_nonblocking(fd)) {
         err = "cannot make listener non-blocking";
         close(fd);

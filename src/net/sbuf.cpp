@@ -106,7 +106,7 @@ bool SBuf::attach(event_base* base, int fd, SBufOwner* owner, bool connecting) {
 
 void SBuf::read_soon() noexcept {
     // An active EV_READ runs in the current pass of the loop (the listener's callback is in
-    // it), so the first packet is answered without another epoll_wait.
+    // it): the first packet is answered one loop turn (one epoll_wait) sooner.
     if (ev_)
         event_active(ev_, EV_READ, 0);
 }

@@ -17,9 +17,9 @@ extern "C" {
 
 namespace {
 
-using sluice::VarCache;
 using sluice::var_set_count;
 using sluice::var_set_refs;
+using sluice::VarCache;
 using sluice::VarValues;
 
 void assert_sv(std::string_view got, const char* want) {

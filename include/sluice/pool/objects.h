@@ -116,7 +116,7 @@ public:
     Server* server = nullptr;  // linked server, or nullptr
     // Login state; nullptr once logged in (then user and db are set).
     std::unique_ptr<ClientLogin> login = std::make_unique<ClientLogin>();
-    User* user = nullptr;  // the auth_file user (nullptr = unknown until login ends)
+    User* user = nullptr;  // the auth_file user (nullptr: unknown; always set once logged in)
     Database* db = nullptr;
     VarCache vars;  // the client's own values of tracked parameters
     ClientPs ps;    // the client's prepared statement names, Parses and Closes in flight
@@ -133,8 +133,8 @@ public:
     ClientAddr addr;  // the peer (family only for unix sockets)
     ClientState state = ClientState::Login;
     AuthStep auth = AuthStep::None;
-    bool waiting_confirm : 1 = false;  // paused until an earlier Parse of the name is answered
-    bool wait_notified : 1 = false;    // query_wait_notify NOTICE sent for this wait
+    bool waiting_confirm : 1 = false;   // paused until an earlier Parse of the name is answered
+    bool wait_notified : 1 = false;     // query_wait_notify NOTICE sent for this wait
     bool wait_for_welcome : 1 = false;  // queued only to learn the pool's parameters
     bool admin : 1 = false;             // console session
     bool admin_full : 1 = false;        // admin_users (else stats_users)
