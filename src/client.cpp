@@ -851,19 +851,14 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         pool->bytes_in += hdr.len;
         return PacketAction::Forward;
     };
-    if (data.size() < hdr.len) {
-        // Unnamed statements and portals stream like everything else; only named ones are
-        // held whole (bounded by max_packet_size).
-        bool named = false;
-        if (!peek_statement_named(t, data.subspan(hdr.hdr_len), named))
-            return PacketAction::Hold;
-        return named ? PacketAction::Hold : pass();
-    }
+    // Unnamed statements and portals pass unparsed, streamed as they arrive (the server judges
+    // their format). Named ones are held whole (bounded by max_packet_size), as is a message
+    // too short yet to tell.
     std::span<const uint8_t> body = data.subspan(hdr.hdr_len);
-    // Unnamed statements and portals pass unparsed, whole or not (the server judges their
-    // format, as it does for streamed ones).
     if (bool named = false; peek_statement_named(t, body, named) && !named)
         return pass();
+    if (data.size() < hdr.len)
+        return PacketAction::Hold;
     // Inside a failed transaction block PostgreSQL refuses every Parse with 25P02: let the
     // server say so rather than answering from the cache.
     bool aborted = s.tracker.status() == 'E';
@@ -890,8 +885,6 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
             fatal("08P01", "invalid Parse message");
             return PacketAction::Closed;
         }
-        if (pm.name.empty())
-            return pass();
         pool->client_parse_count++;
         if (ps.find(pm.name) && aborted) {
             // Any Parse is refused with 25P02 here: send a harmless unnamed one and let the
@@ -960,8 +953,6 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
             fatal("08P01", "invalid Bind message");
             return PacketAction::Closed;
         }
-        if (bm.statement.empty())
-            return pass();
         PsEntry* e = ps.find(bm.statement);
         if (!e)
             return unknown_name(bm.statement);  // the server's 26000 names the client's name
@@ -987,8 +978,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
             fatal("08P01", "invalid %s message", t == msg::kClose ? "Close" : "Describe");
             return PacketAction::Closed;
         }
-        if (what != 'S' || name.empty())
-            return pass();
+        // A named statement ('S'): portals and the unnamed statement passed above.
         if (t == msg::kClose) {
             // The client's name goes; the server keeps the statement for others. If the server
             // discards this Close (an earlier message of the batch failed) the name comes back.

@@ -89,15 +89,11 @@ void check_pool(Pool& p, usec_t now) {
 
     // server_fast_close: a session-mode server marked close_needed (RECONNECT, a changed
     // [databases] entry) goes at the end of its transaction, taking its client with it.
+    // (A session in a transaction is closed when it ends: Server::on_sbuf_drained.)
     if (st.server_fast_close && p.mode() == PoolMode::Session) {
         p.active_servers.for_each([&](Server& s) {
-            if ((s.close_needed || p.db->dirty) && s.client && s.tracker.idle() &&
-                !s.sb.has_output()) {
-                Client* c = s.client;
-                c->fatal("08P01", "database configuration changed");
-                if (s.state != ServerState::Closing)
-                    s.close("database configuration changed");
-            }
+            if (s.fast_close_due() && s.client && s.tracker.idle() && !s.sb.has_output())
+                s.fast_close();
         });
     }
 

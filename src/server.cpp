@@ -600,8 +600,7 @@ void Server::after_reply() {
         }
         if (mode != PoolMode::Session && !pinned)
             ready_to_release = true;
-        else if (mode == PoolMode::Session && settings().server_fast_close &&
-                 (close_needed || p.db->dirty))
+        else if (mode == PoolMode::Session && fast_close_due())
             ready_to_release = true;  // fast close once this reply reached the client
     }
 }
@@ -614,16 +613,22 @@ void Server::on_sbuf_drained(SBuf&) {
         return;
     }
     if (pool->mode() == PoolMode::Session) {
-        // server_fast_close: the transaction ended on a server marked close_needed. The
-        // janitor does the same for sessions that sit idle; doing it here does not depend
-        // on a janitor tick landing between two queries.
-        Client* c = client;
-        c->fatal("08P01", "database configuration changed");
-        if (state != ServerState::Closing)
-            close("database configuration changed");
+        // The transaction ended on a server due for fast close (after_reply): here it does not
+        // depend on a janitor tick landing between two queries.
+        fast_close();
         return;
     }
     pool_release_server(*this);
+}
+
+bool Server::fast_close_due() const noexcept {
+    return settings().server_fast_close && (close_needed || pool->db->dirty);
+}
+
+void Server::fast_close() {
+    client->fatal("08P01", "database configuration changed");
+    if (state != ServerState::Closing)
+        close("database configuration changed");
 }
 
 void Server::sync_vars_from(const Client& c) {

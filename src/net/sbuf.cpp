@@ -422,14 +422,12 @@ void SBuf::compact() {
 }
 
 void SBuf::release_buffer_if_empty() {
-    if (buf_ && pos_ == end_ && keep_buffer_ && cap_ == g_bufsize) {
-        pos_ = parse_ = end_ = 0;  // kept (unless grown for a big message): start over
-        return;
-    }
     if (buf_ && pos_ == end_) {
-        give_buffer(buf_, cap_);
-        buf_ = nullptr;
-        cap_ = 0;
+        if (!keep_buffer_ || cap_ != g_bufsize) {  // kept unless grown for a big message
+            give_buffer(buf_, cap_);
+            buf_ = nullptr;
+            cap_ = 0;
+        }
         pos_ = parse_ = end_ = 0;
     }
     if (trim_output_)
@@ -444,6 +442,16 @@ void SBuf::trim_output() noexcept {
     }
 }
 
+void SBuf::pass_bytes(uint32_t n, PacketAction a) {
+    if (a == PacketAction::Forward && peer_) {
+        parse_ += n;  // joins the pending range
+        return;
+    }
+    spill_pending();  // dropped bytes end the pending range: it goes out before them
+    parse_ += n;
+    pos_ = parse_;
+}
+
 bool SBuf::process() {
     for (;;) {
         if (closed())
@@ -453,13 +461,7 @@ bool SBuf::process() {
             if (avail == 0)
                 return true;
             uint32_t n = std::min(avail, remain_);
-            if (cur_ == PacketAction::Forward && peer_) {
-                parse_ += n;
-            } else {
-                spill_pending();
-                parse_ += n;
-                pos_ = parse_;
-            }
+            pass_bytes(n, cur_);
             remain_ -= n;
             continue;
         }
@@ -488,18 +490,9 @@ bool SBuf::process() {
         PacketAction a = owner_->on_packet(*this, h, data.first(have));
         if (closed())
             return false;
-        if (have == h.len) {
-            // The whole packet is here (the common case): finish it in this step.
-            if (a == PacketAction::Forward && peer_) {
-                parse_ += have;
-                continue;
-            }
-            if (a == PacketAction::Skip || a == PacketAction::Forward) {
-                spill_pending();
-                parse_ += have;
-                pos_ = parse_;
-                continue;
-            }
+        if (have == h.len && (a == PacketAction::Forward || a == PacketAction::Skip)) {
+            pass_bytes(have, a);  // the whole packet is here (the common case): done with it
+            continue;
         }
         switch (a) {
         case PacketAction::Forward:

@@ -28,6 +28,21 @@ def test_fast_close_closes_session_after_transaction(pg, pooler):
     c2.close()
 
 
+def test_fast_close_acts_when_the_transaction_ends(pg, pooler):
+    # The close comes with the end of the transaction itself, not with a later janitor tick
+    # (every 333 ms): the very next query, sent at once, already finds the session gone, and
+    # the COMMIT before it still got its answer.
+    p = pooler(pgbouncer={"pool_mode": "session", "server_fast_close": "1"})
+    c = p.connect()
+    c.execute("BEGIN")
+    p.admin("RECONNECT")
+    c.execute("SELECT 1")
+    c.execute("COMMIT")
+    with pytest.raises(psycopg.OperationalError):
+        c.execute("SELECT 1")
+    p.wait_for_log(r"closing because: database configuration changed")
+
+
 def test_without_fast_close_session_keeps_its_server(pg, pooler):
     p = pooler(pgbouncer={"pool_mode": "session"})
     c = p.connect()

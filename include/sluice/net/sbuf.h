@@ -181,6 +181,9 @@ private:
     bool process();
     // Sends peer->out_ + our pending range to the peer. False if blocked or closed.
     bool forward_flush();
+    // Walks n bytes of the current packet: into the pending range (Forward with a peer) or
+    // dropped (everything pending before them is spilled first).
+    void pass_bytes(uint32_t n, PacketAction a);
     // Moves our pending range into the peer's out_ (keeps order when the peer queues bytes).
     void spill_pending();
     bool ensure_buffer(size_t need_total);

@@ -256,6 +256,10 @@ public:
     void close(const char* reason);
     // Sends SET for tracked parameters where the client's value differs (replies swallowed).
     void sync_vars_from(const Client& c);
+    // server_fast_close (session mode): marked close_needed, or its database changed.
+    bool fast_close_due() const noexcept;
+    // Ends the session: the client gets "database configuration changed", both close.
+    void fast_close();
     // Runs server_reset_query (no client linked) and goes idle when it finishes.
     void start_reset(const std::string& query);
     // Runs server_check_query (an idle server about to be reused) and becomes ready after.
