@@ -1,6 +1,7 @@
 // Janitor: one timer, a few times a second, walks the pools and enforces timeouts.
 #include "sluice/janitor.h"
 
+#include "sluice/net/loop.h"
 #include "sluice/pool/pool.h"
 
 namespace sluice {
@@ -140,15 +141,17 @@ void janitor_run() {
 }
 
 void janitor_stop() {
-    if (g_timer)
+    if (g_timer) {
+        loop_timer_forget(g_timer);
         event_free(g_timer);
+    }
     g_timer = nullptr;
 }
 
 void janitor_start() {
     g_timer = event_new(rt().base, -1, EV_PERSIST, on_timer, nullptr);
     timeval tv{0, 333333};
-    event_add(g_timer, &tv);
+    loop_timer_add(g_timer, tv);
 }
 
 }  // namespace sluice

@@ -21,6 +21,7 @@
 #include "sluice/admin/metrics.h"
 #include "sluice/janitor.h"
 #include "sluice/net/listener.h"
+#include "sluice/net/loop.h"
 #include "sluice/net/tls.h"
 #include "sluice/pool/control.h"
 #include "sluice/pool/pool.h"
@@ -201,7 +202,7 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
     case SIGTERM:
         if (++g_signal_count > 1) {
             log_info("got second shutdown signal, exiting now");
-            event_base_loopbreak(rt().base);
+            loop_stop();
             return;
         }
         if (sig == SIGTERM)
@@ -213,7 +214,7 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
         return;
     case SIGQUIT:
         log_info("got SIGQUIT, fast exit");
-        event_base_loopbreak(rt().base);
+        loop_stop();
         return;
     case SIGUSR1:
         log_info("got SIGUSR1, pausing");
@@ -250,7 +251,7 @@ void on_accept(int fd, const PeerAddr& peer, bool is_unix, bool input_waiting) {
             c->peer_uid = cred.uid;
         }
     }
-    if (!c->sb.attach(rt().base, fd, c, false)) {
+    if (!c->sb.attach(fd, c, false)) {
         set_state(*c, ClientState::Closing);
         return;
     }
@@ -279,7 +280,7 @@ void shutdown_check(evutil_socket_t, short, void*) noexcept {
         done = false;
     if (done) {
         log_info("shutdown complete");
-        event_base_loopbreak(rt().base);
+        loop_stop();
     }
 }
 
@@ -433,11 +434,9 @@ int run(int argc, char** argv) {
     if (o.daemon)
         daemonize();
 
-    event_config* ecfg = event_config_new();
-    r.base = event_base_new_with_config(ecfg);
-    event_config_free(ecfg);
+    r.base = loop_create(err);
     if (!r.base)
-        die("cannot create the event loop");
+        die("%s", err.c_str());
     apply_config_objects();
     admin_init(AdminProcess{
         .reload = reload, .shutdown = begin_shutdown, .settings_changed = settings_changed});
@@ -465,8 +464,7 @@ int run(int argc, char** argv) {
         loop_events.push_back(ev);
     }
     event* sd = event_new(r.base, -1, EV_PERSIST, shutdown_check, nullptr);
-    timeval tv{0, 100000};
-    event_add(sd, &tv);
+    loop_timer_add(sd, timeval{0, 100000});
     loop_events.push_back(sd);
     janitor_start();
     stats_start();
@@ -476,13 +474,7 @@ int run(int argc, char** argv) {
     log_info("process up: sluice %s, libevent %s (%s), tls: %s", SLUICE_VERSION,
              event_get_version(), event_base_get_method(r.base),
              OpenSSL_version(OPENSSL_VERSION));
-    // One turn at a time, so that the clock cache is marked stale before each (util/time.h).
-    for (;;) {
-        time_invalidate();
-        if (event_base_loop(r.base, EVLOOP_ONCE) != 0 || event_base_got_break(r.base) ||
-            event_base_got_exit(r.base))
-            break;
-    }
+    loop_run();
     listeners_close(false);
     remove_pidfile();
     pool_free_all();
@@ -492,9 +484,10 @@ int run(int argc, char** argv) {
     admin_stop();
     stats_stop();
     metrics_stop();
+    loop_timer_forget(sd);
     for (event* ev : loop_events)
         event_free(ev);
-    event_base_free(r.base);
+    loop_destroy();
     r.base = nullptr;
     return 0;
 }

@@ -13,6 +13,7 @@
 
 #include "sluice/auth/md5.h"
 #include "sluice/auth/scram.h"
+#include "sluice/net/loop.h"
 #include "sluice/net/sockets.h"
 #include "sluice/pool/pool.h"
 
@@ -70,6 +71,7 @@ void CancelConn::finish() {
         return;
     sb.close();
     if (timer) {
+        loop_timer_forget(timer);
         event_free(timer);
         timer = nullptr;
     }
@@ -116,7 +118,7 @@ bool Server::connect() {
         return false;
     }
     tune_socket(fd, !addr.is_unix(), tcp_options_from(settings()));
-    if (!sb.attach(rt().base, fd, this, in_progress)) {
+    if (!sb.attach(fd, this, in_progress)) {
         login_failed("cannot register socket event", {});
         return false;
     }
@@ -760,7 +762,7 @@ void send_cancel_request(Server& s) {
         return;
     }
     auto* cc = new CancelConn();
-    if (!cc->sb.attach(rt().base, fd, cc, in_progress)) {
+    if (!cc->sb.attach(fd, cc, in_progress)) {
         delete cc;
         return;
     }
@@ -772,7 +774,7 @@ void send_cancel_request(Server& s) {
         timeval tv{static_cast<time_t>(settings().cancel_wait_timeout / 1000000),
                    static_cast<suseconds_t>(settings().cancel_wait_timeout % 1000000)};
         if (cc->timer)
-            evtimer_add(cc->timer, &tv);
+            loop_timer_add(cc->timer, tv);
     }
     std::string& out = cc->sb.out_for_append();
     PacketWriter w(out);

@@ -7,6 +7,7 @@
 
 #include <event2/event.h>
 
+#include "sluice/net/loop.h"
 #include "sluice/pool/pool.h"
 
 namespace sluice {
@@ -25,7 +26,7 @@ uint64_t delta(uint64_t cur, uint64_t old) noexcept {
 void arm_timer() {
     int period = settings().stats_period > 0 ? settings().stats_period : 60;
     timeval tv{period, 0};
-    if (event_add(g_timer, &tv) != 0)
+    if (loop_timer_add(g_timer, tv) != 0)
         log_warning("stats: cannot arm the stats_period timer");
 }
 
@@ -169,8 +170,10 @@ void stats_start() {
 }
 
 void stats_stop() {
-    if (g_timer)
+    if (g_timer) {
+        loop_timer_forget(g_timer);
         event_free(g_timer);
+    }
     g_timer = nullptr;
 }
 

@@ -9,6 +9,7 @@
 
 #include <event2/event.h>
 
+#include "sluice/net/loop.h"
 #include "sluice/pool/control.h"
 
 #include "internal.h"
@@ -629,7 +630,7 @@ Outcome cmd_shutdown(Client& c, const std::string& arg, std::string& out, std::s
         return {};
     if (mode == Immediate) {
         log_info("SHUTDOWN command issued");
-        event_base_loopbreak(rt().base);
+        loop_stop();
         return {WaitKind::NoReply, nullptr};
     }
     if (mode == WaitServers)
@@ -802,14 +803,16 @@ void admin_init(const AdminProcess& proc) {
     g_admin_hooks.handle_query = admin::handle_query;
     admin::g_timer = event_new(rt().base, -1, EV_PERSIST, admin::on_timer, nullptr);
     timeval tv{0, 100000};
-    if (!admin::g_timer || event_add(admin::g_timer, &tv) != 0)
+    if (!admin::g_timer || loop_timer_add(admin::g_timer, tv) != 0)
         die("cannot start the admin console timer");
 }
 
 void admin_stop() {
     admin::g_waiters.clear();
-    if (admin::g_timer)
+    if (admin::g_timer) {
+        loop_timer_forget(admin::g_timer);
         event_free(admin::g_timer);
+    }
     admin::g_timer = nullptr;
 }
 

@@ -1,9 +1,11 @@
 // Stream buffer: reads, frames, forwards. See sbuf.h for the buffer layout and ordering rule.
 #include "sluice/net/sbuf.h"
 
+#include "sluice/net/loop.h"
 #include "sluice/net/tls.h"
 #include "sluice/util/time.h"
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,11 +25,11 @@ namespace {
 
 constexpr size_t kMaxFreeBufs = 32;
 uint32_t g_bufsize = 4096;
-// Sbufs resumed while an sbuf event callback runs: walked at the end of that callback, in
-// order, instead of going through libevent's active queue (cheaper, and the same turn).
-SBuf* g_resumed_head = nullptr;
-SBuf* g_resumed_tail = nullptr;
-bool g_in_sbuf_event = false;
+// Sbufs asked to run without a socket edge (resumed, read again for fairness, first read of
+// an accepted socket): run by the loop after the ready sockets of the turn, in order.
+SBuf* g_pend_head = nullptr;
+SBuf* g_pend_tail = nullptr;
+size_t g_pend_count = 0;
 std::vector<uint8_t*> g_free_bufs;  // pooled receive buffers of g_bufsize bytes
 uint64_t g_forward_sends = 0;
 
@@ -77,7 +79,7 @@ SBuf::~SBuf() {
     close();
 }
 
-bool SBuf::attach(event_base* base, int fd, SBufOwner* owner, bool connecting) {
+bool SBuf::attach(int fd, SBufOwner* owner, bool connecting) {
     fd_ = fd;
     owner_ = owner;
     connecting_ = connecting;
@@ -91,12 +93,7 @@ bool SBuf::attach(event_base* base, int fd, SBufOwner* owner, bool connecting) {
     out_.clear();
     out_pos_ = 0;
     stats_ = {};
-    // EV_CLOSED (EPOLLRDHUP) tells us when data and the peer's FIN arrived in one wakeup, so a
-    // short read is not mistaken for "drained" and the EOF is not missed.
-    if (event_assign(ev_.storage(), base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST,
-                     &SBuf::on_event, this) != 0 ||
-        event_add(ev_, nullptr) != 0) {
-        ev_.reset();
+    if (!loop_add(fd, this)) {
         ::close(fd_);
         fd_ = -1;
         return false;
@@ -105,19 +102,65 @@ bool SBuf::attach(event_base* base, int fd, SBufOwner* owner, bool connecting) {
 }
 
 void SBuf::read_soon() noexcept {
-    // An active EV_READ runs in the current pass of the loop (the listener's callback is in
-    // it): the first packet is answered one loop turn (one epoll_wait) sooner.
-    if (ev_)
-        event_active(ev_, EV_READ, 0);
+    // Runs in this loop turn: the first packet is answered one epoll_wait sooner.
+    run_soon(EV_READ);
+}
+
+void SBuf::run_soon(short what) noexcept {
+    if (fd_ < 0)
+        return;
+    if (pend_what_ == 0) {
+        pend_prev_ = g_pend_tail;
+        pend_next_ = nullptr;
+        (g_pend_tail ? g_pend_tail->pend_next_ : g_pend_head) = this;
+        g_pend_tail = this;
+        ++g_pend_count;
+    }
+    pend_what_ = static_cast<short>(pend_what_ | what);
+}
+
+void SBuf::forget_pending() noexcept {
+    if (pend_what_ == 0)
+        return;
+    (pend_prev_ ? pend_prev_->pend_next_ : g_pend_head) = pend_next_;
+    (pend_next_ ? pend_next_->pend_prev_ : g_pend_tail) = pend_prev_;
+    pend_prev_ = pend_next_ = nullptr;
+    pend_what_ = 0;
+    --g_pend_count;
+}
+
+bool SBuf::has_pending() noexcept {
+    return g_pend_head != nullptr;
+}
+
+void SBuf::run_pending() noexcept {
+    // Only those queued before this call: one that asks again (fairness) waits for the next
+    // turn, after an epoll_wait. Entries closed meanwhile have left the list.
+    for (size_t n = g_pend_count; n > 0 && g_pend_head; --n) {
+        SBuf* sb = g_pend_head;
+        short what = sb->pend_what_;
+        sb->forget_pending();
+        sb->handle_event(what);
+    }
+}
+
+void SBuf::on_ready(SBuf* sb, uint32_t events) noexcept {
+    if (sb->fd_ < 0)
+        return;  // closed by an earlier report of the same batch
+    // Hang-up and error: let recv and send say what happened.
+    short what = 0;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        what |= EV_READ;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        what |= EV_WRITE;
+    if (events & EPOLLRDHUP)
+        what |= EV_CLOSED;
+    sb->handle_event(what);
 }
 
 void SBuf::close() {
     unlink();
-    forget_resumed();
-    if (ev_) {
-        event_del(ev_);  // also drops a pending event_active(): libevent forgets the event
-        ev_.reset();
-    }
+    forget_pending();
     if (ssl_) {
         // One non-blocking close_notify attempt; none after a fatal error (OpenSSL forbids it).
         if (tls_ == TlsState::Up && fd_ >= 0)
@@ -290,54 +333,14 @@ bool SBuf::forward_flush() {
 
 void SBuf::resume() noexcept {
     paused_ = false;
-    if (!ev_ || resumed_)
-        return;
-    if (g_in_sbuf_event) {
-        resumed_ = true;
-        resumed_next_ = nullptr;
-        (g_resumed_tail ? g_resumed_tail->resumed_next_ : g_resumed_head) = this;
-        g_resumed_tail = this;
-        return;
-    }
-    // Outside sbuf callbacks (timers, console): through the loop. EV_TIMEOUT marks "resumed
-    // by us" (not a socket edge): if the socket was drained when we stopped, only the
-    // buffered bytes are walked, without a recv that would hit EAGAIN.
-    time_invalidate();
-    event_active(ev_, EV_TIMEOUT, 0);
-}
-
-void SBuf::forget_resumed() noexcept {
-    if (!resumed_)
-        return;
-    resumed_ = false;
-    SBuf* prev = nullptr;
-    for (SBuf* p = g_resumed_head; p; prev = p, p = p->resumed_next_) {
-        if (p != this)
-            continue;
-        (prev ? prev->resumed_next_ : g_resumed_head) = resumed_next_;
-        if (g_resumed_tail == this)
-            g_resumed_tail = prev;
-        return;
-    }
+    // EV_TIMEOUT marks "resumed by us" (not a socket edge): if the socket was drained when we
+    // stopped, only the buffered bytes are walked, without a recv that would hit EAGAIN.
+    run_soon(EV_TIMEOUT);
 }
 
 void SBuf::report(SBufEvent ev) {
     if (owner_)
         owner_->on_sbuf_event(*this, ev);
-}
-
-void SBuf::on_event(evutil_socket_t, short what, void* arg) noexcept {
-    g_in_sbuf_event = true;
-    static_cast<SBuf*>(arg)->handle_event(what);
-    // Sbufs this event resumed (a client getting the server just released, say) run now.
-    while (SBuf* sb = g_resumed_head) {
-        g_resumed_head = sb->resumed_next_;
-        if (!g_resumed_head)
-            g_resumed_tail = nullptr;
-        sb->resumed_ = false;
-        sb->handle_event(EV_TIMEOUT);
-    }
-    g_in_sbuf_event = false;
 }
 
 void SBuf::handle_event(short what) {
@@ -546,8 +549,7 @@ void SBuf::handle_read(bool drained) {
         if (drained)
             break;
         if (loop >= loopcnt_) {
-            time_invalidate();  // the loop may run this before it waits for the kernel again
-            event_active(ev_, EV_READ, 0);  // fairness: let others run, come back next turn
+            run_soon(EV_READ);  // fairness: let others run, come back next turn
             return;
         }
         ensure_buffer(0);
@@ -639,7 +641,7 @@ bool SBuf::start_tls(SSL* ssl, bool replay_input) {
     }
     // The handshake runs from the event loop: a connecting side must send its ClientHello
     // even though no read event is due.
-    event_active(ev_, EV_READ, 0);
+    run_soon(EV_READ);
     return true;
 }
 

@@ -10,6 +10,7 @@ namespace {
 // shares that value (an event callback that uses no time costs no clock read).
 usec_t g_mono = 0;
 usec_t g_wall = 0;
+usec_t g_mono_last = 0;  // the last monotonic reading, never marked stale
 
 usec_t read_clock(clockid_t id) noexcept {
     struct timespec ts;
@@ -19,7 +20,7 @@ usec_t read_clock(clockid_t id) noexcept {
 }  // namespace
 
 void time_update() noexcept {
-    g_mono = read_clock(CLOCK_MONOTONIC);
+    g_mono = g_mono_last = read_clock(CLOCK_MONOTONIC);
     g_wall = 0;
 }
 
@@ -30,8 +31,14 @@ void time_invalidate() noexcept {
 
 usec_t mono_now() noexcept {
     if (g_mono == 0) [[unlikely]]
-        g_mono = read_clock(CLOCK_MONOTONIC);
+        g_mono = g_mono_last = read_clock(CLOCK_MONOTONIC);
     return g_mono;
+}
+
+usec_t mono_recent() noexcept {
+    if (g_mono_last == 0) [[unlikely]]
+        g_mono_last = read_clock(CLOCK_MONOTONIC);
+    return g_mono_last;
 }
 
 usec_t wall_now() noexcept {

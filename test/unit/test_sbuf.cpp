@@ -1,4 +1,4 @@
-// SBuf over real AF_UNIX socketpairs and a libevent base driven by the test.
+// SBuf over real AF_UNIX socketpairs and the event loop (net/loop.h) driven by the test.
 //
 //   fake client app (app) <== pair A ==> [client SBuf] <-link-> [server SBuf] <== pair B ==> fake
 //   PostgreSQL (pg)
@@ -31,6 +31,7 @@ extern "C" {
 
 #include <event2/event.h>
 
+#include "sluice/net/loop.h"
 #include "sluice/net/sbuf.h"
 #include "sluice/proto/packet.h"
 
@@ -40,6 +41,10 @@ using sluice::PacketAction;
 using sluice::PacketHeader;
 using sluice::SBuf;
 using sluice::SBufEvent;
+
+// Which shape of the loop the rigs use: the suite runs once with libevent nested in our epoll
+// set (production) and once with our set inside libevent (the fallback).
+sluice::LoopOptions g_loop_opts;
 
 constexpr uint32_t kBufSize = 4096;
 
@@ -151,8 +156,10 @@ struct Rig {
     // sndbuf > 0: shrink the socket buffers of pair B (towards the fake PostgreSQL) and of
     // the app end, so that backpressure sets in after a few KB.
     explicit Rig(int sndbuf = 0) {
-        base = event_base_new();
+        std::string err;
+        base = sluice::loop_create(err, g_loop_opts);
         assert_non_null(base);
+        assert_int_equal(sluice::loop_nested(), g_loop_opts.nest_libevent);
         int a[2], b[2];
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
@@ -166,8 +173,8 @@ struct Rig {
             set_nonblock(fd);
         app = a[0];
         pg = b[0];
-        assert_true(client.attach(base, a[1], &cown, false));
-        assert_true(server.attach(base, b[1], &sown, false));
+        assert_true(client.attach(a[1], &cown, false));
+        assert_true(server.attach(b[1], &sown, false));
         SBuf::link(client, server);
         pump();
     }
@@ -178,14 +185,14 @@ struct Rig {
             ::close(app);
         if (pg >= 0)
             ::close(pg);
-        event_base_free(base);
+        sluice::loop_destroy();
     }
     Rig(const Rig&) = delete;
     Rig& operator=(const Rig&) = delete;
 
     void pump(int turns = 4) {
         for (int i = 0; i < turns; ++i)
-            event_base_loop(base, EVLOOP_NONBLOCK);
+            sluice::loop_turn(0);
     }
 };
 
@@ -834,8 +841,8 @@ void test_idle_output_block_freed(void**) {
     }
 }
 
-// The event lives inside the SBuf: closing deletes it from the base, and the same SBuf can
-// carry a new socket afterwards.
+// Closing takes the socket out of the loop's set, and the same SBuf can carry a new socket
+// afterwards.
 void test_close_then_attach_again(void**) {
     Rig r;
     r.client.close();
@@ -846,7 +853,7 @@ void test_close_then_attach_again(void**) {
     set_nonblock(a[1]);
     ::close(r.app);
     r.app = a[0];
-    assert_true(r.client.attach(r.base, a[1], &r.cown, false));
+    assert_true(r.client.attach(a[1], &r.cown, false));
     SBuf::link(r.client, r.server);
     const std::string q = query("select 2");
     assert_int_equal(write_some(r.app, q), q.size());
@@ -882,6 +889,8 @@ int main() {
         cmocka_unit_test(test_close_then_attach_again),
     };
     int failed = cmocka_run_group_tests_name("sbuf", tests, nullptr, nullptr);
+    g_loop_opts.nest_libevent = false;
+    failed += cmocka_run_group_tests_name("sbuf, fallback loop", tests, nullptr, nullptr);
     sluice::sbuf_release_buffers();  // the buffer pool is process-wide: empty it for LSan
     return failed;
 }

@@ -1,4 +1,4 @@
-// SBuf in TLS mode over real AF_UNIX socketpairs, with a libevent base driven by the test:
+// SBuf in TLS mode over real AF_UNIX socketpairs, with the event loop driven by the test:
 //
 //   app (plain fd) <== pair A ==> [client SBuf, plain] <-link-> [server SBuf, TLS connect]
 //                                   <== pair B (tiny buffers) ==> [pg SBuf, TLS accept]
@@ -34,6 +34,7 @@ extern "C" {
 #include <openssl/x509.h>
 
 #include "sluice/config/config.h"
+#include "sluice/net/loop.h"
 #include "sluice/net/sbuf.h"
 #include "sluice/net/tls.h"
 #include "sluice/proto/packet.h"
@@ -122,7 +123,8 @@ struct Rig {
     Owner cown, sown, pown;
 
     Rig() {
-        base = event_base_new();
+        std::string err;
+        base = sluice::loop_create(err);
         assert_non_null(base);
         int a[2], b[2];
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
@@ -135,9 +137,9 @@ struct Rig {
         for (int fd : {a[0], a[1], b[0], b[1]})
             set_nonblock(fd);
         app = a[0];
-        assert_true(client.attach(base, a[1], &cown, false));
-        assert_true(server.attach(base, b[1], &sown, false));
-        assert_true(pg.attach(base, b[0], &pown, false));
+        assert_true(client.attach(a[1], &cown, false));
+        assert_true(server.attach(b[1], &sown, false));
+        assert_true(pg.attach(b[0], &pown, false));
         pown.hold = true;
         pump();
     }
@@ -147,14 +149,14 @@ struct Rig {
         pg.close();
         if (app >= 0)
             ::close(app);
-        event_base_free(base);
+        sluice::loop_destroy();
     }
     Rig(const Rig&) = delete;
     Rig& operator=(const Rig&) = delete;
 
     void pump(int turns = 4) {
         for (int i = 0; i < turns; ++i)
-            event_base_loop(base, EVLOOP_NONBLOCK);
+            sluice::loop_turn(0);
     }
     // Both ends of pair B do TLS (SSLRequest-style: nothing buffered before).
     void handshake() {

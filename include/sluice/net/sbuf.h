@@ -9,11 +9,11 @@
 // Ordering rule: anything appended to X.out_ is newer than X.peer's pending range, so the
 // pending range is first moved ("spilled") into X.out_.
 //
-// One persistent edge-triggered event per socket (EV_READ|EV_WRITE|EV_ET|EV_PERSIST), added
-// when the socket is attached and deleted when it is closed. Pausing is a flag, never an
-// event_del. Reads go until a short read or EAGAIN; a paused or blocked sbuf is resumed
-// without a syscall: at the end of the sbuf callback that resumed it, or with event_active
-// when resumed from elsewhere.
+// Each socket is in the loop's epoll set (net/loop.h), edge-triggered for reading, writing and
+// the peer's shutdown, from attach() until close() closes the fd. Pausing is a flag, never an
+// epoll_ctl. Reads go until a short read or EAGAIN; a paused or blocked sbuf is resumed
+// without a syscall: it joins the loop's pending list, run in the same turn after the ready
+// sockets.
 //
 // TLS: after start_tls() the same buffers and events carry TLS. Reads use SSL_read until
 // SSL_ERROR_WANT_READ (never stopping at a short read: decrypted bytes may wait inside OpenSSL
@@ -30,8 +30,7 @@
 #include <string>
 #include <string_view>
 
-#include <event2/event.h>
-#include <event2/event_struct.h>
+#include <event2/event.h>  // EV_READ and friends name the readiness bits
 #include <openssl/types.h>
 
 #include "sluice/proto/packet.h"
@@ -90,9 +89,10 @@ public:
     SBuf& operator=(const SBuf&) = delete;
     ~SBuf();
 
-    // Takes ownership of a connected (or connecting) non-blocking fd and registers its event.
-    [[nodiscard]] bool attach(event_base* base, int fd, SBufOwner* owner, bool connecting);
-    // Deletes the event and closes the fd. Unlinks the peer. Safe to call twice.
+    // Takes ownership of a connected (or connecting) non-blocking fd and adds it to the loop.
+    // False: it could not be added (the fd is closed).
+    [[nodiscard]] bool attach(int fd, SBufOwner* owner, bool connecting);
+    // Closes the fd (which leaves the loop's set) and unlinks the peer. Safe to call twice.
     void close();
     bool closed() const noexcept { return fd_ < 0; }
     int fd() const noexcept { return fd_; }
@@ -134,8 +134,16 @@ public:
 
     // Stops showing packets to the owner until resume().
     void pause() noexcept { paused_ = true; }
-    // Resumes processing (deferred to the event loop, no syscall).
+    // Resumes processing (later in this loop turn, no syscall).
     void resume() noexcept;
+
+    // --- for the loop (net/loop.cpp) ---
+    // A readiness report of our epoll set for `sb` (EPOLLIN, ...); none once it is closed.
+    static void on_ready(SBuf* sb, uint32_t events) noexcept;
+    // Runs the sbufs queued by resume(), read_soon() and the fairness limit; those queued while
+    // this runs wait for the next turn.
+    static void run_pending() noexcept;
+    static bool has_pending() noexcept;
 
     // Buffered byte counts for SHOW SOCKETS.
     size_t recv_pos() const noexcept { return end_; }
@@ -171,8 +179,9 @@ public:
     void expect_byte() noexcept { startup_ = raw_byte_ = true; }
 
 private:
-    static void on_event(evutil_socket_t fd, short what, void* arg) noexcept;
-    void forget_resumed() noexcept;  // leaves the resumed list (close)
+    // Queues this sbuf for run_pending() with these event bits (ORed when queued already).
+    void run_soon(short what) noexcept;
+    void forget_pending() noexcept;  // leaves the pending list (close)
     void handle_event(short what);
     // drained: the socket is known to be empty; walk buffered bytes only.
     void handle_read(bool drained = false);
@@ -204,21 +213,7 @@ private:
     };
     HsStep tls_handshake();
 
-    // The socket's event, embedded: one allocation less per connection than event_new. It
-    // reads as the `event*` of the registered event, nullptr when none is (before attach(),
-    // after close()), so code using the event needs no pointer of its own to it.
-    class EmbeddedEvent {
-    public:
-        operator event*() noexcept { return event_initialized(&ev_) ? &ev_ : nullptr; }
-        event* storage() noexcept { return &ev_; }
-        void reset() noexcept { ev_ = event{}; }  // not initialized any more
-
-    private:
-        event ev_{};
-    };
-
     int fd_ = -1;
-    EmbeddedEvent ev_;  // registered by attach(), deleted by close()
     SBufOwner* owner_ = nullptr;
     SBuf* peer_ = nullptr;
 
@@ -247,8 +242,9 @@ private:
     bool raw_byte_ = false;  // expect_byte(): the next byte is a packet of its own
     bool keep_buffer_ = false;  // set_keep_buffer()
     bool trim_output_ = false;  // set_trim_output()
-    bool resumed_ = false;      // in the resumed list (resume() inside an sbuf callback)
-    SBuf* resumed_next_ = nullptr;
+    short pend_what_ = 0;  // event bits for run_pending(); non-zero while in the pending list
+    SBuf* pend_prev_ = nullptr;
+    SBuf* pend_next_ = nullptr;
 
     enum class TlsState : uint8_t {
         Off,

@@ -15,6 +15,9 @@ void time_invalidate() noexcept;
 void time_update() noexcept;
 // Monotonic microseconds (for timeouts and durations).
 usec_t mono_now() noexcept;
+// The monotonic value last read, stale by at most one turn's work (no clock read when one
+// was made already): for deciding how long the loop may sleep.
+usec_t mono_recent() noexcept;
 // Wall-clock microseconds since the epoch (for SHOW timestamps).
 usec_t wall_now() noexcept;
 

@@ -1,0 +1,250 @@
+// The event loop: see net/loop.h for the shape and why.
+#include "sluice/net/loop.h"
+
+#include "sluice/net/sbuf.h"
+#include "sluice/util/log.h"
+#include "sluice/util/time.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace sluice {
+namespace {
+
+constexpr int kBatch = 128;          // ready sockets taken per epoll_wait
+constexpr int kMaxWaitMs = 1000;     // bound for timers we do not see (evhttp's)
+constexpr uint64_t kLibeventTag = 0; // epoll data of libevent's fd (an SBuf* is never null)
+
+event_base* g_base = nullptr;
+int g_ep = -1;             // our epoll set
+int g_libevent_fd = -1;    // libevent's epoll fd, a member of g_ep (nested shape)
+event* g_ep_event = nullptr;  // fallback shape: g_ep as a libevent read event
+bool g_stop = false;
+bool g_run_libevent = true;  // libevent's fd was ready (or nothing ran yet)
+
+// Timers armed through loop_timer_add() and the earliest of their expiries.
+std::vector<event*> g_timers;
+bool g_deadline_dirty = true;
+usec_t g_deadline = LLONG_MAX;  // monotonic
+
+// The eventpoll fds open in this process (libevent's is the one that appears when the base is
+// created: its number is not public API).
+std::vector<int> epoll_fds() {
+    std::vector<int> fds;
+    DIR* d = opendir("/proc/self/fd");
+    if (!d)
+        return fds;
+    while (dirent* e = readdir(d)) {
+        if (e->d_name[0] == '.')
+            continue;
+        char target[64];
+        ssize_t n = readlinkat(dirfd(d), e->d_name, target, sizeof target - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        if (strcmp(target, "anon_inode:[eventpoll]") == 0)
+            fds.push_back(atoi(e->d_name));
+    }
+    closedir(d);
+    return fds;
+}
+
+void compute_deadline() {
+    g_deadline = LLONG_MAX;
+    for (event* ev : g_timers) {
+        timeval tv;
+        if (!event_pending(ev, EV_TIMEOUT, &tv))
+            continue;
+        // event_pending() gives the expiry on the wall clock; we wait on the monotonic one.
+        usec_t wall = static_cast<usec_t>(tv.tv_sec) * 1000000 + tv.tv_usec;
+        g_deadline = std::min(g_deadline, mono_now() + (wall - wall_now()));
+    }
+    g_deadline_dirty = false;
+}
+
+usec_t deadline() {
+    if (g_deadline_dirty)
+        compute_deadline();
+    return g_deadline;
+}
+
+// How long epoll_wait may sleep: until the earliest timer, at most max_wait_ms. At least 1 ms
+// once the timer looks due: if libevent's clock does not agree yet, we must not spin.
+int wait_ms(int max_wait_ms) {
+    usec_t d = deadline();
+    if (d == LLONG_MAX)
+        return max_wait_ms;
+    usec_t left = d - mono_recent();
+    if (left <= 0)
+        return 1;
+    return static_cast<int>(std::min<usec_t>((left + 999) / 1000, max_wait_ms));
+}
+
+void libevent_turn() {
+    time_invalidate();
+    // One pass: EVLOOP_NONBLOCK alone would go on while its fds keep reporting (an accept
+    // storm), and our sockets would wait.
+    event_base_loop(g_base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    g_run_libevent = false;
+    g_deadline_dirty = true;  // callbacks may have armed, fired or freed timers
+    if (event_base_got_break(g_base) || event_base_got_exit(g_base))
+        g_stop = true;
+}
+
+// Takes what is ready in our set (without waiting) and runs it.
+void run_ready(int timeout_ms) {
+    epoll_event evs[kBatch];
+    int n = epoll_wait(g_ep, evs, kBatch, timeout_ms);
+    time_invalidate();  // the first use after the wait reads the clock; the turn shares it
+    if (n < 0 && errno != EINTR)
+        log_error("epoll_wait failed: %s", strerror(errno));
+    for (int i = 0; i < n; ++i) {
+        if (evs[i].data.u64 == kLibeventTag) {
+            g_run_libevent = true;
+            continue;
+        }
+        // A socket closed by an earlier entry of this batch is skipped: its owner is freed only
+        // after the batch (deferred frees run in the libevent turn).
+        SBuf::on_ready(static_cast<SBuf*>(evs[i].data.ptr), evs[i].events);
+    }
+    SBuf::run_pending();
+}
+
+// Fallback shape: our set is a libevent event.
+void on_ep_ready(evutil_socket_t, short, void*) noexcept {
+    run_ready(0);
+    if (SBuf::has_pending())
+        event_active(g_ep_event, EV_READ, 0);  // the next libevent turn must not sleep
+}
+
+}  // namespace
+
+event_base* loop_create(std::string& err, LoopOptions opts) {
+    std::vector<int> before = epoll_fds();
+    // Prefer epoll (edge-triggered, O(1)); another backend works through the fallback shape.
+    event_config* cfg = event_config_new();
+    event_config_require_features(cfg, EV_FEATURE_ET | EV_FEATURE_O1);
+    g_base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    if (!g_base)
+        g_base = event_base_new();
+    if (!g_base) {
+        err = "cannot create the event loop";
+        return nullptr;
+    }
+    g_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (g_ep < 0) {
+        err = std::string("epoll_create1: ") + strerror(errno);
+        loop_destroy();
+        return nullptr;
+    }
+    std::vector<int> after = epoll_fds();
+    std::vector<int> fresh;
+    for (int fd : after)
+        if (fd != g_ep && std::find(before.begin(), before.end(), fd) == before.end())
+            fresh.push_back(fd);
+    if (opts.nest_libevent && fresh.size() == 1 &&
+        strcmp(event_base_get_method(g_base), "epoll") == 0) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;  // level-triggered: ready while libevent has work
+        ev.data.u64 = kLibeventTag;
+        if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fresh[0], &ev) == 0)
+            g_libevent_fd = fresh[0];
+    }
+    if (g_libevent_fd < 0) {
+        if (opts.nest_libevent)
+            log_warning("libevent's epoll fd not found: sockets are dispatched through libevent");
+        g_ep_event = event_new(g_base, g_ep, EV_READ | EV_PERSIST, on_ep_ready, nullptr);
+        if (!g_ep_event || event_add(g_ep_event, nullptr) != 0) {
+            err = "cannot register the socket set with libevent";
+            loop_destroy();
+            return nullptr;
+        }
+    }
+    g_stop = false;
+    g_run_libevent = true;
+    return g_base;
+}
+
+void loop_destroy() {
+    if (g_ep_event) {
+        event_free(g_ep_event);
+        g_ep_event = nullptr;
+    }
+    if (g_ep >= 0) {
+        ::close(g_ep);
+        g_ep = -1;
+    }
+    g_libevent_fd = -1;
+    g_timers.clear();
+    g_deadline_dirty = true;
+    if (g_base) {
+        event_base_free(g_base);
+        g_base = nullptr;
+    }
+}
+
+bool loop_nested() noexcept {
+    return g_libevent_fd >= 0;
+}
+
+void loop_turn(int max_wait_ms) {
+    if (g_libevent_fd < 0) {
+        if (SBuf::has_pending())  // queued outside our callback (a timer, accept): run them
+            event_active(g_ep_event, EV_READ, 0);
+        time_invalidate();
+        event_base_loop(g_base, max_wait_ms == 0 ? EVLOOP_ONCE | EVLOOP_NONBLOCK : EVLOOP_ONCE);
+        if (event_base_got_break(g_base) || event_base_got_exit(g_base))
+            g_stop = true;
+        return;
+    }
+    bool busy = g_run_libevent || SBuf::has_pending();
+    run_ready(busy ? 0 : wait_ms(max_wait_ms));
+    if (g_run_libevent || deadline() <= mono_now() ||
+        event_base_get_num_events(g_base, EVENT_BASE_COUNT_ACTIVE) > 0)
+        libevent_turn();
+}
+
+void loop_run() {
+    while (!g_stop)
+        loop_turn(kMaxWaitMs);
+}
+
+void loop_stop() noexcept {
+    g_stop = true;
+    if (g_base)
+        event_base_loopbreak(g_base);  // the fallback shape is inside libevent's loop
+}
+
+bool loop_add(int fd, SBuf* sb) noexcept {
+    epoll_event ev{};
+    // EPOLLRDHUP tells us when data and the peer's FIN arrived in one wake-up, so that a short
+    // read is not taken for "drained" and the EOF is not missed.
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.ptr = sb;
+    return epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
+int loop_timer_add(event* ev, const timeval& tv) {
+    int rc = event_add(ev, &tv);
+    if (std::find(g_timers.begin(), g_timers.end(), ev) == g_timers.end())
+        g_timers.push_back(ev);
+    g_deadline_dirty = true;
+    return rc;
+}
+
+void loop_timer_forget(event* ev) noexcept {
+    std::erase(g_timers, ev);
+    g_deadline_dirty = true;
+}
+
+}  // namespace sluice
