@@ -5,9 +5,9 @@
 
 namespace sluice {
 namespace {
-// 0 = stale: the next reader fetches the clock. The main loop marks both stale before each
-// turn, so the first use after epoll_wait returns reads the clock and the rest of the turn
-// shares that value (an event callback that uses no time costs no clock read).
+// 0 = stale: the next reader fetches the clock. The loop marks both stale when epoll_wait
+// returns, so the first use in a turn reads the clock and the rest of the turn shares that
+// value (a turn that uses no time costs no clock read).
 usec_t g_mono = 0;
 usec_t g_wall = 0;
 usec_t g_mono_last = 0;  // the last monotonic reading, never marked stale

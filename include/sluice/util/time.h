@@ -7,8 +7,8 @@ namespace sluice {
 
 using usec_t = int64_t;
 
-// Marks the cache stale: the next mono_now()/wall_now() reads the clock. Called by the main
-// loop before each turn and when a callback re-activates events within a turn.
+// Marks the cache stale: the next mono_now()/wall_now() reads the clock. Called by the loop
+// when epoll_wait returns and before each libevent pass.
 void time_invalidate() noexcept;
 // Reads the monotonic clock now (timer callbacks that must not use a value from earlier in
 // the turn); the wall clock is read again on its next use.
