@@ -59,9 +59,7 @@ public:
 
 List<CancelConn, &CancelConn::node> g_cancel_active;
 List<CancelConn, &CancelConn::node> g_cancel_free;
-event* g_cancel_free_ev = nullptr;
-
-void cancel_free_cb(evutil_socket_t, short, void*) noexcept {
+void cancel_free() {
     while (CancelConn* c = g_cancel_free.pop_front())
         delete c;
 }
@@ -77,9 +75,7 @@ void CancelConn::finish() {
     }
     g_cancel_active.remove(*this);
     g_cancel_free.push_back(*this);
-    if (!g_cancel_free_ev)
-        g_cancel_free_ev = event_new(rt().base, -1, 0, cancel_free_cb, nullptr);
-    event_active(g_cancel_free_ev, 0, 0);
+    loop_defer(cancel_free);
     if (Server* s = target) {
         target = nullptr;
         if (--s->cancels_in_flight == 0 && s->state == ServerState::Used && s->waiting_cancel) {
@@ -800,10 +796,7 @@ void cancel_free_all() {
         c.target = nullptr;
         c.finish();
     });
-    cancel_free_cb(-1, 0, nullptr);
-    if (g_cancel_free_ev)
-        event_free(g_cancel_free_ev);
-    g_cancel_free_ev = nullptr;
+    cancel_free();
 }
 
 }  // namespace sluice

@@ -31,6 +31,18 @@ event* g_ep_event = nullptr;  // fallback shape: g_ep as a libevent read event
 bool g_stop = false;
 bool g_run_libevent = true;  // libevent's fd was ready (or nothing ran yet)
 
+// loop_defer(): functions to run at the end of the turn (a handful exist).
+std::vector<void (*)()> g_deferred;
+
+void run_deferred() {
+    while (!g_deferred.empty()) {
+        std::vector<void (*)()> fns;
+        fns.swap(g_deferred);
+        for (auto fn : fns)
+            fn();
+    }
+}
+
 // Timers armed through loop_timer_add() and the earliest of their expiries.
 std::vector<event*> g_timers;
 bool g_deadline_dirty = true;
@@ -113,7 +125,7 @@ void run_ready(int timeout_ms) {
             continue;
         }
         // A socket closed by an earlier entry of this batch is skipped: its owner is freed only
-        // after the batch (deferred frees run in the libevent turn).
+        // at the end of the turn (loop_defer).
         SBuf::on_ready(static_cast<SBuf*>(evs[i].data.ptr), evs[i].events);
     }
     SBuf::run_pending();
@@ -186,6 +198,7 @@ void loop_destroy() {
     }
     g_libevent_fd = -1;
     g_timers.clear();
+    g_deferred.clear();
     g_deadline_dirty = true;
     if (g_base) {
         event_base_free(g_base);
@@ -205,6 +218,7 @@ void loop_turn(int max_wait_ms) {
         event_base_loop(g_base, max_wait_ms == 0 ? EVLOOP_ONCE | EVLOOP_NONBLOCK : EVLOOP_ONCE);
         if (event_base_got_break(g_base) || event_base_got_exit(g_base))
             g_stop = true;
+        run_deferred();
         return;
     }
     bool busy = g_run_libevent || SBuf::has_pending();
@@ -212,6 +226,8 @@ void loop_turn(int max_wait_ms) {
     if (g_run_libevent || deadline() <= mono_now() ||
         event_base_get_num_events(g_base, EVENT_BASE_COUNT_ACTIVE) > 0)
         libevent_turn();
+    if (!g_deferred.empty())
+        run_deferred();
 }
 
 void loop_run() {
@@ -223,6 +239,11 @@ void loop_stop() noexcept {
     g_stop = true;
     if (g_base)
         event_base_loopbreak(g_base);  // the fallback shape is inside libevent's loop
+}
+
+void loop_defer(void (*fn)()) noexcept {
+    if (std::find(g_deferred.begin(), g_deferred.end(), fn) == g_deferred.end())
+        g_deferred.push_back(fn);
 }
 
 bool loop_add(int fd, SBuf* sb) noexcept {

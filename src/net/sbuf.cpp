@@ -552,7 +552,8 @@ void SBuf::handle_read(bool drained) {
             run_soon(EV_READ);  // fairness: let others run, come back next turn
             return;
         }
-        ensure_buffer(0);
+        if (!buf_) [[unlikely]]
+            ensure_buffer(0);
         if (end_ == cap_) {
             compact();
             if (end_ == cap_)

@@ -1,6 +1,7 @@
 // Databases, users and pools; which server a client gets and what happens to a released one.
 #include "sluice/pool/pool.h"
 
+#include "sluice/net/loop.h"
 #include "sluice/pool/control.h"
 
 #include <cstring>
@@ -14,7 +15,7 @@ namespace {
 Runtime& g_rt = g_runtime;
 std::unordered_map<std::string, Pool*> g_pool_index;  // "db\0client_user" -> pool
 
-void free_cb(evutil_socket_t, short, void*) noexcept {
+void free_closed() {
     while (Client* c = g_rt.free_clients.pop_front())
         delete c;
     while (Server* s = g_rt.free_servers.pop_front())
@@ -106,9 +107,7 @@ int Pool::reserve_size() const noexcept {
 }
 
 void schedule_free() {
-    if (!g_rt.free_ev)
-        g_rt.free_ev = event_new(g_rt.base, -1, 0, free_cb, nullptr);
-    event_active(g_rt.free_ev, 0, 0);
+    loop_defer(free_closed);
 }
 
 void apply_config_objects() {
@@ -285,14 +284,24 @@ bool evict_for(const Pool& p) {
 }  // namespace
 
 void pool_launch_if_needed(Pool& p) {
-    if (p.db->paused || rt().shutting_down)
-        return;
-    if (login_failing(p))
-        return;
     size_t want = p.waiting.size();
     if (want == 0 && !p.have_params)
         return;
     // Servers still logging in, resetting or being checked will serve waiting clients.
+    if (want <= p.login.size() + p.used.size())
+        return;
+    if (p.db->paused || rt().shutting_down)
+        return;
+    if (login_failing(p))
+        return;
+    // Under load the pool is full and the queue waits for its servers: no settings walk for
+    // the reserve pool or the database and user caps before the first reserve_pool_timeout.
+    if (int size = p.pool_size(); size > 0 && static_cast<int>(p.server_count()) >= size) {
+        const Client* first = p.waiting.front();
+        if (!first || !first->wait_start ||
+            mono_now() - first->wait_start < settings().reserve_pool_timeout)
+            return;
+    }
     while (want > p.login.size() + p.used.size()) {
         bool reserve = false;
         if (!can_open_server(p, false)) {
@@ -411,11 +420,7 @@ void pool_free_all() {
         p->used.for_each(drop_server);
     }
     cancel_free_all();
-    free_cb(-1, 0, nullptr);
-    if (r.free_ev) {
-        event_free(r.free_ev);
-        r.free_ev = nullptr;
-    }
+    free_closed();
     g_pool_index.clear();
     r.pools.clear();
     r.databases.clear();

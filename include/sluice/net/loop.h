@@ -9,6 +9,7 @@
 // HTTP server and deferred frees (event_active). Its own epoll fd is a member of our set, so
 // one epoll_wait sleeps for both; a libevent turn (EVLOOP_NONBLOCK) runs only when its fd is
 // ready, a timer armed through loop_timer_add() is due, or callbacks were activated.
+// Deferred frees (loop_defer) run at the end of the turn, without a libevent pass.
 // libevent's next timeout is not public API: the wait is bounded by the earliest timer armed
 // through loop_timer_add() and by one second (evhttp's own idle timeouts).
 //
@@ -44,6 +45,10 @@ void loop_run();
 void loop_turn(int max_wait_ms);
 // Ends loop_run() after the current turn.
 void loop_stop() noexcept;
+
+// Runs fn at the end of this turn, once however often it is asked for (deferred frees: an
+// object closed in a callback may still be named by reports later in the same turn).
+void loop_defer(void (*fn)()) noexcept;
 
 // Registers a connection socket (SBuf::attach). False + errno on failure.
 bool loop_add(int fd, SBuf* sb) noexcept;

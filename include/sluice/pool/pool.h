@@ -27,7 +27,7 @@ struct Runtime {
     std::unordered_map<std::string, std::unique_ptr<User>> users;
     std::vector<std::unique_ptr<Pool>> pools;
     List<Client, &Client::node> login_clients;
-    List<Client, &Client::node> free_clients;   // Closing: deleted next loop turn
+    List<Client, &Client::node> free_clients;   // Closing: deleted at the end of the turn
     List<Server, &Server::node> free_servers;
     int client_count = 0;  // all clients except the admin console's
     // Logged-in clients by (cancel_pid, cancel_key): intrusive, no allocation per client.
@@ -35,7 +35,6 @@ struct Runtime {
     uint64_t next_id = 1;
     bool shutting_down = false;  // stop accepting; exit when clients/servers are gone
     bool wait_for_clients = false;
-    event* free_ev = nullptr;
 };
 
 // The one runtime (defined in pool.cpp); inline accessors, they run for every message.
