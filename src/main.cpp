@@ -172,6 +172,7 @@ bool reload() {
 
 // Admin SET changed settings: re-apply the log settings main caches.
 void settings_changed() {
+    config_changed();
     listeners_tune(tcp_options_from(settings()));
     if (!log_configure(log_config_from(settings(), g_opts)))
         log_warning("logfile could not be reopened");

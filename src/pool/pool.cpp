@@ -9,6 +9,7 @@
 namespace sluice {
 
 Runtime g_runtime;
+uint64_t g_config_gen = 1;
 
 namespace {
 
@@ -82,20 +83,22 @@ void assign(Client& c, Server& s) {
 
 }  // namespace
 
-PoolMode Pool::mode() const noexcept {
-    if (user && user->entry && user->entry->pool_mode)
-        return *user->entry->pool_mode;
-    if (db->entry.pool_mode)
-        return *db->entry.pool_mode;
-    return settings().pool_mode;
-}
-
-int Pool::pool_size() const noexcept {
-    if (user && user->entry && user->entry->pool_size >= 0)
-        return user->entry->pool_size;
-    if (db->entry.pool_size >= 0)
-        return db->entry.pool_size;
-    return settings().default_pool_size;
+const Pool::Limits& Pool::compute_limits() const noexcept {
+    const UserEntry* u = user ? user->entry : nullptr;
+    if (u && u->pool_mode)
+        limits_.mode = *u->pool_mode;
+    else if (db->entry.pool_mode)
+        limits_.mode = *db->entry.pool_mode;
+    else
+        limits_.mode = settings().pool_mode;
+    if (u && u->pool_size >= 0)
+        limits_.size = u->pool_size;
+    else if (db->entry.pool_size >= 0)
+        limits_.size = db->entry.pool_size;
+    else
+        limits_.size = settings().default_pool_size;
+    limits_.gen = g_config_gen;
+    return limits_;
 }
 
 int Pool::reserve_size() const noexcept {
@@ -111,6 +114,7 @@ void schedule_free() {
 }
 
 void apply_config_objects() {
+    config_changed();
     Runtime& r = g_rt;
     // Databases: update entries in place so pools keep their pointers.
     for (auto& [name, db] : r.databases)

@@ -285,6 +285,13 @@ private:
     void after_reply();
 };
 
+// Bumped whenever settings or database/user entries may have changed (config_changed()):
+// values derived from them and cached carry the generation they were computed in.
+extern uint64_t g_config_gen;
+inline void config_changed() noexcept {
+    ++g_config_gen;
+}
+
 struct Pool {
     Database* db = nullptr;
     User* user = nullptr;  // login user towards the server (forced user or the client user)
@@ -340,9 +347,24 @@ struct Pool {
     size_t server_count() const noexcept {
         return login.size() + idle.size() + active_servers.size() + used.size();
     }
-    PoolMode mode() const noexcept;
-    int pool_size() const noexcept;
+    // Effective pool_mode and pool_size (the user's, else the database's, else the global
+    // setting): asked several times per transaction, so cached until the configuration
+    // changes (config_changed()).
+    PoolMode mode() const noexcept { return limits().mode; }
+    int pool_size() const noexcept { return limits().size; }
     int reserve_size() const noexcept;
+
+private:
+    struct Limits {
+        uint64_t gen = 0;  // g_config_gen when computed; 0 = never
+        PoolMode mode = PoolMode::Session;
+        int size = 0;
+    };
+    mutable Limits limits_;
+    const Limits& limits() const noexcept {
+        return limits_.gen == g_config_gen ? limits_ : compute_limits();
+    }
+    const Limits& compute_limits() const noexcept;
 };
 
 // Hash of a client's (cancel_pid, cancel_key) for the cancel-key index. Both are random, so
