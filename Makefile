@@ -25,8 +25,10 @@ OPTFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-san
 LDOPT := -fsanitize=address,undefined
 else
 BUILD := build
-OPTFLAGS := -O2 -g
-LDOPT :=
+# Link-time optimization: the hot path crosses files (loop -> sbuf -> client/server -> pool,
+# the clock, settings); inlining across them saves ~5 % of the instructions per transaction.
+OPTFLAGS := -O2 -g -flto=auto
+LDOPT := -O2 -g -flto=auto
 endif
 
 WARNINGS := -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast \
@@ -56,7 +58,7 @@ $(BUILD)/%.o: %.cpp config.mk
 
 $(BUILD)/libsluice.a: $(LIB_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	gcc-ar rcs $@ $^
 
 $(BUILD)/sluice: $(BUILD)/src/main.o $(BUILD)/libsluice.a
 	$(CXX) $(LDOPT) -o $@ $^ $(LIBS_ALL)
