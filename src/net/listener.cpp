@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstring>
 
+#include "sluice/net/loop.h"
 #include "sluice/util/log.h"
 
 namespace sluice {
@@ -232,6 +233,7 @@ void listeners_pause(bool paused) {
         else
             event_add(l.ev, nullptr);
     }
+    loop_wake_libevent();  // SUSPEND/RESUME come from the console: take effect now
 }
 
 }  // namespace sluice

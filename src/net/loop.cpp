@@ -223,8 +223,7 @@ void loop_turn(int max_wait_ms) {
     }
     bool busy = g_run_libevent || SBuf::has_pending();
     run_ready(busy ? 0 : wait_ms(max_wait_ms));
-    if (g_run_libevent || deadline() <= mono_now() ||
-        event_base_get_num_events(g_base, EVENT_BASE_COUNT_ACTIVE) > 0)
+    if (g_run_libevent || deadline() <= mono_now())
         libevent_turn();
     if (!g_deferred.empty())
         run_deferred();
@@ -239,6 +238,10 @@ void loop_stop() noexcept {
     g_stop = true;
     if (g_base)
         event_base_loopbreak(g_base);  // the fallback shape is inside libevent's loop
+}
+
+void loop_wake_libevent() noexcept {
+    g_run_libevent = true;
 }
 
 void loop_defer(void (*fn)()) noexcept {

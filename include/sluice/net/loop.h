@@ -8,7 +8,7 @@
 // libevent keeps what is rare or what it does well: listeners, signals, timers, the metrics
 // HTTP server and deferred frees (event_active). Its own epoll fd is a member of our set, so
 // one epoll_wait sleeps for both; a libevent turn (EVLOOP_NONBLOCK) runs only when its fd is
-// ready, a timer armed through loop_timer_add() is due, or callbacks were activated.
+// ready, a timer armed through loop_timer_add() is due, or loop_wake_libevent() was called.
 // Deferred frees (loop_defer) run at the end of the turn, without a libevent pass.
 // libevent's next timeout is not public API: the wait is bounded by the earliest timer armed
 // through loop_timer_add() and by one second (evhttp's own idle timeouts).
@@ -49,6 +49,11 @@ void loop_stop() noexcept;
 // Runs fn at the end of this turn, once however often it is asked for (deferred frees: an
 // object closed in a callback may still be named by reports later in the same turn).
 void loop_defer(void (*fn)()) noexcept;
+
+// Code outside libevent's callbacks that adds, deletes or activates a libevent event (not a
+// timer: see loop_timer_add) calls this, so that libevent applies it in this turn rather
+// than at its next timer.
+void loop_wake_libevent() noexcept;
 
 // Registers a connection socket (SBuf::attach). False + errno on failure.
 bool loop_add(int fd, SBuf* sb) noexcept;
