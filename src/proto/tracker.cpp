@@ -139,7 +139,7 @@ void RequestTracker::end_copy_in() {
     }
 }
 
-ReplyAction RequestTracker::on_reply(uint8_t type, uint8_t rfq_status) {
+ReplyAction RequestTracker::on_reply_full(uint8_t type, uint8_t rfq_status) {
     ReplyAction act = empty() ? ReplyAction::Forward : q_[head_].action;
     if (act == ReplyAction::Fake)
         act = ReplyAction::Forward;  // only while discarding after an error: asynchronous

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "sluice/proto/packet.h"
+
 namespace sluice {
 
 // What happens to the replies of one request.
@@ -35,7 +37,38 @@ public:
     void on_request(const Expect& e);
     // A backend message arrived. Returns what to do with it (the action of the request it
     // answers; Forward for asynchronous messages). `rfq_status` is the ReadyForQuery byte.
-    ReplyAction on_reply(uint8_t type, uint8_t rfq_status = 0);
+    ReplyAction on_reply(uint8_t type, uint8_t rfq_status = 0) {
+        // Inline: a reply to the client's own request at the head, no error, COPY or
+        // synthesized reply pending (nearly every reply). Same effect as the full handler.
+        if (empty() || fakes_ != 0 || failed_ || in_copy() ||
+            q_[head_].action != ReplyAction::Forward)
+            return on_reply_full(type, rfq_status);
+        uint8_t head = q_[head_].type;
+        switch (type) {
+        case msg::kDataRow:
+            return ReplyAction::Forward;
+        case msg::kParseComplete:
+        case msg::kBindComplete:
+        case msg::kRowDescription:
+        case msg::kNoData:
+        case msg::kCommandComplete:
+        case msg::kEmptyQuery:
+        case msg::kPortalSuspended:
+            if (head == completed_by(type))
+                pop_head();
+            return ReplyAction::Forward;
+        case msg::kReadyForQuery:
+            if (size() != 1 || !(head == msg::kSync || head == msg::kQuery ||
+                                 head == msg::kFunctionCall))
+                break;
+            status_ = rfq_status;
+            pop_head();  // the Sync/Query it answers, the last entry
+            return ReplyAction::Forward;
+        default:
+            break;
+        }
+        return on_reply_full(type, rfq_status);
+    }
 
     // Nothing owed, last ReadyForQuery said idle, no COPY in either direction.
     bool idle() const noexcept {
@@ -65,6 +98,32 @@ public:
     const Expect* head() const noexcept { return empty() ? nullptr : &q_[head_]; }
 
 private:
+    ReplyAction on_reply_full(uint8_t type, uint8_t rfq_status);
+    // The request a reply of this type completes when it is at the head ('1' -> 'P').
+    static constexpr uint8_t completed_by(uint8_t reply) noexcept {
+        switch (reply) {
+        case msg::kParseComplete:
+            return msg::kParse;
+        case msg::kBindComplete:
+            return msg::kBind;
+        case msg::kRowDescription:
+        case msg::kNoData:
+            return msg::kDescribe;
+        case msg::kCommandComplete:
+        case msg::kEmptyQuery:
+        case msg::kPortalSuspended:
+            return msg::kExecute;
+        default:
+            return 0;
+        }
+    }
+    // Requires !empty().
+    void pop_head() noexcept {
+        if (++head_ == q_.size()) {
+            q_.clear();
+            head_ = 0;
+        }
+    }
     void push(Expect e);
     void pop();
     void erase(size_t idx);  // idx relative to head_
