@@ -127,6 +127,12 @@ void run_ready(int timeout_ms) {
         // A socket closed by an earlier entry of this batch is skipped: its owner is freed only
         // at the end of the turn (loop_defer).
         SBuf::on_ready(static_cast<SBuf*>(evs[i].data.ptr), evs[i].events);
+        // What this report resumed runs now, before the rest of the batch: a client that got
+        // the server just released sends its query at once, so the backend does not sit idle
+        // while dozens of other reports are handled. Fairness re-queues of the same run wait
+        // for the next report (round robin with the batch).
+        if (SBuf::has_pending())
+            SBuf::run_pending();
     }
     SBuf::run_pending();
 }

@@ -135,7 +135,7 @@ bool SBuf::has_pending() noexcept {
 
 void SBuf::run_pending() noexcept {
     // Only those queued before this call: one that asks again (fairness) waits for the next
-    // turn, after an epoll_wait. Entries closed meanwhile have left the list.
+    // call. Entries closed meanwhile have left the list.
     for (size_t n = g_pend_count; n > 0 && g_pend_head; --n) {
         SBuf* sb = g_pend_head;
         short what = sb->pend_what_;

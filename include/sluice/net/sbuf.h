@@ -141,7 +141,8 @@ public:
     // A readiness report of our epoll set for `sb` (EPOLLIN, ...); none once it is closed.
     static void on_ready(SBuf* sb, uint32_t events) noexcept;
     // Runs the sbufs queued by resume(), read_soon() and the fairness limit; those queued while
-    // this runs wait for the next turn.
+    // this runs wait for the next call (the loop calls it after each ready socket and at the
+    // end of the batch).
     static void run_pending() noexcept;
     static bool has_pending() noexcept;
 
