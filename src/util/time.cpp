@@ -5,10 +5,9 @@
 
 namespace sluice {
 namespace {
-// 0 = stale: the next reader fetches the clock. The loop marks both stale when epoll_wait
-// returns, so the first use in a turn reads the clock and the rest of the turn shares that
-// value (a turn that uses no time costs no clock read).
-usec_t g_mono = 0;
+// g_mono_cache and g_wall: 0 = stale, the next reader fetches the clock. The loop marks both
+// stale when epoll_wait returns, so the first use in a turn reads the clock and the rest of
+// the turn shares that value (a turn that uses no time costs no clock read).
 usec_t g_wall = 0;
 usec_t g_mono_last = 0;  // the last monotonic reading, never marked stale
 
@@ -19,20 +18,20 @@ usec_t read_clock(clockid_t id) noexcept {
 }
 }  // namespace
 
+usec_t g_mono_cache = 0;
+
 void time_update() noexcept {
-    g_mono = g_mono_last = read_clock(CLOCK_MONOTONIC);
+    g_mono_cache = g_mono_last = read_clock(CLOCK_MONOTONIC);
     g_wall = 0;
 }
 
 void time_invalidate() noexcept {
-    g_mono = 0;
+    g_mono_cache = 0;
     g_wall = 0;
 }
 
-usec_t mono_now() noexcept {
-    if (g_mono == 0) [[unlikely]]
-        g_mono = g_mono_last = read_clock(CLOCK_MONOTONIC);
-    return g_mono;
+usec_t mono_read() noexcept {
+    return g_mono_cache = g_mono_last = read_clock(CLOCK_MONOTONIC);
 }
 
 usec_t mono_recent() noexcept {
