@@ -229,8 +229,13 @@ void loop_turn(int max_wait_ms) {
     }
     bool busy = g_run_libevent || SBuf::has_pending();
     run_ready(busy ? 0 : wait_ms(max_wait_ms));
-    if (g_run_libevent || deadline() <= mono_now())
+    if (g_run_libevent || deadline() <= mono_now()) {
         libevent_turn();
+        // What its callbacks queued runs now (an accepted connection's first packet, a client
+        // a timer resumed), not after another epoll_wait.
+        if (SBuf::has_pending())
+            SBuf::run_pending();
+    }
     if (!g_deferred.empty())
         run_deferred();
 }

@@ -155,6 +155,12 @@ void SBuf::on_ready(SBuf* sb, uint32_t events) noexcept {
         what |= EV_WRITE;
     if (events & EPOLLRDHUP)
         what |= EV_CLOSED;
+    if (sb->pend_what_ != 0) {
+        // Also queued (read_soon() of a fresh connection, resume()): one run serves both;
+        // a second would only find the socket empty (a recv that returns EAGAIN).
+        what = static_cast<short>(what | sb->pend_what_);
+        sb->forget_pending();
+    }
     sb->handle_event(what);
 }
 
