@@ -73,12 +73,13 @@ struct Loop {
     Loop& operator=(const Loop&) = delete;
 };
 
-// An sbuf on one end of a socketpair; `app` is the other end.
-struct Conn {
+// An sbuf on one end of a socketpair, owned by an O; `app` is the other end.
+template <typename O>
+struct ConnOf {
     int app = -1;
     SBuf sb;
-    Owner owner;
-    Conn() {
+    O owner;
+    ConnOf() {
         int p[2];
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, p), 0);
         set_nonblock(p[0]);
@@ -86,16 +87,17 @@ struct Conn {
         app = p[0];
         assert_true(sb.attach(p[1], &owner, false));
     }
-    ~Conn() {
+    ~ConnOf() {
         sb.close();
         ::close(app);
     }
-    Conn(const Conn&) = delete;
-    Conn& operator=(const Conn&) = delete;
+    ConnOf(const ConnOf&) = delete;
+    ConnOf& operator=(const ConnOf&) = delete;
     void send_query() const {
         assert_int_equal(::write(app, kQuery.data(), kQuery.size()), kQuery.size());
     }
 };
+using Conn = ConnOf<Owner>;
 
 // Both sockets are ready in one epoll_wait; whichever runs first closes the other. The closed
 // one's report, still in the batch, must not reach it (its fd may even be reused by then).
@@ -197,16 +199,9 @@ public:
 void test_stop_from_socket_callback(void**) {
     for (bool nested : {true, false}) {
         Loop loop(nested);
-        int p[2];
-        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, p), 0);
-        set_nonblock(p[1]);
-        StopOwner owner;
-        SBuf sb;
-        assert_true(sb.attach(p[1], &owner, false));
-        assert_int_equal(::write(p[0], kQuery.data(), kQuery.size()), kQuery.size());
+        ConnOf<StopOwner> c;
+        c.send_query();
         sluice::loop_run();  // returns: the packet stopped it
-        sb.close();
-        ::close(p[0]);
     }
 }
 
@@ -233,18 +228,11 @@ void test_defer_runs_once_at_turn_end(void**) {
     for (bool nested : {true, false}) {
         Loop loop(nested);
         g_deferred_runs = 0;
-        int p[2];
-        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, p), 0);
-        set_nonblock(p[1]);
-        DeferOwner owner;
-        SBuf sb;
-        assert_true(sb.attach(p[1], &owner, false));
-        assert_int_equal(::write(p[0], kQuery.data(), kQuery.size()), kQuery.size());
+        ConnOf<DeferOwner> c;
+        c.send_query();
         for (int i = 0; i < 3; ++i)
             sluice::loop_turn(0);
         assert_int_equal(g_deferred_runs, 1);
-        sb.close();
-        ::close(p[0]);
     }
 }
 
