@@ -26,7 +26,7 @@ namespace {
 constexpr size_t kMaxFreeBufs = 32;
 uint32_t g_bufsize = 4096;
 // Sbufs asked to run without a socket edge (resumed, read again for fairness, first read of
-// an accepted socket): run by the loop after the ready sockets of the turn, in order.
+// an accepted socket): run by the loop (SBuf::run_pending), in order.
 SBuf* g_pend_head = nullptr;
 SBuf* g_pend_tail = nullptr;
 size_t g_pend_count = 0;

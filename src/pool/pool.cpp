@@ -47,6 +47,13 @@ bool can_open_server(const Pool& p, bool use_reserve) {
     return true;
 }
 
+// The first queued client has waited reserve_pool_timeout: the reserve pool may open.
+bool first_waited_out(Pool& p) {
+    const Client* first = p.waiting.front();
+    return first && first->wait_start &&
+           mono_now() - first->wait_start >= settings().reserve_pool_timeout;
+}
+
 // server_check_delay: a server idle longer than this runs server_check_query before reuse.
 bool needs_check(const Server& s) {
     const Settings& st = settings();
@@ -288,10 +295,8 @@ bool evict_for(const Pool& p) {
 }  // namespace
 
 void pool_launch_if_needed(Pool& p) {
-    size_t want = p.waiting.size();
-    if (want == 0 && !p.have_params)
-        return;
     // Servers still logging in, resetting or being checked will serve waiting clients.
+    size_t want = p.waiting.size();
     if (want <= p.login.size() + p.used.size())
         return;
     if (p.db->paused || rt().shutting_down)
@@ -300,18 +305,12 @@ void pool_launch_if_needed(Pool& p) {
         return;
     // Under load the pool is full and the queue waits for its servers: no settings walk for
     // the reserve pool or the database and user caps before the first reserve_pool_timeout.
-    if (int size = p.pool_size(); size > 0 && static_cast<int>(p.server_count()) >= size) {
-        const Client* first = p.waiting.front();
-        if (!first || !first->wait_start ||
-            mono_now() - first->wait_start < settings().reserve_pool_timeout)
-            return;
-    }
+    if (int size = p.pool_size();
+        size > 0 && static_cast<int>(p.server_count()) >= size && !first_waited_out(p))
+        return;
     while (want > p.login.size() + p.used.size()) {
-        bool reserve = false;
         if (!can_open_server(p, false)) {
-            Client* first = p.waiting.front();
-            reserve = p.reserve_size() > 0 && first && first->wait_start &&
-                      mono_now() - first->wait_start >= settings().reserve_pool_timeout;
+            bool reserve = p.reserve_size() > 0 && first_waited_out(p);
             if (!reserve || !can_open_server(p, true)) {
                 // Blocked by a database or user cap rather than the pool size: free an idle
                 // server elsewhere and try once more.

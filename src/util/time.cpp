@@ -21,7 +21,7 @@ usec_t read_clock(clockid_t id) noexcept {
 usec_t g_mono_cache = 0;
 
 void time_update() noexcept {
-    g_mono_cache = g_mono_last = read_clock(CLOCK_MONOTONIC);
+    mono_read();
     g_wall = 0;
 }
 
@@ -35,9 +35,7 @@ usec_t mono_read() noexcept {
 }
 
 usec_t mono_recent() noexcept {
-    if (g_mono_last == 0) [[unlikely]]
-        g_mono_last = read_clock(CLOCK_MONOTONIC);
-    return g_mono_last;
+    return g_mono_last != 0 ? g_mono_last : mono_read();
 }
 
 usec_t wall_now() noexcept {

@@ -14,6 +14,7 @@ extern "C" {
 
 #include <span>
 #include <string>
+#include <vector>
 
 #include <event2/event.h>
 
@@ -36,18 +37,28 @@ void set_nonblock(int fd) {
 
 const std::string kQuery = std::string("Q\0\0\0\x0dselect 1\0", 14);
 
-// Counts packets; on the first one it may close another sbuf or pause itself.
+// Owner ids in the order packets were shown (for ordering checks).
+std::vector<int> g_order;
+
+// Counts packets; on the first one it may close or resume another sbuf, or pause itself.
 class Owner final : public sluice::SBufOwner {
 public:
+    int id = 0;
     int packets = 0;
     SBuf* close_on_packet = nullptr;
+    SBuf* resume_on_packet = nullptr;
     bool pause = false;
 
     PacketAction on_packet(SBuf&, const PacketHeader&, std::span<const uint8_t>) override {
         ++packets;
+        g_order.push_back(id);
         if (close_on_packet) {
             close_on_packet->close();
             close_on_packet = nullptr;
+        }
+        if (resume_on_packet) {
+            resume_on_packet->resume();
+            resume_on_packet = nullptr;
         }
         if (pause) {
             pause = false;
@@ -113,6 +124,33 @@ void test_close_while_report_waits_in_batch(void**) {
     assert_true(a.sb.closed() != b.sb.closed());
     sluice::loop_turn(0);
     assert_int_equal(a.owner.packets + b.owner.packets, 1);
+}
+
+// What a report's callback resumes runs before the next report of the same batch (a client
+// handed the server just released sends its query before the other ready sockets are served).
+void test_resumed_runs_before_rest_of_batch(void**) {
+    for (bool nested : {true, false}) {
+        Loop loop(nested);
+        Conn a, b, c;
+        a.owner.id = 1;
+        b.owner.id = 2;
+        c.owner.id = 3;
+        c.owner.pause = true;  // c stops at its packet until resumed
+        c.send_query();
+        for (int i = 0; i < 3; ++i)
+            sluice::loop_turn(0);
+        assert_int_equal(c.owner.packets, 1);
+        g_order.clear();
+        a.owner.resume_on_packet = &c.sb;
+        a.send_query();  // a's report comes first in the batch, b's second
+        b.send_query();
+        sluice::loop_turn(0);
+        // a, then c (its paused packet shown again), then b.
+        assert_int_equal(g_order.size(), 3);
+        assert_int_equal(g_order[0], 1);
+        assert_int_equal(g_order[1], 3);
+        assert_int_equal(g_order[2], 2);
+    }
 }
 
 void on_timer(evutil_socket_t, short, void* arg) noexcept {
@@ -241,6 +279,7 @@ void test_defer_runs_once_at_turn_end(void**) {
 int main() {
     const CMUnitTest tests[] = {
         cmocka_unit_test(test_close_while_report_waits_in_batch),
+        cmocka_unit_test(test_resumed_runs_before_rest_of_batch),
         cmocka_unit_test(test_timer_ends_the_wait),
         cmocka_unit_test(test_libevent_fd_event_runs),
         cmocka_unit_test(test_resume_from_libevent_callback),

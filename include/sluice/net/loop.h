@@ -5,11 +5,11 @@
 // one call; libevent spent about 290 instructions on each (evmap lookup, activation, active
 // queue, per-turn bookkeeping), a fifth of sluice's user-space work per transaction.
 //
-// libevent keeps what is rare or what it does well: listeners, signals, timers, the metrics
-// HTTP server and deferred frees (event_active). Its own epoll fd is a member of our set, so
-// one epoll_wait sleeps for both; a libevent turn (EVLOOP_NONBLOCK) runs only when its fd is
-// ready, a timer armed through loop_timer_add() is due, or loop_wake_libevent() was called.
-// Deferred frees (loop_defer) run at the end of the turn, without a libevent pass.
+// libevent keeps what is rare or what it does well: listeners, signals, timers and the metrics
+// HTTP server. Its own epoll fd is a member of our set, so one epoll_wait sleeps for both; a
+// single non-blocking libevent pass runs only when its fd is ready, a timer armed through
+// loop_timer_add() is due, or loop_wake_libevent() was called. Deferred frees (loop_defer)
+// run at the end of the turn, without a libevent pass.
 // libevent's next timeout is not public API: the wait is bounded by the earliest timer armed
 // through loop_timer_add() and by one second (evhttp's own idle timeouts).
 //
@@ -41,7 +41,8 @@ bool loop_nested() noexcept;
 // Runs turns until loop_stop() (or libevent's loopbreak/loopexit from one of its callbacks).
 void loop_run();
 // One turn: waits at most max_wait_ms (0: poll) for sockets, libevent's fds or timers, then
-// runs what is ready. For tests; loop_run() is a sequence of these.
+// runs what is ready. loop_run() is a sequence of these. (Fallback shape: a non-zero wait
+// lasts until libevent has an event; its own timers bound it.)
 void loop_turn(int max_wait_ms);
 // Ends loop_run() after the current turn.
 void loop_stop() noexcept;

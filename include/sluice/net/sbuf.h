@@ -12,8 +12,8 @@
 // Each socket is in the loop's epoll set (net/loop.h), edge-triggered for reading, writing and
 // the peer's shutdown, from attach() until close() closes the fd. Pausing is a flag, never an
 // epoll_ctl. Reads go until a short read or EAGAIN; a paused or blocked sbuf is resumed
-// without a syscall: it joins the loop's pending list, run in the same turn after the ready
-// sockets.
+// without a syscall: it joins the loop's pending list, run right after the ready socket whose
+// callback queued it (or at the end of the turn when queued from elsewhere).
 //
 // TLS: after start_tls() the same buffers and events carry TLS. Reads use SSL_read until
 // SSL_ERROR_WANT_READ (never stopping at a short read: decrypted bytes may wait inside OpenSSL
@@ -236,7 +236,6 @@ private:
     bool paused_ = false;
     bool blocked_ = false;     // our pending range waits for the peer to become writable
     bool connecting_ = false;
-    bool in_callback_ = false;
     bool eof_ = false;
     bool rdhup_ = false;         // the peer shut down its side: read until recv returns 0
     bool sock_drained_ = false;  // the last recv found the socket empty (no edge since)
