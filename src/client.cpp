@@ -664,6 +664,68 @@ PacketAction Client::on_admin_packet(const PacketHeader& hdr, std::span<const ui
     }
 }
 
+// The time of the first request after the server owed nothing, and of the first of a
+// transaction.
+inline void Client::note_request_start(Server& s) noexcept {
+    if (s.tracker.empty()) {
+        s.request_time = mono_now();
+        if (s.tracker.status() == 'I' && !xact_start)
+            xact_start = s.request_time;
+    }
+}
+
+inline bool Client::caching_statements() const noexcept {
+    return settings().max_prepared_statements > 0 && pool->mode() != PoolMode::Session;
+}
+
+// What on_work_packet() does with these with a server linked and no COPY IN owed to end:
+// the tracker entry, the counters, a Sync counted. A Query while statements are cached (it may
+// be DISCARD ALL) and named statements (the cache rewrites them) are not plain, nor is anything
+// else (COPY, Terminate, FunctionCall).
+bool Client::plain_request(uint8_t type, std::span<const uint8_t> msg, const Server& s) const {
+    switch (type) {
+    case msg::kQuery:
+        return ps.size() == 0 && s.ps.size() == 0;
+    case msg::kParse:
+    case msg::kBind:
+    case msg::kDescribe:
+    case msg::kClose: {
+        if (!caching_statements())
+            return true;
+        bool named = false;
+        return peek_statement_named(type, msg.subspan(kTypedHeaderLen), named) && !named;
+    }
+    case msg::kExecute:
+    case msg::kSync:
+    case msg::kFlush:
+        return true;
+    default:
+        return false;
+    }
+}
+
+uint32_t Client::take_plain_run(SBuf&, std::span<const uint8_t> data) {
+    if (!server || admin || state == ClientState::Login || wait_for_welcome)
+        return 0;
+    Server& s = *server;
+    if (s.tracker.client_in_copy())
+        return 0;
+    const uint32_t max_len = sb.max_packet();
+    size_t off = 0;
+    uint8_t t;
+    uint32_t len;
+    while (whole_message_at(data, off, max_len, t, len) &&
+           plain_request(t, data.subspan(off, len), s)) {
+        note_request_start(s);
+        if (t == msg::kSync || t == msg::kQuery)
+            ps.count_sync();
+        s.tracker.on_plain_request(t);
+        off += len;
+    }
+    pool->bytes_in += off;
+    return static_cast<uint32_t>(off);
+}
+
 PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
     if (admin)
         return on_admin_packet(hdr, data);
@@ -707,14 +769,10 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
         return PacketAction::Closed;
     }
     Server& s = *server;
-    if (s.tracker.empty()) {
-        s.request_time = mono_now();
-        if (s.tracker.status() == 'I' && !xact_start)
-            xact_start = s.request_time;
-    }
+    note_request_start(s);
     pool->bytes_in += hdr.len;
     if ((t == msg::kParse || t == msg::kBind || t == msg::kDescribe || t == msg::kClose) &&
-        settings().max_prepared_statements > 0 && pool->mode() != PoolMode::Session)
+        caching_statements())
         return on_ps_packet(hdr, data, s);
     if (t == msg::kSync || t == msg::kQuery)
         ps.count_sync();
@@ -847,8 +905,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
                                   Server& s) {
     uint8_t t = hdr.type;
     auto pass = [&]() {
-        s.tracker.on_request(t);
-        pool->bytes_in += hdr.len;
+        s.tracker.on_request(t);  // bytes_in was counted by on_work_packet()
         return PacketAction::Forward;
     };
     // Unnamed statements and portals pass unparsed, streamed as they arrive (the server judges
@@ -966,7 +1023,6 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
                                     .copy_term = false,
                                     .ps = e});
         pool->bind_count++;
-        pool->bytes_in += hdr.len;
         return PacketAction::Skip;
     }
     case msg::kDescribe:
@@ -1006,7 +1062,6 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
                                     .action = ReplyAction::Forward,
                                     .copy_term = false,
                                     .ps = e});
-        pool->bytes_in += hdr.len;
         return PacketAction::Skip;
     }
     default:

@@ -420,9 +420,12 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
 // The bulk of the replies (rows, descriptions, tags, Parse/BindComplete of the client's own
 // unnamed statements) need nothing beyond the tracker's pop when they answer a client's own
 // request and no synthesized reply waits. Everything else takes the full path below.
-inline bool Server::plain_reply(uint8_t t) const noexcept {
-    if (!client || tracker.fakes() > 0 || client->auth == AuthStep::AuthQuery)
-        return false;
+inline bool Server::plain_replies_possible() const noexcept {
+    return client && tracker.fakes() == 0 && client->auth != AuthStep::AuthQuery;
+}
+
+// Requires plain_replies_possible(); no_ps: neither side has statements cached.
+[[gnu::always_inline]] inline bool Server::plain_reply_to_head(uint8_t t, bool no_ps) const noexcept {
     const Expect* h = tracker.head();
     if (h && h->action != ReplyAction::Forward)
         return false;
@@ -439,10 +442,34 @@ inline bool Server::plain_reply(uint8_t t) const noexcept {
         // Not inside COPY (the tag ends it) and no statements cached (DISCARD ALL /
         // DEALLOCATE ALL clear them).
         return h && (h->type == msg::kQuery || h->type == msg::kExecute) &&
-               !tracker.in_copy() && ps.size() == 0 && client->ps.size() == 0;
+               !tracker.in_copy() && no_ps;
     default:
         return false;
     }
+}
+
+inline bool Server::no_statements_cached() const noexcept {
+    return ps.size() == 0 && client->ps.size() == 0;
+}
+
+inline bool Server::plain_reply(uint8_t t) const noexcept {
+    return plain_replies_possible() && plain_reply_to_head(t, no_statements_cached());
+}
+
+// The plain replies of on_work_packet() in one walk (the rest go through on_packet()).
+uint32_t Server::take_plain_run(SBuf&, std::span<const uint8_t> data) {
+    if (state == ServerState::Login || !plain_replies_possible())
+        return 0;
+    const bool no_ps = no_statements_cached();  // the run changes none of these
+    const uint32_t max_len = sb.max_packet();
+    size_t off = 0;
+    uint8_t t;
+    uint32_t len;
+    while (whole_message_at(data, off, max_len, t, len) && plain_reply_to_head(t, no_ps) &&
+           (t == msg::kDataRow || tracker.take_plain_reply(t)))
+        off += len;
+    pool->bytes_out += off;
+    return static_cast<uint32_t>(off);
 }
 
 PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {

@@ -481,6 +481,15 @@ bool SBuf::process() {
             return false;
         if (avail == 0)
             return true;
+        if (peer_ && !startup_) {
+            // Plain messages first, in one owner call; then the one it stopped at goes the
+            // ordinary way below.
+            uint32_t n = owner_->take_plain_run(*this, {buf_ + parse_, avail});
+            parse_ += n;  // Forward to a linked peer: joins the pending range
+            avail -= n;
+            if (avail == 0)
+                return true;
+        }
         std::span<const uint8_t> data{buf_ + parse_, avail};
         PacketHeader h;
         Parse r = startup_ ? parse_startup_phase(data, h) : parse_typed_header(data, max_len_, h);

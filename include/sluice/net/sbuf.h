@@ -60,6 +60,20 @@ enum class SBufEvent : uint8_t {
                 // calls start_tls() or does nothing (then BadPacket follows)
 };
 
+// For SBufOwner::take_plain_run(): the typed message at data[off..] when it is whole and its
+// header valid (the rules of parse_typed_header()); false otherwise, and on_packet() gets it.
+inline bool whole_message_at(std::span<const uint8_t> data, size_t off, uint32_t max_len,
+                             uint8_t& type, uint32_t& len) noexcept {
+    if (data.size() - off < kTypedHeaderLen)
+        return false;
+    uint32_t n = read_be32(data.data() + off + 1);
+    if (n < 4 || n > max_len - 1 || n >= data.size() - off)
+        return false;
+    type = data[off];
+    len = n + 1;
+    return true;
+}
+
 // Implemented by Client and Server. Called only from inside SBuf callbacks.
 class SBufOwner {
 public:
@@ -72,6 +86,14 @@ public:
     virtual void on_sbuf_event(SBuf& sb, SBufEvent ev) = 0;
     // Everything this sbuf decided to forward has reached the peer's socket.
     virtual void on_sbuf_drained(SBuf& sb) = 0;
+    // The fast walk (most messages are plain: rows, tags, the client's unnamed extended
+    // queries). `data` is the unparsed input. Returns how many bytes at its front are whole
+    // messages the owner took as Forward, each with exactly the effect on_packet() would have
+    // had; the sbuf forwards them without showing them again. The owner stops at the first
+    // message it cannot take that way (whole_message_at() walks them); on_packet() sees that
+    // one. Called only while the sbuf is linked to a peer, past the startup phase and not
+    // paused; it must not close, pause or write to either sbuf.
+    virtual uint32_t take_plain_run(SBuf&, std::span<const uint8_t>) { return 0; }
 
 protected:
     ~SBufOwner() = default;
@@ -100,6 +122,7 @@ public:
     // First packet(s) are untyped startup-phase packets until set_startup(false).
     void set_startup(bool on) noexcept { startup_ = on; }
     void set_max_packet(uint32_t max_len) noexcept { max_len_ = max_len; }
+    uint32_t max_packet() const noexcept { return max_len_; }
     void set_hold_limit(uint32_t n) noexcept { hold_limit_ = n; }
     void set_loop_count(int n) noexcept { loopcnt_ = n < 1 ? 1 : n; }
     // Keep the receive buffer while empty (server connections); clients give it back so that

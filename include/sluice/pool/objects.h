@@ -162,6 +162,7 @@ public:
     // SBufOwner
     PacketAction on_packet(SBuf& sb, const PacketHeader& hdr,
                            std::span<const uint8_t> data) override;
+    uint32_t take_plain_run(SBuf& sb, std::span<const uint8_t> data) override;
     void on_sbuf_event(SBuf& sb, SBufEvent ev) override;
     void on_sbuf_drained(SBuf& sb) override;
     // LogSubject
@@ -194,6 +195,11 @@ private:
     PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_admin_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_ps_packet(const PacketHeader& hdr, std::span<const uint8_t> data, Server& s);
+    // The request `type` (header in `data`, body in what arrived) needs nothing beyond the
+    // tracker and the counters on the way to s (take_plain_run() and on_work_packet()).
+    bool plain_request(uint8_t type, std::span<const uint8_t> msg, const Server& s) const;
+    void note_request_start(Server& s) noexcept;
+    bool caching_statements() const noexcept;
     PacketAction answer_without_server(const PacketHeader& hdr, std::span<const uint8_t> data);
     // True when the Query is DEALLOCATE ALL / DISCARD ALL (the names are forgotten now).
     bool forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data);
@@ -247,6 +253,7 @@ public:
 
     PacketAction on_packet(SBuf& sb, const PacketHeader& hdr,
                            std::span<const uint8_t> data) override;
+    uint32_t take_plain_run(SBuf& sb, std::span<const uint8_t> data) override;
     void on_sbuf_event(SBuf& sb, SBufEvent ev) override;
     void on_sbuf_drained(SBuf& sb) override;
     size_t log_prefix(char* buf, size_t size) const noexcept override;
@@ -282,6 +289,9 @@ private:
     void on_tls_event(SBufEvent ev);
     void login_failed(std::string_view message, std::span<const uint8_t> error_packet);
     bool plain_reply(uint8_t type) const noexcept;
+    bool plain_replies_possible() const noexcept;
+    bool plain_reply_to_head(uint8_t type, bool no_ps) const noexcept;
+    bool no_statements_cached() const noexcept;
     void after_reply();
 };
 

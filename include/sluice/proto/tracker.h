@@ -38,15 +38,29 @@ public:
     // A backend message arrived. Returns what to do with it (the action of the request it
     // answers; Forward for asynchronous messages). `rfq_status` is the ReadyForQuery byte.
     ReplyAction on_reply(uint8_t type, uint8_t rfq_status = 0) {
-        // Inline: a reply to the client's own request at the head, no error, COPY or
-        // synthesized reply pending (nearly every reply). Same effect as the full handler.
-        if (empty() || fakes_ != 0 || failed_ || in_copy() ||
-            q_[head_].action != ReplyAction::Forward)
-            return on_reply_full(type, rfq_status);
-        uint8_t head = q_[head_].type;
+        if (take_plain_reply(type))
+            return ReplyAction::Forward;
+        // Inline too: the ReadyForQuery that answers the last Sync/Query of a plain cycle.
+        if (type == msg::kReadyForQuery && plain_head() && size() == 1) {
+            uint8_t head = q_[head_].type;
+            if (head == msg::kSync || head == msg::kQuery || head == msg::kFunctionCall) {
+                status_ = rfq_status;
+                pop_head();
+                return ReplyAction::Forward;
+            }
+        }
+        return on_reply_full(type, rfq_status);
+    }
+    // The inline part of on_reply() for a row, description or completion answering the
+    // client's own request at the head with no error, COPY or synthesized reply pending
+    // (nearly every reply): pops what it completes and returns true. False: nothing changed,
+    // on_reply() must decide.
+    bool take_plain_reply(uint8_t type) noexcept {
+        if (!plain_head())
+            return false;
         switch (type) {
         case msg::kDataRow:
-            return ReplyAction::Forward;
+            return true;
         case msg::kParseComplete:
         case msg::kBindComplete:
         case msg::kRowDescription:
@@ -54,20 +68,45 @@ public:
         case msg::kCommandComplete:
         case msg::kEmptyQuery:
         case msg::kPortalSuspended:
-            if (head == completed_by(type))
+            if (q_[head_].type == completed_by(type))
                 pop_head();
-            return ReplyAction::Forward;
-        case msg::kReadyForQuery:
-            if (size() != 1 || !(head == msg::kSync || head == msg::kQuery ||
-                                 head == msg::kFunctionCall))
-                break;
-            status_ = rfq_status;
-            pop_head();  // the Sync/Query it answers, the last entry
-            return ReplyAction::Forward;
+            return true;
         default:
-            break;
+            return false;
         }
-        return on_reply_full(type, rfq_status);
+    }
+    // on_request() for the client's own messages outside COPY (inline: several per
+    // transaction). Same effect as on_request(type).
+    void on_plain_request(uint8_t type) {
+        switch (type) {
+        case msg::kQuery:
+            unsynced_ = false;
+            break;
+        case msg::kParse:
+        case msg::kBind:
+        case msg::kDescribe:
+        case msg::kExecute:
+        case msg::kClose:
+            unsynced_ = true;
+            break;
+        case msg::kSync:
+            if (copy_in_ && client_owes_term_) {
+                unsynced_ = false;
+                return;  // ignored by a server in COPY IN
+            }
+            unsynced_ = false;
+            break;
+        case msg::kFlush:
+            return;
+        default:
+            on_request(type);
+            return;
+        }
+        if (head_ != 0) [[unlikely]] {
+            push({type, ReplyAction::Forward, false});
+            return;
+        }
+        q_.push_back({type, ReplyAction::Forward, false});
     }
 
     // Nothing owed, last ReadyForQuery said idle, no COPY in either direction.
@@ -99,6 +138,12 @@ public:
 
 private:
     ReplyAction on_reply_full(uint8_t type, uint8_t rfq_status);
+    // Something is owed, the head is the client's own request, no error, COPY or
+    // synthesized reply pending.
+    bool plain_head() const noexcept {
+        return !empty() && fakes_ == 0 && !failed_ && !in_copy() &&
+               q_[head_].action == ReplyAction::Forward;
+    }
     // The request a reply of this type completes when it is at the head ('1' -> 'P').
     static constexpr uint8_t completed_by(uint8_t reply) noexcept {
         switch (reply) {
