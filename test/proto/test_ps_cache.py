@@ -959,3 +959,34 @@ def test_session_mode_passes_names_through(env_factory):
     env.close_all()
     # server_reset_query (DISCARD ALL) drops it when the client leaves.
     assert_pool_clean(env, pid)
+
+
+@pytest.mark.parametrize('max_ps', [0, 100])
+def test_client_bytes_counted_once(env_factory, max_ps):
+    """SHOW STATS total_received is the bytes of the client's messages, each counted once:
+    unnamed extended queries (walked as plain runs), named statements (rewritten by the
+    cache), a Describe of a statement, simple queries, a message split over two writes."""
+    env = env_factory(max_prepared_statements=max_ps)
+    c = env.pooled()
+    sent = 0
+
+    def send(*msgs):
+        nonlocal sent
+        c.send(*msgs)
+        sent += sum(len(x) for x in msgs)
+
+    send(m.parse('SELECT $1::int + 1'), m.bind(params=['1']), m.describe('P'), m.execute(),
+         m.sync())
+    c.read_until_rfq()
+    send(m.parse('SELECT $1::int * 2', name='named_s'), m.describe('S', 'named_s'),
+         m.bind(stmt='named_s', params=['21']), m.execute(), m.close('S', 'named_s'),
+         m.sync())
+    c.read_until_rfq()
+    send(m.query('SELECT 1'))
+    c.read_until_rfq()
+    q = m.query('SELECT repeat(\'x\', 10)')
+    send(q[:7])
+    send(q[7:])
+    c.read_until_rfq()
+    stats = [r for r in env.pooler.show('STATS') if r['database'] == 'appdb']
+    assert stats and stats[0]['total_received'] == sent, (stats, sent)

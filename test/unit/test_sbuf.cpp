@@ -20,6 +20,7 @@ extern "C" {
 #include <fcntl.h>
 #include <functional>
 #include <map>
+#include <set>
 #include <poll.h>
 #include <random>
 #include <span>
@@ -135,6 +136,22 @@ public:
             sb.close();  // the contract: the owner closes on failures
     }
     void on_sbuf_drained(SBuf&) override { ++drained; }
+    // Types taken by the fast walk (take_plain_run) when whole; each run is recorded.
+    std::set<uint8_t> plain;
+    std::vector<std::vector<uint8_t>> runs;
+    uint32_t take_plain_run(SBuf& sb, std::span<const uint8_t> data) override {
+        std::vector<uint8_t> run;
+        size_t off = 0;
+        uint8_t t;
+        uint32_t len;
+        while (sluice::whole_message_at(data, off, sb.max_packet(), t, len) && plain.count(t)) {
+            run.push_back(t);
+            off += len;
+        }
+        if (!run.empty())
+            runs.push_back(run);
+        return static_cast<uint32_t>(off);
+    }
 
     bool saw(SBufEvent ev) const {
         for (SBufEvent e : events)
@@ -860,6 +877,76 @@ void test_close_then_attach_again(void**) {
     assert_bytes(read_n(r, r.pg, q.size()), q);
 }
 
+// ---------------------------------------------------------------- plain runs
+
+// Whole plain messages go in one owner call each run; the message the run stops at (not
+// plain, or not whole yet) goes to on_packet, and the walk resumes after it. The bytes reach
+// the peer unchanged and in order.
+void test_plain_run_and_packets_interleave(void**) {
+    Rig r;
+    r.cown.plain = {'D'};
+    const std::string d1 = msg('D', "row one"), d2 = msg('D', "row two!"), c = msg('C', "SELECT 3");
+    const std::string big = msg('D', pattern(3000, 5));
+    std::string all = d1 + d2 + d1 + c + d2 + d1;
+    const std::string split = all + big.substr(0, 100);  // the last row arrives in two parts
+    assert_int_equal(write_some(r.app, split), split.size());
+    assert_bytes(read_n(r, r.pg, split.size()), split);
+    assert_int_equal(r.cown.runs.size(), 2);
+    assert_int_equal(r.cown.runs[0].size(), 3);
+    assert_int_equal(r.cown.runs[1].size(), 2);
+    // on_packet saw the tag and the part of the big row that had arrived (it streams)
+    assert_int_equal(r.cown.packets.size(), 2);
+    assert_int_equal(r.cown.packets[0].type, 'C');
+    assert_int_equal(r.cown.packets[1].type, 'D');
+    assert_int_equal(r.cown.packets[1].len, big.size());
+    assert_int_equal(r.cown.packets[1].have, 100);
+    assert_int_equal(write_some(r.app, big.substr(100)), big.size() - 100);
+    assert_bytes(read_n(r, r.pg, big.size() - 100), big.substr(100));
+    assert_int_equal(r.cown.packets.size(), 2);  // the rest of a forwarded message is not shown
+    // a run again afterwards
+    assert_int_equal(write_some(r.app, d1 + d2), d1.size() + d2.size());
+    assert_bytes(read_n(r, r.pg, d1.size() + d2.size()), d1 + d2);
+    assert_int_equal(r.cown.runs.size(), 3);
+    assert_int_equal(r.cown.runs[2].size(), 2);
+}
+
+// A plain type with a header the ordinary path refuses is not taken: BadPacket, nothing sent.
+void test_plain_run_refuses_bad_header(void**) {
+    Rig r;
+    r.cown.plain = {'D'};
+    r.client.set_max_packet(1000);
+    const std::string ok = msg('D', pattern(995, 8));  // exactly 1000 bytes
+    const std::string big = msg('D', pattern(996, 9));
+    assert_int_equal(write_some(r.app, ok), ok.size());
+    assert_bytes(read_n(r, r.pg, ok.size()), ok);
+    assert_int_equal(r.cown.runs.size(), 1);
+    assert_int_equal(write_some(r.app, big), big.size());
+    assert_bytes(settle(r, r.pg), "");
+    assert_true(r.cown.saw(SBufEvent::BadPacket));
+    assert_int_equal(r.cown.runs.size(), 1);
+    const char zero_len[] = {'D', 0, 0, 0, 3};
+    Rig r2;
+    r2.cown.plain = {'D'};
+    assert_int_equal(write_some(r2.app, std::string_view(zero_len, 5)), 5);
+    assert_bytes(settle(r2, r2.pg), "");
+    assert_true(r2.cown.saw(SBufEvent::BadPacket));
+}
+
+// Without a peer (login, a client waiting for a server) nothing is walked: every message
+// goes to on_packet.
+void test_plain_run_needs_peer(void**) {
+    Rig r;
+    r.cown.plain = {'Q'};
+    const std::string reply = msg('Z', "I");
+    answer_locally(r, reply);
+    const std::string q = query("select 1") + query("select 2");
+    assert_int_equal(write_some(r.app, q), q.size());
+    assert_bytes(read_n(r, r.app, 2 * reply.size()), reply + reply);
+    assert_true(r.cown.runs.empty());
+    assert_int_equal(r.cown.packets.size(), 2);
+}
+
+
 }  // namespace
 
 int main() {
@@ -885,6 +972,9 @@ int main() {
         cmocka_unit_test(test_bad_header_reported),
         cmocka_unit_test(test_bad_header_after_split),
         cmocka_unit_test(test_max_packet_enforced),
+        cmocka_unit_test(test_plain_run_and_packets_interleave),
+        cmocka_unit_test(test_plain_run_refuses_bad_header),
+        cmocka_unit_test(test_plain_run_needs_peer),
         cmocka_unit_test(test_idle_output_block_freed),
         cmocka_unit_test(test_close_then_attach_again),
     };
