@@ -419,54 +419,27 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
 
 // The bulk of the replies (rows, descriptions, tags, Parse/BindComplete of the client's own
 // unnamed statements) need nothing beyond the tracker's pop when they answer a client's own
-// request and no synthesized reply waits. Everything else takes the full path below.
+// request and no synthesized reply waits (the tracker's take_passthrough_reply() says which).
+// Everything else takes the full path of on_work_packet().
 inline bool Server::plain_replies_possible() const noexcept {
     return client && tracker.fakes() == 0 && client->auth != AuthStep::AuthQuery;
 }
 
-// Requires plain_replies_possible(); no_ps: neither side has statements cached.
-[[gnu::always_inline]] inline bool Server::plain_reply_to_head(uint8_t t, bool no_ps) const noexcept {
-    const Expect* h = tracker.head();
-    if (h && h->action != ReplyAction::Forward)
-        return false;
-    switch (t) {
-    case msg::kDataRow:
-    case msg::kRowDescription:
-    case msg::kNoData:
-        return true;
-    case msg::kParseComplete:  // a cached statement's Parse is verified on the full path
-        return h && h->type == msg::kParse && !h->ps && !h->client_parse;
-    case msg::kBindComplete:
-        return h && h->type == msg::kBind;
-    case msg::kCommandComplete:
-        // Not inside COPY (the tag ends it) and no statements cached (DISCARD ALL /
-        // DEALLOCATE ALL clear them).
-        return h && (h->type == msg::kQuery || h->type == msg::kExecute) &&
-               !tracker.in_copy() && no_ps;
-    default:
-        return false;
-    }
-}
-
-inline bool Server::no_statements_cached() const noexcept {
-    return ps.size() == 0 && client->ps.size() == 0;
-}
-
-inline bool Server::plain_reply(uint8_t t) const noexcept {
-    return plain_replies_possible() && plain_reply_to_head(t, no_statements_cached());
+inline bool Server::statements_cached() const noexcept {
+    return ps.size() != 0 || client->ps.size() != 0;
 }
 
 // The plain replies of on_work_packet() in one walk (the rest go through on_packet()).
 uint32_t Server::take_plain_run(SBuf&, std::span<const uint8_t> data) {
     if (state == ServerState::Login || !plain_replies_possible())
         return 0;
-    const bool no_ps = no_statements_cached();  // the run changes none of these
+    const bool cached = statements_cached();  // the run changes none of these
     const uint32_t max_len = sb.max_packet();
     size_t off = 0;
     uint8_t t;
     uint32_t len;
-    while (whole_message_at(data, off, max_len, t, len) && plain_reply_to_head(t, no_ps) &&
-           (t == msg::kDataRow || tracker.take_plain_reply(t)))
+    while (whole_message_at(data, off, max_len, t, len) &&
+           tracker.take_passthrough_reply(t, cached))
         off += len;
     pool->bytes_out += off;
     return static_cast<uint32_t>(off);
@@ -474,9 +447,7 @@ uint32_t Server::take_plain_run(SBuf&, std::span<const uint8_t> data) {
 
 PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
     uint8_t t = hdr.type;
-    if (plain_reply(t)) {
-        if (t != msg::kDataRow)
-            static_cast<void>(tracker.on_reply(t));  // pops the request it answers, if any
+    if (plain_replies_possible() && tracker.take_passthrough_reply(t, statements_cached())) {
         pool->bytes_out += hdr.len;
         return PacketAction::Forward;
     }

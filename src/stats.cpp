@@ -3,6 +3,7 @@
 #include "sluice/stats.h"
 
 #include <algorithm>
+#include <bit>
 #include <cinttypes>
 
 #include <event2/event.h>
@@ -73,12 +74,30 @@ PoolStats& PoolStats::operator+=(const PoolStats& o) noexcept {
     return *this;
 }
 
+namespace {
+
+// kFirstBucket[b]: the first bucket a value of bit length b (in [2^(b-1), 2^b)) can fall in.
+// From there observe() passes at most two bounds (consecutive bounds grow by 2x or 2.5x).
+constexpr std::array<uint8_t, 65> make_first_bucket() {
+    std::array<uint8_t, 65> t{};
+    for (size_t b = 0; b < t.size(); ++b) {
+        uint64_t lo = b == 0 ? 0 : uint64_t{1} << (b - 1);
+        uint8_t i = 0;
+        while (i < kLatencyBoundsUs.size() && lo > static_cast<uint64_t>(kLatencyBoundsUs[i]))
+            ++i;
+        t[b] = i;
+    }
+    return t;
+}
+constexpr std::array<uint8_t, 65> kFirstBucket = make_first_bucket();
+
+}  // namespace
+
 void LatencyHistogram::observe(usec_t us) noexcept {
     if (us < 0)
         us = 0;
-    // Linear from the small end: typical durations pass a handful of bounds, fewer steps
-    // than a binary search (this runs up to three times per transaction).
-    size_t i = 0;
+    // Up to three times per transaction: a table by bit length, then a compare or two.
+    size_t i = kFirstBucket[std::bit_width(static_cast<uint64_t>(us))];
     while (i < kLatencyBoundsUs.size() && us > kLatencyBoundsUs[i])
         ++i;
     counts[i]++;

@@ -19,7 +19,8 @@ void RequestTracker::reset() noexcept {
     fakes_ = 0;
     head_ = 0;
     status_ = 'I';
-    failed_ = copy_in_ = copy_out_ = copy_both_ = client_owes_term_ = unsynced_ = false;
+    st_ = States{};
+    client_owes_term_ = unsynced_ = false;
 }
 
 void RequestTracker::on_request(const Expect& e) {
@@ -49,7 +50,7 @@ void RequestTracker::on_request(const Expect& e) {
 }
 
 bool RequestTracker::take_fake(Expect& out) {
-    if (empty() || failed_ || q_[head_].action != ReplyAction::Fake)
+    if (empty() || st_.failed || q_[head_].action != ReplyAction::Fake)
         return false;
     out = q_[head_];
     --fakes_;
@@ -99,7 +100,7 @@ void RequestTracker::on_request(uint8_t type, ReplyAction action) {
     case msg::kSync:
         unsynced_ = false;
         // The server ignores Sync while in COPY IN (before the client's CopyDone/CopyFail).
-        if (copy_in_ && client_owes_term_)
+        if (st_.copy_in && client_owes_term_)
             return;
         push({type, action, false});
         return;
@@ -109,7 +110,7 @@ void RequestTracker::on_request(uint8_t type, ReplyAction action) {
             client_owes_term_ = false;
             // COPY still running: this ends it. If the server already failed the COPY, the
             // message only feeds its discard loop and is answered by nothing.
-            if (copy_in_)
+            if (st_.copy_in)
                 push({type, action, true});
             return;
         }
@@ -125,12 +126,12 @@ void RequestTracker::on_request(uint8_t type, ReplyAction action) {
 
 void RequestTracker::drop_stray_copy_ends() {
     // A CopyDone/CopyFail at the head cannot belong to a COPY: none can start before it.
-    while (!empty() && !copy_in_ && is_copy_end(q_[head_].type))
+    while (!empty() && !st_.copy_in && is_copy_end(q_[head_].type))
         pop();
 }
 
 void RequestTracker::end_copy_in() {
-    copy_in_ = false;
+    st_.copy_in = false;
     for (size_t i = 0; i < size(); ++i) {
         if (q_[head_ + i].copy_term) {
             erase(i);
@@ -167,14 +168,14 @@ ReplyAction RequestTracker::on_reply_full(uint8_t type, uint8_t rfq_status) {
     case msg::kCommandComplete:
     case msg::kEmptyQuery:
     case msg::kPortalSuspended:
-        if (copy_in_)
+        if (st_.copy_in)
             end_copy_in();
-        copy_out_ = false;
+        st_.copy_out = false;
         if (head_type == msg::kExecute)
             pop();
         break;
     case msg::kCopyInResponse: {
-        copy_in_ = true;
+        st_.copy_in = true;
         // Find the CopyDone/CopyFail that ends this COPY; Syncs before it owe nothing.
         bool found = false;
         for (size_t i = 1; i < size();) {
@@ -194,16 +195,16 @@ ReplyAction RequestTracker::on_reply_full(uint8_t type, uint8_t rfq_status) {
         break;
     }
     case msg::kCopyOutResponse:
-        copy_out_ = true;
+        st_.copy_out = true;
         break;
     case msg::kCopyBothResponse:
-        copy_both_ = true;
+        st_.copy_both = true;
         break;
     case msg::kErrorResponse:
-        if (copy_in_)
+        if (st_.copy_in)
             end_copy_in();
-        copy_out_ = false;
-        failed_ = true;
+        st_.copy_out = false;
+        st_.failed = true;
         break;
     case msg::kReadyForQuery:
         status_ = rfq_status;
@@ -214,13 +215,13 @@ ReplyAction RequestTracker::on_reply_full(uint8_t type, uint8_t rfq_status) {
             uint8_t t = e.type;
             if (e.action == ReplyAction::Fake)
                 --fakes_;
-            if (failed_ && !ends_batch(t))
+            if (st_.failed && !ends_batch(t))
                 dropped_.push_back(e);
             pop();
             if (ends_batch(t))
                 break;
         }
-        failed_ = false;
+        st_.failed = false;
         drop_stray_copy_ends();
         break;
     default:

@@ -288,10 +288,8 @@ private:
     PacketAction on_ssl_answer(uint8_t answer);
     void on_tls_event(SBufEvent ev);
     void login_failed(std::string_view message, std::span<const uint8_t> error_packet);
-    bool plain_reply(uint8_t type) const noexcept;
     bool plain_replies_possible() const noexcept;
-    bool plain_reply_to_head(uint8_t type, bool no_ps) const noexcept;
-    bool no_statements_cached() const noexcept;
+    bool statements_cached() const noexcept;
     void after_reply();
 };
 

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "sluice/proto/packet.h"
@@ -55,25 +56,20 @@ public:
     // client's own request at the head with no error, COPY or synthesized reply pending
     // (nearly every reply): pops what it completes and returns true. False: nothing changed,
     // on_reply() must decide.
-    bool take_plain_reply(uint8_t type) noexcept {
+    bool take_plain_reply(uint8_t type) noexcept { return plain_head() && pop_plain(type); }
+    // take_plain_reply() for a server that passes such replies straight on (Server's plain
+    // runs): also false for what the statement cache must see, a ParseComplete of a cached
+    // or client-named statement and, while statements are cached, a CommandComplete (it may
+    // be DISCARD ALL).
+    bool take_passthrough_reply(uint8_t type, bool statements_cached) noexcept {
         if (!plain_head())
             return false;
-        switch (type) {
-        case msg::kDataRow:
-            return true;
-        case msg::kParseComplete:
-        case msg::kBindComplete:
-        case msg::kRowDescription:
-        case msg::kNoData:
-        case msg::kCommandComplete:
-        case msg::kEmptyQuery:
-        case msg::kPortalSuspended:
-            if (q_[head_].type == completed_by(type))
-                pop_head();
-            return true;
-        default:
+        const Expect& h = q_[head_];
+        if (type == msg::kParseComplete && (h.ps || h.client_parse))
             return false;
-        }
+        if (type == msg::kCommandComplete && statements_cached)
+            return false;
+        return pop_plain(type);
     }
     // on_request() for the client's own messages outside COPY (inline: several per
     // transaction). Same effect as on_request(type).
@@ -90,7 +86,7 @@ public:
             unsynced_ = true;
             break;
         case msg::kSync:
-            if (copy_in_ && client_owes_term_) {
+            if (st_.copy_in && client_owes_term_) {
                 unsynced_ = false;
                 return;  // ignored by a server in COPY IN
             }
@@ -111,12 +107,12 @@ public:
 
     // Nothing owed, last ReadyForQuery said idle, no COPY in either direction.
     bool idle() const noexcept {
-        return q_.size() == head_ && status_ == 'I' && !copy_in_ && !copy_out_ && !copy_both_ &&
-               !client_owes_term_ && !unsynced_;
+        return q_.size() == head_ && status_ == 'I' && !in_copy() && !client_owes_term_ &&
+               !unsynced_;
     }
     bool empty() const noexcept { return q_.size() == head_; }
     // An ErrorResponse was seen: the server discards requests up to the next Sync.
-    bool failed() const noexcept { return failed_; }
+    bool failed() const noexcept { return st_.failed; }
     // If the head is a Fake entry that is due (nothing earlier owed, no error pending), pops it
     // and returns it; the caller emits its reply. Returns false otherwise.
     bool take_fake(Expect& out);
@@ -126,8 +122,8 @@ public:
     // effects (prepared statements) and clears the list.
     std::vector<Expect>& dropped() noexcept { return dropped_; }
     size_t size() const noexcept { return q_.size() - head_; }
-    bool in_copy() const noexcept { return copy_in_ || copy_out_ || copy_both_; }
-    bool copy_both() const noexcept { return copy_both_; }
+    bool in_copy() const noexcept { return st_.copy_in || st_.copy_out || st_.copy_both; }
+    bool copy_both() const noexcept { return st_.copy_both; }
     // The client still has to end a COPY IN with CopyDone/CopyFail.
     bool client_in_copy() const noexcept { return client_owes_term_; }
     uint8_t status() const noexcept { return status_; }
@@ -141,7 +137,7 @@ private:
     // Something is owed, the head is the client's own request, no error, COPY or
     // synthesized reply pending.
     bool plain_head() const noexcept {
-        return !empty() && fakes_ == 0 && !failed_ && !in_copy() &&
+        return !empty() && fakes_ == 0 && !unusual() &&
                q_[head_].action == ReplyAction::Forward;
     }
     // The request a reply of this type completes when it is at the head ('1' -> 'P').
@@ -151,6 +147,8 @@ private:
             return msg::kParse;
         case msg::kBindComplete:
             return msg::kBind;
+        case msg::kCloseComplete:
+            return msg::kClose;
         case msg::kRowDescription:
         case msg::kNoData:
             return msg::kDescribe;
@@ -160,6 +158,27 @@ private:
             return msg::kExecute;
         default:
             return 0;
+        }
+    }
+    // Requires plain_head(): pops what a reply of this type completes; false for replies that
+    // need on_reply_full().
+    bool pop_plain(uint8_t type) noexcept {
+        switch (type) {
+        case msg::kDataRow:
+            return true;
+        case msg::kParseComplete:
+        case msg::kBindComplete:
+        case msg::kCloseComplete:
+        case msg::kRowDescription:
+        case msg::kNoData:
+        case msg::kCommandComplete:
+        case msg::kEmptyQuery:
+        case msg::kPortalSuspended:
+            if (q_[head_].type == completed_by(type))
+                pop_head();
+            return true;
+        default:
+            return false;
         }
     }
     // Requires !empty().
@@ -180,10 +199,20 @@ private:
     size_t fakes_ = 0;
     size_t head_ = 0;
     uint8_t status_ = 'I';
-    bool failed_ = false;          // ErrorResponse seen: clear up to the next Sync at ReadyForQuery
-    bool copy_in_ = false;
-    bool copy_out_ = false;
-    bool copy_both_ = false;
+    // The states that take every reply off the inline paths, side by side so that one load
+    // tests them all (unusual()).
+    struct States {
+        bool failed = false;     // ErrorResponse seen: clear up to the next Sync at ReadyForQuery
+        bool copy_in = false;
+        bool copy_out = false;
+        bool copy_both = false;
+    } st_;
+    static_assert(sizeof(States) == sizeof(uint32_t));
+    bool unusual() const noexcept {
+        uint32_t v;
+        memcpy(&v, &st_, sizeof v);
+        return v != 0;
+    }
     bool client_owes_term_ = false;  // COPY IN started and its CopyDone/CopyFail not yet seen
     // Extended-protocol messages were sent after the last Sync/Query: the server is inside an
     // implicit transaction that only a Sync (or a simple Query) will end.
