@@ -433,16 +433,9 @@ inline bool Server::statements_cached() const noexcept {
 uint32_t Server::take_plain_run(SBuf&, std::span<const uint8_t> data) {
     if (state == ServerState::Login || !plain_replies_possible())
         return 0;
-    const bool cached = statements_cached();  // the run changes none of these
-    const uint32_t max_len = sb.max_packet();
-    size_t off = 0;
-    uint8_t t;
-    uint32_t len;
-    while (whole_message_at(data, off, max_len, t, len) &&
-           tracker.take_passthrough_reply(t, cached))
-        off += len;
-    pool->bytes_out += off;
-    return static_cast<uint32_t>(off);
+    size_t n = tracker.take_passthrough_run(data, sb.max_packet(), statements_cached());
+    pool->bytes_out += n;
+    return static_cast<uint32_t>(n);
 }
 
 PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {

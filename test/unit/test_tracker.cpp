@@ -19,6 +19,7 @@ extern "C" {
 
 namespace {
 
+using sluice::Expect;
 using sluice::ReplyAction;
 using sluice::RequestTracker;
 
@@ -1119,6 +1120,92 @@ void test_random_copy_pipelines(void**) {
         run_random_copy(base + i);
 }
 
+// The inline paths against the reference: one tracker sees every request through
+// on_request() and every reply through on_reply(); the other sees requests through
+// on_plain_request() and replies in runs, as a server connection does: take_passthrough_run()
+// over the bytes of a few replies, on_reply() for the one it stops at, then the run again.
+// After every step both must agree on everything they expose.
+std::string reply_bytes(char type, char status) {
+    std::string m(1, type);
+    uint32_t len = type == 'Z' ? 5 : 4;
+    for (int sh = 24; sh >= 0; sh -= 8)
+        m.push_back(static_cast<char>((len >> sh) & 0xff));
+    if (type == 'Z')
+        m.push_back(status);
+    return m;
+}
+
+void assert_same(const RequestTracker& a, const RequestTracker& b, uint32_t seed, size_t step) {
+    const Expect* ha = a.head();
+    const Expect* hb = b.head();
+    bool same = a.size() == b.size() && a.idle() == b.idle() && a.status() == b.status() &&
+                a.failed() == b.failed() && a.in_copy() == b.in_copy() &&
+                a.client_in_copy() == b.client_in_copy() && (ha == nullptr) == (hb == nullptr) &&
+                (!ha || (ha->type == hb->type && ha->action == hb->action));
+    if (!same) {
+        fprintf(stderr, "seed %u step %zu: reference size %zu head %c, inline size %zu head %c\n",
+                seed, step, a.size(), ha ? ha->type : '-', b.size(), hb ? hb->type : '-');
+        fail();
+    }
+}
+
+void run_inline_against_reference(uint32_t seed) {
+    std::mt19937 rng(seed);
+    Script s;
+    unsigned batches = 1 + static_cast<unsigned>(rng() % 12);
+    for (unsigned i = 0; i < batches; ++i) {
+        if (rng() % 3 == 0)
+            gen_copy_batch(rng, s);
+        else
+            gen_batch(rng, s);
+    }
+    RequestTracker ref, fast;
+    size_t sent = 0, delivered = 0, step = 0;
+    while (sent < s.client.size() || delivered < s.server.size()) {
+        bool can_send = sent < s.client.size();
+        bool can_deliver = delivered < s.server.size() && s.server[delivered].dep < sent;
+        assert_true(can_send || can_deliver);
+        if (can_send && (!can_deliver || rng() % 2 == 0)) {
+            uint8_t t = static_cast<uint8_t>(s.client[sent]);
+            ref.on_request(t);
+            fast.on_plain_request(t);
+            ++sent;
+        } else {
+            // A few replies that arrived together.
+            size_t n = 1 + rng() % 6;
+            std::string bytes;
+            size_t end = delivered;
+            while (end < s.server.size() && end - delivered < n && s.server[end].dep < sent) {
+                const Reply& r = s.server[end];
+                ref.on_reply(static_cast<uint8_t>(r.type), r.type == 'Z' ? 'I' : 0);
+                bytes += reply_bytes(r.type, 'I');
+                ++end;
+            }
+            bool cached = rng() % 2 == 0;
+            std::span<const uint8_t> in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                        bytes.size());
+            size_t off = 0;
+            while (off < in.size()) {
+                off += fast.take_passthrough_run(in.subspan(off), 1 << 20, cached);
+                if (off == in.size())
+                    break;
+                uint8_t t = in[off];
+                fast.on_reply(t, t == 'Z' ? in[off + 5] : 0);
+                off += t == 'Z' ? 6 : 5;
+            }
+            delivered = end;
+        }
+        assert_same(ref, fast, seed, step++);
+    }
+}
+
+void test_inline_paths_match_reference(void**) {
+    uint32_t base = 0x5eed0u;
+    fprintf(stderr, "test_inline_paths_match_reference: seeds 0x%x..+2999\n", base);
+    for (uint32_t i = 0; i < 3000; ++i)
+        run_inline_against_reference(base + i);
+}
+
 }  // namespace
 
 int main() {
@@ -1166,6 +1253,7 @@ int main() {
         cmocka_unit_test(test_replace_error_action),
         cmocka_unit_test(test_random_pipelines),
         cmocka_unit_test(test_random_copy_pipelines),
+        cmocka_unit_test(test_inline_paths_match_reference),
     };
     return cmocka_run_group_tests_name("tracker", tests, nullptr, nullptr);
 }

@@ -60,20 +60,6 @@ enum class SBufEvent : uint8_t {
                 // calls start_tls() or does nothing (then BadPacket follows)
 };
 
-// For SBufOwner::take_plain_run(): the typed message at data[off..] when it is whole and its
-// header valid (the rules of parse_typed_header()); false otherwise, and on_packet() gets it.
-inline bool whole_message_at(std::span<const uint8_t> data, size_t off, uint32_t max_len,
-                             uint8_t& type, uint32_t& len) noexcept {
-    if (data.size() - off < kTypedHeaderLen)
-        return false;
-    uint32_t n = read_be32(data.data() + off + 1);
-    if (n < 4 || n > max_len - 1 || n >= data.size() - off)
-        return false;
-    type = data[off];
-    len = n + 1;
-    return true;
-}
-
 // Implemented by Client and Server. Called only from inside SBuf callbacks.
 class SBufOwner {
 public:

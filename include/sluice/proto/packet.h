@@ -104,6 +104,20 @@ inline uint32_t read_be32(const uint8_t* p) noexcept {
     out.len = n + 1;
     return Parse::Ok;
 }
+// The typed message at data[off..] when it is whole and its header valid (the rules of
+// parse_typed_header()), for walks over runs of messages (SBufOwner::take_plain_run()).
+inline bool whole_message_at(std::span<const uint8_t> data, size_t off, uint32_t max_len,
+                             uint8_t& type, uint32_t& len) noexcept {
+    if (data.size() - off < kTypedHeaderLen)
+        return false;
+    uint32_t n = read_be32(data.data() + off + 1);
+    if (n < 4 || n > max_len - 1 || n >= data.size() - off)
+        return false;
+    type = data[off];
+    len = n + 1;
+    return true;
+}
+
 // Parses an untyped (startup-phase) header: Int32 length >= 8 and <= kMaxStartupLen.
 [[nodiscard]] Parse parse_startup_header(std::span<const uint8_t> data, PacketHeader& out) noexcept;
 inline uint16_t read_be16(const uint8_t* p) noexcept {

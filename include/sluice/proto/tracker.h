@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <vector>
 
 #include "sluice/proto/packet.h"
@@ -56,20 +57,30 @@ public:
     // client's own request at the head with no error, COPY or synthesized reply pending
     // (nearly every reply): pops what it completes and returns true. False: nothing changed,
     // on_reply() must decide.
-    bool take_plain_reply(uint8_t type) noexcept { return plain_head() && pop_plain(type); }
+    bool take_plain_reply(uint8_t type) noexcept {
+        return plain_head() && take_step(reply_step(type, q_[head_].type));
+    }
     // take_plain_reply() for a server that passes such replies straight on (Server's plain
-    // runs): also false for what the statement cache must see, a ParseComplete of a cached
-    // or client-named statement and, while statements are cached, a CommandComplete (it may
-    // be DISCARD ALL).
+    // path): also false for what the statement cache must see (cache_sees()).
     bool take_passthrough_reply(uint8_t type, bool statements_cached) noexcept {
-        if (!plain_head())
-            return false;
-        const Expect& h = q_[head_];
-        if (type == msg::kParseComplete && (h.ps || h.client_parse))
-            return false;
-        if (type == msg::kCommandComplete && statements_cached)
-            return false;
-        return pop_plain(type);
+        return plain_head() && !cache_sees(type, q_[head_], statements_cached) &&
+               take_step(reply_step(type, q_[head_].type));
+    }
+    // take_passthrough_reply() over the whole messages at the front of `data` (a server's
+    // input): returns the bytes of those it took, stopping at the first it would refuse.
+    size_t take_passthrough_run(std::span<const uint8_t> data, uint32_t max_len,
+                                bool statements_cached) noexcept {
+        if (fakes_ != 0 || unusual())  // the run changes neither
+            return 0;
+        size_t off = 0;
+        uint8_t t;
+        uint32_t len;
+        while (!empty() && q_[head_].action == ReplyAction::Forward &&
+               whole_message_at(data, off, max_len, t, len) &&
+               !cache_sees(t, q_[head_], statements_cached) &&
+               take_step(reply_step(t, q_[head_].type)))
+            off += len;
+        return off;
     }
     // on_request() for the client's own messages outside COPY (inline: several per
     // transaction). Same effect as on_request(type).
@@ -160,26 +171,30 @@ private:
             return 0;
         }
     }
-    // Requires plain_head(): pops what a reply of this type completes; false for replies that
-    // need on_reply_full().
-    bool pop_plain(uint8_t type) noexcept {
-        switch (type) {
-        case msg::kDataRow:
-            return true;
-        case msg::kParseComplete:
-        case msg::kBindComplete:
-        case msg::kCloseComplete:
-        case msg::kRowDescription:
-        case msg::kNoData:
-        case msg::kCommandComplete:
-        case msg::kEmptyQuery:
-        case msg::kPortalSuspended:
-            if (q_[head_].type == completed_by(type))
-                pop_head();
-            return true;
-        default:
-            return false;
-        }
+    // What a plain reply does to the head request: nothing (rows, or the reply of another
+    // request type: Describe's RowDescription while a Query is at the head), completes it, or
+    // it is no plain reply at all.
+    enum class Step : uint8_t { Stop, Keep, Pop };
+    static Step reply_step(uint8_t type, uint8_t head_type) noexcept {
+        if (type == msg::kDataRow)
+            return Step::Keep;
+        uint8_t completes = completed_by(type);
+        if (completes == 0)
+            return Step::Stop;
+        return head_type == completes ? Step::Pop : Step::Keep;
+    }
+    // Requires !empty() for Pop.
+    bool take_step(Step s) noexcept {
+        if (s == Step::Pop)
+            pop_head();
+        return s != Step::Stop;
+    }
+    // Replies the statement cache must see: the ParseComplete of a cached or client-named
+    // statement (verification, confirmation) and, while statements are cached, a
+    // CommandComplete (it may be DISCARD ALL).
+    static bool cache_sees(uint8_t type, const Expect& head, bool statements_cached) noexcept {
+        return (type == msg::kParseComplete && (head.ps || head.client_parse)) ||
+               (type == msg::kCommandComplete && statements_cached);
     }
     // Requires !empty().
     void pop_head() noexcept {
