@@ -989,8 +989,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
                                         .action = ReplyAction::Forward,
                                         .copy_term = false,
                                         .client_parse = true});
-        } else if (s.ps.has(e)) {
-            s.ps.touch(e);
+        } else if (s.ps.touch(e)) {
             s.tracker.on_request(Expect{.type = msg::kParse,
                                         .action = ReplyAction::Fake,
                                         .copy_term = false,
@@ -1013,10 +1012,8 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         PsEntry* e = ps.find(bm.statement);
         if (!e)
             return unknown_name(bm.statement);  // the server's 26000 names the client's name
-        if (!s.ps.has(e))
+        if (!s.ps.touch(e))
             s.send_parse(e, ReplyAction::Skip, false);
-        else
-            s.ps.touch(e);
         write_bind(s.sb.out_for_append(), bm.portal, e->name, bm.rest);
         s.tracker.on_request(Expect{.type = msg::kBind,
                                     .action = ReplyAction::Forward,
@@ -1053,10 +1050,8 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         PsEntry* e = ps.find(name);
         if (!e)
             return unknown_name(name);
-        if (!s.ps.has(e))
+        if (!s.ps.touch(e))
             s.send_parse(e, ReplyAction::Skip, false);
-        else
-            s.ps.touch(e);
         write_describe_or_close(s.sb.out_for_append(), msg::kDescribe, 'S', e->name);
         s.tracker.on_request(Expect{.type = msg::kDescribe,
                                     .action = ReplyAction::Forward,

@@ -2,6 +2,7 @@
 #include "sluice/ps_cache.h"
 
 #include <cstdio>
+#include <cstring>
 #include <memory>
 
 #include "sluice/proto/packet.h"
@@ -104,7 +105,7 @@ ClientPs::~ClientPs() {
 PsEntry* ClientPs::find(std::string_view name) const {
     if (!body_)
         return nullptr;
-    auto it = body_->map.find(std::string(name));
+    auto it = body_->map.find(name);
     return it == body_->map.end() ? nullptr : it->second;
 }
 
@@ -116,7 +117,7 @@ void ClientPs::add(std::string_view name, PsEntry* e) {
 void ClientPs::remove(std::string_view name) {
     if (!body_)
         return;
-    auto it = body_->map.find(std::string(name));
+    auto it = body_->map.find(name);
     if (it == body_->map.end())
         return;
     PsEntry* e = it->second;
@@ -162,10 +163,12 @@ void ClientPs::release_closed() noexcept {
     body_->closed.clear();
 }
 
-void ServerPs::touch(PsEntry* e) {
+bool ServerPs::touch(PsEntry* e) {
     auto it = set_.find(e);
-    if (it != set_.end())
-        it->second = ++tick_;
+    if (it == set_.end())
+        return false;
+    it->second = ++tick_;
+    return true;
 }
 
 PsEntry* ServerPs::add(PsEntry* e, size_t max) {
@@ -238,12 +241,21 @@ void write_parse(std::string& out, std::string_view name, std::string_view query
 
 void write_bind(std::string& out, std::string_view portal, std::string_view statement,
                 std::span<const uint8_t> rest) {
-    PacketWriter w(out);
-    w.begin(msg::kBind);
-    w.put_cstr(portal);
-    w.put_cstr(statement);
-    w.put_bytes(rest);
-    w.finish();
+    // Every Bind of a cached statement is rewritten: sized once, copied in pieces.
+    size_t len = 4 + portal.size() + 1 + statement.size() + 1 + rest.size();
+    size_t at = out.size();
+    out.resize(at + 1 + len);
+    auto* p = reinterpret_cast<uint8_t*>(out.data() + at);
+    *p++ = msg::kBind;
+    write_be32(p, static_cast<uint32_t>(len));
+    p += 4;
+    for (std::string_view s : {portal, statement}) {
+        memcpy(p, s.data(), s.size());
+        p += s.size();
+        *p++ = 0;
+    }
+    if (!rest.empty())
+        memcpy(p, rest.data(), rest.size());
 }
 
 void write_describe_or_close(std::string& out, uint8_t type, uint8_t what, std::string_view name) {

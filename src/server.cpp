@@ -440,7 +440,7 @@ uint32_t Server::take_plain_run(SBuf&, std::span<const uint8_t> data) {
 
 PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
     uint8_t t = hdr.type;
-    if (plain_replies_possible() && tracker.take_passthrough_reply(t, statements_cached())) {
+    if (plain_replies_possible() && tracker.take_passthrough_reply(t, data, statements_cached())) {
         pool->bytes_out += hdr.len;
         return PacketAction::Forward;
     }

@@ -74,8 +74,15 @@ public:
     }
 
 private:
+    // Looked up by the name as it sits in the client's message, without a copy.
+    struct NameHash {
+        using is_transparent = void;
+        size_t operator()(std::string_view s) const noexcept {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
     struct Body {
-        std::unordered_map<std::string, PsEntry*> map;
+        std::unordered_map<std::string, PsEntry*, NameHash, std::equal_to<>> map;
         std::vector<std::pair<std::string, uint64_t>> unconfirmed;
         std::vector<std::pair<std::string, PsEntry*>> closed;
         uint64_t syncs = 0;
@@ -97,7 +104,8 @@ public:
     ServerPs& operator=(const ServerPs&) = delete;
     ~ServerPs() { clear(); }
     bool has(PsEntry* e) const { return set_.count(e) != 0; }
-    void touch(PsEntry* e);
+    // Marks e used now; false when this server does not have it.
+    bool touch(PsEntry* e);
     // Adds e; if the set is full, removes and returns the least recently used entry (the
     // caller closes it on the server and then calls ps_unref on it), else nullptr.
     PsEntry* add(PsEntry* e, size_t max);

@@ -99,11 +99,8 @@ void PacketWriter::put_cstr(std::string_view s) {
 }
 
 void PacketWriter::finish() {
-    auto n = static_cast<uint32_t>(out_.size() - start_);
-    out_[start_] = static_cast<char>(n >> 24);
-    out_[start_ + 1] = static_cast<char>((n >> 16) & 0xff);
-    out_[start_ + 2] = static_cast<char>((n >> 8) & 0xff);
-    out_[start_ + 3] = static_cast<char>(n & 0xff);
+    write_be32(reinterpret_cast<uint8_t*>(out_.data() + start_),
+               static_cast<uint32_t>(out_.size() - start_));
 }
 
 namespace {

@@ -13,6 +13,7 @@ extern "C" {
 #include <cstdio>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sluice/proto/tracker.h"
@@ -1125,14 +1126,25 @@ void test_random_copy_pipelines(void**) {
 // on_plain_request() and replies in runs, as a server connection does: take_passthrough_run()
 // over the bytes of a few replies, on_reply() for the one it stops at, then the run again.
 // After every step both must agree on everything they expose.
-std::string reply_bytes(char type, char status) {
+std::string reply_bytes(char type, std::string_view body) {
     std::string m(1, type);
-    uint32_t len = type == 'Z' ? 5 : 4;
+    auto len = static_cast<uint32_t>(4 + body.size());
     for (int sh = 24; sh >= 0; sh -= 8)
         m.push_back(static_cast<char>((len >> sh) & 0xff));
-    if (type == 'Z')
-        m.push_back(status);
+    m.append(body);
     return m;
+}
+
+// A body for the reply: the status of a ReadyForQuery, a tag for CommandComplete (one that
+// may be DISCARD ALL for the statement cache, or not), nothing for the rest.
+std::string reply_body(char type, std::mt19937& rng) {
+    if (type == 'Z')
+        return "I";
+    if (type == 'C') {
+        static const char* const tags[] = {"SELECT 1", "DISCARD ALL", "INSERT 0 1", "DO"};
+        return std::string(tags[rng() % 4]) + '\0';
+    }
+    return "";
 }
 
 void assert_same(const RequestTracker& a, const RequestTracker& b, uint32_t seed, size_t step) {
@@ -1178,7 +1190,7 @@ void run_inline_against_reference(uint32_t seed) {
             while (end < s.server.size() && end - delivered < n && s.server[end].dep < sent) {
                 const Reply& r = s.server[end];
                 ref.on_reply(static_cast<uint8_t>(r.type), r.type == 'Z' ? 'I' : 0);
-                bytes += reply_bytes(r.type, 'I');
+                bytes += reply_bytes(r.type, reply_body(r.type, rng));
                 ++end;
             }
             bool cached = rng() % 2 == 0;
@@ -1191,7 +1203,7 @@ void run_inline_against_reference(uint32_t seed) {
                     break;
                 uint8_t t = in[off];
                 fast.on_reply(t, t == 'Z' ? in[off + 5] : 0);
-                off += t == 'Z' ? 6 : 5;
+                off += 1 + sluice::read_be32(in.data() + off + 1);
             }
             delivered = end;
         }

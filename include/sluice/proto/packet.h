@@ -88,6 +88,12 @@ enum class Parse : uint8_t {
 inline uint32_t read_be32(const uint8_t* p) noexcept {
     return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
+inline void write_be32(uint8_t* p, uint32_t v) noexcept {
+    p[0] = static_cast<uint8_t>(v >> 24);
+    p[1] = static_cast<uint8_t>(v >> 16);
+    p[2] = static_cast<uint8_t>(v >> 8);
+    p[3] = static_cast<uint8_t>(v);
+}
 
 // Parses a typed header from the front of `data`. The length field must be >= 4 and the
 // total must not exceed max_len. (Inline: it runs for every message that passes.)

@@ -61,9 +61,11 @@ public:
         return plain_head() && take_step(reply_step(type, q_[head_].type));
     }
     // take_plain_reply() for a server that passes such replies straight on (Server's plain
-    // path): also false for what the statement cache must see (cache_sees()).
-    bool take_passthrough_reply(uint8_t type, bool statements_cached) noexcept {
-        return plain_head() && !cache_sees(type, q_[head_], statements_cached) &&
+    // path): also false for what the statement cache must see (cache_sees()). `data`: what
+    // arrived of the message.
+    bool take_passthrough_reply(uint8_t type, std::span<const uint8_t> data,
+                                bool statements_cached) noexcept {
+        return plain_head() && !cache_sees(type, data, q_[head_], statements_cached) &&
                take_step(reply_step(type, q_[head_].type));
     }
     // take_passthrough_reply() over the whole messages at the front of `data` (a server's
@@ -77,7 +79,7 @@ public:
         uint32_t len;
         while (!empty() && q_[head_].action == ReplyAction::Forward &&
                whole_message_at(data, off, max_len, t, len) &&
-               !cache_sees(t, q_[head_], statements_cached) &&
+               !cache_sees(t, data.subspan(off, len), q_[head_], statements_cached) &&
                take_step(reply_step(t, q_[head_].type)))
             off += len;
         return off;
@@ -191,10 +193,15 @@ private:
     }
     // Replies the statement cache must see: the ParseComplete of a cached or client-named
     // statement (verification, confirmation) and, while statements are cached, a
-    // CommandComplete (it may be DISCARD ALL).
-    static bool cache_sees(uint8_t type, const Expect& head, bool statements_cached) noexcept {
-        return (type == msg::kParseComplete && (head.ps || head.client_parse)) ||
-               (type == msg::kCommandComplete && statements_cached);
+    // CommandComplete whose tag may be DISCARD ALL or DEALLOCATE ALL (starts with 'D', or
+    // not arrived yet). `reply`: what arrived of the reply.
+    static bool cache_sees(uint8_t type, std::span<const uint8_t> reply, const Expect& head,
+                           bool statements_cached) noexcept {
+        if (type == msg::kParseComplete)
+            return head.ps || head.client_parse;
+        if (type == msg::kCommandComplete && statements_cached)
+            return reply.size() <= kTypedHeaderLen || reply[kTypedHeaderLen] == 'D';
+        return false;
     }
     // Requires !empty().
     void pop_head() noexcept {
