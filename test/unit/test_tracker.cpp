@@ -1161,13 +1161,48 @@ void assert_same(const RequestTracker& a, const RequestTracker& b, uint32_t seed
     }
 }
 
+// COPY TO STDOUT, simple or extended: CopyOutResponse, rows, CopyDone, the tag; or an
+// error while the rows stream.
+void gen_copy_out_batch(std::mt19937& rng, Script& s) {
+    bool extended = rng() % 2 == 0;
+    size_t start;
+    size_t sync = SIZE_MAX;
+    if (extended) {
+        s.send('P', kFwd);
+        s.reply('1', s.last(), 1, kFwd);
+        s.send('B', kFwd);
+        s.reply('2', s.last(), 1, kFwd);
+        s.send('E', kFwd);
+        start = s.last();
+        s.send('S', kFwd);
+        sync = s.last();
+    } else {
+        s.send('Q', kFwd);
+        start = s.last();
+    }
+    s.reply('H', start, 0, kFwd);
+    unsigned rows = static_cast<unsigned>(rng() % 12);
+    for (unsigned i = 0; i < rows; ++i)
+        s.reply('d', start, 0, kFwd);
+    if (rng() % 4 == 0) {
+        s.reply('E', start, 0, kFwd);
+    } else {
+        s.reply('c', start, 0, kFwd);
+        s.reply('C', start, 1, kFwd);
+    }
+    s.reply('Z', extended ? sync : start, 0, kFwd);
+}
+
 void run_inline_against_reference(uint32_t seed) {
     std::mt19937 rng(seed);
     Script s;
     unsigned batches = 1 + static_cast<unsigned>(rng() % 12);
     for (unsigned i = 0; i < batches; ++i) {
-        if (rng() % 3 == 0)
+        unsigned kind = static_cast<unsigned>(rng() % 4);
+        if (kind == 0)
             gen_copy_batch(rng, s);
+        else if (kind == 1)
+            gen_copy_out_batch(rng, s);
         else
             gen_batch(rng, s);
     }

@@ -70,13 +70,21 @@ public:
     }
     // take_passthrough_reply() over the whole messages at the front of `data` (a server's
     // input): returns the bytes of those it took, stopping at the first it would refuse.
+    // During a COPY OUT of the client's own request the run is its CopyData rows.
     size_t take_passthrough_run(std::span<const uint8_t> data, uint32_t max_len,
                                 bool statements_cached) noexcept {
-        if (fakes_ != 0 || unusual())  // the run changes neither
-            return 0;
         size_t off = 0;
         uint8_t t;
         uint32_t len;
+        if (fakes_ != 0)  // the run changes neither this nor the states below
+            return 0;
+        if (unusual()) {
+            if (!copy_out_only() || empty() || q_[head_].action != ReplyAction::Forward)
+                return 0;
+            while (whole_message_at(data, off, max_len, t, len) && t == msg::kCopyData)
+                off += len;
+            return off;
+        }
         while (!empty() && q_[head_].action == ReplyAction::Forward &&
                whole_message_at(data, off, max_len, t, len) &&
                !cache_sees(t, data.subspan(off, len), q_[head_], statements_cached) &&
@@ -234,6 +242,9 @@ private:
         uint32_t v;
         memcpy(&v, &st_, sizeof v);
         return v != 0;
+    }
+    bool copy_out_only() const noexcept {
+        return st_.copy_out && !st_.failed && !st_.copy_in && !st_.copy_both;
     }
     bool client_owes_term_ = false;  // COPY IN started and its CopyDone/CopyFail not yet seen
     // Extended-protocol messages were sent after the last Sync/Query: the server is inside an
