@@ -58,7 +58,7 @@ bool RequestTracker::take_fake(Expect& out) {
     return true;
 }
 
-void RequestTracker::push(Expect e) {
+void RequestTracker::push_compacting(Expect e) {
     if (head_ > 0 && head_ == q_.size()) {
         q_.clear();
         head_ = 0;
@@ -83,45 +83,25 @@ void RequestTracker::erase(size_t idx) {
 }
 
 void RequestTracker::on_request(uint8_t type, ReplyAction action) {
-    switch (type) {
-    case msg::kQuery:
-    case msg::kFunctionCall:
-        unsynced_ = false;  // its ReadyForQuery ends any open implicit transaction
+    if (is_copy_end(type))
+        on_copy_end(type, action);
+    else if (note_request(type))
         push({type, action, false});
+}
+
+void RequestTracker::on_copy_end(uint8_t type, ReplyAction action) {
+    if (client_owes_term_) {
+        client_owes_term_ = false;
+        // COPY still running: this ends it. If the server already failed the COPY, the
+        // message only feeds its discard loop and is answered by nothing.
+        if (st_.copy_in)
+            push({type, action, true});
         return;
-    case msg::kParse:
-    case msg::kBind:
-    case msg::kDescribe:
-    case msg::kExecute:
-    case msg::kClose:
-        unsynced_ = true;
-        push({type, action, false});
-        return;
-    case msg::kSync:
-        unsynced_ = false;
-        // The server ignores Sync while in COPY IN (before the client's CopyDone/CopyFail).
-        if (st_.copy_in && client_owes_term_)
-            return;
-        push({type, action, false});
-        return;
-    case msg::kCopyDone:
-    case msg::kCopyFail:
-        if (client_owes_term_) {
-            client_owes_term_ = false;
-            // COPY still running: this ends it. If the server already failed the COPY, the
-            // message only feeds its discard loop and is answered by nothing.
-            if (st_.copy_in)
-                push({type, action, true});
-            return;
-        }
-        // Sent before CopyInResponse arrived (pgx), or stray after the COPY ended
-        // (postgres.js): order decides when the replies come.
-        push({type, action, false});
-        drop_stray_copy_ends();
-        return;
-    default:
-        return;  // Flush, CopyData, Terminate, password messages: no reply of their own
     }
+    // Sent before CopyInResponse arrived (pgx), or stray after the COPY ended (postgres.js):
+    // order decides when the replies come.
+    push({type, action, false});
+    drop_stray_copy_ends();
 }
 
 void RequestTracker::drop_stray_copy_ends() {

@@ -1014,6 +1014,26 @@ void test_random_pipelines(void**) {
         run_random_exact(base + i);
 }
 
+// The statement that starts a COPY: a simple Query, or Parse/Bind/Execute/Sync (with the
+// Parse/BindComplete replies). Returns the index of the message the COPY's replies answer;
+// `sync` gets the Sync's index (SIZE_MAX for a simple Query).
+size_t send_copy_statement(Script& s, bool extended, size_t& sync) {
+    sync = SIZE_MAX;
+    if (!extended) {
+        s.send('Q', kFwd);
+        return s.last();
+    }
+    s.send('P', kFwd);
+    s.reply('1', s.last(), 1, kFwd);
+    s.send('B', kFwd);
+    s.reply('2', s.last(), 1, kFwd);
+    s.send('E', kFwd);
+    size_t start = s.last();
+    s.send('S', kFwd);
+    sync = s.last();
+    return start;
+}
+
 // COPY IN, simple and extended, as PostgreSQL answers it: success, CopyFail, a data error
 // while streaming, and a failure before the COPY starts. Checked: never idle while a reply
 // for a sent message is still to come, and idle at the end.
@@ -1022,21 +1042,8 @@ void gen_copy_batch(std::mt19937& rng, Script& s) {
     bool extended = pick(2) == 0;
     unsigned outcome = pick(4);  // 0 ok, 1 CopyFail, 2 data error, 3 error before COPY
     unsigned ndata = 1 + pick(3);
-    size_t start;
-    size_t first_sync = SIZE_MAX;
-    if (extended) {
-        s.send('P', kFwd);
-        s.reply('1', s.last(), 1, kFwd);
-        s.send('B', kFwd);
-        s.reply('2', s.last(), 1, kFwd);
-        s.send('E', kFwd);
-        start = s.last();
-        s.send('S', kFwd);
-        first_sync = s.last();
-    } else {
-        s.send('Q', kFwd);
-        start = s.last();
-    }
+    size_t first_sync;
+    size_t start = send_copy_statement(s, extended, first_sync);
     if (outcome == 3) {
         s.reply('E', start, 0, kFwd);
         s.reply('Z', extended ? first_sync : start, 0, kFwd);
@@ -1123,9 +1130,9 @@ void test_random_copy_pipelines(void**) {
 
 // The inline paths against the reference: one tracker sees every request through
 // on_request() and every reply through on_reply(); the other sees requests through
-// on_plain_request() and replies in runs, as a server connection does: take_passthrough_run()
-// over the bytes of a few replies, on_reply() for the one it stops at, then the run again.
-// After every step both must agree on everything they expose.
+// on_plain_request() and replies in runs, as a server connection does:
+// take_passthrough_run() over the bytes of a few replies, on_reply() for the one it stops at,
+// then the run again. After every step both must agree on everything they expose.
 std::string reply_bytes(char type, std::string_view body) {
     std::string m(1, type);
     auto len = static_cast<uint32_t>(4 + body.size());
@@ -1165,21 +1172,8 @@ void assert_same(const RequestTracker& a, const RequestTracker& b, uint32_t seed
 // error while the rows stream.
 void gen_copy_out_batch(std::mt19937& rng, Script& s) {
     bool extended = rng() % 2 == 0;
-    size_t start;
-    size_t sync = SIZE_MAX;
-    if (extended) {
-        s.send('P', kFwd);
-        s.reply('1', s.last(), 1, kFwd);
-        s.send('B', kFwd);
-        s.reply('2', s.last(), 1, kFwd);
-        s.send('E', kFwd);
-        start = s.last();
-        s.send('S', kFwd);
-        sync = s.last();
-    } else {
-        s.send('Q', kFwd);
-        start = s.last();
-    }
+    size_t sync;
+    size_t start = send_copy_statement(s, extended, sync);
     s.reply('H', start, 0, kFwd);
     unsigned rows = static_cast<unsigned>(rng() % 12);
     for (unsigned i = 0; i < rows; ++i)

@@ -35,6 +35,20 @@ class RequestTracker {
 public:
     // A frontend message is passing to the server. Flush/CopyData/Terminate owe nothing.
     void on_request(uint8_t type, ReplyAction action = ReplyAction::Forward);
+    // on_request(type) for the client's own messages (inline: several per transaction).
+    void on_plain_request(uint8_t type) {
+        if (type == msg::kCopyDone || type == msg::kCopyFail) {
+            on_copy_end(type, ReplyAction::Forward);
+            return;
+        }
+        if (!note_request(type))
+            return;
+        if (head_ != 0) [[unlikely]] {
+            push_compacting({type, ReplyAction::Forward, false});
+            return;
+        }
+        q_.push_back({type, ReplyAction::Forward, false});
+    }
     // Same, with prepared-statement details (type/action as above).
     void on_request(const Expect& e);
     // A backend message arrived. Returns what to do with it (the action of the request it
@@ -92,40 +106,6 @@ public:
             off += len;
         return off;
     }
-    // on_request() for the client's own messages outside COPY (inline: several per
-    // transaction). Same effect as on_request(type).
-    void on_plain_request(uint8_t type) {
-        switch (type) {
-        case msg::kQuery:
-            unsynced_ = false;
-            break;
-        case msg::kParse:
-        case msg::kBind:
-        case msg::kDescribe:
-        case msg::kExecute:
-        case msg::kClose:
-            unsynced_ = true;
-            break;
-        case msg::kSync:
-            if (st_.copy_in && client_owes_term_) {
-                unsynced_ = false;
-                return;  // ignored by a server in COPY IN
-            }
-            unsynced_ = false;
-            break;
-        case msg::kFlush:
-            return;
-        default:
-            on_request(type);
-            return;
-        }
-        if (head_ != 0) [[unlikely]] {
-            push({type, ReplyAction::Forward, false});
-            return;
-        }
-        q_.push_back({type, ReplyAction::Forward, false});
-    }
-
     // Nothing owed, last ReadyForQuery said idle, no COPY in either direction.
     bool idle() const noexcept {
         return q_.size() == head_ && status_ == 'I' && !in_copy() && !client_owes_term_ &&
@@ -218,7 +198,38 @@ private:
             head_ = 0;
         }
     }
-    void push(Expect e);
+    // The batch state a request of this type changes; true when it owes replies (is pushed).
+    // CopyDone/CopyFail go to on_copy_end() instead.
+    bool note_request(uint8_t type) noexcept {
+        switch (type) {
+        case msg::kQuery:
+        case msg::kFunctionCall:
+            unsynced_ = false;  // its ReadyForQuery ends any open implicit transaction
+            return true;
+        case msg::kParse:
+        case msg::kBind:
+        case msg::kDescribe:
+        case msg::kExecute:
+        case msg::kClose:
+            unsynced_ = true;
+            return true;
+        case msg::kSync:
+            unsynced_ = false;
+            // The server ignores Sync while in COPY IN (before the client's CopyDone/CopyFail).
+            return !(st_.copy_in && client_owes_term_);
+        default:
+            return false;  // Flush, CopyData, Terminate, password messages: no reply of their own
+        }
+    }
+    void push(Expect e) {
+        if (head_ != 0) [[unlikely]] {
+            push_compacting(e);
+            return;
+        }
+        q_.push_back(e);
+    }
+    void push_compacting(Expect e);
+    void on_copy_end(uint8_t type, ReplyAction action);
     void pop();
     void erase(size_t idx);  // idx relative to head_
     void drop_stray_copy_ends();
