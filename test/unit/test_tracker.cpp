@@ -821,6 +821,38 @@ void test_replace_error_action(void**) {
     EXPECT_STATE(t, 0, true);
 }
 
+// What the statement cache must see stays off the passthrough path: a CommandComplete while
+// statements are cached when its tag may be DISCARD ALL / DEALLOCATE ALL (starts with 'D', or
+// only the header has arrived), the ParseComplete of a cached or client-named statement.
+void test_passthrough_leaves_cache_replies(void**) {
+    auto bytes = [](std::string_view m) {
+        return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(m.data()), m.size());
+    };
+    const std::string select_tag("C\0\0\0\x0d" "SELECT 1\0", 14);
+    const std::string discard_tag("C\0\0\0\x10" "DISCARD ALL\0", 17);
+    RequestTracker t;
+    t.on_request('Q');
+    assert_false(t.take_passthrough_reply('C', bytes(discard_tag), true));
+    assert_false(t.take_passthrough_reply('C', bytes(select_tag).first(5), true));  // header only
+    assert_true(t.take_passthrough_reply('C', bytes(select_tag).first(7), true));   // "SE" arrived
+    assert_true(t.take_passthrough_reply('C', bytes(discard_tag), false));  // nothing cached
+    EXPECT_STATE(t, 1, false);  // a Query's tags pop nothing; its ReadyForQuery does
+    assert_int_equal(t.take_passthrough_run(bytes(discard_tag + select_tag), 1 << 20, true), 0);
+    assert_int_equal(t.take_passthrough_run(bytes(select_tag + discard_tag), 1 << 20, true),
+                     select_tag.size());
+
+    RequestTracker p;
+    p.on_request(Expect{.type = 'P', .action = kFwd, .copy_term = false, .client_parse = true});
+    const std::string parse_complete("1\0\0\0\x04", 5);
+    assert_false(p.take_passthrough_reply('1', bytes(parse_complete), false));
+    assert_int_equal(p.take_passthrough_run(bytes(parse_complete), 1 << 20, false), 0);
+    EXPECT_STATE(p, 1, false);
+    p.on_request('P');  // behind it, an unnamed Parse: passes once the head is answered
+    assert_int_equal(rep(p, '1'), kFwd);
+    assert_true(p.take_passthrough_reply('1', bytes(parse_complete), false));
+    EXPECT_STATE(p, 0, false);  // unsynced: no Sync yet
+}
+
 // ---------------------------------------------------------------- randomized
 
 // One server reply of a script: it may be delivered once the client message with index
@@ -1292,6 +1324,7 @@ int main() {
         cmocka_unit_test(test_request_details_kept),
         cmocka_unit_test(test_fake_entries),
         cmocka_unit_test(test_replace_error_action),
+        cmocka_unit_test(test_passthrough_leaves_cache_replies),
         cmocka_unit_test(test_random_pipelines),
         cmocka_unit_test(test_random_copy_pipelines),
         cmocka_unit_test(test_inline_paths_match_reference),
