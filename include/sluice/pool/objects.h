@@ -195,8 +195,8 @@ private:
     PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_admin_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_ps_packet(const PacketHeader& hdr, std::span<const uint8_t> data, Server& s);
-    // The request `type` (header in `data`, body in what arrived) needs nothing beyond the
-    // tracker and the counters on the way to s (take_plain_run() and on_work_packet()).
+    // The whole request `msg` (of type `type`) needs nothing on the way to s beyond what
+    // take_plain_run() does: the tracker entry, the counters, a Sync counted.
     bool plain_request(uint8_t type, std::span<const uint8_t> msg, const Server& s) const;
     void note_request_start(Server& s) noexcept;
     bool caching_statements() const noexcept;
