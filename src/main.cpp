@@ -452,7 +452,7 @@ int run(int argc, char** argv) {
     lc.reuseport = st.so_reuseport;
     lc.defer_accept = st.tcp_defer_accept;
     lc.tcp = tcp_options_from(st);
-    if (!listeners_open(r.base, lc, on_accept, err))
+    if (!listeners_open(lc, on_accept, err))
         die("%s", err.c_str());
     write_pidfile(st.pidfile);
 

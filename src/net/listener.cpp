@@ -21,7 +21,8 @@ namespace {
 
 struct Listener {
     int fd = -1;
-    event* ev = nullptr;
+    LoopWatch watch{};  // in the loop's epoll set while watched
+    bool watched = false;
     bool is_unix = false;
     bool deferred = false;  // TCP_DEFER_ACCEPT is on: accept() waits for the first data
     std::string path;
@@ -31,26 +32,46 @@ std::vector<Listener> g_listeners;
 AcceptFn g_accept = nullptr;
 int g_port = 0;
 
-void on_accept(evutil_socket_t fd, short, void* arg) noexcept {
+// One connection per report. The listener is level-triggered in the loop's set: if more wait,
+// the next epoll_wait (due anyway) reports it again, together with whatever else is ready, so
+// accepting never ends in an accept() that only returns EAGAIN, and a burst of connections
+// takes turns with the traffic of those already in.
+void on_accept(void* arg) noexcept {
     auto* l = static_cast<Listener*>(arg);
-    for (int i = 0; i < 64; ++i) {
-        PeerAddr peer;
-        peer.len = sizeof(peer.ss);
-        int cfd = accept4(fd, reinterpret_cast<sockaddr*>(&peer.ss), &peer.len,
-                          SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_warning("accept() failed: %s", strerror(errno));
-            return;
-        }
-        // The local address is read only when someone asks (SHOW CLIENTS): one syscall less
-        // per connection.
-        if (l->is_unix)
-            peer.ss.ss_family = AF_UNIX;
-        g_accept(cfd, peer, l->is_unix, l->deferred);
+    if (!l->watched)
+        return;  // paused or closed by an earlier report of the same batch
+    PeerAddr peer;
+    peer.len = sizeof(peer.ss);
+    int cfd;
+    do {
+        cfd = accept4(l->fd, reinterpret_cast<sockaddr*>(&peer.ss), &peer.len,
+                      SOCK_NONBLOCK | SOCK_CLOEXEC);
+    } while (cfd < 0 && errno == EINTR);
+    if (cfd < 0) {
+        // EAGAIN: another process took it (so_reuseport) or the client gave up. EMFILE and
+        // the like: the connection waits in the backlog; logged each time it is tried.
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED)
+            log_warning("accept() failed: %s", strerror(errno));
+        return;
     }
+    // The local address is read only when someone asks (SHOW CLIENTS): one syscall less
+    // per connection.
+    if (l->is_unix)
+        peer.ss.ss_family = AF_UNIX;
+    g_accept(cfd, peer, l->is_unix, l->deferred);
+}
+
+void watch(Listener& l, bool on) {
+    if (on == l.watched || l.fd < 0)
+        return;
+    if (!on) {
+        loop_unwatch(l.fd);
+        l.watched = false;
+        return;
+    }
+    l.watched = loop_watch(l.fd, &l.watch);
+    if (!l.watched)
+        log_warning("cannot add listener fd %d to the event loop: %s", l.fd, strerror(errno));
 }
 
 bool add_listener(int fd, bool is_unix, bool deferred, const std::string& path, std::string& err) {
@@ -59,7 +80,7 @@ bool add_listener(int fd, bool is_unix, bool deferred, const std::string& path, 
         close(fd);
         return false;
     }
-    g_listeners.push_back(Listener{fd, nullptr, is_unix, deferred, path});
+    g_listeners.push_back(Listener{fd, {}, false, is_unix, deferred, path});
     return true;
 }
 
@@ -166,7 +187,7 @@ bool open_unix(const ListenConfig& cfg, std::string& err) {
 
 }  // namespace
 
-bool listeners_open(event_base* base, const ListenConfig& cfg, AcceptFn fn, std::string& err) {
+bool listeners_open(const ListenConfig& cfg, AcceptFn fn, std::string& err) {
     g_accept = fn;
     g_port = cfg.port;
     g_listeners.reserve(16);
@@ -175,11 +196,14 @@ bool listeners_open(event_base* base, const ListenConfig& cfg, AcceptFn fn, std:
             return false;
     if (!cfg.unix_dir.empty() && !open_unix(cfg, err))
         return false;
-    // Register events only now: g_listeners no longer moves.
+    // Watch them only now: g_listeners no longer moves.
     for (Listener& l : g_listeners) {
-        l.ev = event_new(base, l.fd, EV_READ | EV_PERSIST, on_accept, &l);
-        if (!l.ev || event_add(l.ev, nullptr) != 0) {
-            err = "cannot register listener event";
+        if (l.fd < 0 || l.watched)
+            continue;
+        l.watch = LoopWatch{on_accept, &l};
+        watch(l, true);
+        if (!l.watched) {
+            err = std::string("cannot add a listener to the event loop: ") + strerror(errno);
             return false;
         }
     }
@@ -214,9 +238,7 @@ void listeners_close(bool keep_unix) {
     for (Listener& l : g_listeners) {
         if (l.fd < 0 || (keep_unix && l.is_unix))
             continue;
-        if (l.ev)
-            event_free(l.ev);
-        l.ev = nullptr;
+        l.watched = false;  // closing the fd takes it out of the loop's set
         close(l.fd);
         l.fd = -1;
         if (!l.path.empty())
@@ -225,15 +247,8 @@ void listeners_close(bool keep_unix) {
 }
 
 void listeners_pause(bool paused) {
-    for (Listener& l : g_listeners) {
-        if (l.fd < 0 || !l.ev)
-            continue;
-        if (paused)
-            event_del(l.ev);
-        else
-            event_add(l.ev, nullptr);
-    }
-    loop_wake_libevent();  // SUSPEND/RESUME come from the console: take effect now
+    for (Listener& l : g_listeners)
+        watch(l, !paused);
 }
 
 }  // namespace sluice

@@ -22,7 +22,8 @@ namespace {
 
 constexpr int kBatch = 128;          // ready sockets taken per epoll_wait
 constexpr int kMaxWaitMs = 1000;     // bound for timers we do not see (evhttp's)
-constexpr uint64_t kLibeventTag = 0; // epoll data of libevent's fd (an SBuf* is never null)
+// Epoll data: an SBuf*, or a LoopWatch* with this bit set (both are at least 2-aligned).
+constexpr uint64_t kWatchBit = 1;
 
 event_base* g_base = nullptr;
 int g_ep = -1;             // our epoll set
@@ -30,6 +31,17 @@ int g_libevent_fd = -1;    // libevent's epoll fd, a member of g_ep (nested shap
 event* g_ep_event = nullptr;  // fallback shape: g_ep as a libevent read event
 bool g_stop = false;
 bool g_run_libevent = true;  // libevent's fd was ready (or nothing ran yet)
+
+void on_libevent_ready(void*) noexcept {
+    g_run_libevent = true;
+}
+LoopWatch g_libevent_watch{on_libevent_ready, nullptr};
+
+uint32_t sbuf_events(bool want_write) {
+    // EPOLLRDHUP tells us when data and the peer's FIN arrived in one wake-up, so that a short
+    // read is not taken for "drained" and the EOF is not missed.
+    return EPOLLIN | EPOLLRDHUP | EPOLLET | (want_write ? EPOLLOUT : 0u);
+}
 
 // loop_defer(): functions to run at the end of the turn (a handful exist).
 std::vector<void (*)()> g_deferred;
@@ -120,8 +132,13 @@ void run_ready(int timeout_ms) {
     if (n < 0 && errno != EINTR)
         log_error("epoll_wait failed: %s", strerror(errno));
     for (int i = 0; i < n; ++i) {
-        if (evs[i].data.u64 == kLibeventTag) {
-            g_run_libevent = true;
+        if (evs[i].data.u64 & kWatchBit) [[unlikely]] {
+            // A listener or libevent's fd. A watch removed by an earlier entry of this batch
+            // is still called: its callback checks its own state (LoopWatch).
+            auto* w = reinterpret_cast<LoopWatch*>(evs[i].data.u64 & ~kWatchBit);
+            w->fn(w->arg);
+            if (SBuf::has_pending())  // an accepted connection's first packet: answer it now
+                SBuf::run_pending();
             continue;
         }
         // A socket closed by an earlier entry of this batch is skipped: its owner is freed only
@@ -172,10 +189,7 @@ event_base* loop_create(std::string& err, LoopOptions opts) {
             fresh.push_back(fd);
     if (opts.nest_libevent && fresh.size() == 1 &&
         strcmp(event_base_get_method(g_base), "epoll") == 0) {
-        epoll_event ev{};
-        ev.events = EPOLLIN;  // level-triggered: ready while libevent has work
-        ev.data.u64 = kLibeventTag;
-        if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fresh[0], &ev) == 0)
+        if (loop_watch(fresh[0], &g_libevent_watch))  // ready while libevent has work
             g_libevent_fd = fresh[0];
     }
     if (g_libevent_fd < 0) {
@@ -260,13 +274,29 @@ void loop_defer(void (*fn)()) noexcept {
         g_deferred.push_back(fn);
 }
 
-bool loop_add(int fd, SBuf* sb) noexcept {
+bool loop_add(int fd, SBuf* sb, bool want_write) noexcept {
     epoll_event ev{};
-    // EPOLLRDHUP tells us when data and the peer's FIN arrived in one wake-up, so that a short
-    // read is not taken for "drained" and the EOF is not missed.
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.events = sbuf_events(want_write);
     ev.data.ptr = sb;
     return epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
+bool loop_want_write(int fd, SBuf* sb) noexcept {
+    epoll_event ev{};
+    ev.events = sbuf_events(true);
+    ev.data.ptr = sb;
+    return epoll_ctl(g_ep, EPOLL_CTL_MOD, fd, &ev) == 0;
+}
+
+bool loop_watch(int fd, LoopWatch* w) noexcept {
+    epoll_event ev{};
+    ev.events = EPOLLIN;  // level-triggered: reported again while still readable
+    ev.data.u64 = reinterpret_cast<uintptr_t>(w) | kWatchBit;
+    return epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
+void loop_unwatch(int fd) noexcept {
+    epoll_ctl(g_ep, EPOLL_CTL_DEL, fd, nullptr);
 }
 
 int loop_timer_add(event* ev, const timeval& tv) {

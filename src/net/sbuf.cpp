@@ -93,7 +93,11 @@ bool SBuf::attach(int fd, SBufOwner* owner, bool connecting) {
     out_.clear();
     out_pos_ = 0;
     stats_ = {};
-    if (!loop_add(fd, this)) {
+    // Writable is asked for only while connecting: a fresh socket is writable, and reporting
+    // that would cost an epoll_wait per connection. The first send that cannot complete
+    // asks for it (want_write()).
+    write_armed_ = connecting;
+    if (!loop_add(fd, this, connecting)) {
         ::close(fd_);
         fd_ = -1;
         return false;
@@ -241,6 +245,13 @@ void SBuf::spill_pending() {
     pos_ = parse_;
 }
 
+void SBuf::want_write() noexcept {
+    // A failure (ENOMEM) leaves the socket without write reports; the next send that cannot
+    // complete tries again.
+    if (!write_armed_ && fd_ >= 0)
+        write_armed_ = loop_want_write(fd_, this);
+}
+
 bool SBuf::send_iov(iovec* iov, int cnt, size_t& sent) {
     if (ssl_)
         return tls_send_iov(iov, cnt, sent);
@@ -256,12 +267,16 @@ bool SBuf::send_iov(iovec* iov, int cnt, size_t& sent) {
         if (n >= 0) {
             sent = static_cast<size_t>(n);
             stats_.sent_bytes += sent;
+            if (!write_armed_ && sent < iov[0].iov_len + (cnt > 1 ? iov[1].iov_len : 0))
+                want_write();
             return true;
         }
         if (errno == EINTR)
             continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            want_write();
             return true;
+        }
         return false;
     }
 }
@@ -658,6 +673,9 @@ bool SBuf::start_tls(SSL* ssl, bool replay_input) {
         SSL_set0_rbio(ssl_, pre);
         pos_ = parse_ = end_;
     }
+    // OpenSSL may wait for either direction at any time (handshake, SSL_write's records):
+    // TLS sockets report writable for good, one epoll_ctl per TLS connection.
+    want_write();
     // The handshake runs from the event loop: a connecting side must send its ClientHello
     // even though no read event is due.
     run_soon(EV_READ);

@@ -8,9 +8,16 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
 
 #include <span>
 #include <string>
@@ -18,6 +25,7 @@ extern "C" {
 
 #include <event2/event.h>
 
+#include "sluice/net/listener.h"
 #include "sluice/net/loop.h"
 #include "sluice/net/sbuf.h"
 #include "sluice/util/time.h"
@@ -274,6 +282,139 @@ void test_defer_runs_once_at_turn_end(void**) {
     }
 }
 
+
+// The events an epoll set of this process has registered for `fd` (the "tfd:" lines of
+// /proc/self/fdinfo), or -1 when none has it.
+long epoll_mask_of(int fd) {
+    long mask = -1;
+    DIR* d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    while (dirent* e = readdir(d)) {
+        if (e->d_name[0] == '.')
+            continue;
+        std::string info = std::string("/proc/self/fdinfo/") + e->d_name;
+        FILE* f = fopen(info.c_str(), "r");
+        if (!f)
+            continue;
+        char line[256];
+        while (fgets(line, sizeof line, f)) {
+            int tfd = -1;
+            unsigned long ev = 0;
+            if (sscanf(line, "tfd: %d events: %lx", &tfd, &ev) == 2 && tfd == fd)
+                mask = static_cast<long>(ev);
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return mask;
+}
+
+// A fresh socket is not watched for writability (reporting that a new socket is writable would
+// cost an epoll_wait per connection); the first send that cannot complete asks for it, and the
+// report it brings sends the rest.
+void test_write_reports_start_with_first_blocked_send(void**) {
+    for (bool nested : {true, false}) {
+        Loop loop(nested);
+        Conn c;
+        long mask = epoll_mask_of(c.sb.fd());
+        assert_true(mask >= 0);
+        assert_true(mask & EPOLLIN);
+        assert_false(mask & EPOLLOUT);
+        sluice::loop_turn(0);
+        assert_false(epoll_mask_of(c.sb.fd()) & EPOLLOUT);  // reading alone changes nothing
+
+        std::string big(4 << 20, 'x');
+        c.sb.queue(big);
+        assert_true(c.sb.flush_out());
+        assert_true(c.sb.has_output());  // the socket buffer is full
+        assert_true(epoll_mask_of(c.sb.fd()) & EPOLLOUT);
+        size_t got = 0;
+        char tmp[65536];
+        for (int i = 0; i < 100000 && got < big.size(); ++i) {
+            ssize_t n = ::read(c.app, tmp, sizeof tmp);
+            if (n > 0)
+                got += static_cast<size_t>(n);
+            sluice::loop_turn(0);  // the write report flushes what is left
+        }
+        assert_int_equal(got, big.size());
+        assert_false(c.sb.has_output());
+    }
+}
+
+// A socket that is still connecting waits for writable (connect's completion) from the start.
+void test_connecting_socket_reports_write(void**) {
+    Loop loop;
+    int p[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, p), 0);
+    set_nonblock(p[1]);
+    Owner o;
+    SBuf sb;
+    assert_true(sb.attach(p[1], &o, true));
+    assert_true(epoll_mask_of(p[1]) & EPOLLOUT);
+    sb.close();
+    ::close(p[0]);
+}
+
+std::vector<int> g_accepted;
+void record_accept(int fd, const sluice::PeerAddr&, bool, bool) {
+    g_accepted.push_back(fd);
+}
+
+int connect_to(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    return fd;
+}
+
+// Listeners sit in our set, level-triggered: one connection is accepted per report and the
+// next turn's epoll_wait reports the listener again while more wait; a paused listener
+// accepts nothing until resumed, and then takes what queued meanwhile.
+void test_listener_accepts_one_per_report(void**) {
+    for (bool nested : {true, false}) {
+        Loop loop(nested);
+        g_accepted.clear();
+        sluice::ListenConfig cfg;
+        cfg.addrs = {"127.0.0.1"};
+        cfg.port = 0;  // the kernel picks
+        cfg.defer_accept = false;
+        std::string err;
+        assert_true(sluice::listeners_open(cfg, record_accept, err));
+        auto info = sluice::listeners_info();
+        assert_int_equal(info.size(), 1);
+        int port = info[0].port;
+        std::vector<int> clients;
+        for (int i = 0; i < 3; ++i)
+            clients.push_back(connect_to(port));
+        for (size_t turn = 1; turn <= 3; ++turn) {
+            sluice::loop_turn(1000);
+            assert_int_equal(g_accepted.size(), turn);
+        }
+        sluice::loop_turn(0);
+        assert_int_equal(g_accepted.size(), 3);
+
+        sluice::listeners_pause(true);
+        clients.push_back(connect_to(port));  // completes in the kernel's backlog
+        for (int i = 0; i < 3; ++i)
+            sluice::loop_turn(0);
+        assert_int_equal(g_accepted.size(), 3);
+        sluice::listeners_pause(false);
+        sluice::loop_turn(1000);
+        assert_int_equal(g_accepted.size(), 4);
+
+        sluice::listeners_close(false);
+        assert_int_equal(sluice::listeners_info().size(), 0);
+        for (int fd : g_accepted)
+            ::close(fd);
+        for (int fd : clients)
+            ::close(fd);
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -285,6 +426,9 @@ int main() {
         cmocka_unit_test(test_resume_from_libevent_callback),
         cmocka_unit_test(test_stop_from_socket_callback),
         cmocka_unit_test(test_defer_runs_once_at_turn_end),
+        cmocka_unit_test(test_write_reports_start_with_first_blocked_send),
+        cmocka_unit_test(test_connecting_socket_reports_write),
+        cmocka_unit_test(test_listener_accepts_one_per_report),
     };
     int failed = cmocka_run_group_tests_name("loop", tests, nullptr, nullptr);
     sluice::sbuf_release_buffers();

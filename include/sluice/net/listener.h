@@ -5,8 +5,6 @@
 #include <string>
 #include <vector>
 
-#include <event2/event.h>
-
 #include "sluice/net/sockets.h"
 
 namespace sluice {
@@ -30,8 +28,8 @@ struct ListenConfig {
 using AcceptFn = void (*)(int fd, const PeerAddr& peer, bool is_unix, bool input_waiting);
 
 // Opens every listener. False = a socket could not be opened (err says which and why).
-[[nodiscard]] bool listeners_open(event_base* base, const ListenConfig& cfg, AcceptFn fn,
-                                  std::string& err);
+// Each listener sits in the loop's epoll set (net/loop.h: loop_watch); the loop must exist.
+[[nodiscard]] bool listeners_open(const ListenConfig& cfg, AcceptFn fn, std::string& err);
 // Stops accepting on TCP (shutdown) or on everything; removes the unix socket file on close.
 void listeners_close(bool keep_unix);
 // Re-applies TCP options to the TCP listeners (RELOAD / SET): later connections inherit them.

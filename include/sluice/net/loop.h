@@ -1,15 +1,17 @@
 // The event loop: our own epoll set for the connection sockets, libevent for the rest.
 //
 // Every SBuf socket sits in one epoll set of ours, edge-triggered, registered once by attach()
-// and dropped by close() (closing the fd removes it). A ready socket costs one array entry and
-// one call; libevent spent about 290 instructions on each (evmap lookup, activation, active
-// queue, per-turn bookkeeping), a fifth of sluice's user-space work per transaction.
+// (writable added once, by the first send that cannot complete) and dropped by close()
+// (closing the fd removes it). A ready socket costs one array entry and one call; libevent
+// spent about 290 instructions on each (evmap lookup, activation, active queue, per-turn
+// bookkeeping), a fifth of sluice's user-space work per transaction.
 //
-// libevent keeps what is rare or what it does well: listeners, signals, timers and the metrics
-// HTTP server. Its own epoll fd is a member of our set, so one epoll_wait sleeps for both; a
-// single non-blocking libevent pass runs only when its fd is ready, a timer armed through
-// loop_timer_add() is due, or loop_wake_libevent() was called. Deferred frees (loop_defer)
-// run at the end of the turn, without a libevent pass.
+// Listening sockets are members too, level-triggered (loop_watch), so an accept costs no
+// libevent pass. libevent keeps what is rare or what it does well: signals, timers and the
+// metrics HTTP server. Its own epoll fd is a member of our set, so one epoll_wait sleeps for
+// both; a single non-blocking libevent pass runs only when its fd is ready, a timer armed
+// through loop_timer_add() is due, or loop_wake_libevent() was called. Deferred frees
+// (loop_defer) run at the end of the turn, without a libevent pass.
 // libevent's next timeout is not public API: the wait is bounded by the earliest timer armed
 // through loop_timer_add() and by one second (evhttp's own idle timeouts).
 //
@@ -56,8 +58,22 @@ void loop_defer(void (*fn)()) noexcept;
 // than at its next timer.
 void loop_wake_libevent() noexcept;
 
-// Registers a connection socket (SBuf::attach). False + errno on failure.
-bool loop_add(int fd, SBuf* sb) noexcept;
+// Registers a connection socket (SBuf::attach): edge-triggered readable and peer shutdown,
+// writable only with want_write (a connect in progress). False + errno on failure.
+bool loop_add(int fd, SBuf* sb, bool want_write) noexcept;
+// Adds writable to the socket's events, for good: its first send that could not complete.
+// With edge-triggering the kernel reports the socket at once if it is writable by then.
+bool loop_want_write(int fd, SBuf* sb) noexcept;
+
+// Another fd in our set (listeners, libevent's epoll fd): level-triggered readable; fn(arg)
+// is called for each report. A watch must stay valid until its fd is closed or unwatched, and
+// fn must cope with a report that was already in the batch when it was unwatched.
+struct LoopWatch {
+    void (*fn)(void* arg) noexcept;
+    void* arg;
+};
+bool loop_watch(int fd, LoopWatch* w) noexcept;
+void loop_unwatch(int fd) noexcept;
 
 // event_add() with a timeout, for timers that must wake the loop on time. Call
 // loop_timer_forget() before event_free() of such an event.

@@ -9,9 +9,10 @@
 // Ordering rule: anything appended to X.out_ is newer than X.peer's pending range, so the
 // pending range is first moved ("spilled") into X.out_.
 //
-// Each socket is in the loop's epoll set (net/loop.h), edge-triggered for reading, writing and
-// the peer's shutdown, from attach() until close() closes the fd. Pausing is a flag, never an
-// epoll_ctl. Reads go until a short read or EAGAIN; a paused or blocked sbuf is resumed
+// Each socket is in the loop's epoll set (net/loop.h), edge-triggered for reading and the
+// peer's shutdown, from attach() until close() closes the fd; for writing too from its first
+// send that could not complete (or from the start: connecting, TLS), which is the only
+// epoll_ctl after attach(). Pausing is a flag, never an epoll_ctl. Reads go until a short read or EAGAIN; a paused or blocked sbuf is resumed
 // without a syscall: it joins the loop's pending list, run right after the ready socket whose
 // callback queued it (or at the end of the turn when queued from elsewhere).
 //
@@ -209,7 +210,9 @@ private:
     void compact();
     void release_buffer_if_empty();
     void report(SBufEvent ev);
+    // Sends what it can; one that cannot send everything asks the loop for write reports.
     bool send_iov(iovec* iov, int cnt, size_t& sent);
+    void want_write() noexcept;  // loop_want_write() once per socket
     // Startup-phase header (or the single byte of expect_byte()).
     Parse parse_startup_phase(std::span<const uint8_t> data, PacketHeader& h) noexcept;
     // TLS counterparts of recv/sendmsg; same contracts (-1 + errno EAGAIN = would block).
@@ -245,6 +248,7 @@ private:
     bool paused_ = false;
     bool blocked_ = false;     // our pending range waits for the peer to become writable
     bool connecting_ = false;
+    bool write_armed_ = false;  // the loop reports writable too (want_write())
     bool eof_ = false;
     bool rdhup_ = false;         // the peer shut down its side: read until recv returns 0
     bool sock_drained_ = false;  // the last recv found the socket empty (no edge since)
