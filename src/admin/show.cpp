@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "sluice/net/listener.h"
+#include "sluice/net/sbuf.h"
 #include "sluice/pool/control.h"
 
 #include "internal.h"
@@ -758,6 +759,9 @@ void show_mem(std::string& out) {
     row("pool_cache", sizeof(Pool), rt().pools.size(), 0);
     row("server_cache", sizeof(Server), n.servers, rt().free_servers.size());
     row("client_cache", sizeof(Client), n.clients, rt().free_clients.size());
+    SBufMemory b = sbuf_memory();
+    row("iobuf_cache", b.size, b.used, b.free);
+    row("bulk_iobuf_cache", b.bulk_size, b.bulk_used, b.bulk_free);
     write_complete(out, "SHOW");
 }
 

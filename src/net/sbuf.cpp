@@ -25,15 +25,27 @@ namespace {
 
 constexpr size_t kMaxFreeBufs = 32;
 uint32_t g_bufsize = 4096;
+// Bulk buffers: a socket whose reads keep filling a pkt_buf-sized buffer (COPY, big result
+// sets) reads into one of these instead: a sixteenth of the recv and send calls, and the
+// receiver is woken once per 64 KiB rather than per 4 KiB. Bounded in number so that many
+// streaming connections cannot take more than kMaxBulkBuffers * kBulkSize (16 MiB).
+constexpr uint32_t kBulkSize = kBulkBufferSize;
+size_t g_max_bulk_in_use = kMaxBulkBuffers;
+constexpr size_t kMaxFreeBulk = 4;
+std::vector<uint8_t*> g_free_bulk;
+size_t g_bulk_in_use = 0;
+uint64_t g_bulk_takes = 0;
 // Sbufs asked to run without a socket edge (resumed, read again for fairness, first read of
 // an accepted socket): run by the loop (SBuf::run_pending), in order.
 SBuf* g_pend_head = nullptr;
 SBuf* g_pend_tail = nullptr;
 size_t g_pend_count = 0;
 std::vector<uint8_t*> g_free_bufs;  // pooled receive buffers of g_bufsize bytes
+size_t g_bufs_in_use = 0;           // g_bufsize buffers held by sockets
 uint64_t g_forward_sends = 0;
 
 uint8_t* take_buffer() {
+    ++g_bufs_in_use;
     if (!g_free_bufs.empty()) {
         uint8_t* b = g_free_bufs.back();
         g_free_bufs.pop_back();
@@ -45,7 +57,35 @@ uint8_t* take_buffer() {
     return b;
 }
 
-void give_buffer(uint8_t* b, uint32_t cap) {
+// nullptr when the cap is reached or pkt_buf is as big already.
+uint8_t* take_bulk() {
+    if (g_bulk_in_use >= g_max_bulk_in_use || g_bufsize >= kBulkSize)
+        return nullptr;
+    uint8_t* b;
+    if (!g_free_bulk.empty()) {
+        b = g_free_bulk.back();
+        g_free_bulk.pop_back();
+    } else {
+        b = static_cast<uint8_t*>(malloc(kBulkSize));
+        if (!b)
+            return nullptr;
+    }
+    ++g_bulk_in_use;
+    ++g_bulk_takes;
+    return b;
+}
+
+void give_buffer(uint8_t* b, uint32_t cap, bool bulk) {
+    if (bulk) {
+        --g_bulk_in_use;
+        if (g_free_bulk.size() < kMaxFreeBulk)
+            g_free_bulk.push_back(b);
+        else
+            free(b);
+        return;
+    }
+    if (cap == g_bufsize)
+        --g_bufs_in_use;
     // Grown buffers (held big messages) go back to the allocator; keep a small pool: enough
     // for the buffers in use at one moment in steady traffic, while a burst of concurrent
     // logins or reads leaves little RSS behind.
@@ -62,6 +102,27 @@ void sbuf_release_buffers() noexcept {
         free(b);
     g_free_bufs.clear();
     g_free_bufs.shrink_to_fit();
+    for (uint8_t* b : g_free_bulk)
+        free(b);
+    g_free_bulk.clear();
+    g_free_bulk.shrink_to_fit();
+}
+
+size_t sbuf_bulk_buffers_in_use() noexcept {
+    return g_bulk_in_use;
+}
+
+SBufMemory sbuf_memory() noexcept {
+    return {g_bufsize, g_bufs_in_use, g_free_bufs.size(),
+            kBulkSize, g_bulk_in_use, g_free_bulk.size()};
+}
+
+uint64_t sbuf_bulk_buffers_taken() noexcept {
+    return g_bulk_takes;
+}
+
+void sbuf_set_bulk_limit(size_t n) noexcept {
+    g_max_bulk_in_use = n;
 }
 
 void sbuf_set_buffer_size(uint32_t size) noexcept {
@@ -184,11 +245,8 @@ void SBuf::close() {
         ::close(fd_);
         fd_ = -1;
     }
-    if (buf_) {
-        give_buffer(buf_, cap_);
-        buf_ = nullptr;
-        cap_ = 0;
-    }
+    drop_buffer();
+    streaming_ = false;
     pos_ = parse_ = end_ = remain_ = 0;
     std::string().swap(out_);
     out_pos_ = 0;
@@ -417,10 +475,22 @@ void SBuf::handle_write() {
     }
 }
 
+void SBuf::drop_buffer() noexcept {
+    if (!buf_)
+        return;
+    give_buffer(buf_, cap_, bulk_buf_);
+    buf_ = nullptr;
+    cap_ = 0;
+    bulk_buf_ = false;
+}
+
 bool SBuf::ensure_buffer(size_t need_total) {
     if (!buf_) {
-        buf_ = take_buffer();
-        cap_ = g_bufsize;
+        buf_ = streaming_ ? take_bulk() : nullptr;
+        bulk_buf_ = buf_ != nullptr;
+        cap_ = bulk_buf_ ? kBulkSize : g_bufsize;
+        if (!buf_)
+            buf_ = take_buffer();
         pos_ = parse_ = end_ = 0;
     }
     if (need_total <= cap_)
@@ -430,13 +500,25 @@ bool SBuf::ensure_buffer(size_t need_total) {
     if (!nb)
         abort();
     memcpy(nb, buf_ + pos_, end_ - pos_);
-    give_buffer(buf_, cap_);
+    drop_buffer();
     buf_ = nb;
     cap_ = static_cast<uint32_t>(cap);
     parse_ -= pos_;
     end_ -= pos_;
     pos_ = 0;
     return true;
+}
+
+void SBuf::start_streaming() {
+    // Only an empty buffer is swapped: nothing to copy.
+    uint8_t* b = take_bulk();
+    if (!b)
+        return;
+    drop_buffer();
+    buf_ = b;
+    cap_ = kBulkSize;
+    bulk_buf_ = true;
+    pos_ = parse_ = end_ = 0;
 }
 
 void SBuf::compact() {
@@ -450,11 +532,8 @@ void SBuf::compact() {
 
 void SBuf::release_buffer_if_empty() {
     if (buf_ && pos_ == end_) {
-        if (!keep_buffer_ || cap_ != g_bufsize) {  // kept unless grown for a big message
-            give_buffer(buf_, cap_);
-            buf_ = nullptr;
-            cap_ = 0;
-        }
+        if (!keep_buffer_ || cap_ != g_bufsize)  // kept unless grown or a bulk buffer
+            drop_buffer();
         pos_ = parse_ = end_ = 0;
     }
     if (trim_output_)
@@ -587,6 +666,8 @@ void SBuf::handle_read(bool drained) {
         }
         if (!buf_) [[unlikely]]
             ensure_buffer(0);
+        else if (streaming_ && !bulk_buf_ && pos_ == end_ && cap_ == g_bufsize) [[unlikely]]
+            start_streaming();
         if (end_ == cap_) {
             compact();
             if (end_ == cap_)
@@ -603,6 +684,8 @@ void SBuf::handle_read(bool drained) {
         }
         if (n > 0) {
             end_ += static_cast<uint32_t>(n);
+            // As much as a pkt_buf holds was waiting: the next empty buffer is a bulk one.
+            streaming_ = static_cast<size_t>(n) >= g_bufsize;
             stats_.recv_bytes += static_cast<uint64_t>(n);
             // A short read emptied the socket; ET reports new bytes. Not so with TLS: a short
             // SSL_read says nothing about the socket or OpenSSL's buffers.

@@ -237,8 +237,12 @@ def test_known_state(pooler, pg):
     assert config["pool_mode"]["value"] == "session"
     assert config["listen_port"]["changeable"] == "no"
     assert config["auth_user"]["value"] is None and config["auth_user"]["default"] is None
-    mem = [r["name"] for r in run(c, "SHOW MEM")[1]]
+    mem = {r["name"]: r for r in run(c, "SHOW MEM")[1]}
     assert "client_cache" in mem and "server_cache" in mem
+    # Receive buffers: pkt_buf ones (each server connection keeps its own) and bulk ones
+    # (only while a COPY or a big result streams).
+    assert mem["iobuf_cache"]["size"] == 4096 and mem["iobuf_cache"]["used"] >= 2
+    assert mem["bulk_iobuf_cache"]["size"] == 65536 and mem["bulk_iobuf_cache"]["used"] == 0
     for x in (a, b, idle):
         x.close()
 

@@ -383,26 +383,53 @@ void test_two_packets_in_one_write(void**) {
         assert_int_equal(r.cown.packets[2 + i].type, i % 3 == 0 ? 'S' : 'Q');
 }
 
-void test_large_message_streams_bounded(void**) {
+// Streams a 1 MB CopyData through the rig; returns the forward sends it took. The buffer
+// never holds more than `bound`, whatever the message size.
+uint64_t stream_large_message(uint32_t bound, uint64_t* bulk_taken) {
     Rig r;
     const std::string m = msg('d', pattern(1 << 20, 7));  // 1 MB CopyData
     size_t off = 0;
     std::string got;
-    size_t max_pos = 0;
+    uint64_t sends0 = SBuf::forward_sends();
+    uint64_t taken0 = sluice::sbuf_bulk_buffers_taken();
     for (int i = 0; got.size() < m.size() && i < 200000; ++i) {
         off += write_some(r.app, std::string_view(m).substr(off));
         r.pump(1);
-        max_pos = std::max(max_pos, r.client.recv_pos());
-        assert_true(r.client.recv_pos() <= kBufSize);
-        assert_true(r.client.pending_bytes() <= kBufSize);
+        assert_true(r.client.recv_pos() <= bound);
+        assert_true(r.client.pending_bytes() <= bound);
         assert_false(r.server.has_output());
         got += read_avail(r.pg);
     }
     assert_bytes(got, m);
     assert_int_equal(r.cown.packets.size(), 1);
     assert_int_equal(r.cown.packets[0].len, m.size());
-    assert_true(r.cown.packets[0].have <= kBufSize);
-    assert_true(max_pos > 0);
+    assert_true(r.cown.packets[0].have <= bound);
+    uint64_t sends = SBuf::forward_sends() - sends0;
+    *bulk_taken = sluice::sbuf_bulk_buffers_taken() - taken0;
+    // A short message ends the stream: the bulk buffer goes back.
+    const std::string q = msg('Q', std::string("select 1\0", 9));
+    write_all(r, r.app, q);
+    assert_bytes(read_n(r, r.pg, q.size()), q);
+    assert_int_equal(sluice::sbuf_bulk_buffers_in_use(), 0);
+    return sends;
+}
+
+// A message far bigger than any buffer streams through a bounded buffer: a bulk buffer once
+// the reads show a stream, pkt_buf when none may be taken (the cap); the bulk buffer needs a
+// fraction of the sends.
+void test_large_message_streams_bounded(void**) {
+    uint64_t taken = 0;
+    uint64_t bulk_sends = stream_large_message(sluice::kBulkBufferSize, &taken);
+    assert_true(taken > 0);
+    sluice::sbuf_set_bulk_limit(0);
+    uint64_t small_sends = stream_large_message(kBufSize, &taken);
+    sluice::sbuf_set_bulk_limit(sluice::kMaxBulkBuffers);
+    assert_int_equal(taken, 0);
+    fprintf(stderr, "1 MB message: %llu sends with a bulk buffer, %llu without\n",
+            static_cast<unsigned long long>(bulk_sends),
+            static_cast<unsigned long long>(small_sends));
+    assert_true(small_sends >= (1u << 20) / kBufSize);
+    assert_true(bulk_sends * 4 <= small_sends);
 }
 
 // ---------------------------------------------------------------- owner verdicts
@@ -605,8 +632,8 @@ void test_backpressure(void**) {
     assert_true(saw_blocked);
     assert_true(r.client.blocked());
     assert_true(off < data.size());  // the app could not push everything
-    assert_true(r.client.recv_pos() <= kBufSize);
-    assert_true(r.client.pending_bytes() <= kBufSize);
+    assert_true(r.client.recv_pos() <= sluice::kBulkBufferSize);
+    assert_true(r.client.pending_bytes() <= sluice::kBulkBufferSize);
     assert_false(r.server.has_output());
     // It stopped reading: more turns read nothing.
     uint64_t recv1 = r.client.stats().recv_bytes;
@@ -621,7 +648,7 @@ void test_backpressure(void**) {
     for (int i = 0; got.size() < data.size() && i < 1000000; ++i) {
         off += write_some(r.app, std::string_view(data).substr(off));
         r.pump(1);
-        assert_true(r.client.recv_pos() <= kBufSize);
+        assert_true(r.client.recv_pos() <= sluice::kBulkBufferSize);
         got += read_avail(r.pg);
     }
     assert_int_equal(got.size(), data.size());

@@ -1,7 +1,9 @@
 // The stream buffer: one per connection. It reads from its socket, walks message headers,
 // asks its owner what to do with each message and moves bytes to the peer sbuf's socket.
 //
-// Receive buffer layout (offsets into buf_):
+// The receive buffer is pkt_buf bytes from a pool, taken when input arrives and given back
+// when it is consumed (server connections keep theirs); while reads keep filling it, a bulk
+// buffer (kBulkBufferSize) replaces it. Layout (offsets into buf_):
 //   [0, pos_)        consumed: sent to the peer or skipped
 //   [pos_, parse_)   decided "forward" but not yet sent (the pending range)
 //   [parse_, end_)   received, not yet shown to the owner
@@ -207,6 +209,8 @@ private:
     // Moves our pending range into the peer's out_ (keeps order when the peer queues bytes).
     void spill_pending();
     bool ensure_buffer(size_t need_total);
+    void drop_buffer() noexcept;  // gives buf_ back (pool, bulk pool or allocator)
+    void start_streaming();       // an empty pkt_buf buffer becomes a bulk one, if one is free
     void compact();
     void release_buffer_if_empty();
     void report(SBufEvent ev);
@@ -254,6 +258,8 @@ private:
     bool sock_drained_ = false;  // the last recv found the socket empty (no edge since)
     bool raw_byte_ = false;  // expect_byte(): the next byte is a packet of its own
     bool keep_buffer_ = false;  // set_keep_buffer()
+    bool bulk_buf_ = false;     // buf_ is a bulk buffer (sbuf.cpp: kBulkSize)
+    bool streaming_ = false;    // the last recv took at least pkt_buf bytes
     bool trim_output_ = false;  // set_trim_output()
     short pend_what_ = 0;  // event bits for run_pending(); non-zero while in the pending list
     SBuf* pend_prev_ = nullptr;
@@ -277,5 +283,19 @@ private:
 void sbuf_set_buffer_size(uint32_t size) noexcept;
 // Frees the pooled buffers (at exit, so leak checkers see a clean heap).
 void sbuf_release_buffers() noexcept;
+// A socket whose recv takes a whole pkt_buf worth (COPY, big results) reads into a bulk
+// buffer of this size while that lasts, if fewer than kMaxBulkBuffers are in use.
+inline constexpr uint32_t kBulkBufferSize = 64 * 1024;
+inline constexpr size_t kMaxBulkBuffers = 256;
+// Receive buffers for SHOW MEM: size, held by sockets, pooled; pkt_buf ones and bulk ones.
+struct SBufMemory {
+    size_t size, used, free;
+    size_t bulk_size, bulk_used, bulk_free;
+};
+SBufMemory sbuf_memory() noexcept;
+// Bulk buffers held by sockets now, taken since start; the cap (tests).
+size_t sbuf_bulk_buffers_in_use() noexcept;
+uint64_t sbuf_bulk_buffers_taken() noexcept;
+void sbuf_set_bulk_limit(size_t n) noexcept;
 
 }  // namespace sluice
