@@ -101,7 +101,11 @@ bool Server::connect() {
     const DatabaseEntry& e = pool->db->entry;
     connect_time = mono_now();
     std::string err;
-    if (!resolve_target(e.host, e.port, settings().unix_socket_dir, addr, err)) {
+    Database& db = *pool->db;
+    std::string host = host_at(e.host, db.next_host);
+    if (e.load_balance_hosts != "disable")
+        ++db.next_host;
+    if (!resolve_target(host, e.port, settings().unix_socket_dir, addr, err)) {
         slog_warning(this, "cannot resolve server address: %s", err.c_str());
         login_failed(err, {});
         return false;
@@ -122,8 +126,14 @@ bool Server::connect() {
     sb.set_loop_count(settings().sbuf_loopcnt);
     sb.set_max_packet(0x7fffffff);
     sb.set_keep_buffer(true);  // few and busy: no buffer round trip per reply
-    if (!in_progress)
+    if (!in_progress) {
+        // A unix socket connects at once. What the handler queues goes out now: no write
+        // report is due (the sbuf flushes after the event only for a connect that completes
+        // later).
         on_sbuf_event(sb, SBufEvent::Connected);
+        if (!sb.closed())
+            static_cast<void>(sb.flush_out());
+    }
     return true;
 }
 
@@ -216,6 +226,8 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
 void Server::login_failed(std::string_view message, std::span<const uint8_t> error_packet) {
     Pool& p = *pool;
     p.last_login_failure = mono_now();
+    if (p.db->entry.load_balance_hosts == "disable")
+        ++p.db->next_host;  // the next attempt tries the next host of the list
     if (!error_packet.empty()) {
         p.last_login_error.assign(reinterpret_cast<const char*>(error_packet.data()),
                                   error_packet.size());

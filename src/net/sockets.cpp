@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -107,12 +108,28 @@ void tune_socket(int fd, bool tcp, const TcpOptions& o) noexcept {
         setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &o.user_timeout_ms, sizeof(int));
 }
 
-bool resolve_target(const std::string& host_list, int port, const std::string& default_dir,
+size_t host_count(std::string_view host_list) noexcept {
+    return static_cast<size_t>(std::count(host_list.begin(), host_list.end(), ',')) + 1;
+}
+
+std::string host_at(std::string_view host_list, size_t index) {
+    index %= host_count(host_list);
+    size_t start = 0;
+    for (; index > 0; --index)
+        start = host_list.find(',', start) + 1;
+    std::string_view h = host_list.substr(start, host_list.find(',', start) - start);
+    while (!h.empty() && (h.front() == ' ' || h.front() == '\t'))
+        h.remove_prefix(1);
+    while (!h.empty() && (h.back() == ' ' || h.back() == '\t'))
+        h.remove_suffix(1);
+    return std::string(h);
+}
+
+bool resolve_target(const std::string& host, int port, const std::string& default_dir,
                     PeerAddr& out, std::string& err) {
-    // TODO(sluice): round-robin over host lists and asynchronous DNS (#2 note).
-    std::string host = host_list.substr(0, host_list.find(','));
+    // TODO(sluice): asynchronous DNS with a cache (dns_max_ttl); getaddrinfo blocks the loop.
     out = PeerAddr{};
-    if (host.empty() || host[0] == '/') {
+    if (host.empty() || host[0] == '/' || host[0] == '@') {
         std::string dir = host.empty() ? default_dir : host;
         std::string path = dir + "/.s.PGSQL." + std::to_string(port);
         auto* un = reinterpret_cast<sockaddr_un*>(&out.ss);
@@ -122,7 +139,14 @@ bool resolve_target(const std::string& host_list, int port, const std::string& d
         }
         un->sun_family = AF_UNIX;
         memcpy(un->sun_path, path.c_str(), path.size() + 1);
-        out.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+        size_t len = offsetof(sockaddr_un, sun_path) + path.size() + 1;
+        if (path[0] == '@') {
+            // Abstract namespace (as PostgreSQL's unix_socket_directories = '@name'): a
+            // leading NUL, and the name is exactly as long as the address says.
+            un->sun_path[0] = '\0';
+            --len;
+        }
+        out.len = static_cast<socklen_t>(len);
         return true;
     }
     addrinfo hints{};

@@ -750,6 +750,9 @@ class Bench:
                         sql, src = "COPY copy_dst FROM STDIN", path
                     else:
                         sql, src = "COPY copy_src TO STDOUT", None
+                    # The previous COPY IN left up to shared_buffers of dirty pages; written
+                    # out here, they are not charged to whichever target runs next.
+                    self.pg.sql("CHECKPOINT", timeout=600)
                     port = self.port_of(t)
                     pid = None if t == "direct" else self.poolers[t].pid
                     peak = {"max": 0}

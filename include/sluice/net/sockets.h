@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace sluice {
 
@@ -48,8 +49,12 @@ struct TcpOptions {
 void tune_socket(int fd, bool tcp, const TcpOptions& o) noexcept;
 [[nodiscard]] bool set_nonblocking(int fd) noexcept;
 
-// Server target from a [databases] host/port: "" = unix socket in default_dir, "/dir" = unix
-// socket there, otherwise a host name or address (first address; results cached briefly).
+// A [databases] host may be a comma-separated list: how many hosts, and the one at index
+// (modulo the count, blanks around it removed).
+size_t host_count(std::string_view host_list) noexcept;
+std::string host_at(std::string_view host_list, size_t index);
+// Server target from one host and the port: "" = unix socket in default_dir, "/dir" = unix
+// socket there, otherwise a host name or address (its first address).
 [[nodiscard]] bool resolve_target(const std::string& host, int port,
                                   const std::string& default_dir, PeerAddr& out, std::string& err);
 // Starts a non-blocking connect. Returns the fd (>= 0) or -1 with err set.

@@ -47,6 +47,9 @@ struct Database {
     int client_count = 0;
     int server_count = 0;
     usec_t last_used = 0;
+    // Host lists: the host the next server connection goes to (load_balance_hosts:
+    // round-robin moves on at every connection, disable only when a login fails).
+    size_t next_host = 0;
     const std::string& target_dbname() const { return entry.dbname.empty() ? name : entry.dbname; }
 };
 

@@ -1,0 +1,90 @@
+// Host lists of [databases] entries (net/sockets.h): counting and picking hosts.
+#include <csetjmp>
+#include <cstdarg>
+#include <cstddef>
+#include <cstdint>
+extern "C" {
+#include <cmocka.h>
+}
+
+#include <sys/un.h>
+
+#include <cstring>
+#include <string>
+
+#include "sluice/net/sockets.h"
+
+namespace {
+
+void test_single_host(void**) {
+    assert_int_equal(sluice::host_count("db1"), 1);
+    assert_string_equal(sluice::host_at("db1", 0).c_str(), "db1");
+    assert_string_equal(sluice::host_at("db1", 7).c_str(), "db1");
+    // "" is the unix socket in unix_socket_dir, a list of one empty host.
+    assert_int_equal(sluice::host_count(""), 1);
+    assert_string_equal(sluice::host_at("", 3).c_str(), "");
+}
+
+void test_list_rotates(void**) {
+    const char* list = "10.0.0.1, db2 ,/var/run/postgresql";
+    assert_int_equal(sluice::host_count(list), 3);
+    const char* want[] = {"10.0.0.1", "db2", "/var/run/postgresql"};
+    for (size_t i = 0; i < 9; ++i)
+        assert_string_equal(sluice::host_at(list, i).c_str(), want[i % 3]);
+}
+
+void test_empty_elements(void**) {
+    // An empty element means the default unix socket, as a lone empty host does.
+    assert_int_equal(sluice::host_count("a,,b"), 3);
+    assert_string_equal(sluice::host_at("a,,b", 1).c_str(), "");
+    assert_string_equal(sluice::host_at("a,,b", 2).c_str(), "b");
+    assert_int_equal(sluice::host_count("a,"), 2);
+    assert_string_equal(sluice::host_at("a,", 1).c_str(), "");
+}
+
+void test_unix_targets(void**) {
+    sluice::PeerAddr a;
+    std::string err;
+    // "" is the default directory; "/dir" a directory; "@name" the abstract namespace.
+    assert_true(sluice::resolve_target("", 6000, "/run/pg", a, err));
+    const auto* un = reinterpret_cast<const sockaddr_un*>(&a.ss);
+    assert_int_equal(un->sun_family, AF_UNIX);
+    assert_string_equal(un->sun_path, "/run/pg/.s.PGSQL.6000");
+    assert_int_equal(a.len, offsetof(sockaddr_un, sun_path) + strlen("/run/pg/.s.PGSQL.6000") + 1);
+
+    assert_true(sluice::resolve_target("/tmp/x", 5432, "/run/pg", a, err));
+    assert_string_equal(un->sun_path, "/tmp/x/.s.PGSQL.5432");
+
+    assert_true(sluice::resolve_target("@pgabs", 5432, "/run/pg", a, err));
+    const std::string name = "pgabs/.s.PGSQL.5432";
+    assert_int_equal(un->sun_path[0], '\0');
+    assert_memory_equal(un->sun_path + 1, name.data(), name.size());
+    assert_int_equal(a.len, offsetof(sockaddr_un, sun_path) + 1 + name.size());
+
+    assert_false(sluice::resolve_target("/" + std::string(200, 'd'), 5432, "", a, err));
+    assert_true(err.find("too long") != std::string::npos);
+}
+
+void test_tcp_target(void**) {
+    sluice::PeerAddr a;
+    std::string err;
+    assert_true(sluice::resolve_target("127.0.0.1", 5433, "/run/pg", a, err));
+    assert_int_equal(a.ss.ss_family, AF_INET);
+    assert_int_equal(a.port(), 5433);
+    assert_string_equal(a.host().c_str(), "127.0.0.1");
+    assert_false(sluice::resolve_target("no-such-host.invalid", 5432, "", a, err));
+    assert_true(err.find("could not resolve \"no-such-host.invalid\"") != std::string::npos);
+}
+
+}  // namespace
+
+int main() {
+    const CMUnitTest tests[] = {
+        cmocka_unit_test(test_single_host),
+        cmocka_unit_test(test_list_rotates),
+        cmocka_unit_test(test_empty_elements),
+        cmocka_unit_test(test_unix_targets),
+        cmocka_unit_test(test_tcp_target),
+    };
+    return cmocka_run_group_tests_name("sockets", tests, nullptr, nullptr);
+}
