@@ -31,6 +31,34 @@ struct Listener {
 std::vector<Listener> g_listeners;
 AcceptFn g_accept = nullptr;
 int g_port = 0;
+bool g_paused = false;   // listeners_pause(): SUSPEND, max_client_conn
+bool g_backoff = false;  // accept() ran out of descriptors or memory: wait, then retry
+event* g_backoff_timer = nullptr;
+constexpr timeval kBackoff{1, 0};
+
+void watch(Listener& l, bool on);
+
+void apply_watches() {
+    for (Listener& l : g_listeners)
+        watch(l, !g_paused && !g_backoff);
+}
+
+void on_backoff_end(evutil_socket_t, short, void*) noexcept {
+    g_backoff = false;
+    apply_watches();
+}
+
+// A listener stays readable while its backlog is not empty: retrying an accept() that fails
+// for want of descriptors at every turn would spin. Stop watching for a second instead.
+void start_backoff() {
+    if (!g_backoff_timer)
+        g_backoff_timer = evtimer_new(loop_base(), on_backoff_end, nullptr);
+    if (!g_backoff_timer)
+        return;  // cannot time it: keep retrying
+    g_backoff = true;
+    apply_watches();
+    loop_timer_add(g_backoff_timer, kBackoff);
+}
 
 // One connection per report. The listener is level-triggered in the loop's set: if more wait,
 // the next epoll_wait (due anyway) reports it again, together with whatever else is ready, so
@@ -48,10 +76,12 @@ void on_accept(void* arg) noexcept {
                       SOCK_NONBLOCK | SOCK_CLOEXEC);
     } while (cfd < 0 && errno == EINTR);
     if (cfd < 0) {
-        // EAGAIN: another process took it (so_reuseport) or the client gave up. EMFILE and
-        // the like: the connection waits in the backlog; logged each time it is tried.
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED)
-            log_warning("accept() failed: %s", strerror(errno));
+        // EAGAIN: another process took it (so_reuseport) or the client gave up.
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED)
+            return;
+        log_error("accept() failed: %s", strerror(errno));
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            start_backoff();  // the connection waits in the backlog meanwhile
         return;
     }
     // The local address is read only when someone asks (SHOW CLIENTS): one syscall less
@@ -235,6 +265,12 @@ std::vector<ListenerInfo> listeners_info() {
 }
 
 void listeners_close(bool keep_unix) {
+    if (g_backoff_timer && !keep_unix) {
+        loop_timer_forget(g_backoff_timer);
+        event_free(g_backoff_timer);
+        g_backoff_timer = nullptr;
+        g_backoff = false;
+    }
     for (Listener& l : g_listeners) {
         if (l.fd < 0 || (keep_unix && l.is_unix))
             continue;
@@ -247,8 +283,8 @@ void listeners_close(bool keep_unix) {
 }
 
 void listeners_pause(bool paused) {
-    for (Listener& l : g_listeners)
-        watch(l, !paused);
+    g_paused = paused;
+    apply_watches();
 }
 
 }  // namespace sluice

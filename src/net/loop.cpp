@@ -226,6 +226,10 @@ void loop_destroy() {
     }
 }
 
+event_base* loop_base() noexcept {
+    return g_base;
+}
+
 bool loop_nested() noexcept {
     return g_libevent_fd >= 0;
 }

@@ -13,6 +13,7 @@ extern "C" {
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -415,6 +416,53 @@ void test_listener_accepts_one_per_report(void**) {
     }
 }
 
+// accept() failing for want of descriptors: the listener leaves the set for a second instead
+// of being reported (and failing) at every turn, then takes the connection that waited.
+void test_listener_backs_off_when_out_of_fds(void**) {
+    Loop loop;
+    g_accepted.clear();
+    sluice::ListenConfig cfg;
+    cfg.addrs = {"127.0.0.1"};
+    cfg.port = 0;
+    cfg.defer_accept = false;
+    std::string err;
+    assert_true(sluice::listeners_open(cfg, record_accept, err));
+    auto info = sluice::listeners_info();
+    assert_int_equal(info.size(), 1);
+    int lfd = info[0].fd;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(info[0].port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int client = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(client >= 0);
+
+    rlimit old{};
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int probe = dup(0);
+    assert_true(probe >= 0);
+    ::close(probe);
+    rlimit low = old;
+    low.rlim_cur = static_cast<rlim_t>(probe);  // no descriptor left for accept()
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    assert_int_equal(connect(client, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    for (int i = 0; i < 5; ++i)
+        sluice::loop_turn(0);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_int_equal(g_accepted.size(), 0);
+    assert_int_equal(epoll_mask_of(lfd), -1);  // out of the set while backing off
+
+    for (int i = 0; i < 100 && g_accepted.empty(); ++i)
+        sluice::loop_turn(100);
+    assert_int_equal(g_accepted.size(), 1);
+    assert_true(epoll_mask_of(lfd) >= 0);
+
+    sluice::listeners_close(false);
+    for (int fd : g_accepted)
+        ::close(fd);
+    ::close(client);
+}
+
 }  // namespace
 
 int main() {
@@ -429,6 +477,7 @@ int main() {
         cmocka_unit_test(test_write_reports_start_with_first_blocked_send),
         cmocka_unit_test(test_connecting_socket_reports_write),
         cmocka_unit_test(test_listener_accepts_one_per_report),
+        cmocka_unit_test(test_listener_backs_off_when_out_of_fds),
     };
     int failed = cmocka_run_group_tests_name("loop", tests, nullptr, nullptr);
     sluice::sbuf_release_buffers();

@@ -46,6 +46,8 @@ void loop_run();
 // runs what is ready. loop_run() is a sequence of these. (Fallback shape: a non-zero wait
 // lasts until libevent has an event; its own timers bound it.)
 void loop_turn(int max_wait_ms);
+// The libevent base of loop_create() (timers of other modules).
+event_base* loop_base() noexcept;
 // Ends loop_run() after the current turn.
 void loop_stop() noexcept;
 
