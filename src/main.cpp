@@ -20,6 +20,7 @@
 #include "sluice/admin/admin.h"
 #include "sluice/admin/metrics.h"
 #include "sluice/janitor.h"
+#include "sluice/net/dns.h"
 #include "sluice/net/listener.h"
 #include "sluice/net/loop.h"
 #include "sluice/net/tls.h"
@@ -61,6 +62,7 @@ void usage(FILE* to, const char* prog) {
 void print_version() {
     printf("sluice %s (PgBouncer-compatible)\n", SLUICE_VERSION);
     printf("libevent %s\n", event_get_version());
+    printf("adns: evdns2\n");  // server names: libevent's resolver (net/dns.h), as PgBouncer names it
     printf("tls: %s\n", OpenSSL_version(OPENSSL_VERSION));
 }
 
@@ -438,6 +440,8 @@ int run(int argc, char** argv) {
     r.base = loop_create(err);
     if (!r.base)
         die("%s", err.c_str());
+    if (!dns_init(r.base, st.resolv_conf, err))
+        die("%s", err.c_str());
     apply_config_objects();
     admin_init(AdminProcess{
         .reload = reload, .shutdown = begin_shutdown, .settings_changed = settings_changed});
@@ -478,6 +482,7 @@ int run(int argc, char** argv) {
     loop_run();
     listeners_close(false);
     remove_pidfile();
+    dns_shutdown();  // before the servers that may wait for it are freed
     pool_free_all();
     tls_free_all();
     sbuf_release_buffers();

@@ -105,11 +105,44 @@ bool Server::connect() {
     std::string host = host_at(e.host, db.next_host);
     if (e.load_balance_hosts != "disable")
         ++db.next_host;
-    if (!resolve_target(host, e.port, settings().unix_socket_dir, addr, err)) {
+    bool ok = true;
+    if (host.empty() || host[0] == '/' || host[0] == '@') {
+        ok = resolve_target(host, e.port, settings().unix_socket_dir, addr, err);
+    } else {
+        dns_wait.fn = on_resolved;
+        dns_wait.arg = this;
+        DnsTtl ttl{settings().dns_max_ttl, settings().dns_nxdomain_ttl};
+        switch (dns_resolve(host, e.port, ttl, addr, err, &dns_wait)) {
+        case DnsStatus::Ready:
+            break;
+        case DnsStatus::Failed:
+            ok = false;
+            break;
+        case DnsStatus::Pending:
+            return true;  // on_resolved() goes on; server_connect_timeout covers the wait
+        }
+    }
+    if (!ok) {
         slog_warning(this, "cannot resolve server address: %s", err.c_str());
         login_failed(err, {});
         return false;
     }
+    return start_connect();
+}
+
+void Server::on_resolved(DnsWaiter* w, const PeerAddr* a, const std::string& err) {
+    auto* s = static_cast<Server*>(w->arg);
+    if (!a) {
+        slog_warning(s, "cannot resolve server address: %s", err.c_str());
+        s->login_failed(err, {});
+        return;
+    }
+    s->addr = *a;
+    s->start_connect();
+}
+
+bool Server::start_connect() {
+    std::string err;
     bool in_progress = false;
     int fd = connect_nonblocking(addr, in_progress, err);
     if (fd < 0) {
@@ -261,6 +294,7 @@ void Server::close(const char* reason) {
         unlink(*client, *this);
     if (cancels_in_flight)
         forget_cancels_for(*this);
+    dns_cancel(&dns_wait);
     pool->db->server_count--;
     pool->user->server_count--;
     sb.close();

@@ -5,6 +5,7 @@
 #include <ctime>
 #include <strings.h>
 
+#include "sluice/net/dns.h"
 #include "sluice/net/listener.h"
 #include "sluice/net/sbuf.h"
 #include "sluice/pool/control.h"
@@ -729,10 +730,11 @@ void show_lists(std::string& out) {
     row("login_clients", rt().login_clients.size());
     row("free_servers", rt().free_servers.size());
     row("used_servers", n.servers);
-    row("dns_names", 0);
+    DnsCounts dns = dns_counts();
+    row("dns_names", dns.names);
     row("dns_zones", 0);
-    row("dns_queries", 0);
-    row("dns_pending", 0);
+    row("dns_queries", dns.queries);
+    row("dns_pending", dns.pending);
     write_complete(out, "SHOW");
 }
 
@@ -766,8 +768,14 @@ void show_mem(std::string& out) {
 }
 
 void show_dns_hosts(std::string& out) {
-    // Server addresses are resolved with the system resolver; there is no DNS cache to list.
     ResultWriter w(out, {{"hostname", C::Text}, {"ttl", C::Int8}, {"addrs", C::Text}});
+    for (const DnsHostInfo& h : dns_hosts()) {
+        w.begin_row();
+        w.text(h.host);
+        w.integer(h.ttl);
+        w.text(h.addrs);
+        w.end_row();
+    }
     write_complete(out, "SHOW");
 }
 

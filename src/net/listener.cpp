@@ -32,9 +32,9 @@ std::vector<Listener> g_listeners;
 AcceptFn g_accept = nullptr;
 int g_port = 0;
 bool g_paused = false;   // listeners_pause(): SUSPEND, max_client_conn
-bool g_backoff = false;  // accept() ran out of descriptors or memory: wait, then retry
+bool g_backoff = false;  // accept() failed (out of descriptors, memory): wait, then retry
 event* g_backoff_timer = nullptr;
-constexpr timeval kBackoff{1, 0};
+constexpr timeval kBackoff{5, 0};  // as PgBouncer
 
 void watch(Listener& l, bool on);
 
@@ -49,7 +49,7 @@ void on_backoff_end(evutil_socket_t, short, void*) noexcept {
 }
 
 // A listener stays readable while its backlog is not empty: retrying an accept() that fails
-// for want of descriptors at every turn would spin. Stop watching for a second instead.
+// (mostly for want of descriptors) at every turn would spin. Stop watching for a while.
 void start_backoff() {
     if (!g_backoff_timer)
         g_backoff_timer = evtimer_new(loop_base(), on_backoff_end, nullptr);
@@ -80,8 +80,7 @@ void on_accept(void* arg) noexcept {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED)
             return;
         log_error("accept() failed: %s", strerror(errno));
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-            start_backoff();  // the connection waits in the backlog meanwhile
+        start_backoff();  // the connection waits in the backlog meanwhile
         return;
     }
     // The local address is read only when someone asks (SHOW CLIENTS): one syscall less

@@ -161,9 +161,29 @@ void on_ep_ready(evutil_socket_t, short, void*) noexcept {
         event_active(g_ep_event, EV_READ, 0);  // the next libevent turn must not sleep
 }
 
+// libevent's own messages (its resolver's "nameserver has failed", backend warnings) go to
+// our log instead of a bare "[msg]" line on stderr.
+void on_libevent_log(int severity, const char* msg) {
+    switch (severity) {
+    case EVENT_LOG_DEBUG:
+        log_noise("libevent: %s", msg);
+        break;
+    case EVENT_LOG_MSG:
+        log_info("libevent: %s", msg);
+        break;
+    case EVENT_LOG_WARN:
+        log_warning("libevent: %s", msg);
+        break;
+    default:
+        log_error("libevent: %s", msg);
+        break;
+    }
+}
+
 }  // namespace
 
 event_base* loop_create(std::string& err, LoopOptions opts) {
+    event_set_log_callback(on_libevent_log);
     std::vector<int> before = epoll_fds();
     // Prefer epoll (edge-triggered, O(1)); another backend works through the fallback shape.
     event_config* cfg = event_config_new();

@@ -321,6 +321,8 @@ void pool_launch_if_needed(Pool& p) {
             }
         }
         launch_server(p);
+        if (login_failing(p))
+            return;  // the connect failed at once (a remembered DNS failure): wait for retry
     }
 }
 
@@ -393,7 +395,8 @@ void pool_ensure_min(Pool& p) {
     // Like PgBouncer: only for forced-user databases or pools that have clients.
     if (p.db->entry.user.empty() && p.active.empty() && p.waiting.empty())
         return;
-    while (static_cast<int>(p.server_count()) < min && can_open_server(p, false))
+    while (static_cast<int>(p.server_count()) < min && can_open_server(p, false) &&
+           !login_failing(p))
         launch_server(p);
 }
 

@@ -21,6 +21,10 @@ def test_version(sluice_bin):
     assert r.returncode == 0, r.stderr
     first = r.stdout.splitlines()[0]
     assert re.match(r"^[A-Za-z][\w-]* \d+\.\d+(\.\d+)?", first), first
+    # The backends, in PgBouncer's words (its evdns build says "adns: evdns2").
+    lines = r.stdout.splitlines()
+    assert lines[1].startswith("libevent ") and "adns: evdns2" in lines
+    assert any(line.startswith("tls: OpenSSL") for line in lines)
     assert _run([sluice_bin, "--version"]).stdout == r.stdout
 
 

@@ -16,6 +16,7 @@
 #include "sluice/auth/hba.h"
 #include "sluice/auth/scram.h"
 #include "sluice/config/config.h"
+#include "sluice/net/dns.h"
 #include "sluice/net/sbuf.h"
 #include "sluice/net/sockets.h"
 #include "sluice/proto/tracker.h"
@@ -231,6 +232,7 @@ public:
     Client* client = nullptr;
     PeerAddr addr;
     PeerAddr local;
+    DnsWaiter dns_wait;  // while the host name is being resolved (connect())
     RequestTracker tracker;
     VarCache vars;  // the server's current values of tracked parameters
     ServerPs ps;    // statements prepared on this connection
@@ -261,7 +263,8 @@ public:
     void on_sbuf_drained(SBuf& sb) override;
     size_t log_prefix(char* buf, size_t size) const noexcept override;
 
-    // Starts connecting (state Login). False = could not even start (logged; object closed).
+    // Starts connecting (state Login): resolves the host (maybe later, without blocking),
+    // then connects. False = could not even start (logged; object closed).
     bool connect();
     void close(const char* reason);
     // Sends SET for tracked parameters where the client's value differs (replies swallowed).
@@ -282,6 +285,9 @@ public:
     void undo_dropped();
 
 private:
+    // The address is known: opens the socket (the rest of connect()).
+    bool start_connect();
+    static void on_resolved(DnsWaiter* w, const PeerAddr* a, const std::string& err);
     PacketAction on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     void send_startup();

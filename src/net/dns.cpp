@@ -1,0 +1,261 @@
+// Asynchronous server host name lookups with a cache: see net/dns.h.
+#include "sluice/net/dns.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <unordered_map>
+
+#include <event2/dns.h>
+#include <event2/util.h>
+
+#include "sluice/net/loop.h"
+#include "sluice/util/log.h"
+
+namespace sluice {
+namespace {
+
+struct HostEntry {
+    std::string name;
+    std::vector<PeerAddr> addrs;  // port 0; set per waiter
+    size_t next = 0;              // round-robin position
+    usec_t expires = 0;           // monotonic; 0 = never answered
+    std::string error;            // a remembered failure when not empty
+    DnsTtl ttl{};                 // of the lookup in flight
+    bool in_flight = false;
+    std::vector<DnsWaiter*> waiters;
+};
+
+evdns_base* g_dns = nullptr;
+// Entries are never erased while a lookup is in flight (the callback holds a pointer).
+std::unordered_map<std::string, std::unique_ptr<HostEntry>> g_hosts;
+bool g_starting = false;  // inside evdns_getaddrinfo(): an answer now is read by the caller
+bool g_closing = false;   // dns_shutdown(): answers reach nobody
+
+void set_port(PeerAddr& a, int port) noexcept {
+    auto p = htons(static_cast<uint16_t>(port));
+    if (a.ss.ss_family == AF_INET)
+        reinterpret_cast<sockaddr_in*>(&a.ss)->sin_port = p;
+    else if (a.ss.ss_family == AF_INET6)
+        reinterpret_cast<sockaddr_in6*>(&a.ss)->sin6_port = p;
+}
+
+bool numeric(const std::string& host, int port, PeerAddr& out) noexcept {
+    out = PeerAddr{};
+    auto* in4 = reinterpret_cast<sockaddr_in*>(&out.ss);
+    if (inet_pton(AF_INET, host.c_str(), &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        out.len = sizeof(sockaddr_in);
+        set_port(out, port);
+        return true;
+    }
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&out.ss);
+    if (inet_pton(AF_INET6, host.c_str(), &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        out.len = sizeof(sockaddr_in6);
+        set_port(out, port);
+        return true;
+    }
+    return false;
+}
+
+// The next address of an answered entry, with the port.
+void pick(HostEntry& e, int port, PeerAddr& out) {
+    out = e.addrs[e.next++ % e.addrs.size()];
+    set_port(out, port);
+}
+
+void record(HostEntry& e, int result, evutil_addrinfo* res) {
+    e.addrs.clear();
+    e.next = 0;
+    e.error.clear();
+    if (result == 0) {
+        for (evutil_addrinfo* ai = res; ai; ai = ai->ai_next) {
+            if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+                ai->ai_addrlen > sizeof(sockaddr_storage))
+                continue;
+            PeerAddr a;
+            memcpy(&a.ss, ai->ai_addr, ai->ai_addrlen);
+            a.len = static_cast<socklen_t>(ai->ai_addrlen);
+            set_port(a, 0);
+            bool dup = std::any_of(e.addrs.begin(), e.addrs.end(), [&](const PeerAddr& b) {
+                return b.len == a.len && memcmp(&b.ss, &a.ss, a.len) == 0;
+            });
+            if (!dup)
+                e.addrs.push_back(a);
+        }
+    }
+    if (e.addrs.empty()) {
+        e.error = "could not resolve \"" + e.name + "\": " +
+                  (result == 0 ? "no address" : evutil_gai_strerror(result));
+        e.expires = mono_now() + e.ttl.fail;
+    } else {
+        e.expires = mono_now() + e.ttl.ok;
+    }
+    if (res)
+        evutil_freeaddrinfo(res);
+}
+
+// Tells every waiter, one at a time: a callback may cancel or add others.
+void notify(HostEntry& e) {
+    while (!e.waiters.empty()) {
+        DnsWaiter* w = e.waiters.front();
+        e.waiters.erase(e.waiters.begin());
+        w->waiting = false;
+        if (e.error.empty()) {
+            PeerAddr a;
+            pick(e, w->port, a);
+            w->fn(w, &a, std::string());
+        } else {
+            w->fn(w, nullptr, e.error);
+        }
+    }
+}
+
+void on_answer(int result, evutil_addrinfo* res, void* arg) {
+    auto* e = static_cast<HostEntry*>(arg);
+    e->in_flight = false;
+    time_update();
+    if (g_closing || result == EVUTIL_EAI_CANCEL) {  // dns_shutdown()
+        if (res)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    record(*e, result, res);
+    if (e->error.empty())
+        log_debug("dns: %s resolved, %zu address(es)", e->name.c_str(), e->addrs.size());
+    else
+        log_debug("dns: %s", e->error.c_str());
+    if (!g_starting)
+        notify(*e);
+}
+
+}  // namespace
+
+bool dns_init(event_base* base, const std::string& resolv_conf, std::string& err) {
+    g_dns = evdns_base_new(base, 0);
+    if (!g_dns) {
+        err = "cannot create the DNS resolver";
+        return false;
+    }
+    const char* path = resolv_conf.empty() ? "/etc/resolv.conf" : resolv_conf.c_str();
+    int rc = evdns_base_resolv_conf_parse(g_dns, DNS_OPTIONS_ALL, path);
+    if (rc != 0)
+        log_warning("dns: cannot use %s (evdns error %d); asking 127.0.0.1", path, rc);
+    return true;
+}
+
+void dns_shutdown() noexcept {
+    // Lookups in flight end here without telling anyone (called before the servers go).
+    g_closing = true;
+    for (auto& [name, e] : g_hosts) {
+        for (DnsWaiter* w : e->waiters)
+            w->waiting = false;
+        e->waiters.clear();
+    }
+    if (g_dns) {
+        evdns_base_free(g_dns, 1);  // fails the lookups in flight (their answers are dropped)
+        g_dns = nullptr;
+    }
+    g_hosts.clear();
+    g_closing = false;
+}
+
+DnsStatus dns_resolve(const std::string& host, int port, DnsTtl ttl, PeerAddr& out,
+                      std::string& err, DnsWaiter* w) {
+    if (numeric(host, port, out))
+        return DnsStatus::Ready;
+    auto& slot = g_hosts[host];
+    if (!slot) {
+        slot = std::make_unique<HostEntry>();
+        slot->name = host;
+    }
+    HostEntry& e = *slot;
+    if (!e.in_flight && e.expires != 0 && e.expires > mono_now()) {
+        if (!e.error.empty()) {
+            err = e.error;
+            return DnsStatus::Failed;
+        }
+        pick(e, port, out);
+        return DnsStatus::Ready;
+    }
+    if (!g_dns) {
+        err = "could not resolve \"" + host + "\": no resolver";
+        return DnsStatus::Failed;
+    }
+    if (!e.in_flight) {
+        evutil_addrinfo hints{};
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_protocol = IPPROTO_TCP;
+        e.ttl = ttl;
+        e.in_flight = true;
+        g_starting = true;
+        evdns_getaddrinfo(g_dns, host.c_str(), nullptr, &hints, on_answer, &e);
+        g_starting = false;
+        if (!e.in_flight) {  // answered at once (/etc/hosts, an error)
+            if (!e.error.empty()) {
+                err = e.error;
+                return DnsStatus::Failed;
+            }
+            pick(e, port, out);
+            return DnsStatus::Ready;
+        }
+        loop_wake_libevent();  // evdns's socket event is applied in this turn
+    }
+    w->port = port;
+    w->waiting = true;
+    e.waiters.push_back(w);
+    return DnsStatus::Pending;
+}
+
+void dns_cancel(DnsWaiter* w) noexcept {
+    if (!w->waiting)
+        return;
+    w->waiting = false;
+    for (auto& [name, e] : g_hosts) {
+        auto it = std::find(e->waiters.begin(), e->waiters.end(), w);
+        if (it != e->waiters.end()) {
+            e->waiters.erase(it);
+            return;
+        }
+    }
+}
+
+std::vector<DnsHostInfo> dns_hosts() {
+    std::vector<DnsHostInfo> out;
+    usec_t now = mono_now();
+    for (const auto& [name, e] : g_hosts) {
+        if (e->expires == 0)
+            continue;  // never answered yet
+        DnsHostInfo h;
+        h.host = name;
+        h.ttl = e->expires > now ? (e->expires - now) / 1000000 : 0;
+        for (const PeerAddr& a : e->addrs) {
+            if (!h.addrs.empty())
+                h.addrs += ',';
+            h.addrs += a.host();
+        }
+        out.push_back(std::move(h));
+    }
+    std::sort(out.begin(), out.end(),
+              [](const DnsHostInfo& a, const DnsHostInfo& b) { return a.host < b.host; });
+    return out;
+}
+
+DnsCounts dns_counts() noexcept {
+    DnsCounts c;
+    for (const auto& [name, e] : g_hosts) {
+        if (e->expires != 0)
+            ++c.names;
+        if (e->in_flight)
+            ++c.queries;
+        c.pending += e->waiters.size();
+    }
+    return c;
+}
+
+}  // namespace sluice

@@ -1,0 +1,108 @@
+"""Server host names: resolved without blocking the pooler (libevent's resolver, pointed at a
+fake DNS server through resolv_conf), cached for dns_max_ttl, failures reported clearly."""
+
+import os
+import shutil
+import threading
+import time
+
+import harness
+from fakedns import QTYPE_A, FakeDns
+
+
+def _resolv_conf(dns, timeout=1):
+    d = harness.make_tempdir("sluice-dns-")
+    return d, dns.write_resolv_conf(os.path.join(d, "resolv.conf"), timeout=timeout)
+
+
+def test_name_resolves_once_for_several_servers(pooler):
+    with FakeDns({"db.sluice.test": "127.0.0.1"}) as dns:
+        d, conf = _resolv_conf(dns)
+        try:
+            p = pooler(pgbouncer={"pool_mode": "session", "resolv_conf": conf},
+                       databases={"appdb": "host=db.sluice.test port={pg_port}"})
+            conns = []
+            for _ in range(3):
+                c = p.connect()
+                c.execute("BEGIN")
+                assert c.execute("SELECT 1").fetchone() == (1,)
+                conns.append(c)
+            # Three server connections, one lookup: the answer is cached (dns_max_ttl 15 s).
+            assert dns.count("db.sluice.test", QTYPE_A) == 1
+            assert [r["addr"] for r in p.show("SERVERS")] == ["127.0.0.1"] * 3
+            hosts = p.show("DNS_HOSTS")
+            assert [(h["hostname"], h["addrs"]) for h in hosts] == [("db.sluice.test",
+                                                                     "127.0.0.1")]
+            assert 0 <= hosts[0]["ttl"] <= 15
+            lists = {r["list"]: r["items"] for r in p.show("LISTS")}
+            assert (lists["dns_names"], lists["dns_queries"], lists["dns_pending"]) == (1, 0, 0)
+            for c in conns:
+                c.close()
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_slow_resolver_does_not_stall_others(pooler):
+    with FakeDns({"db.sluice.test": "127.0.0.1"}, silent={"slow.sluice.test"}) as dns:
+        d, conf = _resolv_conf(dns, timeout=5)
+        try:
+            p = pooler(pgbouncer={"resolv_conf": conf, "client_login_timeout": "8",
+                                  "server_login_retry": "1"},
+                       databases={"slowdb": "host=slow.sluice.test port={pg_port} "
+                                            "dbname=appdb"})
+            result = {}
+
+            def slow_client():
+                t0 = time.monotonic()
+                result["rc"], _out, result["err"] = p.psql("-c", "SELECT 1", dbname="slowdb")
+                result["secs"] = time.monotonic() - t0
+
+            th = threading.Thread(target=slow_client)
+            th.start()
+            harness.wait_until(lambda: dns.count("slow.sluice.test", QTYPE_A) >= 1, 10)
+            # The lookup hangs; everyone else is served meanwhile.
+            lists = {r["list"]: r["items"] for r in p.show("LISTS")}
+            assert lists["dns_queries"] == 1 and lists["dns_pending"] == 1
+            t0 = time.monotonic()
+            for _ in range(20):
+                assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+            assert time.monotonic() - t0 < 4  # well inside the 5 s the lookup hangs
+            th.join(60)
+            assert not th.is_alive()
+            # The name never resolved: the client waited for its first server until
+            # client_login_timeout.
+            assert result["rc"] != 0 and "client_login_timeout" in result["err"], result
+            p.wait_for_log(r'cannot resolve server address: could not resolve '
+                           r'"slow\.sluice\.test"')
+            # libevent's resolver speaks through our log, not a bare "[msg]" on stderr.
+            p.wait_for_log(r'LOG libevent: Nameserver 127\.0\.0\.1:\d+ has failed')
+            # The failure is remembered (dns_nxdomain_ttl); the client that waited on got one
+            # new attempt per server_login_retry (1 s over the 3 s left), not a storm of them.
+            tries = p.log_text().count('cannot resolve server address')
+            assert 2 <= tries <= 6, tries
+            assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_unknown_name_fails_clearly(pooler):
+    with FakeDns({}) as dns:
+        d, conf = _resolv_conf(dns)
+        try:
+            p = pooler(pgbouncer={"resolv_conf": conf, "query_wait_timeout": "3",
+                                  "server_login_retry": "5"},
+                       databases={"appdb": "host=missing.sluice.test port={pg_port}"})
+            rc, _out, err = p.psql("-c", "SELECT 1")
+            assert rc != 0
+            p.wait_for_log(r'cannot resolve server address: could not resolve '
+                           r'"missing\.sluice\.test"')
+            # Within server_login_retry the next client is told why at once, and the
+            # failure is remembered (dns_nxdomain_ttl): no second query.
+            asked = dns.count("missing.sluice.test", QTYPE_A)
+            t0 = time.monotonic()
+            rc, _out, err = p.psql("-c", "SELECT 1")
+            assert rc != 0 and "could not resolve" in err
+            assert time.monotonic() - t0 < 3
+            assert dns.count("missing.sluice.test", QTYPE_A) == asked
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
