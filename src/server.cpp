@@ -88,10 +88,16 @@ void CancelConn::finish() {
 }  // namespace
 
 size_t Server::log_prefix(char* buf, size_t size) const noexcept {
+    // Before its address is known (a host name being resolved) a server is named by the
+    // database's host setting.
+    const DatabaseEntry& e = pool->db->entry;
+    bool unresolved = addr.ss.ss_family == AF_UNSPEC;
     int n = snprintf(buf, size, "S-%p: %s/%s@%s:%d", static_cast<const void*>(this),
                      pool->db->name.c_str(), pool->user->name.c_str(),
-                     addr.is_unix() ? "unix" : addr.host().c_str(),
-                     addr.is_unix() ? pool->db->entry.port : addr.port());
+                     unresolved      ? e.host.c_str()
+                     : addr.is_unix() ? "unix"
+                                      : addr.host().c_str(),
+                     unresolved || addr.is_unix() ? e.port : addr.port());
     if (n < 0)
         return 0;
     return static_cast<size_t>(n) < size ? static_cast<size_t>(n) : size - 1;

@@ -72,8 +72,8 @@ def test_slow_resolver_does_not_stall_others(pooler):
             # The name never resolved: the client waited for its first server until
             # client_login_timeout.
             assert result["rc"] != 0 and "client_login_timeout" in result["err"], result
-            p.wait_for_log(r'cannot resolve server address: could not resolve '
-                           r'"slow\.sluice\.test"')
+            p.wait_for_log(r'S-0x[0-9a-f]+: slowdb/md5user@slow\.sluice\.test:\d+ cannot resolve '
+                           r'server address: could not resolve "slow\.sluice\.test"')
             # libevent's resolver speaks through our log, not a bare "[msg]" on stderr.
             p.wait_for_log(r'LOG libevent: Nameserver 127\.0\.0\.1:\d+ has failed')
             # The failure is remembered (dns_nxdomain_ttl); the client that waited on got one
