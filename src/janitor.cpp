@@ -36,7 +36,11 @@ void check_pool(Pool& p, usec_t now) {
             return;
         }
         if (c.wait_for_welcome) {
-            if (st.client_login_timeout > 0 && now - c.connect_time >= st.client_login_timeout)
+            // Logged in, waiting for the pool's first server. query_wait_timeout counts from
+            // the connection here and comes first, as in PgBouncer.
+            if (qwait > 0 && now - c.connect_time >= qwait)
+                c.fatal("08P01", "query_wait_timeout");
+            else if (st.client_login_timeout > 0 && now - c.connect_time >= st.client_login_timeout)
                 c.fatal("08P01", "client_login_timeout (server down)");
             return;
         }

@@ -204,6 +204,24 @@ def test_client_login_timeout(pooler, pg):
         assert c.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_first_client_of_a_dead_server_gets_query_wait_timeout(pooler, pg):
+    """The pool's server refuses connections from the start: the first client has logged in
+    and waits for a server to learn the welcome parameters from. query_wait_timeout ends the
+    wait before client_login_timeout, with PgBouncer 1.18's message."""
+    port = harness.free_port()
+    try:
+        p = pooler(databases={"downdb": f"host=127.0.0.1 port={port} dbname=appdb"},
+                   pgbouncer=_cfg(query_wait_timeout=2, client_login_timeout=30,
+                                  server_login_retry=1))
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match="query_wait_timeout"):
+            _connect(p, dbname="downdb", connect_timeout=20)
+        assert time.monotonic() - t0 < 10
+        p.wait_for_log(r"downdb/md5user@127\.0\.0\.1:\d+ closing because: query_wait_timeout")
+    finally:
+        harness.release_port(port)
+
+
 # ---------------------------------------------------------------------------
 # server lifetime and health
 
