@@ -112,6 +112,7 @@ bool Server::connect() {
     if (e.load_balance_hosts != "disable")
         ++db.next_host;
     bool ok = true;
+    dns_wait.addr_count = 1;
     if (host.empty() || host[0] == '/' || host[0] == '@') {
         ok = resolve_target(host, e.port, settings().unix_socket_dir, addr, err);
     } else {
@@ -153,7 +154,7 @@ bool Server::start_connect() {
     int fd = connect_nonblocking(addr, in_progress, err);
     if (fd < 0) {
         slog_warning(this, "connect failed: %s", err.c_str());
-        login_failed("connect failed", {});
+        connect_failed("connect failed");
         return false;
     }
     tune_socket(fd, !addr.is_unix(), tcp_options_from(settings()));
@@ -209,6 +210,7 @@ void Server::send_startup() {
 void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
     switch (ev) {
     case SBufEvent::Connected: {
+        pool->connect_failures = 0;
         PeerAddr l;
         l.len = sizeof(l.ss);
         if (getsockname(sb.fd(), reinterpret_cast<sockaddr*>(&l.ss), &l.len) == 0)
@@ -227,7 +229,7 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
     case SBufEvent::ConnectFailed: {
         std::string msg = strerror(errno);
         slog_warning(this, "connect failed: %s", msg.c_str());
-        login_failed("connect failed", {});
+        connect_failed("connect failed");
         return;
     }
     case SBufEvent::Eof:
@@ -260,6 +262,20 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
         on_tls_event(ev);
         return;
     }
+}
+
+void Server::connect_failed(const char* why) {
+    // A name with several addresses (localhost: 127.0.0.1 and ::1) may have one the server
+    // does not listen on. As libpq does, the next address is tried at once: this connection
+    // goes, and the pool opens the next one on the name's next address. Only when every
+    // address has failed in a row is it a login failure (server_login_retry).
+    Pool& p = *pool;
+    if (++p.connect_failures < dns_wait.addr_count) {
+        close(why);
+        return;
+    }
+    p.connect_failures = 0;
+    login_failed(why, {});
 }
 
 void Server::login_failed(std::string_view message, std::span<const uint8_t> error_packet) {

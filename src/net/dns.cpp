@@ -63,9 +63,10 @@ bool numeric(const std::string& host, int port, PeerAddr& out) noexcept {
 }
 
 // The next address of an answered entry, with the port.
-void pick(HostEntry& e, int port, PeerAddr& out) {
+void pick(HostEntry& e, int port, PeerAddr& out, DnsWaiter* w) {
     out = e.addrs[e.next++ % e.addrs.size()];
     set_port(out, port);
+    w->addr_count = static_cast<uint16_t>(std::min<size_t>(e.addrs.size(), UINT16_MAX));
 }
 
 void record(HostEntry& e, int result, evutil_addrinfo* res) {
@@ -107,7 +108,7 @@ void notify(HostEntry& e) {
         w->waiting = false;
         if (e.error.empty()) {
             PeerAddr a;
-            pick(e, w->port, a);
+            pick(e, w->port, a, w);
             w->fn(w, &a, std::string());
         } else {
             w->fn(w, nullptr, e.error);
@@ -166,8 +167,10 @@ void dns_shutdown() noexcept {
 
 DnsStatus dns_resolve(const std::string& host, int port, DnsTtl ttl, PeerAddr& out,
                       std::string& err, DnsWaiter* w) {
-    if (numeric(host, port, out))
+    if (numeric(host, port, out)) {
+        w->addr_count = 1;
         return DnsStatus::Ready;
+    }
     auto& slot = g_hosts[host];
     if (!slot) {
         slot = std::make_unique<HostEntry>();
@@ -179,7 +182,7 @@ DnsStatus dns_resolve(const std::string& host, int port, DnsTtl ttl, PeerAddr& o
             err = e.error;
             return DnsStatus::Failed;
         }
-        pick(e, port, out);
+        pick(e, port, out, w);
         return DnsStatus::Ready;
     }
     if (!g_dns) {
@@ -201,7 +204,7 @@ DnsStatus dns_resolve(const std::string& host, int port, DnsTtl ttl, PeerAddr& o
                 err = e.error;
                 return DnsStatus::Failed;
             }
-            pick(e, port, out);
+            pick(e, port, out, w);
             return DnsStatus::Ready;
         }
         loop_wake_libevent();  // evdns's socket event is applied in this turn

@@ -106,3 +106,34 @@ def test_unknown_name_fails_clearly(pooler):
             assert dns.count("missing.sluice.test", QTYPE_A) == asked
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def test_refused_address_is_skipped_at_once(pooler):
+    """The name has two addresses and the server listens on one (as `localhost` with
+    127.0.0.1 and ::1 often is): a connect refused on one address goes on to the next at once,
+    as libpq does, instead of counting as a login failure that holds the pool for
+    server_login_retry."""
+    with FakeDns({"two.sluice.test": ["127.0.0.2", "127.0.0.1"]}) as dns:
+        d, conf = _resolv_conf(dns)
+        try:
+            p = pooler(pgbouncer={"pool_mode": "session", "resolv_conf": conf,
+                                  "server_login_retry": "30", "query_wait_timeout": "10"},
+                       databases={"appdb": "host=two.sluice.test port={pg_port}"})
+            conns = []
+            t0 = time.monotonic()
+            for _ in range(4):  # each holds its server: four connects, two refused
+                c = p.connect()
+                c.execute("BEGIN")
+                assert c.execute("SELECT 1").fetchone() == (1,)
+                conns.append(c)
+            assert time.monotonic() - t0 < 8
+            assert [r["addr"] for r in p.show("SERVERS")] == ["127.0.0.1"] * 4
+            hosts = p.show("DNS_HOSTS")
+            assert [(h["hostname"], h["addrs"]) for h in hosts] == [
+                ("two.sluice.test", "127.0.0.2,127.0.0.1")]
+            log = p.log_text()
+            assert "127.0.0.2" in log and "connect failed: Connection refused" in log
+            for c in conns:
+                c.close()
+        finally:
+            shutil.rmtree(d, ignore_errors=True)

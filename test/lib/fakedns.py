@@ -1,6 +1,6 @@
 """A small UDP DNS server for tests, on 127.0.0.1 and a free port.
 
-It answers A queries for the names in `answers`, answers other types of those names with no
+It answers A queries for the names in `answers` (an address or a list of them), answers other types of those names with no
 records, never answers the names in `silent` (a resolver that hangs), and says NXDOMAIN for
 everything else. `queries[(name, qtype)]` counts what it was asked (names lower-cased).
 `write_resolv_conf(path)` writes a resolv.conf that points libevent's resolver at it."""
@@ -16,7 +16,7 @@ QTYPE_AAAA = 28
 
 
 class FakeDns:
-    def __init__(self, answers: dict[str, str], silent=()):
+    def __init__(self, answers: dict[str, str | list[str]], silent=()):
         self.answers = {k.lower().rstrip("."): v for k, v in answers.items()}
         self.silent = {s.lower().rstrip(".") for s in silent}
         self.queries = collections.Counter()
@@ -93,9 +93,11 @@ class FakeDns:
         rcode = 0
         if name in self.answers:
             if qtype == QTYPE_A:
-                records = (struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, 300, 4)
-                           + socket.inet_aton(self.answers[name]))
-                count = 1
+                addrs = self.answers[name]
+                for a in [addrs] if isinstance(addrs, str) else addrs:
+                    records += (struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, 300, 4)
+                                + socket.inet_aton(a))
+                    count += 1
         else:
             rcode = 3  # NXDOMAIN
         header = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, count, 0, 0)

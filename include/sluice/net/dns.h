@@ -21,6 +21,7 @@ struct DnsWaiter {
     void (*fn)(DnsWaiter* w, const PeerAddr* addr, const std::string& err) = nullptr;
     void* arg = nullptr;  // the owner's
     int port = 0;
+    uint16_t addr_count = 0;  // set with each address handed out: how many the name has
     bool waiting = false;
 };
 
@@ -39,6 +40,7 @@ struct DnsTtl {
     usec_t ok;    // dns_max_ttl
     usec_t fail;  // dns_nxdomain_ttl
 };
+// w->addr_count is set whenever an address is handed out (Ready or through w->fn).
 DnsStatus dns_resolve(const std::string& host, int port, DnsTtl ttl, PeerAddr& out,
                       std::string& err, DnsWaiter* w);
 // Leaves the lookup (the waiter goes away). Does nothing when w is not waiting.

@@ -288,6 +288,9 @@ private:
     // The address is known: opens the socket (the rest of connect()).
     bool start_connect();
     static void on_resolved(DnsWaiter* w, const PeerAddr* a, const std::string& err);
+    // The TCP connect failed: the pool tries the name's next address, or has a login failure
+    // once each address has failed in a row.
+    void connect_failed(const char* why);
     PacketAction on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     void send_startup();
@@ -339,6 +342,7 @@ struct Pool {
     bool have_welcome = false;
     std::string last_login_error;  // ErrorResponse packet of the last failed login
     usec_t last_login_failure = 0;
+    uint16_t connect_failures = 0;  // TCP connects refused in a row (reset by one that works)
 
     // stats
     uint64_t xact_count = 0;
