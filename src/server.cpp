@@ -113,8 +113,8 @@ bool Server::connect() {
         ++db.next_host;
     bool ok = true;
     dns_wait.addr_count = 1;
-    if (host.empty() || host[0] == '/' || host[0] == '@') {
-        ok = resolve_target(host, e.port, settings().unix_socket_dir, addr, err);
+    if (is_unix_target(host)) {
+        ok = unix_target(host, e.port, settings().unix_socket_dir, addr, err);
     } else {
         dns_wait.fn = on_resolved;
         dns_wait.arg = this;

@@ -45,21 +45,18 @@ void set_port(PeerAddr& a, int port) noexcept {
 
 bool numeric(const std::string& host, int port, PeerAddr& out) noexcept {
     out = PeerAddr{};
-    auto* in4 = reinterpret_cast<sockaddr_in*>(&out.ss);
-    if (inet_pton(AF_INET, host.c_str(), &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
+    if (inet_pton(AF_INET, host.c_str(), &reinterpret_cast<sockaddr_in*>(&out.ss)->sin_addr) == 1) {
+        out.ss.ss_family = AF_INET;
         out.len = sizeof(sockaddr_in);
-        set_port(out, port);
-        return true;
-    }
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&out.ss);
-    if (inet_pton(AF_INET6, host.c_str(), &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
+    } else if (inet_pton(AF_INET6, host.c_str(),
+                         &reinterpret_cast<sockaddr_in6*>(&out.ss)->sin6_addr) == 1) {
+        out.ss.ss_family = AF_INET6;
         out.len = sizeof(sockaddr_in6);
-        set_port(out, port);
-        return true;
+    } else {
+        return false;
     }
-    return false;
+    set_port(out, port);
+    return true;
 }
 
 // The next address of an answered entry, with the port.

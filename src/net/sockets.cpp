@@ -3,7 +3,6 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/tcp.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -125,43 +124,30 @@ std::string host_at(std::string_view host_list, size_t index) {
     return std::string(h);
 }
 
-bool resolve_target(const std::string& host, int port, const std::string& default_dir,
-                    PeerAddr& out, std::string& err) {
-    // TODO(sluice): asynchronous DNS with a cache (dns_max_ttl); getaddrinfo blocks the loop.
+bool is_unix_target(std::string_view host) noexcept {
+    return host.empty() || host[0] == '/' || host[0] == '@';
+}
+
+bool unix_target(const std::string& host, int port, const std::string& default_dir,
+                 PeerAddr& out, std::string& err) {
     out = PeerAddr{};
-    if (host.empty() || host[0] == '/' || host[0] == '@') {
-        std::string dir = host.empty() ? default_dir : host;
-        std::string path = dir + "/.s.PGSQL." + std::to_string(port);
-        auto* un = reinterpret_cast<sockaddr_un*>(&out.ss);
-        if (path.size() >= sizeof(un->sun_path)) {
-            err = "unix socket path too long: " + path;
-            return false;
-        }
-        un->sun_family = AF_UNIX;
-        memcpy(un->sun_path, path.c_str(), path.size() + 1);
-        size_t len = offsetof(sockaddr_un, sun_path) + path.size() + 1;
-        if (path[0] == '@') {
-            // Abstract namespace (as PostgreSQL's unix_socket_directories = '@name'): a
-            // leading NUL, and the name is exactly as long as the address says.
-            un->sun_path[0] = '\0';
-            --len;
-        }
-        out.len = static_cast<socklen_t>(len);
-        return true;
-    }
-    addrinfo hints{};
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_family = AF_UNSPEC;
-    addrinfo* res = nullptr;
-    std::string ps = std::to_string(port);
-    int rc = getaddrinfo(host.c_str(), ps.c_str(), &hints, &res);
-    if (rc != 0 || !res) {
-        err = std::string("could not resolve \"") + host + "\": " + gai_strerror(rc);
+    std::string dir = host.empty() ? default_dir : host;
+    std::string path = dir + "/.s.PGSQL." + std::to_string(port);
+    auto* un = reinterpret_cast<sockaddr_un*>(&out.ss);
+    if (path.size() >= sizeof(un->sun_path)) {
+        err = "unix socket path too long: " + path;
         return false;
     }
-    memcpy(&out.ss, res->ai_addr, res->ai_addrlen);
-    out.len = res->ai_addrlen;
-    freeaddrinfo(res);
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path.c_str(), path.size() + 1);
+    size_t len = offsetof(sockaddr_un, sun_path) + path.size() + 1;
+    if (path[0] == '@') {
+        // Abstract namespace (as PostgreSQL's unix_socket_directories = '@name'): a leading
+        // NUL, and the name is exactly as long as the address says.
+        un->sun_path[0] = '\0';
+        --len;
+    }
+    out.len = static_cast<socklen_t>(len);
     return true;
 }
 

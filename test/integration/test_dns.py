@@ -137,3 +137,25 @@ def test_refused_address_is_skipped_at_once(pooler):
                 c.close()
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def test_answer_expires_after_dns_max_ttl(pooler):
+    """A cached answer is used for dns_max_ttl seconds; the next server connection after that
+    asks again."""
+    with FakeDns({"db.sluice.test": "127.0.0.1"}) as dns:
+        d, conf = _resolv_conf(dns)
+        try:
+            p = pooler(pgbouncer={"pool_mode": "session", "resolv_conf": conf,
+                                  "dns_max_ttl": "1"},
+                       databases={"appdb": "host=db.sluice.test port={pg_port}"})
+            first = p.connect()
+            first.execute("BEGIN")  # holds its server: the next client needs a new one
+            assert dns.count("db.sluice.test", QTYPE_A) == 1
+            time.sleep(1.5)
+            second = p.connect()
+            assert second.execute("SELECT 1").fetchone() == (1,)
+            assert dns.count("db.sluice.test", QTYPE_A) == 2
+            first.close()
+            second.close()
+        finally:
+            shutil.rmtree(d, ignore_errors=True)

@@ -46,34 +46,32 @@ void test_unix_targets(void**) {
     sluice::PeerAddr a;
     std::string err;
     // "" is the default directory; "/dir" a directory; "@name" the abstract namespace.
-    assert_true(sluice::resolve_target("", 6000, "/run/pg", a, err));
+    assert_true(sluice::unix_target("", 6000, "/run/pg", a, err));
     const auto* un = reinterpret_cast<const sockaddr_un*>(&a.ss);
     assert_int_equal(un->sun_family, AF_UNIX);
     assert_string_equal(un->sun_path, "/run/pg/.s.PGSQL.6000");
     assert_int_equal(a.len, offsetof(sockaddr_un, sun_path) + strlen("/run/pg/.s.PGSQL.6000") + 1);
 
-    assert_true(sluice::resolve_target("/tmp/x", 5432, "/run/pg", a, err));
+    assert_true(sluice::unix_target("/tmp/x", 5432, "/run/pg", a, err));
     assert_string_equal(un->sun_path, "/tmp/x/.s.PGSQL.5432");
 
-    assert_true(sluice::resolve_target("@pgabs", 5432, "/run/pg", a, err));
+    assert_true(sluice::unix_target("@pgabs", 5432, "/run/pg", a, err));
     const std::string name = "pgabs/.s.PGSQL.5432";
     assert_int_equal(un->sun_path[0], '\0');
     assert_memory_equal(un->sun_path + 1, name.data(), name.size());
     assert_int_equal(a.len, offsetof(sockaddr_un, sun_path) + 1 + name.size());
 
-    assert_false(sluice::resolve_target("/" + std::string(200, 'd'), 5432, "", a, err));
+    assert_false(sluice::unix_target("/" + std::string(200, 'd'), 5432, "", a, err));
     assert_true(err.find("too long") != std::string::npos);
 }
 
-void test_tcp_target(void**) {
-    sluice::PeerAddr a;
-    std::string err;
-    assert_true(sluice::resolve_target("127.0.0.1", 5433, "/run/pg", a, err));
-    assert_int_equal(a.ss.ss_family, AF_INET);
-    assert_int_equal(a.port(), 5433);
-    assert_string_equal(a.host().c_str(), "127.0.0.1");
-    assert_false(sluice::resolve_target("no-such-host.invalid", 5432, "", a, err));
-    assert_true(err.find("could not resolve \"no-such-host.invalid\"") != std::string::npos);
+void test_unix_or_name(void**) {
+    assert_true(sluice::is_unix_target(""));
+    assert_true(sluice::is_unix_target("/run/pg"));
+    assert_true(sluice::is_unix_target("@pgabs"));
+    assert_false(sluice::is_unix_target("127.0.0.1"));
+    assert_false(sluice::is_unix_target("::1"));
+    assert_false(sluice::is_unix_target("db.example.com"));
 }
 
 }  // namespace
@@ -84,7 +82,7 @@ int main() {
         cmocka_unit_test(test_list_rotates),
         cmocka_unit_test(test_empty_elements),
         cmocka_unit_test(test_unix_targets),
-        cmocka_unit_test(test_tcp_target),
+        cmocka_unit_test(test_unix_or_name),
     };
     return cmocka_run_group_tests_name("sockets", tests, nullptr, nullptr);
 }

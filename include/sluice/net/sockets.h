@@ -53,10 +53,12 @@ void tune_socket(int fd, bool tcp, const TcpOptions& o) noexcept;
 // (modulo the count, blanks around it removed).
 size_t host_count(std::string_view host_list) noexcept;
 std::string host_at(std::string_view host_list, size_t index);
-// Server target from one host and the port: "" = unix socket in default_dir, "/dir" = unix
-// socket there, otherwise a host name or address (its first address).
-[[nodiscard]] bool resolve_target(const std::string& host, int port,
-                                  const std::string& default_dir, PeerAddr& out, std::string& err);
+// A server host that names a unix socket: "" (in default_dir), "/dir", or "@name" (abstract
+// namespace). Anything else is a host name or address, resolved by net/dns.h.
+bool is_unix_target(std::string_view host) noexcept;
+// The unix socket address of such a host and the port.
+[[nodiscard]] bool unix_target(const std::string& host, int port, const std::string& default_dir,
+                               PeerAddr& out, std::string& err);
 // Starts a non-blocking connect. Returns the fd (>= 0) or -1 with err set.
 int connect_nonblocking(const PeerAddr& addr, bool& in_progress, std::string& err);
 
