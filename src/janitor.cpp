@@ -1,13 +1,16 @@
 // Janitor: one timer, a few times a second, walks the pools and enforces timeouts.
 #include "sluice/janitor.h"
 
+#include "sluice/net/dns.h"
 #include "sluice/net/loop.h"
+#include "sluice/net/sockets.h"
 #include "sluice/pool/pool.h"
 
 namespace sluice {
 namespace {
 
 event* g_timer = nullptr;
+usec_t g_last_dns_check = 0;
 
 void on_timer(evutil_socket_t, short, void*) noexcept {
     time_update();
@@ -131,6 +134,27 @@ void check_pool(Pool& p, usec_t now) {
     pool_ensure_min(p);
 }
 
+// dns_zone_check_period: the host names of pools that have server connections are looked up
+// again, so that a name moved elsewhere retires them (control_retire_address) even when the
+// pool opens no new connection. PgBouncer compares zone serials (with c-ares only); asking
+// for the names themselves finds the same changes with no SOA records involved.
+void refresh_names(usec_t now) {
+    usec_t period = settings().dns_zone_check_period;
+    if (period <= 0 || now - g_last_dns_check < period)
+        return;
+    g_last_dns_check = now;
+    for (auto& p : rt().pools) {
+        if (p->db->admin || (p->idle.empty() && p->active_servers.empty() && p->used.empty()))
+            continue;
+        const std::string& hosts = p->db->entry.host;
+        for (size_t i = 0, n = host_count(hosts); i < n; ++i) {
+            std::string h = host_at(hosts, i);
+            if (!is_unix_target(h))
+                dns_refresh(h);  // once per name: a lookup in flight is not started again
+        }
+    }
+}
+
 }  // namespace
 
 void janitor_run() {
@@ -142,6 +166,7 @@ void janitor_run() {
     });
     for (auto& p : rt().pools)
         check_pool(*p, now);
+    refresh_names(now);
 }
 
 void janitor_stop() {

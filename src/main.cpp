@@ -442,6 +442,7 @@ int run(int argc, char** argv) {
         die("%s", err.c_str());
     if (!dns_init(r.base, st.resolv_conf, err))
         die("%s", err.c_str());
+    dns_on_address_gone(control_retire_address);
     apply_config_objects();
     admin_init(AdminProcess{
         .reload = reload, .shutdown = begin_shutdown, .settings_changed = settings_changed});

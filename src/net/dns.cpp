@@ -20,12 +20,15 @@ namespace {
 
 struct HostEntry {
     std::string name;
-    std::vector<PeerAddr> addrs;  // port 0; set per waiter
+    // Port 0 (set per waiter). After a failed lookup: still the last answer that had
+    // addresses, which the next one is compared with (dns_on_address_gone).
+    std::vector<PeerAddr> addrs;
     size_t next = 0;              // round-robin position
     usec_t expires = 0;           // monotonic; 0 = never answered
     std::string error;            // a remembered failure when not empty
     DnsTtl ttl{};                 // of the lookup in flight
     bool in_flight = false;
+    bool refreshing = false;  // the lookup in flight is dns_refresh()'s
     std::vector<DnsWaiter*> waiters;
 };
 
@@ -34,6 +37,16 @@ evdns_base* g_dns = nullptr;
 std::unordered_map<std::string, std::unique_ptr<HostEntry>> g_hosts;
 bool g_starting = false;  // inside evdns_getaddrinfo(): an answer now is read by the caller
 bool g_closing = false;   // dns_shutdown(): answers reach nobody
+DnsAddressGoneFn g_gone_fn = nullptr;
+std::vector<std::pair<std::string, PeerAddr>> g_gone;  // reported at the end of the turn
+
+void report_gone() {
+    std::vector<std::pair<std::string, PeerAddr>> gone;
+    gone.swap(g_gone);
+    for (const auto& [host, addr] : gone)
+        if (g_gone_fn)
+            g_gone_fn(host, addr);
+}
 
 void set_port(PeerAddr& a, int port) noexcept {
     auto p = htons(static_cast<uint16_t>(port));
@@ -66,10 +79,15 @@ void pick(HostEntry& e, int port, PeerAddr& out, DnsWaiter* w) {
     w->addr_count = static_cast<uint16_t>(std::min<size_t>(e.addrs.size(), UINT16_MAX));
 }
 
+bool has_ip(const std::vector<PeerAddr>& addrs, const PeerAddr& a) noexcept {
+    return std::any_of(addrs.begin(), addrs.end(),
+                       [&](const PeerAddr& b) { return same_ip(a, b); });
+}
+
 void record(HostEntry& e, int result, evutil_addrinfo* res) {
-    e.addrs.clear();
-    e.next = 0;
-    e.error.clear();
+    bool refresh = e.refreshing;
+    e.refreshing = false;
+    std::vector<PeerAddr> fresh;
     if (result == 0) {
         for (evutil_addrinfo* ai = res; ai; ai = ai->ai_next) {
             if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
@@ -79,22 +97,34 @@ void record(HostEntry& e, int result, evutil_addrinfo* res) {
             memcpy(&a.ss, ai->ai_addr, ai->ai_addrlen);
             a.len = static_cast<socklen_t>(ai->ai_addrlen);
             set_port(a, 0);
-            bool dup = std::any_of(e.addrs.begin(), e.addrs.end(), [&](const PeerAddr& b) {
-                return b.len == a.len && memcmp(&b.ss, &a.ss, a.len) == 0;
-            });
-            if (!dup)
-                e.addrs.push_back(a);
+            if (!has_ip(fresh, a))
+                fresh.push_back(a);
         }
-    }
-    if (e.addrs.empty()) {
-        e.error = "could not resolve \"" + e.name + "\": " +
-                  (result == 0 ? "no address" : evutil_gai_strerror(result));
-        e.expires = mono_now() + e.ttl.fail;
-    } else {
-        e.expires = mono_now() + e.ttl.ok;
     }
     if (res)
         evutil_freeaddrinfo(res);
+    if (fresh.empty() && refresh && e.error.empty()) {
+        // A failed refresh keeps the answer in use until it expires as usual.
+        log_debug("dns: refreshing %s failed (%s)", e.name.c_str(),
+                  result == 0 ? "no address" : evutil_gai_strerror(result));
+        return;
+    }
+    if (fresh.empty()) {
+        // A failure says nothing about where the name went: nothing is retired (as PgBouncer).
+        e.error = "could not resolve \"" + e.name + "\": " +
+                  (result == 0 ? "no address" : evutil_gai_strerror(result));
+        e.expires = mono_now() + e.ttl.fail;
+        return;
+    }
+    for (const PeerAddr& old : e.addrs)
+        if (!has_ip(fresh, old))
+            g_gone.emplace_back(e.name, old);
+    if (!g_gone.empty())
+        loop_defer(report_gone);
+    e.addrs = std::move(fresh);
+    e.next = 0;
+    e.error.clear();
+    e.expires = mono_now() + e.ttl.ok;
 }
 
 // Tells every waiter, one at a time: a callback may cancel or add others.
@@ -131,6 +161,23 @@ void on_answer(int result, evutil_addrinfo* res, void* arg) {
         notify(*e);
 }
 
+// Starts the lookup of e. False = answered at once (/etc/hosts, an error): e holds it.
+bool start_lookup(HostEntry& e, DnsTtl ttl) {
+    evutil_addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    e.ttl = ttl;
+    e.in_flight = true;
+    g_starting = true;
+    evdns_getaddrinfo(g_dns, e.name.c_str(), nullptr, &hints, on_answer, &e);
+    g_starting = false;
+    if (!e.in_flight)
+        return false;
+    loop_wake_libevent();  // evdns's socket event is applied in this turn
+    return true;
+}
+
 }  // namespace
 
 bool dns_init(event_base* base, const std::string& resolv_conf, std::string& err) {
@@ -159,6 +206,7 @@ void dns_shutdown() noexcept {
         g_dns = nullptr;
     }
     g_hosts.clear();
+    g_gone.clear();
     g_closing = false;
 }
 
@@ -174,7 +222,7 @@ DnsStatus dns_resolve(const std::string& host, int port, DnsTtl ttl, PeerAddr& o
         slot->name = host;
     }
     HostEntry& e = *slot;
-    if (!e.in_flight && e.expires != 0 && e.expires > mono_now()) {
+    if (e.expires != 0 && e.expires > mono_now()) {  // (a refresh may be in flight)
         if (!e.error.empty()) {
             err = e.error;
             return DnsStatus::Failed;
@@ -186,30 +234,31 @@ DnsStatus dns_resolve(const std::string& host, int port, DnsTtl ttl, PeerAddr& o
         err = "could not resolve \"" + host + "\": no resolver";
         return DnsStatus::Failed;
     }
-    if (!e.in_flight) {
-        evutil_addrinfo hints{};
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        hints.ai_protocol = IPPROTO_TCP;
-        e.ttl = ttl;
-        e.in_flight = true;
-        g_starting = true;
-        evdns_getaddrinfo(g_dns, host.c_str(), nullptr, &hints, on_answer, &e);
-        g_starting = false;
-        if (!e.in_flight) {  // answered at once (/etc/hosts, an error)
-            if (!e.error.empty()) {
-                err = e.error;
-                return DnsStatus::Failed;
-            }
-            pick(e, port, out, w);
-            return DnsStatus::Ready;
+    if (!e.in_flight && !start_lookup(e, ttl)) {  // answered at once
+        if (!e.error.empty()) {
+            err = e.error;
+            return DnsStatus::Failed;
         }
-        loop_wake_libevent();  // evdns's socket event is applied in this turn
+        pick(e, port, out, w);
+        return DnsStatus::Ready;
     }
     w->port = port;
     w->waiting = true;
     e.waiters.push_back(w);
     return DnsStatus::Pending;
+}
+
+void dns_refresh(const std::string& host) {
+    auto it = g_hosts.find(host);
+    if (!g_dns || it == g_hosts.end() || it->second->in_flight || it->second->expires == 0)
+        return;
+    HostEntry& e = *it->second;
+    e.refreshing = true;
+    static_cast<void>(start_lookup(e, e.ttl));  // nobody waits for it
+}
+
+void dns_on_address_gone(DnsAddressGoneFn fn) noexcept {
+    g_gone_fn = fn;
 }
 
 void dns_cancel(DnsWaiter* w) noexcept {
@@ -234,6 +283,10 @@ std::vector<DnsHostInfo> dns_hosts() {
         DnsHostInfo h;
         h.host = name;
         h.ttl = e->expires > now ? (e->expires - now) / 1000000 : 0;
+        if (!e->error.empty()) {  // a failure: no addresses (addrs is the last answer)
+            out.push_back(std::move(h));
+            continue;
+        }
         for (const PeerAddr& a : e->addrs) {
             if (!h.addrs.empty())
                 h.addrs += ',';

@@ -52,6 +52,14 @@ ClientAddr ClientAddr::from(const PeerAddr& a) noexcept {
     return c;
 }
 
+bool same_ip(const PeerAddr& a, const PeerAddr& b) noexcept {
+    if (a.ss.ss_family != b.ss.ss_family ||
+        (a.ss.ss_family != AF_INET && a.ss.ss_family != AF_INET6))
+        return false;
+    ClientAddr x = ClientAddr::from(a), y = ClientAddr::from(b);
+    return x.ip == y.ip;
+}
+
 PeerAddr ClientAddr::to_peer() const noexcept {
     PeerAddr a;
     a.ss.ss_family = family;

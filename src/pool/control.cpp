@@ -5,7 +5,9 @@
 #include <unordered_set>
 
 #include "sluice/net/listener.h"
+#include "sluice/net/sockets.h"
 #include "sluice/pool/pool.h"
+#include "sluice/util/log.h"
 
 namespace sluice {
 namespace {
@@ -184,11 +186,40 @@ void control_kill_db(Database& db) {
     });
 }
 
-void control_reconnect_db(Database& db) {
-    for_pools(&db, [](Pool& p) {
-        p.idle.for_each([](Server& s) { s.close("obsolete connection"); });
-        for_servers(p, [](Server& s) { s.close_needed = true; });
+// The servers of p that match: idle ones close now, the others when next released.
+template <typename F> int retire_servers(Pool& p, F&& match) {
+    int n = 0;
+    p.idle.for_each([&](Server& s) {
+        if (match(s)) {
+            s.close("obsolete connection");
+            ++n;
+        }
     });
+    for_servers(p, [&](Server& s) {
+        if (match(s) && !s.close_needed) {
+            s.close_needed = true;
+            ++n;
+        }
+    });
+    return n;
+}
+
+void control_reconnect_db(Database& db) {
+    for_pools(&db, [](Pool& p) { retire_servers(p, [](Server&) { return true; }); });
+}
+
+void control_retire_address(const std::string& host, const PeerAddr& gone) {
+    int n = 0;
+    for_pools(nullptr, [&](Pool& p) {
+        const std::string& hosts = p.db->entry.host;
+        bool named = false;
+        for (size_t i = 0, count = host_count(hosts); i < count && !named; ++i)
+            named = host_at(hosts, i) == host;
+        if (named)
+            n += retire_servers(p, [&](Server& s) { return same_ip(s.addr, gone); });
+    });
+    log_info("DNS: %s no longer resolves to %s; %d server connection(s) to it retired",
+             host.c_str(), gone.host().c_str(), n);
 }
 
 bool control_kill_client(uint64_t id) {

@@ -159,3 +159,91 @@ def test_answer_expires_after_dns_max_ttl(pooler):
             second.close()
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def test_connections_to_an_address_the_name_left_are_retired(pooler):
+    """A DNS switchover: the name moves from 127.0.0.1 to ::1 while the old address still
+    accepts connections. The next lookup (a new server connection after dns_max_ttl) retires
+    every server connection to 127.0.0.1 in each pool whose database names the host: idle ones
+    close at once, busy ones when released, so no client lands on the old server again."""
+    with FakeDns({"db.sluice.test": "127.0.0.1"}) as dns:
+        d, conf = _resolv_conf(dns)
+        try:
+            p = pooler(pgbouncer={"pool_mode": "session", "resolv_conf": conf,
+                                  "dns_max_ttl": "1"},
+                       databases={"one": "host=db.sluice.test port={pg_port} dbname=appdb",
+                                  "two": "host=db.sluice.test port={pg_port} dbname=appdb"})
+            busy = p.connect(dbname="one")
+            busy.execute("BEGIN")  # holds its server through the switchover
+            assert busy.execute("SELECT 1").fetchone() == (1,)
+            with p.connect(dbname="one") as c:  # a second server, idle once c leaves
+                assert c.execute("SELECT 1").fetchone() == (1,)
+
+            def servers(db):
+                return sorted((r["addr"], r["close_needed"]) for r in p.show("SERVERS")
+                              if r["database"] == db)
+
+            harness.wait_until(lambda: servers("one") == [("127.0.0.1", 0)] * 2, 10)
+            dns.set_answer("db.sluice.test", "::1")
+            time.sleep(1.5)  # the cached answer expires
+            other = p.connect(dbname="two")  # a new server connection: a fresh lookup
+            assert other.execute("SELECT 1").fetchone() == (1,)
+            assert servers("two") == [("::1", 0)]
+            # In pool "one" the idle server is gone and the busy one is marked.
+            harness.wait_until(lambda: servers("one") == [("127.0.0.1", 1)], 10)
+            assert busy.execute("SELECT 2").fetchone() == (2,)  # its session goes on
+            busy.execute("COMMIT")
+            busy.close()
+            harness.wait_until(lambda: servers("one") == [], 10)
+            again = p.connect(dbname="one")
+            assert again.execute("SELECT 1").fetchone() == (1,)
+            assert servers("one") == [("::1", 0)]
+            log = p.log_text()
+            assert ("DNS: db.sluice.test no longer resolves to 127.0.0.1; "
+                    "2 server connection(s) to it retired") in log
+            assert "obsolete connection" in log
+            other.close()
+            again.close()
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_zone_check_period_looks_names_up_again(pooler):
+    """dns_zone_check_period: the names of pools with server connections are looked up again
+    every period, so a pool that opens no new connection still leaves a moved name's old
+    address. A refresh that fails keeps the cached answer in use."""
+    with FakeDns({"db.sluice.test": "127.0.0.1"}) as dns:
+        d, conf = _resolv_conf(dns)
+        try:
+            p = pooler(pgbouncer={"pool_mode": "session", "resolv_conf": conf,
+                                  "dns_max_ttl": "60", "dns_zone_check_period": "1"},
+                       databases={"appdb": "host=db.sluice.test port={pg_port}"})
+            busy = p.connect()
+            busy.execute("BEGIN")
+            assert busy.execute("SELECT 1").fetchone() == (1,)
+            asked = dns.count("db.sluice.test", QTYPE_A)
+
+            # The name vanishes: the refresh fails, the cached answer stays in use.
+            dns.set_answer("db.sluice.test", None)
+            harness.wait_until(lambda: dns.count("db.sluice.test", QTYPE_A) > asked, 10)
+            time.sleep(0.5)
+            with p.connect() as c:  # a second server, from the cached answer
+                assert c.execute("SELECT 1").fetchone() == (1,)
+            assert [(h["hostname"], h["addrs"]) for h in p.show("DNS_HOSTS")] == [
+                ("db.sluice.test", "127.0.0.1")]
+
+            # The name moves: the next refresh retires the connections to 127.0.0.1.
+            dns.set_answer("db.sluice.test", "::1")
+
+            def servers():
+                return sorted((r["addr"], r["close_needed"]) for r in p.show("SERVERS"))
+
+            harness.wait_until(lambda: servers() == [("127.0.0.1", 1)], 10)
+            with p.connect() as c:
+                assert c.execute("SELECT 1").fetchone() == (1,)
+                assert servers() == [("127.0.0.1", 1), ("::1", 0)]
+            busy.execute("COMMIT")
+            busy.close()
+            harness.wait_until(lambda: servers() == [("::1", 0)], 10)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)

@@ -1,8 +1,9 @@
 """A small UDP DNS server for tests, on 127.0.0.1 and a free port.
 
-It answers A queries for the names in `answers` (an address or a list of them), answers other types of those names with no
-records, never answers the names in `silent` (a resolver that hangs), and says NXDOMAIN for
+It answers A and AAAA queries for the names in `answers` (an address or a list of them: the
+IPv4 ones in A records, the IPv6 ones in AAAA records; other types get no records), never answers the names in `silent` (a resolver that hangs), and says NXDOMAIN for
 everything else. `queries[(name, qtype)]` counts what it was asked (names lower-cased).
+`answers` may be changed while the server runs (a name moving to another address).
 `write_resolv_conf(path)` writes a resolv.conf that points libevent's resolver at it."""
 
 import collections
@@ -28,6 +29,11 @@ class FakeDns:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+
+    def set_answer(self, name: str, addrs: str | list[str] | None) -> None:
+        """New records for name (None: NXDOMAIN from now on)."""
+        with self._lock:
+            self.answers[name.lower().rstrip(".")] = addrs
 
     def count(self, name: str, qtype: int = QTYPE_A) -> int:
         with self._lock:
@@ -91,13 +97,17 @@ class FakeDns:
         records = b""
         count = 0
         rcode = 0
-        if name in self.answers:
-            if qtype == QTYPE_A:
-                addrs = self.answers[name]
-                for a in [addrs] if isinstance(addrs, str) else addrs:
-                    records += (struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, 300, 4)
-                                + socket.inet_aton(a))
-                    count += 1
+        with self._lock:
+            addrs = self.answers.get(name)
+        if addrs is not None:
+            for a in [addrs] if isinstance(addrs, str) else addrs:
+                family = socket.AF_INET6 if ":" in a else socket.AF_INET
+                if qtype != (QTYPE_AAAA if family == socket.AF_INET6 else QTYPE_A):
+                    continue
+                packed = socket.inet_pton(family, a)
+                records += (struct.pack("!HHHIH", 0xC00C, qtype, 1, 300, len(packed))
+                            + packed)
+                count += 1
         else:
             rcode = 3  # NXDOMAIN
         header = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, count, 0, 0)

@@ -463,7 +463,7 @@ class PgCluster:
         with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
             f.write(f"""
 # sluice test harness
-listen_addresses = '127.0.0.1'
+listen_addresses = '127.0.0.1,::1'
 port = {self.port}
 unix_socket_directories = '{self.socket_dir}'
 max_connections = {max_connections}
@@ -478,6 +478,7 @@ log_connections = off
             f.write("""# sluice test harness
 local all all trust
 host all postgres 127.0.0.1/32 trust
+host all postgres ::1/128 trust
 host all scramonly 127.0.0.1/32 scram-sha-256
 host all all 127.0.0.1/32 md5
 host all all ::1/128 md5

@@ -7,6 +7,8 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 
 #include <cstring>
@@ -74,6 +76,38 @@ void test_unix_or_name(void**) {
     assert_false(sluice::is_unix_target("db.example.com"));
 }
 
+sluice::PeerAddr ip(const char* host, uint16_t port) {
+    sluice::PeerAddr a;
+    if (strchr(host, ':')) {
+        auto* in6 = reinterpret_cast<sockaddr_in6*>(&a.ss);
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        assert_int_equal(inet_pton(AF_INET6, host, &in6->sin6_addr), 1);
+        a.len = sizeof(sockaddr_in6);
+    } else {
+        auto* in = reinterpret_cast<sockaddr_in*>(&a.ss);
+        in->sin_family = AF_INET;
+        in->sin_port = htons(port);
+        assert_int_equal(inet_pton(AF_INET, host, &in->sin_addr), 1);
+        a.len = sizeof(sockaddr_in);
+    }
+    return a;
+}
+
+// DNS failover matching (net/dns.h): a server's address against a name's former address.
+void test_same_ip(void**) {
+    assert_true(sluice::same_ip(ip("10.0.0.1", 5432), ip("10.0.0.1", 0)));
+    assert_false(sluice::same_ip(ip("10.0.0.1", 5432), ip("10.0.0.2", 5432)));
+    assert_true(sluice::same_ip(ip("::1", 6432), ip("::1", 0)));
+    assert_false(sluice::same_ip(ip("::1", 0), ip("::2", 0)));
+    // ::ffff:10.0.0.1 is another family: no match (an answer gives A and AAAA apart).
+    assert_false(sluice::same_ip(ip("::ffff:10.0.0.1", 0), ip("10.0.0.1", 0)));
+    sluice::PeerAddr u;
+    std::string err;
+    assert_true(sluice::unix_target("/tmp", 5432, "", u, err));
+    assert_false(sluice::same_ip(u, u));  // unix sockets have no address to match
+}
+
 }  // namespace
 
 int main() {
@@ -83,6 +117,7 @@ int main() {
         cmocka_unit_test(test_empty_elements),
         cmocka_unit_test(test_unix_targets),
         cmocka_unit_test(test_unix_or_name),
+        cmocka_unit_test(test_same_ip),
     };
     return cmocka_run_group_tests_name("sockets", tests, nullptr, nullptr);
 }

@@ -46,6 +46,16 @@ DnsStatus dns_resolve(const std::string& host, int port, DnsTtl ttl, PeerAddr& o
 // Leaves the lookup (the waiter goes away). Does nothing when w is not waiting.
 void dns_cancel(DnsWaiter* w) noexcept;
 
+// Looks a cached name up again now (dns_zone_check_period), whatever its answer's age; the
+// cached answer stays in use meanwhile. Nothing for a name never looked up or in flight.
+void dns_refresh(const std::string& host);
+
+// A fresh answer for a name lacks an address its previous answer had (a DNS failover or
+// switchover moved the name): fn(host, address with port 0) runs for each such address, at
+// the end of the loop turn. Server connections to the old address should be retired.
+using DnsAddressGoneFn = void (*)(const std::string& host, const PeerAddr& gone);
+void dns_on_address_gone(DnsAddressGoneFn fn) noexcept;
+
 // SHOW DNS_HOSTS: the cached names, seconds until each expires, their addresses.
 struct DnsHostInfo {
     std::string host;

@@ -36,6 +36,9 @@ struct ClientAddr {
     PeerAddr to_peer() const noexcept;
 };
 
+// The same IPv4/IPv6 address, whatever the ports (false for any other family).
+bool same_ip(const PeerAddr& a, const PeerAddr& b) noexcept;
+
 struct TcpOptions {
     bool keepalive = true;
     int keepcnt = 0;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "sluice/pool/objects.h"
 
@@ -55,6 +56,10 @@ int control_close_needed_servers(const Database* db) noexcept;
 void control_kill_db(Database& db);
 // RECONNECT db: every server of db is closed when next released; idle ones at once.
 void control_reconnect_db(Database& db);
+// A server host name no longer resolves to gone (net/dns.h, dns_on_address_gone): in every
+// pool whose database names that host, server connections to that address are closed when
+// next released, idle ones at once (PgBouncer's behaviour on a DNS failover).
+void control_retire_address(const std::string& host, const PeerAddr& gone);
 // KILL_CLIENT: the client with this id (SHOW CLIENTS id), console sessions included.
 // Closes it with FATAL "admin forced disconnect". False = no such client.
 bool control_kill_client(uint64_t id);
