@@ -146,12 +146,9 @@ void refresh_names(usec_t now) {
     for (auto& p : rt().pools) {
         if (p->db->admin || (p->idle.empty() && p->active_servers.empty() && p->used.empty()))
             continue;
-        const std::string& hosts = p->db->entry.host;
-        for (size_t i = 0, n = host_count(hosts); i < n; ++i) {
-            std::string h = host_at(hosts, i);
+        for (const std::string& h : hosts_of(p->db->entry.host))
             if (!is_unix_target(h))
                 dns_refresh(h);  // once per name: a lookup in flight is not started again
-        }
     }
 }
 

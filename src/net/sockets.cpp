@@ -115,6 +115,13 @@ void tune_socket(int fd, bool tcp, const TcpOptions& o) noexcept {
         setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &o.user_timeout_ms, sizeof(int));
 }
 
+std::vector<std::string> hosts_of(std::string_view host_list) {
+    std::vector<std::string> out;
+    for (size_t i = 0, n = host_count(host_list); i < n; ++i)
+        out.push_back(host_at(host_list, i));
+    return out;
+}
+
 size_t host_count(std::string_view host_list) noexcept {
     return static_cast<size_t>(std::count(host_list.begin(), host_list.end(), ',')) + 1;
 }

@@ -2,6 +2,7 @@
 // databases, closing server lists, and the counts a waiting console command polls.
 #include "sluice/pool/control.h"
 
+#include <algorithm>
 #include <unordered_set>
 
 #include "sluice/net/listener.h"
@@ -211,11 +212,8 @@ void control_reconnect_db(Database& db) {
 void control_retire_address(const std::string& host, const PeerAddr& gone) {
     int n = 0;
     for_pools(nullptr, [&](Pool& p) {
-        const std::string& hosts = p.db->entry.host;
-        bool named = false;
-        for (size_t i = 0, count = host_count(hosts); i < count && !named; ++i)
-            named = host_at(hosts, i) == host;
-        if (named)
+        std::vector<std::string> hosts = hosts_of(p.db->entry.host);
+        if (std::find(hosts.begin(), hosts.end(), host) != hosts.end())
             n += retire_servers(p, [&](Server& s) { return same_ip(s.addr, gone); });
     });
     log_info("DNS: %s no longer resolves to %s; %d server connection(s) to it retired",

@@ -30,6 +30,10 @@ void test_single_host(void**) {
 void test_list_rotates(void**) {
     const char* list = "10.0.0.1, db2 ,/var/run/postgresql";
     assert_int_equal(sluice::host_count(list), 3);
+    auto all = sluice::hosts_of(list);
+    assert_int_equal(all.size(), 3);
+    assert_string_equal(all[1].c_str(), "db2");
+    assert_string_equal(all[2].c_str(), "/var/run/postgresql");
     const char* want[] = {"10.0.0.1", "db2", "/var/run/postgresql"};
     for (size_t i = 0; i < 9; ++i)
         assert_string_equal(sluice::host_at(list, i).c_str(), want[i % 3]);

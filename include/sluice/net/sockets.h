@@ -1,4 +1,4 @@
-// Socket helpers: addresses, resolving a server target, non-blocking connect, socket options.
+// Socket helpers: addresses, host lists, unix targets, non-blocking connect, socket options.
 #pragma once
 
 #include <netinet/in.h>
@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sluice {
 
@@ -56,6 +57,8 @@ void tune_socket(int fd, bool tcp, const TcpOptions& o) noexcept;
 // (modulo the count, blanks around it removed).
 size_t host_count(std::string_view host_list) noexcept;
 std::string host_at(std::string_view host_list, size_t index);
+// Every host of the list, in order.
+std::vector<std::string> hosts_of(std::string_view host_list);
 // A server host that names a unix socket: "" (in default_dir), "/dir", or "@name" (abstract
 // namespace). Anything else is a host name or address, resolved by net/dns.h.
 bool is_unix_target(std::string_view host) noexcept;
