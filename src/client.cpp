@@ -52,6 +52,28 @@ const ScramSecret& scram_secret_for_plain(User& u, int iterations) {
     return u.scram_cache;
 }
 
+// The message types a logged-in client may send (PgBouncer's list).
+bool frontend_type(uint8_t t) noexcept {
+    switch (t) {
+    case msg::kQuery:
+    case msg::kFunctionCall:
+    case msg::kSync:
+    case msg::kFlush:
+    case msg::kCopyData:
+    case msg::kCopyDone:
+    case msg::kCopyFail:
+    case msg::kParse:
+    case msg::kBind:
+    case msg::kDescribe:
+    case msg::kExecute:
+    case msg::kClose:
+    case msg::kTerminate:
+        return true;
+    default:
+        return false;
+    }
+}
+
 }  // namespace
 
 const std::string& Client::user_name() const noexcept {
@@ -160,9 +182,15 @@ void Client::on_sbuf_event(SBuf&, SBufEvent ev) {
     case SBufEvent::SocketError:
         close("client connection error");
         return;
-    case SBufEvent::BadPacket:
-        fatal("08P01", "bad packet header");
+    case SBufEvent::BadPacket: {
+        // As PgBouncer: up to 8 bytes of the header in hex.
+        std::span<const uint8_t> in = sb.unparsed();
+        char hex[8 * 2 + 1] = "";
+        for (size_t i = 0; i < std::min<size_t>(in.size(), 8); ++i)
+            snprintf(hex + 2 * i, 3, "%02x", in[i]);
+        fatal("08P01", "bad packet header: '%s'", hex);
         return;
+    }
     case SBufEvent::TooLong:
         fatal("08P01", "message too long");
         return;
@@ -180,6 +208,12 @@ void Client::on_sbuf_event(SBuf&, SBufEvent ev) {
 void Client::on_sbuf_drained(SBuf&) {}
 
 PacketAction Client::on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
+    if (!wait_for_welcome && hdr.len > kMaxLoginMessageLen) {
+        // Not authenticated yet: no buffer grows to what such a client claims (PgBouncer's
+        // limit is pkt_buf, with this message).
+        fatal("08P01", "client sent partial pkt in startup phase");
+        return PacketAction::Closed;
+    }
     if (data.size() < hdr.len)
         return wait_for_welcome && hdr.type != 0 ? PacketAction::Pause : PacketAction::Hold;
     if (wait_for_welcome)
@@ -193,6 +227,14 @@ PacketAction Client::on_login_packet(const PacketHeader& hdr, std::span<const ui
             }
             if (code == kSslRequestCode && tls_offered())
                 return on_ssl_request(hdr);  // TLS: 'S' and the handshake (tls_login.cpp)
+            // As PostgreSQL and PgBouncer, whatever the answer: bytes sent before it cannot
+            // have been meant for after it.
+            if (sb.input_after(hdr.len) > 0) {
+                fatal("08P01", code == kSslRequestCode
+                                   ? "received unencrypted data after SSL request"
+                                   : "received unencrypted data after GSSAPI encryption request");
+                return PacketAction::Closed;
+            }
             sb.queue("N");
             if (!sb.flush_out())
                 return PacketAction::Closed;
@@ -727,9 +769,15 @@ uint32_t Client::take_plain_run(SBuf&, std::span<const uint8_t> data) {
 }
 
 PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
+    uint8_t t = hdr.type;
+    if (!frontend_type(t)) [[unlikely]] {
+        // Never forwarded: the server would end its session over it.
+        slog_error(this, "unknown pkt from client: %u/0x%x", t, t);
+        fatal("08P01", "unknown pkt");
+        return PacketAction::Closed;
+    }
     if (admin)
         return on_admin_packet(hdr, data);
-    uint8_t t = hdr.type;
     if (!server) {
         switch (t) {
         case msg::kTerminate:

@@ -186,6 +186,10 @@ public:
     size_t input_after(uint32_t len) const noexcept {
         return end_ - parse_ > len ? end_ - parse_ - len : 0;
     }
+    // The received bytes not parsed yet (after a BadPacket report: the bad header).
+    std::span<const uint8_t> unparsed() const noexcept {
+        return {buf_ ? buf_ + parse_ : nullptr, end_ - parse_};
+    }
     // The next input byte is shown to the owner as a packet of its own: hdr.type = the byte,
     // hdr_len = 0, len = 1 (the server's one-byte answer to SSLRequest). Then typed packets.
     // Requires: typed mode (set_startup(false)).

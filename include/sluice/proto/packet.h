@@ -69,6 +69,10 @@ inline constexpr uint32_t kAuthSaslFinal = 12;
 inline constexpr size_t kTypedHeaderLen = 5;
 inline constexpr size_t kStartupHeaderLen = 4;
 inline constexpr uint32_t kMaxStartupLen = 10000;
+// The longest message a client may send before it is logged in (password, SASL): as
+// PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH, plus the header. Nothing bigger is buffered for a
+// client nobody has authenticated yet.
+inline constexpr uint32_t kMaxLoginMessageLen = 65535 + 5;
 
 // A parsed message header. `len` counts the whole packet, header included, so a packet
 // occupies exactly `len` bytes of the stream.

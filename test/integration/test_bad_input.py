@@ -1,0 +1,121 @@
+"""Malformed or out-of-place client input: the client gets PgBouncer's FATAL (08P01) and is
+closed; nothing reaches a server, no server connection is lost, and everyone else goes on.
+The texts were compared side by side with PgBouncer 1.18."""
+
+import socket
+import struct
+import time
+
+import pytest
+
+import harness
+from pgwire import Conn, m, parse_error
+
+
+def _answer(sock, timeout=10):
+    """Everything the pooler sends until it closes: [(type, body)]."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not chunk:
+            break
+        data += chunk
+    msgs, pos = [], 0
+    while pos + 5 <= len(data):
+        ln = struct.unpack("!I", data[pos + 1:pos + 5])[0]
+        msgs.append((chr(data[pos]), data[pos + 5:pos + 1 + ln]))
+        pos += 1 + ln
+    return msgs
+
+
+def _fatal(msgs):
+    errors = [parse_error(body) for t, body in msgs if t == "E"]
+    assert len(errors) == 1, msgs
+    assert errors[0]["S"] == "FATAL" and errors[0]["C"] == "08P01", errors[0]
+    return errors[0]["M"]
+
+
+def _raw(p, payload):
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    try:
+        s.sendall(payload)
+        return _answer(s)
+    finally:
+        s.close()
+
+
+def _logged_in(p):
+    return Conn.connect("127.0.0.1", p.port, user="md5user", password="md5pass",
+                        database="appdb")
+
+
+def _after_login(p, payload):
+    c = _logged_in(p)
+    try:
+        c.sock.sendall(payload)
+        return _answer(c.sock)
+    finally:
+        c.sock.close()
+
+
+def _still_serving(p):
+    with p.connect() as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.fixture
+def tx_pooler(pooler):
+    return pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": "1"})
+
+
+@pytest.mark.parametrize("payload,message", [
+    (b"Q\0\0\0\x02", "bad packet header: '5100000002'"),  # length below 4
+    (b"z\0\0\0\x08abcd", "unknown pkt"),                  # no such message type
+    (m.startup({"user": "md5user"}), "unknown pkt"),       # a second startup packet
+    (b"p\0\0\0\x08abc\0", "unknown pkt"),                 # a password after login
+])
+def test_bad_message_after_login(tx_pooler, payload, message):
+    p = tx_pooler
+    _still_serving(p)
+    before = [(r["remote_pid"], r["connect_time"]) for r in p.show("SERVERS")]
+    assert len(before) == 1
+    assert _fatal(_after_login(p, payload)) == message
+    # The server connection was not handed the bad message (the backend would have ended).
+    assert [(r["remote_pid"], r["connect_time"]) for r in p.show("SERVERS")] == before
+    _still_serving(p)
+    assert [(r["remote_pid"], r["connect_time"]) for r in p.show("SERVERS")] == before
+    if message == "unknown pkt":
+        p.wait_for_log(r"ERROR C-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:\d+ unknown pkt "
+                       r"from client: \d+/0x[0-9a-f]+")
+
+
+def test_oversize_message_before_login(tx_pooler):
+    """A client nobody has authenticated yet announces a 1 GiB password message: refused at
+    the header, nothing is buffered for it."""
+    p = tx_pooler
+    startup = m.startup({"user": "md5user", "database": "appdb"})
+    msgs = _raw(p, startup + b"p\x40\0\0\0" + b"a" * 1000)
+    assert msgs[0][0] == "R"  # the md5 challenge came first
+    assert _fatal(msgs) == "client sent partial pkt in startup phase"
+    _still_serving(p)
+
+
+def test_bad_startup_header(tx_pooler):
+    p = tx_pooler
+    assert _fatal(_raw(p, b"\x7f\xff\xff\xff" + b"\0" * 12)) == \
+        "bad packet header: '7fffffff00000000'"
+    _still_serving(p)
+
+
+def test_bytes_after_refused_ssl_request(tx_pooler):
+    """SSLRequest with a startup packet in the same write, TLS off: the startup was sent
+    before the answer ('N'), so it is refused as PostgreSQL and PgBouncer do."""
+    p = tx_pooler
+    msgs = _raw(p, m.ssl_request() + m.startup({"user": "md5user", "database": "appdb"}))
+    assert _fatal(msgs) == "received unencrypted data after SSL request"
+    _still_serving(p)
