@@ -374,8 +374,10 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         } else if (int vi = var_index(name); vi >= 0) {
             v[static_cast<size_t>(vi)] = value;
         } else if (name == "replication") {
+            // Refused even when ignore_startup_parameters lists it (PgBouncer 1.18 would then
+            // serve a replication client an ordinary session); its text otherwise.
             if (is_true_word(value) || value == "database") {
-                fatal("08P01", "replication connections are not supported");
+                fatal("08P01", "unsupported startup parameter: replication");
                 return PacketAction::Closed;
             }
         } else if (name == "options") {
@@ -390,6 +392,10 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
     }
     if (user_name().empty()) {
         fatal("08P01", "no username supplied");
+        return PacketAction::Closed;
+    }
+    if (user_name().size() >= kMaxUserNameLen) {
+        fatal("08P01", "username too long");
         return PacketAction::Closed;
     }
     if (login->db_name.empty())

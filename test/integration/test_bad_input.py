@@ -40,11 +40,11 @@ def _fatal(msgs):
     return errors[0]["M"]
 
 
-def _raw(p, payload):
+def _raw(p, payload, timeout=10):
     s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
     try:
         s.sendall(payload)
-        return _answer(s)
+        return _answer(s, timeout)
     finally:
         s.close()
 
@@ -110,6 +110,29 @@ def test_bad_startup_header(tx_pooler):
     assert _fatal(_raw(p, b"\x7f\xff\xff\xff" + b"\0" * 12)) == \
         "bad packet header: '7fffffff00000000'"
     _still_serving(p)
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"user": "u" * 128, "database": "appdb"}, "username too long"),
+    ({"user": "md5user", "database": "appdb", "replication": "database"},
+     "unsupported startup parameter: replication"),
+])
+def test_refused_startup(tx_pooler, params, message):
+    p = tx_pooler
+    assert _fatal(_raw(p, m.startup(params))) == message
+    _still_serving(p)
+
+
+def test_replication_refused_even_when_ignored(pooler):
+    """ignore_startup_parameters=replication must not turn a replication client's connection
+    into an ordinary session (PgBouncer 1.18 would)."""
+    p = pooler(pgbouncer={"ignore_startup_parameters": "replication,extra_float_digits"})
+    msgs = _raw(p, m.startup({"user": "md5user", "database": "appdb", "replication": "true"}))
+    assert _fatal(msgs) == "unsupported startup parameter: replication"
+    # replication=false is an ordinary connection
+    msgs = _raw(p, m.startup({"user": "md5user", "database": "appdb", "replication": "false"}),
+                timeout=1)
+    assert msgs and msgs[0][0] == "R", msgs
 
 
 def test_bytes_after_refused_ssl_request(tx_pooler):

@@ -69,6 +69,8 @@ inline constexpr uint32_t kAuthSaslFinal = 12;
 inline constexpr size_t kTypedHeaderLen = 5;
 inline constexpr size_t kStartupHeaderLen = 4;
 inline constexpr uint32_t kMaxStartupLen = 10000;
+// A user name this long or longer is refused at login ("username too long", as PgBouncer).
+inline constexpr size_t kMaxUserNameLen = 128;
 // The longest message a client may send before it is logged in (password, SASL): as
 // PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH, plus the header. Nothing bigger is buffered for a
 // client nobody has authenticated yet.
