@@ -92,17 +92,17 @@ void control_pause_all() {
 }
 
 bool control_resume_all() {
-    bool was_paused = g_mode != PauseMode::None || !g_db_paused.empty();
     PauseMode old = g_mode;
+    if (old == PauseMode::None)
+        return false;
     g_mode = PauseMode::None;
-    g_db_paused.clear();
     apply_flags();
     if (old == PauseMode::Suspend) {
         listeners_pause(false);
         resume_sockets();
     }
     for_pools(nullptr, wake_pool);
-    return was_paused;
+    return true;
 }
 
 void control_suspend() {

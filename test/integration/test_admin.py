@@ -373,6 +373,29 @@ def test_pause_db_waits_for_transaction(pooler):
     assert a.execute("SELECT 3").fetchone() == (3,)
 
 
+def test_database_pause_outlives_global_resume(pooler):
+    """As PgBouncer: PAUSE db (or KILL db) and the global PAUSE/RESUME are independent. A
+    global RESUME neither needs nor lifts a database's own pause."""
+    p = pooler()
+    c = console(p)
+    assert run(c, "PAUSE appdb")[2] == "PAUSE"
+    with pytest.raises(psycopg.Error, match="pooler is not paused/suspended"):
+        run(c, "RESUME")
+
+    def paused():
+        return {r["name"]: r["paused"] for r in run(c, "SHOW DATABASES")[1]}["appdb"]
+
+    assert paused() == 1
+    assert run(c, "PAUSE")[2] == "PAUSE"
+    assert run(c, "RESUME")[2] == "RESUME"
+    assert paused() == 1
+    other = p.connect(dbname="postgres", user="postgres")
+    assert other.execute("SELECT 1").fetchone() == (1,)  # the global pause is gone
+    assert run(c, "RESUME appdb")[2] == "RESUME"
+    assert paused() == 0
+    assert p.connect().execute("SELECT 2").fetchone() == (2,)
+
+
 def test_kill_and_kill_client(pooler):
     p = pooler()
     a = p.connect()

@@ -26,8 +26,9 @@ PauseMode pause_mode() noexcept;
 // Global PAUSE: every database stops getting servers; idle servers are closed by
 // control_tick() and busy ones when they are released. No-op unless the mode is None.
 void control_pause_all();
-// Undoes the global PAUSE / SUSPEND and every per-database pause (KILL leaves one too).
-// Queued clients get idle servers or new connections. False = nothing was paused.
+// Undoes the global PAUSE / SUSPEND (RESUME, SIGUSR2). As PgBouncer, the pauses of single
+// databases (PAUSE db, KILL) stay until RESUME db. Queued clients get idle servers or new
+// connections. False = the pooler was not paused or suspended.
 bool control_resume_all();
 
 // SUSPEND: pause every database, stop accepting connections and stop reading from every
