@@ -135,12 +135,25 @@ void apply_tls_settings() {
     }
 }
 
+// A load_config() error: one ERROR line per line of it.
+void log_config_error(const std::string& err) {
+    size_t start = 0;
+    while (start <= err.size()) {
+        size_t nl = err.find('\n', start);
+        std::string line = err.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+        log_error("%s", line.c_str());
+        if (nl == std::string::npos)
+            break;
+        start = nl + 1;
+    }
+}
+
 // Re-reads config, auth_file and hba (SIGHUP, admin RELOAD). False = nothing changed.
 bool reload() {
     Config next;
     std::string err;
     if (!load_config(rt().config_path, next, err)) {
-        log_error("%s", err.c_str());
+        log_config_error(err);
         log_error("RELOAD failed, keeping the current configuration");
         return false;
     }
@@ -379,8 +392,8 @@ int run(int argc, char** argv) {
         case 'h':
             usage(stdout, argv[0]);
             return 0;
-        default:
-            usage(stderr, argv[0]);
+        default:  // getopt said what was wrong; as PgBouncer, a pointer to --help follows
+            fprintf(stderr, "Try \"%s --help\" for more information.\n", argv[0]);
             return 1;
         }
     }
@@ -399,7 +412,7 @@ int run(int argc, char** argv) {
     static_cast<void>(log_configure(early));
     std::string err;
     if (!load_config(o.config, r.cfg, err)) {
-        log_error("%s", err.c_str());
+        log_config_error(err);
         die("cannot load config file");
     }
     if (r.cfg.settings.conffile.empty())

@@ -95,6 +95,19 @@ std::string where(const Lexed& lx, size_t file, int line) {
     return lx.files[file] + ":" + std::to_string(line) + ": ";
 }
 
+// The place as PgBouncer words its configuration errors (the lines operators grep for).
+std::string pgb_place(const Lexed& lx, size_t file, int line) {
+    return " in configuration (" + lx.files[file] + ":" + std::to_string(line) + ")";
+}
+
+std::string pgb_syntax(const Lexed& lx, size_t file, int line) {
+    return "syntax error" + pgb_place(lx, file, line) + ", stopping loading";
+}
+
+std::string pgb_include(const Lexed& lx, size_t file, int line) {
+    return "error processing include file" + pgb_place(lx, file, line) + ", stopping loading";
+}
+
 bool lex_file(const std::string& path, int depth, Lexed& lx, int& open_errno);
 
 // Lexes one file's text into lx.items, recursing into %include. False on the first error.
@@ -111,19 +124,21 @@ bool lex_text(std::string_view text, size_t file, int depth, Lexed& lx) {
         if (l.substr(0, 8) == "%include" && (l.size() == 8 || is_blank(l[8]))) {
             std::string inc(trim(l.substr(8)));
             if (inc.empty()) {
-                lx.err = where(lx, file, lineno) + "%include: file name missing";
+                lx.err = where(lx, file, lineno) + "%include: file name missing\n" +
+                         pgb_include(lx, file, lineno);
                 return false;
             }
             if (depth >= kMaxIncludeDepth) {
                 lx.err = where(lx, file, lineno) + "%include: nesting too deep (more than " +
-                         std::to_string(kMaxIncludeDepth) + " levels)";
+                         std::to_string(kMaxIncludeDepth) + " levels)\n" +
+                         pgb_include(lx, file, lineno);
                 return false;
             }
             int open_errno = 0;
             if (!lex_file(inc, depth + 1, lx, open_errno)) {
                 if (lx.err.empty())
-                    lx.err = where(lx, file, lineno) + "%include: could not read \"" + inc +
-                             "\": " + std::strerror(open_errno);
+                    lx.err = "could not load file \"" + inc + "\": " + std::strerror(open_errno) +
+                             "\n" + pgb_include(lx, file, lineno);
                 return false;
             }
             continue;
@@ -136,7 +151,7 @@ bool lex_text(std::string_view text, size_t file, int depth, Lexed& lx) {
                 close == std::string_view::npos ? "" : trim(l.substr(close + 1));
             if (close == std::string_view::npos ||
                 (!after.empty() && after.front() != ';' && after.front() != '#')) {
-                lx.err = where(lx, file, lineno) + "syntax error in configuration";
+                lx.err = pgb_syntax(lx, file, lineno);
                 return false;
             }
             lx.items.push_back(Item{true, std::string(l.substr(1, close - 1)), {}, file, lineno});
@@ -148,7 +163,7 @@ bool lex_text(std::string_view text, size_t file, int depth, Lexed& lx) {
         if (l.front() == '\'') {
             size_t q = l.find('\'', 1);
             if (q == std::string_view::npos) {
-                lx.err = where(lx, file, lineno) + "syntax error in configuration";
+                lx.err = pgb_syntax(lx, file, lineno);
                 return false;
             }
             key = l.substr(1, q - 1);
@@ -161,11 +176,12 @@ bool lex_text(std::string_view text, size_t file, int depth, Lexed& lx) {
         while (pos < l.size() && is_blank(l[pos]))
             pos++;
         if (key.empty() && l.front() != '\'') {
-            lx.err = where(lx, file, lineno) + "syntax error in configuration";
+            lx.err = pgb_syntax(lx, file, lineno);
             return false;
         }
         if (pos >= l.size() || l[pos] != '=') {
-            lx.err = where(lx, file, lineno) + std::string(key) + ": syntax error, expected '='";
+            lx.err = where(lx, file, lineno) + std::string(key) + ": syntax error, expected '='\n" +
+                     pgb_syntax(lx, file, lineno);
             return false;
         }
         pos++;
@@ -295,7 +311,11 @@ int on_ini_entry(void* user, const char* section, const char* name, const char*)
         }
     }
     if (!ok) {
-        d.err = where(d.lx, it.file, it.line) + msg;
+        // Ours (what is wrong) first, then PgBouncer's line.
+        d.err = where(d.lx, it.file, it.line) + msg + "\n" +
+                (it.is_section ? "invalid section \"" + it.key + "\""
+                               : "invalid value \"" + it.value + "\" for parameter " + it.key) +
+                pgb_place(d.lx, it.file, it.line);
         d.failed = true;
         return 0;
     }
@@ -311,7 +331,7 @@ bool load_config(const std::string& path, Config& out, std::string& err) {
     Lexed lx;
     int open_errno = 0;
     if (!lex_file(path, 0, lx, open_errno) && lx.err.empty()) {
-        err = path + ": could not read config file: " + std::strerror(open_errno);
+        err = "could not load file \"" + path + "\": " + std::strerror(open_errno);
         return false;
     }
 

@@ -47,6 +47,11 @@ def test_unknown_option(sluice_bin):
     r = _run([sluice_bin, "--no-such-option", "x.ini"])
     assert r.returncode == 1
     assert r.stderr.strip()
+    # getopt's complaint, then PgBouncer's pointer to --help (not the whole usage)
+    r = _run([sluice_bin, "-Z", "x.ini"])
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"{sluice_bin}: invalid option -- 'Z'",
+                                     f'Try "{sluice_bin} --help" for more information.']
 
 
 def test_missing_config_file(sluice_bin):
@@ -70,6 +75,9 @@ def test_bad_config_value_names_file_and_line(pooler):
     assert r.returncode != 0, out
     assert f"{p.ini_path}:{line}" in out, out
     assert "sometimes" in out and "pool_mode" in out
+    # PgBouncer's own line follows ours
+    assert (f'ERROR invalid value "sometimes" for parameter pool_mode in configuration '
+            f"({p.ini_path}:{line})") in out, out
     assert "cannot load config file" in out
     assert not _listening(p.port)
 

@@ -216,7 +216,10 @@ struct Config {
 };
 
 // Loads `path` and its %includes into `out` (which starts from defaults). On failure returns
-// false and sets `err` to "<file>:<line>: <message>" naming the key where one is involved.
+// false and sets `err` to one or two lines to log: "<file>:<line>: <key>: <what is wrong>"
+// where we can say more than PgBouncer, then PgBouncer's own line ("invalid value \"x\" for
+// parameter k in configuration (<file>:<line>)", "syntax error in configuration (...),
+// stopping loading", "could not load file ...").
 //
 // `out` is first reset to Config{} and settings.conffile set to `path` (the file may override
 // it). Like PgBouncer the load is not transactional: on failure `out` holds every line before
