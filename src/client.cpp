@@ -128,23 +128,30 @@ void Client::fatal(const char* sqlstate, const char* fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (settings().log_pooler_errors)
-        slog_warning(this, "pooler error: %s", msg);
-    std::string& out = sb.out_for_append();
-    write_error(out, "FATAL", sqlstate, msg);
+    std::string packet;
+    write_error(packet, "FATAL", sqlstate, msg);
+    fail_with(packet, msg);
+}
+
+void Client::fail_with(std::string_view error_packet, const char* reason) {
+    if (state == ClientState::Closing)
+        return;
+    sb.queue(error_packet);
     static_cast<void>(sb.flush_out());
-    close(msg);
+    close(reason);  // PgBouncer's order: "closing because" first, then "pooler error"
+    if (settings().log_pooler_errors)
+        slog_warning(this, "pooler error: %s", reason);
 }
 
 void Client::close(const char* reason) {
     if (state == ClientState::Closing)
         return;
-    if (settings().log_disconnections && state != ClientState::Login)
+    // A connection that closes before sending anything (a port probe) is not logged, as in
+    // PgBouncer; every other close is, login failures included.
+    bool probe = state == ClientState::Login && sb.stats().recv_bytes == 0;
+    if (settings().log_disconnections && !probe)
         slog_info(this, "closing because: %s (age=%llds)", reason,
                   static_cast<long long>((mono_now() - connect_time) / 1000000));
-    else if (state == ClientState::Login)
-        slog_debug(this, "closing because: %s (age=%llds)", reason,
-                   static_cast<long long>((mono_now() - connect_time) / 1000000));
     if (Server* s = server) {
         if (s->tracker.idle() && sb.packet_remaining() == 0 && !s->pinned) {
             pool_release_server(*s);
@@ -428,6 +435,12 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         counted = true;
     }
     user = find_user(user_name());
+    if (st.log_connections) {  // as PgBouncer: before authentication, so failures have one too
+        char tls[128];
+        sb.tls_describe(tls, sizeof(tls));  // "no" or "TLSv1.3/..."
+        slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no", db_name().c_str(),
+                  user_name().c_str(), tls);
+    }
     start_auth();
     return state == ClientState::Closing ? PacketAction::Closed : PacketAction::Skip;
 }
@@ -559,12 +572,6 @@ PacketAction Client::finish_login() {
         db->client_count++;
         user->client_count++;
         register_cancel_key(*this);
-        if (settings().log_connections) {
-            char tls[128];
-            sb.tls_describe(tls, sizeof(tls));  // "no" or "TLSv1.3/..."
-            slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no", db_name().c_str(),
-                      user_name().c_str(), tls);
-        }
         set_state(*this, ClientState::Active);
         g_admin_hooks.send_welcome(*this);
         if (state == ClientState::Closing)
@@ -616,12 +623,6 @@ PacketAction Client::finish_login() {
     user->client_count++;
     pool->client_login_count++;  // SHOW STATS total_client_login_count
     register_cancel_key(*this);
-    if (settings().log_connections) {
-        char tls[128];
-        sb.tls_describe(tls, sizeof(tls));  // "no" or "TLSv1.3/..."
-        slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no", db_name().c_str(),
-                  user_name().c_str(), tls);
-    }
     login.reset();  // user and db hold the names now; an idle client keeps no login state
     if (pool->have_params) {
         set_state(*this, ClientState::Active);

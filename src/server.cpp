@@ -294,15 +294,14 @@ void Server::login_failed(std::string_view message, std::span<const uint8_t> err
     // Clients waiting on this pool learn why when PostgreSQL said it (an ErrorResponse other
     // than 57P03 "starting up"); connect failures are only remembered, as PgBouncer does.
     ErrorFields f;
-    bool starting = error_packet.size() > 5 &&
-                    parse_error_fields(error_packet.subspan(5), f) && f.sqlstate == "57P03";
+    bool parsed = error_packet.size() > 5 && parse_error_fields(error_packet.subspan(5), f);
+    bool starting = parsed && f.sqlstate == "57P03";
     if (!starting && !error_packet.empty()) {
+        // The server's own ErrorResponse (its SQLSTATE kept); logged with its message as the
+        // reason, as PgBouncer does.
         std::string packet = p.last_login_error;
-        p.waiting.for_each([&](Client& c) {
-            c.sb.queue(packet);
-            static_cast<void>(c.sb.flush_out());
-            c.close("server login failed");
-        });
+        std::string reason = parsed ? std::string(f.message) : std::string("server login failed");
+        p.waiting.for_each([&](Client& c) { c.fail_with(packet, reason.c_str()); });
     }
     close(error_packet.empty() ? m.c_str() : "login failed");
 }

@@ -188,6 +188,7 @@ Database* find_database(const std::string& name) {
         db->paused = pause_mode() != PauseMode::None;  // born during a global PAUSE
         Database* out = db.get();
         g_rt.databases[name] = std::move(db);
+        log_info("registered new auto-database: db=%s", name.c_str());  // PgBouncer's line
         return out;
     }
     return nullptr;

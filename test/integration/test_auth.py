@@ -69,6 +69,30 @@ def test_wrong_password_refused(pooler, auth_type, message):
         assert c.execute("SELECT 2").fetchone() == (2,)
 
 
+def test_login_log_lines_as_pgbouncer(pooler):
+    """The lines PgBouncer writes for a failed login, in its order: the attempt (before
+    authentication), the close with its reason, then the error sent to the client. A server
+    that refuses the login ends its waiting clients with the server's own message. A port
+    probe that sends nothing leaves no line."""
+    p = pooler(databases={"*": "host=127.0.0.1 port={pg_port}"})
+    import socket
+    socket.create_connection(("127.0.0.1", p.port)).close()  # a probe
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        p.connect("md5user", password="nope")
+    pre = r"C-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:\d+ "
+    p.wait_for_log(pre + r"login attempt: db=appdb user=md5user tls=no replication=no\n"
+                   r".*LOG " + pre + r"closing because: password authentication failed "
+                   r"\(age=\d+s\)\n.*WARNING " + pre +
+                   r"pooler error: password authentication failed\n")
+    with pytest.raises(psycopg.OperationalError, match='database "nosuchdb" does not exist'):
+        p.connect("md5user", dbname="nosuchdb")
+    pre = r"C-0x[0-9a-f]+: nosuchdb/md5user@127\.0\.0\.1:\d+ "
+    p.wait_for_log(r"LOG registered new auto-database: db=nosuchdb")
+    p.wait_for_log(pre + r'closing because: database "nosuchdb" does not exist \(age=\d+s\)\n'
+                   r".*WARNING " + pre + r'pooler error: database "nosuchdb" does not exist\n')
+    assert "unexpected eof" not in p.log_text()  # the probe
+
+
 def test_wrong_password_psycopg(pooler):
     p = pooler()
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):

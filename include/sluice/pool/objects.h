@@ -174,6 +174,9 @@ public:
 
     // Sends an ErrorResponse (FATAL, 08P01 unless given) and closes the client.
     [[gnu::format(printf, 3, 4)]] void fatal(const char* sqlstate, const char* fmt, ...);
+    // The same with an ErrorResponse made elsewhere (a server's login failure): sends it,
+    // closes, logs "closing because: <reason>" and "pooler error: <reason>" as fatal() does.
+    void fail_with(std::string_view error_packet, const char* reason);
     // Closes without sending anything; logs "closing because: <reason>".
     void close(const char* reason);
     // The pool gave this client a server (or could not): continue.
