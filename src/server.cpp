@@ -237,24 +237,18 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
             login_failed("server closed the connection during login", {});
             return;
         }
-        if (client)
-            client->fatal("08P01", "server conn crashed?");
-        close("server conn crashed?");
+        close_and_fail_client("server conn crashed?", "server conn crashed?");
         return;
     case SBufEvent::SocketError:
         if (state == ServerState::Login) {
             login_failed("server connection error", {});
             return;
         }
-        if (client)
-            client->fatal("08P01", "server conn crashed?");
-        close("server connection error");
+        close_and_fail_client("server conn crashed?", "server conn crashed?");
         return;
     case SBufEvent::BadPacket:
     case SBufEvent::TooLong:
-        if (client)
-            client->fatal("08P01", "server sent a bad packet");
-        close("bad packet from server");
+        close_and_fail_client("bad packet from server", "server sent a bad packet");
         return;
     case SBufEvent::TlsReady:  // TLS (tls_login.cpp)
     case SBufEvent::TlsFailed:
@@ -304,6 +298,13 @@ void Server::login_failed(std::string_view message, std::span<const uint8_t> err
         p.waiting.for_each([&](Client& c) { c.fail_with(packet, reason.c_str()); });
     }
     close(error_packet.empty() ? m.c_str() : "login failed");
+}
+
+void Server::close_and_fail_client(const char* reason, const char* client_msg) {
+    Client* c = client;
+    close(reason);  // PgBouncer's order: the server's line, then the client's
+    if (c)
+        c->fatal("08P01", "%s", client_msg);
 }
 
 void Server::close(const char* reason) {

@@ -260,6 +260,24 @@ def test_server_lifetime_applies_to_busy_server_on_release(pooler, pg):
         assert c.execute("SELECT pg_backend_pid()").fetchone()[0] != pid1
 
 
+def test_server_dying_under_its_client(pooler, pg):
+    """The backend of a session in use is terminated: the client gets PostgreSQL's 57P01, then
+    FATAL "server conn crashed?"; the log has the server's line before the client's, as
+    PgBouncer writes them."""
+    p = pooler(pgbouncer=_cfg(pool_mode="session"))
+    a = _connect(p)
+    pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    mark = p.log_mark()
+    pg.sql("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg.OperationalError, match=r"server conn crashed\?"):
+        harness.wait_until(lambda: a.execute("SELECT 1") and False, 10)
+    pre = r"-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:\d+ "
+    p.wait_for_log(r"LOG S" + pre + r"closing because: server conn crashed\? \(age=\d+s\)\n"
+                   r".*LOG C" + pre + r"closing because: server conn crashed\? \(age=\d+s\)\n"
+                   r".*WARNING C" + pre + r"pooler error: server conn crashed\?", since=mark)
+    assert _connect(p).execute("SELECT 2").fetchone() == (2,)
+
+
 def test_server_login_retry_cached_server_error(pooler, pg):
     """Server login fails with an ErrorResponse: the client waiting gets it, the next
     client within server_login_retry gets the cached error; later, service resumes."""
