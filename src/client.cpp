@@ -694,21 +694,24 @@ void Client::on_server_assigned() {
 PacketAction Client::on_admin_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
     switch (hdr.type) {
     case msg::kTerminate:
-        close("client close request");
+        close("close req");  // PgBouncer's reason for a console session
         return PacketAction::Closed;
     case msg::kQuery: {
         if (data.size() < hdr.len)
             return PacketAction::Hold;
         std::span<const uint8_t> body = data.subspan(hdr.hdr_len);
-        size_t n = body.size();
-        while (n > 0 && body[n - 1] == 0)
-            --n;
+        const void* nul = memchr(body.data(), 0, body.size());
+        if (!nul) {
+            fatal("08P01", "incomplete query");
+            return PacketAction::Closed;
+        }
+        size_t n = static_cast<size_t>(static_cast<const uint8_t*>(nul) - body.data());
         g_admin_hooks.handle_query(
             *this, std::string_view(reinterpret_cast<const char*>(body.data()), n));
         return state == ClientState::Closing ? PacketAction::Closed : PacketAction::Skip;
     }
     default:
-        fatal("08P01", "extended query protocol not supported by admin console");
+        g_admin_hooks.refuse_message(*this, hdr.type);
         return PacketAction::Closed;
     }
 }

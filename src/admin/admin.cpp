@@ -793,6 +793,19 @@ void handle_query(Client& c, std::string_view sql) {
     static_cast<void>(c.sb.flush_out());
 }
 
+void refuse_message(Client& c, uint8_t type) {
+    std::string reply;
+    g_current = &c;
+    if (type == msg::kParse || type == msg::kBind || type == msg::kExecute)
+        write_admin_error(reply, "08P01", "extended query protocol not supported by admin console");
+    else
+        write_admin_error(reply, "08P01", "unsupported packet type for admin console: %d", type);
+    g_current = nullptr;
+    write_ready(reply, 'I');
+    c.sb.queue(reply);
+    c.fatal("08P01", "bad packet");
+}
+
 }  // namespace
 }  // namespace admin
 
@@ -801,6 +814,7 @@ void admin_init(const AdminProcess& proc) {
     g_admin_hooks.check_access = admin::check_access;
     g_admin_hooks.send_welcome = admin::send_welcome;
     g_admin_hooks.handle_query = admin::handle_query;
+    g_admin_hooks.refuse_message = admin::refuse_message;
     admin::g_timer = event_new(rt().base, -1, EV_PERSIST, admin::on_timer, nullptr);
     timeval tv{0, 100000};
     if (!admin::g_timer || loop_timer_add(admin::g_timer, tv) != 0)

@@ -142,3 +142,28 @@ def test_bytes_after_refused_ssl_request(tx_pooler):
     msgs = _raw(p, m.ssl_request() + m.startup({"user": "md5user", "database": "appdb"}))
     assert _fatal(msgs) == "received unencrypted data after SSL request"
     _still_serving(p)
+
+
+@pytest.mark.parametrize("payload,first", [
+    (m.parse("SHOW POOLS") + m.sync(), "extended query protocol not supported by admin console"),
+    (m.sync(), "unsupported packet type for admin console: 83"),
+    (b"Q\0\0\0\x0cSHOW VER", None),  # no terminating NUL
+])
+def test_console_refuses_other_messages(tx_pooler, payload, first):
+    """The console speaks simple Query only, with PgBouncer's answers."""
+    p = tx_pooler
+    c = Conn.connect("127.0.0.1", p.port, user="postgres", password="postgrespass",
+                     database="pgbouncer")
+    try:
+        c.sock.sendall(payload)
+        msgs = _answer(c.sock)
+    finally:
+        c.sock.close()
+    errors = [parse_error(body) for t, body in msgs if t == "E"]
+    if first is None:
+        assert [(e["S"], e["M"]) for e in errors] == [("FATAL", "incomplete query")], msgs
+    else:
+        assert [t for t, _ in msgs] == ["E", "Z", "E"], msgs
+        assert [(e["S"], e["C"], e["M"]) for e in errors] == [
+            ("ERROR", "08P01", first), ("FATAL", "08P01", "bad packet")]
+    _still_serving(p)

@@ -424,6 +424,9 @@ struct AdminHooks {
     void (*send_welcome)(Client& c) = nullptr;
     // One complete simple Query (the SQL text without its NUL). Writes the replies.
     void (*handle_query)(Client& c, std::string_view sql) = nullptr;
+    // A message the console does not take (anything but Query and Terminate): as PgBouncer,
+    // an ERROR and ReadyForQuery, then FATAL "bad packet".
+    void (*refuse_message)(Client& c, uint8_t type) = nullptr;
 };
 extern AdminHooks g_admin_hooks;
 
