@@ -199,7 +199,12 @@ void Client::on_sbuf_event(SBuf&, SBufEvent ev) {
         return;
     }
     case SBufEvent::TooLong:
-        fatal("08P01", "message too long");
+        // Before login the hold limit is kMaxLoginMessageLen (PgBouncer's limit is pkt_buf,
+        // with this message).
+        if (state == ClientState::Login)
+            fatal("08P01", "client sent partial pkt in startup phase");
+        else
+            fatal("08P01", "message too long");
         return;
     case SBufEvent::TlsReady:  // TLS (tls_login.cpp)
     case SBufEvent::TlsFailed:
@@ -215,12 +220,6 @@ void Client::on_sbuf_event(SBuf&, SBufEvent ev) {
 void Client::on_sbuf_drained(SBuf&) {}
 
 PacketAction Client::on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
-    if (!wait_for_welcome && hdr.len > kMaxLoginMessageLen) {
-        // Not authenticated yet: no buffer grows to what such a client claims (PgBouncer's
-        // limit is pkt_buf, with this message).
-        fatal("08P01", "client sent partial pkt in startup phase");
-        return PacketAction::Closed;
-    }
     if (data.size() < hdr.len)
         return wait_for_welcome && hdr.type != 0 ? PacketAction::Pause : PacketAction::Hold;
     if (wait_for_welcome)
@@ -559,6 +558,7 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
 
 PacketAction Client::finish_login() {
     auth = AuthStep::Done;
+    sb.set_hold_limit(settings().max_packet_size);  // authenticated: the login cap is lifted
     login->scram.reset();  // the exchange is over: its state (and secrets) go
     db = find_database(db_name());
     if (admin) {

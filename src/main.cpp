@@ -273,7 +273,9 @@ void on_accept(int fd, const PeerAddr& peer, bool is_unix, bool input_waiting) {
     }
     c->sb.set_startup(true);
     c->sb.set_max_packet(settings().max_packet_size);
-    c->sb.set_hold_limit(settings().max_packet_size);
+    // Not authenticated yet: no buffer grows to what such a client claims (finish_login()
+    // lifts the cap).
+    c->sb.set_hold_limit(kMaxLoginMessageLen);
     c->sb.set_loop_count(settings().sbuf_loopcnt);
     c->sb.set_trim_output(true);  // idle clients hold no output block
     if (input_waiting)

@@ -233,15 +233,11 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
         return;
     }
     case SBufEvent::Eof:
-        if (state == ServerState::Login) {
-            login_failed("server closed the connection during login", {});
-            return;
-        }
-        close_and_fail_client("server conn crashed?", "server conn crashed?");
-        return;
     case SBufEvent::SocketError:
         if (state == ServerState::Login) {
-            login_failed("server connection error", {});
+            login_failed(ev == SBufEvent::Eof ? "server closed the connection during login"
+                                              : "server connection error",
+                         {});
             return;
         }
         close_and_fail_client("server conn crashed?", "server conn crashed?");
