@@ -66,6 +66,8 @@ void check_pool(Pool& p, usec_t now) {
     usec_t query_to = user_secs(ue ? ue->query_timeout : -1, st.query_timeout);
     usec_t client_idle = user_secs(ue ? ue->client_idle_timeout : -1, st.client_idle_timeout);
     usec_t xact_to = user_secs(ue ? ue->transaction_timeout : -1, st.transaction_timeout);
+    // The timeouts of a running query or transaction close the server first, then its
+    // client, both with the same reason (PgBouncer's order and log lines).
     p.active.for_each([&](Client& c) {
         Server* s = c.server;
         if (c.auth == AuthStep::AuthQuery) {  // still logging in: its auth_query is running
@@ -80,17 +82,17 @@ void check_pool(Pool& p, usec_t now) {
         }
         bool busy = !s->tracker.empty();
         if (query_to > 0 && busy && now - s->request_time >= query_to) {
-            c.fatal("08P01", "query timeout");
+            s->close_and_fail_client("query timeout", "query timeout");
             return;
         }
         if (idle_tx > 0 && !busy && s->tracker.status() != 'I' &&
             now - s->request_time >= idle_tx) {
-            c.fatal("08P01", "idle transaction timeout");
+            s->close_and_fail_client("idle transaction timeout", "idle transaction timeout");
             return;
         }
         if (xact_to > 0 && s->tracker.status() != 'I' && c.xact_start &&
             now - c.xact_start >= xact_to) {
-            c.fatal("08P01", "transaction timeout");
+            s->close_and_fail_client("transaction timeout", "transaction timeout");
             return;
         }
     });

@@ -142,7 +142,10 @@ bool open_tcp(const ListenConfig& cfg, const std::string& host,
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
         bool deferred = false;
         if (cfg.defer_accept) {
-            int secs = 45;
+            // PgBouncer's value: a client that connects and stays silent is handed over
+            // after about a second (one SYN-ACK retransmission), so client_login_timeout
+            // applies to it; legitimate clients always speak first.
+            int secs = 1;
             deferred = setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) == 0;
         }
         tune_socket(fd, true, cfg.tcp);

@@ -311,8 +311,9 @@ void pool_launch_if_needed(Pool& p) {
         return;
     while (want > p.login.size() + p.used.size()) {
         if (!can_open_server(p, false)) {
-            bool reserve = p.reserve_size() > 0 && first_waited_out(p);
-            if (!reserve || !can_open_server(p, true)) {
+            if (p.reserve_size() > 0 && first_waited_out(p) && can_open_server(p, true)) {
+                slog_warning(p.waiting.front(), "taking connection from reserve_pool");
+            } else {
                 // Blocked by a database or user cap rather than the pool size: free an idle
                 // server elsewhere and try once more.
                 int size = p.pool_size();

@@ -6,6 +6,7 @@ round robin; statement mode; cancels.
 Timeouts are short (1-3 s); every wait is bounded; the tests assert what happens, never
 how long it took."""
 
+import re
 import select
 import socket
 import threading
@@ -65,6 +66,16 @@ def _in_thread(fn, *args):
     return t, box
 
 
+def _server_then_client(p, reason):
+    """A timeout of running work closes the server, then its client, both logging the reason
+    (PgBouncer's lines and order)."""
+    line = r"-0x[0-9a-f]+: \S+ closing because: " + re.escape(reason) + r" \(age="
+    p.wait_for_log("C" + line)
+    log = p.log_text()
+    server, client = re.search("S" + line, log), re.search("C" + line, log)
+    assert server and server.start() < client.start(), log
+
+
 # ---------------------------------------------------------------------------
 # client-side timeouts
 
@@ -79,7 +90,7 @@ def test_query_timeout(pooler, pg):
     with pytest.raises(psycopg.OperationalError):
         a.execute("SELECT 1")  # the connection is gone
     assert a.closed
-    p.wait_for_log(r"closing because: query timeout")
+    _server_then_client(p, "query timeout")
     # the pooler keeps serving the others, on another server: the one that ran the query
     # was closed with it, not handed on (PostgreSQL itself notices only when pg_sleep ends)
     assert b.execute("SELECT 41 + 1, pg_backend_pid()").fetchone()[0] == 42
@@ -150,6 +161,7 @@ def test_idle_transaction_timeout(pooler, pg):
             ("FATAL", "08P01", "idle transaction timeout")
     finally:
         c.close()
+    _server_then_client(p, "idle transaction timeout")
     # the transaction did not survive, and the single-server pool is usable again
     with _connect(p) as d:
         assert d.execute("SELECT count(*) FROM lim_idle_tx").fetchone() == (0,)
@@ -170,13 +182,15 @@ def test_transaction_timeout(pooler, pg):
             ("FATAL", "08P01", "transaction timeout")
     finally:
         c.close()
+    _server_then_client(p, "transaction timeout")
     with _connect(p) as d:
         assert d.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_client_login_timeout(pooler, pg):
-    # tcp_defer_accept=0: otherwise the kernel does not hand over a silent connection
-    p = pooler(pgbouncer=_cfg(client_login_timeout=1, tcp_defer_accept=0))
+    # tcp_defer_accept stays on (the default): the kernel hands a silent connection over after
+    # about a second, as under PgBouncer, and the timeout then closes it with an error
+    p = pooler(pgbouncer=_cfg(client_login_timeout=1))
     silent = socket.create_connection(("127.0.0.1", p.port), timeout=5)
     partial = socket.create_connection(("127.0.0.1", p.port), timeout=5)
     partial.sendall(pgwire.m.startup({"user": "md5user", "database": "appdb"})[:6])
@@ -193,6 +207,7 @@ def test_client_login_timeout(pooler, pg):
                 if not chunk:
                     break  # closed by the pooler
                 data += chunk
+            assert b"client_login_timeout" in data
         err = _fatal_before_close(no_password)
         assert (err.get("S"), err.get("M")) == ("FATAL", "client_login_timeout")
     finally:
@@ -480,6 +495,10 @@ def test_reserve_pool(pooler, pg):
     assert not t.is_alive()
     assert "error" not in box, box
     assert box["result"] != pid_a  # served by a reserve connection
+    # logged as PgBouncer does, once, naming the client that waited
+    taken = re.findall(r"WARNING C-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:\d+ "
+                       r"taking connection from reserve_pool\n", p.log_text())
+    assert len(taken) == 1, p.log_text()
     # never more than pool + reserve: with both busy, a third client waits and gives up
     b.execute("BEGIN")
     b.execute("SELECT 1")
