@@ -233,13 +233,29 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
         loop_stop();
         return;
     case SIGUSR1:
-        log_info("got SIGUSR1, pausing");
-        control_pause_all();  // no-op when already paused or suspended
+        if (pause_mode() != PauseMode::None) {
+            log_info("got SIGUSR1, but already paused/suspended");
+            return;
+        }
+        log_info("got SIGUSR1, pausing all activity");
+        control_pause_all();
         return;
     case SIGUSR2:
-        if (rt().shutting_down)
+        if (rt().shutting_down) {
+            log_info("got SIGUSR2 while shutting down, ignoring");
             return;
-        log_info("got SIGUSR2, resuming");
+        }
+        switch (pause_mode()) {
+        case PauseMode::None:
+            log_info("got SIGUSR2, but not paused/suspended");
+            return;
+        case PauseMode::Pause:
+            log_info("got SIGUSR2, continuing from PAUSE");
+            break;
+        case PauseMode::Suspend:
+            log_info("got SIGUSR2, continuing from SUSPEND");
+            break;
+        }
         static_cast<void>(control_resume_all());
         return;
     default:

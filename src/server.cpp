@@ -306,8 +306,9 @@ void Server::close_and_fail_client(const char* reason, const char* client_msg) {
 void Server::close(const char* reason) {
     if (state == ServerState::Closing)
         return;
-    slog_info(this, "closing because: %s (age=%llds)", reason,
-              static_cast<long long>((mono_now() - connect_time) / 1000000));
+    if (settings().log_disconnections)  // as PgBouncer: servers' closes too
+        slog_info(this, "closing because: %s (age=%llds)", reason,
+                  static_cast<long long>((mono_now() - connect_time) / 1000000));
     if (client)
         unlink(*client, *this);
     if (cancels_in_flight)

@@ -654,7 +654,7 @@ Outcome cmd_set(Client& c, const std::string& key, const std::string& value, std
     const SettingInfo* info = find_setting(key);
     std::string err;
     if (!info) {
-        log_error("unknown parameter: %s", key.c_str());
+        log_error("unknown parameter: pgbouncer/%s", key.c_str());  // PgBouncer's words
     } else if (!info->reloadable) {
         log_error("%s cannot be changed at runtime; change it in the config file and restart",
                   info->name);

@@ -282,6 +282,7 @@ def test_errors_keep_the_session(pooler):
             run(c, q)
         assert e.value.diag.message_primary == msg, q
         assert e.value.diag.severity == "ERROR"
+    assert "ERROR unknown parameter: pgbouncer/no_such_setting\n" in p.log_text()
     assert run(c, "SHOW STATE")[1]
 
 
@@ -489,10 +490,23 @@ def test_signals_pause_and_resume(pooler):
     p.signal(signal.SIGUSR1)
     harness.wait_until(lambda: {r["key"]: r["value"] for r in run(c, "SHOW STATE")[1]}
                        ["paused"] == "yes", 10, what="SIGUSR1 pause")
+    p.wait_for_log(r"LOG got SIGUSR1, pausing all activity\n")
+    mark = p.log_mark()
+    p.signal(signal.SIGUSR1)
+    p.wait_for_log(r"LOG got SIGUSR1, but already paused/suspended\n", since=mark)
     p.signal(signal.SIGUSR2)
     harness.wait_until(lambda: {r["key"]: r["value"] for r in run(c, "SHOW STATE")[1]}
                        ["active"] == "yes", 10, what="SIGUSR2 resume")
+    p.wait_for_log(r"LOG got SIGUSR2, continuing from PAUSE\n", since=mark)
     assert p.connect().execute("SELECT 1").fetchone() == (1,)
+    mark = p.log_mark()
+    p.signal(signal.SIGUSR2)
+    p.wait_for_log(r"LOG got SIGUSR2, but not paused/suspended\n", since=mark)
+    # SIGUSR2 also ends a SUSPEND (PgBouncer's log lines throughout)
+    assert run(c, "SUSPEND")[2] == "SUSPEND"
+    p.signal(signal.SIGUSR2)
+    p.wait_for_log(r"LOG got SIGUSR2, continuing from SUSPEND\n", since=mark)
+    assert p.connect().execute("SELECT 2").fetchone() == (2,)
 
 
 def test_suspend_resume(pooler):

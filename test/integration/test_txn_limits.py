@@ -251,6 +251,21 @@ def test_server_idle_timeout(pooler, pg):
         assert pid2 != pid1
 
 
+def test_log_disconnections_off_silences_servers_too(pooler, pg):
+    """log_disconnections=0 hides every 'closing because' line, servers' as well as clients'
+    (PgBouncer gates both); log_connections=0 hides 'login attempt' and 'new connection'."""
+    p = pooler(pgbouncer=_cfg(server_idle_timeout=1, log_disconnections=0, log_connections=0))
+    with _connect(p) as c:
+        pid1 = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        harness.wait_until(lambda: pid1 not in _server_pids(pg), 15, what="idle server closed")
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    # the client has closed and the second server has gone idle-timeout too
+    harness.wait_until(lambda: not _server_pids(pg), 15, what="second idle server closed")
+    log = p.log_text()
+    for phrase in ("closing because", "login attempt", "new connection to server"):
+        assert phrase not in log, log
+
+
 def test_server_lifetime(pooler, pg):
     p = pooler(pgbouncer=_cfg(server_lifetime=1, server_idle_timeout=0))
     with _connect(p) as c:
