@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <unordered_set>
 #include <vector>
 
 #include <event2/event.h>
@@ -313,7 +315,9 @@ void shutdown_check(evutil_socket_t, short, void*) noexcept {
     if (rt().wait_for_clients && !rt().login_clients.empty())
         done = false;
     if (done) {
-        log_info("shutdown complete");
+        // PgBouncer's lines: scripts and pre-stop hooks wait for them
+        log_info(rt().wait_for_clients ? "client connections dropped, exiting"
+                                       : "server connections dropped, exiting");
         loop_stop();
     }
 }
@@ -321,6 +325,38 @@ void shutdown_check(evutil_socket_t, short, void*) noexcept {
 void remove_pidfile() {
     if (!g_pidfile.empty())
         ::unlink(g_pidfile.c_str());
+}
+
+// PgBouncer's startup line, which operators' scripts compare (limit >= expected use). The
+// estimate is PgBouncer's: max_client_conn + 10, the console's 2, and per [databases] entry
+// ("*" excepted) its pool size, times the number of users unless the entry forces one. The
+// users are those of auth_file and [users], plus PgBouncer's internal console user.
+void log_fd_limit(const Config& cfg, const UserList& userlist) {
+    rlimit lim{};
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+        log_warning("could not get RLIMIT_NOFILE: %s", strerror(errno));
+        return;
+    }
+    const Settings& st = cfg.settings;
+    std::unordered_set<std::string_view> users;
+    for (const auto& [name, secret] : userlist)
+        users.insert(name);
+    for (const UserEntry& u : cfg.users)
+        users.insert(u.name);
+    long long total_users = static_cast<long long>(users.size()) + 1;
+    long long expected = static_cast<long long>(st.max_client_conn) + 10 + 2;
+    for (const DatabaseEntry& db : cfg.databases) {
+        if (db.name == "*")
+            continue;
+        long long size = db.pool_size >= 0 ? db.pool_size : st.default_pool_size;
+        expected += db.user.empty() ? size * total_users : size;
+    }
+    auto as_ll = [](rlim_t v) {
+        return v == RLIM_INFINITY ? -1LL : static_cast<long long>(v);
+    };
+    log_info("kernel file descriptor limit: %lld (hard: %lld); max_client_conn: %d, max "
+             "expected fd use: %lld",
+             as_ll(lim.rlim_cur), as_ll(lim.rlim_max), st.max_client_conn, expected);
 }
 
 void write_pidfile(const std::string& path) {
@@ -478,6 +514,7 @@ int run(int argc, char** argv) {
     admin_init(AdminProcess{
         .reload = reload, .shutdown = begin_shutdown, .settings_changed = settings_changed});
 
+    log_fd_limit(r.cfg, r.userlist);
     ListenConfig lc;
     lc.addrs = split_list(st.listen_addr);
     lc.port = st.listen_port;
@@ -508,7 +545,7 @@ int run(int argc, char** argv) {
     if (!metrics_start(err))
         die("%s", err.c_str());
     time_update();
-    log_info("process up: sluice %s, libevent %s (%s), tls: %s", SLUICE_VERSION,
+    log_info("process up: sluice %s, libevent %s (%s), adns: evdns2, tls: %s", SLUICE_VERSION,
              event_get_version(), event_base_get_method(r.base),
              OpenSSL_version(OPENSSL_VERSION));
     loop_run();

@@ -539,13 +539,17 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         ErrorFields f;
         if (parse_error_fields(data.subspan(hdr.hdr_len), f)) {
             std::string m(f.message);
-            slog_warning(this, "server error on pooler query: %s", m.c_str());
+            if (state == ServerState::Idle)  // PgBouncer's words, then the server's
+                slog_warning(this, "got packet 'E' from server when not linked: %s", m.c_str());
+            else
+                slog_warning(this, "server error on pooler query: %s", m.c_str());
         }
         if (checking)
             close_needed = true;  // a failed health check retires the connection
     }
     if (t == msg::kErrorResponse && state == ServerState::Idle) {
-        close("server sent an error while idle");
+        // Mostly a backend terminated while idle (FATAL 57P01 before its EOF).
+        close("server conn crashed?");
         return PacketAction::Closed;
     }
     uint8_t status = t == msg::kReadyForQuery ? data[hdr.hdr_len] : 0;

@@ -563,6 +563,7 @@ def test_shutdown_wait_for_servers(pooler):
     a.execute("COMMIT")  # the last server is released (and closed): the process exits
     harness.wait_until(lambda: not p.alive(), 15, what="exit after the last server")
     assert p.returncode == 0, p.full_log()
+    assert p.log_text().endswith("LOG server connections dropped, exiting\n"), p.full_log()
 
 
 def test_shutdown_immediate(pooler):

@@ -161,3 +161,25 @@ def test_user_flag_switches_to_that_user(pooler):
     p = pooler(args=["-u", "postgres"], as_invoker=True)
     assert _uids(p.pid) == {harness.pwd.getpwnam("postgres").pw_uid}
     assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+
+
+def test_startup_fd_limit_line(pooler):
+    """PgBouncer's first startup line, which operators' scripts compare (soft limit against
+    expected use). The expected use follows PgBouncer's estimate; 143 is what PgBouncer 1.18
+    prints for this very configuration: 100 + 10, 2 for the console, 3 for the entry with a
+    forced user, 7 x 4 users (u1, u2, u9 from [users], the console's own) for `b`; the `*`
+    entry counts nothing."""
+    p = pooler(databases={"postgres": None, "appdb": None,
+                          "a": "host=127.0.0.1 user=u1", "b": "host=127.0.0.1 pool_size=7"},
+               users={"u9": "pool_mode=session"},
+               pgbouncer={"default_pool_size": 3, "max_client_conn": 100},
+               userlist=['"u1" "p1"', '"u2" "p2"'])
+    with open(f"/proc/{p.pid}/limits") as f:
+        soft, hard = re.search(r"^Max open files\s+(\d+)\s+(\d+)", f.read(), re.M).groups()
+    log = p.log_text()
+    line = (f"LOG kernel file descriptor limit: {soft} (hard: {hard}); max_client_conn: 100, "
+            f"max expected fd use: 143\n")
+    assert line in log, log
+    assert log.index(line) < log.index("LOG listening on"), log
+    assert re.search(r"LOG process up: sluice \S+, libevent \S+ \(epoll\), adns: evdns2, "
+                     r"tls: OpenSSL", log), log

@@ -34,6 +34,7 @@ def test_sigterm_waits_for_clients(pooler):
     a.close()
     harness.wait_until(lambda: not p.alive(), 15, what="exit after the last client left")
     assert p.returncode == 0, p.full_log()
+    assert p.log_text().endswith("LOG client connections dropped, exiting\n"), p.full_log()
 
 
 def test_second_sigterm_exits_at_once(pooler):

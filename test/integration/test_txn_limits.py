@@ -308,6 +308,23 @@ def test_server_dying_under_its_client(pooler, pg):
     assert _connect(p).execute("SELECT 2").fetchone() == (2,)
 
 
+def test_idle_server_terminated(pooler, pg):
+    """An idle server's backend is terminated: PostgreSQL's FATAL arrives with no client
+    linked. PgBouncer's lines (with the server's message added to the warning), and the next
+    query runs on a new server."""
+    p = pooler(pgbouncer=_cfg())
+    a = _connect(p)
+    pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    mark = p.log_mark()
+    pg.sql("SELECT pg_terminate_backend(%s)", (pid,))
+    pre = r"S-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:\d+ "
+    p.wait_for_log(r"WARNING " + pre + r"got packet 'E' from server when not linked: "
+                   r"terminating connection due to administrator command\n"
+                   r"(.*\n)?.*LOG " + pre + r"closing because: server conn crashed\? \(age=\d+s\)\n",
+                   since=mark)
+    assert a.execute("SELECT pg_backend_pid()").fetchone()[0] != pid
+
+
 def test_server_login_retry_cached_server_error(pooler, pg):
     """Server login fails with an ErrorResponse: the client waiting gets it, the next
     client within server_login_retry gets the cached error; later, service resumes."""
