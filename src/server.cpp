@@ -130,8 +130,7 @@ bool Server::connect() {
         }
     }
     if (!ok) {
-        slog_warning(this, "cannot resolve server address: %s", err.c_str());
-        login_failed(err, {});
+        dns_failed(err);
         return false;
     }
     return start_connect();
@@ -140,8 +139,7 @@ bool Server::connect() {
 void Server::on_resolved(DnsWaiter* w, const PeerAddr* a, const std::string& err) {
     auto* s = static_cast<Server*>(w->arg);
     if (!a) {
-        slog_warning(s, "cannot resolve server address: %s", err.c_str());
-        s->login_failed(err, {});
+        s->dns_failed(err);
         return;
     }
     s->addr = *a;
@@ -268,7 +266,15 @@ void Server::connect_failed(const char* why) {
     login_failed(why, {});
 }
 
-void Server::login_failed(std::string_view message, std::span<const uint8_t> error_packet) {
+void Server::dns_failed(const std::string& err) {
+    // PgBouncer's words in the log ("DNS lookup failed: ...", "closing because: server DNS
+    // lookup failed"); clients told later get the resolver's answer.
+    slog_warning(this, "DNS lookup failed: %s", err.c_str());
+    login_failed(err, {}, "server DNS lookup failed");
+}
+
+void Server::login_failed(std::string_view message, std::span<const uint8_t> error_packet,
+                          const char* close_reason) {
     Pool& p = *pool;
     p.last_login_failure = mono_now();
     if (p.db->entry.load_balance_hosts == "disable")
@@ -293,7 +299,7 @@ void Server::login_failed(std::string_view message, std::span<const uint8_t> err
         std::string reason = parsed ? std::string(f.message) : std::string("server login failed");
         p.waiting.for_each([&](Client& c) { c.fail_with(packet, reason.c_str()); });
     }
-    close(error_packet.empty() ? m.c_str() : "login failed");
+    close(close_reason ? close_reason : error_packet.empty() ? m.c_str() : "login failed");
 }
 
 void Server::close_and_fail_client(const char* reason, const char* client_msg) {

@@ -305,7 +305,11 @@ private:
     bool send_ssl_request();
     PacketAction on_ssl_answer(uint8_t answer);
     void on_tls_event(SBufEvent ev);
-    void login_failed(std::string_view message, std::span<const uint8_t> error_packet);
+    // close_reason: the log's "closing because" when it should differ from message (the
+    // text clients are told later, with the cached error).
+    void login_failed(std::string_view message, std::span<const uint8_t> error_packet,
+                      const char* close_reason = nullptr);
+    void dns_failed(const std::string& err);
     bool plain_replies_possible() const noexcept;
     bool statements_cached() const noexcept;
     void after_reply();
