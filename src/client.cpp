@@ -271,11 +271,19 @@ PacketAction Client::on_cancel(std::span<const uint8_t> pkt) {
     }
     uint32_t pid = read_be32(pkt.data() + 8);
     uint32_t key = read_be32(pkt.data() + 12);
+    // PgBouncer's reasons for each outcome.
+    const char* reason = "failed cancel request";  // no client has this key
     if (Client* target = find_cancel_key(pid, key)) {
-        if (Server* s = target->server)
-            send_cancel_request(*s);
+        if (target->admin) {
+            reason = "cancel request for console client";
+        } else if (Server* s = target->server) {
+            send_cancel_request(*s);  // failures are logged there
+            reason = "successfully sent cancel request";
+        } else {
+            reason = "cancel request for idle client";
+        }
     }
-    close("cancel request processed");
+    close(reason);
     return PacketAction::Closed;
 }
 
@@ -461,8 +469,13 @@ void Client::start_auth() {
         return;
     }
     login->cred = user;
-    if (!login->cred && start_auth_query())
-        return;  // on_auth_query_reply() continues (client_auth.cpp)
+    if (!login->cred) {
+        if (start_auth_query())
+            return;  // on_auth_query_reply() continues (client_auth.cpp)
+        // Not known and no auth_query to ask: authentication goes on against a mock secret
+        // so the client cannot tell, but the log says it (PgBouncer's line).
+        slog_info(this, "no such user: %s", user_name().c_str());
+    }
     continue_auth();
 }
 
@@ -477,6 +490,10 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
         std::string_view pw;
         if (!r.read_cstr(pw)) {
             fatal("08P01", "bad password packet");
+            return PacketAction::Closed;
+        }
+        if (pw.empty()) {  // PostgreSQL's and PgBouncer's words
+            auth_failed("empty password returned by client");
             return PacketAction::Closed;
         }
         bool ok = false;

@@ -6,6 +6,8 @@ import re
 import psycopg
 import pytest
 
+import pgwire
+
 USERS = ["md5user", "scramuser", "scramonly"]
 
 
@@ -91,6 +93,29 @@ def test_login_log_lines_as_pgbouncer(pooler):
     p.wait_for_log(pre + r'closing because: database "nosuchdb" does not exist \(age=\d+s\)\n'
                    r".*WARNING " + pre + r'pooler error: database "nosuchdb" does not exist\n')
     assert "unexpected eof" not in p.log_text()  # the probe
+
+
+def test_unknown_user_and_empty_password(pooler):
+    """A user not in auth_file (and no auth_query) is asked for a password like any other and
+    refused with the same words; only the log says why (PgBouncer's "no such user"). An empty
+    password gets PostgreSQL's and PgBouncer's own message."""
+    p = pooler()
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        p.connect("nosuchuser", password="whatever")
+    p.wait_for_log(r"LOG C-0x[0-9a-f]+: appdb/nosuchuser@127\.0\.0\.1:\d+ no such user: "
+                   r"nosuchuser\n")
+    c = pgwire.Conn.open(port=p.port)
+    try:
+        c.send(pgwire.m.startup({"user": "md5user", "database": "appdb"}))
+        assert c.read_msg().type == "R"
+        c.send(pgwire.m.password(""))
+        err = pgwire.parse_error(c.read_msg().body)
+        assert (err.get("S"), err.get("C"), err.get("M")) == \
+            ("FATAL", "08P01", "empty password returned by client")
+    finally:
+        c.close()
+    with p.connect("md5user") as ok:
+        assert ok.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_wrong_password_psycopg(pooler):

@@ -1,10 +1,14 @@
 """Session pooling: server reuse, reset between clients, many clients over a small pool,
 cancel, max_client_conn."""
 
+import socket
 import threading
 
 import psycopg
 import pytest
+
+import harness
+import pgwire
 
 
 def test_same_backend_after_reconnect(pooler):
@@ -105,8 +109,35 @@ def test_cancel_running_query(pooler, pg):
     # the client and its server survive the cancel
     assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
     assert conn.execute("SELECT 1").fetchone() == (1,)
+    p.wait_for_log(r"C-0x[0-9a-f]+: \(nodb\)/\(nouser\)@127\.0\.0\.1:\d+ closing because: "
+                   r"successfully sent cancel request \(age=0s\)")
     conn.close()
     watcher.close()
+
+
+def test_cancel_request_outcomes_logged(pooler):
+    """A CancelRequest that cancels nothing logs PgBouncer's reason for each case."""
+    p = pooler()
+    idle = pgwire.Conn.connect(port=p.port, user="md5user", password="md5pass", database="appdb")
+    console = pgwire.Conn.connect(port=p.port, user="postgres",
+                                  password=harness.PASSWORDS["postgres"], database="pgbouncer")
+    try:
+        wrong_key = bytes(b ^ 0xFF for b in idle.backend_key)
+        cases = ((idle.backend_pid, idle.backend_key, "cancel request for idle client"),
+                 (console.backend_pid, console.backend_key, "cancel request for console client"),
+                 (idle.backend_pid, wrong_key, "failed cancel request"))
+        for pid, key, reason in cases:
+            mark = p.log_mark()
+            with socket.create_connection(("127.0.0.1", p.port), timeout=10) as s:
+                s.sendall(pgwire.m.cancel_request(pid, key))
+                assert s.recv(16) == b""  # no answer, as from PostgreSQL
+            p.wait_for_log(r"closing because: " + reason + r" \(age=0s\)", since=mark)
+        # neither session was disturbed
+        assert idle.scalar("SELECT 1") == "1"
+        assert console.query("SHOW VERSION")
+    finally:
+        idle.close()
+        console.close()
 
 
 def test_max_client_conn(pooler):
