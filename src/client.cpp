@@ -400,6 +400,8 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
             }
         } else if (!list_contains_ci(st.ignore_startup_parameters, name)) {
             std::string n(name);
+            std::string val(value);  // the value goes to the log only, as in PgBouncer
+            slog_warning(this, "unsupported startup parameter: %s=%s", n.c_str(), val.c_str());
             fatal("08P01", "unsupported startup parameter: %s", n.c_str());
             return PacketAction::Closed;
         }

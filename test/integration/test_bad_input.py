@@ -123,6 +123,16 @@ def test_refused_startup(tx_pooler, params, message):
     _still_serving(p)
 
 
+def test_unknown_startup_parameter(tx_pooler):
+    """Refused with the name; the log also has the value (PgBouncer's warning), which is what
+    an operator needs to find the client that sends it."""
+    p = tx_pooler
+    msgs = _raw(p, m.startup({"user": "md5user", "database": "appdb", "foo_param": "on"}))
+    assert _fatal(msgs) == "unsupported startup parameter: foo_param"
+    p.wait_for_log(r"WARNING C-0x[0-9a-f]+: \S+ unsupported startup parameter: foo_param=on\n")
+    _still_serving(p)
+
+
 def test_replication_refused_even_when_ignored(pooler):
     """ignore_startup_parameters=replication must not turn a replication client's connection
     into an ordinary session (PgBouncer 1.18 would)."""
