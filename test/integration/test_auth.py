@@ -102,8 +102,7 @@ def test_unknown_user_and_empty_password(pooler):
     p = pooler()
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         p.connect("nosuchuser", password="whatever")
-    p.wait_for_log(r"LOG C-0x[0-9a-f]+: appdb/nosuchuser@127\.0\.0\.1:\d+ no such user: "
-                   r"nosuchuser\n")
+    p.wait_for_log(r"LOG C-0x[0-9a-f]+: \S+ no such user: nosuchuser\n")
     c = pgwire.Conn.open(port=p.port)
     try:
         c.send(pgwire.m.startup({"user": "md5user", "database": "appdb"}))
