@@ -176,9 +176,7 @@ int control_close_needed_servers(const Database* db) noexcept {
     return n;
 }
 
-void control_kill_db(Database& db) {
-    g_db_paused.insert(&db);
-    apply_flags();
+void control_drop_db(Database& db) {
     const char* reason = "database removed";
     for_pools(&db, [&](Pool& p) {
         p.waiting.for_each([&](Client& c) { c.fatal("08P01", "%s", reason); });
@@ -187,12 +185,19 @@ void control_kill_db(Database& db) {
     });
 }
 
-// The servers of p that match: idle ones close now, the others when next released.
-template <typename F> int retire_servers(Pool& p, F&& match) {
+void control_kill_db(Database& db) {
+    g_db_paused.insert(&db);
+    apply_flags();
+    control_drop_db(db);
+}
+
+// The servers of p that match: idle ones close now (with idle_reason), the others when next
+// released ("close_needed").
+template <typename F> int retire_servers(Pool& p, const char* idle_reason, F&& match) {
     int n = 0;
     p.idle.for_each([&](Server& s) {
         if (match(s)) {
-            s.close("obsolete connection");
+            s.close(idle_reason);
             ++n;
         }
     });
@@ -206,7 +211,10 @@ template <typename F> int retire_servers(Pool& p, F&& match) {
 }
 
 void control_reconnect_db(Database& db) {
-    for_pools(&db, [](Pool& p) { retire_servers(p, [](Server&) { return true; }); });
+    // PgBouncer's reasons: idle servers "database configuration changed" at once.
+    for_pools(&db, [](Pool& p) {
+        retire_servers(p, "database configuration changed", [](Server&) { return true; });
+    });
 }
 
 void control_retire_address(const std::string& host, const PeerAddr& gone) {
@@ -214,7 +222,8 @@ void control_retire_address(const std::string& host, const PeerAddr& gone) {
     for_pools(nullptr, [&](Pool& p) {
         std::vector<std::string> hosts = hosts_of(p.db->entry.host);
         if (std::find(hosts.begin(), hosts.end(), host) != hosts.end())
-            n += retire_servers(p, [&](Server& s) { return same_ip(s.addr, gone); });
+            n += retire_servers(p, "obsolete connection",
+                                [&](Server& s) { return same_ip(s.addr, gone); });
     });
     log_info("DNS: %s no longer resolves to %s; %d server connection(s) to it retired",
              host.c_str(), gone.host().c_str(), n);

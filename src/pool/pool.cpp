@@ -150,6 +150,27 @@ void apply_config_objects() {
         slot->from_fallback = false;
         slot->dirty = false;
     }
+    // Entries the file no longer has (PgBouncer's WARNING and "database removed" for their
+    // clients and servers). With a "*" entry the name lives on as an auto-database: the same
+    // object, so pools keep their pointers, now with the fallback's settings.
+    const DatabaseEntry* fallback = nullptr;
+    for (const DatabaseEntry& e : r.cfg.databases)
+        if (e.name == "*")
+            fallback = &e;
+    for (auto& [name, db] : r.databases) {
+        if (db->admin || db->from_fallback || !db->dirty)
+            continue;
+        log_warning("dropping database '%s' as it does not exist anymore or inactive "
+                    "auto-database",
+                    name.c_str());
+        control_drop_db(*db);
+        if (fallback) {
+            db->entry = *fallback;
+            db->entry.name = name;
+            db->from_fallback = true;
+            db->dirty = false;
+        }
+    }
     auto& admin = r.databases["pgbouncer"];
     if (!admin) {
         admin = std::make_unique<Database>();
@@ -342,7 +363,11 @@ void pool_release_server(Server& s) {
         s.waiting_cancel = true;
         return;
     }
-    if (s.close_needed || p.db->dirty) {
+    if (s.close_needed) {  // RECONNECT, a name that moved: PgBouncer's words
+        s.close("close_needed");
+        return;
+    }
+    if (p.db->dirty) {
         s.close("database configuration changed");
         return;
     }
@@ -364,7 +389,7 @@ void pool_server_ready(Server& s) {
     s.resetting = false;
     s.checking = false;
     if (s.close_needed) {
-        s.close("close needed");
+        s.close("close_needed");
         return;
     }
     // Clients that only waited for the pool's parameters can be welcomed now (a walk of the

@@ -435,8 +435,14 @@ def test_reconnect_and_wait_close(pooler):
     a = p.connect()
     a.execute("BEGIN")
     pid1 = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    b = p.connect()
+    assert b.execute("SELECT 1").fetchone() == (1,)  # its server goes back idle
     c = console(p)
+    mark = p.log_mark()
     assert run(c, "RECONNECT appdb")[2] == "RECONNECT"
+    # the idle server goes at once, with PgBouncer's reason
+    p.wait_for_log(r"S-0x[0-9a-f]+: appdb/md5user@\S+ closing because: database configuration "
+                   r"changed \(age=", since=mark)
     sv = by_db(run(c, "SHOW SERVERS")[1], "appdb")
     assert [(r["remote_pid"], r["close_needed"]) for r in sv] == [(pid1, 1)]
     done = threading.Event()
@@ -448,6 +454,9 @@ def test_reconnect_and_wait_close(pooler):
     a.execute("COMMIT")  # released -> closed
     assert done.wait(10)
     t.join(5)
+    p.wait_for_log(r"S-0x[0-9a-f]+: appdb/md5user@\S+ closing because: close_needed \(age=",
+                   since=mark)
+    b.close()
     pid2 = a.execute("SELECT pg_backend_pid()").fetchone()[0]
     assert pid2 != pid1
     assert [r["close_needed"] for r in by_db(run(c, "SHOW SERVERS")[1], "appdb")] == [0]

@@ -3,6 +3,9 @@
 import re
 import threading
 
+import psycopg
+import pytest
+
 import harness
 
 
@@ -64,3 +67,46 @@ def test_sighup_with_unchanged_config_keeps_serving(pooler):
         p.wait_for_log(r"got SIGHUP, re-reading config", since=mark)
         assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
     assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+
+
+def _removed_from_config(p, keep_fallback):
+    """appdb's [databases] line goes away (and the "*" line too unless keep_fallback), then a
+    RELOAD. Returns the log mark taken before the reload."""
+    mark = p.log_mark()
+    gone = {"appdb": None} if keep_fallback else {"appdb": None, "*": None}
+    p.write_ini(harness.make_ini(databases=gone))
+    p.reload()
+    p.wait_for_log(r"got SIGHUP, re-reading config", since=mark)
+    return mark
+
+
+@pytest.mark.parametrize("keep_fallback", [True, False])
+def test_database_removed_by_reload(pooler, pg, keep_fallback):
+    """A database whose line is removed is dropped as PgBouncer does: its clients and servers
+    are closed ("database removed"). With a "*" line the name then works as an
+    auto-database for new clients; without one it is "no such database" (PgBouncer 1.18 goes
+    on using the removed "*" line, so that case fails against it). The database used to stay
+    behind with its old settings: its clients were still served, every release reopened the
+    server, and new clients were refused even with a "*" line."""
+    p = pooler(pgbouncer={"pool_mode": "transaction"})
+    old = p.connect()
+    pid = old.execute("SELECT pg_backend_pid()").fetchone()[0]
+    mark = _removed_from_config(p, keep_fallback)
+    p.wait_for_log(r"WARNING dropping database 'appdb' as it does not exist anymore or "
+                   r"inactive auto-database\n", since=mark)
+    with pytest.raises(psycopg.OperationalError, match="database removed"):
+        old.execute("SELECT 1")
+    p.wait_for_log(r"S-0x[0-9a-f]+: appdb/md5user@\S+ closing because: database removed",
+                   since=mark)
+    harness.wait_until(lambda: pid not in {r[0] for r in pg.sql(
+        "SELECT pid FROM pg_stat_activity WHERE datname = 'appdb'")}, 10, what="server closed")
+    if keep_fallback:
+        with p.connect() as new:
+            assert new.execute("SELECT current_database()").fetchone() == ("appdb",)
+            assert new.execute("SELECT 1").fetchone() == (1,)
+    else:
+        with pytest.raises(psycopg.OperationalError, match="no such database: appdb"):
+            p.connect()
+    # other databases are untouched
+    with p.connect(dbname="postgres") as other:
+        assert other.execute("SELECT 1").fetchone() == (1,)

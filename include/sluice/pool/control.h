@@ -55,6 +55,9 @@ int control_close_needed_servers(const Database* db) noexcept;
 // KILL db: pause it (until RESUME), close its clients with FATAL "database removed" and
 // every server connection of it. Requires: !db.admin.
 void control_kill_db(Database& db);
+// A RELOAD dropped db's [databases] entry: the same closes as KILL, without the pause (the
+// name may live on as an auto-database). Requires: !db.admin.
+void control_drop_db(Database& db);
 // RECONNECT db: every server of db is closed when next released; idle ones at once.
 void control_reconnect_db(Database& db);
 // A server host name no longer resolves to gone (net/dns.h, dns_on_address_gone): in every
