@@ -120,6 +120,26 @@ void schedule_free() {
     loop_defer(free_closed);
 }
 
+// A database's entry becomes e. When the connection target changes, its servers are
+// replaced as they are released (idle ones by the janitor).
+static void set_entry(Database& db, const DatabaseEntry& e) {
+    const DatabaseEntry& o = db.entry;
+    if (o.host != e.host || o.port != e.port || o.dbname != e.dbname || o.user != e.user ||
+        o.password != e.password) {
+        for (auto& p : g_rt.pools) {
+            if (p->db != &db)
+                continue;
+            p->idle.for_each([](Server& s) { s.close_needed = true; });
+            p->active_servers.for_each([](Server& s) { s.close_needed = true; });
+            p->used.for_each([](Server& s) { s.close_needed = true; });
+        }
+    }
+    std::string name = db.name;
+    db.entry = e;
+    db.entry.name = std::move(name);
+    db.dirty = false;
+}
+
 void apply_config_objects() {
     config_changed();
     Runtime& r = g_rt;
@@ -127,49 +147,47 @@ void apply_config_objects() {
     for (auto& [name, db] : r.databases)
         if (!db->admin && !db->from_fallback)
             db->dirty = true;
+    const DatabaseEntry* fallback = nullptr;
     for (const DatabaseEntry& e : r.cfg.databases) {
-        if (e.name == "*")
+        if (e.name == "*") {
+            fallback = &e;
             continue;
+        }
         auto& slot = r.databases[e.name];
         if (!slot) {
             slot = std::make_unique<Database>();
             slot->name = e.name;
-        } else if (slot->entry.host != e.host || slot->entry.port != e.port ||
-                   slot->entry.dbname != e.dbname || slot->entry.user != e.user ||
-                   slot->entry.password != e.password) {
-            // Connection target changed: servers are replaced when next released.
-            for (auto& p : r.pools) {
-                if (p->db != slot.get())
-                    continue;
-                p->idle.for_each([](Server& s) { s.close_needed = true; });
-                p->active_servers.for_each([](Server& s) { s.close_needed = true; });
-                p->used.for_each([](Server& s) { s.close_needed = true; });
-            }
+            slot->entry = e;
         }
-        slot->entry = e;
+        set_entry(*slot, e);
         slot->from_fallback = false;
-        slot->dirty = false;
     }
-    // Entries the file no longer has (PgBouncer's WARNING and "database removed" for their
-    // clients and servers). With a "*" entry the name lives on as an auto-database: the same
-    // object, so pools keep their pointers, now with the fallback's settings.
-    const DatabaseEntry* fallback = nullptr;
-    for (const DatabaseEntry& e : r.cfg.databases)
-        if (e.name == "*")
-            fallback = &e;
+    // Auto-databases follow the "*" line (as in PgBouncer, a changed target replaces their
+    // servers); entries the file no longer has, and auto-databases once "*" is gone, are
+    // dropped with PgBouncer's WARNING and "database removed" for their clients and servers.
+    // With a "*" line a dropped name lives on as an auto-database: the same object, so
+    // pools keep their pointers.
     for (auto& [name, db] : r.databases) {
-        if (db->admin || db->from_fallback || !db->dirty)
+        if (db->admin)
             continue;
+        if (db->from_fallback && fallback) {
+            set_entry(*db, *fallback);
+            continue;
+        }
+        if (db->from_fallback) {
+            if (db->dirty)
+                continue;  // dropped at an earlier reload
+            db->dirty = true;
+        } else if (!db->dirty) {
+            continue;
+        }
         log_warning("dropping database '%s' as it does not exist anymore or inactive "
                     "auto-database",
                     name.c_str());
         control_drop_db(*db);
-        if (fallback) {
-            db->entry = *fallback;
-            db->entry.name = name;
-            db->from_fallback = true;
-            db->dirty = false;
-        }
+        db->from_fallback = true;  // from now on it is what "*" makes of the name, if anything
+        if (fallback)
+            set_entry(*db, *fallback);
     }
     auto& admin = r.databases["pgbouncer"];
     if (!admin) {
@@ -253,6 +271,10 @@ void pool_request_server(Client& c) {
     c.wait_for_welcome = false;
     if (!p.db->paused) {
         while (Server* s = p.idle.front()) {
+            if (s->close_needed) {  // retired while idle (a RELOAD changed the target)
+                s->close("obsolete connection");  // PgBouncer's words
+                continue;
+            }
             if (needs_check(*s)) {
                 s->start_check();  // it serves the queue once the check query returns
                 continue;

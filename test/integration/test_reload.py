@@ -110,3 +110,45 @@ def test_database_removed_by_reload(pooler, pg, keep_fallback):
     # other databases are untouched
     with p.connect(dbname="postgres") as other:
         assert other.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_auto_database_follows_the_fallback_line(pooler, pg):
+    """Databases made from the "*" line take its new settings on RELOAD (PgBouncer's
+    behaviour: a changed target replaces their servers); once the line is gone they are
+    dropped like a removed entry, with one warning however many reloads follow (PgBouncer
+    1.18 keeps serving through a removed "*" line, so that half fails against it)."""
+    pg.sql("DROP DATABASE IF EXISTS autoreload")
+    pg.sql("CREATE DATABASE autoreload OWNER md5user")
+    try:
+        p = pooler(pgbouncer={"pool_mode": "transaction"})
+        c = p.connect(dbname="autoreload")
+        assert c.execute("SELECT current_database()").fetchone() == ("autoreload",)
+        mark = p.log_mark()
+        p.write_ini(harness.make_ini(pgbouncer={"pool_mode": "transaction"},
+                                     databases={"*": "host={pg_host} port={pg_port} dbname=appdb"}))
+        p.reload()
+        p.wait_for_log(r"got SIGHUP, re-reading config", since=mark)
+        # The very next transaction of the same client runs on the new target: the idle
+        # server of the old one is not handed out again (PgBouncer: "obsolete connection").
+        assert c.execute("SELECT current_database()").fetchone() == ("appdb",)
+        with p.connect(dbname="autoreload") as new:
+            assert new.execute("SELECT current_database()").fetchone() == ("appdb",)
+        mark = p.log_mark()
+        p.write_ini(harness.make_ini(pgbouncer={"pool_mode": "transaction"}, databases={"*": None}))
+        p.reload()
+        p.wait_for_log(r"WARNING dropping database 'autoreload' as it does not exist anymore",
+                       since=mark)
+        with pytest.raises(psycopg.OperationalError, match="database removed"):
+            c.execute("SELECT 1")
+        with pytest.raises(psycopg.OperationalError, match="no such database: autoreload"):
+            p.connect(dbname="autoreload")
+        p.reload()
+        p.reload()
+        harness.wait_until(lambda: p.log_text()[mark:].count("got SIGHUP") >= 3, 10,
+                           what="two more reloads")
+        assert p.log_text()[mark:].count("dropping database 'autoreload'") == 1
+        assert p.connect().execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+               "WHERE datname = 'autoreload'")
+        pg.sql("DROP DATABASE IF EXISTS autoreload")
