@@ -165,6 +165,7 @@ void janitor_run() {
     });
     for (auto& p : rt().pools)
         check_pool(*p, now);
+    pool_drop_idle_autodbs(now);
     refresh_names(now);
 }
 

@@ -266,6 +266,41 @@ Pool* get_pool(Database* db, User* login_user, const std::string& client_user) {
     return out;
 }
 
+void pool_drop_idle_autodbs(usec_t now) {
+    usec_t limit = settings().autodb_idle_timeout;
+    if (limit <= 0)
+        return;
+    std::vector<Database*> gone;
+    for (auto& [name, db] : g_rt.databases) {
+        if (!db->from_fallback || db->admin || db->dirty || db->paused)
+            continue;
+        bool busy = db->client_count > 0 || db->server_count > 0;
+        for (size_t i = 0; i < g_rt.pools.size() && !busy; ++i) {
+            const Pool& p = *g_rt.pools[i];
+            busy = p.db == db.get() &&
+                   (!p.waiting.empty() || !p.active.empty() || p.server_count() > 0);
+        }
+        if (busy) {
+            db->inactive_since = 0;
+        } else if (db->inactive_since == 0) {
+            // Noted now, dropped at a later pass at the earliest: objects closed during this
+            // turn (which may still point at the pools) are freed by then.
+            db->inactive_since = now;
+        } else if (now - db->inactive_since >= limit) {
+            gone.push_back(db.get());
+        }
+    }
+    for (Database* db : gone) {
+        log_warning("dropping database '%s' as it does not exist anymore or inactive "
+                    "auto-database",
+                    db->name.c_str());
+        std::erase_if(g_pool_index, [&](const auto& kv) { return kv.second->db == db; });
+        std::erase_if(g_rt.pools, [&](const std::unique_ptr<Pool>& p) { return p->db == db; });
+        std::string name = db->name;  // the map owns db
+        g_rt.databases.erase(name);
+    }
+}
+
 void pool_request_server(Client& c) {
     Pool& p = *c.pool;
     c.wait_for_welcome = false;

@@ -152,3 +152,29 @@ def test_auto_database_follows_the_fallback_line(pooler, pg):
         pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                "WHERE datname = 'autoreload'")
         pg.sql("DROP DATABASE IF EXISTS autoreload")
+
+
+def test_idle_auto_database_is_dropped(pooler, pg):
+    """autodb_idle_timeout: an auto-database without clients or servers that long goes, with
+    its pools (PgBouncer's janitor does the same); the next client registers it anew."""
+    pg.sql("DROP DATABASE IF EXISTS autoidle")
+    pg.sql("CREATE DATABASE autoidle OWNER md5user")
+    try:
+        p = pooler(pgbouncer={"pool_mode": "transaction", "autodb_idle_timeout": 1,
+                              "server_idle_timeout": 1})
+        with p.connect(dbname="autoidle") as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+        p.wait_for_log(r"WARNING dropping database 'autoidle' as it does not exist anymore or "
+                       r"inactive auto-database\n", timeout=15)
+        assert "autoidle" not in {r["name"] for r in p.show("DATABASES")}
+        assert "autoidle" not in {r["database"] for r in p.show("POOLS")}
+        mark = p.log_mark()
+        with p.connect(dbname="autoidle") as c:
+            assert c.execute("SELECT current_database()").fetchone() == ("autoidle",)
+        p.wait_for_log(r"registered new auto-database: db=autoidle", since=mark)
+        # explicit databases never go, however idle
+        assert "appdb" in {r["name"] for r in p.show("DATABASES")}
+    finally:
+        pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+               "WHERE datname = 'autoidle'")
+        pg.sql("DROP DATABASE IF EXISTS autoidle")

@@ -47,7 +47,7 @@ struct Database {
     std::unordered_map<std::string, std::unique_ptr<User>> auth_query_users;
     int client_count = 0;
     int server_count = 0;
-    usec_t last_used = 0;
+    usec_t inactive_since = 0;  // auto-databases: no client or server since then (0 = in use)
     // Host lists: the host the next server connection goes to (load_balance_hosts:
     // round-robin moves on at every connection, disable only when a login fails).
     size_t next_host = 0;

@@ -71,6 +71,9 @@ void pool_launch_if_needed(Pool& p);
 void pool_ensure_min(Pool& p);
 // A server is gone; maybe launch a replacement.
 void pool_server_gone(Pool& p);
+// Janitor: auto-databases without clients or servers for autodb_idle_timeout are dropped
+// with their pools (as PgBouncer); the next client of the name registers it anew.
+void pool_drop_idle_autodbs(usec_t now);
 
 // At exit: closes every connection and frees every object.
 void pool_free_all();
