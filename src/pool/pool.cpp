@@ -120,8 +120,9 @@ void schedule_free() {
     loop_defer(free_closed);
 }
 
-// A database's entry becomes e. When the connection target changes, its servers are
-// replaced as they are released (idle ones by the janitor).
+// A database's entry becomes e. When the connection target changes, its servers are marked
+// close_needed: busy ones close when released, idle ones when the janitor or the next
+// request for a server finds them (pool_request_server).
 static void set_entry(Database& db, const DatabaseEntry& e) {
     const DatabaseEntry& o = db.entry;
     if (o.host != e.host || o.port != e.port || o.dbname != e.dbname || o.user != e.user ||
