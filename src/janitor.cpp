@@ -82,17 +82,17 @@ void check_pool(Pool& p, usec_t now) {
         }
         bool busy = !s->tracker.empty();
         if (query_to > 0 && busy && now - s->request_time >= query_to) {
-            s->close_and_fail_client("query timeout", "query timeout");
+            s->close_and_fail_client("query timeout");
             return;
         }
         if (idle_tx > 0 && !busy && s->tracker.status() != 'I' &&
             now - s->request_time >= idle_tx) {
-            s->close_and_fail_client("idle transaction timeout", "idle transaction timeout");
+            s->close_and_fail_client("idle transaction timeout");
             return;
         }
         if (xact_to > 0 && s->tracker.status() != 'I' && c.xact_start &&
             now - c.xact_start >= xact_to) {
-            s->close_and_fail_client("transaction timeout", "transaction timeout");
+            s->close_and_fail_client("transaction timeout");
             return;
         }
     });

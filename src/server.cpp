@@ -238,7 +238,7 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
                          {});
             return;
         }
-        close_and_fail_client("server conn crashed?", "server conn crashed?");
+        close_and_fail_client("server conn crashed?");
         return;
     case SBufEvent::BadPacket:
     case SBufEvent::TooLong:
@@ -306,7 +306,7 @@ void Server::close_and_fail_client(const char* reason, const char* client_msg) {
     Client* c = client;
     close(reason);  // PgBouncer's order: the server's line, then the client's
     if (c)
-        c->fatal("08P01", "%s", client_msg);
+        c->fatal("08P01", "%s", client_msg ? client_msg : reason);
 }
 
 void Server::close(const char* reason) {

@@ -5,6 +5,7 @@
 #include "sluice/pool/control.h"
 
 #include <cstring>
+#include <unordered_set>
 
 namespace sluice {
 
@@ -120,6 +121,12 @@ void schedule_free() {
     loop_defer(free_closed);
 }
 
+// PgBouncer's line for a database that goes (RELOAD, autodb_idle_timeout).
+static void log_dropping(const std::string& name) {
+    log_warning("dropping database '%s' as it does not exist anymore or inactive auto-database",
+                name.c_str());
+}
+
 // A database's entry becomes e. When the connection target changes, its servers are marked
 // close_needed: busy ones close when released, idle ones when the janitor or the next
 // request for a server finds them (pool_request_server).
@@ -182,9 +189,7 @@ void apply_config_objects() {
         } else if (!db->dirty) {
             continue;
         }
-        log_warning("dropping database '%s' as it does not exist anymore or inactive "
-                    "auto-database",
-                    name.c_str());
+        log_dropping(name);
         control_drop_db(*db);
         db->from_fallback = true;  // from now on it is what "*" makes of the name, if anything
         if (fallback)
@@ -271,17 +276,17 @@ void pool_drop_idle_autodbs(usec_t now) {
     usec_t limit = settings().autodb_idle_timeout;
     if (limit <= 0)
         return;
+    // In use: a pool with anyone in it (logging-in clients of an auth_query too, which the
+    // database's counts do not include). One walk over the pools, not one per database.
+    std::unordered_set<const Database*> in_use;
+    for (const auto& p : g_rt.pools)
+        if (!p->waiting.empty() || !p->active.empty() || p->server_count() > 0)
+            in_use.insert(p->db);
     std::vector<Database*> gone;
     for (auto& [name, db] : g_rt.databases) {
         if (!db->from_fallback || db->admin || db->dirty || db->paused)
             continue;
-        bool busy = db->client_count > 0 || db->server_count > 0;
-        for (size_t i = 0; i < g_rt.pools.size() && !busy; ++i) {
-            const Pool& p = *g_rt.pools[i];
-            busy = p.db == db.get() &&
-                   (!p.waiting.empty() || !p.active.empty() || p.server_count() > 0);
-        }
-        if (busy) {
+        if (db->client_count > 0 || db->server_count > 0 || in_use.contains(db.get())) {
             db->inactive_since = 0;
         } else if (db->inactive_since == 0) {
             // Noted now, dropped at a later pass at the earliest: objects closed during this
@@ -292,9 +297,7 @@ void pool_drop_idle_autodbs(usec_t now) {
         }
     }
     for (Database* db : gone) {
-        log_warning("dropping database '%s' as it does not exist anymore or inactive "
-                    "auto-database",
-                    db->name.c_str());
+        log_dropping(db->name);
         std::erase_if(g_pool_index, [&](const auto& kv) { return kv.second->db == db; });
         std::erase_if(g_rt.pools, [&](const std::unique_ptr<Pool>& p) { return p->db == db; });
         std::string name = db->name;  // the map owns db

@@ -270,9 +270,9 @@ public:
     // then connects. False = could not even start (logged; object closed).
     bool connect();
     void close(const char* reason);
-    // The connection broke under its client: closes, then ends the client with FATAL
-    // client_msg.
-    void close_and_fail_client(const char* reason, const char* client_msg);
+    // The connection broke (or timed out) under its client: closes, then ends the client
+    // with FATAL client_msg (nullptr: the same words as reason).
+    void close_and_fail_client(const char* reason, const char* client_msg = nullptr);
     // Sends SET for tracked parameters where the client's value differs (replies swallowed).
     void sync_vars_from(const Client& c);
     // server_fast_close (session mode): marked close_needed, or its database changed.
