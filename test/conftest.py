@@ -17,6 +17,7 @@ stack printed to stderr (pytest's faulthandler_timeout), to diagnose hangs.
 """
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -100,16 +101,45 @@ def _pooler_sections(item):
     return sections
 
 
+REFERENCE_MARK = "differs_from_pgbouncer_1_18"
+
+
 def pytest_configure(config):
     """A hung test prints every thread's stack after $SLUICE_TEST_WATCHDOG seconds (default
     300) through pytest's own faulthandler_timeout (unless -o faulthandler_timeout=... was
     given); the test is not killed."""
+    config.addinivalue_line(
+        "markers", f"{REFERENCE_MARK}(reason): the test fails against Debian's PgBouncer 1.18 "
+        "for that reason (a later PgBouncer feature or text that sluice follows, a sluice-only "
+        "feature, or a PgBouncer 1.18 bug; strict=False: only with some timings); it runs as "
+        "usual against sluice")
     try:
         if not config.getini("faulthandler_timeout"):
             config._inicache["faulthandler_timeout"] = float(
                 os.environ.get("SLUICE_TEST_WATCHDOG", "300"))
     except (AttributeError, KeyError, ValueError):
         pass
+
+
+def pytest_collection_modifyitems(config, items):
+    """Against PgBouncer (SLUICE_BIN=/usr/sbin/pgbouncer, `make check-pgbouncer`) a test
+    marked differs_from_pgbouncer_1_18 is a strict xfail: it must fail there, and one that
+    passes is reported (its mark is stale); strict=False in the mark for a PgBouncer bug
+    that shows only with some timings. Every other test must pass against PgBouncer too,
+    so a difference nobody meant shows up as a plain failure. Against sluice the mark does
+    nothing: the test runs and counts as usual."""
+    if not harness.is_pgbouncer():
+        return
+    version = subprocess.run([harness.sluice_bin(), "-V"], capture_output=True,
+                             text=True).stdout.split("\n")[0]
+    if not version.startswith("PgBouncer 1.18."):
+        return  # the marks record 1.18; another release runs every test as is
+    for item in items:
+        mark = item.get_closest_marker(REFERENCE_MARK)
+        if mark is not None:
+            reason = mark.args[0] if mark.args else mark.kwargs.get("reason", "")
+            item.add_marker(pytest.mark.xfail(reason=reason,
+                                              strict=mark.kwargs.get("strict", True)))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -126,6 +156,8 @@ def pytest_runtest_makereport(item, call):
         if c:
             p._crash_reported = True
             crashes.append(c)
+    if hasattr(rep, "wasxfail"):
+        return  # a failure expected against PgBouncer (it may have exited at start-up)
     if crashes and not rep.failed:
         rep.outcome = "failed"
         rep.longrepr = "\n".join(crashes)

@@ -133,6 +133,7 @@ def test_unknown_startup_parameter(tx_pooler):
     _still_serving(p)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: the replication startup parameter")
 def test_replication_refused_even_when_ignored(pooler):
     """ignore_startup_parameters=replication must not turn a replication client's connection
     into an ordinary session (PgBouncer 1.18 would)."""

@@ -28,6 +28,9 @@ def _fresh_table(pg, name):
 # psycopg 3
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: protocol-level prepared statements in transaction mode "
+    "(max_prepared_statements)")
 def test_psycopg(pooler, pg):
     _fresh_table(pg, "drv_psycopg")
     p = pooler(pgbouncer=TXN_MODE)
@@ -145,6 +148,9 @@ async def _asyncpg_scenario(p, table, **kw):
         await b.close(timeout=10)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: protocol-level prepared statements in transaction mode "
+    "(max_prepared_statements)")
 def test_asyncpg(pooler, pg):
     """statement_cache_size=0: asyncpg uses only unnamed statements (the setting PgBouncer's
     documentation recommends for transaction mode without its prepared-statement support)."""
@@ -153,6 +159,9 @@ def test_asyncpg(pooler, pg):
     _run_async(_asyncpg_scenario(p, "drv_asyncpg", statement_cache_size=0))
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: protocol-level prepared statements in transaction mode "
+    "(max_prepared_statements)")
 def test_asyncpg_prepared_statements(pooler, pg):
     """asyncpg with its default statement cache: every query is a named prepared statement
     (__asyncpg_stmt_N__, the same names on both connections), used again from whatever

@@ -28,6 +28,7 @@ def test_fast_close_closes_session_after_transaction(pg, pooler):
     c2.close()
 
 
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: server_fast_close")
 def test_fast_close_acts_when_the_transaction_ends(pg, pooler):
     # The close comes with the end of the transaction itself, not with a later janitor tick
     # (every 333 ms): the very next query, sent at once, already finds the session gone, and

@@ -13,6 +13,8 @@ import pytest
 import harness
 import pgwire
 
+pytestmark = pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: auth_ident_file")
+
 # Pooler database names (all served by PostgreSQL database appdb) and the line each one is
 # routed through.
 HBA = """\

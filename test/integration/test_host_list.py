@@ -3,6 +3,8 @@ load_balance_hosts=disable stay on one host until a login there fails."""
 
 import time
 
+import pytest
+
 import harness
 
 
@@ -50,6 +52,7 @@ def test_round_robin_moves_past_a_dead_host(pooler):
     p.wait_for_log(r"connect failed: No such file or directory")
 
 
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: load_balance_hosts")
 def test_disable_stays_on_a_host_until_it_fails(pooler):
     settings = {"pool_mode": "session", "server_login_retry": "1"}
     p = pooler(pgbouncer=settings,

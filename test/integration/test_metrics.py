@@ -15,6 +15,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 import harness
 
+pytestmark = pytest.mark.differs_from_pgbouncer_1_18("sluice only: the metrics endpoint (metrics_listen_addr)")
+
 HISTOGRAMS = ("sluice_transaction_duration_seconds", "sluice_query_duration_seconds",
               "sluice_wait_duration_seconds")
 

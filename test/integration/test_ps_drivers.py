@@ -33,6 +33,10 @@ import pytest
 
 import harness
 
+pytestmark = pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: protocol-level prepared statements in transaction mode "
+    "(max_prepared_statements)")
+
 TX = 500
 POOL = 2
 NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'node')

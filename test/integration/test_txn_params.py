@@ -4,6 +4,7 @@ whether they came in the startup packet, in `options`, or from a SET outside a
 transaction."""
 
 import psycopg
+import pytest
 
 import pgwire
 
@@ -47,6 +48,8 @@ def _raw(p, params):
                                database="appdb", params=params)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: IntervalStyle as a tracked parameter")
 def test_startup_parameters_replayed(pooler, pg):
     """Values sent in the startup packet follow each client onto the shared server."""
     p = pooler(pgbouncer=TXN1)
@@ -69,6 +72,8 @@ def test_startup_parameters_replayed(pooler, pg):
         b.close(terminate=True)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: IntervalStyle as a tracked parameter")
 def test_welcome_carries_each_clients_values(pooler, pg):
     """The welcome's ParameterStatus values are the client's own, and the pool's for the
     rest, whatever the clients before it sent (sluice builds it once per distinct set of
@@ -95,6 +100,7 @@ def test_welcome_carries_each_clients_values(pooler, pg):
             c.close(terminate=True)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: the options startup parameter")
 def test_parameters_in_options(pooler, pg):
     """`options=-c name=value` for tracked parameters (libpq's PGOPTIONS, psycopg's options=)
     is accepted and replayed like startup-packet values (spec 1a, client startup packet)."""
@@ -123,6 +129,8 @@ def test_parameters_in_options(pooler, pg):
         c.close(terminate=True)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: IntervalStyle as a tracked parameter")
 def test_set_outside_transaction_follows_the_client(pooler, pg):
     p = pooler(pgbouncer=TXN1)
     defaults = {s: pg.sql(f"SHOW {s}", db="appdb")[0][0] for s in SETTINGS[1:]}

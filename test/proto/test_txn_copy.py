@@ -9,6 +9,8 @@ a second client must get the same backend, clean, within a bounded wait.
 
 import time
 
+import pytest
+
 from pgwire import m
 
 QUIET = 0.3      # seconds of silence that count as "nothing more is coming"
@@ -62,6 +64,9 @@ def test_copy_in_extended_one_ready_for_query(env, copy_table):
     assert env.count(copy_table) == 5
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: a Sync sent during COPY IN is counted as owing a ReadyForQuery, so"
+    " the reply to the next query is held back")
 def test_copy_in_extended_several_syncs_and_flush_during_copy(env, copy_table):
     """Sync, Flush, Sync sent after the Execute and before CopyDone: all ignored
     by the server, so still one ReadyForQuery — then a following batch."""
@@ -94,6 +99,10 @@ def test_copy_out_extended(env):
     assert len(s) == 106
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: a Sync sent during COPY IN is counted as owing a ReadyForQuery, so"
+    " the reply to the next query is held back (depends on how the bytes arrive)",
+    strict=False)
 def test_copy_in_extended_data_pipelined_before_copy_in_response(env, copy_table):
     """The whole extended COPY, data and all, in one write before
     CopyInResponse arrives; a second batch follows in the same write."""
@@ -110,6 +119,9 @@ def test_copy_in_extended_data_pipelined_before_copy_in_response(env, copy_table
                             '1', '2', 'D:10', 'C:SELECT 1', 'Z:I']
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: a query written together with COPY data, before CopyInResponse "
+    "arrives, can lose its reply (depends on how the bytes arrive)", strict=False)
 def test_copy_in_simple_all_in_one_write_pgx(env, copy_table):
     """pgx: the Query, every CopyData and the CopyDone in one write, before
     CopyInResponse arrives; then more Queries in the same write."""
@@ -169,6 +181,9 @@ def test_copy_fail_extended(env, copy_table):
     assert env.seq(got) == ['1', '2', 'G:0/2', 'E:57014', 'Z:I']
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: a Sync sent during COPY IN is counted as owing a ReadyForQuery "
+    "(depends on how the bytes arrive)", strict=False)
 def test_copy_fail_extended_pipelined(env, copy_table):
     """Same, everything in one write."""
     def flow(c):
@@ -233,6 +248,9 @@ def test_late_copy_data_after_server_error_simple(env, copy_table):
     assert env.seq(got) == ['G:0/2', 'E:22P02', 'Z:I', 'T', 'D:0', 'C:SELECT 1', 'Z:I']
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: CopyData arriving after the server ended the COPY keeps the server"
+    " from being released")
 def test_late_copy_data_after_server_error_simple_no_followup(env, copy_table):
     """As above, but the client goes quiet after the late CopyDone: the server
     must go back to the pool (no phantom reply owed for the late CopyDone)."""
@@ -354,6 +372,9 @@ def test_client_disconnects_mid_copy_in_extended(env, copy_table):
     assert env.count(copy_table) == 0
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: a stray CopyDone after the COPY keeps the server from being "
+    "released")
 def test_stray_copy_done_after_copy_finished(env, copy_table):
     """postgres.js: a CopyDone sent after the COPY already completed.  The
     server ignores it; the pool must not stay pinned to this client."""
@@ -368,6 +389,9 @@ def test_stray_copy_done_after_copy_finished(env, copy_table):
     assert env.seq(got) == ['G:0/2', 'C:COPY 2', 'Z:I']
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: a stray CopyFail after the COPY keeps the server from being "
+    "released")
 def test_stray_copy_fail_after_copy_finished(env, copy_table):
     def flow(c):
         c.send(m.query('COPY copytest FROM STDIN'), *rows(2), m.copy_done())
