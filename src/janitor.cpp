@@ -112,24 +112,19 @@ void check_pool(Pool& p, usec_t now) {
         if (st.server_connect_timeout > 0 && now - s.connect_time >= st.server_connect_timeout)
             s.close("connect timeout");
     });
-    usec_t lifetime = p.db->entry.server_lifetime >= 0
-                          ? usec_t{p.db->entry.server_lifetime} * 1000000
-                          : st.server_lifetime;
     p.idle.for_each([&](Server& s) {
         if (s.close_needed || p.db->dirty) {
             s.close("database configuration changed");
             return;
         }
         if (st.server_idle_timeout > 0 && now - s.idle_since >= st.server_idle_timeout &&
-            static_cast<int>(p.server_count()) > st.min_pool_size) {
+            static_cast<int>(p.server_count()) > p.min_size()) {
             s.close("server idle timeout");
             return;
         }
-        if (lifetime > 0 && now - s.connect_time >= lifetime) {
-            s.close("server lifetime over");
-            return;
-        }
+        static_cast<void>(pool_close_if_life_over(s, now));
     });
+    pool_trim(p);
 
     // Reserve pool, queued clients, min_pool_size.
     pool_launch_if_needed(p);

@@ -117,24 +117,27 @@ void warn_restart_only(const Settings& old, const Settings& now) {
 // TLS contexts follow the settings (tls.cpp rebuilds only when a TLS setting or a cert/key/CA
 // file changed). Bad new TLS settings are logged and the running contexts stay; existing
 // connections keep their TLS sessions. When the server side changed, server connections are
-// recycled as they are released (PgBouncer tags the pools dirty).
-void apply_tls_settings() {
+// recycled as they are released (PgBouncer tags the pools dirty). False = the new settings
+// failed; the reason and PgBouncer's line for it are logged.
+bool apply_tls_settings() {
     std::string err;
     bool server_changed = false;
     switch (tls_reload(settings(), err, server_changed)) {
     case TlsReload::Unchanged:
-        return;
+        return true;
     case TlsReload::Failed:
-        log_error("TLS setup failed, keeping the previous TLS settings: %s", err.c_str());
-        return;
+        log_error("%s", err.c_str());
+        log_error("TLS configuration could not be reloaded, keeping old configuration");
+        return false;
     case TlsReload::Rebuilt:
         log_info("TLS settings reloaded");
         if (server_changed)
             for (auto& [name, db] : rt().databases)
                 if (!db->admin)
                     control_reconnect_db(*db);
-        return;
+        return true;
     }
+    return true;
 }
 
 // A load_config() error: one ERROR line per line of it.
@@ -150,14 +153,16 @@ void log_config_error(const std::string& err) {
     }
 }
 
-// Re-reads config, auth_file and hba (SIGHUP, admin RELOAD). False = nothing changed.
-bool reload() {
+// Re-reads config, auth_file and hba (SIGHUP, admin RELOAD); failures are logged. A config or
+// auth_file that does not load changes nothing; bad new TLS settings leave the TLS contexts as
+// they were while everything else is applied (as PgBouncer).
+ReloadResult reload() {
     Config next;
     std::string err;
     if (!load_config(rt().config_path, next, err)) {
         log_config_error(err);
-        log_error("RELOAD failed, keeping the current configuration");
-        return false;
+        log_warning("config file loading failed");
+        return ReloadResult::Failed;
     }
     warn_restart_only(rt().cfg.settings, next.settings);
     // Restart-only settings keep their running values.
@@ -172,19 +177,19 @@ bool reload() {
     next.settings = merged;
     UserList users;
     if (!load_auth_file(next.settings, users))
-        return false;
+        return ReloadResult::Failed;
     rt().cfg = std::move(next);
     rt().userlist = std::move(users);
     load_hba(settings());
     apply_config_objects();
-    apply_tls_settings();
+    bool tls_ok = apply_tls_settings();
     listeners_tune(tcp_options_from(settings()));  // new connections inherit them
     if (!log_configure(log_config_from(settings(), g_opts)))
         log_warning("logfile could not be reopened");
     log_reopen();
     for (auto& p : rt().pools)
         pool_launch_if_needed(*p);
-    return true;
+    return tls_ok ? ReloadResult::Ok : ReloadResult::TlsFailed;
 }
 
 // Admin SET changed settings: re-apply the log settings main caches.
@@ -193,7 +198,7 @@ void settings_changed() {
     listeners_tune(tcp_options_from(settings()));
     if (!log_configure(log_config_from(settings(), g_opts)))
         log_warning("logfile could not be reopened");
-    apply_tls_settings();
+    static_cast<void>(apply_tls_settings());  // a failure is logged; SET itself took effect
 }
 
 void begin_shutdown(bool wait_for_clients) {
@@ -497,8 +502,10 @@ int run(int argc, char** argv) {
     load_hba(st);
     var_init(st.track_extra_parameters);
     sbuf_set_buffer_size(static_cast<uint32_t>(st.pkt_buf));
-    if (!tls_init(st, err))
-        die("TLS setup failed: %s", err.c_str());
+    if (!tls_init(st, err)) {
+        log_error("%s", err.c_str());
+        die("TLS setup failed");
+    }
     signal(SIGPIPE, SIG_IGN);
 
     if (o.daemon)

@@ -604,7 +604,10 @@ Outcome cmd_reload(Client& c, const std::string& arg, std::string& out, std::str
     if (!require_admin(c, out))
         return {};
     log_info("RELOAD command issued");
-    if (g_proc.reload && !g_proc.reload()) {
+    ReloadResult r = g_proc.reload ? g_proc.reload() : ReloadResult::Ok;
+    if (r == ReloadResult::Failed)
+        log_error("RELOAD Failed, see logs for more details");  // PgBouncer's line, its casing
+    if (r != ReloadResult::Ok) {
         write_admin_error(out, "F0000", "RELOAD failed, see logs for additional details");
         return {};
     }

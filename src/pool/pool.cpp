@@ -109,6 +109,15 @@ const Pool::Limits& Pool::compute_limits() const noexcept {
     return limits_;
 }
 
+int Pool::min_size() const noexcept {
+    return db->entry.min_pool_size >= 0 ? db->entry.min_pool_size : settings().min_pool_size;
+}
+
+usec_t Pool::server_lifetime() const noexcept {
+    return db->entry.server_lifetime > 0 ? usec_t{db->entry.server_lifetime} * 1000000
+                                         : settings().server_lifetime;
+}
+
 int Pool::reserve_size() const noexcept {
     if (user && user->entry && user->entry->reserve_pool_size >= 0)
         return user->entry->reserve_pool_size;
@@ -432,11 +441,8 @@ void pool_release_server(Server& s) {
         s.close("database configuration changed");
         return;
     }
-    if (settings().server_lifetime > 0 &&
-        mono_now() - s.connect_time >= settings().server_lifetime) {
-        s.close("server lifetime over");
+    if (pool_close_if_life_over(s, mono_now()))
         return;
-    }
     const std::string& q = settings().server_reset_query;
     if (!q.empty() && (p.mode() == PoolMode::Session || settings().server_reset_query_always)) {
         s.start_reset(q);
@@ -475,9 +481,35 @@ void pool_server_ready(Server& s) {
     s.idle_since = mono_now();
 }
 
+bool pool_close_if_life_over(Server& s, usec_t now) {
+    Pool& p = *s.pool;
+    usec_t lifetime = p.server_lifetime();
+    if (now - s.connect_time < lifetime)
+        return false;
+    usec_t gap = p.pool_size() > 0 ? lifetime / static_cast<usec_t>(p.pool_size()) : 0;
+    if (p.last_lifetime_close != 0 && now - p.last_lifetime_close < gap)
+        return false;
+    p.last_lifetime_close = now;
+    s.close("server lifetime over");
+    return true;
+}
+
+void pool_trim(Pool& p) {
+    if (p.pool_size() <= 0)
+        return;
+    size_t allowed = static_cast<size_t>(p.pool_size() + p.reserve_size());
+    while (p.server_count() > allowed) {
+        Server* s = p.used.front();
+        if (!s)
+            s = p.idle.front();
+        if (!s)
+            return;
+        s->close("too many servers in the pool");
+    }
+}
+
 void pool_ensure_min(Pool& p) {
-    int min = p.db->entry.min_pool_size >= 0 ? p.db->entry.min_pool_size
-                                              : settings().min_pool_size;
+    int min = p.min_size();
     if (min <= 0 || p.db->paused || rt().shutting_down || login_failing(p))
         return;
     // Like PgBouncer: only for forced-user databases or pools that have clients.

@@ -20,6 +20,7 @@ import struct
 import subprocess
 import time
 
+import psycopg
 import pytest
 
 import harness
@@ -167,6 +168,8 @@ def _direct_tls(port, c: Certs, alpn=("postgresql",)):
 # client side
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: replication= and ECDH= in the login attempt line")
 def test_require_and_verify_full_to_tls_server(pooler, tlspg, certs):
     """psql -> sluice -> PostgreSQL, TLS on both legs; PostgreSQL sees an SSL connection."""
     p = _tls_pooler(pooler, certs, target=tlspg, server_tls_sslmode="require")
@@ -182,6 +185,8 @@ def test_require_and_verify_full_to_tls_server(pooler, tlspg, certs):
                      r"TLSv1\.3/", log), log
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: replication= in the login attempt line")
 def test_plain_startup_refused_when_required(pooler, certs):
     p = _tls_pooler(pooler, certs)
     rc, out, err = p.psql("-c", "SELECT 1", env=_ssl_env("disable"))
@@ -213,6 +218,8 @@ def test_wrong_ca_refused(pooler, certs):
     assert p.psql("-c", "SELECT 1", env=_ssl_env("verify-full", root=certs.ca)) == (0, "1\n", "")
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: replication= in the login attempt line")
 def test_tls12_only_refuses_tls13_client_and_vice_versa(pooler, certs):
     p = _tls_pooler(pooler, certs, client_tls_protocols="tlsv1.2")
     rc, out, err = p.psql("-c", "SELECT 1",
@@ -276,6 +283,8 @@ def test_gssenc_request_gets_n(pooler, certs):
     t.close()
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: direct TLS (sslnegotiation=direct)")
 def test_direct_tls(pooler, certs):
     """PostgreSQL 17 direct TLS: a ClientHello with ALPN "postgresql" as the first bytes."""
     p = _tls_pooler(pooler, certs)
@@ -288,6 +297,8 @@ def test_direct_tls(pooler, certs):
     assert re.search(r"login attempt: db=appdb user=md5user tls=TLSv1\.3/", p.log_text())
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: direct TLS (sslnegotiation=direct)")
 def test_direct_tls_needs_alpn(pooler, certs):
     p = _tls_pooler(pooler, certs)
     # no ALPN at all: the handshake completes, then a FATAL over TLS
@@ -348,6 +359,9 @@ def _cached_login_error(p):
     return m_.group(1)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: a failed server TLS setup handed to the next client as the "
+    "cached login error")
 def test_server_wrong_ca_fails_login(pooler, tlspg, certs):
     p = _tls_pooler(pooler, certs, client_tls_sslmode="disable",
                     server_tls_sslmode="verify-ca", server_tls_ca_file="{dir}/other-ca.crt",
@@ -357,6 +371,9 @@ def test_server_wrong_ca_fails_login(pooler, tlspg, certs):
     p.wait_for_log(r"TLS handshake error: certificate verify failed")
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: a failed server TLS setup handed to the next client as the "
+    "cached login error")
 def test_server_require_refused_by_plain_server(pooler, pg, certs):
     """The session's scratch cluster has ssl=off: it answers 'N' to our SSLRequest."""
     p = _tls_pooler(pooler, certs, client_tls_sslmode="disable", server_tls_sslmode="require",
@@ -385,6 +402,8 @@ def test_server_client_certificate(pooler, tlspg, certs):
 # config
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: the later TLS error texts (invalid client_tls_key_file: ...)")
 def test_bad_tls_config_is_fatal_at_startup(pooler, certs):
     p = pooler(pgbouncer={"client_tls_sslmode": "require",
                           "client_tls_cert_file": "{dir}/server.crt"},
@@ -421,8 +440,9 @@ def test_reload_keeps_connections_and_old_context_on_error(pooler, certs):
     p.write_ini(ini.replace("client_tls_sslmode = require\n",
                             "client_tls_sslmode = require\nclient_tls_ciphers = NO-SUCH-CIPHER\n"))
     p.reload()
-    p.wait_for_log(r"TLS setup failed, keeping the previous TLS settings: "
-                   r"invalid client_tls_ciphers", since=mark)
+    # PgBouncer's two lines: the reason, then the one log collectors match
+    p.wait_for_log(r"ERROR invalid client_tls_ciphers: NO-SUCH-CIPHER\n.*ERROR TLS configuration "
+                   r"could not be reloaded, keeping old configuration\n", since=mark)
     assert c.execute("SELECT 2").fetchone() == (2,)
     assert p.psql("-c", "SELECT 3", env=_ssl_env()) == (0, "3\n", "")
     # a new certificate (same settings, new file content) is picked up
@@ -431,13 +451,35 @@ def test_reload_keeps_connections_and_old_context_on_error(pooler, certs):
     p.write_file("server.crt", certs.text(certs.other_crt))
     p.write_file("server.key", certs.text(certs.other_key))
     p.reload()
-    p.wait_for_log(r"TLS settings reloaded", since=mark)
+    p.wait_for_log(r"got SIGHUP, re-reading config", since=mark)
     rc, out, err = p.psql("-c", "SELECT 4", env=_ssl_env("verify-full", root=certs.ca))
     assert rc != 0 and "certificate verify failed" in err, err
     assert p.psql("-c", "SELECT 5",
                   env=_ssl_env("verify-full", root=certs.other_ca)) == (0, "5\n", "")
     assert c.execute("SELECT 6").fetchone() == (6,)  # the old session never noticed
     c.close()
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: RELOAD answering an error when the TLS settings fail")
+def test_console_reload_reports_bad_tls_settings(pooler, certs):
+    """The console's RELOAD fails when the new TLS settings do, with PgBouncer's lines (and
+    not its "RELOAD Failed" line, which is for a config that does not load); the rest of the
+    new config is in force."""
+    p = _tls_pooler(pooler, certs)
+    mark = p.log_mark()
+    p.write_ini(p.ini_text.replace("client_tls_sslmode = require\n",
+                                   "client_tls_sslmode = require\nclient_tls_ciphers = NO-SUCH\n"
+                                   "query_wait_timeout = 77\n"))
+    with pytest.raises(psycopg.Error) as e:
+        p.admin("RELOAD")
+    assert (e.value.diag.sqlstate, e.value.diag.message_primary) == (
+        "F0000", "RELOAD failed, see logs for additional details")
+    p.wait_for_log(r"ERROR invalid client_tls_ciphers: NO-SUCH\n.*ERROR TLS configuration could "
+                   r"not be reloaded, keeping old configuration\n", since=mark)
+    assert "RELOAD Failed" not in p.log_text()[mark:]
+    assert {r["key"]: r["value"] for r in p.show("CONFIG")}["query_wait_timeout"] == "77"
+    assert p.psql("-c", "SELECT 1", env=_ssl_env()) == (0, "1\n", "")
 
 
 # ---------------------------------------------------------------------------

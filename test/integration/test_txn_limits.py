@@ -115,6 +115,7 @@ def test_query_wait_timeout(pooler, pg):
         assert c.execute("SELECT 3").fetchone() == (3,)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: query_wait_notify")
 def test_query_wait_notify(pooler, pg):
     p = pooler(pgbouncer=_cfg(default_pool_size=1, query_wait_timeout=20, query_wait_notify=1))
     a = _connect(p)
@@ -168,6 +169,7 @@ def test_idle_transaction_timeout(pooler, pg):
         assert d.execute("SELECT pg_current_xact_id_if_assigned() IS NULL").fetchone() == (True,)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: transaction_timeout")
 def test_transaction_timeout(pooler, pg):
     p = pooler(pgbouncer=_cfg(default_pool_size=1, transaction_timeout=1))
     c = pgwire.Conn.connect(port=p.port, user="md5user", password="md5pass", database="appdb")
@@ -290,6 +292,92 @@ def test_server_lifetime_applies_to_busy_server_on_release(pooler, pg):
         assert c.execute("SELECT pg_backend_pid()").fetchone()[0] != pid1
 
 
+def test_server_lifetime_zero_uses_each_server_once(pooler, pg):
+    """server_lifetime = 0: a server is closed when released, every transaction gets a new
+    one (PgBouncer's "use once")."""
+    p = pooler(pgbouncer=_cfg(server_lifetime=0, default_pool_size=1))
+    with _connect(p) as c:
+        pids = [c.execute("SELECT pg_backend_pid()").fetchone()[0] for _ in range(3)]
+    assert len(set(pids)) == 3, pids
+    p.wait_for_log(r"closing because: server lifetime over")
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: server_lifetime in [databases]")
+def test_database_server_lifetime_on_release(pooler, pg):
+    """The [databases] entry's server_lifetime applies when a busy server is released too,
+    not only to idle ones in the janitor; 0 there means the global value."""
+    p = pooler(pgbouncer=_cfg(server_idle_timeout=0, default_pool_size=1),
+               databases={"appdb": "host={pg_host} port={pg_port} server_lifetime=1",
+                          "zero": "host={pg_host} port={pg_port} dbname=appdb server_lifetime=0"})
+    with _connect(p) as c:
+        c.execute("BEGIN")
+        pid1 = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        c.execute("SELECT pg_sleep(1.2)")
+        c.execute("COMMIT")
+        assert c.execute("SELECT pg_backend_pid()").fetchone()[0] != pid1
+    with _connect(p, dbname="zero") as c:  # global 3600 s: the same server throughout
+        pids = {c.execute("SELECT pg_backend_pid()").fetchone()[0] for _ in range(3)}
+        assert len(pids) == 1
+    assert {r["name"]: r["server_lifetime"] for r in p.show("DATABASES")}["zero"] == 3600
+
+
+_LIFETIME_CLOSE = re.compile(r"^\S+ (\d\d):(\d\d):(\d\d\.\d+) .* closing because: server lifetime over",
+                             re.M)
+
+
+def test_server_lifetime_closes_are_spread(pooler, pg):
+    """Servers opened together are not all closed together when their lifetime ends: at most
+    one per server_lifetime / pool_size (here 2 s / 4), as PgBouncer spaces them, so a pool
+    does not reconnect all at once."""
+    p = pooler(pgbouncer=_cfg(pool_mode="session", default_pool_size=4, server_lifetime=2,
+                              server_idle_timeout=0))
+    clients = [_connect(p) for _ in range(4)]
+    for c in clients:
+        c.execute("SELECT 1")
+    for c in clients:
+        c.close()
+    harness.wait_until(lambda: len(_LIFETIME_CLOSE.findall(p.log_text())) == 4, 20,
+                       what="four lifetime closes")
+    times = [int(h) * 3600 + int(m) * 60 + float(sec)
+             for h, m, sec in _LIFETIME_CLOSE.findall(p.log_text())]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert all(g >= 0.45 for g in gaps), gaps
+
+
+def test_lowered_pool_size_closes_extra_servers(pooler, pg):
+    """SET default_pool_size below the servers a pool holds: the janitor closes the unused
+    extra ones ("too many servers in the pool") instead of keeping them until their
+    lifetime ends."""
+    p = pooler(pgbouncer=_cfg(pool_mode="session", default_pool_size=3, server_idle_timeout=0))
+    clients = [_connect(p) for _ in range(3)]
+    for c in clients:
+        c.execute("SELECT 1")
+    for c in clients:
+        c.close()
+    harness.wait_until(lambda: len(_server_pids(pg)) == 3, 10, what="three servers")
+    p.admin("SET default_pool_size = 1")
+    harness.wait_until(lambda: len(_server_pids(pg)) == 1, 10, what="two servers closed")
+    assert len(re.findall(r"closing because: too many servers in the pool", p.log_text())) == 2
+    with _connect(p) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_database_min_pool_size_keeps_idle_servers(pooler, pg):
+    """The [databases] entry's min_pool_size holds against server_idle_timeout: the servers it
+    keeps are not closed as idle (and reopened by the min_pool_size upkeep, over and
+    over)."""
+    p = pooler(pgbouncer=_cfg(server_idle_timeout=1),
+               databases={"appdb": "host={pg_host} port={pg_port} min_pool_size=2"})
+    with _connect(p) as c:
+        c.execute("SELECT 1")
+        harness.wait_until(lambda: len(_server_pids(pg)) == 2, 10, what="min_pool_size servers")
+        before = _server_pids(pg)
+        time.sleep(2.5)  # well past server_idle_timeout, several janitor passes
+        assert _server_pids(pg) == before
+        assert "server idle timeout" not in p.log_text()
+
+
 def test_server_dying_under_its_client(pooler, pg):
     """The backend of a session in use is terminated: the client gets PostgreSQL's 57P01, then
     FATAL "server conn crashed?"; the log has the server's line before the client's, as
@@ -308,6 +396,9 @@ def test_server_dying_under_its_client(pooler, pg):
     assert _connect(p).execute("SELECT 2").fetchone() == (2,)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: the server's message after \"got packet 'E' from server when not "
+    "linked\"")
 def test_idle_server_terminated(pooler, pg):
     """An idle server's backend is terminated: PostgreSQL's FATAL arrives with no client
     linked. PgBouncer's lines (with the server's message added to the warning), and the next
@@ -325,6 +416,8 @@ def test_idle_server_terminated(pooler, pg):
     assert a.execute("SELECT pg_backend_pid()").fetchone()[0] != pid
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    'not in PgBouncer 1.18: the cached error in "server login has been failing"')
 def test_server_login_retry_cached_server_error(pooler, pg):
     """Server login fails with an ErrorResponse: the client waiting gets it, the next
     client within server_login_retry gets the cached error; later, service resumes."""
@@ -434,6 +527,8 @@ class _Proxy:
                     pass
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    'not in PgBouncer 1.18: the cached error in "server login has been failing"')
 def test_server_login_retry_connect_failed(pooler, pg):
     """The server host stops accepting connections. Spec 1d: nothing is sent at once; the
     pool remembers the reason, and a client that needs a server within server_login_retry
@@ -480,6 +575,9 @@ def test_server_check_query_every_time(pooler, pg):
     b.close()
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: protocol-level prepared statements in transaction mode "
+    "(max_prepared_statements)")
 def test_server_reset_query_always(pooler, pg):
     p = pooler(pgbouncer=_cfg(default_pool_size=1, server_reset_query_always=1))
     default = pg.sql("SHOW work_mem", db="appdb")[0][0]
@@ -625,6 +723,7 @@ def test_max_db_connections(pooler, pg):
     ], 2)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: max_db_client_connections")
 def test_max_db_client_connections(pooler, pg):
     p = pooler(pgbouncer=_cfg(max_db_client_connections=2))
     a = _connect(p)
@@ -640,6 +739,7 @@ def test_max_db_client_connections(pooler, pg):
     assert b.execute("SELECT 1").fetchone() == (1,)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: max_user_client_connections")
 def test_max_user_client_connections(pooler, pg):
     p = pooler(pgbouncer=_cfg(max_user_client_connections=2))
     a = _connect(p)

@@ -4,10 +4,17 @@
 
 namespace sluice {
 
+// How a RELOAD went (the failures are already logged).
+enum class ReloadResult {
+    Ok,
+    Failed,     // the config or auth_file did not load: nothing changed
+    TlsFailed,  // applied, except the new TLS settings: the previous contexts stay
+};
+
 // What the console needs from the process (main owns config reloads and shutdown).
 struct AdminProcess {
-    // RELOAD: re-reads the config and auth files. False = the load failed (already logged).
-    bool (*reload)() = nullptr;
+    // RELOAD (as SIGHUP): re-reads the config, auth_file and hba file.
+    ReloadResult (*reload)() = nullptr;
     // SHUTDOWN WAIT_FOR_CLIENTS (true) / WAIT_FOR_SERVERS (false), as SIGTERM / SIGINT.
     void (*shutdown)(bool wait_for_clients) = nullptr;
     // After a successful SET: re-apply settings main caches (log level, logfile, syslog).

@@ -353,6 +353,7 @@ struct Pool {
     std::string last_login_error;  // ErrorResponse packet of the last failed login
     usec_t last_login_failure = 0;
     uint16_t connect_failures = 0;  // TCP connects refused in a row (reset by one that works)
+    usec_t last_lifetime_close = 0;  // when server_lifetime last closed one of its servers
 
     // stats
     uint64_t xact_count = 0;
@@ -384,6 +385,9 @@ struct Pool {
     PoolMode mode() const noexcept { return limits().mode; }
     int pool_size() const noexcept { return limits().size; }
     int reserve_size() const noexcept;
+    int min_size() const noexcept;  // min_pool_size: the database's, else the global one
+    // server_lifetime: the database's when set (> 0), else the global one (0 = use once).
+    usec_t server_lifetime() const noexcept;
 
 private:
     struct Limits {

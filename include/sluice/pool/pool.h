@@ -69,6 +69,14 @@ bool pool_refuse_if_login_failing(Client& c);
 void pool_launch_if_needed(Pool& p);
 // Keeps min_pool_size servers open (janitor).
 void pool_ensure_min(Pool& p);
+// An unused server older than its pool's server_lifetime is closed ("server lifetime over"),
+// at most one per lifetime / pool_size per pool, as PgBouncer spaces them: servers opened
+// together (a burst of clients, a restart) do not all reconnect at the same moment. True =
+// closed.
+bool pool_close_if_life_over(Server& s, usec_t now);
+// Janitor: a pool holding more servers than pool_size + reserve_pool_size (the size was
+// lowered by RELOAD or SET) closes unused ones ("too many servers in the pool").
+void pool_trim(Pool& p);
 // A server is gone; maybe launch a replacement.
 void pool_server_gone(Pool& p);
 // Janitor: auto-databases without clients or servers for autodb_idle_timeout are dropped
