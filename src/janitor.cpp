@@ -158,6 +158,7 @@ void janitor_run() {
             now - c.connect_time >= settings().client_login_timeout)
             c.fatal("08P01", "client_login_timeout");
     });
+    pool_create_forced_min();
     for (auto& p : rt().pools)
         check_pool(*p, now);
     pool_drop_idle_autodbs(now);

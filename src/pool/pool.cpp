@@ -109,8 +109,19 @@ const Pool::Limits& Pool::compute_limits() const noexcept {
     return limits_;
 }
 
+int database_min_pool_size(const Database& db) noexcept {
+    return db.entry.min_pool_size >= 0 ? db.entry.min_pool_size : settings().min_pool_size;
+}
+
 int Pool::min_size() const noexcept {
-    return db->entry.min_pool_size >= 0 ? db->entry.min_pool_size : settings().min_pool_size;
+    return database_min_pool_size(*db);
+}
+
+void pool_create_forced_min() {
+    for (auto& [name, db] : g_rt.databases)
+        if (!db->admin && !db->dirty && !db->entry.user.empty() &&
+            database_min_pool_size(*db) > 0)
+            static_cast<void>(get_pool(db.get(), get_user(db->entry.user), db->entry.user));
 }
 
 usec_t Pool::server_lifetime() const noexcept {

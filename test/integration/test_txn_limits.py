@@ -378,6 +378,19 @@ def test_database_min_pool_size_keeps_idle_servers(pooler, pg):
         assert "server idle timeout" not in p.log_text()
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: min_pool_size servers for a forced-user database before any client")
+def test_min_pool_size_of_forced_user_database_before_any_client(pooler, pg):
+    """A forced-user database's min_pool_size servers are opened at start-up, before any
+    client connects (a warm pool after a restart), and the first client uses one."""
+    p = pooler(pgbouncer=_cfg(min_pool_size=2),
+               databases={"forced": "host={pg_host} port={pg_port} dbname=appdb user=md5user"})
+    harness.wait_until(lambda: len(_server_pids(pg)) == 2, 10, what="servers with no client")
+    before = _server_pids(pg)
+    with _connect(p, dbname="forced") as c:
+        assert c.execute("SELECT pg_backend_pid()").fetchone()[0] in before
+
+
 def test_server_dying_under_its_client(pooler, pg):
     """The backend of a session in use is terminated: the client gets PostgreSQL's 57P01, then
     FATAL "server conn crashed?"; the log has the server's line before the client's, as

@@ -69,6 +69,11 @@ bool pool_refuse_if_login_failing(Client& c);
 void pool_launch_if_needed(Pool& p);
 // Keeps min_pool_size servers open (janitor).
 void pool_ensure_min(Pool& p);
+// min_pool_size of a database: its [databases] entry's, else the global one.
+int database_min_pool_size(const Database& db) noexcept;
+// Janitor: a forced-user database with a min_pool_size gets its pool before any client
+// comes (as later PgBouncer releases), so pool_ensure_min opens its servers at start-up.
+void pool_create_forced_min();
 // An unused server older than its pool's server_lifetime is closed ("server lifetime over"),
 // at most one per lifetime / pool_size per pool, as PgBouncer spaces them: servers opened
 // together (a burst of clients, a restart) do not all reconnect at the same moment. True =
