@@ -23,9 +23,11 @@ import pytest
 import harness
 import tlsutil
 
-pytestmark = pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: auth_ident_file")
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed"),
+    pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: auth_ident_file"),
+]
 
 CERT_FAILED = "error: certificate authentication failed"
 REJECTED = "error: login rejected"
