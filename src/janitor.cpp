@@ -38,6 +38,13 @@ void check_pool(Pool& p, usec_t now) {
                 c.fatal("08P01", "client_login_timeout");
             return;
         }
+        // query_timeout (the global one, as PgBouncer) covers time in the queue too, and
+        // comes before query_wait_timeout; its client-side text has the underscore.
+        usec_t queued = c.wait_for_welcome ? now - c.connect_time : waited;
+        if (st.query_timeout > 0 && queued >= st.query_timeout) {
+            c.fatal("08P01", "query_timeout");
+            return;
+        }
         if (c.wait_for_welcome) {
             // Logged in, waiting for the pool's first server. query_wait_timeout counts from
             // the connection here and comes first, as in PgBouncer.

@@ -115,6 +115,24 @@ def test_query_wait_timeout(pooler, pg):
         assert c.execute("SELECT 3").fetchone() == (3,)
 
 
+def test_query_timeout_counts_time_in_the_queue(pooler, pg):
+    """query_timeout covers a query still waiting for a server too: the queued client is
+    closed with "query_timeout" (PgBouncer's client-side text) long before
+    query_wait_timeout. The session holding the server is not touched: it runs no query."""
+    p = pooler(pgbouncer=_cfg(pool_mode="session", default_pool_size=1, query_timeout=1,
+                              query_wait_timeout=30))
+    a = _connect(p)
+    a.execute("SELECT 1")  # a's session holds the only server
+    b = _connect(p)
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError, match="query_timeout"):
+        b.execute("SELECT 1")
+    assert time.monotonic() - started < 20  # not query_wait_timeout's 30 s
+    p.wait_for_log(r"C-\S+: appdb/md5user@\S+ closing because: query_timeout \(age=")
+    time.sleep(1.5)  # a is idle past query_timeout: still served
+    assert a.execute("SELECT 2").fetchone() == (2,)
+
+
 @pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: query_wait_notify")
 def test_query_wait_notify(pooler, pg):
     p = pooler(pgbouncer=_cfg(default_pool_size=1, query_wait_timeout=20, query_wait_notify=1))
