@@ -433,7 +433,7 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         w.finish();
     }
 
-    Database* d = find_database(db_name());
+    Database* d = find_database(db_name(), this);
     admin = d && d->admin;
     if (!admin) {
         if (st.max_client_conn > 0 && rt().client_count >= st.max_client_conn) {
@@ -461,7 +461,7 @@ void Client::start_auth() {
     }
     if (settings().auth_type == AuthType::Any) {
         // The user name is ignored: every database must log in as its forced user.
-        Database* d = admin ? nullptr : find_database(db_name());
+        Database* d = admin ? nullptr : find_database(db_name(), this);
         if (d && d->entry.user.empty()) {
             slog_error(this, "auth_type=any requires forced user");
             fatal("08P01", "bouncer config error");
@@ -579,7 +579,7 @@ PacketAction Client::finish_login() {
     auth = AuthStep::Done;
     sb.set_hold_limit(settings().max_packet_size);  // authenticated: the login cap is lifted
     login->scram.reset();  // the exchange is over: its state (and secrets) go
-    db = find_database(db_name());
+    db = find_database(db_name(), this);
     if (admin) {
         if (!g_admin_hooks.check_access || !g_admin_hooks.check_access(*this)) {
             fatal("08P01", "not allowed");

@@ -35,7 +35,7 @@ ConnInfo Client::conn_info() const {
 // closed. False: no auth_query applies; go on with mock authentication.
 bool Client::start_auth_query() {
     const Settings& st = settings();
-    Database* d = find_database(db_name());
+    Database* d = find_database(db_name(), this);
     if (!d)
         return false;  // mock authentication, then "no such database"
     const DatabaseEntry& e = d->entry;
@@ -45,7 +45,7 @@ bool Client::start_auth_query() {
     const std::string& auth_dbname = !e.auth_dbname.empty() ? e.auth_dbname : st.auth_dbname;
     Database* adb = d;
     if (!auth_dbname.empty()) {
-        adb = find_database(auth_dbname);
+        adb = find_database(auth_dbname, this);
         if (!adb) {
             slog_error(this, "authentication database \"%s\" is not configured.",
                        auth_dbname.c_str());
@@ -73,7 +73,7 @@ bool Client::start_auth_query() {
 
 void Client::send_auth_query() {
     Server& s = *server;
-    Database* d = find_database(db_name());
+    Database* d = find_database(db_name(), this);
     const std::string& q =
         d && !d->entry.auth_query.empty() ? d->entry.auth_query : settings().auth_query;
     slog_debug(this, "doing auth_query for user %s", user_name().c_str());
@@ -112,7 +112,7 @@ PacketAction Client::on_auth_query_reply(Server& s, uint8_t type, std::span<cons
         fatal("08P01", "no such user");
         return ret;
     }
-    Database* d = find_database(db_name());
+    Database* d = find_database(db_name(), this);
     if (!d) {  // dropped by a RELOAD meanwhile
         fatal("08P01", "no such database: %s", db_name().c_str());
         return ret;

@@ -238,7 +238,7 @@ void apply_config_objects() {
         get_user(ue.name)->entry = &ue;
 }
 
-Database* find_database(const std::string& name) {
+Database* find_database(const std::string& name, const LogSubject* who) {
     auto it = g_rt.databases.find(name);
     if (it != g_rt.databases.end())
         return it->second->dirty ? nullptr : it->second.get();
@@ -253,7 +253,7 @@ Database* find_database(const std::string& name) {
         db->paused = pause_mode() != PauseMode::None;  // born during a global PAUSE
         Database* out = db.get();
         g_rt.databases[name] = std::move(db);
-        log_info("registered new auto-database: db=%s", name.c_str());  // PgBouncer's line
+        slog_info(who, "registered new auto-database: db=%s", name.c_str());  // PgBouncer's
         return out;
     }
     return nullptr;

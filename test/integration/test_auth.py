@@ -91,7 +91,8 @@ def test_login_log_lines_as_pgbouncer(pooler):
     with pytest.raises(psycopg.OperationalError, match='database "nosuchdb" does not exist'):
         p.connect("md5user", dbname="nosuchdb")
     pre = r"C-0x[0-9a-f]+: nosuchdb/md5user@127\.0\.0\.1:\d+ "
-    p.wait_for_log(r"LOG registered new auto-database: db=nosuchdb")
+    p.wait_for_log(r"LOG C-0x[0-9a-f]+: \S+@127\.0\.0\.1:\d+ registered new auto-database: "
+                   r"db=nosuchdb\n")  # with the client's prefix, as PgBouncer
     p.wait_for_log(pre + r'closing because: database "nosuchdb" does not exist \(age=\d+s\)\n'
                    r".*WARNING " + pre + r'pooler error: database "nosuchdb" does not exist\n')
     assert "unexpected eof" not in p.log_text()  # the probe

@@ -49,7 +49,8 @@ inline const Settings& settings() {
 // Loads databases and users from rt().cfg (start-up and reload).
 void apply_config_objects();
 // Finds a database; creates it from the "*" entry when that exists. nullptr = no such db.
-Database* find_database(const std::string& name);
+// `who` (a client, the console) prefixes the "registered new auto-database" line.
+Database* find_database(const std::string& name, const LogSubject* who = nullptr);
 // The auth_file entry for a user (credentials), or nullptr.
 User* find_user(const std::string& name);
 // Creates the user object if needed (forced users may lack an auth_file line).
