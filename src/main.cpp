@@ -364,24 +364,48 @@ void log_fd_limit(const Config& cfg, const UserList& userlist) {
              as_ll(lim.rlim_cur), as_ll(lim.rlim_max), st.max_client_conn, expected);
 }
 
+// PgBouncer's pidfile rules: a pidfile naming a live process (or one we may not signal), or
+// one that is empty or unreadable, means another instance; one naming a dead process is
+// removed. Checked before daemonizing, so that the message reaches the terminal.
+void check_pidfile(const std::string& path) {
+    if (path.empty())
+        return;
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return;
+        die("could not open pidfile '%s': %s", path.c_str(), strerror(errno));
+    }
+    char buf[129];
+    ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+    int read_errno = errno;
+    ::close(fd);
+    if (n < 0)
+        die("could not read pidfile '%s': %s", path.c_str(), strerror(read_errno));
+    buf[n] = '\0';
+    long pid = n > 0 ? atol(buf) : 0;
+    if (pid <= 0 || kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)
+        die("pidfile '%s' exists, another instance running?", path.c_str());
+    log_info("stale pidfile, removing");
+    if (::unlink(path.c_str()) != 0)
+        die("could not remove stale pidfile: %s", strerror(errno));
+}
+
+// Written once listening; O_EXCL: a second instance that got past check_pidfile at the same
+// moment fails here instead of overwriting.
 void write_pidfile(const std::string& path) {
     if (path.empty())
         return;
-    // Refuse to start over a live instance.
-    if (FILE* f = fopen(path.c_str(), "r")) {
-        long pid = 0;
-        if (fscanf(f, "%ld", &pid) == 1 && pid > 0 && kill(static_cast<pid_t>(pid), 0) == 0) {
-            fclose(f);
-            die("pidfile %s exists and process %ld is running, another instance?", path.c_str(),
-                pid);
-        }
-        fclose(f);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        die("could not open pidfile '%s': %s", path.c_str(), strerror(errno));
+    std::string text = std::to_string(getpid()) + "\n";
+    if (::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+        int e = errno;
+        ::close(fd);
+        die("could not write pidfile '%s': %s", path.c_str(), strerror(e));
     }
-    FILE* f = fopen(path.c_str(), "w");
-    if (!f)
-        die("cannot write pidfile %s: %s", path.c_str(), strerror(errno));
-    fprintf(f, "%d\n", static_cast<int>(getpid()));
-    fclose(f);
+    ::close(fd);
     g_pidfile = path;
 }
 
@@ -478,9 +502,9 @@ int run(int argc, char** argv) {
         r.cfg.settings.conffile = o.config;
     const Settings& st = r.cfg.settings;
     if (o.daemon && st.pidfile.empty())
-        die("pidfile is required for daemonizing");
-    if (o.daemon && st.logfile.empty() && !st.syslog)
-        die("a logfile or syslog is required for daemonizing");
+        die("daemon needs pidfile configured");
+    if (o.daemon && st.logfile.empty() && !st.syslog)  // PgBouncer runs silently
+        log_warning("no logfile and no syslog: the daemon's log lines go nowhere");
     if (o.reboot)
         log_warning("online restart (-R) is not supported; starting normally");
 
@@ -508,6 +532,9 @@ int run(int argc, char** argv) {
     }
     signal(SIGPIPE, SIG_IGN);
 
+    if (unix_socket_in_use(st.unix_socket_dir, st.listen_port))
+        die("unix socket is in use, cannot continue");
+    check_pidfile(st.pidfile);
     if (o.daemon)
         daemonize();
 

@@ -169,31 +169,47 @@ bool open_tcp(const ListenConfig& cfg, const std::string& host,
     return ok;
 }
 
-bool open_unix(const ListenConfig& cfg, std::string& err) {
-    std::string path = cfg.unix_dir + "/.s.PGSQL." + std::to_string(cfg.port);
-    sockaddr_un un{};
+// The socket file's address; false when the path does not fit.
+bool unix_address(const std::string& dir, int port, sockaddr_un& un, socklen_t& len,
+                  std::string& path) {
+    path = dir + "/.s.PGSQL." + std::to_string(port);
+    un = sockaddr_un{};
     un.sun_family = AF_UNIX;
-    bool abstract = cfg.unix_dir[0] == '@';
-    if (path.size() >= sizeof(un.sun_path)) {
+    if (path.size() >= sizeof(un.sun_path))
+        return false;
+    memcpy(un.sun_path, path.c_str(), path.size());
+    len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+    return true;
+}
+
+bool probe_connects(const sockaddr_un& un, socklen_t len) {
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return false;
+    bool live = connect(probe, reinterpret_cast<const sockaddr*>(&un), len) == 0;
+    close(probe);
+    return live;
+}
+
+bool open_unix(const ListenConfig& cfg, std::string& err) {
+    sockaddr_un un;
+    socklen_t len;
+    std::string path;
+    if (!unix_address(cfg.unix_dir, cfg.port, un, len, path)) {
         err = "unix socket path too long: " + path;
         return false;
     }
-    memcpy(un.sun_path, path.c_str(), path.size());
-    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+    bool abstract = cfg.unix_dir[0] == '@';
     if (abstract) {
         un.sun_path[0] = '\0';
+        len = static_cast<socklen_t>(len - 1);  // abstract: no terminating NUL
     } else {
         // A stale socket from a dead process would make bind fail: probe, then remove.
-        int probe = socket(AF_UNIX, SOCK_STREAM, 0);
-        if (probe >= 0 && connect(probe, reinterpret_cast<sockaddr*>(&un), len + 1) == 0) {
-            close(probe);
-            err = "unix socket " + path + " is in use by a running process";
+        if (probe_connects(un, len)) {
+            err = "unix socket is in use, cannot continue";
             return false;
         }
-        if (probe >= 0)
-            close(probe);
         unlink(path.c_str());
-        len = static_cast<socklen_t>(len + 1);
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -287,6 +303,15 @@ void listeners_close(bool keep_unix) {
 void listeners_pause(bool paused) {
     g_paused = paused;
     apply_watches();
+}
+
+bool unix_socket_in_use(const std::string& dir, int port) {
+    sockaddr_un un;
+    socklen_t len;
+    std::string path;
+    if (dir.empty() || dir[0] == '@' || !unix_address(dir, port, un, len, path))
+        return false;
+    return probe_connects(un, len);
 }
 
 }  // namespace sluice

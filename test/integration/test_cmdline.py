@@ -185,3 +185,80 @@ def test_startup_fd_limit_line(pooler):
     assert log.index(line) < log.index("LOG listening on"), log
     assert re.search(r"LOG process up: \S+ \S+, libevent \S+ \(epoll\), adns: [^,]+, "
                      r"tls: OpenSSL", log), log
+
+
+def _dead_pid():
+    """A pid no process has (for a stale pidfile)."""
+    pid = 4_000_000
+    while harness.pid_alive(pid) or os.path.exists(f"/proc/{pid}"):
+        pid += 1
+    return pid
+
+
+def test_second_instance_refused(pooler):
+    """A second instance over a running one stops at once with PgBouncer's messages: its
+    unix socket is in use, or (another port and socket directory) its pidfile names a live
+    process. The running instance is not disturbed."""
+    a = pooler()
+    same_socket = pooler(start=False, pgbouncer={"listen_port": str(a.port),
+                                                 "unix_socket_dir": a.dir, "pidfile": "",
+                                                 "logfile": None})
+    r = _run(same_socket.argv())
+    assert r.returncode != 0
+    assert "FATAL unix socket is in use, cannot continue" in r.stdout + r.stderr
+    pidfile = os.path.join(a.dir, "pooler.pid")
+    same_pidfile = pooler(start=False, pgbouncer={"pidfile": pidfile, "logfile": None})
+    r = _run(same_pidfile.argv())
+    assert r.returncode != 0
+    # PgBouncer 1.18 leaves the path out of the message, later releases name it
+    assert re.search(r"FATAL pidfile ('\S*pooler\.pid' )?exists, another instance running\?",
+                     r.stdout + r.stderr), r.stdout + r.stderr
+    assert _read_pid(pidfile) == a.pid
+    assert a.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+
+
+def test_stale_pidfile_removed(pooler):
+    """A pidfile naming a dead process is removed ("stale pidfile, removing") and rewritten,
+    and removed again at exit."""
+    p = pooler(start=False)
+    pidfile = os.path.join(p.dir, "pooler.pid")
+    with open(pidfile, "w") as f:
+        f.write(f"{_dead_pid()}\n")
+    p.start()
+    p.wait_for_log(r"LOG stale pidfile, removing\n")
+    assert _read_pid(pidfile) == p.pid
+    p.stop()
+    assert not os.path.exists(pidfile)
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: the later text for an empty pidfile (1.18: could not read pidfile)")
+def test_empty_pidfile_refused(pooler):
+    """An empty pidfile counts as another instance (one may be writing it right now), and
+    is left alone."""
+    p = pooler(start=False, pgbouncer={"logfile": None})
+    pidfile = os.path.join(p.dir, "pooler.pid")
+    open(pidfile, "w").close()
+    r = _run(p.argv())
+    assert r.returncode != 0
+    assert re.search(r"FATAL pidfile '\S+' exists, another instance running\?", r.stderr), r.stderr
+    assert os.path.exists(pidfile)
+
+
+def test_daemon_without_logfile_runs(pooler):
+    """-d with neither logfile nor syslog starts, as PgBouncer does (its lines go nowhere;
+    sluice warns on the terminal first)."""
+    p = pooler(args=["-d"], start=False, pgbouncer={"logfile": None})
+    pidfile = os.path.join(p.dir, "pooler.pid")
+    r = _run(p.argv())
+    assert r.returncode == 0, r.stdout + r.stderr
+    pid = None
+    try:
+        pid = harness.wait_until(lambda: _read_pid(pidfile), 15, what="pidfile")
+        harness.wait_until(lambda: _listening(p.port), 15, what="daemon listening")
+        assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+        os.kill(pid, signal.SIGTERM)
+        harness.wait_until(lambda: not harness.pid_alive(pid), 30, what="daemon exit")
+    finally:
+        if pid and harness.pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -32,6 +32,9 @@ using AcceptFn = void (*)(int fd, const PeerAddr& peer, bool is_unix, bool input
 [[nodiscard]] bool listeners_open(const ListenConfig& cfg, AcceptFn fn, std::string& err);
 // Stops accepting on TCP (shutdown) or on everything; removes the unix socket file on close.
 void listeners_close(bool keep_unix);
+// True when another process accepts on dir's .s.PGSQL.<port> (a running instance); checked
+// at start-up before daemonizing, as PgBouncer does.
+bool unix_socket_in_use(const std::string& dir, int port);
 // Re-applies TCP options to the TCP listeners (RELOAD / SET): later connections inherit them.
 void listeners_tune(const TcpOptions& o);
 
