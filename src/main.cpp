@@ -153,9 +153,9 @@ void log_config_error(const std::string& err) {
     }
 }
 
-// Re-reads config, auth_file and hba (SIGHUP, admin RELOAD); failures are logged. A config or
-// auth_file that does not load changes nothing; bad new TLS settings leave the TLS contexts as
-// they were while everything else is applied (as PgBouncer).
+// Re-reads config, auth_file and hba (SIGHUP, admin RELOAD); failures are logged. A config
+// that does not load changes nothing; an unreadable auth_file keeps the users loaded before and
+// bad new TLS settings the TLS contexts, while everything else is applied (as PgBouncer).
 ReloadResult reload() {
     Config next;
     std::string err;
@@ -175,11 +175,13 @@ ReloadResult reload() {
         static_cast<void>(apply_setting(merged, info.name, v, ignored));
     }
     next.settings = merged;
+    // An auth_file that cannot be read (logged) keeps the users already loaded; the rest of
+    // the new config applies, as PgBouncer's RELOAD does.
     UserList users;
-    if (!load_auth_file(next.settings, users))
-        return ReloadResult::Failed;
+    bool users_ok = load_auth_file(next.settings, users);
     rt().cfg = std::move(next);
-    rt().userlist = std::move(users);
+    if (users_ok)
+        rt().userlist = std::move(users);
     load_hba(settings());
     apply_config_objects();
     bool tls_ok = apply_tls_settings();

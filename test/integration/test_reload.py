@@ -1,5 +1,6 @@
 """SIGHUP re-reads the ini: a raised default_pool_size lets a queued client through."""
 
+import os
 import re
 import threading
 
@@ -67,6 +68,24 @@ def test_sighup_with_unchanged_config_keeps_serving(pooler):
         p.wait_for_log(r"got SIGHUP, re-reading config", since=mark)
         assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
     assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+
+
+def test_reload_without_auth_file_applies_the_config_and_keeps_users(pooler):
+    """The auth_file cannot be read at RELOAD (a deploy replacing it, a wrong path): the
+    error is logged, the users and secrets already loaded stay, and the rest of the new
+    config applies; the console's RELOAD succeeds, as PgBouncer's."""
+    p = pooler()
+    userlist = p.substitute("{dir}/userlist.txt")
+    os.rename(userlist, userlist + ".moved")
+    mark = p.log_mark()
+    p.write_ini(harness.make_ini(databases={"newdb": "host={pg_host} port={pg_port} "
+                                                      "dbname=appdb"}))
+    assert p.admin("RELOAD") == []
+    p.wait_for_log(r"ERROR could not open auth_file \S*userlist\.txt", since=mark)
+    with p.connect(dbname="newdb") as c:  # the new line, an md5 user from the old list
+        assert c.execute("SELECT current_database()").fetchone() == ("appdb",)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        p.connect(password="wrong")
 
 
 def _removed_from_config(p, keep_fallback):

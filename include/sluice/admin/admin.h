@@ -7,7 +7,7 @@ namespace sluice {
 // How a RELOAD went (the failures are already logged).
 enum class ReloadResult {
     Ok,
-    Failed,     // the config or auth_file did not load: nothing changed
+    Failed,     // the config did not load: nothing changed
     TlsFailed,  // applied, except the new TLS settings: the previous contexts stay
 };
 
