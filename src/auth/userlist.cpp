@@ -37,9 +37,10 @@ bool is_blank(char c) noexcept {
     }
 }
 
+// Starts with PgBouncer's "broken auth file", the phrase log collectors match.
 void warn_line(std::string_view source, size_t lineno, const char* what) {
-    log_warning("%.*s:%zu: broken auth file line skipped: %s", static_cast<int>(source.size()),
-                source.data(), lineno, what);
+    log_error("broken auth file: %.*s:%zu: %s; line skipped", static_cast<int>(source.size()),
+              source.data(), lineno, what);
 }
 
 struct FileClose {

@@ -162,3 +162,16 @@ def test_any_logs_in_as_forced_user(pooler):
     assert rc != 0 and _fatal(err) == "bouncer config error"
     p.wait_for_log(r"auth_type=any requires forced user")
 
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 stops loading the auth_file at the first broken line")
+def test_broken_auth_file_line_is_skipped(pooler, pg):
+    """A broken auth_file line is reported with PgBouncer's "broken auth file" and skipped:
+    the users after it still log in (PgBouncer stops at that line and loses them)."""
+    pw = pg.passwords
+    p = pooler(userlist=[f'"postgres" "{pw["postgres"]}"', 'scramuser "no quotes"',
+                         f'"md5user" "{pw["md5user"]}"'])
+    p.wait_for_log(r"ERROR broken auth file: \S*userlist\.txt:2: ")
+    with p.connect("md5user") as c:
+        assert c.execute("SELECT current_user").fetchone() == ("md5user",)
+
