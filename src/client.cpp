@@ -102,6 +102,23 @@ PeerAddr Client::local_addr() const {
     return l;
 }
 
+// PgBouncer's address text for application_name_add_host: host:port, [v6]:port, and for a
+// unix socket unix(<peer pid>@<our host name>):<listen port>.
+std::string Client::address_details() const {
+    if (addr.is_unix()) {
+        static std::string host = [] {
+            char name[256] = {};
+            return gethostname(name, sizeof(name) - 1) == 0 ? std::string(name)
+                                                            : std::string("somehost");
+        }();
+        std::string port = std::to_string(settings().listen_port);
+        return peer_pid > 0 ? "unix(" + std::to_string(peer_pid) + "@" + host + "):" + port
+                            : "unix:" + port;
+    }
+    std::string port = std::to_string(addr.port());
+    return addr.family == AF_INET6 ? "[" + addr.host() + "]:" + port : addr.host() + ":" + port;
+}
+
 size_t Client::log_prefix(char* buf, size_t size) const noexcept {
     int n;
     const char* dbn = db_name().empty() ? "(nodb)" : db_name().c_str();
@@ -419,6 +436,14 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
     std::vector<std::string> option_values;
     if (!startup_options.empty() && !apply_startup_options(startup_options, v, option_values))
         return PacketAction::Closed;
+    // application_name_add_host: "<name, else app> - <client address>", PgBouncer's text; it
+    // reaches the server, SHOW CLIENTS and the client's own ParameterStatus.
+    std::string app_with_host;
+    if (st.application_name_add_host) {
+        auto ai = static_cast<size_t>(var_index("application_name"));
+        app_with_host = std::string(v[ai].empty() ? "app" : v[ai]) + " - " + address_details();
+        v[ai] = app_with_host;
+    }
     vars.assign(v);
     sb.set_startup(false);
 

@@ -3,6 +3,9 @@ seeing its own application_name, TimeZone, DateStyle, IntervalStyle and client_e
 whether they came in the startup packet, in `options`, or from a SET outside a
 transaction."""
 
+import os
+import re
+
 import psycopg
 import pytest
 
@@ -209,3 +212,28 @@ def test_next_client_does_not_inherit_settings(pooler, pg):
         pid2, vals, _, _ = _show(c)
         assert pid2 == pid
         assert vals == dict(defaults, application_name="next", client_encoding="UTF8")
+
+
+def test_application_name_add_host(pooler):
+    """application_name_add_host: the client's application_name (else "app") gets " - " and
+    its address, PgBouncer's text: host:port over TCP, unix(<pid>@<host name>):<port> over
+    the unix socket. The server, SHOW CLIENTS and the client's ParameterStatus all see it,
+    and in transaction mode each client keeps its own on a shared server."""
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": 1,
+                          "application_name_add_host": 1})
+    q = "SELECT current_setting('application_name')"
+    with p.connect(application_name="myapp") as a, p.connect() as b:
+        ports = {r["application_name"]: r["port"] for r in p.show("CLIENTS")
+                 if r["database"] == "appdb"}
+        name_a = next(n for n in ports if n.startswith("myapp - "))
+        assert name_a == f"myapp - 127.0.0.1:{ports[name_a]}"
+        name_b = next(n for n in ports if n.startswith("app - "))
+        assert name_b == f"app - 127.0.0.1:{ports[name_b]}"
+        assert a.execute(q).fetchone() == (name_a,)
+        assert b.execute(q).fetchone() == (name_b,)
+        assert a.execute(q).fetchone() == (name_a,)  # same server, its own name back
+        assert a.info.parameter_status("application_name") == name_a
+    with psycopg.connect(host=p.dir, port=p.port, user="md5user", password="md5pass",
+                         dbname="appdb", application_name="ux") as u:
+        name = u.execute(q).fetchone()[0]
+        assert re.fullmatch(rf"ux - unix\({os.getpid()}@\S+\):{p.port}", name), name

@@ -195,6 +195,7 @@ private:
     PacketAction on_startup(std::span<const uint8_t> pkt);
     // Applies "-c name=value" items of `options` to v; values not viewing into the packet are
     // kept in `keep`. False: refused (the client was closed).
+    std::string address_details() const;  // "host:port" as application_name_add_host adds
     bool apply_startup_options(const std::string& opts, VarValues& v,
                                std::vector<std::string>& keep);
     PacketAction on_password(std::span<const uint8_t> body);
