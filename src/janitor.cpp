@@ -169,6 +169,7 @@ void janitor_run() {
     for (auto& p : rt().pools)
         check_pool(*p, now);
     pool_drop_idle_autodbs(now);
+    pool_drop_idle_pools(now);
     refresh_names(now);
 }
 

@@ -325,6 +325,34 @@ void pool_drop_idle_autodbs(usec_t now) {
     }
 }
 
+void pool_drop_idle_pools(usec_t now) {
+    usec_t limit = settings().pool_idle_timeout;
+    if (limit <= 0)
+        return;
+    bool any = false;
+    for (auto& p : g_rt.pools) {
+        if (p->db->admin || !p->waiting.empty() || !p->active.empty() || p->server_count() > 0)
+            p->inactive_since = 0;
+        else if (p->inactive_since == 0)
+            p->inactive_since = now;  // freed at a later pass: see pool_drop_idle_autodbs
+        else if (now - p->inactive_since >= limit)
+            any = true;
+    }
+    if (!any)
+        return;
+    auto due = [&](const Pool* p) {
+        return p->inactive_since != 0 && now - p->inactive_since >= limit;
+    };
+    std::erase_if(g_pool_index, [&](const auto& kv) { return due(kv.second); });
+    std::erase_if(g_rt.pools, [&](const std::unique_ptr<Pool>& p) {
+        if (!due(p.get()))
+            return false;
+        log_info("cleaning up idle pool for user %s on db %s because: pool idle timeout",
+                 p->user->name.c_str(), p->db->name.c_str());
+        return true;
+    });
+}
+
 void pool_request_server(Client& c) {
     Pool& p = *c.pool;
     c.wait_for_welcome = false;

@@ -166,10 +166,10 @@ def test_auto_database_follows_the_fallback_line(pooler, pg):
             c.execute("SELECT 1")
         with pytest.raises(psycopg.OperationalError, match="no such database: autoreload"):
             p.connect(dbname="autoreload")
-        p.reload()
-        p.reload()
-        harness.wait_until(lambda: p.log_text()[mark:].count("got SIGHUP") >= 3, 10,
-                           what="two more reloads")
+        for n in (2, 3):  # one at a time: two SIGHUPs sent together may arrive as one
+            p.reload()
+            harness.wait_until(lambda: p.log_text()[mark:].count("got SIGHUP") >= n, 10,
+                               what=f"reload {n}")
         assert p.log_text()[mark:].count("dropping database 'autoreload'") == 1
         assert p.connect().execute("SELECT 1").fetchone() == (1,)
     finally:

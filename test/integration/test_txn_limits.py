@@ -409,6 +409,28 @@ def test_min_pool_size_of_forced_user_database_before_any_client(pooler, pg):
         assert c.execute("SELECT pg_backend_pid()").fetchone()[0] in before
 
 
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: pool_idle_timeout")
+def test_pool_idle_timeout_frees_the_pool(pooler, pg):
+    """A pool with no client and no server for pool_idle_timeout is freed with PgBouncer
+    1.26's line and leaves SHOW POOLS; the next client creates it again. A pool in use is
+    kept."""
+    p = pooler(pgbouncer=_cfg(pool_idle_timeout=1, server_idle_timeout=1))
+    keep = _connect(p, dbname="postgres")  # its pool stays: a client is in it
+    keep.execute("SELECT 1")
+    with _connect(p) as c:
+        c.execute("SELECT 1")
+    p.wait_for_log(r"LOG cleaning up idle pool for user md5user on db appdb because: pool idle "
+                   r"timeout\n", 15)
+    pools = {(r["database"], r["user"]) for r in p.show("POOLS")}
+    assert ("appdb", "md5user") not in pools and ("postgres", "md5user") in pools
+    with _connect(p) as c:
+        assert c.execute("SELECT 2").fetchone() == (2,)
+    assert ("appdb", "md5user") in {(r["database"], r["user"]) for r in p.show("POOLS")}
+    assert keep.execute("SELECT 3").fetchone() == (3,)
+    assert "on db postgres" not in p.log_text()
+    keep.close()
+
+
 def test_server_dying_under_its_client(pooler, pg):
     """The backend of a session in use is terminated: the client gets PostgreSQL's 57P01, then
     FATAL "server conn crashed?"; the log has the server's line before the client's, as

@@ -355,6 +355,7 @@ struct Pool {
     usec_t last_login_failure = 0;
     uint16_t connect_failures = 0;  // TCP connects refused in a row (reset by one that works)
     usec_t last_lifetime_close = 0;  // when server_lifetime last closed one of its servers
+    usec_t inactive_since = 0;       // no client and no server since then (0 = in use)
 
     // stats
     uint64_t xact_count = 0;

@@ -88,6 +88,9 @@ void pool_server_gone(Pool& p);
 // Janitor: auto-databases without clients or servers for autodb_idle_timeout are dropped
 // with their pools (as PgBouncer); the next client of the name registers it anew.
 void pool_drop_idle_autodbs(usec_t now);
+// Janitor: pool_idle_timeout frees a pool (database + user) that has had no client and no
+// server that long, with its SHOW STATS counters (as PgBouncer 1.26).
+void pool_drop_idle_pools(usec_t now);
 
 // At exit: closes every connection and frees every object.
 void pool_free_all();
