@@ -156,8 +156,8 @@ void test_malformed_lines_skipped(void**) {
     assert_string_equal(get(u, "ok1").c_str(), "1");
     assert_string_equal(get(u, "ok2").c_str(), "2");
     for (int line = 2; line <= 7; line++) {
-        char want[32];
-        std::snprintf(want, sizeof want, "WARNING users.txt:%d: ", line);
+        char want[64];
+        std::snprintf(want, sizeof want, "ERROR broken auth file: users.txt:%d: ", line);
         if (log.find(want) == std::string::npos)
             fail_msg("no warning for line %d in log:\n%s", line, log.c_str());
     }
