@@ -300,7 +300,7 @@ void pool_drop_idle_autodbs(usec_t now) {
     // database's counts do not include). One walk over the pools, not one per database.
     std::unordered_set<const Database*> in_use;
     for (const auto& p : g_rt.pools)
-        if (!p->waiting.empty() || !p->active.empty() || p->server_count() > 0)
+        if (p->in_use())
             in_use.insert(p->db);
     std::vector<Database*> gone;
     for (auto& [name, db] : g_rt.databases) {
@@ -331,7 +331,7 @@ void pool_drop_idle_pools(usec_t now) {
         return;
     bool any = false;
     for (auto& p : g_rt.pools) {
-        if (p->db->admin || !p->waiting.empty() || !p->active.empty() || p->server_count() > 0)
+        if (p->db->admin || p->in_use())
             p->inactive_since = 0;
         else if (p->inactive_since == 0)
             p->inactive_since = now;  // freed at a later pass: see pool_drop_idle_autodbs

@@ -193,9 +193,9 @@ public:
 private:
     PacketAction on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_startup(std::span<const uint8_t> pkt);
+    std::string address_details() const;  // "host:port" as application_name_add_host adds
     // Applies "-c name=value" items of `options` to v; values not viewing into the packet are
     // kept in `keep`. False: refused (the client was closed).
-    std::string address_details() const;  // "host:port" as application_name_add_host adds
     bool apply_startup_options(const std::string& opts, VarValues& v,
                                std::vector<std::string>& keep);
     PacketAction on_password(std::span<const uint8_t> body);
@@ -380,6 +380,10 @@ struct Pool {
 
     size_t server_count() const noexcept {
         return login.size() + idle.size() + active_servers.size() + used.size();
+    }
+    // Anyone in it: a client (logging-in auth_query ones too) or a server connection.
+    bool in_use() const noexcept {
+        return !waiting.empty() || !active.empty() || server_count() > 0;
     }
     // Effective pool_mode and pool_size (the user's, else the database's, else the global
     // setting): asked several times per transaction, so cached until the configuration
