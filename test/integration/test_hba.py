@@ -13,7 +13,7 @@ import pytest
 import harness
 import pgwire
 
-pytestmark = pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: auth_ident_file")
+IDENT_MAPS = pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: auth_ident_file")
 
 # Pooler database names (all served by PostgreSQL database appdb) and the line each one is
 # routed through.
@@ -23,7 +23,6 @@ HBA = """\
 host      all             all                 samenet          trust
 
 # unix socket
-local     db_peer         all                                  peer map=rootmap
 local     db_peer_nomap   all                                  peer
 local     db_local        md5user                              md5
 local     all             all                                  reject
@@ -43,11 +42,16 @@ host      @lists/dbs.txt  @lists/users.txt    127.0.0.0/8      password
 host      sameuser        all                 127.0.0.1/32     trust
 hostnossl db_nossl        all                 127.0.0.1/32     trust
 # without TLS a hostssl line never matches (else everything below would be trusted)
-hostssl   all             all                 all              trust
+hostssl   all             all                 0.0.0.0/0        trust
 host      db_elsewhere    all                 10.0.0.0/8       trust
 host      pgbouncer       postgres            127.0.0.1/32     md5
-host      all             all                 all              reject
+host      all             all                 0.0.0.0/0        reject
 """
+
+# the same with an ident map in use (auth_ident_file, PgBouncer 1.21 and later)
+HBA_MAPS = HBA.replace("local     db_peer_nomap",
+                       "local     db_peer         all                                  "
+                       "peer map=rootmap\nlocal     db_peer_nomap", 1)
 
 IDENT = """\
 # MAPNAME  SYSTEM-USERNAME  PG-USERNAME
@@ -58,7 +62,7 @@ rootmap    nobody           all
 FILES = {
     "hba.conf": HBA,
     "ident.conf": IDENT,
-    "lists/dbs.txt": "# databases for the @file line\ndb_f1\ndb_f2, db_f3\n",
+    "lists/dbs.txt": "db_f1\ndb_f2, db_f3\n",
     "lists/users.txt": "md5user\n",
 }
 
@@ -81,16 +85,19 @@ def _ipv6_loopback():
 HAVE_V6 = _ipv6_loopback()
 
 
-def _start(pooler, hba=HBA, files=None, **pgbouncer):
+def _start(pooler, hba=HBA, files=None, userlist_extra=(), **pgbouncer):
+    """The pooler with hba as its auth_hba_file; auth_ident_file is set only when a line uses
+    a map, so that the tests without one run against PgBouncer 1.18 too."""
     settings = {"auth_type": "hba", "auth_hba_file": "{dir}/hba.conf",
-                "auth_ident_file": "{dir}/ident.conf",
                 "listen_addr": "127.0.0.1,::1" if HAVE_V6 else "127.0.0.1"}
+    if "map=" in hba:
+        settings["auth_ident_file"] = "{dir}/ident.conf"
     settings.update(pgbouncer)
     f = dict(FILES)
     f["hba.conf"] = hba
     f.update(files or {})
     dbs = {name: "host={pg_host} port={pg_port} dbname=appdb" for name in DATABASES}
-    return pooler(pgbouncer=settings, databases=dbs, files=f)
+    return pooler(pgbouncer=settings, databases=dbs, files=f, userlist_extra=userlist_extra)
 
 
 def login(p, db, user, password=None, host="127.0.0.1", unix=False):
@@ -128,7 +135,7 @@ TCP_CASES = [
     ("db_a", "md5user", None, "md5:md5user"),
     ("db_b", "scramuser", None, "md5:scramuser"),
     ("db_a", "scramonly", None, REJECTED),
-    ("db_peer", "md5user", None, REJECTED),  # local lines never apply to TCP
+    ("db_peer_nomap", "md5user", None, REJECTED),  # local lines never apply to TCP
     # @file lists (relative to the hba file's directory)
     ("db_f1", "md5user", None, "password:md5user"),
     ("db_f3", "md5user", None, "password:md5user"),
@@ -150,10 +157,25 @@ def test_hba_tcp_ipv4(pooler):
     want = [(db, user, exp) for db, user, _, exp in TCP_CASES]
     assert got == want
     # the console goes through hba too
-    assert p.admin("SHOW VERSION")[0][0].startswith("sluice")
-    # the broken line was reported with file:line and skipped
-    p.wait_for_log(r"hba\.conf:3: invalid address \"samenet\".*could not parse hba config "
-                   r"line 3, skipped")
+    assert p.admin("SHOW LISTS")
+    # the broken line was reported with its number and skipped
+    p.wait_for_log(r"hba.*\b3\b.*samenet")
+    p.wait_for_log(r"could not parse hba config line 3\b")
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: the address 'all' and comment lines in @file lists")
+def test_hba_all_address_and_comments_in_lists(pooler):
+    hba = ("host @lists/commented.txt md5user all password\n"
+           "host db_md5 all all md5\n")
+    p = _start(pooler, hba=hba, files={
+        "lists/commented.txt": "# databases for the first line\ndb_f1  # trailing\n\ndb_f2\n"})
+    assert login(p, "db_f1", "md5user") == "password:md5user"
+    assert login(p, "db_f2", "md5user") == "password:md5user"
+    assert login(p, "db_md5", "md5user") == "md5:md5user"
+    assert login(p, "db_f3", "md5user") == "error: no authentication method is found"
+    if HAVE_V6:
+        assert login(p, "db_f1", "md5user", host="::1") == "password:md5user"
 
 
 @pytest.mark.skipif(not HAVE_V6, reason="no IPv6 loopback")
@@ -176,11 +198,22 @@ def test_hba_unix_socket(pooler):
     assert login(p, "db_trust", "md5user", unix=True) == REJECTED  # host lines: TCP only
 
 
-def test_hba_peer_with_ident_map(pooler):
-    """The test process is root: over the unix socket the peer's OS user is `root`, which
-    rootmap maps to md5user only. Without a map the OS user must equal the user name."""
+def test_hba_peer_without_map(pooler):
+    """The test process is root: over the unix socket the peer's OS user is `root`; without
+    a map it must equal the user name."""
     assert os.geteuid() == 0, "the peer test expects to run as root"
-    p = _start(pooler)
+    p = _start(pooler, userlist_extra=['"root" "unused"'])
+    assert login(p, "db_peer_nomap", "md5user", unix=True) == "error: unix socket login rejected"
+    # root == root: the peer line lets it in, then PostgreSQL refuses the server login
+    assert login(p, "db_peer_nomap", "root", unix=True) == \
+        'error: password authentication failed for user "root"'
+
+
+@IDENT_MAPS
+def test_hba_peer_with_ident_map(pooler):
+    """rootmap maps the OS user root to md5user only."""
+    assert os.geteuid() == 0, "the peer test expects to run as root"
+    p = _start(pooler, hba=HBA_MAPS)
     assert login(p, "db_peer", "md5user", "no-password-asked", unix=True) == "trust:md5user"
     assert login(p, "db_peer", "scramuser", unix=True) == "error: unix socket login rejected"
     assert login(p, "db_peer_nomap", "md5user", unix=True) == "error: unix socket login rejected"
@@ -191,6 +224,12 @@ def test_hba_peer_with_ident_map(pooler):
     assert (rc, out, err) == (0, "md5user\n", "")
 
 
+NO_METHOD = pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: a client no hba line matches gets 'no authentication method is "
+    "found' (1.18: 'login rejected')")
+
+
+@NO_METHOD
 def test_hba_no_matching_line(pooler):
     p = _start(pooler, hba="host db_trust all 127.0.0.1/32 trust\n")
     assert login(p, "db_trust", "md5user", "x") == "trust:md5user"
@@ -199,6 +238,7 @@ def test_hba_no_matching_line(pooler):
         "error: no authentication method is found"
 
 
+@IDENT_MAPS
 def test_hba_map_not_in_ident_file_skips_line(pooler):
     p = _start(pooler, hba="local all all peer map=nosuchmap\nlocal all all md5\n")
     assert login(p, "db_local", "md5user", unix=True) == "md5:md5user"
@@ -216,7 +256,12 @@ def test_hba_reload(pooler):
     harness.wait_until(lambda: login(p, "db_md5", "md5user") == "md5:md5user", 10,
                        what="new hba rules after RELOAD")
     assert login(p, "db_trust", "md5user") == REJECTED
-    # the ident file is re-read too
+
+
+@IDENT_MAPS
+def test_hba_reload_reads_ident_file_again(pooler):
+    p = _start(pooler, hba="local all all peer map=rootmap\n")
+    assert login(p, "db_local", "md5user", unix=True) == "trust:md5user"
     p.write_file("hba.conf", "local all all peer map=m2\n")
     p.write_file("ident.conf", "m2 root scramuser\n")
     p.reload()
@@ -225,6 +270,7 @@ def test_hba_reload(pooler):
     assert login(p, "db_local", "md5user", unix=True) == "error: unix socket login rejected"
 
 
+@NO_METHOD
 def test_hba_missing_file_rejects_everyone(pooler):
     p = _start(pooler, auth_hba_file="{dir}/no-such-hba.conf")
     p.wait_for_log(r"could not open hba config file .*no-such-hba\.conf: No such file")
