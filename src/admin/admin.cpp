@@ -659,8 +659,13 @@ Outcome cmd_set(Client& c, const std::string& key, const std::string& value, std
     if (!info) {
         log_error("unknown parameter: pgbouncer/%s", key.c_str());  // PgBouncer's words
     } else if (!info->reloadable) {
-        log_error("%s cannot be changed at runtime; change it in the config file and restart",
-                  info->name);
+        // PgBouncer answers as if it worked and changes nothing (scripts written for it
+        // expect the tag); the NOTICE and the log line say that nothing changed.
+        log_warning("SET %s ignored: it takes effect only at a restart", info->name);
+        write_notice(out, "00000",
+                     std::string(info->name) + " can only be changed by a restart; SET ignored");
+        write_complete(out, "SET " + key + "=" + value);
+        return {};
     } else if (!apply_setting(rt().cfg.settings, key, value, err)) {
         log_error("invalid value for parameter %s: %s", info->name, err.c_str());
     } else {

@@ -281,7 +281,6 @@ def test_errors_keep_the_session(pooler):
                    ("KILL_CLIENT abc", "invalid client pointer supplied"),
                    ("KILL_CLIENT 987654321", "client not found"),
                    ("SET no_such_setting = 1", "SET failed"),
-                   ("SET listen_port = 1", "SET failed"),
                    ("RELOAD now", "invalid command 'RELOAD now', use SHOW HELP;")):
         with pytest.raises(psycopg.Error) as e:
             run(c, q)
@@ -478,6 +477,32 @@ def test_disable_enable(pooler):
     assert {r["name"]: r["disabled"] for r in run(c, "SHOW DATABASES")[1]}["appdb"] == 1
     assert run(c, "ENABLE appdb")[2] == "ENABLE"
     assert p.connect().execute("SELECT 1").fetchone() == (1,)
+
+
+def test_set_of_a_restart_only_setting_changes_nothing(pooler):
+    """As PgBouncer: the tag says SET, the value and the listener stay (no error, so scripts
+    written for PgBouncer go on)."""
+    p = pooler()
+    c = console(p)
+    before = {r["key"]: r["value"] for r in run(c, "SHOW CONFIG")[1]}
+    assert run(c, "SET listen_port = 1")[2] == "SET listen_port=1"
+    assert run(c, "SET unix_socket_dir = '/nonexistent'")[2] == \
+        "SET unix_socket_dir=/nonexistent"
+    after = {r["key"]: r["value"] for r in run(c, "SHOW CONFIG")[1]}
+    assert after == before
+    assert p.connect().execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "sluice only: a NOTICE and a log line say that SET of a restart-only setting is ignored")
+def test_set_of_a_restart_only_setting_says_so(pooler):
+    p = pooler()
+    c = console(p)
+    notices = []
+    c.add_notice_handler(lambda d: notices.append((d.severity, d.message_primary)))
+    assert run(c, "SET listen_port = 1")[2] == "SET listen_port=1"
+    assert notices == [("NOTICE", "listen_port can only be changed by a restart; SET ignored")]
+    p.wait_for_log(r"WARNING SET listen_port ignored: it takes effect only at a restart\n")
 
 
 @pytest.mark.differs_from_pgbouncer_1_18(
