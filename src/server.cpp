@@ -162,7 +162,7 @@ bool Server::start_connect() {
     }
     sb.set_startup(false);
     sb.set_loop_count(settings().sbuf_loopcnt);
-    sb.set_max_packet(0x7fffffff);
+    sb.set_max_packet(settings().max_packet_size);  // a result row is one message
     sb.set_keep_buffer(true);  // few and busy: no buffer round trip per reply
     if (!in_progress) {
         // A unix socket connects at once. What the handler queues goes out now: no write
@@ -240,9 +240,13 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
         }
         close_and_fail_client("server conn crashed?");
         return;
-    case SBufEvent::BadPacket:
+    case SBufEvent::BadPacket:  // an impossible length, or above max_packet_size
     case SBufEvent::TooLong:
-        close_and_fail_client("bad packet from server", "server sent a bad packet");
+        if (state == ServerState::Login) {
+            login_failed("bad pkt header", {});
+            return;
+        }
+        close_and_fail_client("bad pkt header");  // PgBouncer's words, for both
         return;
     case SBufEvent::TlsReady:  // TLS (tls_login.cpp)
     case SBufEvent::TlsFailed:

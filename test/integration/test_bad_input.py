@@ -94,6 +94,37 @@ def test_bad_message_after_login(tx_pooler, payload, message):
                        r"from client: \d+/0x[0-9a-f]+")
 
 
+def test_max_packet_size_both_ways(pooler):
+    """max_packet_size caps every message the pooler passes on: a client's query above it is
+    refused at the header (nothing reaches the server), and so is a server's message (one
+    result row): that server is closed and its client told, as PgBouncer does."""
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": "1",
+                          "max_packet_size": "10000"})
+    _still_serving(p)
+    # within the limit, both ways
+    with p.connect() as c:
+        assert len(c.execute("SELECT repeat('y', 9000)").fetchone()[0]) == 9000
+    # a query message above it
+    query = m.query("SELECT '" + "x" * 20000 + "'")
+    assert _fatal(_after_login(p, query)) == \
+        "bad packet header: '" + query[:8].hex() + "'"
+    _still_serving(p)
+    # a result row above it
+    c = _logged_in(p)
+    try:
+        c.sock.sendall(m.query("SELECT repeat('y', 20000)"))
+        msgs = _answer(c.sock)
+    finally:
+        c.sock.close()
+    assert [t for t, _ in msgs if t == "D"] == []  # the row was not passed on
+    assert _fatal(msgs) == "bad pkt header"
+    p.wait_for_log(r"LOG S-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:\d+ closing because: bad pkt "
+                   r"header \(age=")
+    p.wait_for_log(r"LOG C-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:\d+ closing because: bad pkt "
+                   r"header \(age=")
+    _still_serving(p)  # a new server connection
+
+
 def test_oversize_message_before_login(tx_pooler):
     """A client nobody has authenticated yet announces a 1 GiB password message: refused at
     the header, nothing is buffered for it."""
