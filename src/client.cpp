@@ -846,6 +846,7 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
             return PacketAction::Skip;
         case msg::kQuery:
             if (settings().disable_pqexec) {
+                slog_error(this, "client used 'Q' packet type");
                 fatal("08P01", "PQexec disallowed");
                 return PacketAction::Closed;
             }

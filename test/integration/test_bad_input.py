@@ -125,6 +125,27 @@ def test_max_packet_size_both_ways(pooler):
     _still_serving(p)  # a new server connection
 
 
+def test_disable_pqexec(pooler):
+    """disable_pqexec = 1: a simple-protocol Query ends the client with PgBouncer's FATAL and
+    log lines; the extended protocol goes on."""
+    p = pooler(pgbouncer={"pool_mode": "transaction", "disable_pqexec": "1"})
+    with p.connect() as c:  # psycopg: Parse/Bind/Execute
+        assert c.execute("SELECT %s::int", (5,)).fetchone() == (5,)
+    assert _fatal(_after_login(p, m.query("SELECT 1"))) == "PQexec disallowed"
+    p.wait_for_log(r"ERROR C-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:\d+ client used 'Q' "
+                   r"packet type\n.*closing because: PQexec disallowed \(age=")
+    with p.connect() as c:
+        assert c.execute("SELECT %s::int", (6,)).fetchone() == (6,)
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "sluice only: the admin console, which speaks only the simple protocol, stays usable "
+    "under disable_pqexec (PgBouncer closes it too)")
+def test_disable_pqexec_leaves_the_console(pooler):
+    p = pooler(pgbouncer={"disable_pqexec": "1"})
+    assert [r["database"] for r in p.show("DATABASES") if r["name"] == "appdb"] == ["appdb"]
+
+
 def test_oversize_message_before_login(tx_pooler):
     """A client nobody has authenticated yet announces a 1 GiB password message: refused at
     the header, nothing is buffered for it."""
