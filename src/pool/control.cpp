@@ -121,15 +121,15 @@ bool control_suspend_done() {
             if (!has_unsent(c.sb))
                 return;
             if (late)
-                c.close("suspend_timeout");
+                c.fatal("08P01", "suspend_timeout");
             else
                 done = false;
         },
         [&](Server& s) {
             if (!has_unsent(s.sb))
                 return;
-            if (late)
-                s.close("suspend_timeout");
+            if (late)  // its client, cut off in the middle of a reply, goes too
+                s.close_and_fail_client("suspend_timeout");
             else
                 done = false;
         });

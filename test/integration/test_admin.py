@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 import harness
+import pgwire
 
 T, I4, I8, N, B = 25, 23, 20, 1700, 17
 
@@ -565,6 +566,43 @@ def test_suspend_resume(pooler):
     assert run(c, "RESUME")[2] == "RESUME"
     assert a.execute("SELECT 2").fetchone() == (2,)
     assert p.connect().execute("SELECT 3").fetchone() == (3,)  # accepting again
+
+
+def test_suspend_timeout_drops_a_client_that_does_not_read(pooler):
+    """SUSPEND waits for every socket's pending output to be sent; a client that stops
+    reading in the middle of a large result is closed after suspend_timeout and the SUSPEND
+    completes. Everyone else goes on after RESUME."""
+    p = pooler(pgbouncer={"suspend_timeout": "1"})
+    stuck = pgwire.Conn.connect("127.0.0.1", p.port, user="md5user",
+                                password=harness.PASSWORDS["md5user"], database="appdb")
+    # ~64 MiB of rows, never read: the kernel buffers fill, the rest waits in the pooler
+    stuck.sock.sendall(pgwire.m.query(
+        "SELECT repeat('x', 1048576) FROM generate_series(1, 64)"))
+
+    def pending():  # read from the server, not yet sent to the client
+        return [r for r in p.show("SOCKETS") if r["database"] == "appdb" and r["type"] == "S"
+                and r["recv_pos"] > 0]
+    harness.wait_until(pending, 10, what="output waiting in the pooler for the stuck client")
+    c = console(p)
+    t0 = time.monotonic()
+    assert run(c, "SUSPEND")[2] == "SUSPEND"
+    took = time.monotonic() - t0
+    assert 0.9 <= took < 8, took
+    # PgBouncer's lines: the server, then its client, which is told why
+    p.wait_for_log(r"LOG S-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:\d+ closing because: "
+                   r"suspend_timeout \(age=\d+s\)\n.*LOG C-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:"
+                   r"\d+ closing because: suspend_timeout \(age=\d+s\)\n.*WARNING C-0x[0-9a-f]+: "
+                   r"appdb/md5user@127\.0\.0\.1:\d+ pooler error: suspend_timeout\n")
+    rest = stuck.sock.recv(1 << 26)  # whatever was in flight, then the error, then EOF
+    while True:
+        chunk = stuck.sock.recv(1 << 20)
+        if not chunk:
+            break
+        rest += chunk
+    assert b"suspend_timeout" in rest[-200:]
+    assert run(c, "RESUME")[2] == "RESUME"
+    assert p.connect().execute("SELECT 1").fetchone() == (1,)
+    stuck.sock.close()
 
 
 @pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: SHOW STATE")
