@@ -478,7 +478,7 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
             m += " ";
             m.append(f.message);
         }
-        slog_warning(this, "server login failed: %s", m.c_str());
+        log_warning("server login failed: %s", m.c_str());  // PgBouncer's line: no prefix
         login_failed(m, data);
         return PacketAction::Closed;
     }

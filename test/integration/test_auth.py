@@ -73,6 +73,13 @@ def test_wrong_password_refused(pooler, auth_type, message):
 
 @pytest.mark.differs_from_pgbouncer_1_18(
     "not in PgBouncer 1.18: replication= in the login attempt line")
+def test_login_attempt_line(pooler):
+    p = pooler()
+    p.connect().close()
+    p.wait_for_log(r"LOG C-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:\d+ login attempt: db=appdb "
+                   r"user=md5user tls=no replication=no\n")
+
+
 def test_login_log_lines_as_pgbouncer(pooler):
     """The lines PgBouncer writes for a failed login, in its order: the attempt (before
     authentication), the close with its reason, then the error sent to the client. A server
@@ -84,7 +91,8 @@ def test_login_log_lines_as_pgbouncer(pooler):
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         p.connect("md5user", password="nope")
     pre = r"C-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:\d+ "
-    p.wait_for_log(pre + r"login attempt: db=appdb user=md5user tls=no replication=no\n"
+    # (the attempt line's ending is newer than PgBouncer 1.18: test_login_attempt_line)
+    p.wait_for_log(pre + r"login attempt: db=appdb user=md5user tls=no.*\n"
                    r".*LOG " + pre + r"closing because: password authentication failed "
                    r"\(age=\d+s\)\n.*WARNING " + pre +
                    r"pooler error: password authentication failed\n")
@@ -93,6 +101,9 @@ def test_login_log_lines_as_pgbouncer(pooler):
     pre = r"C-0x[0-9a-f]+: nosuchdb/md5user@127\.0\.0\.1:\d+ "
     p.wait_for_log(r"LOG C-0x[0-9a-f]+: \S+@127\.0\.0\.1:\d+ registered new auto-database: "
                    r"db=nosuchdb\n")  # with the client's prefix, as PgBouncer
+    # the server's refusal: a line without a connection prefix, as PgBouncer writes it
+    p.wait_for_log(r'\[\d+\] WARNING server login failed: FATAL database "nosuchdb" does not '
+                   r"exist\n")
     p.wait_for_log(pre + r'closing because: database "nosuchdb" does not exist \(age=\d+s\)\n'
                    r".*WARNING " + pre + r'pooler error: database "nosuchdb" does not exist\n')
     assert "unexpected eof" not in p.log_text()  # the probe
