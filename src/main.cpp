@@ -29,6 +29,7 @@
 #include "sluice/pool/control.h"
 #include "sluice/pool/pool.h"
 #include "sluice/stats.h"
+#include "sluice/util/systemd.h"
 
 namespace sluice {
 namespace {
@@ -66,6 +67,7 @@ void print_version() {
     printf("libevent %s\n", event_get_version());
     printf("adns: evdns2\n");  // server names: libevent's resolver (net/dns.h), as PgBouncer names it
     printf("tls: %s\n", OpenSSL_version(OPENSSL_VERSION));
+    printf("systemd: yes\n");  // notify and socket activation (util/systemd.h)
 }
 
 LogConfig log_config_from(const Settings& s, const Options& o) {
@@ -204,6 +206,7 @@ void settings_changed() {
 }
 
 void begin_shutdown(bool wait_for_clients) {
+    sd_notify_state("STOPPING=1");
     rt().shutting_down = true;
     rt().wait_for_clients = wait_for_clients;
     listeners_close(false);
@@ -221,7 +224,9 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
     switch (sig) {
     case SIGHUP:
         log_info("got SIGHUP, re-reading config");
+        sd_notify_reloading();
         static_cast<void>(reload());
+        sd_notify_state("READY=1");
         return;
     case SIGINT:
     case SIGTERM:
@@ -534,7 +539,10 @@ int run(int argc, char** argv) {
     }
     signal(SIGPIPE, SIG_IGN);
 
-    if (unix_socket_in_use(st.unix_socket_dir, st.listen_port))
+    // Socket activation: the service manager's sockets replace listen_addr and
+    // unix_socket_dir (and a unix socket in use is then its own, not another instance's).
+    int sd_fds = sd_listen_fd_count();
+    if (sd_fds == 0 && unix_socket_in_use(st.unix_socket_dir, st.listen_port))
         die("unix socket is in use, cannot continue");
     check_pidfile(st.pidfile);
     if (o.daemon)
@@ -561,8 +569,16 @@ int run(int argc, char** argv) {
     lc.reuseport = st.so_reuseport;
     lc.defer_accept = st.tcp_defer_accept;
     lc.tcp = tcp_options_from(st);
-    if (!listeners_open(lc, on_accept, err))
+    if (sd_fds > 0) {
+        if (!st.listen_addr.empty())
+            log_warning("sockets passed from service manager, listen_addr ignored");
+        if (!st.unix_socket_dir.empty() && st.unix_socket_dir != "/tmp")
+            log_warning("sockets passed from service manager, unix_socket_dir ignored");
+        if (!listeners_adopt(kSdListenFdsStart, sd_fds, lc, on_accept, err))
+            die("%s", err.c_str());
+    } else if (!listeners_open(lc, on_accept, err)) {
         die("%s", err.c_str());
+    }
     write_pidfile(st.pidfile);
 
     const int sigs[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2};
@@ -584,6 +600,7 @@ int run(int argc, char** argv) {
     log_info("process up: sluice %s, libevent %s (%s), adns: evdns2, tls: %s", SLUICE_VERSION,
              event_get_version(), event_base_get_method(r.base),
              OpenSSL_version(OPENSSL_VERSION));
+    sd_notify_state("READY=1");
     loop_run();
     listeners_close(false);
     remove_pidfile();

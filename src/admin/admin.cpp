@@ -11,6 +11,7 @@
 
 #include "sluice/net/loop.h"
 #include "sluice/pool/control.h"
+#include "sluice/util/systemd.h"
 
 #include "internal.h"
 
@@ -633,6 +634,7 @@ Outcome cmd_shutdown(Client& c, const std::string& arg, std::string& out, std::s
         return {};
     if (mode == Immediate) {
         log_info("SHUTDOWN command issued");
+        sd_notify_state("STOPPING=1");
         loop_stop();
         return {WaitKind::NoReply, nullptr};
     }

@@ -25,7 +25,8 @@ struct Listener {
     bool watched = false;
     bool is_unix = false;
     bool deferred = false;  // TCP_DEFER_ACCEPT is on: accept() waits for the first data
-    std::string path;
+    std::string path;       // a unix socket's file (SHOW FDS)
+    bool owns_path = false;  // we made the file: remove it on close (not systemd's)
 };
 
 std::vector<Listener> g_listeners;
@@ -103,14 +104,23 @@ void watch(Listener& l, bool on) {
         log_warning("cannot add listener fd %d to the event loop: %s", l.fd, strerror(errno));
 }
 
-bool add_listener(int fd, bool is_unix, bool deferred, const std::string& path, std::string& err) {
+bool add_listener(int fd, bool is_unix, bool deferred, const std::string& path, bool owns_path,
+                  std::string& err) {
     if (!set_nonblocking(fd)) {
         err = "cannot make listener non-blocking";
         close(fd);
         return false;
     }
-    g_listeners.push_back(Listener{fd, {}, false, is_unix, deferred, path});
+    g_listeners.push_back(Listener{fd, {}, false, is_unix, deferred, path, owns_path});
     return true;
+}
+
+// PgBouncer's value: a client that connects and stays silent is handed over after about a
+// second (one SYN-ACK retransmission), so client_login_timeout applies to it; legitimate
+// clients always speak first.
+bool set_defer_accept(int fd, bool on) {
+    int secs = on ? 1 : 0;
+    return setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) == 0 && on;
 }
 
 bool open_tcp(const ListenConfig& cfg, const std::string& host,
@@ -140,14 +150,7 @@ bool open_tcp(const ListenConfig& cfg, const std::string& host,
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
-        bool deferred = false;
-        if (cfg.defer_accept) {
-            // PgBouncer's value: a client that connects and stays silent is handed over
-            // after about a second (one SYN-ACK retransmission), so client_login_timeout
-            // applies to it; legitimate clients always speak first.
-            int secs = 1;
-            deferred = setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) == 0;
-        }
+        bool deferred = cfg.defer_accept && set_defer_accept(fd, true);
         tune_socket(fd, true, cfg.tcp);
         PeerAddr a;
         memcpy(&a.ss, ai->ai_addr, ai->ai_addrlen);
@@ -160,7 +163,7 @@ bool open_tcp(const ListenConfig& cfg, const std::string& host,
         }
         log_info("listening on %s%s%s:%d", ai->ai_family == AF_INET6 ? "[" : "",
                  a.host().c_str(), ai->ai_family == AF_INET6 ? "]" : "", cfg.port);
-        if (!add_listener(fd, false, deferred, "", err)) {
+        if (!add_listener(fd, false, deferred, "", false, err)) {
             ok = false;
             break;
         }
@@ -230,7 +233,51 @@ bool open_unix(const ListenConfig& cfg, std::string& err) {
         }
     }
     log_info("listening on unix:%s", path.c_str());
-    return add_listener(fd, true, false, abstract ? "" : path, err);
+    return add_listener(fd, true, false, abstract ? "" : path, !abstract, err);
+}
+
+// A listening socket the service manager opened (socket activation): used as it is, with
+// the TCP options of the config; its unix socket file, if any, stays (systemd owns it).
+bool adopt(int fd, const ListenConfig& cfg, std::string& err) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    int listening = 0;
+    socklen_t optlen = sizeof(listening);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) != 0 || !listening ||
+        (ss.ss_family != AF_UNIX && ss.ss_family != AF_INET && ss.ss_family != AF_INET6)) {
+        err = "failed to set up socket passed from service manager (fd " + std::to_string(fd) +
+              ")";
+        return false;
+    }
+    bool is_unix = ss.ss_family == AF_UNIX;
+    std::string path;
+    bool deferred = false;
+    if (is_unix) {
+        const auto& un = reinterpret_cast<const sockaddr_un&>(ss);
+        if (len > offsetof(sockaddr_un, sun_path) && un.sun_path[0] != '\0')
+            path = un.sun_path;
+    } else {
+        tune_socket(fd, true, cfg.tcp);
+        deferred = cfg.defer_accept && set_defer_accept(fd, true);
+    }
+    log_info("socket passed from service manager (fd %d)", fd);
+    return add_listener(fd, is_unix, deferred, path, false, err);
+}
+
+bool watch_all(std::string& err) {
+    // Watch them only now: g_listeners no longer moves.
+    for (Listener& l : g_listeners) {
+        if (l.fd < 0 || l.watched)
+            continue;
+        l.watch = LoopWatch{on_accept, &l};
+        watch(l, true);
+        if (!l.watched) {
+            err = std::string("cannot add a listener to the event loop: ") + strerror(errno);
+            return false;
+        }
+    }
+    return true;
 }
 
 }  // namespace
@@ -244,18 +291,18 @@ bool listeners_open(const ListenConfig& cfg, AcceptFn fn, std::string& err) {
             return false;
     if (!cfg.unix_dir.empty() && !open_unix(cfg, err))
         return false;
-    // Watch them only now: g_listeners no longer moves.
-    for (Listener& l : g_listeners) {
-        if (l.fd < 0 || l.watched)
-            continue;
-        l.watch = LoopWatch{on_accept, &l};
-        watch(l, true);
-        if (!l.watched) {
-            err = std::string("cannot add a listener to the event loop: ") + strerror(errno);
+    return watch_all(err);
+}
+
+bool listeners_adopt(int first_fd, int count, const ListenConfig& cfg, AcceptFn fn,
+                     std::string& err) {
+    g_accept = fn;
+    g_port = cfg.port;
+    g_listeners.reserve(static_cast<size_t>(count));
+    for (int fd = first_fd; fd < first_fd + count; fd++)
+        if (!adopt(fd, cfg, err))
             return false;
-        }
-    }
-    return true;
+    return watch_all(err);
 }
 
 void listeners_tune(const TcpOptions& o) {
@@ -295,7 +342,7 @@ void listeners_close(bool keep_unix) {
         l.watched = false;  // closing the fd takes it out of the loop's set
         close(l.fd);
         l.fd = -1;
-        if (!l.path.empty())
+        if (l.owns_path)
             unlink(l.path.c_str());
     }
 }

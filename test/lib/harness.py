@@ -742,7 +742,9 @@ class Pooler:
         e.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:abort_on_error=1")
         return e
 
-    def start(self, wait_ready: bool = True) -> None:
+    def start(self, wait_ready: bool = True, wrapper: Iterable[str] = (), **popen_kw) -> None:
+        """wrapper: a command the pooler's command line is appended to (it must exec it, so
+        that the pid stays the pooler's); popen_kw: more subprocess.Popen arguments."""
         if self.proc is not None:
             raise PoolerError("already started")
         try:
@@ -751,9 +753,10 @@ class Pooler:
             self._log_base = 0
         out = open(self.stderr_path, "ab")
         try:
-            self.proc = subprocess.Popen(self.command(), cwd=self.dir, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT,
-                                         env=self._env(), start_new_session=True)
+            self.proc = subprocess.Popen(list(wrapper) + self.command(), cwd=self.dir,
+                                         stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, env=self._env(),
+                                         start_new_session=True, **popen_kw)
         finally:
             out.close()
         if wait_ready:

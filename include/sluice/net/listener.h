@@ -30,7 +30,13 @@ using AcceptFn = void (*)(int fd, const PeerAddr& peer, bool is_unix, bool input
 // Opens every listener. False = a socket could not be opened (err says which and why).
 // Each listener sits in the loop's epoll set (net/loop.h: loop_watch); the loop must exist.
 [[nodiscard]] bool listeners_open(const ListenConfig& cfg, AcceptFn fn, std::string& err);
-// Stops accepting on TCP (shutdown) or on everything; removes the unix socket file on close.
+// Socket activation: the count listening sockets from first_fd on, opened by the service
+// manager, serve instead of listen_addr and unix_socket_dir. False = one is not a listening
+// socket of a known family (err says which).
+[[nodiscard]] bool listeners_adopt(int first_fd, int count, const ListenConfig& cfg, AcceptFn fn,
+                                   std::string& err);
+// Stops accepting on TCP (shutdown) or on everything; removes the unix socket file on close
+// (one it created).
 void listeners_close(bool keep_unix);
 // True when another process accepts on dir's .s.PGSQL.<port> (a running instance); checked
 // at start-up before daemonizing, as PgBouncer does.
