@@ -571,9 +571,9 @@ int run(int argc, char** argv) {
     lc.tcp = tcp_options_from(st);
     if (sd_fds > 0) {
         if (!st.listen_addr.empty())
-            log_warning("sockets passed from service manager, listen_addr ignored");
+            log_warning("sockets passed from service manager, cf_listen_addr ignored");  // sic
         if (!st.unix_socket_dir.empty() && st.unix_socket_dir != "/tmp")
-            log_warning("sockets passed from service manager, unix_socket_dir ignored");
+            log_warning("sockets passed from service manager, cf_unix_socket_dir ignored");
         if (!listeners_adopt(kSdListenFdsStart, sd_fds, lc, on_accept, err))
             die("%s", err.c_str());
     } else if (!listeners_open(lc, on_accept, err)) {
