@@ -201,10 +201,8 @@ PacketAction Client::on_packet(SBuf&, const PacketHeader& hdr, std::span<const u
 void Client::on_sbuf_event(SBuf&, SBufEvent ev) {
     switch (ev) {
     case SBufEvent::Eof:
+    case SBufEvent::SocketError:  // a reset too: PgBouncer's one reason for both
         close("client unexpected eof");
-        return;
-    case SBufEvent::SocketError:
-        close("client connection error");
         return;
     case SBufEvent::BadPacket: {
         // As PgBouncer: up to 8 bytes of the header in hex.
@@ -360,6 +358,8 @@ bool Client::apply_startup_options(const std::string& opts, VarValues& v,
             keep.push_back(item.substr(eq + 1));
             v[static_cast<size_t>(vi)] = keep.back();
         } else if (!list_contains_ci(settings().ignore_startup_parameters, name)) {
+            slog_warning(this, "unsupported startup parameter in options: %s=%s", name.c_str(),
+                         item.substr(eq + 1).c_str());
             fatal("08P01", "unsupported startup parameter in options: %s", name.c_str());
             return false;
         }

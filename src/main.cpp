@@ -219,6 +219,8 @@ void begin_shutdown(bool wait_for_clients) {
     }
 }
 
+void remove_pidfile();
+
 void on_signal(evutil_socket_t sig, short, void*) noexcept {
     time_update();
     switch (sig) {
@@ -231,7 +233,7 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
     case SIGINT:
     case SIGTERM:
         if (++g_signal_count > 1) {
-            log_info("got second shutdown signal, exiting now");
+            log_info("got %s while shutting down, fast exit", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             loop_stop();
             return;
         }
@@ -240,6 +242,11 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
         else
             log_info("got SIGINT, shutting down, waiting for all servers connections to be "
                      "released");
+        if (pause_mode() == PauseMode::Suspend) {  // sockets frozen: nothing could finish
+            listeners_close(false);
+            remove_pidfile();
+            die("suspend was in progress, going down immediately");
+        }
         begin_shutdown(sig == SIGTERM);
         return;
     case SIGQUIT:
@@ -561,6 +568,7 @@ int run(int argc, char** argv) {
     log_fd_limit(r.cfg, r.userlist);
     ListenConfig lc;
     lc.addrs = split_list(st.listen_addr);
+    lc.addr_text = st.listen_addr;
     lc.port = st.listen_port;
     lc.backlog = st.listen_backlog;
     lc.unix_dir = st.unix_socket_dir;

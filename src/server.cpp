@@ -151,7 +151,7 @@ bool Server::start_connect() {
     bool in_progress = false;
     int fd = connect_nonblocking(addr, in_progress, err);
     if (fd < 0) {
-        slog_warning(this, "connect failed: %s", err.c_str());
+        log_warning("sbuf_connect failed: %s", err.c_str());  // PgBouncer's line, no prefix
         connect_failed("connect failed");
         return false;
     }
@@ -225,8 +225,10 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
         return;  // the sbuf flushes out_ after this event
     }
     case SBufEvent::ConnectFailed: {
+        // PgBouncer keeps the reason of a connect that fails later to its debug output; it
+        // is worth more than that (refused, unreachable, timed out), so it is a LOG line.
         std::string msg = strerror(errno);
-        slog_warning(this, "connect failed: %s", msg.c_str());
+        slog_info(this, "connect failed: %s", msg.c_str());
         connect_failed("connect failed");
         return;
     }

@@ -123,8 +123,10 @@ bool set_defer_accept(int fd, bool on) {
     return setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) == 0 && on;
 }
 
-bool open_tcp(const ListenConfig& cfg, const std::string& host,
-              std::string& err) {
+// One listen_addr entry: every address it resolves to. An address that cannot be listened on
+// is logged and skipped, as PgBouncer does (a host without IPv6 still serves "*" on IPv4);
+// false only when the name does not resolve.
+bool open_tcp(const ListenConfig& cfg, const std::string& host, std::string& err) {
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
@@ -133,43 +135,48 @@ bool open_tcp(const ListenConfig& cfg, const std::string& host,
     std::string port = std::to_string(cfg.port);
     int rc = getaddrinfo(host == "*" ? nullptr : host.c_str(), port.c_str(), &hints, &res);
     if (rc != 0) {
-        err = "cannot resolve listen_addr " + host + ": " + gai_strerror(rc);
+        err = "getaddrinfo('" + host + "', '" + port + "') = " + gai_strerror(rc) + " [" +
+              std::to_string(rc) + "]";
         return false;
     }
-    bool ok = true;
     for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            err = std::string("socket(): ") + strerror(errno);
-            ok = false;
-            break;
-        }
-        int on = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-        if (cfg.reuseport)
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
-        if (ai->ai_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
-        bool deferred = cfg.defer_accept && set_defer_accept(fd, true);
-        tune_socket(fd, true, cfg.tcp);
         PeerAddr a;
         memcpy(&a.ss, ai->ai_addr, ai->ai_addrlen);
         a.len = ai->ai_addrlen;
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, cfg.backlog) != 0) {
-            err = "cannot listen on " + a.host() + ":" + port + ": " + strerror(errno);
-            close(fd);
-            ok = false;
-            break;
+        bool v6 = ai->ai_family == AF_INET6;
+        std::string where = (v6 ? "[" : "") + a.host() + (v6 ? "]:" : ":") + port;
+        const char* call = "socket";
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {
+            int on = 1;
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+            if (cfg.reuseport)
+                setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+            if (v6)
+                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+            tune_socket(fd, true, cfg.tcp);
+            call = "bind";
+            if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+                call = "listen";
+                if (listen(fd, cfg.backlog) == 0)
+                    call = nullptr;
+            }
         }
-        log_info("listening on %s%s%s:%d", ai->ai_family == AF_INET6 ? "[" : "",
-                 a.host().c_str(), ai->ai_family == AF_INET6 ? "]" : "", cfg.port);
+        if (call) {
+            log_warning("cannot listen on %s: %s(): %s", where.c_str(), call, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        bool deferred = cfg.defer_accept && set_defer_accept(fd, true);
+        log_info("listening on %s", where.c_str());
         if (!add_listener(fd, false, deferred, "", false, err)) {
-            ok = false;
-            break;
+            freeaddrinfo(res);
+            return false;
         }
     }
     freeaddrinfo(res);
-    return ok;
+    return true;
 }
 
 // The socket file's address; false when the path does not fit.
@@ -219,8 +226,13 @@ bool open_unix(const ListenConfig& cfg, std::string& err) {
         err = std::string("socket(): ") + strerror(errno);
         return false;
     }
-    if (bind(fd, reinterpret_cast<sockaddr*>(&un), len) != 0 || listen(fd, cfg.backlog) != 0) {
-        err = "cannot listen on unix socket " + path + ": " + strerror(errno);
+    const char* call = bind(fd, reinterpret_cast<sockaddr*>(&un), len) != 0     ? "bind"
+                       : listen(fd, cfg.backlog) != 0 ? "listen"
+                                                      : nullptr;
+    if (call) {
+        // PgBouncer's two lines: the reason, then the fatal one.
+        log_warning("cannot listen on unix:%s: %s(): %s", path.c_str(), call, strerror(errno));
+        err = "failed to create unix socket";
         close(fd);
         return false;
     }
@@ -289,8 +301,16 @@ bool listeners_open(const ListenConfig& cfg, AcceptFn fn, std::string& err) {
     for (const std::string& a : cfg.addrs)
         if (!open_tcp(cfg, a, err))
             return false;
+    if (!cfg.addrs.empty() && g_listeners.empty()) {
+        err = "failed to listen on any address in listen_addr list: " + cfg.addr_text;
+        return false;
+    }
     if (!cfg.unix_dir.empty() && !open_unix(cfg, err))
         return false;
+    if (g_listeners.empty()) {
+        err = "nowhere to listen on";
+        return false;
+    }
     return watch_all(err);
 }
 

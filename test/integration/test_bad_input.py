@@ -146,6 +146,22 @@ def test_disable_pqexec_leaves_the_console(pooler):
     assert [r["database"] for r in p.show("DATABASES") if r["name"] == "appdb"] == ["appdb"]
 
 
+def test_client_gone_without_terminate(tx_pooler):
+    """A client that closes (FIN) or resets (RST) without Terminate: PgBouncer's one reason
+    for both, and its server goes back to the pool."""
+    p = tx_pooler
+    _still_serving(p)
+    for rst in (False, True):
+        c = _logged_in(p)
+        if rst:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        mark = p.log_mark()
+        c.sock.close()
+        p.wait_for_log(r"LOG C-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:\d+ closing because: client "
+                       r"unexpected eof \(age=\d+s\)\n", since=mark)
+    _still_serving(p)
+
+
 def test_oversize_message_before_login(tx_pooler):
     """A client nobody has authenticated yet announces a 1 GiB password message: refused at
     the header, nothing is buffered for it."""

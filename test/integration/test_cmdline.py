@@ -217,6 +217,26 @@ def test_second_instance_refused(pooler):
     assert a.psql("-c", "SELECT 1")[:2] == (0, "1\n")
 
 
+def test_listen_addr_that_cannot_be_bound_is_skipped(pooler):
+    """An address of listen_addr this host does not have (192.0.2.1, TEST-NET-1) is logged and
+    skipped, the others serve; when none of them can be listened on the start fails."""
+    p = pooler(pgbouncer={"listen_addr": "127.0.0.1,192.0.2.1"})
+    p.wait_for_log(rf"WARNING cannot listen on 192\.0\.2\.1:{p.port}: bind\(\): Cannot assign "
+                   r"requested address\n")
+    p.wait_for_log(rf"LOG listening on 127\.0\.0\.1:{p.port}\n")
+    assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: the start fails when no listen_addr address can be listened on")
+def test_listen_addr_that_cannot_be_bound_at_all(pooler):
+    q = pooler(start=False, pgbouncer={"listen_addr": "192.0.2.1", "logfile": None})
+    r = _run(q.argv())
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "FATAL failed to listen on any address in listen_addr list: 192.0.2.1\n" in out, out
+
+
 def test_stale_pidfile_removed(pooler):
     """A pidfile naming a dead process is removed ("stale pidfile, removing") and rewritten,
     and removed again at exit."""

@@ -4,6 +4,7 @@ SIGTERM = SHUTDOWN WAIT_FOR_CLIENTS: stop listening on TCP, let connected client
 exit 0 once they are gone; a second SIGTERM exits at once. (PgBouncer 1.18 exits at the
 first SIGTERM with code 1, so these fail against it by design.)"""
 
+import os
 import signal
 
 import psycopg
@@ -53,4 +54,41 @@ def test_second_sigterm_exits_at_once(pooler):
     p.signal(signal.SIGTERM)
     harness.wait_until(lambda: not p.alive(), 15, what="exit after the second SIGTERM")
     assert p.returncode == 0, p.full_log()
+    assert "LOG got SIGTERM while shutting down, fast exit\n" in p.log_text()
+    a.close()
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: the SIGINT lines of later releases")
+def test_second_sigint_exits_at_once(pooler):
+    p = pooler()
+    a = p.connect()
+    a.execute("BEGIN")  # holds its server: the SIGINT shutdown waits for it
+    a.execute("SELECT 1")
+    p.expect_exit = True
+    p.signal(signal.SIGINT)
+    p.wait_for_log(r"LOG got SIGINT, shutting down, waiting for all servers connections to be "
+                   r"released\n")
+    assert p.alive()
+    p.signal(signal.SIGINT)
+    harness.wait_until(lambda: not p.alive(), 15, what="exit after the second SIGINT")
+    assert p.returncode == 0, p.full_log()
+    assert "LOG got SIGINT while shutting down, fast exit\n" in p.log_text()
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: a shutdown signal while suspended exits (1.18 waits on)")
+def test_shutdown_signal_while_suspended_exits_at_once(pooler):
+    """A SUSPEND froze every socket, so nothing could finish: PgBouncer's FATAL, exit 1,
+    the pidfile removed."""
+    p = pooler()
+    a = p.connect()
+    a.execute("SELECT 1")
+    assert p.admin("SUSPEND") == []
+    p.expect_exit = True
+    p.signal(signal.SIGINT)
+    harness.wait_until(lambda: not p.alive(), 15, what="exit at a SIGINT while suspended")
+    assert p.returncode == 1, p.full_log()
+    assert "FATAL suspend was in progress, going down immediately\n" in p.log_text()
+    assert not os.path.exists(os.path.join(p.dir, "pooler.pid"))
     a.close()

@@ -132,6 +132,18 @@ def test_parameters_in_options(pooler, pg):
         c.close(terminate=True)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: the options startup parameter")
+def test_unknown_parameter_in_options_refused(pooler):
+    """A parameter in options that is neither tracked nor in ignore_startup_parameters:
+    PgBouncer's WARNING with the value, then the FATAL to the client."""
+    p = pooler(pgbouncer=TXN1)
+    with pytest.raises(psycopg.OperationalError,
+                       match="unsupported startup parameter in options: work_mem"):
+        p.connect(options="-c work_mem=64MB")
+    p.wait_for_log(r"WARNING C-0x[0-9a-f]+: \S+@127\.0\.0\.1:\d+ unsupported startup parameter "
+                   r"in options: work_mem=64MB\n")
+
+
 @pytest.mark.differs_from_pgbouncer_1_18(
     "not in PgBouncer 1.18: IntervalStyle as a tracked parameter")
 def test_set_outside_transaction_follows_the_client(pooler, pg):

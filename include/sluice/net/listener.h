@@ -11,6 +11,7 @@ namespace sluice {
 
 struct ListenConfig {
     std::vector<std::string> addrs;  // "*" = all IPv4 and IPv6
+    std::string addr_text;           // listen_addr as written (for the error)
     int port = 6432;
     int backlog = 128;
     std::string unix_dir;  // "" = no unix socket
@@ -27,7 +28,9 @@ struct ListenConfig {
 // arrived already.
 using AcceptFn = void (*)(int fd, const PeerAddr& peer, bool is_unix, bool input_waiting);
 
-// Opens every listener. False = a socket could not be opened (err says which and why).
+// Opens every listener. An address that cannot be listened on is logged and skipped; false
+// (err says why) when a name does not resolve, when listen_addr yields no socket at all, when
+// the unix socket cannot be made, or when there is nothing to listen on.
 // Each listener sits in the loop's epoll set (net/loop.h: loop_watch); the loop must exist.
 [[nodiscard]] bool listeners_open(const ListenConfig& cfg, AcceptFn fn, std::string& err);
 // Socket activation: the count listening sockets from first_fd on, opened by the service
