@@ -164,8 +164,9 @@ void Client::close(const char* reason) {
     if (state == ClientState::Closing)
         return;
     // A connection that closes before sending anything (a port probe) is not logged, as in
-    // PgBouncer; every other close is, login failures included.
-    bool probe = state == ClientState::Login && sb.stats().recv_bytes == 0;
+    // PgBouncer, nor one closed without a reason (nullptr); every other close is, login
+    // failures included.
+    bool probe = !reason || (state == ClientState::Login && sb.stats().recv_bytes == 0);
     if (settings().log_disconnections && !probe)
         slog_info(this, "closing because: %s (age=%llds)", reason,
                   static_cast<long long>((mono_now() - connect_time) / 1000000));
@@ -202,7 +203,10 @@ void Client::on_sbuf_event(SBuf&, SBufEvent ev) {
     switch (ev) {
     case SBufEvent::Eof:
     case SBufEvent::SocketError:  // a reset too: PgBouncer's one reason for both
-        close("client unexpected eof");
+        // As PgBouncer: no line for a client that leaves during login between messages (a
+        // TLS probe after the SSLRequest's answer, psql going to ask for a password).
+        close(state == ClientState::Login && sb.unparsed().empty() ? nullptr
+                                                                    : "client unexpected eof");
         return;
     case SBufEvent::BadPacket: {
         // As PgBouncer: up to 8 bytes of the header in hex.
@@ -428,7 +432,11 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         return PacketAction::Closed;
     }
     if (user_name().size() >= kMaxUserNameLen) {
+        std::string failed_db = login->db_name.empty() ? user_name() : login->db_name;
+        std::string failed_user(user_name());
         fatal("08P01", "username too long");
+        if (settings().log_connections)  // PgBouncer's line after the close
+            slog_info(this, "login failed: db=%s user=%s", failed_db.c_str(), failed_user.c_str());
         return PacketAction::Closed;
     }
     if (login->db_name.empty())
@@ -738,7 +746,7 @@ void Client::on_server_assigned() {
 PacketAction Client::on_admin_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
     switch (hdr.type) {
     case msg::kTerminate:
-        close("close req");  // PgBouncer's reason for a console session
+        close("client close request");  // what PgBouncer logs for a console Terminate too
         return PacketAction::Closed;
     case msg::kQuery: {
         if (data.size() < hdr.len)

@@ -106,7 +106,28 @@ def test_login_log_lines_as_pgbouncer(pooler):
                    r"exist\n")
     p.wait_for_log(pre + r'closing because: database "nosuchdb" does not exist \(age=\d+s\)\n'
                    r".*WARNING " + pre + r'pooler error: database "nosuchdb" does not exist\n')
-    assert "unexpected eof" not in p.log_text()  # the probe
+    # Clients that leave during login between two messages leave no line either, as in
+    # PgBouncer: a TLS probe after the answer to its SSLRequest, and psql going away to ask
+    # for a password after the md5 challenge.
+    import struct
+    with socket.create_connection(("127.0.0.1", p.port)) as s:
+        s.sendall(struct.pack("!II", 8, 80877103))
+        assert s.recv(1) in (b"N", b"S")
+    with socket.create_connection(("127.0.0.1", p.port)) as s:
+        body = b"user\0md5user\0database\0appdb\0\0"
+        s.sendall(struct.pack("!II", 8 + len(body), 196608) + body)
+        assert s.recv(64)[:1] == b"R"  # the md5 challenge
+    # a console session ending with Terminate
+    p.admin("SHOW LISTS")
+    p.wait_for_log(r"LOG C-0x[0-9a-f]+: pgbouncer/postgres@127\.0\.0\.1:\d+ closing because: client "
+                   r"close request \(age=\d+s\)\n")
+    assert "unexpected eof" not in p.log_text()  # the probes
+    # a user name that is too long: the close, then PgBouncer's "login failed" line
+    p2 = pooler(pgbouncer={"log_connections": "1"})
+    with pytest.raises(psycopg.OperationalError, match="username too long"):
+        p2.connect("u" * 130, password="x")
+    p2.wait_for_log(r"closing because: username too long \(age=\d+s\)\n.*\n.*LOG C-0x[0-9a-f]+: "
+                    r"\S+ login failed: db=appdb user=u{130}\n")
 
 
 def test_unknown_user_and_empty_password(pooler):

@@ -177,7 +177,8 @@ public:
     // The same with an ErrorResponse made elsewhere (a server's login failure): sends it,
     // closes, logs "closing because: <reason>" and "pooler error: <reason>" as fatal() does.
     void fail_with(std::string_view error_packet, const char* reason);
-    // Closes without sending anything; logs "closing because: <reason>".
+    // Closes without sending anything; logs "closing because: <reason>" (nothing when
+    // reason is nullptr).
     void close(const char* reason);
     // The pool gave this client a server (or could not): continue.
     void on_server_assigned();
