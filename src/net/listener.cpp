@@ -118,9 +118,9 @@ bool add_listener(int fd, bool is_unix, bool deferred, const std::string& path, 
 // PgBouncer's value: a client that connects and stays silent is handed over after about a
 // second (one SYN-ACK retransmission), so client_login_timeout applies to it; legitimate
 // clients always speak first.
-bool set_defer_accept(int fd, bool on) {
-    int secs = on ? 1 : 0;
-    return setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) == 0 && on;
+bool set_defer_accept(int fd) {
+    int secs = 1;
+    return setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) == 0;
 }
 
 // One listen_addr entry: every address it resolves to. An address that cannot be listened on
@@ -168,7 +168,7 @@ bool open_tcp(const ListenConfig& cfg, const std::string& host, std::string& err
                 close(fd);
             continue;
         }
-        bool deferred = cfg.defer_accept && set_defer_accept(fd, true);
+        bool deferred = cfg.defer_accept && set_defer_accept(fd);
         log_info("listening on %s", where.c_str());
         if (!add_listener(fd, false, deferred, "", false, err)) {
             freeaddrinfo(res);
@@ -226,9 +226,11 @@ bool open_unix(const ListenConfig& cfg, std::string& err) {
         err = std::string("socket(): ") + strerror(errno);
         return false;
     }
-    const char* call = bind(fd, reinterpret_cast<sockaddr*>(&un), len) != 0     ? "bind"
-                       : listen(fd, cfg.backlog) != 0 ? "listen"
-                                                      : nullptr;
+    const char* call = nullptr;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&un), len) != 0)
+        call = "bind";
+    else if (listen(fd, cfg.backlog) != 0)
+        call = "listen";
     if (call) {
         // PgBouncer's two lines: the reason, then the fatal one.
         log_warning("cannot listen on unix:%s: %s(): %s", path.c_str(), call, strerror(errno));
@@ -271,7 +273,7 @@ bool adopt(int fd, const ListenConfig& cfg, std::string& err) {
             path = un.sun_path;
     } else {
         tune_socket(fd, true, cfg.tcp);
-        deferred = cfg.defer_accept && set_defer_accept(fd, true);
+        deferred = cfg.defer_accept && set_defer_accept(fd);
     }
     log_info("socket passed from service manager (fd %d)", fd);
     return add_listener(fd, is_unix, deferred, path, false, err);
