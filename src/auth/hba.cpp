@@ -1,6 +1,7 @@
 // auth_hba_file / auth_ident_file: tokenizer, line parsers and the matcher. The grammar is the
 // subset PgBouncer's hba.c accepts; a line that does not parse is logged with file:line and
-// skipped (PgBouncer: "could not parse hba config line N"), the rest of the file still loads.
+// the reason, then PgBouncer's "could not parse hba config line N", and skipped; the rest of
+// the file still loads.
 #include "sluice/auth/hba.h"
 
 #include <arpa/inet.h>
@@ -502,9 +503,9 @@ void IdentFile::parse(std::string_view text, std::string_view source) {
         bool empty = false;
         std::string err;
         if (!parse_ident_line(line, m, empty, err)) {
-            log_warning("%.*s:%zu: %s (could not parse ident config line %zu, skipped)",
-                        static_cast<int>(source.size()), source.data(), lineno, err.c_str(),
-                        lineno);
+            log_warning("%.*s:%zu: %s", static_cast<int>(source.size()), source.data(), lineno,
+                        err.c_str());
+            log_warning("could not parse ident config line %zu", lineno);  // PgBouncer's
             return;
         }
         if (!empty)
@@ -550,8 +551,10 @@ void HbaFile::parse(std::string_view text, const std::string& source, const Iden
             rules_.push_back(std::move(r));
             return;
         case LineResult::Bad:
-            log_warning("%s:%zu: %s (could not parse hba config line %zu, skipped)", source.c_str(),
-                        lineno, err.c_str(), lineno);
+            // The reason with file and line, then the line PgBouncer writes (what log
+            // collectors match).
+            log_warning("%s:%zu: %s", source.c_str(), lineno, err.c_str());
+            log_warning("could not parse hba config line %zu", lineno);
             return;
         }
     });
