@@ -80,7 +80,8 @@ void Client::on_tls_event(SBufEvent ev) {
         }
         return;
     case SBufEvent::TlsFailed:
-        slog_warning(this, "TLS handshake error: %s", tls_last_error());
+        // PgBouncer's line has no connection prefix; ours for the close names the client.
+        log_warning("TLS handshake error: %s", tls_last_error());
         close("TLS handshake failed");
         return;
     default:
@@ -138,7 +139,7 @@ void Server::on_tls_event(SBufEvent ev) {
     }
     case SBufEvent::TlsFailed: {
         std::string m = std::string("TLS handshake failed: ") + tls_last_error();
-        slog_warning(this, "TLS handshake error: %s", tls_last_error());
+        log_warning("TLS handshake error: %s", tls_last_error());  // as PgBouncer: no prefix
         login_failed(m, {});
         return;
     }

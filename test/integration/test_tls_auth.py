@@ -216,7 +216,8 @@ def test_verify_full_cert_login(pooler, certs, auth_type):
     assert r.startswith("tls error:") and "unknown ca" in r, r
     # plain: refused before authentication
     assert login(p, certs, "db_ssl", "md5user", False) == "error: SSL required"
-    p.wait_for_log(r"TLS handshake error: .*(peer did not return a certificate|"
+    # PgBouncer's line, without a connection prefix
+    p.wait_for_log(r"\[\d+\] WARNING TLS handshake error: .*(peer did not return a certificate|"
                    r"certificate verify failed)")
     # psql, the usual way: PGSSLCERT / PGSSLKEY
     crt, key = certs.client("md5user")
