@@ -92,12 +92,13 @@ size_t Server::log_prefix(char* buf, size_t size) const noexcept {
     // database's host setting.
     const DatabaseEntry& e = pool->db->entry;
     bool unresolved = addr.ss.ss_family == AF_UNSPEC;
-    int n = snprintf(buf, size, "S-%p: %s/%s@%s:%d", static_cast<const void*>(this),
-                     pool->db->name.c_str(), pool->user->name.c_str(),
+    bool v6 = addr.ss.ss_family == AF_INET6;  // "[::1]:5432", as PgBouncer writes it
+    int n = snprintf(buf, size, "S-%p: %s/%s@%s%s%s:%d", static_cast<const void*>(this),
+                     pool->db->name.c_str(), pool->user->name.c_str(), v6 ? "[" : "",
                      unresolved      ? e.host.c_str()
                      : addr.is_unix() ? "unix"
                                       : addr.host().c_str(),
-                     unresolved || addr.is_unix() ? e.port : addr.port());
+                     v6 ? "]" : "", unresolved || addr.is_unix() ? e.port : addr.port());
     if (n < 0)
         return 0;
     return static_cast<size_t>(n) < size ? static_cast<size_t>(n) : size - 1;
@@ -217,8 +218,7 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
             if (local.is_unix())
                 slog_info(this, "new connection to server");
             else
-                slog_info(this, "new connection to server (from %s:%d)", local.host().c_str(),
-                          local.port());
+                slog_info(this, "new connection to server (from %s)", local.host_port().c_str());
         }
         if (!send_ssl_request())  // TLS (tls_login.cpp): SSLRequest first, startup later
             send_startup();

@@ -144,7 +144,7 @@ bool open_tcp(const ListenConfig& cfg, const std::string& host, std::string& err
         memcpy(&a.ss, ai->ai_addr, ai->ai_addrlen);
         a.len = ai->ai_addrlen;
         bool v6 = ai->ai_family == AF_INET6;
-        std::string where = (v6 ? "[" : "") + a.host() + (v6 ? "]:" : ":") + port;
+        std::string where = a.host_port();
         const char* call = "socket";
         int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd >= 0) {

@@ -29,6 +29,11 @@ std::string PeerAddr::host() const {
     return buf;
 }
 
+std::string PeerAddr::host_port() const {
+    bool v6 = ss.ss_family == AF_INET6;
+    return (v6 ? "[" : "") + host() + (v6 ? "]:" : ":") + std::to_string(port());
+}
+
 int PeerAddr::port() const noexcept {
     if (ss.ss_family == AF_INET)
         return ntohs(reinterpret_cast<const sockaddr_in*>(&ss)->sin_port);

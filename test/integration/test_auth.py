@@ -3,9 +3,12 @@ PgBouncer error texts for refused logins."""
 
 import re
 
+import socket
+
 import psycopg
 import pytest
 
+import harness
 import pgwire
 
 USERS = ["md5user", "scramuser", "scramonly"]
@@ -207,3 +210,26 @@ def test_broken_auth_file_line_is_skipped(pooler, pg):
     with p.connect("md5user") as c:
         assert c.execute("SELECT current_user").fetchone() == ("md5user",)
 
+
+def _have_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _have_ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_addresses_in_log_lines(pooler, pg):
+    """IPv6 addresses in brackets, as PgBouncer writes them: the client's and the server's
+    prefixes and the server's local address."""
+    p = pooler(pgbouncer={"listen_addr": "127.0.0.1,::1"},
+               databases={"v6db": "host=::1 port={pg_port} dbname=appdb"})
+    with psycopg.connect(host="::1", port=p.port, user="md5user", dbname="v6db",
+                         password=harness.PASSWORDS["md5user"]) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    p.wait_for_log(r"LOG C-0x[0-9a-f]+: v6db/md5user@\[::1\]:\d+ login attempt: ")
+    p.wait_for_log(rf"LOG S-0x[0-9a-f]+: v6db/md5user@\[::1\]:{pg.port} new connection to "
+                   r"server \(from \[::1\]:\d+\)\n")
+    p.wait_for_log(rf"LOG listening on \[::1\]:{p.port}\n")

@@ -19,6 +19,8 @@ struct PeerAddr {
     bool is_unix() const noexcept { return ss.ss_family == AF_UNIX; }
     std::string host() const;  // "127.0.0.1", "::1", "unix"
     int port() const noexcept;
+    // PgBouncer's form in log lines: "127.0.0.1:5432", "[::1]:5432".
+    std::string host_port() const;
 };
 
 // An accepted client's address in 20 bytes where PeerAddr takes 136 (one per client): the
