@@ -45,6 +45,7 @@ struct Options {
 
 std::string g_pidfile;  // written by us; removed at exit
 int g_signal_count = 0;
+int g_exit_code = 0;  // 1 after a fatal error at run time (the loop stops, teardown runs)
 
 void usage(FILE* to, const char* prog) {
     fprintf(to,
@@ -188,8 +189,9 @@ ReloadResult reload() {
     apply_config_objects();
     bool tls_ok = apply_tls_settings();
     listeners_tune(tcp_options_from(settings()));  // new connections inherit them
-    if (!log_configure(log_config_from(settings(), g_opts)))
-        log_warning("logfile could not be reopened");
+    if (!log_configure(log_config_from(settings(), g_opts)))  // PgBouncer would exit here
+        log_error("cannot open logfile '%s': %s; logging to stderr only",
+                  settings().logfile.c_str(), log_open_error());
     log_reopen();
     for (auto& p : rt().pools)
         pool_launch_if_needed(*p);
@@ -201,7 +203,8 @@ void settings_changed() {
     config_changed();
     listeners_tune(tcp_options_from(settings()));
     if (!log_configure(log_config_from(settings(), g_opts)))
-        log_warning("logfile could not be reopened");
+        log_error("cannot open logfile '%s': %s; logging to stderr only",
+                  settings().logfile.c_str(), log_open_error());
     static_cast<void>(apply_tls_settings());  // a failure is logged; SET itself took effect
 }
 
@@ -218,8 +221,6 @@ void begin_shutdown(bool wait_for_clients) {
             p->waiting.for_each([](Client& c) { c.fatal("08P01", "server shutting down"); });
     }
 }
-
-void remove_pidfile();
 
 void on_signal(evutil_socket_t sig, short, void*) noexcept {
     time_update();
@@ -243,9 +244,12 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
             log_info("got SIGINT, shutting down, waiting for all servers connections to be "
                      "released");
         if (pause_mode() == PauseMode::Suspend) {  // sockets frozen: nothing could finish
-            listeners_close(false);
-            remove_pidfile();
-            die("suspend was in progress, going down immediately");
+            // PgBouncer's FATAL and exit status; the usual teardown still runs (pidfile,
+            // unix socket, memory).
+            log_msg(LogLevel::Fatal, "suspend was in progress, going down immediately");
+            g_exit_code = 1;
+            loop_stop();
+            return;
         }
         begin_shutdown(sig == SIGTERM);
         return;
@@ -533,8 +537,8 @@ int run(int argc, char** argv) {
             die("cannot switch to user '%s' as a non-root user", o.user.c_str());
     }
 
-    if (!log_configure(log_config_from(st, o)))
-        die("cannot open logfile %s", st.logfile.c_str());
+    if (!log_configure(log_config_from(st, o)))  // PgBouncer's words
+        die("Cannot open logfile: '%s': %s", st.logfile.c_str(), log_open_error());
     if (!load_auth_file(st, r.userlist))
         log_warning("continuing without auth_file entries");
     load_hba(st);
@@ -625,7 +629,7 @@ int run(int argc, char** argv) {
         event_free(ev);
     loop_destroy();
     r.base = nullptr;
-    return 0;
+    return g_exit_code;
 }
 
 }  // namespace

@@ -69,6 +69,8 @@ int facility_code(const std::string& name) noexcept {
     return LOG_DAEMON;
 }
 
+int g_open_errno = 0;  // why the logfile last failed to open
+
 bool open_file() {
     if (g_file) {
         fclose(g_file);
@@ -78,9 +80,7 @@ bool open_file() {
         return true;
     g_file = fopen(g_cfg.logfile.c_str(), "a");
     if (!g_file) {
-        int e = errno;
-        log_msg(LogLevel::Error, "cannot open logfile \"%s\": %s", g_cfg.logfile.c_str(),
-                strerror(e));
+        g_open_errno = errno;
         return false;
     }
     setvbuf(g_file, nullptr, _IOLBF, 0);
@@ -88,6 +88,10 @@ bool open_file() {
 }
 
 }  // namespace
+
+const char* log_open_error() noexcept {
+    return strerror(g_open_errno);
+}
 
 bool log_configure(const LogConfig& cfg) {
     bool file_changed = cfg.logfile != g_cfg.logfile || (!cfg.logfile.empty() && !g_file);

@@ -237,6 +237,17 @@ def test_listen_addr_that_cannot_be_bound_at_all(pooler):
     assert "FATAL failed to listen on any address in listen_addr list: 192.0.2.1\n" in out, out
 
 
+def test_logfile_that_cannot_be_opened(pooler):
+    p = pooler(start=False, pgbouncer={"logfile": "/nonexistent-sluice-dir/pooler.log"})
+    r = _run(p.argv())
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    # PgBouncer's one line
+    assert "FATAL Cannot open logfile: '/nonexistent-sluice-dir/pooler.log': No such file or " \
+        "directory\n" in out, out
+    assert not _listening(p.port)
+
+
 def test_stale_pidfile_removed(pooler):
     """A pidfile naming a dead process is removed ("stale pidfile, removing") and rewritten,
     and removed again at exit."""

@@ -45,8 +45,11 @@ def test_listen_backlog(pooler):
 
 
 def test_so_reuseport_shares_the_port(pooler):
-    a = pooler(pgbouncer={"so_reuseport": "1"})
-    b = pooler(port=a.port, pgbouncer={"so_reuseport": "1"})
+    settings = {"so_reuseport": "1", "pool_mode": "transaction"}
+    a = pooler(pgbouncer=settings)
+    b = pooler(port=a.port, pgbouncer=settings)
+    # b's readiness probe may have been answered by a (same port): wait for b's own line
+    b.wait_for_log(rf"LOG listening on 127\.0\.0\.1:{a.port}\n")
     assert a.alive() and b.alive()
     conns = [a.connect() for _ in range(24)]  # the kernel spreads them by address hash
     for c in conns:

@@ -27,9 +27,10 @@ struct LogConfig {
     std::string syslog_facility = "daemon";
 };
 
-// Applies new settings; (re)opens the logfile. Returns false (and logs) when the file cannot
-// be opened; logging to stderr continues.
+// Applies new settings; (re)opens the logfile. Returns false when the file cannot be opened
+// (log_open_error() says why); logging to stderr continues.
 [[nodiscard]] bool log_configure(const LogConfig& cfg);
+const char* log_open_error() noexcept;
 // The process forked (-d): the cached pid in the line prefix must be read again.
 void log_after_fork() noexcept;
 // Reopens the logfile (SIGHUP / RELOAD).
