@@ -235,9 +235,7 @@ void Server::on_sbuf_event(SBuf&, SBufEvent ev) {
     case SBufEvent::Eof:
     case SBufEvent::SocketError:
         if (state == ServerState::Login) {
-            login_failed(ev == SBufEvent::Eof ? "server closed the connection during login"
-                                              : "server connection error",
-                         {});
+            login_failed("server conn crashed?", {});  // PgBouncer's one reason for both
             return;
         }
         close_and_fail_client("server conn crashed?");

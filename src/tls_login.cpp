@@ -110,7 +110,7 @@ PacketAction Server::on_ssl_answer(uint8_t answer) {
         const std::string& hosts = pool->db->entry.host;
         SSL* ssl = tls_new_connect(hosts.substr(0, hosts.find(',')));  // the host connected to
         if (!ssl || !sb.start_tls(ssl, false)) {
-            login_failed("cannot start TLS", {});
+            login_failed("sslreq processing failed", {});  // PgBouncer's words
             return PacketAction::Closed;
         }
         return PacketAction::Skip;
@@ -121,7 +121,7 @@ PacketAction Server::on_ssl_answer(uint8_t answer) {
             return PacketAction::Closed;
         return PacketAction::Skip;
     }
-    login_failed(answer == 'N' ? "server refused SSL" : "bad answer to SSL request", {});
+    login_failed(answer == 'N' ? "server refused SSL" : "bad sslreq answer", {});
     return PacketAction::Closed;
 }
 

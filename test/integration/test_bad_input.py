@@ -162,6 +162,43 @@ def test_client_gone_without_terminate(tx_pooler):
     _still_serving(p)
 
 
+def test_server_that_hangs_up_during_login(pooler):
+    """A "server" that accepts and closes at once: PgBouncer's reason for the server's close;
+    the waiting client is told and the pooler goes on."""
+    import threading
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    stop = threading.Event()
+
+    def hang_up():
+        lsock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+                conn.close()
+            except OSError:
+                pass
+    t = threading.Thread(target=hang_up, daemon=True)
+    t.start()
+    try:
+        p = pooler(pgbouncer={"server_login_retry": "1", "query_wait_timeout": "3"},
+                   databases={"deaddb": f"host=127.0.0.1 port={lsock.getsockname()[1]} "
+                                        "dbname=x"})
+        try:  # refused with the server's failure, or left waiting until query_wait_timeout
+            Conn.connect("127.0.0.1", p.port, user="md5user", password="md5pass",
+                         database="deaddb", timeout=15).sock.close()
+        except Exception:  # noqa: BLE001 - either way is fine here
+            pass
+        p.wait_for_log(r"LOG S-0x[0-9a-f]+: deaddb/md5user@127\.0\.0\.1:\d+ closing because: "
+                       r"server conn crashed\? \(age=\d+s\)\n")
+        _still_serving(p)
+    finally:
+        stop.set()
+        t.join(5)
+        lsock.close()
+
+
 def test_oversize_message_before_login(tx_pooler):
     """A client nobody has authenticated yet announces a 1 GiB password message: refused at
     the header, nothing is buffered for it."""
