@@ -280,7 +280,6 @@ def test_known_state_newer_columns(pooler, pg):
         x.close()
 
 
-@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: KILL_CLIENT")
 def test_errors_keep_the_session(pooler):
     p = pooler()
     c = console(p)
@@ -307,8 +306,6 @@ def test_errors_keep_the_session(pooler):
                    ("DISABLE", "a database is required"),
                    ("RESUME", "pooler is not paused/suspended"),
                    ("RESUME appdb", "database appdb is not paused"),
-                   ("KILL_CLIENT abc", "invalid client pointer supplied"),
-                   ("KILL_CLIENT 987654321", "client not found"),
                    ("SET no_such_setting = 1", "SET failed"),
                    ("RELOAD now", "invalid command 'RELOAD now', use SHOW HELP;")):
         with pytest.raises(psycopg.Error) as e:
@@ -316,34 +313,66 @@ def test_errors_keep_the_session(pooler):
         assert e.value.diag.message_primary == msg, q
         assert e.value.diag.severity == "ERROR"
     assert "ERROR unknown parameter: pgbouncer/no_such_setting\n" in p.log_text()
+    assert run(c, "SHOW LISTS")[1]
+
+
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: KILL_CLIENT")
+def test_kill_client_errors(pooler):
+    p = pooler()
+    c = console(p)
+    for q, msg in (("KILL_CLIENT abc", "invalid client pointer supplied"),
+                   ("KILL_CLIENT 987654321", "client not found")):
+        with pytest.raises(psycopg.Error) as e:
+            run(c, q)
+        assert e.value.diag.message_primary == msg, q
+        assert e.value.diag.severity == "ERROR"
     assert run(c, "SHOW STATE")[1]
 
 
-@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: SHOW PEER_POOLS")
+ADMIN_ONLY = ("SHOW FDS", "PAUSE", "PAUSE appdb", "RESUME", "KILL appdb", "RECONNECT",
+              "DISABLE appdb", "RELOAD", "SHUTDOWN", "SUSPEND", "WAIT_CLOSE",
+              "SET default_pool_size = 3")
+
+
+def _refused_to_stats_user(s, queries):
+    for q in queries:
+        with pytest.raises(psycopg.Error) as e:
+            run(s, q)
+        assert e.value.diag.message_primary == "admin access needed", q
+
+
 def test_access_control(pooler):
     p = pooler(pgbouncer={"stats_users": "md5user"})
     s = console(p, user="md5user")
     assert by_db(run(s, "SHOW POOLS")[1], "pgbouncer")
-    for what in EXPECTED:
-        if what == "FDS":
-            continue
-        assert run(s, f"SHOW {what}")[2] == "SHOW"
-    for q in ("SHOW FDS", "PAUSE", "PAUSE appdb", "RESUME", "KILL appdb", "RECONNECT",
-              "DISABLE appdb", "RELOAD", "SHUTDOWN", "SUSPEND", "WAIT_CLOSE",
-              "SET default_pool_size = 3", "KILL_CLIENT 1"):
-        with pytest.raises(psycopg.Error) as e:
-            run(s, q)
-        assert e.value.diag.message_primary == "admin access needed", q
-    assert run(s, "SHOW STATE")[1][0]["value"] == "yes"  # nothing was paused
+    for what in ("POOLS", "CLIENTS", "SERVERS", "SOCKETS", "ACTIVE_SOCKETS", "STATS",
+                 "STATS_TOTALS", "STATS_AVERAGES", "TOTALS", "LISTS", "USERS", "DATABASES",
+                 "CONFIG", "MEM", "DNS_HOSTS", "DNS_ZONES", "VERSION"):
+        assert run(s, f"SHOW {what}")[2] == "SHOW", what
+    _refused_to_stats_user(s, ADMIN_ONLY)
+    assert by_db(run(s, "SHOW DATABASES")[1], "appdb", key="name")[0]["paused"] == 0
     # a user in neither list cannot enter
     with pytest.raises(psycopg.OperationalError, match="not allowed"):
         console(p, user="scramuser")
     # same-UID "pgbouncer" over the unix socket: full access without a password
     r = harness.run_as_postgres([harness.pg_tool("psql"), "-X", "-At", "-h", p.dir, "-p",
                                  str(p.port), "-U", "pgbouncer", "-d", "pgbouncer",
-                                 "-c", "SHOW STATE", "-c", "RECONNECT"], timeout=30)
+                                 "-c", "SHOW LISTS", "-c", "RECONNECT"], timeout=30)
     assert r.returncode == 0, r.stderr
-    assert "active|yes" in r.stdout
+    assert "databases|" in r.stdout
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: SHOW PEER_POOLS, SHOW STATE and KILL_CLIENT")
+def test_access_control_newer_commands(pooler):
+    p = pooler(pgbouncer={"stats_users": "md5user"})
+    s = console(p, user="md5user")
+    for what in EXPECTED:
+        if what == "FDS":
+            continue
+        assert run(s, f"SHOW {what}")[2] == "SHOW"
+    _refused_to_stats_user(s, ("KILL_CLIENT 1",))
+    assert run(s, "SHOW STATE")[1][0]["value"] == "yes"  # nothing was paused
 
 
 def _pgbench(args, port, timeout=120):
