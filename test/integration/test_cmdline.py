@@ -27,6 +27,7 @@ def test_version(sluice_bin):
     lines = r.stdout.splitlines()
     assert lines[1].startswith("libevent ") and "adns: evdns2" in lines
     assert any(line.startswith("tls: OpenSSL") for line in lines)
+    assert lines[-1] == "systemd: yes"  # as PgBouncer's systemd build ends (test_systemd.py)
     assert _run([sluice_bin, "--version"]).stdout == r.stdout
 
 
