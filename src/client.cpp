@@ -115,8 +115,7 @@ std::string Client::address_details() const {
         return peer_pid > 0 ? "unix(" + std::to_string(peer_pid) + "@" + host + "):" + port
                             : "unix:" + port;
     }
-    std::string port = std::to_string(addr.port());
-    return addr.family == AF_INET6 ? "[" + addr.host() + "]:" + port : addr.host() + ":" + port;
+    return addr.to_peer().host_port();
 }
 
 size_t Client::log_prefix(char* buf, size_t size) const noexcept {

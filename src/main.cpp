@@ -234,7 +234,8 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
     case SIGINT:
     case SIGTERM:
         if (++g_signal_count > 1) {
-            log_info("got %s while shutting down, fast exit", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            log_info("got %s while shutting down, fast exit",
+                     sig == SIGTERM ? "SIGTERM" : "SIGINT");
             loop_stop();
             return;
         }

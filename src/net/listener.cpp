@@ -24,8 +24,8 @@ struct Listener {
     LoopWatch watch{};  // in the loop's epoll set while watched
     bool watched = false;
     bool is_unix = false;
-    bool deferred = false;  // TCP_DEFER_ACCEPT is on: accept() waits for the first data
-    std::string path;       // a unix socket's file (SHOW FDS)
+    bool deferred = false;   // TCP_DEFER_ACCEPT is on: accept() waits for the first data
+    std::string path;        // a unix socket's file (SHOW FDS)
     bool owns_path = false;  // we made the file: remove it on close (not systemd's)
 };
 

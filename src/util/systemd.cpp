@@ -50,7 +50,8 @@ void sd_notify_state(std::string_view state) {
 void sd_notify_reloading() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    auto usec = static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
+    auto usec =
+        static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
     char buf[64];
     snprintf(buf, sizeof(buf), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, usec);
     sd_notify_state(buf);

@@ -211,16 +211,7 @@ def test_broken_auth_file_line_is_skipped(pooler, pg):
         assert c.execute("SELECT current_user").fetchone() == ("md5user",)
 
 
-def _have_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _have_ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not harness.have_ipv6_loopback(), reason="no IPv6 loopback")
 def test_ipv6_addresses_in_log_lines(pooler, pg):
     """IPv6 addresses in brackets, as PgBouncer writes them: the client's and the server's
     prefixes and the server's local address."""

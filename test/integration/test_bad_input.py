@@ -4,6 +4,7 @@ The texts were compared side by side with PgBouncer 1.18."""
 
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -165,7 +166,6 @@ def test_client_gone_without_terminate(tx_pooler):
 def test_server_that_hangs_up_during_login(pooler):
     """A "server" that accepts and closes at once: PgBouncer's reason for the server's close;
     the waiting client is told and the pooler goes on."""
-    import threading
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(16)

@@ -6,7 +6,6 @@ hostssl lines and cert need client TLS; here a hostssl line only proves it never
 plain connection (test_tls_auth.py covers hostssl, hostnossl and cert over TLS)."""
 
 import os
-import socket
 
 import pytest
 
@@ -71,18 +70,7 @@ DATABASES = ["db_peer", "db_peer_nomap", "db_local", "db_v6", "db_trust", "db_re
              "db_nossl", "db_elsewhere"]
 
 
-def _ipv6_loopback():
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-HAVE_V6 = _ipv6_loopback()
+HAVE_V6 = harness.have_ipv6_loopback()
 
 
 def _start(pooler, hba=HBA, files=None, userlist_extra=(), **pgbouncer):

@@ -70,6 +70,23 @@ def test_sighup_with_unchanged_config_keeps_serving(pooler):
     assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "sluice only: a RELOAD whose logfile cannot be opened goes on (PgBouncer exits)")
+def test_reload_with_a_logfile_that_cannot_be_opened_keeps_serving(pooler):
+    p = pooler()
+    with open(p.ini_path) as f:
+        ini = f.read()
+    with open(p.ini_path, "w") as f:
+        f.write(re.sub(r"(?m)^logfile = .*$", "logfile = /nonexistent-sluice-dir/pooler.log",
+                       ini))
+    p.reload()
+    harness.wait_until(lambda: "cannot open logfile '/nonexistent-sluice-dir/pooler.log': No "
+                               "such file or directory; logging to stderr only"
+                       in p.stderr_text(), 10, what="the reload's logfile error on stderr")
+    assert p.alive()
+    assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+
+
 def test_reload_without_auth_file_applies_the_config_and_keeps_users(pooler):
     """The auth_file cannot be read at RELOAD (a deploy replacing it, a wrong path): the
     error is logged, the users and secrets already loaded stay, and the rest of the new

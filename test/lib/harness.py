@@ -22,6 +22,7 @@ Module functions and constants
     free_port() -> int             a free 127.0.0.1 port, held by a lock file under
                                    /tmp/sluice-test-ports/ until release_port(port)
                                    or process exit
+    have_ipv6_loopback() -> bool   ::1 can be bound here
     lock_port(port, timeout=0) -> bool   take the lock of a fixed port (waits up to timeout)
     release_port(port)
     run_as_postgres(cmd, **kw) -> subprocess.CompletedProcess
@@ -317,6 +318,18 @@ def _bindable(port: int) -> bool:
         finally:
             s.close()
     return True
+
+
+def have_ipv6_loopback() -> bool:
+    """True when ::1 can be bound here (a container may have no IPv6)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
 
 
 def free_port() -> int:
