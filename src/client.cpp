@@ -642,15 +642,6 @@ PacketAction Client::finish_login() {
         fatal("08P01", "pooler is shutting down");
         return PacketAction::Closed;
     }
-    User* login_user;
-    std::string pool_key_user;
-    if (!db->entry.user.empty()) {
-        login_user = get_user(db->entry.user);
-        pool_key_user = db->entry.user;
-    } else {
-        login_user = user ? user : get_user(user_name());
-        pool_key_user = user_name();
-    }
     if (!user)
         user = get_user(user_name());
     int max_db_clients = db->entry.max_db_client_connections >= 0
@@ -667,7 +658,7 @@ PacketAction Client::finish_login() {
         fatal("08P01", "client connections exceeded (max_user_client_connections)");
         return PacketAction::Closed;
     }
-    pool = get_pool(db, login_user, pool_key_user);
+    pool = client_pool(db, *user);
     if (db->entry.user.empty())
         pool->auth_cred = login->cred != user ? login->cred : nullptr;  // auth_query's secret
     db->client_count++;

@@ -4,6 +4,7 @@
 #include "sluice/net/dns.h"
 #include "sluice/net/loop.h"
 #include "sluice/net/sockets.h"
+#include "sluice/pool/control.h"
 #include "sluice/pool/pool.h"
 
 namespace sluice {
@@ -159,6 +160,10 @@ void refresh_names(usec_t now) {
 }  // namespace
 
 void janitor_run() {
+    // As PgBouncer: nothing that could surprise a process taking the sockets over (an online
+    // restart runs SUSPEND first): no timeouts, no new or closed connections.
+    if (pause_mode() == PauseMode::Suspend)
+        return;
     usec_t now = mono_now();
     rt().login_clients.for_each([&](Client& c) {
         if (settings().client_login_timeout > 0 &&

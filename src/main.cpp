@@ -29,6 +29,7 @@
 #include "sluice/pool/control.h"
 #include "sluice/pool/pool.h"
 #include "sluice/stats.h"
+#include "sluice/takeover.h"
 #include "sluice/util/systemd.h"
 
 namespace sluice {
@@ -524,8 +525,6 @@ int run(int argc, char** argv) {
         die("daemon needs pidfile configured");
     if (o.daemon && st.logfile.empty() && !st.syslog)  // PgBouncer runs silently
         log_warning("no logfile and no syslog: the daemon's log lines go nowhere");
-    if (o.reboot)
-        log_warning("online restart (-R) is not supported; starting normally");
 
     std::string as_user = !o.user.empty() ? o.user : st.user;
     if (geteuid() == 0) {
@@ -554,9 +553,17 @@ int run(int argc, char** argv) {
     // Socket activation: the service manager's sockets replace listen_addr and
     // unix_socket_dir (and a unix socket in use is then its own, not another instance's).
     int sd_fds = sd_listen_fd_count();
-    if (sd_fds == 0 && unix_socket_in_use(st.unix_socket_dir, st.listen_port))
-        die("unix socket is in use, cannot continue");
-    check_pidfile(st.pidfile);
+    // Online restart: the running instance hands its sockets over before this one forks, so
+    // that a failure is reported on the terminal (the old instance then resumes).
+    bool took_over = false;
+    if (o.reboot && sd_fds == 0 && takeover_connect(st)) {
+        takeover_fetch();
+        took_over = true;
+    } else {
+        if (sd_fds == 0 && unix_socket_in_use(st.unix_socket_dir, st.listen_port))
+            die("unix socket is in use, cannot continue");
+        check_pidfile(st.pidfile);
+    }
     if (o.daemon)
         daemonize();
 
@@ -582,7 +589,10 @@ int run(int argc, char** argv) {
     lc.reuseport = st.so_reuseport;
     lc.defer_accept = st.tcp_defer_accept;
     lc.tcp = tcp_options_from(st);
-    if (sd_fds > 0) {
+    if (took_over) {
+        takeover_adopt(lc, on_accept);
+        takeover_finish(st.pidfile);
+    } else if (sd_fds > 0) {
         if (!st.listen_addr.empty())
             log_warning("sockets passed from service manager, cf_listen_addr ignored");  // sic
         if (!st.unix_socket_dir.empty() && st.unix_socket_dir != "/tmp")
@@ -615,6 +625,10 @@ int run(int argc, char** argv) {
              OpenSSL_version(OPENSSL_VERSION));
     sd_notify_state("READY=1");
     loop_run();
+    // Exiting while suspended (an online restart's SHUTDOWN, or a signal): as PgBouncer, the
+    // unix socket file stays, a new process may be listening on it.
+    if (pause_mode() == PauseMode::Suspend)
+        listeners_keep_paths();
     listeners_close(false);
     remove_pidfile();
     dns_shutdown();  // before the servers that may wait for it are freed

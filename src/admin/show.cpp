@@ -1,9 +1,14 @@
 // The console's SHOW commands: one result set each, columns named, ordered and typed as
 // PgBouncer's (spec 1c), rows in PgBouncer's order (pools by database then user).
-#include <algorithm>
-#include <cstdio>
-#include <ctime>
+#include <fcntl.h>
 #include <strings.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
 
 #include "sluice/net/dns.h"
 #include "sluice/net/listener.h"
@@ -854,38 +859,153 @@ void show_help(std::string& out) {
 }
 
 // ---- SHOW FDS ----
+//
+// Also the old process's half of an online restart (-R): when the session is our own OS user
+// logged in as "pgbouncer" over the unix socket (what a new sluice or PgBouncer started with
+// -R opens), each row goes out with its socket attached (SCM_RIGHTS), and the new process
+// carries on with them. TLS connections are never listed (their session keys cannot move).
 
 std::string_view var_or_empty(const VarCache& v, std::string_view name) {
     int i = var_index(name);
     return i < 0 ? std::string_view{} : v.get(static_cast<size_t>(i));
 }
 
-void fd_row(ResultWriter& w, int fd, const char* task, std::string_view user, std::string_view db,
-            const PeerAddr& addr, int port, uint64_t cancel, int link, const VarCache& vars) {
+// The rows written so far, each with its socket: [begin, end) of the reply.
+struct FdRow {
+    size_t begin;
+    size_t end;
+    int fd;
+};
+
+struct FdRowData {
+    int fd;
+    const char* task;
+    std::string_view user;
+    std::string_view db;
+    const PeerAddr& addr;
+    int port;
+    uint64_t cancel;
+    int link;
+    const VarCache& vars;
+    const User* cred;  // auth_query credentials (its secret goes in "password"), or nullptr
+    const User* keys;  // a user whose SCRAM keys servers log in with, or nullptr
+};
+
+void put_hex(ResultWriter& w, const ScramKey& k) {
+    static const char kHex[] = "0123456789abcdef";
+    std::string t = "\\x";
+    for (uint8_t b : k) {
+        t += kHex[b >> 4];
+        t += kHex[b & 15];
+    }
+    w.text(t);
+}
+
+void fd_row(ResultWriter& w, std::string& out, std::vector<FdRow>& rows, const FdRowData& d) {
+    size_t begin = out.size();
     w.begin_row();
-    w.integer(fd);
-    w.text(task);
-    w.text(user);
-    w.text(db);
-    w.text(addr_text(addr));
-    w.integer(port);
-    w.unsigned_integer(cancel);
-    w.integer(link);
+    w.integer(d.fd);
+    w.text(d.task);
+    w.text(d.user);
+    w.text(d.db);
+    w.text(addr_text(d.addr));
+    w.integer(d.port);
+    w.unsigned_integer(d.cancel);
+    w.integer(d.link);
     for (std::string_view name :
          {"client_encoding", "standard_conforming_strings", "DateStyle", "TimeZone"}) {
-        std::string_view v = var_or_empty(vars, name);
+        std::string_view v = var_or_empty(d.vars, name);
         if (v.empty())
             w.null();
         else
             w.text(v);
     }
-    w.null();  // password: sluice keeps no per-connection passwords
-    w.null();  // scram_client_key
-    w.null();  // scram_server_key
+    if (d.cred && d.cred->have_secret)
+        w.text(d.cred->secret);
+    else
+        w.null();
+    if (d.keys && d.keys->have_scram_keys) {
+        put_hex(w, d.keys->scram_client_key);
+        put_hex(w, d.keys->scram_server_key);
+    } else {
+        w.null();
+        w.null();
+    }
     w.end_row();
+    rows.push_back({begin, out.size(), d.fd});
 }
 
-void show_fds(std::string& out) {
+// The session is a takeover: sockets may be handed to its process.
+bool takeover_session(const Client& c) {
+    return c.addr.is_unix() && c.peer_is_self && c.user_name() == "pgbouncer";
+}
+
+// Nothing of the connection is held in sluice (input not yet passed on, output not yet sent,
+// a message half forwarded): the new process can continue from the socket alone.
+bool at_rest(const SBuf& sb) {
+    return sb.unparsed().empty() && sb.pending_bytes() == 0 && sb.packet_remaining() == 0 &&
+           !sb.has_output();
+}
+
+// Sends the rows of `out` with their sockets attached, on the console socket (blocking for
+// the while: a partial control message cannot be retried). What follows the last row stays
+// in `out` for the usual reply path. False: the session broke (logged).
+bool send_with_fds(Client& c, std::string& out, const std::vector<FdRow>& rows) {
+    int sock = c.sb.fd();
+    int flags = fcntl(sock, F_GETFL);
+    if (flags < 0 || fcntl(sock, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+        log_error("send_one_fd: cannot make the socket blocking: %s", strerror(errno));
+        return false;
+    }
+    bool ok = !c.sb.has_output() || c.sb.flush_out();
+    auto send_piece = [&](size_t begin, size_t end, int fd) {
+        iovec io{out.data() + begin, end - begin};
+        msghdr msg{};
+        msg.msg_iov = &io;
+        msg.msg_iovlen = 1;
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+        if (fd >= 0) {
+            msg.msg_control = control;
+            msg.msg_controllen = sizeof(control);
+            cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+        }
+        ssize_t n;
+        do {
+            n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            log_error("send_one_fd: sendmsg error: %s", strerror(errno));  // PgBouncer's words
+            return false;
+        }
+        if (static_cast<size_t>(n) != io.iov_len) {
+            log_error("send_one_fd: partial sendmsg");
+            return false;
+        }
+        return true;
+    };
+    size_t done = 0;
+    for (const FdRow& r : rows) {
+        if (!ok)
+            break;
+        if (r.begin > done)
+            ok = send_piece(done, r.begin, -1);  // the RowDescription
+        ok = ok && send_piece(r.begin, r.end, r.fd);
+        done = r.end;
+    }
+    if (ok && done == 0 && !out.empty())
+        ok = send_piece(0, out.size(), -1), done = out.size();
+    out.erase(0, done);
+    if (fcntl(sock, F_SETFL, flags) < 0)
+        ok = false;
+    return ok;
+}
+
+void show_fds(Client& console, std::string& out) {
+    bool handing_over = takeover_session(console);
     ResultWriter w(out, {
                             {"fd", C::Int4},
                             {"task", C::Text},
@@ -903,19 +1023,46 @@ void show_fds(std::string& out) {
                             {"scram_client_key", C::Bytea},
                             {"scram_server_key", C::Bytea},
                         });
+    std::vector<FdRow> rows;
+    size_t kept = 0;  // connections a takeover leaves behind
+    // As PgBouncer: a connection using TLS, or linked to one that does, is not listed.
+    auto tls = [](const SBuf& sb, const SBuf* peer) {
+        return sb.is_tls() || (peer && peer->is_tls());
+    };
+    auto client_moves = [&](const Client& c) {
+        return c.state == ClientState::Active && at_rest(c.sb) &&
+               (!c.server || at_rest(c.server->sb));
+    };
     auto client = [&](Client& c) {
+        if (tls(c.sb, c.server ? &c.server->sb : nullptr))
+            return;
+        if (handing_over && !client_moves(c)) {
+            ++kept;
+            return;
+        }
         SocketRow r = client_row(c, "");
-        fd_row(w, c.sb.fd(), "client", r.user, r.database, r.remote, r.remote_port,
-               (uint64_t{c.cancel_pid} << 32) | c.cancel_key, c.server ? c.server->sb.fd() : 0,
-               c.vars);
+        const User* cred = c.pool ? c.pool->auth_cred : nullptr;
+        fd_row(w, out, rows,
+               {c.sb.fd(), "client", r.user, r.database, r.remote, r.remote_port,
+                (uint64_t{c.cancel_pid} << 32) | c.cancel_key, c.server ? c.server->sb.fd() : 0,
+                c.vars, cred, c.pool ? c.pool->user : nullptr});
     };
     auto server = [&](Server& s) {
+        if (tls(s.sb, s.client ? &s.client->sb : nullptr))
+            return;
+        if (handing_over &&
+            (s.client ? !client_moves(*s.client) : s.state != ServerState::Idle || !at_rest(s.sb))) {
+            ++kept;
+            return;
+        }
         SocketRow r = server_row(s, "");
-        fd_row(w, s.sb.fd(), "server", r.user, r.database, s.addr, r.remote_port,
-               (uint64_t{s.backend_pid} << 32) | s.backend_key, s.client ? s.client->sb.fd() : 0,
-               s.vars);
+        fd_row(w, out, rows,
+               {s.sb.fd(), "server", r.user, r.database, s.addr, r.remote_port,
+                (uint64_t{s.backend_pid} << 32) | s.backend_key, s.client ? s.client->sb.fd() : 0,
+                s.vars, s.pool->auth_cred, s.pool->user});
     };
     for (const ListenerInfo& l : listeners_info()) {
+        size_t begin = out.size();
         w.begin_row();
         w.integer(l.fd);
         w.text("pooler");
@@ -928,6 +1075,7 @@ void show_fds(std::string& out) {
         for (int i = 0; i < 7; ++i)
             w.null();
         w.end_row();
+        rows.push_back({begin, out.size(), l.fd});
     }
     rt().login_clients.for_each(client);
     std::vector<Pool*> pools;
@@ -943,6 +1091,13 @@ void show_fds(std::string& out) {
         p->login.for_each(server);
     }
     write_complete(out, "SHOW");
+    if (!handing_over)
+        return;
+    log_info("SHOW FDS: handing %zu sockets to a new process; %zu connections stay here (logging "
+             "in, queued, resetting, or in the middle of a message) and close with this process",
+             rows.size(), kept);
+    if (!send_with_fds(console, out, rows))
+        console.close("SHOW FDS could not be sent");
 }
 
 // Parameters some drivers SHOW on connect; the console answers with fixed values.
@@ -1011,7 +1166,7 @@ bool run_show(Client& c, std::string_view what, std::string& out) {
         if (!c.admin_full)
             write_admin_error(out, "08P01", "admin access needed");
         else
-            show_fds(out);
+            show_fds(c, out);
         return true;
     }
     for (const Entry& e : kShows) {

@@ -192,15 +192,6 @@ bool unix_address(const std::string& dir, int port, sockaddr_un& un, socklen_t& 
     return true;
 }
 
-bool probe_connects(const sockaddr_un& un, socklen_t len) {
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (probe < 0)
-        return false;
-    bool live = connect(probe, reinterpret_cast<const sockaddr*>(&un), len) == 0;
-    close(probe);
-    return live;
-}
-
 bool open_unix(const ListenConfig& cfg, std::string& err) {
     sockaddr_un un;
     socklen_t len;
@@ -215,7 +206,7 @@ bool open_unix(const ListenConfig& cfg, std::string& err) {
         len = static_cast<socklen_t>(len - 1);  // abstract: no terminating NUL
     } else {
         // A stale socket from a dead process would make bind fail: probe, then remove.
-        if (probe_connects(un, len)) {
+        if (unix_socket_in_use(cfg.unix_dir, cfg.port)) {
             err = "unix socket is in use, cannot continue";
             return false;
         }
@@ -252,7 +243,11 @@ bool open_unix(const ListenConfig& cfg, std::string& err) {
 
 // A listening socket the service manager opened (socket activation): used as it is, with
 // the TCP options of the config; its unix socket file, if any, stays (systemd owns it).
-bool adopt(int fd, const ListenConfig& cfg, std::string& err) {
+// A listening socket opened elsewhere: by the service manager (socket activation), or by the
+// process an online restart replaces (its unix socket file is ours from now on).
+enum class Origin : uint8_t { ServiceManager, Takeover };
+
+bool adopt(int fd, const ListenConfig& cfg, Origin origin, std::string& err) {
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
     int listening = 0;
@@ -260,8 +255,11 @@ bool adopt(int fd, const ListenConfig& cfg, std::string& err) {
     if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0 ||
         getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) != 0 || !listening ||
         (ss.ss_family != AF_UNIX && ss.ss_family != AF_INET && ss.ss_family != AF_INET6)) {
-        err = "failed to set up socket passed from service manager (fd " + std::to_string(fd) +
-              ")";
+        err = origin == Origin::ServiceManager
+                  ? "failed to set up socket passed from service manager (fd " +
+                        std::to_string(fd) + ")"
+                  : "the old process handed over fd " + std::to_string(fd) +
+                        ", which is not a listening socket";
         return false;
     }
     bool is_unix = ss.ss_family == AF_UNIX;
@@ -275,8 +273,16 @@ bool adopt(int fd, const ListenConfig& cfg, std::string& err) {
         tune_socket(fd, true, cfg.tcp);
         deferred = cfg.defer_accept && set_defer_accept(fd);
     }
-    log_info("socket passed from service manager (fd %d)", fd);
-    return add_listener(fd, is_unix, deferred, path, false, err);
+    if (origin == Origin::ServiceManager) {
+        log_info("socket passed from service manager (fd %d)", fd);
+    } else {
+        PeerAddr a;
+        memcpy(&a.ss, &ss, sizeof(ss));
+        a.len = len;
+        std::string where = is_unix ? "unix:" + std::to_string(cfg.port) : a.host_port();
+        log_info("got pooler socket: %s", where.c_str());  // PgBouncer's line
+    }
+    return add_listener(fd, is_unix, deferred, path, origin == Origin::Takeover, err);
 }
 
 bool watch_all(std::string& err) {
@@ -322,9 +328,25 @@ bool listeners_adopt(int first_fd, int count, const ListenConfig& cfg, AcceptFn 
     g_port = cfg.port;
     g_listeners.reserve(static_cast<size_t>(count));
     for (int fd = first_fd; fd < first_fd + count; fd++)
-        if (!adopt(fd, cfg, err))
+        if (!adopt(fd, cfg, Origin::ServiceManager, err))
             return false;
     return watch_all(err);
+}
+
+bool listeners_take_over(std::span<const int> fds, const ListenConfig& cfg, AcceptFn fn,
+                         std::string& err) {
+    g_accept = fn;
+    g_port = cfg.port;
+    g_listeners.reserve(fds.size());
+    for (int fd : fds)
+        if (!adopt(fd, cfg, Origin::Takeover, err))
+            return false;
+    return watch_all(err);
+}
+
+void listeners_keep_paths() {
+    for (Listener& l : g_listeners)
+        l.owns_path = false;
 }
 
 void listeners_tune(const TcpOptions& o) {
@@ -374,13 +396,28 @@ void listeners_pause(bool paused) {
     apply_watches();
 }
 
-bool unix_socket_in_use(const std::string& dir, int port) {
+int connect_unix_socket(const std::string& dir, int port) {
     sockaddr_un un;
     socklen_t len;
     std::string path;
     if (dir.empty() || dir[0] == '@' || !unix_address(dir, port, un, len, path))
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&un), len) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+bool unix_socket_in_use(const std::string& dir, int port) {
+    int fd = connect_unix_socket(dir, port);
+    if (fd < 0)
         return false;
-    return probe_connects(un, len);
+    close(fd);
+    return true;
 }
 
 }  // namespace sluice

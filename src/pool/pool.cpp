@@ -292,6 +292,12 @@ Pool* get_pool(Database* db, User* login_user, const std::string& client_user) {
     return out;
 }
 
+Pool* client_pool(Database* db, User& user) {
+    if (!db->entry.user.empty())
+        return get_pool(db, get_user(db->entry.user), db->entry.user);
+    return get_pool(db, &user, user.name);
+}
+
 void pool_drop_idle_autodbs(usec_t now) {
     usec_t limit = settings().autodb_idle_timeout;
     if (limit <= 0)
@@ -606,6 +612,15 @@ void register_cancel_key(Client& c) {
             return;
         }
     }
+}
+
+bool register_cancel_key_as(Client& c, uint32_t pid, uint32_t key) {
+    if (pid == 0 || find_cancel_key(pid, key))
+        return false;
+    c.cancel_pid = pid;
+    c.cancel_key = key;
+    g_rt.cancel_map.insert(c);
+    return true;
 }
 
 void unregister_cancel_key(Client& c) {

@@ -2,6 +2,7 @@
 // unix_socket_dir/.s.PGSQL.<port>. Accepted fds are handed to a callback.
 #pragma once
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,12 +39,21 @@ using AcceptFn = void (*)(int fd, const PeerAddr& peer, bool is_unix, bool input
 // socket of a known family (err says which).
 [[nodiscard]] bool listeners_adopt(int first_fd, int count, const ListenConfig& cfg, AcceptFn fn,
                                    std::string& err);
+// Online restart (-R): the listening sockets the old process handed over serve instead of
+// listen_addr and unix_socket_dir; the unix socket file is ours to remove from now on.
+[[nodiscard]] bool listeners_take_over(std::span<const int> fds, const ListenConfig& cfg,
+                                       AcceptFn fn, std::string& err);
+// This process exits while suspended (its sockets may live on in a new process, as PgBouncer
+// does): closing the listeners leaves the unix socket file in place.
+void listeners_keep_paths();
 // Stops accepting on TCP (shutdown) or on everything; removes the unix socket file on close
 // (one it created).
 void listeners_close(bool keep_unix);
 // True when another process accepts on dir's .s.PGSQL.<port> (a running instance); checked
 // at start-up before daemonizing, as PgBouncer does.
 bool unix_socket_in_use(const std::string& dir, int port);
+// A blocking connection to dir's .s.PGSQL.<port> (online restart), or -1.
+int connect_unix_socket(const std::string& dir, int port);
 // Re-applies TCP options to the TCP listeners (RELOAD / SET): later connections inherit them.
 void listeners_tune(const TcpOptions& o);
 

@@ -56,6 +56,8 @@ User* find_user(const std::string& name);
 // Creates the user object if needed (forced users may lack an auth_file line).
 User* get_user(const std::string& name);
 Pool* get_pool(Database* db, User* login_user, const std::string& client_user);
+// The pool a client of `user` uses on db: the database's forced user's, else its own.
+Pool* client_pool(Database* db, User& user);
 
 // A client needs a server: link one now or queue the client (its sbuf stays paused).
 void pool_request_server(Client& c);
@@ -99,6 +101,9 @@ void pool_free_all();
 void schedule_free();
 // Gives a logged-in client a fresh random (cancel_pid, cancel_key) and indexes it.
 void register_cancel_key(Client& c);
+// The same with a given key (online restart: clients keep theirs); false when it is 0 or
+// taken.
+bool register_cancel_key_as(Client& c, uint32_t pid, uint32_t key);
 void unregister_cancel_key(Client& c);
 // The client a CancelRequest's (pid, key) names, or nullptr.
 Client* find_cancel_key(uint32_t pid, uint32_t key);

@@ -1,0 +1,28 @@
+// Online restart (-R): the new process's half of PgBouncer's takeover. It logs in to the
+// running instance's console over the unix socket (user "pgbouncer", the same OS user), sends
+// SUSPEND, then SHOW FDS, whose rows arrive with their sockets attached, rebuilds listeners,
+// clients and servers from them, and sends SHUTDOWN. The old process's half is SHOW FDS
+// (admin/show.cpp) and its exit while suspended (sockets closed, nothing sent on them).
+#pragma once
+
+#include <string>
+
+#include "sluice/config/config.h"
+#include "sluice/net/listener.h"
+
+namespace sluice {
+
+// Connects to the running instance's unix socket. False (logged: "old process not found")
+// when there is none; the caller then starts normally.
+bool takeover_connect(const Settings& st);
+// SUSPEND and SHOW FDS: the rows and their sockets are kept for takeover_adopt(). Blocking,
+// before the event loop exists (and before daemonizing: the sockets survive the fork). Any
+// failure ends the process (the old one resumes when this session goes).
+void takeover_fetch();
+// Listeners, clients and servers from the rows (the loop, configuration objects and console
+// must exist). Ends the process when the listeners cannot be taken over.
+void takeover_adopt(const ListenConfig& lc, AcceptFn accept);
+// SHUTDOWN to the old process; returns once it is gone (its pidfile removed).
+void takeover_finish(const std::string& pidfile);
+
+}  // namespace sluice

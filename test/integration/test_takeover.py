@@ -1,0 +1,535 @@
+"""Online restart (`-R`, "takeover"), as PgBouncer does it.
+
+A second process started as `<binary> -R same.ini` while the first one runs connects to the
+first one's unix socket (<unix_socket_dir>/.s.PGSQL.<port>) as user "pgbouncer" on the
+console, sends SUSPEND, then SHOW FDS (each DataRow carries the matching socket by
+SCM_RIGHTS: the listeners, the clients, the servers), rebuilds every connection from those
+rows, sends SHUTDOWN, waits for the old pidfile to disappear, writes its own and serves on.
+The old process exits without closing what it handed over. Clients notice nothing: same
+socket, same server backend, same cancel key.
+
+How the tests run the second process: _take_over() makes a harness Pooler for it that
+shares the old one's directory, ini, port and logfile (so the conftest stops it, reports a
+crash and attaches its log like any pooler), with its own stderr file, which therefore holds
+only the new process's lines. The old Pooler is marked expect_exit: its exit is the point.
+The cross-program tests hand sessions between Debian's PgBouncer 1.18 and the binary under
+test in both directions, which is what makes a switch (and a switch back) possible without
+dropping a client.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+import harness
+
+PGBOUNCER = "/usr/sbin/pgbouncer"
+
+# What the new process logs, in this order, during a takeover (PgBouncer's texts; the
+# launching connection's own lines come with its S- prefix).
+TAKEOVER_LINES = [
+    r"LOG takeover_init: launching connection\n",
+    r"LOG S-0x[0-9a-f]+: pgbouncer/pgbouncer@unix:{port} login OK, sending SUSPEND\n",
+    r"LOG SUSPEND finished, sending SHOW FDS\n",
+    r"LOG got pooler socket: 127\.0\.0\.1:{port}\n",
+    r"LOG got pooler socket: unix:{port}\n",
+    r"LOG SHOW FDS finished\n",
+    r"LOG disko over, going background\n",
+    r"LOG sending SHUTDOWN;\n",
+    r"LOG waiting for old pidfile to go away\n",
+    r"LOG old process killed, resuming work\n",
+]
+
+FDS_COLUMNS = ["fd", "task", "user", "database", "addr", "port", "cancel", "link",
+               "client_encoding", "std_strings", "datestyle", "timezone", "password",
+               "scram_client_key", "scram_server_key"]
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def _read_pid(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return int(text) if text else None
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _pidfile(p):
+    return os.path.join(p.dir, "pooler.pid")
+
+
+def _wait_for_text(read, regex, alive, timeout=15, what="", log=lambda: ""):
+    """Poll read() until regex matches; TimeoutError after timeout, or at once when alive()
+    turned false before the text appeared. log() is added to the error."""
+    rx = re.compile(regex, re.M)
+    deadline = time.monotonic() + timeout
+    while True:
+        gone = not alive()  # before reading: a line written just before exiting counts
+        m = rx.search(read())
+        if m:
+            return m
+        if gone or time.monotonic() >= deadline:
+            why = "the process exited" if gone else f"not within {timeout}s"
+            raise TimeoutError(f"/{regex}/ not seen ({what}): {why}\n{log()}")
+        time.sleep(0.05)
+
+
+def _both_logs(old, new):
+    return (f"=== old process ({old.binary}, pid {old.pid}, {old.describe_rc()})\n"
+            f"{old.full_log()}\n=== new process ({new.binary}, pid {new.pid}, "
+            f"{new.describe_rc()})\n{new.stderr_text()}")
+
+
+_successors = 0
+
+
+def _successor(pooler, old, binary=None, args=("-R",)):
+    """A not yet started Pooler for `<binary> -R <old's ini>`: it runs in old's directory on
+    old's port with old's ini and logfile, and writes its stdout+stderr to a file of its own.
+    Made by the pooler fixture, so teardown stops it (after old, whose stop closes the
+    clients old.connect() made) and attaches its log to a failure report."""
+    global _successors
+    new = pooler(start=False, **({"binary": binary} if binary else {}))
+    # the fixture gave it a directory and port of its own, which it does not need
+    new._release()
+    shutil.rmtree(new.dir, ignore_errors=True)
+    _successors += 1
+    new.dir, new.port, new.ini_path = old.dir, old.port, old.ini_path
+    new.ini_text, new.logfile = old.ini_text, old.logfile
+    new.stderr_path = os.path.join(old.dir, f"stderr-takeover-{_successors}.log")
+    new.args = list(args)
+    return new
+
+
+def _take_over(pooler, old, binary=None):
+    """Start `<binary> -R` over the running `old` and wait until it has taken over: it logged
+    "old process killed, resuming work" and old exited. Returns the new Pooler."""
+    old.expect_exit = True
+    new = _successor(pooler, old, binary)
+    new.start(wait_ready=False)
+    _wait_for_text(new.stderr_text, r"LOG old process killed, resuming work\n", new.alive,
+                   what="the takeover to finish", log=lambda: _both_logs(old, new))
+    harness.wait_until(lambda: not old.alive(), 10, what="the old process to exit")
+    return new
+
+
+def _assert_old_gone(old, new):
+    """The old process exited by itself with status 0 and the pidfile names the new one."""
+    assert not harness.pid_alive(old.pid)
+    assert old.returncode == 0, _both_logs(old, new)
+    assert _read_pid(_pidfile(new)) == new.pid, _both_logs(old, new)
+    assert new.alive(), _both_logs(old, new)
+
+
+def _unix_connect(p, user="md5user", dbname="appdb"):
+    return psycopg.connect(host=p.dir, port=p.port, user=user, dbname=dbname,
+                           password=harness.PASSWORDS[user], autocommit=True,
+                           connect_timeout=15)
+
+
+def _backend_pid(conn):
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def _servers(p):
+    """{remote_pid: SHOW SERVERS row} of the appdb pool."""
+    return {r["remote_pid"]: r for r in p.show("SERVERS") if r["database"] == "appdb"}
+
+
+def _fresh_table(pg, name):
+    pg.sql(f"DROP TABLE IF EXISTS {name}", db="appdb")
+    pg.sql(f"CREATE TABLE {name} (x int)", db="appdb")
+    pg.sql(f"GRANT ALL ON {name} TO PUBLIC", db="appdb")
+
+
+# ---------------------------------------------------------------------------
+# session mode
+
+
+def test_session_client_survives_takeover(pooler):
+    """A session client keeps its socket, its backend and its session state (a TEMP table)
+    across `-R`; the old process exits 0, the pidfile names the new one, both listeners
+    (TCP and unix) serve new logins, and both processes log PgBouncer's takeover lines."""
+    old = pooler(pgbouncer={"pool_mode": "session"})
+    c = old.connect()
+    backend = _backend_pid(c)
+    c.execute("CREATE TEMP TABLE kept (x int)")
+    c.execute("INSERT INTO kept VALUES (1), (2)")
+    assert _read_pid(_pidfile(old)) == old.pid
+
+    new = _take_over(pooler, old)
+    _assert_old_gone(old, new)
+
+    # the pre-existing client: same backend, same session
+    assert _backend_pid(c) == backend
+    assert c.execute("SELECT sum(x) FROM kept").fetchone()[0] == 3
+    c.execute("INSERT INTO kept VALUES (3)")
+    assert c.execute("SELECT count(*) FROM kept").fetchone()[0] == 3
+
+    # new logins over both inherited listeners
+    t = new.connect()
+    assert t.execute("SELECT 1").fetchone()[0] == 1
+    assert _backend_pid(t) != backend
+    with _unix_connect(new) as u:
+        assert u.execute("SELECT 2").fetchone()[0] == 2
+    assert new.psql("-c", "SELECT 3")[:2] == (0, "3\n")
+    # the console of the new process sees the carried client, linked to its server
+    clients = [r for r in new.show("CLIENTS") if r["database"] == "appdb"]
+    assert len(clients) == 2 and all(r["state"] == "active" for r in clients), clients
+    assert {backend, _backend_pid(t)} <= set(_servers(new))
+    t.close()
+
+    # the new process's lines, in order
+    log = new.stderr_text()
+    pos = 0
+    for line in TAKEOVER_LINES:
+        m = re.compile(line.format(port=old.port)).search(log, pos)
+        assert m, f"/{line}/ missing (or out of order) in\n{log}"
+        pos = m.end()
+    assert "old process not found" not in log
+    # the old process's side
+    old_log = old.stderr_text()
+    assert "LOG SUSPEND command issued\n" in old_log, old_log
+    assert "LOG SHUTDOWN command issued\n" in old_log, old_log
+    assert old_log.index("SUSPEND command issued") < old_log.index("SHUTDOWN command issued")
+    # it did not close the sessions it handed over, nor remove the unix socket
+    assert "closing because" not in old_log.split("SUSPEND command issued")[1], old_log
+    assert os.path.exists(os.path.join(old.dir, f".s.PGSQL.{old.port}"))
+    c.close()
+
+
+def test_cancel_key_survives_takeover(pooler, pg):
+    """A cancel request sent to the new process with the cancel key a client got from the
+    old one cancels that client's running query (the server's key was carried too)."""
+    old = pooler(pgbouncer={"pool_mode": "session"})
+    c = old.connect()
+    backend = _backend_pid(c)
+    new = _take_over(pooler, old)
+    _assert_old_gone(old, new)
+
+    outcome = {}
+
+    def sleeper():
+        try:
+            c.execute("SELECT pg_sleep(30)")
+            outcome["result"] = "completed"
+        except Exception as e:  # noqa: BLE001 - reported below
+            outcome["error"] = e
+
+    th = threading.Thread(target=sleeper, daemon=True)
+    th.start()
+    try:
+        harness.wait_until(lambda: pg.sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s AND "
+                                          "state = 'active' AND query LIKE '%%pg_sleep%%'",
+                                          (backend,)),
+                           10, what="pg_sleep running on the carried backend")
+        c.cancel()  # libpq's cancel request: the key from the old process's BackendKeyData
+        th.join(10)
+    finally:
+        if th.is_alive():  # the cancel did not work: do not wait 30 s for the sleep
+            pg.sql("SELECT pg_cancel_backend(%s)", (backend,))
+            th.join(10)
+    err = outcome.get("error")
+    assert isinstance(err, psycopg.errors.QueryCanceled), \
+        f"{outcome}\n{_both_logs(old, new)}"
+    assert err.sqlstate == "57014"
+    assert "canceling statement due to user request" in str(err)
+    # the client carries on, on the same backend
+    assert _backend_pid(c) == backend
+    c.close()
+
+
+def test_takeover_twice(pooler):
+    """The new process can be taken over in turn (its inherited unix socket takes console
+    logins, and what it rebuilt is handed on again): a session survives two restarts."""
+    first = pooler(pgbouncer={"pool_mode": "session"})
+    c = first.connect()
+    backend = _backend_pid(c)
+    c.execute("CREATE TEMP TABLE kept AS SELECT 5 AS x")
+    second = _take_over(pooler, first)
+    _assert_old_gone(first, second)
+    assert _backend_pid(c) == backend
+    third = _take_over(pooler, second)
+    _assert_old_gone(second, third)
+    assert _backend_pid(c) == backend
+    assert c.execute("SELECT x FROM kept").fetchone()[0] == 5
+    assert "LOG SHUTDOWN command issued\n" in second.stderr_text()
+    n = third.connect()
+    assert n.execute("SELECT 1").fetchone()[0] == 1
+    c.close()
+    n.close()
+
+
+# ---------------------------------------------------------------------------
+# transaction mode
+
+
+def test_transaction_idle_client_survives_takeover(pooler):
+    """A client between transactions (no server of its own) keeps working."""
+    old = pooler(pgbouncer={"pool_mode": "transaction"})
+    c = old.connect()
+    c.execute("SELECT 1")
+    new = _take_over(pooler, old)
+    _assert_old_gone(old, new)
+    assert c.execute("SELECT 41 + 1").fetchone()[0] == 42
+    with c.transaction():
+        assert c.execute("SELECT 'x'").fetchone()[0] == "x"
+    c.close()
+
+
+def test_transaction_open_transaction_carried(pooler, pg):
+    """A client inside a transaction keeps its linked server: it goes on after the takeover
+    in the same backend and transaction, and its COMMIT makes every row visible."""
+    _fresh_table(pg, "takeover_txn")
+    old = pooler(pgbouncer={"pool_mode": "transaction"})
+    c = old.connect()
+    c.execute("BEGIN")
+    backend = _backend_pid(c)
+    c.execute("INSERT INTO takeover_txn VALUES (1)")
+    xid = c.execute("SELECT txid_current()").fetchone()[0]
+    new = _take_over(pooler, old)
+    _assert_old_gone(old, new)
+
+    # the new process shows the client linked to the same server
+    clients = [r for r in new.show("CLIENTS") if r["database"] == "appdb"]
+    assert [r["state"] for r in clients] == ["active"], clients
+    servers = _servers(new)
+    assert list(servers) == [backend] and servers[backend]["state"] == "active", servers
+    assert servers[backend]["link"] == clients[0]["ptr"]
+
+    assert _backend_pid(c) == backend
+    assert c.execute("SELECT txid_current()").fetchone()[0] == xid
+    assert pg.sql("SELECT count(*) FROM takeover_txn", db="appdb") == [(0,)]
+    c.execute("INSERT INTO takeover_txn VALUES (2)")
+    c.execute("COMMIT")
+    assert pg.sql("SELECT x FROM takeover_txn ORDER BY x", db="appdb") == [(1,), (2,)]
+    assert c.execute("SELECT 1").fetchone()[0] == 1
+    c.close()
+    pg.sql("DROP TABLE takeover_txn", db="appdb")
+
+
+def test_transaction_idle_servers_carried(pooler, pg):
+    """Idle servers move too: the new process lists the same backends (remote_pid and local
+    port), a query reuses one of them, and PostgreSQL saw no new connection."""
+    old = pooler(pgbouncer={"pool_mode": "transaction"})
+    a, b = old.connect(), old.connect()
+    # two transactions at once: two servers, both idle afterwards
+    a.execute("BEGIN")
+    b.execute("BEGIN")
+    pids = {_backend_pid(a), _backend_pid(b)}
+    a.execute("COMMIT")
+    b.execute("COMMIT")
+    before = _servers(old)
+    assert set(before) == pids and len(pids) == 2, before
+    harness.wait_until(lambda: all(r["state"] == "idle" for r in _servers(old).values()), 5,
+                       what="both servers idle")
+    ports = {pid: r["local_port"] for pid, r in before.items()}
+
+    def backends():
+        rows = pg.sql("SELECT pid, client_port FROM pg_stat_activity WHERE datname = 'appdb' "
+                      "AND usename = 'md5user'")
+        return dict(rows)
+
+    assert backends() == ports
+
+    new = _take_over(pooler, old)
+    _assert_old_gone(old, new)
+    after = _servers(new)
+    assert {pid: r["local_port"] for pid, r in after.items()} == ports, after
+    assert all(r["state"] == "idle" for r in after.values()), after
+
+    # the carried clients reuse the carried idle servers: no new backend
+    assert _backend_pid(a) in pids
+    a.execute("BEGIN")
+    b.execute("BEGIN")
+    assert {_backend_pid(a), _backend_pid(b)} == pids
+    a.execute("COMMIT")
+    b.execute("COMMIT")
+    assert set(_servers(new)) == pids
+    assert backends() == ports
+    # (a new login may open a server of its own: PgBouncer 1.18 does, to learn the
+    # server's parameters for its welcome message, which a takeover does not carry)
+    n = new.connect()
+    assert n.execute("SELECT 1").fetchone()[0] == 1
+    for x in (a, b, n):
+        x.close()
+
+
+# ---------------------------------------------------------------------------
+# starting modes
+
+
+def test_reboot_without_old_process(pooler):
+    """-R with nobody on the unix socket: PgBouncer's line, then a normal start."""
+    p = pooler(args=["-R"])
+    p.wait_for_log(r"LOG old process not found, try to continue normally\n")
+    assert "takeover_init" not in p.log_text()
+    assert _read_pid(_pidfile(p)) == p.pid
+    c = p.connect()
+    assert c.execute("SELECT 1").fetchone()[0] == 1
+    with _unix_connect(p) as u:
+        assert u.execute("SELECT 2").fetchone()[0] == 2
+    c.close()
+
+
+def test_reboot_with_stale_socket_file(pooler):
+    """-R where the unix socket file is left over from a dead process (connection refused):
+    no old process, a normal start on a fresh socket."""
+    p = pooler(args=["-R"], start=False)
+    path = os.path.join(p.dir, f".s.PGSQL.{p.port}")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()  # the file stays, nobody listens
+    harness.chown_postgres(p.dir)
+    p.start()
+    p.wait_for_log(r"LOG old process not found, try to continue normally\n")
+    with _unix_connect(p) as u:
+        assert u.execute("SELECT 2").fetchone()[0] == 2
+
+def test_reboot_daemon(pooler):
+    """`-R -d`, as Debian's init script `restart` runs it: the command returns once the new
+    process has gone to the background, the old process goes away, the pidfile gets the new
+    pid and a client of the old process still works. The daemon is killed by the pid of its
+    pidfile at the end."""
+    old = pooler(pgbouncer={"pool_mode": "session"})
+    old.expect_exit = True
+    c = old.connect()
+    backend = _backend_pid(c)
+    pidfile = _pidfile(old)
+    out_path = os.path.join(old.dir, "reboot-daemon.out")
+    daemon = None
+    try:
+        with open(out_path, "w") as out:
+            r = harness.run_as_postgres([old.binary, "-R", "-d", old.ini_path], cwd=old.dir,
+                                        capture_output=False, stdout=out,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        timeout=30)
+        assert r.returncode == 0, open(out_path).read()
+        daemon = harness.wait_until(lambda: (_read_pid(pidfile) or old.pid) != old.pid and
+                                    _read_pid(pidfile), 15, what="the new pid in the pidfile")
+        harness.wait_until(lambda: not old.alive(), 10, what="the old process to exit")
+        assert old.returncode == 0, old.full_log()
+        assert harness.pid_alive(daemon)
+        assert os.getsid(daemon) != os.getsid(0), "the daemon should leave our session"
+        assert _backend_pid(c) == backend
+        assert old.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+        # the lines are in the logfile: those up to "going background" with the pid of the
+        # launching process, the rest with the daemon's (its stderr is gone)
+        tag = rf"^\S+ \S+ \S+ \[{daemon}\] "
+        log = harness.wait_until(
+            lambda: re.search(tag + r"LOG old process killed, resuming work$", old.log_text(),
+                              re.M) and old.log_text(), 10, what="the daemon's resume line")
+        for line in (r"LOG SHOW FDS finished", r"LOG disko over, going background"):
+            assert re.search(r"^\S+ \S+ \S+ \[\d+\] " + line + "$", log, re.M), log
+        for line in (r"LOG sending SHUTDOWN;", r"LOG waiting for old pidfile to go away"):
+            assert re.search(tag + line + "$", log, re.M), log
+        assert re.search(rf"\[{old.pid}\] LOG SHUTDOWN command issued$", log, re.M), log
+        c.close()
+        # a plain SIGTERM ends the daemon (clients gone), and it removes its pidfile
+        os.kill(daemon, signal.SIGTERM)
+        harness.wait_until(lambda: not harness.pid_alive(daemon), 15, what="daemon exit")
+        harness.wait_until(lambda: not os.path.exists(pidfile), 10, what="pidfile removal")
+    finally:
+        c.close()
+        if daemon is None:
+            daemon = _read_pid(pidfile)
+        if daemon and daemon != old.pid and harness.pid_alive(daemon):
+            os.kill(daemon, signal.SIGKILL)
+            harness.wait_until(lambda: not harness.pid_alive(daemon), 10, what="daemon kill")
+
+
+# ---------------------------------------------------------------------------
+# between PgBouncer and the binary under test
+
+
+@pytest.mark.parametrize("direction", ["from_pgbouncer", "to_pgbouncer"])
+def test_cross_program_takeover(pooler, sluice_bin, direction):
+    """from_pgbouncer: Debian's PgBouncer hands its sessions to the binary under test (the
+    migration); to_pgbouncer: back (the rollback). A session client keeps its backend and
+    its TEMP table; new logins work. Against PgBouncer itself both are pgbouncer to
+    pgbouncer."""
+    old_bin, new_bin = (PGBOUNCER, sluice_bin) if direction == "from_pgbouncer" \
+        else (sluice_bin, PGBOUNCER)
+    old = pooler(binary=old_bin, pgbouncer={"pool_mode": "session"})
+    c = old.connect()
+    backend = _backend_pid(c)
+    c.execute("CREATE TEMP TABLE kept AS SELECT 7 AS x")
+    new = _take_over(pooler, old, binary=new_bin)
+    _assert_old_gone(old, new)
+    assert _backend_pid(c) == backend
+    assert c.execute("SELECT x FROM kept").fetchone()[0] == 7
+    n = new.connect()
+    assert n.execute("SELECT 1").fetchone()[0] == 1
+    assert set(_servers(new)) == {backend, _backend_pid(n)}
+    assert "LOG SHUTDOWN command issued\n" in old.stderr_text()
+    c.close()
+    n.close()
+
+
+# ---------------------------------------------------------------------------
+# SHOW FDS itself
+
+
+def test_show_fds_over_tcp(pooler):
+    """SHOW FDS from an admin over TCP (so no descriptors ride along): the listeners as task
+    "pooler", then clients and servers with their links, cancel keys (the 8 key bytes as a
+    big-endian int8: the pid in the high half) and session parameters. The console's own
+    connection is not listed."""
+    p = pooler(pgbouncer={"pool_mode": "session"})
+    c = p.connect()
+    backend = _backend_pid(c)
+    idle = p.connect()
+    idle_backend = _backend_pid(idle)
+    idle.close()  # its server stays, idle and unlinked
+    harness.wait_until(lambda: len(p.show("CLIENTS")) == 2, 5, what="the second client gone")
+
+    with psycopg.connect(host="127.0.0.1", port=p.port, user="postgres", dbname="pgbouncer",
+                         password=harness.PASSWORDS["postgres"], autocommit=True,
+                         connect_timeout=15, cursor_factory=psycopg.ClientCursor) as admin:
+        cur = admin.cursor()
+        cur.execute("SHOW FDS", prepare=False)
+        assert [d.name for d in cur.description] == FDS_COLUMNS
+        rows = [dict(zip(FDS_COLUMNS, r)) for r in cur.fetchall()]
+
+    tasks = [r["task"] for r in rows]
+    assert tasks[:2] == ["pooler", "pooler"] and sorted(tasks[2:]) == \
+        ["client", "server", "server"], rows
+    assert {(r["addr"], r["port"]) for r in rows[:2]} == {("127.0.0.1", p.port),
+                                                          ("unix", p.port)}
+    assert all(r["user"] is None and r["database"] is None for r in rows[:2])
+    assert not any(r["database"] == "pgbouncer" for r in rows), rows
+    assert len({r["fd"] for r in rows}) == len(rows)
+
+    client = next(r for r in rows if r["task"] == "client")
+    servers = {r["cancel"] >> 32: r for r in rows if r["task"] == "server"}
+    assert set(servers) == {backend, idle_backend}, rows
+    server = servers[backend]
+    local_port = p.show("CLIENTS")
+    local_port = next(r["port"] for r in local_port if r["database"] == "appdb")
+    assert (client["user"], client["database"], client["addr"], client["port"]) == \
+        ("md5user", "appdb", "127.0.0.1", local_port)
+    # the key the client was given (libpq reports its first half as a signed pid)
+    assert client["cancel"] >> 32 == c.info.backend_pid & 0xFFFFFFFF
+    assert client["link"] == server["fd"] and server["link"] == client["fd"]
+    assert servers[idle_backend]["link"] == 0
+    assert (server["user"], server["database"], server["addr"], server["port"]) == \
+        ("md5user", "appdb", p.pg.host, p.pg.port)
+    for r in (client, server):
+        assert r["client_encoding"] == c.info.parameter_status("client_encoding")
+        assert r["std_strings"] == "on"
+        assert r["datestyle"] == c.info.parameter_status("DateStyle")
+        assert r["timezone"] == c.info.parameter_status("TimeZone")
+        assert r["scram_client_key"] is None and r["scram_server_key"] is None
+    c.close()
