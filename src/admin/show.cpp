@@ -1030,8 +1030,10 @@ void show_fds(Client& console, std::string& out) {
         return sb.is_tls() || (peer && peer->is_tls());
     };
     auto client_moves = [&](const Client& c) {
+        const Server* s = c.server;
         return c.state == ClientState::Active && at_rest(c.sb) &&
-               (!c.server || at_rest(c.server->sb));
+               (!s || (at_rest(s->sb) && s->tracker.owes_only_forwarded() &&
+                       s->pending_errors.empty()));
     };
     auto client = [&](Client& c) {
         if (tls(c.sb, c.server ? &c.server->sb : nullptr))
@@ -1094,7 +1096,8 @@ void show_fds(Client& console, std::string& out) {
     if (!handing_over)
         return;
     log_info("SHOW FDS: handing %zu sockets to a new process; %zu connections stay here (logging "
-             "in, queued, resetting, or in the middle of a message) and close with this process",
+             "in, queued, resetting, in the middle of a message or of a request sluice made) "
+             "and close with this process",
              rows.size(), kept);
     if (!send_with_fds(console, out, rows))
         console.close("SHOW FDS could not be sent");

@@ -49,6 +49,17 @@ void RequestTracker::on_request(const Expect& e) {
     }
 }
 
+bool RequestTracker::owes_only_forwarded() const noexcept {
+    if (fakes_ != 0 || !dropped_.empty())
+        return false;
+    for (size_t i = head_; i < q_.size(); ++i) {
+        const Expect& e = q_[i];
+        if (e.action != ReplyAction::Forward || e.client_parse || e.ps)
+            return false;
+    }
+    return true;
+}
+
 bool RequestTracker::take_fake(Expect& out) {
     if (empty() || st_.failed || q_[head_].action != ReplyAction::Fake)
         return false;
