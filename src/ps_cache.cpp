@@ -1,6 +1,7 @@
 // Prepared-statement registry and the per-client / per-server maps.
 #include "sluice/ps_cache.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -17,6 +18,10 @@ std::unordered_map<std::string_view, std::unique_ptr<PsEntry>>& registry() {
 uint64_t g_next_id = 1;
 
 }  // namespace
+
+void ps_names_start_at(uint64_t first) {
+    g_next_id = std::max(g_next_id, first);
+}
 
 PsEntry* ps_intern(std::string_view query, std::string_view params) {
     std::string key;

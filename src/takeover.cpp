@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <optional>
 #include <unordered_map>
@@ -21,6 +22,7 @@
 
 #include "sluice/pool/pool.h"
 #include "sluice/proto/packet.h"
+#include "sluice/ps_cache.h"
 #include "sluice/util/log.h"
 
 namespace sluice {
@@ -156,6 +158,16 @@ long long number(const std::optional<std::string>& v) {
     return v ? atoll(v->c_str()) : 0;
 }
 
+PeerAddr peer_of(int fd, bool local) {
+    PeerAddr a;
+    a.len = sizeof(a.ss);
+    int rc = local ? getsockname(fd, reinterpret_cast<sockaddr*>(&a.ss), &a.len)
+                   : getpeername(fd, reinterpret_cast<sockaddr*>(&a.ss), &a.len);
+    if (rc != 0)
+        a = PeerAddr{};
+    return a;
+}
+
 void parse_row(std::span<const uint8_t> body) {
     if (g_fds.empty())
         die("takeover: got row without fd info");  // PgBouncer's words
@@ -185,6 +197,11 @@ void parse_row(std::span<const uint8_t> body) {
     row.password = std::move(cols[12]);
     row.scram_client_key = std::move(cols[13]);
     row.scram_server_key = std::move(cols[14]);
+    if (row.task == "pooler") {  // PgBouncer's line, as the row comes in
+        PeerAddr a = peer_of(row.fd, true);
+        std::string where = a.is_unix() ? "unix:" + std::to_string(g_port) : a.host_port();
+        log_info("got pooler socket: %s", where.c_str());
+    }
     g_rows.push_back(std::move(row));
 }
 
@@ -276,16 +293,6 @@ void set_vars(VarCache& vars, const FdRow& row) {
     }
 }
 
-PeerAddr peer_of(int fd, bool local) {
-    PeerAddr a;
-    a.len = sizeof(a.ss);
-    int rc = local ? getsockname(fd, reinterpret_cast<sockaddr*>(&a.ss), &a.len)
-                   : getpeername(fd, reinterpret_cast<sockaddr*>(&a.ss), &a.len);
-    if (rc != 0)
-        a = PeerAddr{};
-    return a;
-}
-
 Client* adopt_client(const FdRow& row) {
     Pool* p = row_pool(row);
     if (!p)
@@ -348,10 +355,6 @@ Server* adopt_server(const FdRow& row) {
     s->backend_key = static_cast<uint32_t>(row.cancel);
     set_vars(s->vars, row);
     s->connect_time = s->request_time = s->idle_since = mono_now();
-    // Statements the old process prepared on it are unknown here, and this process's names
-    // could collide with them: with the statement cache on, it serves out its current client
-    // (if any) and is then replaced.
-    s->close_needed = settings().max_prepared_statements > 0;
     set_state(*s, ServerState::Idle);
     p->db->server_count++;
     p->user->server_count++;
@@ -438,6 +441,13 @@ void takeover_fetch() {
 }
 
 void takeover_adopt(const ListenConfig& lc, AcceptFn accept) {
+    // The old process's statements on the servers are unknown here (they are prepared
+    // again when used); names counted from the clock cannot be among them: the old process
+    // would have had to make more than one per microsecond since it started.
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
+    ps_names_start_at(static_cast<uint64_t>(now.tv_sec) * 1000000 +
+                      static_cast<uint64_t>(now.tv_nsec / 1000));
     std::vector<int> listeners;
     std::unordered_map<int, std::pair<Server*, int>> servers;  // by old fd: server, its link
     std::vector<std::pair<Client*, int>> linked;

@@ -27,6 +27,9 @@ struct PsEntry {
 
 // Interns a statement; the result has one more reference (release with ps_unref).
 PsEntry* ps_intern(std::string_view query, std::string_view params);
+// Online restart: statement names go on from `first` (sluice_<first>, ...), so that they
+// cannot collide with those an earlier process prepared on servers taken over from it.
+void ps_names_start_at(uint64_t first);
 // The registry entry for a statement, or nullptr (no reference taken).
 PsEntry* ps_find(std::string_view query, std::string_view params);
 void ps_ref(PsEntry* e) noexcept;

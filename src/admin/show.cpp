@@ -940,13 +940,6 @@ bool takeover_session(const Client& c) {
     return c.addr.is_unix() && c.peer_is_self && c.user_name() == "pgbouncer";
 }
 
-// Nothing of the connection is held in sluice (input not yet passed on, output not yet sent,
-// a message half forwarded): the new process can continue from the socket alone.
-bool at_rest(const SBuf& sb) {
-    return sb.unparsed().empty() && sb.pending_bytes() == 0 && sb.packet_remaining() == 0 &&
-           !sb.has_output();
-}
-
 // Sends the rows of `out` with their sockets attached, on the console socket (blocking for
 // the while: a partial control message cannot be retried). What follows the last row stays
 // in `out` for the usual reply path. False: the session broke (logged).
@@ -1031,8 +1024,8 @@ void show_fds(Client& console, std::string& out) {
     };
     auto client_moves = [&](const Client& c) {
         const Server* s = c.server;
-        return c.state == ClientState::Active && at_rest(c.sb) &&
-               (!s || (at_rest(s->sb) && s->tracker.owes_only_forwarded() &&
+        return c.state == ClientState::Active && c.sb.at_rest() &&
+               (!s || (s->sb.at_rest() && s->tracker.owes_only_forwarded() &&
                        s->pending_errors.empty()));
     };
     auto client = [&](Client& c) {
@@ -1053,7 +1046,7 @@ void show_fds(Client& console, std::string& out) {
         if (tls(s.sb, s.client ? &s.client->sb : nullptr))
             return;
         if (handing_over &&
-            (s.client ? !client_moves(*s.client) : s.state != ServerState::Idle || !at_rest(s.sb))) {
+            (s.client ? !client_moves(*s.client) : s.state != ServerState::Idle || !s.sb.at_rest())) {
             ++kept;
             return;
         }

@@ -273,15 +273,8 @@ bool adopt(int fd, const ListenConfig& cfg, Origin origin, std::string& err) {
         tune_socket(fd, true, cfg.tcp);
         deferred = cfg.defer_accept && set_defer_accept(fd);
     }
-    if (origin == Origin::ServiceManager) {
+    if (origin == Origin::ServiceManager)
         log_info("socket passed from service manager (fd %d)", fd);
-    } else {
-        PeerAddr a;
-        memcpy(&a.ss, &ss, sizeof(ss));
-        a.len = len;
-        std::string where = is_unix ? "unix:" + std::to_string(cfg.port) : a.host_port();
-        log_info("got pooler socket: %s", where.c_str());  // PgBouncer's line
-    }
     return add_listener(fd, is_unix, deferred, path, origin == Origin::Takeover, err);
 }
 

@@ -145,7 +145,7 @@ bool SBuf::attach(int fd, SBufOwner* owner, bool connecting) {
     owner_ = owner;
     connecting_ = connecting;
     eof_ = rdhup_ = false;
-    paused_ = blocked_ = false;
+    paused_ = blocked_ = suspended_ = false;
     raw_byte_ = false;
     tls_ = TlsState::Off;
     tls_read_wants_write_ = tls_write_wants_read_ = false;
@@ -420,6 +420,14 @@ void SBuf::resume() noexcept {
     run_soon(EV_TIMEOUT);
 }
 
+void SBuf::unsuspend() noexcept {
+    if (!suspended_)
+        return;
+    suspended_ = false;
+    sock_drained_ = false;  // edges came and went meanwhile: read the socket again
+    run_soon(EV_READ);
+}
+
 void SBuf::report(SBufEvent ev) {
     if (owner_)
         owner_->on_sbuf_event(*this, ev);
@@ -640,6 +648,8 @@ bool SBuf::process() {
 }
 
 void SBuf::handle_read(bool drained) {
+    if (suspended_)
+        return;  // unsuspend() comes back
     for (int loop = 0;; ++loop) {
         // An empty buffer with nothing queued for the peer has nothing to walk or send: go
         // straight to recv (a fresh read event usually starts like this).

@@ -63,7 +63,7 @@ void wake_pool(Pool& p) {
 }
 
 void resume_sockets() {
-    for_sockets([](Client& c) { c.sb.resume(); }, [](Server& s) { s.sb.resume(); });
+    for_sockets([](Client& c) { c.sb.unsuspend(); }, [](Server& s) { s.sb.unsuspend(); });
 }
 
 bool console_in_use() {
@@ -105,20 +105,48 @@ bool control_resume_all() {
     return true;
 }
 
+namespace {
+
+// As PgBouncer, a connection in use stops only once it is quiet: nothing held here, no message
+// half through, and for a server only replies its client gets as they are (nothing sluice
+// asked on its own). Until then it goes on, so that a suspended pooler holds no state a new
+// process (online restart) could not take over from the sockets. Connections that are not in
+// use stop at once: they hold nothing that moves (clients logging in or queued keep their
+// input, and are not handed over).
+void pause_quiet_sockets() {
+    for_sockets(
+        [](Client& c) {
+            if (!c.sb.suspended() && (c.state != ClientState::Active || c.sb.at_rest()))
+                c.sb.suspend();
+        },
+        [](Server& s) {
+            if (s.sb.suspended())
+                return;
+            // A linked server waits for its client: what the client still holds may be for it.
+            if (s.state != ServerState::Active ||
+                ((!s.client || s.client->sb.suspended()) && s.sb.at_rest() &&
+                 s.tracker.owes_only_forwarded() && s.pending_errors.empty()))
+                s.sb.suspend();
+        });
+}
+
+}  // namespace
+
 void control_suspend() {
     g_mode = PauseMode::Suspend;
     g_suspend_start = mono_now();
     apply_flags();
     listeners_pause(true);  // as PgBouncer: no new connections until RESUME
-    for_sockets([](Client& c) { c.sb.pause(); }, [](Server& s) { s.sb.pause(); });
+    pause_quiet_sockets();
 }
 
 bool control_suspend_done() {
+    pause_quiet_sockets();
     bool late = mono_now() - g_suspend_start >= settings().suspend_timeout;
     bool done = true;
     for_sockets(
         [&](Client& c) {
-            if (!has_unsent(c.sb))
+            if (c.sb.suspended() && !has_unsent(c.sb))
                 return;
             if (late)
                 c.fatal("08P01", "suspend_timeout");
@@ -126,7 +154,7 @@ bool control_suspend_done() {
                 done = false;
         },
         [&](Server& s) {
-            if (!has_unsent(s.sb))
+            if (s.sb.suspended() && !has_unsent(s.sb))
                 return;
             if (late)  // its client, cut off in the middle of a reply, goes too
                 s.close_and_fail_client("suspend_timeout");

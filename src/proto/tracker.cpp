@@ -54,7 +54,7 @@ bool RequestTracker::owes_only_forwarded() const noexcept {
         return false;
     for (size_t i = head_; i < q_.size(); ++i) {
         const Expect& e = q_[i];
-        if (e.action != ReplyAction::Forward || e.client_parse || e.ps)
+        if (e.action != ReplyAction::Forward)
             return false;
     }
     return true;

@@ -139,6 +139,11 @@ public:
     // True while the last forward to the peer could not be completed.
     bool blocked() const noexcept { return blocked_; }
     bool paused() const noexcept { return paused_; }
+    // Nothing of the connection is held here: no input not yet passed on, no forward or
+    // output not yet sent, no message half forwarded (SUSPEND, online restart).
+    bool at_rest() const noexcept {
+        return end_ == pos_ && remain_ == 0 && out_pos_ == out_.size();
+    }
 
     // The socket most likely holds input already (a connection accepted under
     // TCP_DEFER_ACCEPT): read it in this loop turn rather than after the next epoll_wait.
@@ -146,6 +151,12 @@ public:
 
     // Stops showing packets to the owner until resume().
     void pause() noexcept { paused_ = true; }
+    // SUSPEND: reads nothing from the socket, so that its bytes stay in the kernel (where a
+    // process taking the socket over finds them), and shows nothing, until unsuspend();
+    // sending goes on. Independent of pause(): the protocol may pause and resume meanwhile.
+    void suspend() noexcept { suspended_ = true; }
+    void unsuspend() noexcept;
+    bool suspended() const noexcept { return suspended_; }
     // Resumes processing (later in this loop turn, no syscall).
     void resume() noexcept;
 
@@ -254,6 +265,7 @@ private:
     int loopcnt_ = 5;
     bool startup_ = false;
     bool paused_ = false;
+    bool suspended_ = false;
     bool blocked_ = false;     // our pending range waits for the peer to become writable
     bool connecting_ = false;
     bool write_armed_ = false;  // the loop reports writable too (want_write())

@@ -128,9 +128,9 @@ public:
     // The client still has to end a COPY IN with CopyDone/CopyFail.
     bool client_in_copy() const noexcept { return client_owes_term_; }
     uint8_t status() const noexcept { return status_; }
-    // Every reply still owed goes to the client as it is (no injected request, synthesized
-    // reply or prepared-statement bookkeeping pending): a process that knows nothing of the
-    // requests can pass them on (online restart).
+    // Every reply still owed goes to the client as it is (no injected request or synthesized
+    // reply pending): a process that knows nothing of the requests can pass them on (online
+    // restart; the statement cache's bookkeeping of them is lost, which only costs a Parse).
     bool owes_only_forwarded() const noexcept;
     // Forgets everything (new connection, or after a reset).
     void reset() noexcept;
