@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "sluice/proto/packet.h"
+#include "sluice/util/hex.h"
 
 namespace sluice {
 namespace {
@@ -269,6 +270,40 @@ void write_describe_or_close(std::string& out, uint8_t type, uint8_t what, std::
     w.put_u8(what);
     w.put_cstr(name);
     w.finish();
+}
+
+std::string ps_export(const ClientPs& ps) {
+    std::string out;
+    ps.for_each([&](std::string_view name, const PsEntry& e) {
+        append_hex(out, name);
+        out += ':';
+        append_hex(out, e.query);
+        out += ':';
+        append_hex(out, e.params);
+        out += ';';
+    });
+    return out;
+}
+
+bool ps_import(std::string_view text, ClientPs& ps) {
+    std::string name, query, params;
+    while (!text.empty()) {
+        size_t end = text.find(';');
+        if (end == std::string_view::npos)
+            return false;
+        std::string_view item = text.substr(0, end);
+        text.remove_prefix(end + 1);
+        size_t a = item.find(':');
+        size_t b = a == std::string_view::npos ? a : item.find(':', a + 1);
+        if (b == std::string_view::npos || !decode_hex(item.substr(0, a), name) ||
+            !decode_hex(item.substr(a + 1, b - a - 1), query) ||
+            !decode_hex(item.substr(b + 1), params) || name.empty() || ps.find(name))
+            return false;
+        PsEntry* e = ps_intern(query, params);
+        ps.add(name, e);
+        ps_unref(e);  // add() took its own
+    }
+    return true;
 }
 
 }  // namespace sluice

@@ -41,6 +41,7 @@ struct FdRow {
     std::optional<std::string> password;
     std::optional<std::string> scram_client_key;
     std::optional<std::string> scram_server_key;
+    std::optional<std::string> statements;  // the client's prepared statements (sluice)
 };
 
 // The tracked parameters the rows carry, in column order.
@@ -168,6 +169,50 @@ PeerAddr peer_of(int fd, bool local) {
     return a;
 }
 
+// SHOW FDS columns by name (PgBouncer releases differ: 1.21 put intervalstyle before
+// timezone), from the RowDescription.
+enum Column : uint8_t {
+    kFd,
+    kTask,
+    kUser,
+    kDatabase,
+    kCancel,
+    kLink,
+    kClientEncoding,
+    kStdStrings,
+    kDateStyle,
+    kTimeZone,
+    kPassword,
+    kScramClientKey,
+    kScramServerKey,
+    kPreparedStatements,  // sluice's own
+    kColumnCount
+};
+constexpr const char* kColumnNames[kColumnCount] = {
+    "fd",          "task",     "user",     "database",         "cancel",
+    "link",        "client_encoding", "std_strings", "datestyle", "timezone",
+    "password",    "scram_client_key", "scram_server_key", "prepared_statements"};
+int g_column_at[kColumnCount];  // index in the row, -1 = absent
+
+void parse_row_description(std::span<const uint8_t> body) {
+    std::fill(std::begin(g_column_at), std::end(g_column_at), -1);
+    PacketReader r(body);
+    uint16_t n;
+    if (!r.read_u16(n))
+        die("takeover: bad SHOW FDS row description");
+    for (int i = 0; i < n; ++i) {
+        std::string_view name;
+        std::span<const uint8_t> rest;
+        if (!r.read_cstr(name) || !r.read_bytes(18, rest))
+            die("takeover: bad SHOW FDS row description");
+        for (int k = 0; k < kColumnCount; ++k)
+            if (name == kColumnNames[k])
+                g_column_at[k] = i;
+    }
+    if (g_column_at[kFd] < 0 || g_column_at[kTask] < 0)
+        die("takeover: SHOW FDS without fd and task columns");
+}
+
 void parse_row(std::span<const uint8_t> body) {
     if (g_fds.empty())
         die("takeover: got row without fd info");  // PgBouncer's words
@@ -176,27 +221,31 @@ void parse_row(std::span<const uint8_t> body) {
     g_fds.pop_front();
     PacketReader r(body);
     uint16_t ncols;
-    if (!r.read_u16(ncols) || ncols < 12)
-        die("takeover: SHOW FDS row with %u columns", ncols);
-    std::optional<std::string> cols[15];
-    for (uint16_t i = 0; i < ncols; ++i) {
-        auto v = column(r);
-        if (i < 15)
-            cols[i] = std::move(v);
-    }
-    if (!cols[1] || !cols[4])
+    if (!r.read_u16(ncols))
+        die("takeover: bad SHOW FDS row");
+    std::vector<std::optional<std::string>> cols(ncols);
+    for (auto& c : cols)
+        c = column(r);
+    auto col = [&](Column k) -> std::optional<std::string>& {
+        static std::optional<std::string> none;
+        none.reset();
+        int at = g_column_at[k];
+        return at >= 0 && at < ncols ? cols[static_cast<size_t>(at)] : none;
+    };
+    if (!col(kTask))
         die("takeover: incomplete data from old process");
-    row.old_fd = static_cast<int>(number(cols[0]));
-    row.task = *cols[1];
-    row.user = cols[2].value_or("");
-    row.db = cols[3].value_or("");
-    row.cancel = strtoull(cols[6].value_or("0").c_str(), nullptr, 10);
-    row.link = static_cast<int>(number(cols[7]));
+    row.old_fd = static_cast<int>(number(col(kFd)));
+    row.task = *col(kTask);
+    row.user = col(kUser).value_or("");
+    row.db = col(kDatabase).value_or("");
+    row.cancel = strtoull(col(kCancel).value_or("0").c_str(), nullptr, 10);
+    row.link = static_cast<int>(number(col(kLink)));
     for (size_t i = 0; i < 4; ++i)
-        row.vars[i] = std::move(cols[8 + i]);
-    row.password = std::move(cols[12]);
-    row.scram_client_key = std::move(cols[13]);
-    row.scram_server_key = std::move(cols[14]);
+        row.vars[i] = std::move(col(static_cast<Column>(kClientEncoding + i)));
+    row.password = std::move(col(kPassword));
+    row.scram_client_key = std::move(col(kScramClientKey));
+    row.scram_server_key = std::move(col(kScramServerKey));
+    row.statements = std::move(col(kPreparedStatements));
     if (row.task == "pooler") {  // PgBouncer's line, as the row comes in
         PeerAddr a = peer_of(row.fd, true);
         std::string where = a.is_unix() ? "unix:" + std::to_string(g_port) : a.host_port();
@@ -215,6 +264,9 @@ std::string command(const char* sql) {
     for (;;) {
         uint8_t t = next_message(body, sql);
         switch (t) {
+        case msg::kRowDescription:
+            parse_row_description(body);
+            break;
         case msg::kDataRow:
             parse_row(body);
             break;
@@ -226,7 +278,7 @@ std::string command(const char* sql) {
             return tag;
         case msg::kErrorResponse:
             old_process_error(body);
-        default:  // RowDescription, notices, parameter changes
+        default:  // notices, parameter changes
             break;
         }
     }
@@ -319,6 +371,8 @@ Client* adopt_client(const FdRow& row) {
     c->user = get_user(row.user);
     c->pool = p;
     set_vars(c->vars, row);
+    if (row.statements && !ps_import(*row.statements, c->ps))
+        slog_warning(c, "takeover: its prepared statements could not be read");
     rt().client_count++;
     c->counted = true;
     c->db->client_count++;

@@ -57,6 +57,12 @@ public:
     // Forgets every name (DISCARD ALL); the lists below stay.
     void clear();
     size_t size() const noexcept { return body_ ? body_->map.size() : 0; }
+    // Calls f(name, entry) for each of the client's statements (online restart).
+    template <typename F> void for_each(F&& f) const {
+        if (body_)
+            for (const auto& [name, e] : body_->map)
+                f(std::string_view(name), *e);
+    }
 
     // Names of this client's Parses not yet answered, oldest first, each with syncs() as it
     // was when the Parse passed: a Parse the server discards after an error takes exactly its
@@ -122,6 +128,12 @@ private:
     std::unordered_map<PsEntry*, uint64_t> set_;  // entry -> last use tick
     uint64_t tick_ = 0;
 };
+
+// A client's statements as text (online restart: an extra SHOW FDS column between sluice
+// processes): "<name>:<query>:<parameter types>" in hex, one per statement, ';' after each.
+std::string ps_export(const ClientPs& ps);
+// Adds the statements of such a text to ps; false when it is malformed (ps may have some).
+bool ps_import(std::string_view text, ClientPs& ps);
 
 // Whether a Parse/Bind/Describe/Close names a prepared statement, read from the first bytes
 // of its body. Returns false when those bytes have not arrived yet.

@@ -14,6 +14,7 @@
 #include "sluice/net/listener.h"
 #include "sluice/net/sbuf.h"
 #include "sluice/pool/control.h"
+#include "sluice/util/hex.h"
 
 #include "internal.h"
 
@@ -889,15 +890,13 @@ struct FdRowData {
     const VarCache& vars;
     const User* cred;  // auth_query credentials (its secret goes in "password"), or nullptr
     const User* keys;  // a user whose SCRAM keys servers log in with, or nullptr
+    bool statements_column;          // the takeover's extra column
+    const std::string* statements;  // its value ("" or nullptr: NULL)
 };
 
 void put_hex(ResultWriter& w, const ScramKey& k) {
-    static const char kHex[] = "0123456789abcdef";
-    std::string t = "\\x";
-    for (uint8_t b : k) {
-        t += kHex[b >> 4];
-        t += kHex[b & 15];
-    }
+    std::string t = "\\x";  // bytea's text form
+    append_hex(t, k.data(), k.size());
     w.text(t);
 }
 
@@ -930,6 +929,12 @@ void fd_row(ResultWriter& w, std::string& out, std::vector<FdRow>& rows, const F
     } else {
         w.null();
         w.null();
+    }
+    if (d.statements_column) {
+        if (d.statements && !d.statements->empty())
+            w.text(*d.statements);
+        else
+            w.null();
     }
     w.end_row();
     rows.push_back({begin, out.size(), d.fd});
@@ -999,23 +1004,18 @@ bool send_with_fds(Client& c, std::string& out, const std::vector<FdRow>& rows) 
 
 void show_fds(Client& console, std::string& out) {
     bool handing_over = takeover_session(console);
-    ResultWriter w(out, {
-                            {"fd", C::Int4},
-                            {"task", C::Text},
-                            {"user", C::Text},
-                            {"database", C::Text},
-                            {"addr", C::Text},
-                            {"port", C::Int4},
-                            {"cancel", C::Int8},
-                            {"link", C::Int4},
-                            {"client_encoding", C::Text},
-                            {"std_strings", C::Text},
-                            {"datestyle", C::Text},
-                            {"timezone", C::Text},
-                            {"password", C::Text},
-                            {"scram_client_key", C::Bytea},
-                            {"scram_server_key", C::Bytea},
-                        });
+    // PgBouncer's columns; to a takeover one more, sluice's own, which PgBouncer's reader
+    // ignores and a new sluice uses: the client's prepared statements (statement cache).
+    static constexpr ColDef kCols[] = {
+        {"fd", C::Int4},         {"task", C::Text},          {"user", C::Text},
+        {"database", C::Text},   {"addr", C::Text},          {"port", C::Int4},
+        {"cancel", C::Int8},     {"link", C::Int4},          {"client_encoding", C::Text},
+        {"std_strings", C::Text}, {"datestyle", C::Text},    {"timezone", C::Text},
+        {"password", C::Text},   {"scram_client_key", C::Bytea},
+        {"scram_server_key", C::Bytea}, {"prepared_statements", C::Text},
+    };
+    std::span<const ColDef> cols(kCols, std::size(kCols) - (handing_over ? 0 : 1));
+    ResultWriter w(out, cols);
     std::vector<FdRow> rows;
     size_t kept = 0;  // connections a takeover leaves behind
     // As PgBouncer: a connection using TLS, or linked to one that does, is not listed.
@@ -1037,10 +1037,11 @@ void show_fds(Client& console, std::string& out) {
         }
         SocketRow r = client_row(c, "");
         const User* cred = c.pool ? c.pool->auth_cred : nullptr;
+        std::string statements = handing_over ? ps_export(c.ps) : std::string();
         fd_row(w, out, rows,
                {c.sb.fd(), "client", r.user, r.database, r.remote, r.remote_port,
                 (uint64_t{c.cancel_pid} << 32) | c.cancel_key, c.server ? c.server->sb.fd() : 0,
-                c.vars, cred, c.pool ? c.pool->user : nullptr});
+                c.vars, cred, c.pool ? c.pool->user : nullptr, handing_over, &statements});
     };
     auto server = [&](Server& s) {
         if (tls(s.sb, s.client ? &s.client->sb : nullptr))
@@ -1054,7 +1055,7 @@ void show_fds(Client& console, std::string& out) {
         fd_row(w, out, rows,
                {s.sb.fd(), "server", r.user, r.database, s.addr, r.remote_port,
                 (uint64_t{s.backend_pid} << 32) | s.backend_key, s.client ? s.client->sb.fd() : 0,
-                s.vars, s.pool->auth_cred, s.pool->user});
+                s.vars, s.pool->auth_cred, s.pool->user, handing_over, nullptr});
     };
     for (const ListenerInfo& l : listeners_info()) {
         size_t begin = out.size();
@@ -1067,7 +1068,7 @@ void show_fds(Client& console, std::string& out) {
         w.integer(l.port);
         w.unsigned_integer(0);
         w.integer(0);
-        for (int i = 0; i < 7; ++i)
+        for (size_t i = 8; i < cols.size(); ++i)
             w.null();
         w.end_row();
         rows.push_back({begin, out.size(), l.fd});

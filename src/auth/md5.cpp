@@ -8,6 +8,7 @@
 
 #include <openssl/evp.h>
 
+#include "sluice/util/hex.h"
 #include "sluice/util/log.h"
 
 namespace sluice {
@@ -21,13 +22,6 @@ bool is_lower_hex(char c) noexcept {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
 }
 
-void hex_encode(const uint8_t* p, size_t n, char* out) noexcept {
-    static constexpr char kDigits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = kDigits[p[i] >> 4];
-        out[2 * i + 1] = kDigits[p[i] & 0x0f];
-    }
-}
 
 // MD5 of the concatenated parts as 32 lower-case hex digits into out. False (logged) when
 // OpenSSL refuses MD5 (FIPS).

@@ -22,6 +22,7 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
+#include "sluice/util/hex.h"
 #include "sluice/util/log.h"
 
 namespace sluice {
@@ -439,11 +440,7 @@ std::string file_digest(const std::string& path) {
         unsigned int len = 0;
         if (ok && !ferror(f) && EVP_DigestFinal_ex(md, dig.data(), &len) == 1) {
             out.clear();
-            static const char hex[] = "0123456789abcdef";
-            for (unsigned int i = 0; i < len; ++i) {
-                out.push_back(hex[dig[i] >> 4]);
-                out.push_back(hex[dig[i] & 15]);
-            }
+            append_hex(out, dig.data(), len);
         }
     }
     EVP_MD_CTX_free(md);
