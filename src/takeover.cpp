@@ -136,11 +136,11 @@ uint8_t next_message(std::vector<uint8_t>& body, const char* what) {
 
 [[noreturn]] void old_process_error(std::span<const uint8_t> body) {
     ErrorFields f;
-    std::string m = parse_error_fields(body, f) ? std::string(f.severity) + " " +
+    std::string m = parse_error_fields(body, f) ? std::string(f.severity) + ": " +
                                                       std::string(f.message)
                                                 : std::string("(unreadable error)");
-    log_error("old bouncer sent: %s", m.c_str());  // PgBouncer's words
-    die("takeover failed: the old process refused it");
+    log_error("old bouncer sent: %s", m.c_str());  // PgBouncer's words, both lines
+    die("something failed");
 }
 
 std::optional<std::string> column(PacketReader& r) {

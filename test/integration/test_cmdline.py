@@ -112,7 +112,7 @@ def test_daemon_pidfile_and_sigterm(pooler):
     assert r.returncode == 0, open(os.path.join(p.dir, "daemon.out")).read()
     pid = None
     try:
-        pid = harness.wait_until(lambda: _read_pid(pidfile), 15, what="pidfile")
+        pid = harness.wait_until(lambda: harness.read_pidfile(pidfile), 15, what="pidfile")
         assert pid != os.getpid()
         harness.wait_until(lambda: _listening(p.port) or not harness.pid_alive(pid), 15,
                            what="daemon listening")
@@ -138,14 +138,6 @@ def _uids(pid):
                 return {int(x) for x in line.split()[1:]}
     return set()
 
-
-def _read_pid(path):
-    try:
-        with open(path) as f:
-            text = f.read().strip()
-        return int(text) if text else None
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to check the root refusal")
@@ -214,7 +206,7 @@ def test_second_instance_refused(pooler):
     # PgBouncer 1.18 leaves the path out of the message, later releases name it
     assert re.search(r"FATAL pidfile ('\S*pooler\.pid' )?exists, another instance running\?",
                      r.stdout + r.stderr), r.stdout + r.stderr
-    assert _read_pid(pidfile) == a.pid
+    assert harness.read_pidfile(pidfile) == a.pid
     assert a.psql("-c", "SELECT 1")[:2] == (0, "1\n")
 
 
@@ -258,7 +250,7 @@ def test_stale_pidfile_removed(pooler):
         f.write(f"{_dead_pid()}\n")
     p.start()
     p.wait_for_log(r"LOG stale pidfile, removing\n")
-    assert _read_pid(pidfile) == p.pid
+    assert harness.read_pidfile(pidfile) == p.pid
     p.stop()
     assert not os.path.exists(pidfile)
 
@@ -286,7 +278,7 @@ def test_daemon_without_logfile_runs(pooler):
     assert r.returncode == 0, r.stdout + r.stderr
     pid = None
     try:
-        pid = harness.wait_until(lambda: _read_pid(pidfile), 15, what="pidfile")
+        pid = harness.wait_until(lambda: harness.read_pidfile(pidfile), 15, what="pidfile")
         harness.wait_until(lambda: _listening(p.port), 15, what="daemon listening")
         assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
         os.kill(pid, signal.SIGTERM)

@@ -30,6 +30,7 @@ import psycopg
 import pytest
 
 import harness
+import tlsutil
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 
@@ -56,14 +57,6 @@ FDS_COLUMNS = ["fd", "task", "user", "database", "addr", "port", "cancel", "link
 # ---------------------------------------------------------------------------
 # helpers
 
-
-def _read_pid(path):
-    try:
-        with open(path) as f:
-            text = f.read().strip()
-        return int(text) if text else None
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def _pidfile(p):
@@ -129,7 +122,7 @@ def _assert_old_gone(old, new):
     """The old process exited by itself with status 0 and the pidfile names the new one."""
     assert not harness.pid_alive(old.pid)
     assert old.returncode == 0, _both_logs(old, new)
-    assert _read_pid(_pidfile(new)) == new.pid, _both_logs(old, new)
+    assert harness.read_pidfile(_pidfile(new)) == new.pid, _both_logs(old, new)
     assert new.alive(), _both_logs(old, new)
 
 
@@ -167,7 +160,7 @@ def test_session_client_survives_takeover(pooler):
     backend = _backend_pid(c)
     c.execute("CREATE TEMP TABLE kept (x int)")
     c.execute("INSERT INTO kept VALUES (1), (2)")
-    assert _read_pid(_pidfile(old)) == old.pid
+    assert harness.read_pidfile(_pidfile(old)) == old.pid
 
     new = _take_over(pooler, old)
     _assert_old_gone(old, new)
@@ -210,6 +203,9 @@ def test_session_client_survives_takeover(pooler):
     c.close()
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: after a takeover it forwards the cancel but PostgreSQL ignores it "
+    "(the query runs on)")
 def test_cancel_key_survives_takeover(pooler, pg):
     """A cancel request sent to the new process with the cancel key a client got from the
     old one cancels that client's running query (the server's key was carried too)."""
@@ -238,9 +234,11 @@ def test_cancel_key_survives_takeover(pooler, pg):
         c.cancel()  # libpq's cancel request: the key from the old process's BackendKeyData
         th.join(10)
     finally:
-        if th.is_alive():  # the cancel did not work: do not wait 30 s for the sleep
+        cancelled_by_us = th.is_alive()
+        if cancelled_by_us:  # the cancel did not work: do not wait 30 s for the sleep
             pg.sql("SELECT pg_cancel_backend(%s)", (backend,))
             th.join(10)
+    assert not cancelled_by_us, f"the cancel request had no effect\n{_both_logs(old, new)}"
     err = outcome.get("error")
     assert isinstance(err, psycopg.errors.QueryCanceled), \
         f"{outcome}\n{_both_logs(old, new)}"
@@ -382,7 +380,7 @@ def test_reboot_without_old_process(pooler):
     p = pooler(args=["-R"])
     p.wait_for_log(r"LOG old process not found, try to continue normally\n")
     assert "takeover_init" not in p.log_text()
-    assert _read_pid(_pidfile(p)) == p.pid
+    assert harness.read_pidfile(_pidfile(p)) == p.pid
     c = p.connect()
     assert c.execute("SELECT 1").fetchone()[0] == 1
     with _unix_connect(p) as u:
@@ -440,8 +438,8 @@ def test_reboot_daemon(pooler):
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         timeout=30)
         assert r.returncode == 0, open(out_path).read()
-        daemon = harness.wait_until(lambda: _read_pid(pidfile) not in (None, old.pid) and
-                                    _read_pid(pidfile), 15, what="the new pid in the pidfile")
+        daemon = harness.wait_until(lambda: harness.read_pidfile(pidfile) not in (None, old.pid) and
+                                    harness.read_pidfile(pidfile), 15, what="the new pid in the pidfile")
         harness.wait_until(lambda: not old.alive(), 10, what="the old process to exit")
         assert old.returncode == 0, old.full_log()
         assert harness.pid_alive(daemon)
@@ -468,7 +466,7 @@ def test_reboot_daemon(pooler):
         c.close()
         # whatever is left of what this test started: the daemon (by its pidfile, or, when
         # it failed before writing it, by its command line, which names our temp ini)
-        left = {daemon, _read_pid(pidfile)} | set(_processes_with_args("-R", old.ini_path))
+        left = {daemon, harness.read_pidfile(pidfile)} | set(_processes_with_args("-R", old.ini_path))
         for pid in left - {None, old.pid}:
             if harness.pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
@@ -557,3 +555,275 @@ def test_show_fds_over_tcp(pooler):
         assert r["timezone"] == c.info.parameter_status("TimeZone")
         assert r["scram_client_key"] is None and r["scram_server_key"] is None
     c.close()
+
+
+# ---------------------------------------------------------------------------
+# under load
+
+
+def _pgbench(pg, args, port):
+    """pgbench as md5user on appdb at 127.0.0.1:port, running (stdout, stderr piped)."""
+    env = dict(os.environ, PGPASSWORD=pg.passwords["md5user"], PGCONNECT_TIMEOUT="15")
+    env.pop("PGPASSFILE", None)
+    cmd = [harness.pg_tool("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "md5user"] \
+        + args + ["appdb"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, stdin=subprocess.DEVNULL)
+
+
+def _finish(proc, timeout):
+    """(returncode, stdout + stderr) of a Popen, killed when it outlives timeout."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        err += f"\n(killed after {timeout}s)"
+    return proc.returncode, out + err
+
+
+def _xacts(p):
+    """total_xact_count of appdb in SHOW STATS (0 before the first transaction)."""
+    return next((r["total_xact_count"] for r in p.show("STATS") if r["database"] == "appdb"),
+                0)
+
+
+CLIENTS, SECONDS, TAKEOVER_AT = 8, 5, 2.0
+
+
+def _takeover_under_load(pooler, pg, settings, bench_args, old_bin=None, new_bin=None):
+    """TPC-B pgbench, -c 8 for 5 s in transaction mode, and `-R` about 2 s in: every session
+    is carried (SUSPEND waits for each client to be quiet between messages), so no
+    transaction fails and no client is aborted; the old process exits, the new one ran the
+    rest of the load. Returns pgbench's output."""
+    rc, out = _finish(_pgbench(pg, ["-i", "-q", "-s", "1"], pg.port), 120)  # directly
+    assert rc == 0, out
+    old = pooler(pgbouncer={"pool_mode": "transaction", **settings},
+                 **({"binary": old_bin} if old_bin else {}))
+    started = time.monotonic()
+    bench = _pgbench(pg, bench_args + ["-c", str(CLIENTS), "-j", "2", "-T", str(SECONDS),
+                                       "-n"], old.port)
+    try:
+        harness.wait_until(lambda: _xacts(old) > 50, 10, what="pgbench traffic")
+        time.sleep(max(0.0, TAKEOVER_AT - (time.monotonic() - started)))
+        assert bench.poll() is None, _finish(bench, 1)[1]
+        new = _take_over(pooler, old, binary=new_bin)
+        took = time.monotonic() - started
+        _assert_old_gone(old, new)
+        # every pgbench connection was carried (they all logged in at the start)
+        clients = [r for r in new.show("CLIENTS") if r["database"] == "appdb"]
+        assert len(clients) == CLIENTS, (clients, _both_logs(old, new))
+        rc, out = _finish(bench, SECONDS + 30)
+    finally:
+        if bench.poll() is None:
+            _finish(bench, 0.1)
+    assert took < SECONDS - 1, f"the takeover ended {took:.1f}s into a {SECONDS}s run"
+    assert rc == 0, f"{out}\n{_both_logs(old, new)}"
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    assert failed and int(failed.group(1)) == 0, f"{out}\n{_both_logs(old, new)}"
+    assert "aborted" not in out, f"{out}\n{_both_logs(old, new)}"
+    assert re.search(rf"number of clients: {CLIENTS}\b", out), out
+    processed = re.search(r"number of transactions actually processed: (\d+)", out)
+    assert processed and int(processed.group(1)) > 0, out
+    # the rest of the run went through the new process (its stats start at zero)
+    assert _xacts(new) > 0
+    n = new.connect()
+    assert n.execute("SELECT count(*) FROM pgbench_branches").fetchone()[0] == 1
+    n.close()
+    return out
+
+
+@pytest.mark.parametrize("direction", ["same", "from_pgbouncer", "to_pgbouncer"])
+def test_takeover_under_load(pooler, pg, sluice_bin, direction):
+    """`-R` in the middle of a pgbench run (TPC-B, simple protocol, -c 8): 0 failed
+    transactions, no aborted client; also from Debian's PgBouncer to the binary under test
+    and back (against PgBouncer itself every direction is PgBouncer to PgBouncer)."""
+    old_bin, new_bin = {"same": (None, None), "from_pgbouncer": (PGBOUNCER, sluice_bin),
+                        "to_pgbouncer": (sluice_bin, PGBOUNCER)}[direction]
+    _takeover_under_load(pooler, pg, {}, [], old_bin, new_bin)
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: max_prepared_statements (the statement cache)")
+def test_takeover_under_load_prepared_statements(pooler, pg):
+    """The same with -M prepared over the statement cache: pgbench prepares each command
+    once per connection and then only sends Bind/Execute with its name, so each client's
+    prepared statements must move with it (a lost one would fail a transaction with
+    "prepared statement ... does not exist")."""
+    out = _takeover_under_load(pooler, pg, {"max_prepared_statements": 100},
+                               ["-M", "prepared"])
+    assert re.search(r"query mode: prepared\b", out), out
+
+
+# ---------------------------------------------------------------------------
+# a takeover the old process refuses, or holds up
+
+
+def _console(p):
+    """An admin console session on p (closed by p.stop())."""
+    return p.connect(user="postgres", dbname="pgbouncer", cursor_factory=psycopg.ClientCursor)
+
+
+def _console_cmd(console, query):
+    cur = console.cursor()
+    cur.execute(query, prepare=False)
+    return cur.statusmessage
+
+
+def test_failed_takeover_leaves_old_running(pooler):
+    """The old process is PAUSEd by an admin: the new one's SUSPEND gets "already
+    suspended/paused", it logs PgBouncer's "old bouncer sent" line with that error and a
+    FATAL line, and exits 1. The old process keeps its pid, pidfile, sockets and clients:
+    a query sent meanwhile waits for the pause, runs after RESUME, and new logins work.
+    (SUSPEND instead of PAUSE would not make the takeover fail: see the next test.)"""
+    old = pooler(pgbouncer={"pool_mode": "transaction"})
+    c = old.connect()
+    c.execute("SELECT 1")
+    console = _console(old)
+    assert _console_cmd(console, "PAUSE") == "PAUSE"
+
+    new = _successor(pooler, old)
+    new.expect_exit = True
+    new.start(wait_ready=False)
+    harness.wait_until(lambda: not new.alive(), 15, what="the new process to give up")
+    log = new.stderr_text()
+    assert new.returncode == 1, _both_logs(old, new)
+    # PgBouncer 1.18: "ERROR old bouncer sent: ERROR: already suspended/paused", then
+    # "FATAL @src/takeover.c:294 in function takeover_parse_data(): something failed"
+    m = re.search(rf"^\S+ \S+ \S+ \[{new.pid}\] ERROR old bouncer sent: ERROR: already "
+                  r"suspended/paused\n\S+ \S+ \S+ \[\d+\] FATAL (.+: )?something failed\n",
+                  log, re.M)
+    assert m, _both_logs(old, new)
+    assert re.search(r"LOG S-0x[0-9a-f]+: pgbouncer/pgbouncer@unix:\d+ login OK, sending "
+                     r"SUSPEND\n", log[:m.start()]), log
+    assert "SUSPEND finished" not in log and "SHUTDOWN" not in log, log
+    # the old process refused, and is untouched
+    old_log = old.stderr_text()
+    assert "ERROR already suspended/paused\n" in old_log, old_log
+    assert "SHUTDOWN command issued" not in old_log, old_log
+    assert old.alive() and harness.read_pidfile(_pidfile(old)) == old.pid, _both_logs(old, new)
+    assert os.path.exists(os.path.join(old.dir, f".s.PGSQL.{old.port}"))
+
+    # still paused: a query of the old client waits ...
+    outcome = {}
+
+    def query():
+        try:
+            outcome["result"] = c.execute("SELECT 42").fetchone()[0]
+        except Exception as e:  # noqa: BLE001 - reported below
+            outcome["error"] = e
+
+    th = threading.Thread(target=query, daemon=True)
+    th.start()
+    try:
+        harness.wait_until(lambda: any(r["database"] == "appdb" and r["cl_waiting"] == 1
+                                       for r in old.show("POOLS")), 5,
+                           what="the query queued by the pause")
+        assert not outcome
+        # ... and runs after RESUME
+        assert _console_cmd(console, "RESUME") == "RESUME"
+        th.join(10)
+    finally:
+        if th.is_alive():
+            c.cancel()
+            th.join(10)
+    assert outcome == {"result": 42}, f"{outcome}\n{_both_logs(old, new)}"
+    assert c.execute("SELECT 2").fetchone()[0] == 2
+    n = old.connect()
+    assert n.execute("SELECT 3").fetchone()[0] == 3
+    with _unix_connect(old) as u:
+        assert u.execute("SELECT 4").fetchone()[0] == 4
+    assert old.alive() and harness.read_pidfile(_pidfile(old)) == old.pid
+    n.close()
+    c.close()
+
+
+@pytest.mark.parametrize("how", ["resume", "admin_disconnects"])
+def test_takeover_waits_for_suspended_old(pooler, how):
+    """An old process SUSPENDed by an admin does not take new connections, so the new one
+    waits for its console login (neither fails). Once the admin sends RESUME, or goes away
+    ("admin disappeared when suspended, doing RESUME"), the takeover goes through: the
+    client is carried, the admin's console session is not (it is not a pool client)."""
+    old = pooler(pgbouncer={"pool_mode": "session"})
+    c = old.connect()
+    backend = _backend_pid(c)
+    console = _console(old)
+    assert _console_cmd(console, "SUSPEND") == "SUSPEND"
+    old.expect_exit = True
+    new = _successor(pooler, old)
+    new.start(wait_ready=False)
+    _wait_for_text(new.stderr_text, r"LOG takeover_init: launching connection\n", new.alive,
+                   what="the takeover to start", log=lambda: _both_logs(old, new))
+    time.sleep(1)
+    assert new.alive() and old.alive(), _both_logs(old, new)
+    assert "login OK" not in new.stderr_text(), _both_logs(old, new)
+
+    if how == "resume":
+        assert _console_cmd(console, "RESUME") == "RESUME"
+    else:
+        console.close()
+    _wait_for_text(new.stderr_text, r"LOG old process killed, resuming work\n", new.alive,
+                   what="the takeover to finish", log=lambda: _both_logs(old, new))
+    harness.wait_until(lambda: not old.alive(), 10, what="the old process to exit")
+    _assert_old_gone(old, new)
+    old_log = old.stderr_text()
+    if how == "resume":
+        assert "LOG RESUME command issued\n" in old_log, old_log
+        with pytest.raises(psycopg.OperationalError):
+            _console_cmd(console, "SHOW VERSION")
+    else:
+        assert "LOG admin disappeared when suspended, doing RESUME\n" in old_log, old_log
+    assert old_log.index("SUSPEND command issued") < old_log.index("SHUTDOWN command issued")
+    assert _backend_pid(c) == backend
+    n = new.connect()
+    assert n.execute("SELECT 1").fetchone()[0] == 1
+    n.close()
+    c.close()
+
+
+# ---------------------------------------------------------------------------
+# TLS
+
+
+@pytest.fixture(scope="module")
+def certs():
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    c = tlsutil.make_certs()
+    yield c
+    tlsutil.remove_certs(c)
+
+
+def test_tls_client_not_carried(pooler, pg, certs):
+    """TLS state cannot be handed over, so neither program hands over a TLS client (nor its
+    server): it loses its connection when the old process exits (its next query fails),
+    while a plain client connected at the same time keeps its backend."""
+    old = pooler(pgbouncer={"pool_mode": "session", "client_tls_sslmode": "allow",
+                            "client_tls_cert_file": "{dir}/server.crt",
+                            "client_tls_key_file": "{dir}/server.key"},
+                 files=tlsutil.pooler_files(certs))
+    plain = old.connect(sslmode="disable")
+    tls = old.connect(sslmode="require")
+    assert not plain.pgconn.ssl_in_use and tls.pgconn.ssl_in_use
+    plain_backend, tls_backend = _backend_pid(plain), _backend_pid(tls)
+
+    new = _take_over(pooler, old)
+    _assert_old_gone(old, new)
+    assert _backend_pid(plain) == plain_backend
+    assert plain.execute("SELECT 5").fetchone()[0] == 5
+    with pytest.raises(psycopg.OperationalError):
+        tls.execute("SELECT 6")
+    assert tls.closed or tls.broken
+    # the new process knows only the plain client and its server; the TLS client's server
+    # was not handed over either, and closed with the old process
+    clients = [r for r in new.show("CLIENTS") if r["database"] == "appdb"]
+    assert [r["tls"] for r in clients] == [""], clients
+    assert list(_servers(new)) == [plain_backend]
+    harness.wait_until(lambda: not pg.sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                          (tls_backend,)), 5,
+                       what="the TLS client's backend to end")
+    # and TLS logins work on the new process
+    t = new.connect(sslmode="require")
+    assert t.pgconn.ssl_in_use and t.execute("SELECT 7").fetchone()[0] == 7
+    t.close()
+    plain.close()

@@ -211,6 +211,16 @@ def make_tempdir(prefix: str) -> str:
     return d
 
 
+def read_pidfile(path: str) -> int | None:
+    """The pid a pidfile names, or None (no file yet, empty, or not a number)."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return int(text) if text else None
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     """True when pid exists and is not a zombie (a daemon we did not fork may stay
     a zombie when pid 1 does not reap)."""
