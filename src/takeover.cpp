@@ -23,6 +23,7 @@
 #include "sluice/pool/pool.h"
 #include "sluice/proto/packet.h"
 #include "sluice/ps_cache.h"
+#include "sluice/util/hex.h"
 #include "sluice/util/log.h"
 
 namespace sluice {
@@ -42,6 +43,7 @@ struct FdRow {
     std::optional<std::string> scram_client_key;
     std::optional<std::string> scram_server_key;
     std::optional<std::string> statements;  // the client's prepared statements (sluice)
+    std::optional<std::string> input;       // a queued client's held request, hex (sluice)
 };
 
 // The tracked parameters the rows carry, in column order.
@@ -186,12 +188,14 @@ enum Column : uint8_t {
     kScramClientKey,
     kScramServerKey,
     kPreparedStatements,  // sluice's own
+    kPendingInput,        // sluice's own
     kColumnCount
 };
 constexpr const char* kColumnNames[kColumnCount] = {
     "fd",          "task",     "user",     "database",         "cancel",
     "link",        "client_encoding", "std_strings", "datestyle", "timezone",
-    "password",    "scram_client_key", "scram_server_key", "prepared_statements"};
+    "password",    "scram_client_key", "scram_server_key", "prepared_statements",
+    "pending_input"};
 int g_column_at[kColumnCount];  // index in the row, -1 = absent
 
 void parse_row_description(std::span<const uint8_t> body) {
@@ -246,6 +250,7 @@ void parse_row(std::span<const uint8_t> body) {
     row.scram_client_key = std::move(col(kScramClientKey));
     row.scram_server_key = std::move(col(kScramServerKey));
     row.statements = std::move(col(kPreparedStatements));
+    row.input = std::move(col(kPendingInput));
     if (row.task == "pooler") {  // PgBouncer's line, as the row comes in
         PeerAddr a = peer_of(row.fd, true);
         std::string where = a.is_unix() ? "unix:" + std::to_string(g_port) : a.host_port();
@@ -400,6 +405,13 @@ Client* adopt_client(const FdRow& row) {
     c->sb.set_hold_limit(settings().max_packet_size);
     c->sb.set_loop_count(settings().sbuf_loopcnt);
     c->sb.set_trim_output(true);
+    std::string held;
+    if (row.input && !row.input->empty()) {
+        if (decode_hex(*row.input, held))  // its request comes first, then the socket's
+            c->sb.preload_input({reinterpret_cast<const uint8_t*>(held.data()), held.size()});
+        else
+            slog_warning(c, "takeover: its pending request could not be read");
+    }
     if (settings().log_connections)  // as PgBouncer, which logs one for each client it takes
         slog_info(c, "login attempt: db=%s user=%s tls=no replication=no", c->db->name.c_str(),
                   c->user->name.c_str());

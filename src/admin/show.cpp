@@ -890,8 +890,9 @@ struct FdRowData {
     const VarCache& vars;
     const User* cred;  // auth_query credentials (its secret goes in "password"), or nullptr
     const User* keys;  // a user whose SCRAM keys servers log in with, or nullptr
-    bool statements_column;          // the takeover's extra column
-    const std::string* statements;  // its value ("" or nullptr: NULL)
+    bool extra_columns;              // the takeover's own columns:
+    const std::string* statements;  // prepared statements ("" or nullptr: NULL)
+    const std::string* input;       // a queued client's held request, in hex (likewise)
 };
 
 void put_hex(ResultWriter& w, const ScramKey& k) {
@@ -930,11 +931,13 @@ void fd_row(ResultWriter& w, std::string& out, std::vector<FdRow>& rows, const F
         w.null();
         w.null();
     }
-    if (d.statements_column) {
-        if (d.statements && !d.statements->empty())
-            w.text(*d.statements);
-        else
-            w.null();
+    if (d.extra_columns) {
+        for (const std::string* v : {d.statements, d.input}) {
+            if (v && !v->empty())
+                w.text(*v);
+            else
+                w.null();
+        }
     }
     w.end_row();
     rows.push_back({begin, out.size(), d.fd});
@@ -1004,8 +1007,9 @@ bool send_with_fds(Client& c, std::string& out, const std::vector<FdRow>& rows) 
 
 void show_fds(Client& console, std::string& out) {
     bool handing_over = takeover_session(console);
-    // PgBouncer's columns; to a takeover one more, sluice's own, which PgBouncer's reader
-    // ignores and a new sluice uses: the client's prepared statements (statement cache).
+    // PgBouncer's columns; to a takeover two more, sluice's own, which PgBouncer's reader
+    // ignores and a new sluice uses: the client's prepared statements (statement cache) and
+    // the request a queued client holds.
     static constexpr ColDef kCols[] = {
         {"fd", C::Int4},         {"task", C::Text},          {"user", C::Text},
         {"database", C::Text},   {"addr", C::Text},          {"port", C::Int4},
@@ -1013,8 +1017,9 @@ void show_fds(Client& console, std::string& out) {
         {"std_strings", C::Text}, {"datestyle", C::Text},    {"timezone", C::Text},
         {"password", C::Text},   {"scram_client_key", C::Bytea},
         {"scram_server_key", C::Bytea}, {"prepared_statements", C::Text},
+        {"pending_input", C::Text},
     };
-    std::span<const ColDef> cols(kCols, std::size(kCols) - (handing_over ? 0 : 1));
+    std::span<const ColDef> cols(kCols, std::size(kCols) - (handing_over ? 0 : 2));
     ResultWriter w(out, cols);
     std::vector<FdRow> rows;
     size_t kept = 0;  // connections a takeover leaves behind
@@ -1022,8 +1027,19 @@ void show_fds(Client& console, std::string& out) {
     auto tls = [](const SBuf& sb, const SBuf* peer) {
         return sb.is_tls() || (peer && peer->is_tls());
     };
+    // A queued client moves with the request it holds (up to a limit): the new process
+    // reads those bytes first.
+    constexpr size_t kMaxHeldInput = 1 << 20;
+    auto queued_moves = [](const Client& c) {
+        return c.state == ClientState::Waiting && !c.wait_for_welcome &&
+               c.auth == AuthStep::Done && !c.server && c.sb.pending_bytes() == 0 &&
+               c.sb.packet_remaining() == 0 && !c.sb.has_output() &&
+               c.sb.unparsed().size() <= kMaxHeldInput;
+    };
     auto client_moves = [&](const Client& c) {
         const Server* s = c.server;
+        if (queued_moves(c))
+            return true;
         return c.state == ClientState::Active && c.sb.at_rest() &&
                (!s || (s->sb.at_rest() && s->tracker.owes_only_forwarded() &&
                        s->pending_errors.empty()));
@@ -1037,11 +1053,17 @@ void show_fds(Client& console, std::string& out) {
         }
         SocketRow r = client_row(c, "");
         const User* cred = c.pool ? c.pool->auth_cred : nullptr;
-        std::string statements = handing_over ? ps_export(c.ps) : std::string();
+        std::string statements, input;
+        if (handing_over) {
+            statements = ps_export(c.ps);
+            std::span<const uint8_t> held = c.sb.unparsed();
+            append_hex(input, held.data(), held.size());
+        }
         fd_row(w, out, rows,
                {c.sb.fd(), "client", r.user, r.database, r.remote, r.remote_port,
                 (uint64_t{c.cancel_pid} << 32) | c.cancel_key, c.server ? c.server->sb.fd() : 0,
-                c.vars, cred, c.pool ? c.pool->user : nullptr, handing_over, &statements});
+                c.vars, cred, c.pool ? c.pool->user : nullptr, handing_over, &statements,
+                &input});
     };
     auto server = [&](Server& s) {
         if (tls(s.sb, s.client ? &s.client->sb : nullptr))
@@ -1055,7 +1077,7 @@ void show_fds(Client& console, std::string& out) {
         fd_row(w, out, rows,
                {s.sb.fd(), "server", r.user, r.database, s.addr, r.remote_port,
                 (uint64_t{s.backend_pid} << 32) | s.backend_key, s.client ? s.client->sb.fd() : 0,
-                s.vars, s.pool->auth_cred, s.pool->user, handing_over, nullptr});
+                s.vars, s.pool->auth_cred, s.pool->user, handing_over, nullptr, nullptr});
     };
     for (const ListenerInfo& l : listeners_info()) {
         size_t begin = out.size();

@@ -492,6 +492,15 @@ void SBuf::drop_buffer() noexcept {
     bulk_buf_ = false;
 }
 
+void SBuf::preload_input(std::span<const uint8_t> bytes) {
+    if (bytes.empty())
+        return;
+    ensure_buffer(bytes.size());
+    memcpy(buf_ + end_, bytes.data(), bytes.size());
+    end_ += static_cast<uint32_t>(bytes.size());
+    run_soon(EV_READ);
+}
+
 bool SBuf::ensure_buffer(size_t need_total) {
     if (!buf_) {
         buf_ = streaming_ ? take_bulk() : nullptr;

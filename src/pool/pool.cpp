@@ -443,8 +443,15 @@ void pool_launch_if_needed(Pool& p) {
     // Under load the pool is full and the queue waits for its servers: no settings walk for
     // the reserve pool or the database and user caps before the first reserve_pool_timeout.
     if (int size = p.pool_size();
-        size > 0 && static_cast<int>(p.server_count()) >= size && !first_waited_out(p))
+        size > 0 && static_cast<int>(p.server_count()) >= size && !first_waited_out(p)) {
+        // After an online restart the pool has servers but not the parameters a new client's
+        // welcome needs, which only a login brings: one idle server makes room for it (as
+        // PgBouncer; closing it launches the replacement).
+        if (p.welcome_pending && !p.have_params && p.login.empty())
+            if (Server* s = p.idle.front())
+                s->close("db not fully initialized after reboot");  // PgBouncer's words
         return;
+    }
     while (want > p.login.size() + p.used.size()) {
         if (!can_open_server(p, false)) {
             if (p.reserve_size() > 0 && first_waited_out(p) && can_open_server(p, true)) {
@@ -517,6 +524,12 @@ void pool_server_ready(Server& s) {
     }
     if (!p.db->paused) {
         Client* c = p.waiting.front();
+        if (c && c->wait_for_welcome && !p.have_params) {
+            // Only after an online restart (servers taken over, no login seen yet): the
+            // client needs parameters only a login brings; this server makes room for one.
+            s.close("db not fully initialized after reboot");  // PgBouncer's words
+            return;
+        }
         if (c) {
             assign(*c, s);
             return;

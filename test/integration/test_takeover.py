@@ -655,6 +655,69 @@ def test_takeover_under_load_prepared_statements(pooler, pg):
     assert re.search(r"query mode: prepared\b", out), out
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "sluice only: PgBouncer's SUSPEND holds queued clients until suspend_timeout and closes "
+    "them (FATAL suspend_timeout)")
+def test_takeover_under_load_carries_queued_clients(pooler, pg):
+    """With default_pool_size=2 six of the eight pgbench clients wait in the queue at any
+    moment, each holding the request it sent: the new process gets those bytes with the
+    socket and serves them first, so none of them is lost."""
+    out = _takeover_under_load(pooler, pg, {"default_pool_size": 2}, [])
+    assert re.search(r"query mode: simple\b", out), out
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: the new login gets a server beyond default_pool_size")
+def test_new_login_when_the_carried_pool_is_full(pooler):
+    """A pool taken over has servers but not the parameters a new client's welcome needs
+    (they come with a server login): with default_pool_size=1 and the one server idle, a new
+    client gets it replaced by a fresh login (sluice logs PgBouncer's "db not fully initialized
+    after reboot" for the one it closes); the carried client goes on too."""
+    old = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": 1})
+    c = old.connect()
+    c.execute("SELECT 1")
+    c.commit()
+    new = _take_over(pooler, old)
+    _assert_old_gone(old, new)
+    with new.connect(connect_timeout=5) as n:
+        assert n.execute("SELECT 2").fetchone()[0] == 2
+    assert c.execute("SELECT 3").fetchone()[0] == 3
+    # the pool stayed within its size
+    assert len([r for r in new.show("SERVERS") if r["database"] == "appdb"]) == 1
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: the new login often gets a server beyond default_pool_size instead "
+    "of waiting", strict=False)
+def test_new_login_waits_for_the_carried_session(pooler):
+    """Session mode, default_pool_size=1, the one server in a carried session: a new client
+    waits, and when the session ends its server makes room for the login the new client's
+    welcome needs."""
+    old = pooler(pgbouncer={"pool_mode": "session", "default_pool_size": 1})
+    c = old.connect()
+    backend = _backend_pid(c)
+    new = _take_over(pooler, old)
+    _assert_old_gone(old, new)
+    result = {}
+
+    def late_client():
+        try:
+            with new.connect(connect_timeout=15) as n:
+                result["value"] = n.execute("SELECT 4").fetchone()[0]
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["error"] = e
+
+    th = threading.Thread(target=late_client, daemon=True)
+    th.start()
+    harness.wait_until(lambda: any(r["database"] == "appdb" and r["cl_waiting"] == 1
+                                   for r in new.show("POOLS")), 10, what="the queued login")
+    assert _backend_pid(c) == backend
+    c.close()
+    th.join(15)
+    assert result.get("value") == 4, (result, new.log_text())
+    assert len([r for r in new.show("SERVERS") if r["database"] == "appdb"]) == 1
+
+
 # ---------------------------------------------------------------------------
 # a takeover the old process refuses, or holds up
 

@@ -197,6 +197,10 @@ public:
     size_t input_after(uint32_t len) const noexcept {
         return end_ - parse_ > len ? end_ - parse_ - len : 0;
     }
+    // Online restart: bytes another process had read from this socket and not yet passed on
+    // come first; they are walked in this loop turn (before anything newer from the socket).
+    // Requires: nothing received yet.
+    void preload_input(std::span<const uint8_t> bytes);
     // The received bytes not parsed yet (after a BadPacket report: the bad header).
     std::span<const uint8_t> unparsed() const noexcept {
         return {buf_ ? buf_ + parse_ : nullptr, end_ - parse_};
