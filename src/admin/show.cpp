@@ -1112,8 +1112,8 @@ void show_fds(Client& console, std::string& out) {
     if (!handing_over)
         return;
     log_info("SHOW FDS: handing %zu sockets to a new process; %zu connections stay here (logging "
-             "in, queued, resetting, in the middle of a message or of a request sluice made) "
-             "and close with this process",
+             "in, resetting, in the middle of a message or of a request sluice made) and close "
+             "with this process",
              rows.size(), kept);
     if (!send_with_fds(console, out, rows))
         console.close("SHOW FDS could not be sent");
