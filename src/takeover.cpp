@@ -4,19 +4,18 @@
 // session goes, as with PgBouncer).
 #include "sluice/takeover.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <fcntl.h>
 #include <optional>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <unordered_map>
 #include <vector>
 
@@ -37,7 +36,7 @@ struct FdRow {
     std::string user;
     std::string db;
     uint64_t cancel = 0;
-    int link = 0;  // the old fd of the linked peer; 0 = none
+    int link = 0;                        // the old fd of the linked peer; 0 = none
     std::optional<std::string> vars[4];  // client_encoding, std_strings, datestyle, timezone
     std::optional<std::string> password;
     std::optional<std::string> scram_client_key;
@@ -47,14 +46,14 @@ struct FdRow {
 };
 
 // The tracked parameters the rows carry, in column order.
-constexpr const char* kRowVars[4] = {"client_encoding", "standard_conforming_strings",
-                                     "DateStyle", "TimeZone"};
+constexpr const char* kRowVars[4] = {"client_encoding", "standard_conforming_strings", "DateStyle",
+                                     "TimeZone"};
 
 int g_sock = -1;
 int g_port = 0;
 std::vector<FdRow> g_rows;
-std::vector<uint8_t> g_in;    // bytes received, not yet parsed
-std::deque<int> g_fds;        // sockets received, not yet matched to their rows
+std::vector<uint8_t> g_in;  // bytes received, not yet parsed
+std::deque<int> g_fds;      // sockets received, not yet matched to their rows
 int g_timeout_ms = 0;
 
 // Waits for the old process's socket to be ready for `events`.
@@ -65,8 +64,7 @@ void wait_for(short events, const char* what) {
         n = poll(&p, 1, g_timeout_ms);
     } while (n < 0 && errno == EINTR);
     if (n == 0)
-        die("takeover: no answer from the old process within %d s (%s)", g_timeout_ms / 1000,
-            what);
+        die("takeover: no answer from the old process within %d s (%s)", g_timeout_ms / 1000, what);
     if (n < 0)
         die("takeover: poll failed: %s", strerror(errno));
 }
@@ -138,9 +136,9 @@ uint8_t next_message(std::vector<uint8_t>& body, const char* what) {
 
 [[noreturn]] void old_process_error(std::span<const uint8_t> body) {
     ErrorFields f;
-    std::string m = parse_error_fields(body, f) ? std::string(f.severity) + ": " +
-                                                      std::string(f.message)
-                                                : std::string("(unreadable error)");
+    std::string m = parse_error_fields(body, f)
+                        ? std::string(f.severity) + ": " + std::string(f.message)
+                        : std::string("(unreadable error)");
     log_error("old bouncer sent: %s", m.c_str());  // PgBouncer's words, both lines
     die("something failed");
 }
@@ -191,11 +189,21 @@ enum Column : uint8_t {
     kPendingInput,        // sluice's own
     kColumnCount
 };
-constexpr const char* kColumnNames[kColumnCount] = {
-    "fd",          "task",     "user",     "database",         "cancel",
-    "link",        "client_encoding", "std_strings", "datestyle", "timezone",
-    "password",    "scram_client_key", "scram_server_key", "prepared_statements",
-    "pending_input"};
+constexpr const char* kColumnNames[kColumnCount] = {"fd",
+                                                    "task",
+                                                    "user",
+                                                    "database",
+                                                    "cancel",
+                                                    "link",
+                                                    "client_encoding",
+                                                    "std_strings",
+                                                    "datestyle",
+                                                    "timezone",
+                                                    "password",
+                                                    "scram_client_key",
+                                                    "scram_server_key",
+                                                    "prepared_statements",
+                                                    "pending_input"};
 int g_column_at[kColumnCount];  // index in the row, -1 = absent
 
 void parse_row_description(std::span<const uint8_t> body) {
@@ -230,27 +238,28 @@ void parse_row(std::span<const uint8_t> body) {
     std::vector<std::optional<std::string>> cols(ncols);
     for (auto& c : cols)
         c = column(r);
-    auto col = [&](Column k) -> std::optional<std::string>& {
-        static std::optional<std::string> none;
-        none.reset();
+    auto take = [&](Column k) -> std::optional<std::string> {
         int at = g_column_at[k];
-        return at >= 0 && at < ncols ? cols[static_cast<size_t>(at)] : none;
+        if (at < 0 || at >= ncols)
+            return std::nullopt;
+        return std::move(cols[static_cast<size_t>(at)]);
     };
-    if (!col(kTask))
+    std::optional<std::string> task = take(kTask);
+    if (!task)
         die("takeover: incomplete data from old process");
-    row.old_fd = static_cast<int>(number(col(kFd)));
-    row.task = *col(kTask);
-    row.user = col(kUser).value_or("");
-    row.db = col(kDatabase).value_or("");
-    row.cancel = strtoull(col(kCancel).value_or("0").c_str(), nullptr, 10);
-    row.link = static_cast<int>(number(col(kLink)));
+    row.task = std::move(*task);
+    row.old_fd = static_cast<int>(number(take(kFd)));
+    row.user = take(kUser).value_or("");
+    row.db = take(kDatabase).value_or("");
+    row.cancel = strtoull(take(kCancel).value_or("0").c_str(), nullptr, 10);
+    row.link = static_cast<int>(number(take(kLink)));
     for (size_t i = 0; i < 4; ++i)
-        row.vars[i] = std::move(col(static_cast<Column>(kClientEncoding + i)));
-    row.password = std::move(col(kPassword));
-    row.scram_client_key = std::move(col(kScramClientKey));
-    row.scram_server_key = std::move(col(kScramServerKey));
-    row.statements = std::move(col(kPreparedStatements));
-    row.input = std::move(col(kPendingInput));
+        row.vars[i] = take(static_cast<Column>(kClientEncoding + i));
+    row.password = take(kPassword);
+    row.scram_client_key = take(kScramClientKey);
+    row.scram_server_key = take(kScramServerKey);
+    row.statements = take(kPreparedStatements);
+    row.input = take(kPendingInput);
     if (row.task == "pooler") {  // PgBouncer's line, as the row comes in
         PeerAddr a = peer_of(row.fd, true);
         std::string where = a.is_unix() ? "unix:" + std::to_string(g_port) : a.host_port();
@@ -463,8 +472,8 @@ bool takeover_connect(const Settings& st) {
     }
     g_port = st.listen_port;
     // SUSPEND waits for buffers to drain, up to suspend_timeout in the old process.
-    g_timeout_ms = static_cast<int>(std::max<usec_t>(30 * 1000000LL, 3 * st.suspend_timeout) /
-                                    1000);
+    g_timeout_ms =
+        static_cast<int>(std::max<usec_t>(30 * 1000000LL, 3 * st.suspend_timeout) / 1000);
     return true;
 }
 
@@ -568,8 +577,8 @@ void takeover_adopt(const ListenConfig& lc, AcceptFn accept) {
         else
             ++server_count;
     }
-    log_info("takeover: %zu listening sockets, %zu clients, %zu servers", listeners.size(),
-             clients, server_count);
+    log_info("takeover: %zu listening sockets, %zu clients, %zu servers", listeners.size(), clients,
+             server_count);
     g_rows.clear();
 }
 

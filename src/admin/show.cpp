@@ -888,9 +888,9 @@ struct FdRowData {
     uint64_t cancel;
     int link;
     const VarCache& vars;
-    const User* cred;  // auth_query credentials (its secret goes in "password"), or nullptr
-    const User* keys;  // a user whose SCRAM keys servers log in with, or nullptr
-    bool extra_columns;              // the takeover's own columns:
+    const User* cred;    // auth_query credentials (its secret goes in "password"), or nullptr
+    const User* keys;    // a user whose SCRAM keys servers log in with, or nullptr
+    bool extra_columns;  // the takeover's own columns:
     const std::string* statements;  // prepared statements ("" or nullptr: NULL)
     const std::string* input;       // a queued client's held request, in hex (likewise)
 };
@@ -1011,12 +1011,22 @@ void show_fds(Client& console, std::string& out) {
     // ignores and a new sluice uses: the client's prepared statements (statement cache) and
     // the request a queued client holds.
     static constexpr ColDef kCols[] = {
-        {"fd", C::Int4},         {"task", C::Text},          {"user", C::Text},
-        {"database", C::Text},   {"addr", C::Text},          {"port", C::Int4},
-        {"cancel", C::Int8},     {"link", C::Int4},          {"client_encoding", C::Text},
-        {"std_strings", C::Text}, {"datestyle", C::Text},    {"timezone", C::Text},
-        {"password", C::Text},   {"scram_client_key", C::Bytea},
-        {"scram_server_key", C::Bytea}, {"prepared_statements", C::Text},
+        {"fd", C::Int4},
+        {"task", C::Text},
+        {"user", C::Text},
+        {"database", C::Text},
+        {"addr", C::Text},
+        {"port", C::Int4},
+        {"cancel", C::Int8},
+        {"link", C::Int4},
+        {"client_encoding", C::Text},
+        {"std_strings", C::Text},
+        {"datestyle", C::Text},
+        {"timezone", C::Text},
+        {"password", C::Text},
+        {"scram_client_key", C::Bytea},
+        {"scram_server_key", C::Bytea},
+        {"prepared_statements", C::Text},
         {"pending_input", C::Text},
     };
     std::span<const ColDef> cols(kCols, std::size(kCols) - (handing_over ? 0 : 2));
@@ -1031,18 +1041,17 @@ void show_fds(Client& console, std::string& out) {
     // reads those bytes first.
     constexpr size_t kMaxHeldInput = 1 << 20;
     auto queued_moves = [](const Client& c) {
-        return c.state == ClientState::Waiting && !c.wait_for_welcome &&
-               c.auth == AuthStep::Done && !c.server && c.sb.pending_bytes() == 0 &&
-               c.sb.packet_remaining() == 0 && !c.sb.has_output() &&
-               c.sb.unparsed().size() <= kMaxHeldInput;
+        return c.state == ClientState::Waiting && !c.wait_for_welcome && c.auth == AuthStep::Done &&
+               !c.server && c.sb.pending_bytes() == 0 && c.sb.packet_remaining() == 0 &&
+               !c.sb.has_output() && c.sb.unparsed().size() <= kMaxHeldInput;
     };
     auto client_moves = [&](const Client& c) {
         const Server* s = c.server;
         if (queued_moves(c))
             return true;
         return c.state == ClientState::Active && c.sb.at_rest() &&
-               (!s || (s->sb.at_rest() && s->tracker.owes_only_forwarded() &&
-                       s->pending_errors.empty()));
+               (!s ||
+                (s->sb.at_rest() && s->tracker.owes_only_forwarded() && s->pending_errors.empty()));
     };
     auto client = [&](Client& c) {
         if (tls(c.sb, c.server ? &c.server->sb : nullptr))
@@ -1062,14 +1071,13 @@ void show_fds(Client& console, std::string& out) {
         fd_row(w, out, rows,
                {c.sb.fd(), "client", r.user, r.database, r.remote, r.remote_port,
                 (uint64_t{c.cancel_pid} << 32) | c.cancel_key, c.server ? c.server->sb.fd() : 0,
-                c.vars, cred, c.pool ? c.pool->user : nullptr, handing_over, &statements,
-                &input});
+                c.vars, cred, c.pool ? c.pool->user : nullptr, handing_over, &statements, &input});
     };
     auto server = [&](Server& s) {
         if (tls(s.sb, s.client ? &s.client->sb : nullptr))
             return;
-        if (handing_over &&
-            (s.client ? !client_moves(*s.client) : s.state != ServerState::Idle || !s.sb.at_rest())) {
+        if (handing_over && (s.client ? !client_moves(*s.client)
+                                      : s.state != ServerState::Idle || !s.sb.at_rest())) {
             ++kept;
             return;
         }

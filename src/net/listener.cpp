@@ -241,10 +241,9 @@ bool open_unix(const ListenConfig& cfg, std::string& err) {
     return add_listener(fd, true, false, abstract ? "" : path, !abstract, err);
 }
 
-// A listening socket the service manager opened (socket activation): used as it is, with
-// the TCP options of the config; its unix socket file, if any, stays (systemd owns it).
-// A listening socket opened elsewhere: by the service manager (socket activation), or by the
-// process an online restart replaces (its unix socket file is ours from now on).
+// A listening socket opened elsewhere, used as it is with the TCP options of the config: by
+// the service manager (socket activation; its unix socket file, if any, stays: systemd owns
+// it), or by the process an online restart replaces (the file is ours from now on).
 enum class Origin : uint8_t { ServiceManager, Takeover };
 
 bool adopt(int fd, const ListenConfig& cfg, Origin origin, std::string& err) {

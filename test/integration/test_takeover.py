@@ -204,8 +204,8 @@ def test_session_client_survives_takeover(pooler):
 
 
 @pytest.mark.differs_from_pgbouncer_1_18(
-    "PgBouncer 1.18 bug: after a takeover it forwards the cancel but PostgreSQL ignores it "
-    "(the query runs on)")
+    "PgBouncer 1.18 bug: after a takeover its cancel often has no effect (it forwards one "
+    "that PostgreSQL ignores; depends on the keys)", strict=False)
 def test_cancel_key_survives_takeover(pooler, pg):
     """A cancel request sent to the new process with the cancel key a client got from the
     old one cancels that client's running query (the server's key was carried too)."""
