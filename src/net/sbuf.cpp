@@ -145,7 +145,7 @@ bool SBuf::attach(int fd, SBufOwner* owner, bool connecting) {
     owner_ = owner;
     connecting_ = connecting;
     eof_ = rdhup_ = false;
-    paused_ = blocked_ = suspended_ = false;
+    paused_ = blocked_ = false;
     raw_byte_ = false;
     tls_ = TlsState::Off;
     tls_read_wants_write_ = tls_write_wants_read_ = false;
@@ -420,10 +420,10 @@ void SBuf::resume() noexcept {
     run_soon(EV_TIMEOUT);
 }
 
-void SBuf::unsuspend() noexcept {
-    if (!suspended_)
+void SBuf::unsuspend(int loop_count) noexcept {
+    if (loopcnt_ != 0)
         return;
-    suspended_ = false;
+    loopcnt_ = loop_count < 1 ? 1 : loop_count;
     sock_drained_ = false;  // edges came and went meanwhile: read the socket again
     run_soon(EV_READ);
 }
@@ -657,8 +657,6 @@ bool SBuf::process() {
 }
 
 void SBuf::handle_read(bool drained) {
-    if (suspended_)
-        return;  // unsuspend() comes back
     for (int loop = 0;; ++loop) {
         // An empty buffer with nothing queued for the peer has nothing to walk or send: go
         // straight to recv (a fresh read event usually starts like this).
@@ -680,6 +678,8 @@ void SBuf::handle_read(bool drained) {
         if (drained)
             break;
         if (loop >= loopcnt_) {
+            if (loopcnt_ == 0)
+                return;  // suspended: no recv (unsuspend() comes back)
             run_soon(EV_READ);  // fairness: let others run, come back next turn
             return;
         }

@@ -63,7 +63,8 @@ void wake_pool(Pool& p) {
 }
 
 void resume_sockets() {
-    for_sockets([](Client& c) { c.sb.unsuspend(); }, [](Server& s) { s.sb.unsuspend(); });
+    int n = settings().sbuf_loopcnt;
+    for_sockets([n](Client& c) { c.sb.unsuspend(n); }, [n](Server& s) { s.sb.unsuspend(n); });
 }
 
 bool console_in_use() {

@@ -113,7 +113,10 @@ public:
     void set_max_packet(uint32_t max_len) noexcept { max_len_ = max_len; }
     uint32_t max_packet() const noexcept { return max_len_; }
     void set_hold_limit(uint32_t n) noexcept { hold_limit_ = n; }
-    void set_loop_count(int n) noexcept { loopcnt_ = n < 1 ? 1 : n; }
+    void set_loop_count(int n) noexcept {
+        if (loopcnt_ != 0)  // 0: suspended, until unsuspend()
+            loopcnt_ = n < 1 ? 1 : n;
+    }
     // Keep the receive buffer while empty (server connections); clients give it back so that
     // an idle client holds none.
     void set_keep_buffer(bool on) noexcept { keep_buffer_ = on; }
@@ -152,11 +155,12 @@ public:
     // Stops showing packets to the owner until resume().
     void pause() noexcept { paused_ = true; }
     // SUSPEND: reads nothing from the socket, so that its bytes stay in the kernel (where a
-    // process taking the socket over finds them), and shows nothing, until unsuspend();
-    // sending goes on. Independent of pause(): the protocol may pause and resume meanwhile.
-    void suspend() noexcept { suspended_ = true; }
-    void unsuspend() noexcept;
-    bool suspended() const noexcept { return suspended_; }
+    // process taking the socket over finds them), until unsuspend(), which restores the
+    // sbuf_loopcnt given; sending goes on. Independent of pause(): the protocol may pause and
+    // resume meanwhile. (A loop count of 0 is the mark: no test on the read path.)
+    void suspend() noexcept { loopcnt_ = 0; }
+    void unsuspend(int loop_count) noexcept;
+    bool suspended() const noexcept { return loopcnt_ == 0; }
     // Resumes processing (later in this loop turn, no syscall).
     void resume() noexcept;
 
@@ -269,7 +273,6 @@ private:
     int loopcnt_ = 5;
     bool startup_ = false;
     bool paused_ = false;
-    bool suspended_ = false;
     bool blocked_ = false;     // our pending range waits for the peer to become writable
     bool connecting_ = false;
     bool write_armed_ = false;  // the loop reports writable too (want_write())
