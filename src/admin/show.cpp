@@ -1123,8 +1123,25 @@ void show_fds(Client& console, std::string& out) {
              "in, resetting, in the middle of a message or of a request sluice made) and close "
              "with this process",
              rows.size(), kept);
-    if (!send_with_fds(console, out, rows))
+    if (!send_with_fds(console, out, rows)) {
         console.close("SHOW FDS could not be sent");
+        return;
+    }
+    // Clients the new process does not get and that have nothing half sent (still logging
+    // in, or waiting for their pool's first server) hear why they go, instead of an EOF.
+    std::vector<Client*> told;
+    auto not_moving = [&](Client& c) {
+        bool logging_in = c.state == ClientState::Login || c.wait_for_welcome ||
+                          c.auth == AuthStep::AuthQuery;
+        if (!c.admin && logging_in && !c.sb.has_output())
+            told.push_back(&c);
+    };
+    rt().login_clients.for_each(not_moving);
+    for (Pool* p : pools)
+        if (!p->db->admin)
+            p->waiting.for_each(not_moving);
+    for (Client* c : told)
+        c->fatal("08P01", "pooler is shutting down");  // PgBouncer's words for new logins then
 }
 
 // Parameters some drivers SHOW on connect; the console answers with fixed values.

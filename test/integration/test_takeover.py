@@ -719,6 +719,36 @@ def test_new_login_waits_for_the_carried_session(pooler):
     assert len([r for r in new.show("SERVERS") if r["database"] == "appdb"]) == 1
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "sluice only: PgBouncer's SUSPEND waits suspend_timeout for a client in the middle of its "
+    "login and closes it with FATAL suspend_timeout")
+def test_client_logging_in_is_told(pooler):
+    """A client in the middle of its login (asked for its password) cannot move: the old
+    process tells it why it goes (FATAL "pooler is shutting down", PgBouncer's words for a
+    login it refuses then) instead of just closing, and the takeover does not wait for it."""
+    old = pooler(pgbouncer={"pool_mode": "session"})
+    s = socket.create_connection(("127.0.0.1", old.port), timeout=10)
+    try:
+        body = b"user\0md5user\0database\0appdb\0\0"
+        s.sendall((8 + len(body)).to_bytes(4, "big") + (196608).to_bytes(4, "big") + body)
+        assert s.recv(1) == b"R"  # the password request
+        s.recv(64)
+        started = time.monotonic()
+        new = _take_over(pooler, old)
+        _assert_old_gone(old, new)
+        assert time.monotonic() - started < 5
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        assert data[:1] == b"E", data
+        assert b"SFATAL\0" in data and b"Mpooler is shutting down\0" in data, data
+    finally:
+        s.close()
+
+
 # ---------------------------------------------------------------------------
 # a takeover the old process refuses, or holds up
 
