@@ -5,10 +5,8 @@ state, and the process commands (PAUSE, RESUME, KILL, RECONNECT, WAIT_CLOSE, SHU
 DISABLE, KILL_CLIENT, SET, RELOAD, SUSPEND) for what an operator sees. Console queries go
 over the simple query protocol (psycopg's ClientCursor, or psql)."""
 
-import os
 import re
 import signal
-import subprocess
 import threading
 import time
 
@@ -375,20 +373,11 @@ def test_access_control_newer_commands(pooler):
     assert run(s, "SHOW STATE")[1][0]["value"] == "yes"  # nothing was paused
 
 
-def _pgbench(args, port, timeout=120):
-    env = dict(os.environ, PGPASSWORD="md5pass", PGCONNECT_TIMEOUT="15")
-    env.pop("PGPASSFILE", None)
-    cmd = [harness.pg_tool("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "md5user"] \
-        + args + ["appdb"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, stdin=subprocess.DEVNULL)
-
-
 def test_pause_resume_under_pgbench(pooler, pg):
-    init = _pgbench(["-i", "-q", "-s", "1"], pg.port)
+    init = harness.pgbench_start(["-i", "-q", "-s", "1"], pg.port)
     assert init.wait(120) == 0, init.stderr.read()
     p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": 4})
-    bench = _pgbench(["-c", "8", "-j", "2", "-T", "6", "-n"], p.port)
+    bench = harness.pgbench_start(["-c", "8", "-j", "2", "-T", "6", "-n"], p.port)
     c = console(p)
     harness.wait_until(lambda: (by_db(run(c, "SHOW STATS")[1], "appdb") or [{}])[0]
                        .get("total_xact_count", 0) > 50, 20, what="pgbench traffic")

@@ -4,8 +4,6 @@ Scrapes /metrics under a pgbench load and parses every scrape with prometheus_cl
 OpenMetrics parser (Debian's python3-prometheus-client), then checks counters, gauges and
 that the histogram buckets add up."""
 
-import os
-import subprocess
 import urllib.error
 import urllib.request
 
@@ -65,19 +63,12 @@ def check_histograms(families):
 
 
 def test_metrics_under_pgbench(pooler, pg, metrics_port):
-    env = dict(os.environ, PGPASSWORD="md5pass", PGCONNECT_TIMEOUT="15")
-    env.pop("PGPASSFILE", None)
-    pgbench = [harness.pg_tool("pgbench"), "-h", "127.0.0.1", "-U", "md5user"]
-    init = subprocess.run(pgbench + ["-p", str(pg.port), "-i", "-q", "-s", "1", "appdb"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    init = harness.pgbench_run(["-i", "-q", "-s", "1"], pg.port, 120)
     assert init.returncode == 0, init.stderr
     p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": 3,
                           "metrics_listen_addr": "127.0.0.1",
                           "metrics_listen_port": str(metrics_port)})
-    bench = subprocess.Popen(pgbench + ["-p", str(p.port), "-c", "6", "-j", "2", "-T", "4", "-n",
-                                        "appdb"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                             stdin=subprocess.DEVNULL)
+    bench = harness.pgbench_start(["-c", "6", "-j", "2", "-T", "4", "-n"], p.port)
     saw_load = False
     while bench.poll() is None:
         fams = scrape(metrics_port)  # parses: the parser raises on malformed text

@@ -318,14 +318,6 @@ def test_pgjdbc_prepare_threshold_1(pooler, pg):
 # pgbench -M prepared
 # ---------------------------------------------------------------------------
 
-def _pgbench(args, port, timeout):
-    env = dict(os.environ, PGPASSWORD='md5pass', PGCONNECT_TIMEOUT='15')
-    env.pop('PGPASSFILE', None)
-    cmd = [harness.pg_tool('pgbench'), '-h', '127.0.0.1', '-p', str(port), '-U', 'md5user'] \
-        + args + ['appdb']
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL)
-
 
 @pytest.mark.parametrize('threads,seconds', [(2, 30), (64, 10)], ids=['j2', 'j64'])
 def test_pgbench_prepared_64_clients_transaction_mode(pooler, pg, threads, seconds):
@@ -334,11 +326,11 @@ def test_pgbench_prepared_64_clients_transaction_mode(pooler, pg, threads, secon
     thread drives 32 clients, so that Parse must be answered while the thread's other
     clients hold servers in open transactions. -j 64 (a thread per client) is the
     control. query_wait_timeout bounds a hang to well under a minute."""
-    init = _pgbench(['-i', '-q', '-s', '1'], pg.port, 180)  # directly against PostgreSQL
+    init = harness.pgbench_run(['-i', '-q', '-s', '1'], pg.port, 180)  # directly
     assert init.returncode == 0, init.stderr
     p = _pooler(pooler, pool_size=8, query_wait_timeout=seconds + 15)
-    r = _pgbench(['-M', 'prepared', '-c', '64', '-j', str(threads), '-T', str(seconds), '-n'],
-                 p.port, seconds + 120)
+    r = harness.pgbench_run(['-M', 'prepared', '-c', '64', '-j', str(threads), '-T',
+                             str(seconds), '-n'], p.port, seconds + 120)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     processed = re.search(r'number of transactions actually processed: (\d+)', out)

@@ -58,7 +58,6 @@ FDS_COLUMNS = ["fd", "task", "user", "database", "addr", "port", "cancel", "link
 # helpers
 
 
-
 def _pidfile(p):
     return os.path.join(p.dir, "pooler.pid")
 
@@ -438,8 +437,10 @@ def test_reboot_daemon(pooler):
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         timeout=30)
         assert r.returncode == 0, open(out_path).read()
-        daemon = harness.wait_until(lambda: harness.read_pidfile(pidfile) not in (None, old.pid) and
-                                    harness.read_pidfile(pidfile), 15, what="the new pid in the pidfile")
+        def new_pid():
+            pid = harness.read_pidfile(pidfile)
+            return pid if pid not in (None, old.pid) else None
+        daemon = harness.wait_until(new_pid, 15, what="the new pid in the pidfile")
         harness.wait_until(lambda: not old.alive(), 10, what="the old process to exit")
         assert old.returncode == 0, old.full_log()
         assert harness.pid_alive(daemon)
@@ -466,7 +467,8 @@ def test_reboot_daemon(pooler):
         c.close()
         # whatever is left of what this test started: the daemon (by its pidfile, or, when
         # it failed before writing it, by its command line, which names our temp ini)
-        left = {daemon, harness.read_pidfile(pidfile)} | set(_processes_with_args("-R", old.ini_path))
+        left = {daemon, harness.read_pidfile(pidfile)} | \
+            set(_processes_with_args("-R", old.ini_path))
         for pid in left - {None, old.pid}:
             if harness.pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
@@ -561,16 +563,6 @@ def test_show_fds_over_tcp(pooler):
 # under load
 
 
-def _pgbench(pg, args, port):
-    """pgbench as md5user on appdb at 127.0.0.1:port, running (stdout, stderr piped)."""
-    env = dict(os.environ, PGPASSWORD=pg.passwords["md5user"], PGCONNECT_TIMEOUT="15")
-    env.pop("PGPASSFILE", None)
-    cmd = [harness.pg_tool("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "md5user"] \
-        + args + ["appdb"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, stdin=subprocess.DEVNULL)
-
-
 def _finish(proc, timeout):
     """(returncode, stdout + stderr) of a Popen, killed when it outlives timeout."""
     try:
@@ -596,12 +588,12 @@ def _takeover_under_load(pooler, pg, settings, bench_args, old_bin=None, new_bin
     is carried (SUSPEND waits for each client to be quiet between messages), so no
     transaction fails and no client is aborted; the old process exits, the new one ran the
     rest of the load. Returns pgbench's output."""
-    rc, out = _finish(_pgbench(pg, ["-i", "-q", "-s", "1"], pg.port), 120)  # directly
+    rc, out = _finish(harness.pgbench_start(["-i", "-q", "-s", "1"], pg.port), 120)  # directly
     assert rc == 0, out
     old = pooler(pgbouncer={"pool_mode": "transaction", **settings},
                  **({"binary": old_bin} if old_bin else {}))
     started = time.monotonic()
-    bench = _pgbench(pg, bench_args + ["-c", str(CLIENTS), "-j", "2", "-T", str(SECONDS),
+    bench = harness.pgbench_start(bench_args + ["-c", str(CLIENTS), "-j", "2", "-T", str(SECONDS),
                                        "-n"], old.port)
     try:
         harness.wait_until(lambda: _xacts(old) > 50, 10, what="pgbench traffic")

@@ -211,6 +211,29 @@ def make_tempdir(prefix: str) -> str:
     return d
 
 
+def pgbench_argv(args, port: int) -> tuple[list[str], dict]:
+    """pgbench as md5user on database appdb at 127.0.0.1:port with `args`: (argv, env)."""
+    env = dict(os.environ, PGPASSWORD=PASSWORDS["md5user"], PGCONNECT_TIMEOUT="15")
+    env.pop("PGPASSFILE", None)
+    cmd = [pg_tool("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "md5user"] \
+        + [str(a) for a in args] + ["appdb"]
+    return cmd, env
+
+
+def pgbench_run(args, port: int, timeout: float) -> subprocess.CompletedProcess:
+    """pgbench_argv's command run to its end (output captured as text)."""
+    cmd, env = pgbench_argv(args, port)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+def pgbench_start(args, port: int) -> subprocess.Popen:
+    """pgbench_argv's command started (stdout and stderr piped, text)."""
+    cmd, env = pgbench_argv(args, port)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, stdin=subprocess.DEVNULL)
+
+
 def read_pidfile(path: str) -> int | None:
     """The pid a pidfile names, or None (no file yet, empty, or not a number)."""
     try:
