@@ -112,8 +112,8 @@ namespace {
 // half through, and for a server only replies its client gets as they are (nothing sluice
 // asked on its own). Until then it goes on, so that a suspended pooler holds no state a new
 // process (online restart) could not take over from the sockets. Connections that are not in
-// use stop at once: they hold nothing that moves (clients logging in or queued keep their
-// input, and are not handed over).
+// use stop at once, except servers logging in or running their reset or check query: those
+// finish first, so that they move as idle servers.
 void pause_quiet_sockets() {
     for_sockets(
         [](Client& c) {
@@ -123,11 +123,22 @@ void pause_quiet_sockets() {
         [](Server& s) {
             if (s.sb.suspended())
                 return;
-            // A linked server waits for its client: what the client still holds may be for it.
-            if (s.state != ServerState::Active ||
-                ((!s.client || s.client->sb.suspended()) && s.sb.at_rest() &&
-                 s.tracker.owes_only_forwarded() && s.pending_errors.empty()))
-                s.sb.suspend();
+            switch (s.state) {
+            case ServerState::Login:
+            case ServerState::Used:
+                return;  // its login or reset/check query finishes first (then it is idle)
+            case ServerState::Active:
+                // A linked server waits for its client: what the client still holds may be
+                // for it.
+                if ((s.client && !s.client->sb.suspended()) || !s.sb.at_rest() ||
+                    !s.tracker.owes_only_forwarded() || !s.pending_errors.empty())
+                    return;
+                break;
+            case ServerState::Idle:
+            case ServerState::Closing:
+                break;
+            }
+            s.sb.suspend();
         });
 }
 

@@ -741,6 +741,33 @@ def test_client_logging_in_is_told(pooler):
         s.close()
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "sluice only: PgBouncer's SUSPEND stops a server in the middle of its reset query")
+def test_server_running_reset_query_moves_when_done(pooler, pg):
+    """A server still running server_reset_query when the takeover starts finishes it
+    (SUSPEND waits for it) and moves as an idle server instead of being closed with the old
+    process."""
+    old = pooler(pgbouncer={"pool_mode": "session",
+                            "server_reset_query": "SELECT pg_sleep(0.5)"})
+    c = old.connect()
+    backend = _backend_pid(c)
+    c.close()
+    harness.wait_until(lambda: pg.sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s AND "
+                                      "query LIKE '%%pg_sleep(0.5)%%' AND state = 'active'",
+                                      (backend,)), 5, what="the reset query running")
+    new = _take_over(pooler, old)
+    _assert_old_gone(old, new)
+    servers = _servers(new)
+    assert list(servers) == [backend] and servers[backend]["state"] == "idle", servers
+    # (the first new client gets a fresh login, for the pool's parameters; the carried
+    # server stays in the pool beside it)
+    with new.connect() as n:
+        assert n.execute("SELECT 1").fetchone()[0] == 1
+    assert backend in _servers(new)
+    old_lines = [ln for ln in old.full_log().splitlines() if f"[{old.pid}]" in ln]
+    assert not [ln for ln in old_lines if "closing because" in ln and "S-" in ln], old_lines
+
+
 # ---------------------------------------------------------------------------
 # a takeover the old process refuses, or holds up
 
