@@ -104,6 +104,13 @@ size_t Server::log_prefix(char* buf, size_t size) const noexcept {
     return static_cast<size_t>(n) < size ? static_cast<size_t>(n) : size - 1;
 }
 
+void Server::configure_sbuf() {
+    sb.set_startup(false);
+    sb.set_loop_count(settings().sbuf_loopcnt);
+    sb.set_max_packet(settings().max_packet_size);  // a result row is one message
+    sb.set_keep_buffer(true);  // few and busy: no buffer round trip per reply
+}
+
 bool Server::connect() {
     const DatabaseEntry& e = pool->db->entry;
     connect_time = mono_now();
@@ -161,10 +168,7 @@ bool Server::start_connect() {
         login_failed("cannot register socket event", {});
         return false;
     }
-    sb.set_startup(false);
-    sb.set_loop_count(settings().sbuf_loopcnt);
-    sb.set_max_packet(settings().max_packet_size);  // a result row is one message
-    sb.set_keep_buffer(true);  // few and busy: no buffer round trip per reply
+    configure_sbuf();
     if (!in_progress) {
         // A unix socket connects at once. What the handler queues goes out now: no write
         // report is due (the sbuf flushes after the event only for a connect that completes

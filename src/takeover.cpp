@@ -447,10 +447,7 @@ Server* adopt_server(const FdRow& row) {
         s->close("takeover: cannot watch the socket");
         return nullptr;
     }
-    s->sb.set_startup(false);
-    s->sb.set_loop_count(settings().sbuf_loopcnt);
-    s->sb.set_max_packet(settings().max_packet_size);
-    s->sb.set_keep_buffer(true);
+    s->configure_sbuf();
     return s;
 }
 

@@ -997,8 +997,6 @@ bool send_with_fds(Client& c, std::string& out, const std::vector<FdRow>& rows) 
         ok = ok && send_piece(r.begin, r.end, r.fd);
         done = r.end;
     }
-    if (ok && done == 0 && !out.empty())
-        ok = send_piece(0, out.size(), -1), done = out.size();
     out.erase(0, done);
     if (fcntl(sock, F_SETFL, flags) < 0)
         ok = false;
@@ -1049,9 +1047,7 @@ void show_fds(Client& console, std::string& out) {
         const Server* s = c.server;
         if (queued_moves(c))
             return true;
-        return c.state == ClientState::Active && c.sb.at_rest() &&
-               (!s ||
-                (s->sb.at_rest() && s->tracker.owes_only_forwarded() && s->pending_errors.empty()));
+        return c.state == ClientState::Active && c.sb.at_rest() && (!s || s->quiet());
     };
     auto client = [&](Client& c) {
         if (tls(c.sb, c.server ? &c.server->sb : nullptr))

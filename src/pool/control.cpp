@@ -130,8 +130,7 @@ void pause_quiet_sockets() {
             case ServerState::Active:
                 // A linked server waits for its client: what the client still holds may be
                 // for it.
-                if ((s.client && !s.client->sb.suspended()) || !s.sb.at_rest() ||
-                    !s.tracker.owes_only_forwarded() || !s.pending_errors.empty())
+                if ((s.client && !s.client->sb.suspended()) || !s.quiet())
                     return;
                 break;
             case ServerState::Idle:

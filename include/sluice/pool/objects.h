@@ -268,6 +268,13 @@ public:
     void on_sbuf_drained(SBuf& sb) override;
     size_t log_prefix(char* buf, size_t size) const noexcept override;
 
+    // Nothing of the connection is held here and every reply it owes goes to its client as
+    // it is (SUSPEND stops it then; an online restart can hand it over).
+    bool quiet() const noexcept {
+        return sb.at_rest() && tracker.owes_only_forwarded() && pending_errors.empty();
+    }
+    // The sbuf settings of a server connection (a new one, or one taken over at -R).
+    void configure_sbuf();
     // Starts connecting (state Login): resolves the host (maybe later, without blocking),
     // then connects. False = could not even start (logged; object closed).
     bool connect();
