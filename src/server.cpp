@@ -703,9 +703,7 @@ void Server::fast_close() {
         close("database configuration changed");
 }
 
-void Server::sync_vars_from(const Client& c) {
-    if (vars.same(c.vars))
-        return;  // interned sets: equal values are the same set (the common case)
+void Server::send_sets_for(const Client& c) {
     VarValues have = vars.values();
     VarValues want = c.vars.values();
     std::string sql;

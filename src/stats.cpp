@@ -77,7 +77,8 @@ PoolStats& PoolStats::operator+=(const PoolStats& o) noexcept {
 namespace {
 
 // kFirstBucket[b]: the first bucket a value of bit length b (in [2^(b-1), 2^b)) can fall in.
-// From there observe() passes at most two bounds (consecutive bounds grow by 2x or 2.5x).
+// Consecutive bounds grow by 2x or more, so such a range holds at most one bound: the value
+// is in that bucket or the next, one compare against kBoundAt[bucket] tells.
 constexpr std::array<uint8_t, 65> make_first_bucket() {
     std::array<uint8_t, 65> t{};
     for (size_t b = 0; b < t.size(); ++b) {
@@ -91,17 +92,33 @@ constexpr std::array<uint8_t, 65> make_first_bucket() {
 }
 constexpr std::array<uint8_t, 65> kFirstBucket = make_first_bucket();
 
+// The bounds with the +Inf bucket's as the largest value: the compare needs no range check.
+constexpr std::array<uint64_t, kLatencyBoundsUs.size() + 1> make_bound_at() {
+    std::array<uint64_t, kLatencyBoundsUs.size() + 1> t{};
+    for (size_t i = 0; i < kLatencyBoundsUs.size(); ++i)
+        t[i] = static_cast<uint64_t>(kLatencyBoundsUs[i]);
+    t.back() = UINT64_MAX;
+    return t;
+}
+constexpr std::array<uint64_t, kLatencyBoundsUs.size() + 1> kBoundAt = make_bound_at();
+
+constexpr bool one_bound_per_bit_length() {
+    for (size_t i = 1; i < kLatencyBoundsUs.size(); ++i)
+        if (kLatencyBoundsUs[i] < 2 * kLatencyBoundsUs[i - 1])
+            return false;
+    return true;
+}
+static_assert(one_bound_per_bit_length(), "observe() compares against one bound only");
+
 }  // namespace
 
 void LatencyHistogram::observe(usec_t us) noexcept {
-    if (us < 0)
-        us = 0;
-    // Up to three times per transaction: a table by bit length, then a compare or two.
-    size_t i = kFirstBucket[std::bit_width(static_cast<uint64_t>(us))];
-    while (i < kLatencyBoundsUs.size() && us > kLatencyBoundsUs[i])
-        ++i;
+    uint64_t v = us < 0 ? 0 : static_cast<uint64_t>(us);
+    // Twice per transaction: a table by bit length, then one compare, no branch on the value.
+    size_t i = kFirstBucket[std::bit_width(v)];
+    i += v > kBoundAt[i];
     counts[i]++;
-    sum_us += static_cast<uint64_t>(us);
+    sum_us += v;
 }
 
 LatencyHistogram& LatencyHistogram::operator+=(const LatencyHistogram& o) noexcept {

@@ -386,9 +386,9 @@ void pool_request_server(Client& c) {
     pool_launch_if_needed(p);
 }
 
-bool pool_refuse_if_login_failing(Client& c) {
+bool pool_refuse_with_login_error(Client& c) {
     Pool& p = *c.pool;
-    if (p.server_count() != 0 || !login_failing(p) || p.last_login_error.empty())
+    if (!login_failing(p) || p.last_login_error.empty())
         return false;
     ErrorFields f;
     auto* raw = reinterpret_cast<const uint8_t*>(p.last_login_error.data());

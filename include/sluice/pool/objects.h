@@ -283,7 +283,11 @@ public:
     // with FATAL client_msg (nullptr: the same words as reason).
     void close_and_fail_client(const char* reason, const char* client_msg = nullptr);
     // Sends SET for tracked parameters where the client's value differs (replies swallowed).
-    void sync_vars_from(const Client& c);
+    // Inline: runs at every assignment and the sets are nearly always the same (interned).
+    void sync_vars_from(const Client& c) {
+        if (!vars.same(c.vars))
+            send_sets_for(c);
+    }
     // server_fast_close (session mode): marked close_needed, or its database changed.
     bool fast_close_due() const noexcept;
     // Ends the session: the client gets "database configuration changed", both close.
@@ -322,6 +326,8 @@ private:
     bool plain_replies_possible() const noexcept;
     bool statements_cached() const noexcept;
     void after_reply();
+    // sync_vars_from's work when the sets differ.
+    void send_sets_for(const Client& c);
 };
 
 // Bumped whenever settings or database/user entries may have changed (config_changed()):

@@ -66,8 +66,12 @@ void pool_release_server(Server& s);
 // A server finished login, reset or check: hand it to a waiting client or make it idle.
 void pool_server_ready(Server& s);
 // Within server_login_retry after a failed login with no server left: refuses the client
-// with PgBouncer's cached-error text and returns true.
-bool pool_refuse_if_login_failing(Client& c);
+// with PgBouncer's cached-error text and returns true. Inline: asked whenever a client
+// queues, and a pool with servers is never refusing.
+bool pool_refuse_with_login_error(Client& c);
+inline bool pool_refuse_if_login_failing(Client& c) {
+    return c.pool->server_count() == 0 && pool_refuse_with_login_error(c);
+}
 // Opens new server connections while clients wait and limits allow.
 void pool_launch_if_needed(Pool& p);
 // Keeps min_pool_size servers open (janitor).
