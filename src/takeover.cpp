@@ -43,6 +43,7 @@ struct FdRow {
     std::optional<std::string> scram_server_key;
     std::optional<std::string> statements;  // the client's prepared statements (sluice)
     std::optional<std::string> input;       // a queued client's held request, hex (sluice)
+    std::optional<std::string> pool_params;  // a server row's pool welcome (sluice)
 };
 
 // The tracked parameters the rows carry, in column order.
@@ -187,6 +188,7 @@ enum Column : uint8_t {
     kScramServerKey,
     kPreparedStatements,  // sluice's own
     kPendingInput,        // sluice's own
+    kPoolParameters,      // sluice's own
     kColumnCount
 };
 constexpr const char* kColumnNames[kColumnCount] = {"fd",
@@ -203,7 +205,8 @@ constexpr const char* kColumnNames[kColumnCount] = {"fd",
                                                     "scram_client_key",
                                                     "scram_server_key",
                                                     "prepared_statements",
-                                                    "pending_input"};
+                                                    "pending_input",
+                                                    "pool_parameters"};
 int g_column_at[kColumnCount];  // index in the row, -1 = absent
 
 void parse_row_description(std::span<const uint8_t> body) {
@@ -260,6 +263,7 @@ void parse_row(std::span<const uint8_t> body) {
     row.scram_server_key = take(kScramServerKey);
     row.statements = take(kPreparedStatements);
     row.input = take(kPendingInput);
+    row.pool_params = take(kPoolParameters);
     if (row.task == "pooler") {  // PgBouncer's line, as the row comes in
         PeerAddr a = peer_of(row.fd, true);
         std::string where = a.is_unix() ? "unix:" + std::to_string(g_port) : a.host_port();
@@ -448,6 +452,8 @@ Server* adopt_server(const FdRow& row) {
         return nullptr;
     }
     s->configure_sbuf();
+    if (row.pool_params && !p->have_params && !pool_params_import(*row.pool_params, *p))
+        slog_warning(s, "takeover: its pool's parameters could not be read");
     return s;
 }
 
@@ -460,6 +466,39 @@ std::string console_prefix() {
 }
 
 }  // namespace
+
+std::string pool_params_export(const Pool& p) {
+    std::string raw;
+    if (!p.have_params)
+        return raw;
+    for (const auto& [name, value] : p.params) {
+        raw.append(name).push_back('\0');
+        raw.append(value).push_back('\0');
+    }
+    std::string text;
+    append_hex(text, raw);
+    return text;
+}
+
+bool pool_params_import(std::string_view text, Pool& p) {
+    std::string raw;
+    if (!decode_hex(text, raw) || raw.empty() || raw.back() != '\0')
+        return false;
+    std::vector<std::pair<std::string, std::string>> params;
+    std::string_view rest = raw;
+    while (!rest.empty()) {
+        size_t name_end = rest.find('\0');
+        size_t value_end = rest.find('\0', name_end + 1);
+        if (name_end == 0 || value_end == std::string_view::npos)
+            return false;
+        params.emplace_back(rest.substr(0, name_end),
+                            rest.substr(name_end + 1, value_end - name_end - 1));
+        rest.remove_prefix(value_end + 1);
+    }
+    p.params = std::move(params);
+    p.have_params = true;
+    return true;
+}
 
 bool takeover_connect(const Settings& st) {
     g_sock = connect_unix_socket(st.unix_socket_dir, st.listen_port);

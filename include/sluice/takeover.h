@@ -12,6 +12,8 @@
 
 namespace sluice {
 
+struct Pool;
+
 // Connects to the running instance's unix socket. False (logged: "old process not found")
 // when there is none; the caller then starts normally.
 bool takeover_connect(const Settings& st);
@@ -24,5 +26,12 @@ void takeover_fetch();
 void takeover_adopt(const ListenConfig& lc, AcceptFn accept);
 // SHUTDOWN to the old process; returns once it is gone (its pidfile removed).
 void takeover_finish(const std::string& pidfile);
+
+// A pool's welcome parameters (the ParameterStatus pairs of its first server login) as the
+// text of SHOW FDS's pool_parameters column, "" when the pool has none yet; and back into a
+// pool that has none (false: unreadable, the pool is left as it was). Between sluice
+// processes only: with them, a new client of a taken-over pool needs no fresh server login.
+std::string pool_params_export(const Pool& p);
+bool pool_params_import(std::string_view text, Pool& p);
 
 }  // namespace sluice

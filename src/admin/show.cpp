@@ -14,6 +14,7 @@
 #include "sluice/net/listener.h"
 #include "sluice/net/sbuf.h"
 #include "sluice/pool/control.h"
+#include "sluice/takeover.h"
 #include "sluice/util/hex.h"
 
 #include "internal.h"
@@ -893,6 +894,7 @@ struct FdRowData {
     bool extra_columns;  // the takeover's own columns:
     const std::string* statements;  // prepared statements ("" or nullptr: NULL)
     const std::string* input;       // a queued client's held request, in hex (likewise)
+    const std::string* pool_params;  // a server's pool's welcome parameters (likewise)
 };
 
 void put_hex(ResultWriter& w, const ScramKey& k) {
@@ -932,7 +934,7 @@ void fd_row(ResultWriter& w, std::string& out, std::vector<FdRow>& rows, const F
         w.null();
     }
     if (d.extra_columns) {
-        for (const std::string* v : {d.statements, d.input}) {
+        for (const std::string* v : {d.statements, d.input, d.pool_params}) {
             if (v && !v->empty())
                 w.text(*v);
             else
@@ -1005,9 +1007,9 @@ bool send_with_fds(Client& c, std::string& out, const std::vector<FdRow>& rows) 
 
 void show_fds(Client& console, std::string& out) {
     bool handing_over = takeover_session(console);
-    // PgBouncer's columns; to a takeover two more, sluice's own, which PgBouncer's reader
-    // ignores and a new sluice uses: the client's prepared statements (statement cache) and
-    // the request a queued client holds.
+    // PgBouncer's columns; to a takeover three more, sluice's own, which PgBouncer's reader
+    // ignores and a new sluice uses: the client's prepared statements (statement cache), the
+    // request a queued client holds, and a server's pool's welcome parameters.
     static constexpr ColDef kCols[] = {
         {"fd", C::Int4},
         {"task", C::Text},
@@ -1026,8 +1028,9 @@ void show_fds(Client& console, std::string& out) {
         {"scram_server_key", C::Bytea},
         {"prepared_statements", C::Text},
         {"pending_input", C::Text},
+        {"pool_parameters", C::Text},
     };
-    std::span<const ColDef> cols(kCols, std::size(kCols) - (handing_over ? 0 : 2));
+    std::span<const ColDef> cols(kCols, std::size(kCols) - (handing_over ? 0 : 3));
     ResultWriter w(out, cols);
     std::vector<FdRow> rows;
     size_t kept = 0;  // connections a takeover leaves behind
@@ -1067,7 +1070,8 @@ void show_fds(Client& console, std::string& out) {
         fd_row(w, out, rows,
                {c.sb.fd(), "client", r.user, r.database, r.remote, r.remote_port,
                 (uint64_t{c.cancel_pid} << 32) | c.cancel_key, c.server ? c.server->sb.fd() : 0,
-                c.vars, cred, c.pool ? c.pool->user : nullptr, handing_over, &statements, &input});
+                c.vars, cred, c.pool ? c.pool->user : nullptr, handing_over, &statements, &input,
+                nullptr});
     };
     auto server = [&](Server& s) {
         if (tls(s.sb, s.client ? &s.client->sb : nullptr))
@@ -1078,10 +1082,11 @@ void show_fds(Client& console, std::string& out) {
             return;
         }
         SocketRow r = server_row(s, "");
+        std::string params = handing_over ? pool_params_export(*s.pool) : std::string();
         fd_row(w, out, rows,
                {s.sb.fd(), "server", r.user, r.database, s.addr, r.remote_port,
                 (uint64_t{s.backend_pid} << 32) | s.backend_key, s.client ? s.client->sb.fd() : 0,
-                s.vars, s.pool->auth_cred, s.pool->user, handing_over, nullptr, nullptr});
+                s.vars, s.pool->auth_cred, s.pool->user, handing_over, nullptr, nullptr, &params});
     };
     for (const ListenerInfo& l : listeners_info()) {
         size_t begin = out.size();

@@ -680,6 +680,49 @@ def test_new_login_when_the_carried_pool_is_full(pooler):
 
 
 @pytest.mark.differs_from_pgbouncer_1_18(
+    "sluice only: PgBouncer hands over no pool parameters, so the first new login to a taken "
+    "over pool needs a fresh server login")
+def test_carried_pool_welcomes_without_a_server_login(pooler):
+    """Between sluice processes a server's row carries its pool's welcome parameters: a new
+    client of the taken-over pool is welcomed with the same parameters the old process sent
+    and gets the carried server itself (no "db not fully initialized" replacement)."""
+    old = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": 1})
+    with old.connect() as first:
+        backend = _backend_pid(first)
+        first.commit()
+        welcome = {name: first.info.parameter_status(name)
+                   for name in ("server_version", "server_encoding", "integer_datetimes",
+                                "IntervalStyle", "is_superuser", "session_authorization")}
+    assert all(welcome.values()), welcome
+    new = _take_over(pooler, old)
+    _assert_old_gone(old, new)
+    with new.connect(connect_timeout=5) as n:
+        assert {name: n.info.parameter_status(name) for name in welcome} == welcome
+        assert _backend_pid(n) == backend
+    assert "db not fully initialized" not in new.log_text()
+    assert list(_servers(new)) == [backend]
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: the new login gets a server beyond default_pool_size")
+def test_pool_parameters_not_carried_from_pgbouncer(pooler, sluice_bin):
+    """From PgBouncer (no pool parameters in its rows) sluice falls back to PgBouncer's way: a
+    new login to the full pool replaces the idle carried server ("db not fully initialized
+    after reboot") and the pool stays within its size."""
+    old = pooler(binary=PGBOUNCER, pgbouncer={"pool_mode": "transaction", "default_pool_size": 1})
+    with old.connect() as first:
+        backend = _backend_pid(first)
+        first.commit()
+    new = _take_over(pooler, old, sluice_bin)
+    _assert_old_gone(old, new)
+    with new.connect(connect_timeout=5) as n:
+        assert n.info.parameter_status("server_version")
+        assert _backend_pid(n) != backend
+    assert "db not fully initialized after reboot" in new.log_text()
+    assert len(_servers(new)) == 1
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
     "PgBouncer 1.18 bug: the new login often gets a server beyond default_pool_size instead "
     "of waiting", strict=False)
 def test_new_login_waits_for_the_carried_session(pooler):
