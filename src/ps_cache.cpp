@@ -111,8 +111,13 @@ ClientPs::~ClientPs() {
 PsEntry* ClientPs::find(std::string_view name) const {
     if (!body_)
         return nullptr;
+    if (const Map::value_type* last = body_->last; last && last->first == name)
+        return last->second;
     auto it = body_->map.find(name);
-    return it == body_->map.end() ? nullptr : it->second;
+    if (it == body_->map.end())
+        return nullptr;
+    body_->last = &*it;
+    return it->second;
 }
 
 void ClientPs::add(std::string_view name, PsEntry* e) {
@@ -127,6 +132,7 @@ void ClientPs::remove(std::string_view name) {
     if (it == body_->map.end())
         return;
     PsEntry* e = it->second;
+    body_->last = nullptr;
     body_->map.erase(it);
     ps_unref(e);
     drop_body_if_empty();
@@ -137,6 +143,7 @@ void ClientPs::remove_entry(PsEntry* e) {
         return;
     for (auto it = body_->map.begin(); it != body_->map.end(); ++it) {
         if (it->second == e) {
+            body_->last = nullptr;
             body_->map.erase(it);
             ps_unref(e);
             drop_body_if_empty();
@@ -150,6 +157,7 @@ void ClientPs::clear() {
         return;
     for (auto& [name, e] : body_->map)
         ps_unref(e);
+    body_->last = nullptr;
     body_->map.clear();
     drop_body_if_empty();
 }

@@ -90,8 +90,12 @@ private:
             return std::hash<std::string_view>{}(s);
         }
     };
+    using Map = std::unordered_map<std::string, PsEntry*, NameHash, std::equal_to<>>;
     struct Body {
-        std::unordered_map<std::string, PsEntry*, NameHash, std::equal_to<>> map;
+        Map map;
+        // The name find() returned last: a client binds the same few statements over and
+        // over, and one compare is cheaper than hashing the name. Reset by every erase.
+        const Map::value_type* last = nullptr;
         std::vector<std::pair<std::string, uint64_t>> unconfirmed;
         std::vector<std::pair<std::string, PsEntry*>> closed;
         uint64_t syncs = 0;
