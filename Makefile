@@ -36,8 +36,8 @@ WARNINGS := -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cas
             -Wmissing-declarations -Wundef -Wvla -Wconversion -Wsign-conversion
 CXXFLAGS_ALL := -std=c++20 $(WARNINGS) -Werror $(OPTFLAGS) -Iinclude -MMD -MP \
                 -DSLUICE_VERSION='"$(PACKAGE_VERSION)"' -DSLUICE_CASSERT=$(CASSERT) \
-                $(LIBEVENT_CFLAGS) $(OPENSSL_CFLAGS) $(INIH_CFLAGS) $(CXXFLAGS)
-LIBS_ALL := $(LIBEVENT_LIBS) $(OPENSSL_LIBS) $(INIH_LIBS)
+                $(LIBEVENT_CFLAGS) $(OPENSSL_CFLAGS) $(INIH_CFLAGS) $(PAM_CFLAGS) $(CXXFLAGS)
+LIBS_ALL := $(LIBEVENT_LIBS) $(OPENSSL_LIBS) $(INIH_LIBS) $(PAM_LIBS) -pthread
 
 SRCS := $(shell find src -name '*.cpp' | sort)
 LIB_SRCS := $(filter-out src/main.cpp,$(SRCS))

@@ -3,6 +3,7 @@
 # As root it runs apt-get; otherwise it prints the command to run.
 set -e
 PKGS="g++ make autoconf automake pkg-config libevent-dev libssl-dev libinih-dev libcmocka-dev \
+libpam0g-dev libpam-modules \
 postgresql postgresql-client postgresql-contrib util-linux procps iproute2 openssl \
 python3 python3-psycopg python3-pytest python3-asyncpg python3-prometheus-client \
 pgbouncer nodejs npm \

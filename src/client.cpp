@@ -502,6 +502,10 @@ void Client::start_auth() {
         static_cast<void>(finish_login());
         return;
     }
+    if (settings().auth_type == AuthType::Pam) {
+        start_pam_auth();
+        return;
+    }
     login->cred = user;
     if (!login->cred) {
         if (start_auth_query())
@@ -530,6 +534,8 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
             auth_failed("empty password returned by client");
             return PacketAction::Closed;
         }
+        if (login->auth_method == AuthMethod::Pam)
+            return check_with_pam(pw);
         bool ok = false;
         const User* cred = login->cred;
         if (cred && cred->have_secret && !cred->secret.empty()) {  // empty: never matches

@@ -162,6 +162,9 @@ void Client::continue_auth() {
     case AuthType::Cert:
         m = AuthMethod::Cert;
         break;
+    case AuthType::Pam:
+        m = AuthMethod::Pam;
+        break;
     default:
         fatal("08P01", "authentication method not supported: %s", auth_type_name(st.auth_type));
         return;
@@ -193,6 +196,7 @@ void Client::continue_auth() {
         login_as_peer(rule);
         return;
     case AuthMethod::Password:
+    case AuthMethod::Pam:
         write_auth(out, kAuthCleartext);
         auth = AuthStep::WaitPassword;
         break;
@@ -252,6 +256,58 @@ void Client::login_as_peer(const HbaRule* rule) {
         fatal("08P01", "unix socket login rejected");
         return;
     }
+    static_cast<void>(finish_login());
+}
+
+// auth_type=pam (PgBouncer's): any user name may try; PAM judges the cleartext password and
+// the servers log in with the password it accepted. auth_file is not consulted.
+void Client::start_pam_auth() {
+    Database* d = admin ? nullptr : find_database(db_name(), this);
+    if (d && !d->entry.auth_user.empty()) {
+        slog_error(this, "PAM can't be used together with database authentication");
+        fatal("08P01", "bouncer config error");
+        return;
+    }
+    std::unique_ptr<User>& slot = rt().pam_users[user_name()];
+    if (!slot) {
+        slot = std::make_unique<User>();
+        slot->name = user_name();
+    }
+    login->cred = slot.get();
+    continue_auth();
+}
+
+PacketAction Client::check_with_pam(std::string_view password) {
+    std::string rhost = addr.is_unix() ? "unix" : addr.host();
+    auto done = [](void* arg, bool ok, std::vector<std::string>& warnings) {
+        auto* c = static_cast<Client*>(arg);
+        for (const std::string& w : warnings)
+            log_warning("%s", w.c_str());  // PgBouncer logs these without the client
+        c->on_pam_answer(ok);
+    };
+    if (!pam_check(login->pam, user_name(), std::string(password), rhost, done, this)) {
+        fatal("08P01", "bouncer resources exhaustion");
+        return PacketAction::Closed;
+    }
+    auth = AuthStep::Pam;
+    login->pam_password.assign(password);
+    sb.pause();  // nothing more is read until PAM answers
+    return PacketAction::Skip;
+}
+
+void Client::on_pam_answer(bool ok) {
+    if (!ok) {
+        auth_failed("PAM authentication failed");  // PgBouncer 1.18's words
+        return;
+    }
+    User& cred = *login->cred;
+    if (!cred.have_secret || cred.secret != login->pam_password) {
+        cred.secret = std::move(login->pam_password);
+        cred.have_secret = true;
+        cred.have_scram_keys = false;  // keys of an older password would not log in
+    }
+    if (sb.paused())
+        sb.resume();
     static_cast<void>(finish_login());
 }
 

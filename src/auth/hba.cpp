@@ -493,6 +493,8 @@ const char* auth_method_name(AuthMethod m) noexcept {
         return "peer";
     case AuthMethod::Ldap:
         return "ldap";
+    case AuthMethod::Pam:
+        return "pam";
     }
     return "?";
 }

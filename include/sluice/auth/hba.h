@@ -24,6 +24,7 @@ enum class AuthMethod : uint8_t {
     Cert,  // TLS client certificate CN = user name (or mapped)
     Peer,  // unix socket peer's OS user name = user name (or mapped)
     Ldap,  // parsed so the line is not skipped; sluice has no LDAP: logins are rejected
+    Pam,   // auth_type = pam only (PgBouncer 1.18 has no hba pam): cleartext, checked by PAM
 };
 const char* auth_method_name(AuthMethod m) noexcept;  // "trust", "scram-sha-256", ...
 

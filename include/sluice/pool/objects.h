@@ -14,6 +14,7 @@
 
 #include "sluice/auth/auth_query.h"
 #include "sluice/auth/hba.h"
+#include "sluice/auth/pam.h"
 #include "sluice/auth/scram.h"
 #include "sluice/config/config.h"
 #include "sluice/net/dns.h"
@@ -93,6 +94,7 @@ enum class AuthStep : uint8_t {
     SaslInitial,    // AuthenticationSASL sent
     SaslContinue,   // server-first sent
     AuthQuery,      // waiting for auth_query's answer (the client sits in the auth pool)
+    Pam,            // the password is with PAM (socket paused until the answer)
     Done,
 };
 
@@ -102,12 +104,15 @@ struct ClientLogin {
     std::string user_name;  // from the startup packet
     std::string db_name;    // from the startup packet ("" = the user name)
     // Whose secret the login checks: the client's User, or the auth_query result (owned by
-    // the database). nullptr = unknown user: mock authentication.
+    // the database), or with auth_type=pam the user's PAM credentials (rt().pam_users, the
+    // password PAM accepted last). nullptr = unknown user: mock authentication.
     User* cred = nullptr;
     AuthMethod auth_method = AuthMethod::Md5;  // chosen by continue_auth (auth_type or hba)
     std::array<uint8_t, 4> md5_salt{};
     std::unique_ptr<ScramServer> scram;          // only while a SCRAM exchange runs
     std::unique_ptr<AuthQueryReply> auth_query;  // answer being read (AuthStep::AuthQuery)
+    PamTicket pam;  // the PAM check of the password (AuthStep::Pam); dropped with the login
+    std::string pam_password;  // the password being checked: the servers' once PAM accepts it
 };
 
 class Client final : public SBufOwner, public LogSubject {
@@ -219,6 +224,11 @@ private:
     bool start_auth_query();
     void send_auth_query();
     void continue_auth();
+    // auth_type=pam: the PAM user's credentials, then the cleartext request; the password
+    // goes to the PAM worker (auth/pam.h) and on_pam_answer() finishes or refuses the login.
+    void start_pam_auth();
+    PacketAction check_with_pam(std::string_view password);
+    void on_pam_answer(bool ok);
     void login_via_cert(const HbaRule* rule);
     void login_as_peer(const HbaRule* rule);
     // TLS during login (tls_login.cpp).

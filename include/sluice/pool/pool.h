@@ -25,6 +25,9 @@ struct Runtime {
     IdentFile ident;  // auth_ident_file (likewise)
     std::unordered_map<std::string, std::unique_ptr<Database>> databases;
     std::unordered_map<std::string, std::unique_ptr<User>> users;
+    // auth_type=pam: per user name, the password PAM accepted last (servers log in with it;
+    // auth_file plays no part, and a RELOAD keeps them).
+    std::unordered_map<std::string, std::unique_ptr<User>> pam_users;
     std::vector<std::unique_ptr<Pool>> pools;
     List<Client, &Client::node> login_clients;
     List<Client, &Client::node> free_clients;   // Closing: deleted at the end of the turn
