@@ -120,8 +120,10 @@ std::string Client::address_details() const {
 
 size_t Client::log_prefix(char* buf, size_t size) const noexcept {
     int n;
-    const char* dbn = db_name().empty() ? "(nodb)" : db_name().c_str();
-    const char* us = user_name().empty() ? "(nouser)" : user_name().c_str();
+    using Named = ClientLogin::Named;
+    Named named = login ? login->named : Named::Both;
+    const char* dbn = named != Named::Both || db_name().empty() ? "(nodb)" : db_name().c_str();
+    const char* us = named == Named::None || user_name().empty() ? "(nouser)" : user_name().c_str();
     if (addr.is_unix())
         n = snprintf(buf, size, "C-%p: %s/%s@unix(%d):%d", static_cast<const void*>(this), dbn, us,
                      peer_pid, settings().listen_port);
@@ -476,6 +478,14 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         counted = true;
     }
     user = find_user(user_name());
+    if (admin && user_name() == "pgbouncer" && peer_is_self) {
+        // PgBouncer knows the console's own user before it picks the pool: this line comes
+        // first, its prefix still without the database.
+        login->named = ClientLogin::Named::User;
+        if (st.log_connections)
+            slog_info(this, "pgbouncer access from unix socket");
+    }
+    login->named = ClientLogin::Named::Both;
     if (st.log_connections) {  // as PgBouncer: before authentication, so failures have one too
         char tls[128];
         sb.tls_describe(tls, sizeof(tls));  // "no" or "TLSv1.3/..."

@@ -102,8 +102,9 @@ def test_login_log_lines_as_pgbouncer(pooler):
     with pytest.raises(psycopg.OperationalError, match='database "nosuchdb" does not exist'):
         p.connect("md5user", dbname="nosuchdb")
     pre = r"C-0x[0-9a-f]+: nosuchdb/md5user@127\.0\.0\.1:\d+ "
-    p.wait_for_log(r"LOG C-0x[0-9a-f]+: \S+@127\.0\.0\.1:\d+ registered new auto-database: "
-                   r"db=nosuchdb\n")  # with the client's prefix, as PgBouncer
+    # with the client's prefix, as PgBouncer: no pool yet, so no database or user in it
+    p.wait_for_log(r"LOG C-0x[0-9a-f]+: \(nodb\)/\(nouser\)@127\.0\.0\.1:\d+ registered new "
+                   r"auto-database: db=nosuchdb\n")
     # the server's refusal: a line without a connection prefix, as PgBouncer writes it
     p.wait_for_log(r'\[\d+\] WARNING server login failed: FATAL database "nosuchdb" does not '
                    r"exist\n")

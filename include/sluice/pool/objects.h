@@ -108,6 +108,14 @@ struct ClientLogin {
     std::array<uint8_t, 4> md5_salt{};
     std::unique_ptr<ScramServer> scram;          // only while a SCRAM exchange runs
     std::unique_ptr<AuthQueryReply> auth_query;  // answer being read (AuthStep::AuthQuery)
+    // What the log prefix names, as PgBouncer's does: "(nodb)/(nouser)" until the client has
+    // its pool (the "login attempt" line), the user alone once it is known to be the
+    // console's own (same-UID "pgbouncer" over the unix socket).
+    enum class Named : uint8_t {
+        None,
+        User,
+        Both,
+    } named = Named::None;
 };
 
 class Client final : public SBufOwner, public LogSubject {
