@@ -527,6 +527,11 @@ void Client::auth_failed(const char* msg) {
     fatal("08P01", "%s", msg);
 }
 
+bool Client::has_md5_secret() const noexcept {
+    const User* cred = login->cred;
+    return cred && cred->have_secret && is_md5_secret(cred->secret);
+}
+
 PacketAction Client::on_password(std::span<const uint8_t> body) {
     PacketReader r(body);
     switch (auth) {
@@ -563,7 +568,7 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
             return PacketAction::Closed;
         }
         if (mech != "SCRAM-SHA-256") {
-            auth_failed("SASL authentication failed");
+            auth_failed("client selected an invalid SASL authentication mechanism");
             return PacketAction::Closed;
         }
         ScramSecret secret;
@@ -588,6 +593,11 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
             auth_failed("SASL authentication failed");
             return PacketAction::Closed;
         }
+        if (has_md5_secret()) {
+            // PgBouncer's line. It closes here; the exchange runs on to its certain failure
+            // instead (as PostgreSQL does), so the protocol does not tell that the user exists.
+            slog_error(this, "SCRAM authentication failed: user has MD5 secret");
+        }
         write_auth(sb.out_for_append(), kAuthSaslContinue, as_bytes(server_first));
         auth = AuthStep::SaslContinue;
         if (!sb.flush_out())
@@ -597,9 +607,15 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
     case AuthStep::SaslContinue: {
         std::span<const uint8_t> data = r.rest();
         std::string server_final;
-        if (!scram_state().handle_client_final(
-                std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
-                server_final)) {
+        ScramVerdict v = scram_state().handle_client_final(
+            std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
+            server_final);
+        if (v != ScramVerdict::Ok) {
+            // PgBouncer's ERROR lines before the close (none for a malformed message here)
+            if (v == ScramVerdict::NonceMismatch)
+                slog_error(this, "invalid SCRAM response (nonce does not match)");
+            else if (v == ScramVerdict::WrongProof && !has_md5_secret())  // (said already)
+                slog_error(this, "password authentication failed");
             auth_failed("SASL authentication failed");
             return PacketAction::Closed;
         }

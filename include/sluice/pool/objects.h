@@ -223,6 +223,8 @@ private:
     PacketAction finish_login();
     void start_auth();
     void auth_failed(const char* msg);
+    // The login checks an md5 secret, which cannot serve a SCRAM exchange. Requires: logging in.
+    bool has_md5_secret() const noexcept;
     // client_auth.cpp: auth_query, the method per auth_type/hba, cert and peer logins.
     bool start_auth_query();
     void send_auth_query();
