@@ -120,8 +120,10 @@ std::string Client::address_details() const {
 
 size_t Client::log_prefix(char* buf, size_t size) const noexcept {
     int n;
-    const char* dbn = db_name().empty() ? "(nodb)" : db_name().c_str();
-    const char* us = user_name().empty() ? "(nouser)" : user_name().c_str();
+    using Named = ClientLogin::Named;
+    Named named = login ? login->named : Named::Both;
+    const char* dbn = named != Named::Both || db_name().empty() ? "(nodb)" : db_name().c_str();
+    const char* us = named == Named::None || user_name().empty() ? "(nouser)" : user_name().c_str();
     if (addr.is_unix())
         n = snprintf(buf, size, "C-%p: %s/%s@unix(%d):%d", static_cast<const void*>(this), dbn, us,
                      peer_pid, settings().listen_port);
@@ -476,6 +478,14 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         counted = true;
     }
     user = find_user(user_name());
+    if (admin && user_name() == "pgbouncer" && peer_is_self) {
+        // PgBouncer knows the console's own user before it picks the pool: this line comes
+        // first, its prefix still without the database.
+        login->named = ClientLogin::Named::User;
+        if (st.log_connections)
+            slog_info(this, "pgbouncer access from unix socket");
+    }
+    login->named = ClientLogin::Named::Both;
     if (st.log_connections) {  // as PgBouncer: before authentication, so failures have one too
         char tls[128];
         sb.tls_describe(tls, sizeof(tls));  // "no" or "TLSv1.3/..."
@@ -521,6 +531,11 @@ void Client::auth_failed(const char* msg) {
     fatal("08P01", "%s", msg);
 }
 
+bool Client::has_md5_secret() const noexcept {
+    const User* cred = login->cred;
+    return cred && cred->have_secret && is_md5_secret(cred->secret);
+}
+
 PacketAction Client::on_password(std::span<const uint8_t> body) {
     PacketReader r(body);
     switch (auth) {
@@ -559,7 +574,7 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
             return PacketAction::Closed;
         }
         if (mech != "SCRAM-SHA-256") {
-            auth_failed("SASL authentication failed");
+            auth_failed("client selected an invalid SASL authentication mechanism");
             return PacketAction::Closed;
         }
         ScramSecret secret;
@@ -584,6 +599,11 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
             auth_failed("SASL authentication failed");
             return PacketAction::Closed;
         }
+        if (has_md5_secret()) {
+            // PgBouncer's line. It closes here; the exchange runs on to its certain failure
+            // instead (as PostgreSQL does), so the protocol does not tell that the user exists.
+            slog_error(this, "SCRAM authentication failed: user has MD5 secret");
+        }
         write_auth(sb.out_for_append(), kAuthSaslContinue, as_bytes(server_first));
         auth = AuthStep::SaslContinue;
         if (!sb.flush_out())
@@ -593,9 +613,15 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
     case AuthStep::SaslContinue: {
         std::span<const uint8_t> data = r.rest();
         std::string server_final;
-        if (!scram_state().handle_client_final(
-                std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
-                server_final)) {
+        ScramVerdict v = scram_state().handle_client_final(
+            std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
+            server_final);
+        if (v != ScramVerdict::Ok) {
+            // PgBouncer's ERROR lines before the close (none for a malformed message here)
+            if (v == ScramVerdict::NonceMismatch)
+                slog_error(this, "invalid SCRAM response (nonce does not match)");
+            else if (v == ScramVerdict::WrongProof && !has_md5_secret())  // (said already)
+                slog_error(this, "password authentication failed");
             auth_failed("SASL authentication failed");
             return PacketAction::Closed;
         }

@@ -88,17 +88,19 @@ void CancelConn::finish() {
 }  // namespace
 
 size_t Server::log_prefix(char* buf, size_t size) const noexcept {
-    // Before its address is known (a host name being resolved) a server is named by the
-    // database's host setting.
-    const DatabaseEntry& e = pool->db->entry;
+    // Before its address is known (a host name being resolved, or not resolved) a server is
+    // "(bad-af):0", PgBouncer's words for an address it does not have yet.
     bool unresolved = addr.ss.ss_family == AF_UNSPEC;
     bool v6 = addr.ss.ss_family == AF_INET6;  // "[::1]:5432", as PgBouncer writes it
     int n = snprintf(buf, size, "S-%p: %s/%s@%s%s%s:%d", static_cast<const void*>(this),
                      pool->db->name.c_str(), pool->user->name.c_str(), v6 ? "[" : "",
-                     unresolved      ? e.host.c_str()
+                     unresolved       ? "(bad-af)"
                      : addr.is_unix() ? "unix"
                                       : addr.host().c_str(),
-                     v6 ? "]" : "", unresolved || addr.is_unix() ? e.port : addr.port());
+                     v6 ? "]" : "",
+                     unresolved       ? 0
+                     : addr.is_unix() ? pool->db->entry.port
+                                      : addr.port());
     if (n < 0)
         return 0;
     return static_cast<size_t>(n) < size ? static_cast<size_t>(n) : size - 1;
@@ -119,27 +121,26 @@ bool Server::connect() {
     std::string host = host_at(e.host, db.next_host);
     if (e.load_balance_hosts != "disable")
         ++db.next_host;
-    bool ok = true;
     dns_wait.addr_count = 1;
     if (is_unix_target(host)) {
-        ok = unix_target(host, e.port, settings().unix_socket_dir, addr, err);
-    } else {
-        dns_wait.fn = on_resolved;
-        dns_wait.arg = this;
-        DnsTtl ttl{settings().dns_max_ttl, settings().dns_nxdomain_ttl};
-        switch (dns_resolve(host, e.port, ttl, addr, err, &dns_wait)) {
-        case DnsStatus::Ready:
-            break;
-        case DnsStatus::Failed:
-            ok = false;
-            break;
-        case DnsStatus::Pending:
-            return true;  // on_resolved() goes on; server_connect_timeout covers the wait
+        if (!unix_target(host, e.port, settings().unix_socket_dir, addr, err)) {
+            slog_warning(this, "%s", err.c_str());
+            login_failed(err, {});
+            return false;
         }
+        return start_connect();
     }
-    if (!ok) {
+    dns_wait.fn = on_resolved;
+    dns_wait.arg = this;
+    DnsTtl ttl{settings().dns_max_ttl, settings().dns_nxdomain_ttl};
+    switch (dns_resolve(host, e.port, ttl, addr, err, &dns_wait)) {
+    case DnsStatus::Ready:
+        break;
+    case DnsStatus::Failed:
         dns_failed(err);
         return false;
+    case DnsStatus::Pending:
+        return true;  // on_resolved() goes on; server_connect_timeout covers the wait
     }
     return start_connect();
 }
@@ -275,9 +276,9 @@ void Server::connect_failed(const char* why) {
 }
 
 void Server::dns_failed(const std::string& err) {
-    // PgBouncer's words in the log ("DNS lookup failed: ...", "closing because: server DNS
-    // lookup failed"); clients told later get the resolver's answer.
-    slog_warning(this, "DNS lookup failed: %s", err.c_str());
+    // PgBouncer's words in the log: the resolver wrote "DNS lookup failed: <name>: result=<n>"
+    // when the lookup failed (not again for a remembered failure), each server says "closing
+    // because: server DNS lookup failed". Clients told later get the resolver's answer.
     login_failed(err, {}, "server DNS lookup failed");
 }
 

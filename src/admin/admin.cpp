@@ -727,9 +727,7 @@ bool in_list(const std::string& list, const std::string& name) {
 
 bool check_access(Client& c) {
     if (c.user_name() == "pgbouncer" && c.peer_is_self) {
-        c.admin_full = true;
-        if (settings().log_connections)
-            slog_info(&c, "pgbouncer access from unix socket");
+        c.admin_full = true;  // (logged at its login attempt: "pgbouncer access from unix socket")
         return true;
     }
     if (in_list(settings().admin_users, c.user_name())) {

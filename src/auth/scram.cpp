@@ -420,9 +420,10 @@ bool ScramServer::handle_client_first(std::string_view client_first, std::string
 }
 
 // client-final-message = channel-binding "," nonce ["," extensions] "," proof
-bool ScramServer::handle_client_final(std::string_view client_final, std::string& server_final) {
+ScramVerdict ScramServer::handle_client_final(std::string_view client_final,
+                                              std::string& server_final) {
     if (server_first_.empty())  // no client-first seen, or this exchange already finished
-        return false;
+        return ScramVerdict::Malformed;
     std::string server_first;
     server_first.swap(server_first_);  // one attempt per exchange
 
@@ -430,19 +431,21 @@ bool ScramServer::handle_client_final(std::string_view client_final, std::string
     std::string_view cbind_b64, nonce, field, proof_b64;
     std::string cbind;
     if (!next_attr(f, 'c', cbind_b64) || !base64_decode(cbind_b64, cbind) || cbind != gs2_header_)
-        return false;
-    if (!next_attr(f, 'r', nonce) || nonce != server_nonce_)
-        return false;
+        return ScramVerdict::Malformed;
+    if (!next_attr(f, 'r', nonce))
+        return ScramVerdict::Malformed;
+    if (nonce != server_nonce_)
+        return ScramVerdict::NonceMismatch;
     for (;;) {
         if (!f.next(field) || !is_attr(field))
-            return false;
+            return ScramVerdict::Malformed;
         if (field[0] == 'p')
             break;
     }
     proof_b64 = field.substr(2);
     ScramKey proof{};
     if (!f.at_end() || !decode_key(proof_b64, proof))
-        return false;
+        return ScramVerdict::Malformed;
 
     // client-final-message-without-proof ends at the ',' before "p=".
     size_t proof_at = static_cast<size_t>(field.data() - client_final.data());
@@ -453,7 +456,7 @@ bool ScramServer::handle_client_final(std::string_view client_final, std::string
     auth_message.append(client_final.substr(0, proof_at - 1));
 
     if (mock_ || secret_.iterations < 1)
-        return false;
+        return ScramVerdict::WrongProof;
 
     // ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage); it is genuine when its hash is
     // the StoredKey.
@@ -464,7 +467,7 @@ bool ScramServer::handle_client_final(std::string_view client_final, std::string
     sha256(client_key.data(), client_key.size(), stored);
     if (CRYPTO_memcmp(stored.data(), secret_.stored_key.data(), stored.size()) != 0) {
         OPENSSL_cleanse(client_key.data(), client_key.size());
-        return false;
+        return ScramVerdict::WrongProof;
     }
     client_key_ = client_key;
     OPENSSL_cleanse(client_key.data(), client_key.size());
@@ -473,7 +476,7 @@ bool ScramServer::handle_client_final(std::string_view client_final, std::string
     hmac_sha256(secret_.server_key, auth_message, server_signature);
     server_final = "v=";
     server_final += key_b64(server_signature);
-    return true;
+    return ScramVerdict::Ok;
 }
 
 // ---- client side ----

@@ -103,6 +103,11 @@ void record(HostEntry& e, int result, evutil_addrinfo* res) {
     }
     if (res)
         evutil_freeaddrinfo(res);
+    if (fresh.empty()) {
+        // PgBouncer's line, once per lookup (not per server told), without a connection
+        // prefix: the number is the resolver's (evdns: the getaddrinfo error code).
+        log_warning("DNS lookup failed: %s: result=%d", e.name.c_str(), result);
+    }
     if (fresh.empty() && refresh && e.error.empty()) {
         // A failed refresh keeps the answer in use until it expires as usual.
         log_debug("dns: refreshing %s failed (%s)", e.name.c_str(),

@@ -360,6 +360,20 @@ def test_access_control(pooler):
     assert "databases|" in r.stdout
 
 
+def test_own_user_login_lines(pooler):
+    """Same-UID "pgbouncer" over the unix socket: PgBouncer's access line comes before the
+    login attempt, when the client has a user but no pool yet ("(nodb)" in its prefix)."""
+    p = pooler()
+    r = harness.run_as_postgres([harness.pg_tool("psql"), "-X", "-At", "-h", p.dir, "-p",
+                                 str(p.port), "-U", "pgbouncer", "-d", "pgbouncer",
+                                 "-c", "SHOW VERSION"], timeout=30)
+    assert r.returncode == 0, r.stderr
+    p.wait_for_log(r"LOG (C-0x[0-9a-f]+): \(nodb\)/pgbouncer@unix\(\d+\):\d+ pgbouncer access "
+                   r"from unix socket\n[^\n]* LOG \1: pgbouncer/pgbouncer@unix\(\d+\):\d+ login "
+                   r"attempt: db=pgbouncer user=pgbouncer tls=no\b")
+    assert p.log_text().count("pgbouncer access from unix socket") == 1
+
+
 @pytest.mark.differs_from_pgbouncer_1_18(
     "not in PgBouncer 1.18: SHOW PEER_POOLS, SHOW STATE and KILL_CLIENT")
 def test_access_control_newer_commands(pooler):

@@ -102,8 +102,9 @@ def test_login_log_lines_as_pgbouncer(pooler):
     with pytest.raises(psycopg.OperationalError, match='database "nosuchdb" does not exist'):
         p.connect("md5user", dbname="nosuchdb")
     pre = r"C-0x[0-9a-f]+: nosuchdb/md5user@127\.0\.0\.1:\d+ "
-    p.wait_for_log(r"LOG C-0x[0-9a-f]+: \S+@127\.0\.0\.1:\d+ registered new auto-database: "
-                   r"db=nosuchdb\n")  # with the client's prefix, as PgBouncer
+    # with the client's prefix, as PgBouncer: no pool yet, so no database or user in it
+    p.wait_for_log(r"LOG C-0x[0-9a-f]+: \(nodb\)/\(nouser\)@127\.0\.0\.1:\d+ registered new "
+                   r"auto-database: db=nosuchdb\n")
     # the server's refusal: a line without a connection prefix, as PgBouncer writes it
     p.wait_for_log(r'\[\d+\] WARNING server login failed: FATAL database "nosuchdb" does not '
                    r"exist\n")
@@ -153,6 +154,95 @@ def test_unknown_user_and_empty_password(pooler):
         c.close()
     with p.connect("md5user") as ok:
         assert ok.execute("SELECT 1").fetchone() == (1,)
+
+
+def _scram_login(p, user, password, mechanism="SCRAM-SHA-256", tamper=None):
+    """One SCRAM login over pgwire, the final message passed through tamper when given.
+    Returns the fields of the ErrorResponse that ended it."""
+    c = pgwire.Conn.open(port=p.port)
+    try:
+        c.send(pgwire.m.startup({"user": user, "database": "appdb"}))
+        code, _ = pgwire.parse_auth(c.read_msg().body)
+        assert code == 10  # AuthenticationSASL
+        scram = pgwire.ScramClient(password)
+        c.send(pgwire.m.sasl_initial(mechanism, scram.first_message()))
+        msg = c.read_msg()
+        if msg.type == "R":  # AuthenticationSASLContinue
+            final = scram.final_message(pgwire.parse_auth(msg.body)[1])
+            c.send(pgwire.m.password(tamper(final) if tamper else final))
+            msg = c.read_msg()
+        assert msg.type == "E", msg
+        return pgwire.parse_error(msg.body)
+    finally:
+        c.close()
+
+
+def _client_lines(p, since, user):
+    """(prefix, lines) of the one client that logged in as `user` since `since`: its
+    "db/user@addr:port" prefix at its login attempt, then each of its lines from that one on
+    as "LEVEL message", without time, pid, pointer and prefix."""
+    text = p.log_text()[since:]
+    m = re.search(rf"LOG (C-0x[0-9a-f]+): (\S+) login attempt: db=appdb user={user} ", text)
+    assert m, text
+    ptr, prefix = m.groups()
+    line = re.compile(rf"\[\d+\] (LOG|ERROR|WARNING) {ptr}: \S+ (.*)")
+    start = text.rfind("\n", 0, m.start()) + 1
+    return prefix, [" ".join(x.groups()) for x in map(line.search, text[start:].splitlines())
+                    if x]
+
+
+def test_scram_failures_log_as_pgbouncer(pooler, pg):
+    """auth_type=scram-sha-256 refusals: the client gets FATAL 08P01 "SASL authentication
+    failed"; the log has PgBouncer's ERROR line saying why (wrong password, an md5 secret that
+    SCRAM cannot use, a nonce that does not match) before the close with its reason. A
+    mechanism other than SCRAM-SHA-256 is refused with PgBouncer's own words."""
+    sasl_failed = {"S": "FATAL", "C": "08P01", "M": "SASL authentication failed"}
+
+    def refused(err):
+        return {k: err.get(k) for k in ("S", "C", "M")}
+
+    def closing(reason):
+        return [f"LOG closing because: {reason} (age=0s)", f"WARNING pooler error: {reason}"]
+
+    p = pooler(pgbouncer={"auth_type": "scram-sha-256"},
+               userlist=[f'"md5user" "{pg.secret("md5user")}"',
+                         f'"scramuser" "{pg.secret("scramuser")}"',
+                         f'"postgres" "{pg.passwords["postgres"]}"'])
+    cases = [
+        # (user, password, tamper, the ERROR line)
+        ("scramuser", "wrong", None, "password authentication failed"),  # SCRAM secret
+        ("postgres", "wrong", None, "password authentication failed"),  # plain password
+        ("md5user", pg.passwords["md5user"], None,
+         "SCRAM authentication failed: user has MD5 secret"),
+        ("scramuser", pg.passwords["scramuser"], lambda f: f.replace(b",r=", b",r=x"),
+         "invalid SCRAM response (nonce does not match)"),
+    ]
+    for user, password, tamper, why in cases:
+        mark = p.log_mark()
+        assert refused(_scram_login(p, user, password, tamper=tamper)) == sasl_failed, user
+        p.wait_for_log(r"pooler error: SASL authentication failed\n", since=mark)
+        prefix, lines = _client_lines(p, mark, user)
+        assert re.fullmatch(rf"appdb/{user}@127\.0\.0\.1:\d+", prefix)
+        assert lines[0].startswith(f"LOG login attempt: db=appdb user={user} tls=no"), lines
+        assert lines[1:] == [f"ERROR {why}"] + closing("SASL authentication failed"), lines
+
+    # an unknown user runs the exchange against a mock secret, and fails the same way
+    mark = p.log_mark()
+    assert refused(_scram_login(p, "nosuchuser", "whatever")) == sasl_failed
+    p.wait_for_log(r"pooler error: SASL authentication failed\n", since=mark)
+    _, lines = _client_lines(p, mark, "nosuchuser")
+    assert lines[-3:] == ["ERROR password authentication failed"] + \
+        closing("SASL authentication failed"), lines
+
+    mark = p.log_mark()
+    err = _scram_login(p, "scramuser", "x", mechanism="SCRAM-SHA-256-PLUS")
+    why = "client selected an invalid SASL authentication mechanism"
+    assert refused(err) == dict(sasl_failed, M=why)
+    p.wait_for_log(r"pooler error: client selected an invalid SASL authentication mechanism\n",
+                   since=mark)
+    assert _client_lines(p, mark, "scramuser")[1][1:] == closing(why)
+
+    assert p.psql("-c", "SELECT 1", user="scramuser")[:2] == (0, "1\n")
 
 
 def test_wrong_password_psycopg(pooler):

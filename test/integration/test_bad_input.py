@@ -230,11 +230,13 @@ def test_refused_startup(tx_pooler, params, message):
 
 def test_unknown_startup_parameter(tx_pooler):
     """Refused with the name; the log also has the value (PgBouncer's warning), which is what
-    an operator needs to find the client that sends it."""
+    an operator needs to find the client that sends it. As in PgBouncer the prefix names no
+    database or user yet: the client has no pool."""
     p = tx_pooler
     msgs = _raw(p, m.startup({"user": "md5user", "database": "appdb", "foo_param": "on"}))
     assert _fatal(msgs) == "unsupported startup parameter: foo_param"
-    p.wait_for_log(r"WARNING C-0x[0-9a-f]+: \S+ unsupported startup parameter: foo_param=on\n")
+    p.wait_for_log(r"WARNING C-0x[0-9a-f]+: \(nodb\)/\(nouser\)@127\.0\.0\.1:\d+ unsupported "
+                   r"startup parameter: foo_param=on\n")
     _still_serving(p)
 
 

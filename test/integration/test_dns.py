@@ -11,7 +11,8 @@ import pytest
 import harness
 from fakedns import QTYPE_A, FakeDns
 
-pytestmark = pytest.mark.differs_from_pgbouncer_1_18(
+# Every test but the last points the resolver at a FakeDns through resolv_conf.
+RESOLV_CONF = pytest.mark.differs_from_pgbouncer_1_18(
     "Debian's PgBouncer resolves with c-ares, which ignores resolv_conf (only the evdns "
     "backend, which sluice uses, reads it)")
 
@@ -21,6 +22,7 @@ def _resolv_conf(dns, timeout=1):
     return d, dns.write_resolv_conf(os.path.join(d, "resolv.conf"), timeout=timeout)
 
 
+@RESOLV_CONF
 def test_name_resolves_once_for_several_servers(pooler):
     with FakeDns({"db.sluice.test": "127.0.0.1"}) as dns:
         d, conf = _resolv_conf(dns)
@@ -48,6 +50,7 @@ def test_name_resolves_once_for_several_servers(pooler):
             shutil.rmtree(d, ignore_errors=True)
 
 
+@RESOLV_CONF
 def test_slow_resolver_does_not_stall_others(pooler):
     with FakeDns({"db.sluice.test": "127.0.0.1"}, silent={"slow.sluice.test"}) as dns:
         d, conf = _resolv_conf(dns, timeout=5)
@@ -78,21 +81,24 @@ def test_slow_resolver_does_not_stall_others(pooler):
             # The name never resolved: the client waited for its first server until
             # client_login_timeout.
             assert result["rc"] != 0 and "client_login_timeout" in result["err"], result
-            p.wait_for_log(r'WARNING S-0x[0-9a-f]+: slowdb/md5user@slow\.sluice\.test:\d+ DNS '
-                           r'lookup failed: could not resolve "slow\.sluice\.test"')
-            p.wait_for_log(r'LOG S-0x[0-9a-f]+: slowdb/md5user@slow\.sluice\.test:\d+ closing '
-                           r'because: server DNS lookup failed \(age=')
+            p.wait_for_log(r'\] WARNING DNS lookup failed: slow\.sluice\.test: result=-?\d+\n')
+            p.wait_for_log(r'LOG S-0x[0-9a-f]+: slowdb/md5user@\(bad-af\):0 closing because: '
+                           r'server DNS lookup failed \(age=')
             # libevent's resolver speaks through our log, not a bare "[msg]" on stderr.
             p.wait_for_log(r'LOG libevent: Nameserver 127\.0\.0\.1:\d+ has failed')
-            # The failure is remembered (dns_nxdomain_ttl); the client that waited on got one
-            # new attempt per server_login_retry (1 s over the 3 s left), not a storm of them.
-            tries = p.log_text().count('DNS lookup failed: could not resolve')
+            # The failure is remembered (dns_nxdomain_ttl): one lookup, one warning; the
+            # client that waited on got one new attempt per server_login_retry (1 s over the
+            # 3 s left), not a storm of them.
+            log = p.log_text()
+            assert log.count('DNS lookup failed: slow.sluice.test') == 1, log
+            tries = log.count('closing because: server DNS lookup failed')
             assert 2 <= tries <= 6, tries
             assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
 
+@RESOLV_CONF
 def test_unknown_name_fails_clearly(pooler):
     with FakeDns({}) as dns:
         d, conf = _resolv_conf(dns)
@@ -102,7 +108,7 @@ def test_unknown_name_fails_clearly(pooler):
                        databases={"appdb": "host=missing.sluice.test port={pg_port}"})
             rc, _out, err = p.psql("-c", "SELECT 1")
             assert rc != 0
-            p.wait_for_log(r'DNS lookup failed: could not resolve "missing\.sluice\.test"')
+            p.wait_for_log(r'DNS lookup failed: missing\.sluice\.test: result=-?\d+\n')
             # Within server_login_retry the next client is told why at once, and the
             # failure is remembered (dns_nxdomain_ttl): no second query.
             asked = dns.count("missing.sluice.test", QTYPE_A)
@@ -115,6 +121,7 @@ def test_unknown_name_fails_clearly(pooler):
             shutil.rmtree(d, ignore_errors=True)
 
 
+@RESOLV_CONF
 def test_refused_address_is_skipped_at_once(pooler):
     """The name has two addresses and the server listens on one (as `localhost` with
     127.0.0.1 and ::1 often is): a connect refused on one address goes on to the next at once,
@@ -146,6 +153,7 @@ def test_refused_address_is_skipped_at_once(pooler):
             shutil.rmtree(d, ignore_errors=True)
 
 
+@RESOLV_CONF
 def test_answer_expires_after_dns_max_ttl(pooler):
     """A cached answer is used for dns_max_ttl seconds; the next server connection after that
     asks again."""
@@ -168,6 +176,7 @@ def test_answer_expires_after_dns_max_ttl(pooler):
             shutil.rmtree(d, ignore_errors=True)
 
 
+@RESOLV_CONF
 def test_connections_to_an_address_the_name_left_are_retired(pooler):
     """A DNS switchover: the name moves from 127.0.0.1 to ::1 while the old address still
     accepts connections. The next lookup (a new server connection after dns_max_ttl) retires
@@ -215,6 +224,7 @@ def test_connections_to_an_address_the_name_left_are_retired(pooler):
             shutil.rmtree(d, ignore_errors=True)
 
 
+@RESOLV_CONF
 def test_zone_check_period_looks_names_up_again(pooler):
     """dns_zone_check_period: the names of pools with server connections are looked up again
     every period, so a pool that opens no new connection still leaves a moved name's old
@@ -233,6 +243,7 @@ def test_zone_check_period_looks_names_up_again(pooler):
             # The name vanishes: the refresh fails, the cached answer stays in use.
             dns.set_answer("db.sluice.test", None)
             harness.wait_until(lambda: dns.count("db.sluice.test", QTYPE_A) > asked, 10)
+            p.wait_for_log(r"\] WARNING DNS lookup failed: db\.sluice\.test: result=-?\d+\n")
             time.sleep(0.5)
             with p.connect() as c:  # a second server, from the cached answer
                 assert c.execute("SELECT 1").fetchone() == (1,)
@@ -252,5 +263,32 @@ def test_zone_check_period_looks_names_up_again(pooler):
             busy.execute("COMMIT")
             busy.close()
             harness.wait_until(lambda: servers() == [("::1", 0)], 10)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_lookup_failure_log_lines(pooler):
+    """PgBouncer's lines for a name that does not resolve: one WARNING per lookup, without a
+    connection prefix (the number is the resolver's code: 0 from c-ares, a getaddrinfo code
+    from evdns), then each server connection that needed it closes under PgBouncer's name for
+    an address it does not have. A remembered failure (dns_nxdomain_ttl) closes the next
+    server connections without a new lookup or warning. The name is a .onion one, which
+    c-ares refuses without asking anyone; sluice asks a FakeDns, which says NXDOMAIN."""
+    with FakeDns({}) as dns:
+        d, conf = _resolv_conf(dns)
+        try:
+            p = pooler(pgbouncer={"resolv_conf": conf, "query_wait_timeout": "3",
+                                  "server_login_retry": "1"},
+                       databases={"appdb": "host=missing.onion port={pg_port}"})
+            rc, _out, _err = p.psql("-c", "SELECT 1")
+            assert rc != 0
+            p.wait_for_log(r"\[\d+\] WARNING DNS lookup failed: missing\.onion: result=-?\d+\n"
+                           r"[^\n]* LOG S-0x[0-9a-f]+: appdb/md5user@\(bad-af\):0 closing because: "
+                           r"server DNS lookup failed \(age=\d+s\)\n")
+            # The client waited query_wait_timeout, with a new server attempt every
+            # server_login_retry: each one closed, only the first lookup warned.
+            log = p.log_text()
+            assert log.count("DNS lookup failed: missing.onion") == 1, log
+            assert log.count("closing because: server DNS lookup failed") >= 2, log
         finally:
             shutil.rmtree(d, ignore_errors=True)

@@ -23,6 +23,7 @@ using sluice::ScramClient;
 using sluice::ScramKey;
 using sluice::ScramSecret;
 using sluice::ScramServer;
+using sluice::ScramVerdict;
 
 // RFC 7677 section 3.
 constexpr std::string_view kRfcPassword = "pencil";
@@ -81,7 +82,7 @@ bool run_exchange(ScramClient& client, ScramServer& server, bool& client_ok) {
     client_ok = false;
     assert_true(server.handle_client_first(client.client_first(), server_first));
     assert_true(client.handle_server_first(server_first, client_final));
-    if (!server.handle_client_final(client_final, server_final))
+    if (server.handle_client_final(client_final, server_final) != ScramVerdict::Ok)
         return false;
     client_ok = client.verify_server_final(server_final);
     return true;
@@ -100,7 +101,7 @@ bool rfc_final_accepted(std::string_view client_final) {
     ScramServer server;
     start_rfc(server);
     std::string server_final;
-    return server.handle_client_final(client_final, server_final);
+    return server.handle_client_final(client_final, server_final) == ScramVerdict::Ok;
 }
 
 // ---- RFC 7677 vector ----
@@ -125,7 +126,7 @@ void test_rfc7677_server(void**) {
     ScramServer server;
     assert_string_equal(start_rfc(server).c_str(), std::string(kRfcServerFirst).c_str());
     std::string server_final;
-    assert_true(server.handle_client_final(kRfcClientFinal, server_final));
+    assert_true(server.handle_client_final(kRfcClientFinal, server_final) == ScramVerdict::Ok);
     assert_string_equal(server_final.c_str(), std::string(kRfcServerFinal).c_str());
     assert_string_equal(b64(key_str(server.client_key())).c_str(),
                         std::string(kRfcClientKeyB64).c_str());
@@ -138,6 +139,28 @@ void test_rfc7677_wrong_proof(void**) {
     // The value the RFC 5802 (SHA-1) example would give is not accepted either.
     assert_false(rfc_final_accepted("c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
                                     "p=dHzbZapWIazNaLf2PoZ9XW6Vy7I7UT7Ai8aFCHG+q7s="));
+}
+
+// Why a final was refused decides the log line (PgBouncer's "invalid SCRAM response (nonce
+// does not match)" or "password authentication failed").
+void test_client_final_verdicts(void**) {
+    auto verdict = [](std::string_view client_final, bool mock) {
+        ScramServer server;
+        start_rfc(server);
+        if (mock)  // same exchange state, but no user behind it
+            server.init(rfc_secret(), true);
+        std::string server_final;
+        return server.handle_client_final(client_final, server_final);
+    };
+    const std::string nonce = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+    const std::string wrong_proof = "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVU=";
+    assert_true(verdict("c=biws," + nonce + "," + wrong_proof, false) == ScramVerdict::WrongProof);
+    assert_true(verdict(kRfcClientFinal, true) == ScramVerdict::WrongProof);  // mock
+    assert_true(verdict("c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k1," +
+                            wrong_proof,
+                        false) == ScramVerdict::NonceMismatch);
+    assert_true(verdict("c=biws," + wrong_proof, false) == ScramVerdict::Malformed);  // no r=
+    assert_true(verdict("c=biws," + nonce, false) == ScramVerdict::Malformed);        // no p=
 }
 
 void test_client_first_escapes_user(void**) {
@@ -407,14 +430,14 @@ void test_client_final_order(void**) {
     ScramServer server;
     server.init(rfc_secret(), false);
     std::string out;
-    assert_false(server.handle_client_final(kRfcClientFinal, out));
+    assert_true(server.handle_client_final(kRfcClientFinal, out) == ScramVerdict::Malformed);
     // One attempt per exchange: a second correct final is refused.
     start_rfc(server);
-    assert_true(server.handle_client_final(kRfcClientFinal, out));
-    assert_false(server.handle_client_final(kRfcClientFinal, out));
+    assert_true(server.handle_client_final(kRfcClientFinal, out) == ScramVerdict::Ok);
+    assert_true(server.handle_client_final(kRfcClientFinal, out) == ScramVerdict::Malformed);
     // A new client-first starts over.
     start_rfc(server);
-    assert_true(server.handle_client_final(kRfcClientFinal, out));
+    assert_true(server.handle_client_final(kRfcClientFinal, out) == ScramVerdict::Ok);
 }
 
 // The 'y' flag is accepted (we offer no channel binding) and must be echoed as c=eSws.
@@ -433,13 +456,14 @@ void test_client_first_y_flag(void**) {
     for (size_t i = 0; i < proof.size(); i++)
         proof[i] = client_key[i] ^ signature[i];
     std::string server_final;
-    assert_true(
-        server.handle_client_final(without_proof + ",p=" + b64(key_str(proof)), server_final));
+    assert_true(server.handle_client_final(without_proof + ",p=" + b64(key_str(proof)),
+                                           server_final) == ScramVerdict::Ok);
     assert_true(server_final.starts_with("v="));
 
     // "biws" (the "n,," echo) does not match a "y,," header.
     start_rfc(server, "y,,n=user,r=rOprNGfwEbeRWgbNEkqO");
-    assert_false(server.handle_client_final(kRfcClientFinal, server_final));
+    assert_true(server.handle_client_final(kRfcClientFinal, server_final) ==
+                ScramVerdict::Malformed);
 }
 
 // ---- malformed server messages (client side) ----
@@ -661,6 +685,7 @@ int main() {
         cmocka_unit_test(test_rfc7677_client),
         cmocka_unit_test(test_rfc7677_server),
         cmocka_unit_test(test_rfc7677_wrong_proof),
+        cmocka_unit_test(test_client_final_verdicts),
         cmocka_unit_test(test_client_first_escapes_user),
         cmocka_unit_test(test_round_trip_password),
         cmocka_unit_test(test_client_first_format),

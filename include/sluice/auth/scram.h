@@ -39,6 +39,14 @@ ScramSecret make_scram_secret(std::string_view password, std::string_view salt, 
 ScramSecret make_scram_secret(std::string_view password, int iterations);
 std::string format_scram_secret(const ScramSecret& s);
 
+// How a client-final-message was judged; the caller logs PgBouncer's words for each.
+enum class ScramVerdict : uint8_t {
+    Ok,
+    Malformed,      // bad syntax, wrong channel-binding echo, or out of order
+    NonceMismatch,  // "invalid SCRAM response (nonce does not match)"
+    WrongProof,     // wrong password, or mock mode: "password authentication failed"
+};
+
 // Server side of the exchange: sluice authenticating a client.
 class ScramServer {
 public:
@@ -60,11 +68,10 @@ public:
     // Starts a new exchange each time (earlier state is dropped).
     [[nodiscard]] bool handle_client_first(std::string_view client_first,
                                            std::string& server_first);
-    // Handles client-final-message; on success fills server-final-message ("v=...").
-    // False = malformed input, wrong nonce or channel-binding echo, wrong proof, mock mode,
-    // or no client-first before it. One attempt per exchange.
-    [[nodiscard]] bool handle_client_final(std::string_view client_final,
-                                           std::string& server_final);
+    // Handles client-final-message; on Ok fills server-final-message ("v=..."). One attempt
+    // per exchange: anything after the first final (or a final without a first) is Malformed.
+    [[nodiscard]] ScramVerdict handle_client_final(std::string_view client_final,
+                                                   std::string& server_final);
     // After a successful exchange: the ClientKey recovered from the proof (for pass-through).
     const ScramKey& client_key() const noexcept { return client_key_; }
     const ScramSecret& secret() const noexcept { return secret_; }

@@ -113,6 +113,14 @@ struct ClientLogin {
     std::unique_ptr<AuthQueryReply> auth_query;  // answer being read (AuthStep::AuthQuery)
     PamTicket pam;  // the PAM check of the password (AuthStep::Pam); dropped with the login
     std::string pam_password;  // the password being checked: the servers' once PAM accepts it
+    // What the log prefix names, as PgBouncer's does: "(nodb)/(nouser)" until the client has
+    // its pool (the "login attempt" line), the user alone once it is known to be the
+    // console's own (same-UID "pgbouncer" over the unix socket).
+    enum class Named : uint8_t {
+        None,
+        User,
+        Both,
+    } named = Named::None;
 };
 
 class Client final : public SBufOwner, public LogSubject {
@@ -220,6 +228,8 @@ private:
     PacketAction finish_login();
     void start_auth();
     void auth_failed(const char* msg);
+    // The login checks an md5 secret, which cannot serve a SCRAM exchange. Requires: logging in.
+    bool has_md5_secret() const noexcept;
     // client_auth.cpp: auth_query, the method per auth_type/hba, cert and peer logins.
     bool start_auth_query();
     void send_auth_query();
