@@ -485,19 +485,28 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         if (st.log_connections)
             slog_info(this, "pgbouncer access from unix socket");
     }
-    login->named = ClientLogin::Named::Both;
-    if (st.log_connections) {  // as PgBouncer: before authentication, so failures have one too
+    start_auth();
+    return state == ClientState::Closing ? PacketAction::Closed : PacketAction::Skip;
+}
+
+void Client::log_login_attempt(bool mock) {
+    // From here the prefix names the database and user, "(nodb)/<user>" for a mock login (no
+    // pool will be picked), as PgBouncer's do.
+    login->named = mock ? ClientLogin::Named::User : ClientLogin::Named::Both;
+    if (settings().log_connections) {  // before authentication, so failures have one too
         char tls[128];
         sb.tls_describe(tls, sizeof(tls));  // "no" or "TLSv1.3/..."
         slog_info(this, "login attempt: db=%s user=%s tls=%s replication=no", db_name().c_str(),
                   user_name().c_str(), tls);
     }
-    start_auth();
-    return state == ClientState::Closing ? PacketAction::Closed : PacketAction::Skip;
 }
 
+// PgBouncer's order of lines: what is refused before a credential is known (auth_type=any
+// without a forced user, "no such user") comes before the login attempt; with auth_query the
+// attempt is logged once the query has answered.
 void Client::start_auth() {
     if (admin && user_name() == "pgbouncer" && peer_is_self) {
+        log_login_attempt();
         static_cast<void>(finish_login());  // same-UID console user over the unix socket
         return;
     }
@@ -509,6 +518,7 @@ void Client::start_auth() {
             fatal("08P01", "bouncer config error");
             return;
         }
+        log_login_attempt();
         static_cast<void>(finish_login());
         return;
     }
@@ -524,6 +534,7 @@ void Client::start_auth() {
         // so the client cannot tell, but the log says it (PgBouncer's line).
         slog_info(this, "no such user: %s", user_name().c_str());
     }
+    log_login_attempt(!login->cred);
     continue_auth();
 }
 

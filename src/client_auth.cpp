@@ -128,6 +128,7 @@ PacketAction Client::on_auth_query_reply(Server& s, uint8_t type, std::span<cons
     slot->have_secret = !done->null_password;  // NULL password: no password works
     slog_debug(this, "auth_query found user %s", done->user.c_str());
     login->cred = slot.get();
+    log_login_attempt();
     continue_auth();
     return ret;
 }
@@ -274,6 +275,7 @@ void Client::start_pam_auth() {
         slot->name = user_name();
     }
     login->cred = slot.get();
+    log_login_attempt();
     continue_auth();
 }
 

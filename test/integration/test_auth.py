@@ -191,6 +191,27 @@ def _client_lines(p, since, user):
                     if x]
 
 
+def test_unknown_user_log_lines(pooler):
+    """An unknown user (no auth_query): PgBouncer's "no such user" line comes first, with the
+    "(nodb)/(nouser)" prefix of a client that has no credential yet, then the login attempt;
+    the client never gets a pool, so its lines name "(nodb)/<user>" from then on."""
+    p = pooler()
+    mark = p.log_mark()
+    rc, out, err = p.psql("-c", "SELECT 1", user="nosuchuser", password="x")
+    assert rc != 0
+    p.wait_for_log(r"pooler error: password authentication failed\n", since=mark)
+    text = p.log_text()[mark:]
+    lines = [m.groups() for m in re.finditer(
+        r"\[\d+\] (LOG|WARNING) C-0x[0-9a-f]+: (\S+)@127\.0\.0\.1:\d+ (.*)", text)]
+    assert lines[0] == ("LOG", "(nodb)/(nouser)", "no such user: nosuchuser"), text
+    assert lines[1][:2] == ("LOG", "(nodb)/nosuchuser"), text
+    assert lines[1][2].startswith("login attempt: db=appdb user=nosuchuser tls=no"), text
+    assert lines[2:] == [("LOG", "(nodb)/nosuchuser",
+                          "closing because: password authentication failed (age=0s)"),
+                         ("WARNING", "(nodb)/nosuchuser",
+                          "pooler error: password authentication failed")], text
+
+
 def test_scram_failures_log_as_pgbouncer(pooler, pg):
     """auth_type=scram-sha-256 refusals: the client gets FATAL 08P01 "SASL authentication
     failed"; the log has PgBouncer's ERROR line saying why (wrong password, an md5 secret that

@@ -227,6 +227,7 @@ private:
     bool forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction finish_login();
     void start_auth();
+    void log_login_attempt(bool mock = false);
     void auth_failed(const char* msg);
     // The login checks an md5 secret, which cannot serve a SCRAM exchange. Requires: logging in.
     bool has_md5_secret() const noexcept;
