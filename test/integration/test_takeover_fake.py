@@ -271,18 +271,48 @@ def test_links_to_rows_that_did_not_come(pooler, pg, fake_old):
 # malformed answers: the new process gives up
 
 
-@pytest.mark.parametrize("where", ["last", "middle"])
+@pytest.mark.parametrize("where", ["last", "middle", "on_the_row_description"])
 def test_row_without_socket(pooler, fake_old, where):
     """A DataRow that comes without a socket attached: PgBouncer's "got row without fd
-    info", whether it is the last row or one before a row that has its socket."""
+    info", whether it is the last row or one before a row that has its socket; and a
+    socket attached to the RowDescription is not taken for the first row's."""
     p = _new(pooler)
     fake = fake_old(p)
     _, theirs = _client(fake)
     tcp, unix = _listeners(fake)
     bare = (client_row(theirs.fileno()), [])
-    pieces = show_fds([tcp, unix, bare] if where == "last" else [tcp, bare, unix])
+    if where == "on_the_row_description":
+        pieces = show_fds([(tcp[0], []), unix])
+        pieces[0] = (pieces[0][0], tcp[1])
+        # PgBouncer leaves that socket unused and gives the unix listener to the TCP row:
+        # "socket takeover failed"
+        fatal = r"takeover: 1 file descriptors came without a row|socket takeover failed"
+    else:
+        pieces = show_fds([tcp, unix, bare] if where == "last" else [tcp, bare, unix])
+        fatal = r"(takeover: )?got row without fd info"
     fake.start(takeover(pieces))
-    _gives_up(p, fake, r"(takeover: )?got row without fd info")
+    _gives_up(p, fake, fatal)
+
+
+@pytest.mark.parametrize("where", [
+    pytest.param("last", marks=pytest.mark.differs_from_pgbouncer_1_18(
+        "PgBouncer 1.18 bug: takes the first socket and keeps the second open, unused (an fd "
+        "leak), and goes on")),
+    "before_a_row_without"])
+def test_row_with_two_sockets(pooler, fake_old, where):
+    """A DataRow with two sockets attached: the new process gives up, also when the next
+    row comes without one (the second socket must not be taken for that row's: its peer
+    would be let in as the next row's client, here user postgres, without a password)."""
+    p = _new(pooler)
+    fake = fake_old(p)
+    _, a = _client(fake)
+    _, extra = _client(fake)
+    _, b = _client(fake)
+    rows = _listeners(fake) + [(client_row(a.fileno()), [a, extra])]
+    if where == "before_a_row_without":
+        rows.append((client_row(b.fileno(), user="postgres"), []))
+    fake.start(takeover(show_fds(rows)))
+    _gives_up(p, fake, r"takeover: got row with 2 file descriptors|got row without fd info")
 
 
 def test_unknown_task(pooler, fake_old):
