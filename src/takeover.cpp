@@ -383,7 +383,8 @@ Client* adopt_client(const FdRow& row) {
     // PgBouncer lists clients that are still logging in too (a password not yet checked),
     // with no way to tell them apart but this: a client that got its welcome has the
     // server's parameters. One without is closed, never let in unauthenticated.
-    if (!row.vars[0] && !row.vars[2] && !row.vars[3]) {
+    auto unset = [](const std::optional<std::string>& v) { return !v || v->empty(); };
+    if (unset(row.vars[0]) && unset(row.vars[2]) && unset(row.vars[3])) {
         log_warning("takeover: a client of user \"%s\" to database \"%s\" was still logging "
                     "in: closed",
                     row.user.c_str(), row.db.c_str());

@@ -175,12 +175,13 @@ def test_fake_old_process_is_taken_over(pooler, pg, fake_old):
 
 
 NO_VARS = {"client_encoding": None, "std_strings": None, "datestyle": None, "timezone": None}
+EMPTY_VARS = {"client_encoding": "", "std_strings": "", "datestyle": "", "timezone": ""}
 
 
 @pytest.mark.differs_from_pgbouncer_1_18(
     "PgBouncer 1.18 bug: lets a client row without server parameters (a client still logging "
     "in) in as logged in: its peer's query runs, as the row's user, without a password")
-@pytest.mark.parametrize("vars_", [NO_VARS], ids=["null"])
+@pytest.mark.parametrize("vars_", [NO_VARS, EMPTY_VARS], ids=["null", "empty"])
 def test_client_still_logging_in_is_closed(pooler, fake_old, vars_):
     """A client row without the server parameters a welcome gives (PgBouncer lists a client
     still logging in like that) is not let in: its socket is closed (the client gets EOF,
