@@ -50,11 +50,21 @@ struct FdRow {
 constexpr const char* kRowVars[4] = {"client_encoding", "standard_conforming_strings", "DateStyle",
                                      "TimeZone"};
 
+// A socket received, and where in the byte stream it came: at the last byte of the recvmsg
+// that brought it. The old process sends each row with its socket in one sendmsg, and
+// Linux's recvmsg ends with the data that carried the sockets it returns, so that byte is
+// inside the row the socket belongs to.
+struct ReceivedFd {
+    uint64_t at;
+    int fd;
+};
+
 int g_sock = -1;
 int g_port = 0;
 std::vector<FdRow> g_rows;
-std::vector<uint8_t> g_in;  // bytes received, not yet parsed
-std::deque<int> g_fds;      // sockets received, not yet matched to their rows
+std::vector<uint8_t> g_in;     // bytes received, not yet parsed
+uint64_t g_in_at = 0;          // stream offset of g_in[0]
+std::deque<ReceivedFd> g_fds;  // sockets received, not yet matched to their rows
 int g_timeout_ms = 0;
 
 // Waits for the old process's socket to be ready for `events`.
@@ -104,10 +114,11 @@ bool receive(const char* what) {
         if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
             continue;
         size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        uint64_t at = g_in_at + g_in.size() + static_cast<uint64_t>(n > 0 ? n - 1 : 0);
         for (size_t i = 0; i < count; ++i) {
             int fd;
             memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-            g_fds.push_back(fd);
+            g_fds.push_back({at, fd});
         }
     }
     if (msg.msg_flags & MSG_CTRUNC)
@@ -116,8 +127,8 @@ bool receive(const char* what) {
     return n > 0;
 }
 
-// The next whole message from the old process.
-uint8_t next_message(std::vector<uint8_t>& body, const char* what) {
+// The next whole message from the old process, and the sockets that came with it.
+uint8_t next_message(std::vector<uint8_t>& body, std::vector<int>& fds, const char* what) {
     for (;;) {
         if (g_in.size() >= 5) {
             uint32_t len = read_be32(g_in.data() + 1);
@@ -127,6 +138,10 @@ uint8_t next_message(std::vector<uint8_t>& body, const char* what) {
                 uint8_t type = g_in[0];
                 body.assign(g_in.begin() + 5, g_in.begin() + 1 + len);
                 g_in.erase(g_in.begin(), g_in.begin() + 1 + len);
+                g_in_at += 1 + size_t{len};
+                fds.clear();
+                for (; !g_fds.empty() && g_fds.front().at < g_in_at; g_fds.pop_front())
+                    fds.push_back(g_fds.front().fd);
                 return type;
             }
         }
@@ -228,12 +243,14 @@ void parse_row_description(std::span<const uint8_t> body) {
         die("takeover: SHOW FDS without fd and task columns");
 }
 
-void parse_row(std::span<const uint8_t> body) {
-    if (g_fds.empty())
+// A row comes with exactly one socket: one too many could pass for the next row's.
+void parse_row(std::span<const uint8_t> body, const std::vector<int>& fds) {
+    if (fds.empty())
         die("takeover: got row without fd info");  // PgBouncer's words
+    if (fds.size() > 1)
+        die("takeover: got row with %zu file descriptors", fds.size());
     FdRow row;
-    row.fd = g_fds.front();
-    g_fds.pop_front();
+    row.fd = fds[0];
     PacketReader r(body);
     uint16_t ncols;
     if (!r.read_u16(ncols))
@@ -279,14 +296,17 @@ std::string command(const char* sql) {
     send_all(q, sql);
     std::string tag;
     std::vector<uint8_t> body;
+    std::vector<int> fds;
     for (;;) {
-        uint8_t t = next_message(body, sql);
+        uint8_t t = next_message(body, fds, sql);
+        if (t != msg::kDataRow && !fds.empty())
+            die("takeover: %zu file descriptors came without a row", fds.size());
         switch (t) {
         case msg::kRowDescription:
             parse_row_description(body);
             break;
         case msg::kDataRow:
-            parse_row(body);
+            parse_row(body, fds);
             break;
         case msg::kCommandComplete:
             tag.assign(reinterpret_cast<const char*>(body.data()),
@@ -367,7 +387,8 @@ Client* adopt_client(const FdRow& row) {
     // PgBouncer lists clients that are still logging in too (a password not yet checked),
     // with no way to tell them apart but this: a client that got its welcome has the
     // server's parameters. One without is closed, never let in unauthenticated.
-    if (!row.vars[0] && !row.vars[2] && !row.vars[3]) {
+    auto unset = [](const std::optional<std::string>& v) { return !v || v->empty(); };
+    if (unset(row.vars[0]) && unset(row.vars[2]) && unset(row.vars[3])) {
         log_warning("takeover: a client of user \"%s\" to database \"%s\" was still logging "
                     "in: closed",
                     row.user.c_str(), row.db.c_str());
@@ -528,8 +549,11 @@ void takeover_fetch() {
     w.finish();
     send_all(startup, "the startup packet");
     std::vector<uint8_t> body;
+    std::vector<int> fds;
     for (bool ready = false; !ready;) {
-        uint8_t t = next_message(body, "login");
+        uint8_t t = next_message(body, fds, "login");
+        if (!fds.empty())
+            die("takeover: %zu file descriptors came without a row", fds.size());
         switch (t) {
         case msg::kAuth: {
             uint32_t code = body.size() >= 4 ? read_be32(body.data()) : 1;
@@ -628,8 +652,8 @@ void takeover_finish(const std::string& pidfile) {
     close(g_sock);
     g_sock = -1;
     log_info("%s closing because: disko over (age=0s)", console_prefix().c_str());
-    for (int fd : g_fds)
-        close(fd);
+    for (const ReceivedFd& r : g_fds)
+        close(r.fd);
     g_fds.clear();
     if (!pidfile.empty()) {
         log_info("waiting for old pidfile to go away");
