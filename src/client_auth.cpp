@@ -298,6 +298,8 @@ PacketAction Client::check_with_pam(std::string_view password) {
 }
 
 void Client::on_pam_answer(bool ok) {
+    if (state == ClientState::Closing)
+        return;  // closed earlier in this loop turn, not yet freed
     if (!ok) {
         auth_failed("PAM authentication failed");  // PgBouncer 1.18's words
         return;
