@@ -8,7 +8,6 @@ users listed in a file. An existing /etc/pam.d/pgbouncer is put back afterwards.
 import os
 import re
 import socket
-import threading
 
 import psycopg
 import pytest
@@ -130,20 +129,10 @@ def test_pam_account_refused(pooler, pam):
     assert p.psql("-c", "SELECT 1", user="md5user") == (0, "1\n", "")
 
 
-def _start_login(p, password):
-    """A login in the background: {'error': ...} or {'value': ...} when it ends."""
-    result = {}
-
-    def run():
-        try:
-            with psycopg.connect(host="127.0.0.1", port=p.port, user="md5user", dbname="appdb",
-                                 password=password, connect_timeout=20) as c:
-                result["value"] = c.execute("SELECT 1").fetchone()[0]
-        except Exception as e:  # noqa: BLE001 - reported by the caller
-            result["error"] = e
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    return th, result
+def _login(p, password):
+    with psycopg.connect(host="127.0.0.1", port=p.port, user="md5user", dbname="appdb",
+                         password=password, connect_timeout=20) as c:
+        return c.execute("SELECT 1").fetchone()[0]
 
 
 def test_pam_check_in_progress_blocks_nobody(pooler, pam):
@@ -151,7 +140,7 @@ def test_pam_check_in_progress_blocks_nobody(pooler, pam):
     check runs outside the event loop. Released, that login fails ("hold" is no password)."""
     p = pooler(pgbouncer={"auth_type": "pam"})
     with p.connect("scramuser") as c:
-        th, result = _start_login(p, "hold")
+        th, result = harness.in_thread(_login, p, "hold")
         harness.wait_until(lambda: os.path.exists(os.path.join(pam, "started")), 15,
                            what="the PAM check to start")
         for i in range(20):

@@ -50,22 +50,6 @@ def _server_pids(pg, db="appdb", users=("md5user",)):
     return {r[0] for r in rows}
 
 
-def _in_thread(fn, *args):
-    """Run fn(*args) in a daemon thread; returns (thread, box) where box gets 'result' or
-    'error'."""
-    box = {}
-
-    def run():
-        try:
-            box["result"] = fn(*args)
-        except Exception as e:  # noqa: BLE001 - asserted by the caller
-            box["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, box
-
-
 def _server_then_client(p, reason):
     """A timeout of running work closes the server, then its client, both logging the reason
     (PgBouncer's lines and order)."""
@@ -142,7 +126,7 @@ def test_query_wait_notify(pooler, pg):
     b = _connect(p)
     notices = []
     b.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized, d.message_primary)))
-    t, box = _in_thread(lambda: b.execute("SELECT 'served'").fetchone())
+    t, box = harness.in_thread(lambda: b.execute("SELECT 'served'").fetchone())
     harness.wait_until(lambda: notices, 15, what="query_wait_notify NOTICE")
     assert notices[0] == ("NOTICE", "No server connection available in postgres backend, "
                                     "client being queued")
@@ -673,7 +657,7 @@ def test_reserve_pool(pooler, pg):
     a.execute("BEGIN")
     pid_a = a.execute("SELECT pg_backend_pid()").fetchone()[0]
     b = _connect(p)
-    t, box = _in_thread(lambda: b.execute("SELECT pg_backend_pid()").fetchone()[0])
+    t, box = harness.in_thread(lambda: b.execute("SELECT pg_backend_pid()").fetchone()[0])
     t.join(20)
     assert not t.is_alive()
     assert "error" not in box, box
@@ -893,7 +877,7 @@ def test_cancel_in_transaction_mode(pooler, pg):
             time.sleep(0.05)
         return False
 
-    t, box = _in_thread(cancel_when_running)
+    t, box = harness.in_thread(cancel_when_running)
     with pytest.raises(psycopg.errors.QueryCanceled) as ei:
         conn.execute("SELECT pg_sleep(30)")
     t.join(30)
@@ -904,7 +888,7 @@ def test_cancel_in_transaction_mode(pooler, pg):
     assert other.execute("SELECT 2").fetchone() == (2,)
     # inside a transaction too
     conn.execute("BEGIN")
-    t, box = _in_thread(cancel_when_running)
+    t, box = harness.in_thread(cancel_when_running)
     with pytest.raises(psycopg.errors.QueryCanceled):
         conn.execute("SELECT pg_sleep(30)")
     t.join(30)
@@ -927,13 +911,13 @@ def test_late_cancel_never_hits_another_client(pooler, pg):
     for i in range(20):
         if i % 2 == 0:
             assert a.execute("SELECT %s::int", (i,)).fetchone() == (i,)
-            t, box = _in_thread(lambda: b.execute("SELECT pg_sleep(0.3), 'b-done'").fetchone())
+            t, box = harness.in_thread(lambda: b.execute("SELECT pg_sleep(0.3), 'b-done'").fetchone())
             a.cancel()
             t.join(30)
             assert not t.is_alive()
         else:
             delay = 0.01 * (i // 2)
-            canceller, _ = _in_thread(lambda: (time.sleep(delay), a.cancel()))
+            canceller, _ = harness.in_thread(lambda: (time.sleep(delay), a.cancel()))
             try:
                 a.execute("SELECT pg_sleep(0.05)")
             except psycopg.errors.QueryCanceled:

@@ -33,6 +33,8 @@ Module functions and constants
     pid_alive(pid) -> bool         exists and is not a zombie
     wait_until(pred, timeout, interval=0.05, what='') -> value
                                    polls pred() until truthy; raises TimeoutError
+    in_thread(fn, *args) -> (thread, box)   fn(*args) in a daemon thread; box gets
+                                   'result' or 'error' when it ends
     make_ini(pgbouncer=None, databases=None, users=None, peers=None, extra='') -> str
                                    an ini template (placeholders below) from dicts layered
                                    over the defaults; a value of None deletes a default key
@@ -260,6 +262,22 @@ def pid_alive(pid: int) -> bool:
         return state not in ("Z", "X")
     except (FileNotFoundError, IndexError, ProcessLookupError):
         return False
+
+
+def in_thread(fn: Callable, *args) -> tuple[threading.Thread, dict]:
+    """Run fn(*args) in a daemon thread; returns (thread, box) where box gets 'result' or
+    'error' when it ends."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = fn(*args)
+        except Exception as e:  # noqa: BLE001 - asserted by the caller
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
 
 
 def wait_until(pred: Callable, timeout: float, interval: float = 0.05, what: str = ""):
