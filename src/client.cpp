@@ -185,7 +185,7 @@ void Client::close(const char* reason) {
         if (user)
             user->client_count--;
     }
-    if (!admin && counted)
+    if (counted)
         rt().client_count--;
     counted = false;
     unregister_cancel_key(*this);
@@ -469,14 +469,14 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
 
     Database* d = find_database(db_name(), this);
     admin = d && d->admin;
-    if (!admin) {
-        if (st.max_client_conn > 0 && rt().client_count >= st.max_client_conn) {
-            fatal("08P01", "no more connections allowed (max_client_conn)");
-            return PacketAction::Closed;
-        }
-        rt().client_count++;
-        counted = true;
+    // As PgBouncer: console sessions count against max_client_conn too, but are never
+    // refused by it (an operator can always get in to look).
+    if (!admin && st.max_client_conn > 0 && rt().client_count >= st.max_client_conn) {
+        fatal("08P01", "no more connections allowed (max_client_conn)");
+        return PacketAction::Closed;
     }
+    rt().client_count++;
+    counted = true;
     user = find_user(user_name());
     if (admin && user_name() == "pgbouncer" && peer_is_self) {
         // PgBouncer knows the console's own user before it picks the pool: this line comes

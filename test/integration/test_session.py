@@ -162,3 +162,22 @@ def test_max_client_conn(pooler):
         threading.Event().wait(0.05)
     assert (rc, out) == (0, "1\n"), err
     assert b.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_max_client_conn_counts_console_sessions(pooler):
+    """As PgBouncer: a console session takes a slot of max_client_conn, and the console is
+    never refused for lack of one."""
+    p = pooler(pgbouncer={"max_client_conn": 2})
+    with p.connect() as a:
+        console = psycopg.connect(host="127.0.0.1", port=p.port, user="postgres",
+                                  dbname="pgbouncer", password=harness.PASSWORDS["postgres"],
+                                  autocommit=True, connect_timeout=15)
+        with pytest.raises(psycopg.OperationalError,
+                           match=r"no more connections allowed \(max_client_conn\)"):
+            p.connect()
+        # full, yet a second console session gets in
+        assert p.show("VERSION", user="postgres")
+        assert a.execute("SELECT 1").fetchone() == (1,)
+        console.close()  # its slot comes back (the close is asynchronous for the pooler)
+        harness.wait_until(lambda: p.psql("-c", "SELECT 1")[0] == 0, 10,
+                           what="the console's slot to come back")
