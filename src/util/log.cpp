@@ -4,6 +4,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -134,43 +135,60 @@ bool log_enabled(LogLevel level) noexcept {
 void vslog_msg(LogLevel level, const LogSubject* who, const char* fmt, va_list ap) noexcept {
     if (!log_enabled(level))
         return;
-    char msg[4096];
-    size_t pos = 0;
-    if (who) {
-        pos = who->log_prefix(msg, sizeof(msg) - 2);
-        msg[pos++] = ' ';
-    }
-    int n = vsnprintf(msg + pos, sizeof(msg) - pos, fmt, ap);
-    if (n < 0)
-        return;
-
-    // The date part changes once a second: format it (and the pid) only then.
+    // "<date>.<ms> <zone> [<pid>] <LEVEL> <prefix> <message>\n", built in place: the part
+    // before the milliseconds changes once a second, the rest is copied, and the message is
+    // formatted straight into the line (logging every login and close is PgBouncer's default).
     struct timeval tv;
     gettimeofday(&tv, nullptr);
-    static char date[40];
-    static char zone[16];
-    static int pid = 0;
+    static char date[40];        // "2026-12-05 13:14:15"
+    static char after_ms[48];    // " UTC [1234] "
+    static size_t date_len = 0;
+    static size_t after_len = 0;
     if (tv.tv_sec != g_cached_sec) {
         struct tm tm;
         localtime_r(&tv.tv_sec, &tm);
-        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
-        strftime(zone, sizeof(zone), "%Z", &tm);
+        date_len = strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+        char zone[16];
+        if (strftime(zone, sizeof(zone), "%Z", &tm) == 0)
+            zone[0] = '\0';
+        int n = snprintf(after_ms, sizeof(after_ms), " %s [%d] ", zone,
+                         static_cast<int>(getpid()));
+        after_len = n < 0 ? 0 : std::min(static_cast<size_t>(n), sizeof(after_ms) - 1);
         g_cached_sec = tv.tv_sec;
-        pid = static_cast<int>(getpid());
     }
-    // One formatted line, written as is to each sink.
     char line[4200];
-    int ln = snprintf(line, sizeof(line), "%s.%03d %s [%d] %s %s\n", date,
-                      static_cast<int>(tv.tv_usec / 1000), zone, pid, level_name(level), msg);
-    if (ln < 0)
+    constexpr size_t kCap = sizeof(line) - 1;  // room for the newline
+    size_t pos = 0;
+    auto put = [&](const char* p, size_t n) {
+        n = std::min(n, kCap - pos);
+        memcpy(line + pos, p, n);
+        pos += n;
+    };
+    put(date, date_len);
+    int ms = static_cast<int>(tv.tv_usec / 1000);
+    char msd[4] = {'.', static_cast<char>('0' + ms / 100), static_cast<char>('0' + ms / 10 % 10),
+                   static_cast<char>('0' + ms % 10)};
+    put(msd, sizeof(msd));
+    put(after_ms, after_len);
+    const char* lv = level_name(level);
+    put(lv, strlen(lv));
+    put(" ", 1);
+    size_t msg_at = pos;  // syslog gets the line from here
+    if (who) {
+        pos += who->log_prefix(line + pos, kCap - pos);
+        put(" ", 1);
+    }
+    int n = vsnprintf(line + pos, kCap + 1 - pos, fmt, ap);
+    if (n < 0)
         return;
-    size_t len = static_cast<size_t>(ln) < sizeof(line) ? static_cast<size_t>(ln) : sizeof(line) - 1;
+    pos = std::min(pos + static_cast<size_t>(n), kCap);
+    line[pos++] = '\n';
     if (!g_cfg.quiet)
-        fwrite(line, 1, len, stderr);
+        fwrite(line, 1, pos, stderr);
     if (g_file)
-        fwrite(line, 1, len, g_file);
+        fwrite(line, 1, pos, g_file);
     if (g_syslog_open)
-        syslog(syslog_level(level), "%s", msg);
+        syslog(syslog_level(level), "%.*s", static_cast<int>(pos - 1 - msg_at), line + msg_at);
 }
 
 void log_msg(LogLevel level, const char* fmt, ...) noexcept {
