@@ -140,8 +140,8 @@ void vslog_msg(LogLevel level, const LogSubject* who, const char* fmt, va_list a
     // formatted straight into the line (logging every login and close is PgBouncer's default).
     struct timeval tv;
     gettimeofday(&tv, nullptr);
-    static char date[40];        // "2026-12-05 13:14:15"
-    static char after_ms[48];    // " UTC [1234] "
+    static char date[40];      // "2026-12-05 13:14:15"
+    static char after_ms[48];  // " UTC [1234] "
     static size_t date_len = 0;
     static size_t after_len = 0;
     if (tv.tv_sec != g_cached_sec) {
@@ -151,8 +151,7 @@ void vslog_msg(LogLevel level, const LogSubject* who, const char* fmt, va_list a
         char zone[16];
         if (strftime(zone, sizeof(zone), "%Z", &tm) == 0)
             zone[0] = '\0';
-        int n = snprintf(after_ms, sizeof(after_ms), " %s [%d] ", zone,
-                         static_cast<int>(getpid()));
+        int n = snprintf(after_ms, sizeof(after_ms), " %s [%d] ", zone, static_cast<int>(getpid()));
         after_len = n < 0 ? 0 : std::min(static_cast<size_t>(n), sizeof(after_ms) - 1);
         g_cached_sec = tv.tv_sec;
     }
