@@ -184,6 +184,9 @@ bool start_worker() {
     } catch (const std::system_error& e) {
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
         log_error("PAM: failed to create the authentication thread: %s", e.what());
+        loop_unwatch(g_event_fd);  // the next PAM login tries again from the start
+        close(g_event_fd);
+        g_event_fd = -1;
         return false;
     }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
