@@ -607,6 +607,8 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
         if (!scram_state().handle_client_first(
                 std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
                 server_first)) {
+            if (const std::string& why = scram_state().failure(); !why.empty())
+                slog_error(this, "%s", why.c_str());  // PgBouncer's line for the fault
             auth_failed("SASL authentication failed");
             return PacketAction::Closed;
         }
@@ -628,8 +630,10 @@ PacketAction Client::on_password(std::span<const uint8_t> body) {
             std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
             server_final);
         if (v != ScramVerdict::Ok) {
-            // PgBouncer's ERROR lines before the close (none for a malformed message here)
-            if (v == ScramVerdict::NonceMismatch)
+            // PgBouncer's ERROR lines before the close
+            if (const std::string& why = scram_state().failure(); !why.empty())
+                slog_error(this, "%s", why.c_str());
+            else if (v == ScramVerdict::NonceMismatch)
                 slog_error(this, "invalid SCRAM response (nonce does not match)");
             else if (v == ScramVerdict::WrongProof && !has_md5_secret())  // (said already)
                 slog_error(this, "password authentication failed");

@@ -140,6 +140,17 @@ private:
     bool done_ = false;
 };
 
+// A character in a log line as PgBouncer's sanitize_char shows it: 'c' or 0x1f.
+std::string shown_char(char c) {
+    char buf[8];
+    auto u = static_cast<unsigned char>(c);
+    if (u >= 0x21 && u <= 0x7e)
+        snprintf(buf, sizeof(buf), "'%c'", c);
+    else
+        snprintf(buf, sizeof(buf), "0x%02x", u);
+    return buf;
+}
+
 // "<name>=<value>" with a letter as name.
 bool is_attr(std::string_view field) noexcept {
     if (field.size() < 2 || field[1] != '=')
@@ -364,6 +375,7 @@ void ScramServer::init_mock(std::string_view user) {
 //   client-first-message-bare = [reserved-mext ","] username "," nonce ["," extensions]
 bool ScramServer::handle_client_first(std::string_view client_first, std::string& server_first) {
     // A fresh exchange: nothing from an earlier one may leak into this one.
+    failure_.clear();
     client_nonce_.clear();
     server_nonce_.clear();
     client_first_bare_.clear();
@@ -373,22 +385,46 @@ bool ScramServer::handle_client_first(std::string_view client_first, std::string
 
     Fields f(client_first);
     std::string_view cbind, authzid, field, nonce;
-    if (!f.next(cbind) || !f.next(authzid) || f.at_end())
-        return false;
+    bool whole = f.next(cbind) && f.next(authzid) && !f.at_end();
     // "p=..." asks for channel binding, which we never advertise (no SCRAM-SHA-256-PLUS);
     // "y" means "client supports it but thinks the server does not", which is true.
-    if (cbind != "n" && cbind != "y")
+    if (!cbind.empty() && cbind[0] == 'p') {
+        failure_ = "client requires SCRAM channel binding, but it is not supported";
         return false;
-    if (!authzid.empty())  // "a=...": PostgreSQL rejects authorization identities too
+    }
+    if (cbind.empty() || (cbind[0] != 'n' && cbind[0] != 'y')) {
+        failure_ = "malformed SCRAM message (unexpected channel-binding flag \"" +
+                   shown_char(cbind.empty() ? '\0' : cbind[0]) + "\")";
+        return false;
+    }
+    if (cbind.size() > 1) {
+        failure_ = "malformed SCRAM message (comma expected, but found character \"" +
+                   shown_char(cbind[1]) + "\")";
+        return false;
+    }
+    if (!authzid.empty()) {  // PostgreSQL rejects authorization identities too
+        failure_ = authzid[0] == 'a' ? "client uses authorization identity, but it is not supported"
+                                     : "malformed SCRAM message (unexpected attribute \"" +
+                                           shown_char(authzid[0]) + "\" in client-first-message)";
+        return false;
+    }
+    if (!whole)
         return false;
     std::string_view bare = f.rest();
+    if (!bare.empty() && bare[0] == 'm') {  // a mandatory extension we do not know
+        failure_ = "client requires an unsupported SCRAM extension";
+        return false;
+    }
 
-    // user name (ignored: PostgreSQL uses the startup packet's); "m=" is a mandatory
-    // extension we do not know, so it fails here as well.
+    // user name (ignored: PostgreSQL uses the startup packet's)
     if (!f.next(field) || !attr_value(field, 'n', field))
         return false;
-    if (!next_attr(f, 'r', nonce) || !is_valid_nonce(nonce))
+    if (!next_attr(f, 'r', nonce))
         return false;
+    if (!is_valid_nonce(nonce)) {
+        failure_ = "non-printable characters in SCRAM nonce";
+        return false;
+    }
     while (f.next(field)) {  // optional extensions, ignored
         if (!is_attr(field))
             return false;
@@ -422,6 +458,7 @@ bool ScramServer::handle_client_first(std::string_view client_first, std::string
 // client-final-message = channel-binding "," nonce ["," extensions] "," proof
 ScramVerdict ScramServer::handle_client_final(std::string_view client_final,
                                               std::string& server_final) {
+    failure_.clear();
     if (server_first_.empty())  // no client-first seen, or this exchange already finished
         return ScramVerdict::Malformed;
     std::string server_first;
@@ -430,22 +467,34 @@ ScramVerdict ScramServer::handle_client_final(std::string_view client_final,
     Fields f(client_final);
     std::string_view cbind_b64, nonce, field, proof_b64;
     std::string cbind;
-    if (!next_attr(f, 'c', cbind_b64) || !base64_decode(cbind_b64, cbind) || cbind != gs2_header_)
+    if (!next_attr(f, 'c', cbind_b64))
         return ScramVerdict::Malformed;
+    if (!base64_decode(cbind_b64, cbind) || cbind != gs2_header_) {
+        failure_ = "unexpected SCRAM channel-binding attribute in client-final-message";
+        return ScramVerdict::Malformed;
+    }
     if (!next_attr(f, 'r', nonce))
         return ScramVerdict::Malformed;
     if (nonce != server_nonce_)
         return ScramVerdict::NonceMismatch;
     for (;;) {
-        if (!f.next(field) || !is_attr(field))
+        if (!f.next(field) || !is_attr(field)) {
+            failure_ = "could not read proof";
             return ScramVerdict::Malformed;
+        }
         if (field[0] == 'p')
             break;
     }
     proof_b64 = field.substr(2);
     ScramKey proof{};
-    if (!f.at_end() || !decode_key(proof_b64, proof))
+    if (!decode_key(proof_b64, proof)) {
+        failure_ = "malformed SCRAM message (malformed proof in client-final-message)";
         return ScramVerdict::Malformed;
+    }
+    if (!f.at_end()) {
+        failure_ = "malformed SCRAM message (garbage at the end of client-final-message)";
+        return ScramVerdict::Malformed;
+    }
 
     // client-final-message-without-proof ends at the ',' before "p=".
     size_t proof_at = static_cast<size_t>(field.data() - client_final.data());

@@ -156,16 +156,17 @@ def test_unknown_user_and_empty_password(pooler):
         assert ok.execute("SELECT 1").fetchone() == (1,)
 
 
-def _scram_login(p, user, password, mechanism="SCRAM-SHA-256", tamper=None):
-    """One SCRAM login over pgwire, the final message passed through tamper when given.
-    Returns the fields of the ErrorResponse that ended it."""
+def _scram_login(p, user, password, mechanism="SCRAM-SHA-256", tamper=None, first=None):
+    """One SCRAM login over pgwire, the final message passed through tamper when given, the
+    client-first-message replaced by `first` when given. Returns the fields of the
+    ErrorResponse that ended it."""
     c = pgwire.Conn.open(port=p.port)
     try:
         c.send(pgwire.m.startup({"user": user, "database": "appdb"}))
         code, _ = pgwire.parse_auth(c.read_msg().body)
         assert code == 10  # AuthenticationSASL
         scram = pgwire.ScramClient(password)
-        c.send(pgwire.m.sasl_initial(mechanism, scram.first_message()))
+        c.send(pgwire.m.sasl_initial(mechanism, first or scram.first_message()))
         msg = c.read_msg()
         if msg.type == "R":  # AuthenticationSASLContinue
             final = scram.final_message(pgwire.parse_auth(msg.body)[1])
@@ -189,6 +190,31 @@ def _client_lines(p, since, user):
     start = text.rfind("\n", 0, m.start()) + 1
     return prefix, [" ".join(x.groups()) for x in map(line.search, text[start:].splitlines())
                     if x]
+
+
+def test_malformed_scram_messages_logged(pooler, pg):
+    """A malformed SCRAM message is refused with "SASL authentication failed"; the log has
+    PgBouncer's ERROR line saying what was wrong with it."""
+    p = pooler(pgbouncer={"auth_type": "scram-sha-256"},
+               userlist=[f'"scramuser" "{pg.secret("scramuser")}"'])
+    cases = [
+        (dict(first=b"n,a=bob,n=,r=abcdefgh"),
+         "client uses authorization identity, but it is not supported"),
+        (dict(first=b"p=tls-server-end-point,,n=,r=abcdefgh"),
+         "client requires SCRAM channel binding, but it is not supported"),
+        (dict(first=b"n,,m=ext,n=,r=abcdefgh"), "client requires an unsupported SCRAM extension"),
+        (dict(tamper=lambda f: f + b",x=1"),
+         "malformed SCRAM message (garbage at the end of client-final-message)"),
+        (dict(tamper=lambda f: f.replace(b"c=biws", b"c=eSws")),
+         "unexpected SCRAM channel-binding attribute in client-final-message"),
+    ]
+    for kw, why in cases:
+        mark = p.log_mark()
+        err = _scram_login(p, "scramuser", pg.passwords["scramuser"], **kw)
+        assert (err.get("C"), err.get("M")) == ("08P01", "SASL authentication failed"), why
+        p.wait_for_log(r"pooler error: SASL authentication failed\n", since=mark)
+        _, lines = _client_lines(p, mark, "scramuser")
+        assert f"ERROR {why}" in lines, (why, lines)
 
 
 def test_unknown_user_log_lines(pooler):

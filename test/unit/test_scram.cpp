@@ -163,6 +163,52 @@ void test_client_final_verdicts(void**) {
     assert_true(verdict("c=biws," + nonce, false) == ScramVerdict::Malformed);        // no p=
 }
 
+// Each refusal PgBouncer logs a line for has that line, in its words.
+void test_failure_words(void**) {
+    auto first = [](std::string_view msg) {
+        ScramServer server;
+        server.init(rfc_secret(), false);
+        std::string out;
+        assert_false(server.handle_client_first(msg, out));
+        return server.failure();
+    };
+    assert_string_equal(first("p=tls-server-end-point,,n=,r=abc").c_str(),
+                        "client requires SCRAM channel binding, but it is not supported");
+    assert_string_equal(first("x,,n=,r=abc").c_str(),
+                        "malformed SCRAM message (unexpected channel-binding flag \"'x'\")");
+    assert_string_equal(first(std::string_view("\x01,,n=,r=abc", 12)).c_str(),
+                        "malformed SCRAM message (unexpected channel-binding flag \"0x01\")");
+    assert_string_equal(first("nq,,n=,r=abc").c_str(),
+                        "malformed SCRAM message (comma expected, but found character \"'q'\")");
+    assert_string_equal(first("n,a=bob,n=,r=abc").c_str(),
+                        "client uses authorization identity, but it is not supported");
+    assert_string_equal(
+        first("n,z,n=,r=abc").c_str(),
+        "malformed SCRAM message (unexpected attribute \"'z'\" in client-first-message)");
+    assert_string_equal(first("n,,m=ext,n=,r=abc").c_str(),
+                        "client requires an unsupported SCRAM extension");
+    assert_string_equal(first(std::string_view("n,,n=,r=a\x7f", 12)).c_str(),
+                        "non-printable characters in SCRAM nonce");
+    assert_string_equal(first("n,,n=").c_str(), "");  // no line from PgBouncer either
+
+    auto final_ = [](std::string_view msg) {
+        ScramServer server;
+        start_rfc(server);
+        std::string out;
+        assert_true(server.handle_client_final(msg, out) == ScramVerdict::Malformed);
+        return server.failure();
+    };
+    const std::string nonce = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+    const std::string proof = "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVU=";
+    assert_string_equal(final_("c=eSws," + nonce + "," + proof).c_str(),  // "y,," for "n,,"
+                        "unexpected SCRAM channel-binding attribute in client-final-message");
+    assert_string_equal(final_("c=biws," + nonce).c_str(), "could not read proof");
+    assert_string_equal(final_("c=biws," + nonce + ",p=AAAA").c_str(),
+                        "malformed SCRAM message (malformed proof in client-final-message)");
+    assert_string_equal(final_("c=biws," + nonce + "," + proof + ",x=1").c_str(),
+                        "malformed SCRAM message (garbage at the end of client-final-message)");
+}
+
 void test_client_first_escapes_user(void**) {
     ScramClient c;
     c.init_password("x");
@@ -686,6 +732,7 @@ int main() {
         cmocka_unit_test(test_rfc7677_server),
         cmocka_unit_test(test_rfc7677_wrong_proof),
         cmocka_unit_test(test_client_final_verdicts),
+        cmocka_unit_test(test_failure_words),
         cmocka_unit_test(test_client_first_escapes_user),
         cmocka_unit_test(test_round_trip_password),
         cmocka_unit_test(test_client_first_format),

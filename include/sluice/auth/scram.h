@@ -75,9 +75,14 @@ public:
     // After a successful exchange: the ClientKey recovered from the proof (for pass-through).
     const ScramKey& client_key() const noexcept { return client_key_; }
     const ScramSecret& secret() const noexcept { return secret_; }
+    // Why the last client message was refused as malformed, in PgBouncer's words ("client
+    // uses authorization identity, but it is not supported", ...), or "" when PgBouncer
+    // writes no line for that fault.
+    const std::string& failure() const noexcept { return failure_; }
 
 private:
     ScramSecret secret_;
+    std::string failure_;
     bool mock_ = false;
     std::string client_nonce_;
     std::string server_nonce_;  // full combined nonce
