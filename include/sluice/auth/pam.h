@@ -23,7 +23,6 @@ public:
     PamTicket(const PamTicket&) = delete;
     PamTicket& operator=(const PamTicket&) = delete;
     ~PamTicket() { cancel(); }
-    bool pending() const noexcept { return req_ != nullptr; }
     void cancel() noexcept;
 
 private:
@@ -35,8 +34,8 @@ private:
 
 // Queues a check of (user, password) from client address rhost; done(arg, ok, warnings) runs
 // later on the loop thread, unless the ticket was cancelled first (warnings: PAM's complaints,
-// PgBouncer's words, for the caller to log under its client). False: the worker could not be
-// started (logged); nothing was queued.
+// PgBouncer's words, for the caller to log; PgBouncer writes them without a client prefix).
+// False: the worker could not be started (logged); nothing was queued.
 bool pam_check(PamTicket& t, const std::string& user, const std::string& password,
                const std::string& rhost,
                void (*done)(void* arg, bool ok, std::vector<std::string>& warnings), void* arg);
