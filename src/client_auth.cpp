@@ -117,17 +117,13 @@ PacketAction Client::on_auth_query_reply(Server& s, uint8_t type, std::span<cons
         fatal("08P01", "no such database: %s", db_name().c_str());
         return ret;
     }
-    std::unique_ptr<User>& slot = d->auth_query_users[user_name()];
-    if (!slot) {
-        slot = std::make_unique<User>();
-        slot->name = user_name();
-    }
-    if (slot->secret != done->secret || !slot->have_secret)
-        slot->have_scram_keys = false;  // keys from an older secret would not log in
-    slot->secret = std::move(done->secret);
-    slot->have_secret = !done->null_password;  // NULL password: no password works
+    User& slot = user_in(d->auth_query_users, user_name());
+    if (slot.secret != done->secret || !slot.have_secret)
+        slot.have_scram_keys = false;  // keys from an older secret would not log in
+    slot.secret = std::move(done->secret);
+    slot.have_secret = !done->null_password;  // NULL password: no password works
     slog_debug(this, "auth_query found user %s", done->user.c_str());
-    login->cred = slot.get();
+    login->cred = &slot;
     log_login_attempt();
     continue_auth();
     return ret;
@@ -269,12 +265,7 @@ void Client::start_pam_auth() {
         fatal("08P01", "bouncer config error");
         return;
     }
-    std::unique_ptr<User>& slot = rt().pam_users[user_name()];
-    if (!slot) {
-        slot = std::make_unique<User>();
-        slot->name = user_name();
-    }
-    login->cred = slot.get();
+    login->cred = &user_in(rt().pam_users, user_name());
     log_login_attempt();
     continue_auth();
 }

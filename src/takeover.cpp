@@ -349,14 +349,10 @@ void apply_credentials(const FdRow& row, Pool& p) {
     if (!row.password || row.password->empty() || !p.db->entry.user.empty() ||
         (u.have_secret && find_user(u.name) == &u))
         return;
-    std::unique_ptr<User>& slot = p.db->auth_query_users[u.name];
-    if (!slot) {
-        slot = std::make_unique<User>();
-        slot->name = u.name;
-    }
-    slot->secret = *row.password;
-    slot->have_secret = true;
-    p.auth_cred = slot.get();
+    User& slot = user_in(p.db->auth_query_users, u.name);
+    slot.secret = *row.password;
+    slot.have_secret = true;
+    p.auth_cred = &slot;
 }
 
 // The pool of a row, or nullptr (logged; the socket is closed) when this configuration has

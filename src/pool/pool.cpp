@@ -266,13 +266,17 @@ User* find_user(const std::string& name) {
     return it->second.get();
 }
 
-User* get_user(const std::string& name) {
-    auto& slot = g_rt.users[name];
+User& user_in(UserMap& m, const std::string& name) {
+    std::unique_ptr<User>& slot = m[name];
     if (!slot) {
         slot = std::make_unique<User>();
         slot->name = name;
     }
-    return slot.get();
+    return *slot;
+}
+
+User* get_user(const std::string& name) {
+    return &user_in(g_rt.users, name);
 }
 
 Pool* get_pool(Database* db, User* login_user, const std::string& client_user) {

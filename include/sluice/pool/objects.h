@@ -35,6 +35,9 @@ struct User;
 class Client;
 class Server;
 
+// User objects by name: auth_file users, a database's auth_query users, PAM users.
+using UserMap = std::unordered_map<std::string, std::unique_ptr<User>>;
+
 struct Database {
     std::string name;
     DatabaseEntry entry;
@@ -45,7 +48,7 @@ struct Database {
     bool dirty = false;  // removed or changed on reload
     // Credentials auth_query returned for users of this database, by user name (PgBouncer's
     // per-database dynamic users): refreshed at each such login, used by the pools' servers.
-    std::unordered_map<std::string, std::unique_ptr<User>> auth_query_users;
+    UserMap auth_query_users;
     int client_count = 0;
     int server_count = 0;
     usec_t inactive_since = 0;  // auto-databases: no client or server since then (0 = in use)

@@ -24,10 +24,10 @@ struct Runtime {
     HbaFile hba;      // auth_hba_file (loaded only with auth_type=hba)
     IdentFile ident;  // auth_ident_file (likewise)
     std::unordered_map<std::string, std::unique_ptr<Database>> databases;
-    std::unordered_map<std::string, std::unique_ptr<User>> users;
+    UserMap users;
     // auth_type=pam: per user name, the password PAM accepted last (servers log in with it;
     // auth_file plays no part, and a RELOAD keeps them).
-    std::unordered_map<std::string, std::unique_ptr<User>> pam_users;
+    UserMap pam_users;
     std::vector<std::unique_ptr<Pool>> pools;
     List<Client, &Client::node> login_clients;
     List<Client, &Client::node> free_clients;   // Closing: deleted at the end of the turn
@@ -56,6 +56,8 @@ void apply_config_objects();
 Database* find_database(const std::string& name, const LogSubject* who = nullptr);
 // The auth_file entry for a user (credentials), or nullptr.
 User* find_user(const std::string& name);
+// The user called `name` in m, created (without a secret) if needed.
+User& user_in(UserMap& m, const std::string& name);
 // Creates the user object if needed (forced users may lack an auth_file line).
 User* get_user(const std::string& name);
 Pool* get_pool(Database* db, User* login_user, const std::string& client_user);
