@@ -1138,6 +1138,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
                                         .copy_term = false,
                                         .client_parse = true});
         } else if (s.ps.touch(e)) {
+            s.pin_ps(e);
             s.tracker.on_request(Expect{.type = msg::kParse,
                                         .action = ReplyAction::Fake,
                                         .copy_term = false,
@@ -1163,6 +1164,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         if (!s.ps.touch(e))
             s.send_parse(e, ReplyAction::Skip, false);
         write_bind(s.sb.out_for_append(), bm.portal, e->name, bm.rest);
+        s.pin_ps(e);
         s.tracker.on_request(Expect{.type = msg::kBind,
                                     .action = ReplyAction::Forward,
                                     .copy_term = false,
@@ -1201,6 +1203,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         if (!s.ps.touch(e))
             s.send_parse(e, ReplyAction::Skip, false);
         write_describe_or_close(s.sb.out_for_append(), msg::kDescribe, 'S', e->name);
+        s.pin_ps(e);
         s.tracker.on_request(Expect{.type = msg::kDescribe,
                                     .action = ReplyAction::Forward,
                                     .copy_term = false,

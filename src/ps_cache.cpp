@@ -200,7 +200,7 @@ PsEntry* ServerPs::add(PsEntry* e, size_t max) {
             }
         }
         if (victim)
-            set_.erase(victim);  // the caller unrefs after sending the Close
+            set_.erase(victim);  // its reference goes to the caller
     }
     ps_ref(e);
     set_.emplace(e, ++tick_);
@@ -213,8 +213,8 @@ void ServerPs::remove(PsEntry* e) {
 }
 
 void ServerPs::put_back(PsEntry* e) {
-    if (!set_.emplace(e, ++tick_).second)
-        ps_unref(e);
+    if (set_.emplace(e, ++tick_).second)
+        ps_ref(e);
 }
 
 void ServerPs::clear() {

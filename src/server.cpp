@@ -568,10 +568,6 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         return PacketAction::Closed;
     }
     uint8_t status = t == msg::kReadyForQuery ? data[hdr.hdr_len] : 0;
-    if (t == msg::kCloseComplete && head_type == msg::kClose) {
-        if (const Expect* h = tracker.head(); h && h->ps && h->action == ReplyAction::Skip)
-            ps_unref(static_cast<PsEntry*>(h->ps));
-    }
     if (t == msg::kParseComplete && head_type == msg::kParse) {
         if (const Expect* h = tracker.head()) {
             if (h->ps)
@@ -729,11 +725,14 @@ void Server::send_parse(PsEntry* e, ReplyAction action, bool client_parse) {
     std::string& out = sb.out_for_append();
     if (PsEntry* victim =
             ps.add(e, static_cast<size_t>(settings().max_prepared_statements))) {
-        // The Expect keeps the victim's reference until CloseComplete confirms the Close.
+        // Pinned with the set's reference until the Close is answered (or discarded: then
+        // undo_dropped() puts it back).
+        pin_ps(victim, true);
         write_describe_or_close(out, msg::kClose, 'S', victim->name);
         tracker.on_request(Expect{.type = msg::kClose, .action = ReplyAction::Skip,
                                   .copy_term = false, .ps = victim});
     }
+    pin_ps(e);
     write_parse(out, e->name, e->query, e->params);
     tracker.on_request(Expect{.type = msg::kParse,
                               .action = action,

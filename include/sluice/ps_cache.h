@@ -109,6 +109,32 @@ private:
     std::unique_ptr<Body> body_;
 };
 
+// References to the entries named by requests a server connection still owes replies for
+// (Expect::ps). A DISCARD ALL, a DEALLOCATE ALL or an eviction can drop the maps' references
+// while such a request is in flight; the entry must outlive the replies that concern it.
+// The owner lets go of them together once nothing is owed (and at destruction).
+class PsPins {
+public:
+    PsPins() = default;
+    PsPins(const PsPins&) = delete;
+    PsPins& operator=(const PsPins&) = delete;
+    ~PsPins() { release(); }
+    void pin(PsEntry* e) {
+        ps_ref(e);
+        pins_.push_back(e);
+    }
+    // Takes over a reference the caller holds (an evicted entry leaving a server's set).
+    void adopt(PsEntry* e) { pins_.push_back(e); }
+    void release() noexcept {
+        for (PsEntry* e : pins_)
+            ps_unref(e);
+        pins_.clear();
+    }
+
+private:
+    std::vector<PsEntry*> pins_;
+};
+
 // The statements one server connection has prepared, least recently used first out.
 class ServerPs {
 public:
@@ -119,11 +145,11 @@ public:
     bool has(PsEntry* e) const { return set_.count(e) != 0; }
     // Marks e used now; false when this server does not have it.
     bool touch(PsEntry* e);
-    // Adds e; if the set is full, removes and returns the least recently used entry (the
-    // caller closes it on the server and then calls ps_unref on it), else nullptr.
+    // Adds e; if the set is full, removes and returns the least recently used entry, whose
+    // reference passes to the caller (it closes the statement on the server), else nullptr.
     PsEntry* add(PsEntry* e, size_t max);
     void remove(PsEntry* e);
-    // Re-inserts an entry whose reference the caller hands over (an eviction that never ran).
+    // Re-inserts an evicted entry whose Close never ran (takes a reference of its own).
     void put_back(PsEntry* e);
     void clear();
     size_t size() const noexcept { return set_.size(); }

@@ -665,6 +665,35 @@ def test_deallocate_all_pipelined_with_reparse(env):
     assert_pool_clean(env, pid)
 
 
+@pytest.mark.parametrize('how', ['DISCARD ALL', 'DEALLOCATE ALL'])
+@NEEDS_CACHE
+def test_forget_all_while_parse_bind_describe_unanswered(env_factory, how):
+    """A named Parse, Bind and Describe are still unanswered when the same write goes on
+    with DISCARD ALL / DEALLOCATE ALL, which empties the client's names and the server's
+    set at once: the statement's entry must live until the replies that concern it have
+    passed (under the sanitizer build, touching it after it was freed aborts sluice). The
+    eviction of a full set (max_prepared_statements = 1) takes the same path with a Close.
+    PostgreSQL refuses DISCARD ALL there (an implicit transaction is open); DEALLOCATE ALL
+    runs."""
+    env = env_factory(max_prepared_statements=1)
+
+    def flow(c, via):
+        out = send_read(c, m.parse('SELECT 1 AS one', name='old'), m.sync())
+        c.send(m.parse(Q_ADD, name='s'), m.bind(stmt='s', params=['1']),
+               m.describe('S', 's'), m.query(how))
+        out += c.read_until_rfq(1)
+        out += send_read(c, m.sync())
+        out += send_read(c, m.parse(Q_ADD, name='s'), m.bind(stmt='s', params=['2']),
+                         m.execute(), m.sync())
+        out += send_read(c, m.close('S', 's'), m.close('S', 'old'), m.sync())
+        return out
+
+    pid, want, got = compare(env, flow)
+    assert toks(got)[:2] == ['1', 'Z:I']
+    assert rows_of(got) == [['3']], toks(got)
+    assert_pool_clean(env, pid)
+
+
 # ---------------------------------------------------------------------------
 # Several clients, eviction, pipelining
 # ---------------------------------------------------------------------------

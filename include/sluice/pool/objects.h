@@ -265,6 +265,7 @@ public:
     RequestTracker tracker;
     VarCache vars;  // the server's current values of tracked parameters
     ServerPs ps;    // statements prepared on this connection
+    PsPins ps_pins;  // entries named by requests in `tracker` (pin_ps())
     std::vector<std::string> pending_errors;  // ErrorResponses replacing ReplaceError replies
     bool replaced_error_in_batch = false;     // the failing request was a ReplaceError one
     // ParameterStatus name/value pairs of the login (become the pool's welcome set).
@@ -323,6 +324,16 @@ public:
     // Statement cache: sends the Parse of e (evicting the least recently used statement if
     // the set is full) with the given reply action.
     void send_parse(PsEntry* e, ReplyAction action, bool client_parse);
+    // Keeps e alive while the request about to be queued with Expect::ps = e is owed (adopt:
+    // with the reference the caller holds); the pins of batches already answered go first.
+    void pin_ps(PsEntry* e, bool adopt = false) {
+        if (tracker.empty() && tracker.dropped().empty())
+            ps_pins.release();
+        if (adopt)
+            ps_pins.adopt(e);
+        else
+            ps_pins.pin(e);
+    }
     // Emits the replies of Fake requests that are due, into the client's output.
     void emit_fakes();
     void undo_dropped();

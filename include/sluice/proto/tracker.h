@@ -28,7 +28,8 @@ struct Expect {
     bool copy_term;       // a CopyDone/CopyFail known to end the current COPY IN
     bool client_parse = false;  // a client's named Parse (prepared-statement cache)
     uint8_t fake = 0;           // Fake: the reply type to synthesize ('1', '3')
-    void* ps = nullptr;         // prepared statement this request concerns (opaque here)
+    void* ps = nullptr;  // prepared statement this request concerns (opaque here; its owner
+                         // keeps it alive while the request is owed: Server::pin_ps)
 };
 
 class RequestTracker {
