@@ -740,3 +740,40 @@ def test_shutdown_immediate(pooler):
         p.admin("SHUTDOWN")  # no answer: the connection closes with the process
     harness.wait_until(lambda: not p.alive(), 15, what="exit on SHUTDOWN")
     assert p.returncode == 0, p.full_log()
+
+
+def test_idle_auto_database_leaves_show_databases(pooler):
+    """An auto-database (from "*") without clients or servers drops out of SHOW DATABASES and
+    the SHOW LISTS count at the next janitor pass, as PgBouncer moves it to its idle list,
+    though it is only dropped after autodb_idle_timeout: its pool stays in SHOW POOLS, and a
+    console command or a client naming it finds it again."""
+    p = pooler(pgbouncer={"pool_mode": "session"})
+    c = console(p)
+
+    def names():
+        return [r["name"] for r in run(c, "SHOW DATABASES")[1]]
+
+    def listed():
+        return {r["list"]: r["items"] for r in run(c, "SHOW LISTS")[1]}["databases"]
+
+    configured = names()
+    assert "template1" not in configured and listed() == len(configured)
+    x = p.connect(user="postgres", dbname="template1")
+    x.execute("SELECT 1")
+    assert "template1" in names() and listed() == len(configured) + 1
+    x.close()
+    assert run(c, "RECONNECT template1")[2] == "RECONNECT"  # closes its idle server
+    harness.wait_until(lambda: "template1" not in names(), 10, what="template1 left out")
+    assert listed() == len(configured)
+    assert ("template1", "postgres") in [(r["database"], r["user"])
+                                         for r in run(c, "SHOW POOLS")[1]]
+    # A console command registers a new one: PgBouncer's line, with the session's prefix.
+    mark = p.log_mark()
+    assert run(c, "PAUSE autop")[2] == "PAUSE"
+    p.wait_for_log(r"LOG C-0x[0-9a-f]+: pgbouncer/postgres@127\.0\.0\.1:\d+ registered new "
+                   r"auto-database: autop\n", since=mark)
+    harness.wait_until(lambda: "autop" not in names(), 10, what="autop left out")
+    assert run(c, "RESUME autop")[2] == "RESUME"  # still there, and still paused until now
+    y = p.connect(user="postgres", dbname="template1")
+    assert y.execute("SELECT 1").fetchone() == (1,)
+    assert "template1" in names()
