@@ -314,6 +314,38 @@ def test_errors_keep_the_session(pooler):
     assert run(c, "SHOW LISTS")[1]
 
 
+def test_console_grammar_edges(pooler):
+    """Queries at the edge of PgBouncer's regular expressions, and the admin-db refusals."""
+    p = pooler()
+    c = console(p)
+    for q in ('SHOW "POOLS"', "SHOW pools\n", "  sHoW\tpOoLs ; ", "SHOW POOLS ;", "select pools;"):
+        assert run(c, q)[2] == "SHOW", q
+    for q in ("SHOW POOLS;;", "SHOW POOLS -- c", "SHOW 'pools'", "", " ", ";", "SHOW VERSION;SHOW VERSION",
+              "SET default_pool_size = -1", "SET a = b = c", "SET foo", "SHUTDOWN now", "PAUSE a b"):
+        with pytest.raises(psycopg.Error) as e:
+            run(c, q)
+        assert (e.value.diag.severity, e.value.diag.sqlstate, e.value.diag.message_primary) == \
+            ("ERROR", "08P01", f"invalid command '{q}', use SHOW HELP;"), q
+    for q, msg in (("SET default_pool_size = abc", "SET failed"),
+                   ("SET pool_mode = bogus", "SET failed"),
+                   ("SET application_name = 'x'", "SET failed"),
+                   ("ENABLE", "a database is required"),
+                   ("DISABLE pgbouncer", "cannot disable admin db: pgbouncer"),
+                   ("RECONNECT pgbouncer", "cannot reconnect admin db: pgbouncer"),
+                   ("WAIT_CLOSE pgbouncer", "cannot wait in admin db: pgbouncer")):
+        with pytest.raises(psycopg.Error) as e:
+            run(c, q)
+        assert (e.value.diag.severity, e.value.diag.sqlstate, e.value.diag.message_primary) == \
+            ("ERROR", "08P01", msg), q
+    assert "ERROR unknown parameter: pgbouncer/application_name\n" in p.log_text()
+    # SET keeps the key and value as typed in its tag; strings lose their quotes
+    assert run(c, "SET default_pool_size TO 31")[2] == "SET default_pool_size=31"
+    assert run(c, "SET server_reset_query = 'DISCARD ALL'")[2] == "SET server_reset_query=DISCARD ALL"
+    config = {r["key"]: r for r in run(c, "SHOW CONFIG")[1]}
+    assert config["default_pool_size"]["value"] == "31"
+    assert config["server_reset_query"]["value"] == "DISCARD ALL"
+
+
 @pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: KILL_CLIENT")
 def test_kill_client_errors(pooler):
     p = pooler()
