@@ -419,6 +419,30 @@ def test_access_control_newer_commands(pooler):
     assert run(s, "SHOW STATE")[1][0]["value"] == "yes"  # nothing was paused
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: the extra_float_digits probe, KILL without a database, and the "
+    "console's access check after authentication")
+def test_newer_console_behaviours(pooler):
+    p = pooler()
+    c = console(p)
+    assert run(c, "SHOW extra_float_digits")[1] == [{"extra_float_digits": "2"}]
+    assert run(c, "SET extra_float_digits = 3")[2] == "SET"
+    a = p.connect()
+    assert run(c, "KILL")[2] == "KILL"  # every database but the console's
+    with pytest.raises(psycopg.OperationalError, match="database removed"):
+        a.execute("SELECT 1")
+    assert run(c, "RESUME appdb")[2] == "RESUME"  # each database stays paused on its own
+    assert p.connect().execute("SELECT 1").fetchone() == (1,)
+    # A user in neither list is asked for its password first, then refused.
+    w = pgwire.Conn.open("127.0.0.1", p.port)
+    w.send(pgwire.m.startup({"user": "scramuser", "database": "pgbouncer"}))
+    first = w.read_msg()
+    assert first.type == "R"
+    w.close()
+    with pytest.raises(psycopg.OperationalError, match="not allowed"):
+        console(p, user="scramuser")
+
+
 def test_pause_resume_under_pgbench(pooler, pg):
     init = harness.pgbench_start(["-i", "-q", "-s", "1"], pg.port)
     assert init.wait(120) == 0, init.stderr.read()
