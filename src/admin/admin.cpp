@@ -765,9 +765,13 @@ void handle_query(Client& c, std::string_view sql) {
     std::string query(sql);
     log_debug("got admin query: %s", query.c_str());
     c.request_time = mono_now();
-    if (c.pool) {  // PgBouncer counts console queries in the "pgbouncer" database's stats
+    // PgBouncer counts a console session's first query only, as a query and a transaction of
+    // the "pgbouncer" database: its query_start/xact_start are set then and, with no server
+    // to answer ReadyForQuery, never cleared. Every release does so.
+    if (c.pool && c.xact_start == 0) {
         c.pool->query_count++;
         c.pool->xact_count++;
+        c.xact_start = c.request_time;
     }
     std::string reply;
     Command cmd;

@@ -833,3 +833,25 @@ def test_idle_auto_database_leaves_show_databases(pooler):
     y = p.connect(user="postgres", dbname="template1")
     assert y.execute("SELECT 1").fetchone() == (1,)
     assert "template1" in names()
+
+
+def test_console_counts_once_per_session(pooler):
+    """PgBouncer counts a console session's first query only (one query, one transaction of
+    the "pgbouncer" database): later queries of the session count nothing."""
+    p = pooler()
+
+    def counts(conn):
+        row = by_db(run(conn, "SHOW STATS_TOTALS")[1], "pgbouncer")[0]
+        return row["xact_count"], row["query_count"]
+
+    c = console(p)
+    assert counts(c) == (1, 1)
+    for _ in range(3):
+        run(c, "SHOW VERSION")
+    assert counts(c) == (1, 1)
+    d = console(p)
+    run(d, "SHOW LISTS")
+    run(d, "SHOW LISTS")
+    assert counts(c) == (2, 2) and counts(d) == (2, 2)
+    row = by_db(run(c, "SHOW STATS_TOTALS")[1], "pgbouncer")[0]
+    assert (row["bytes_received"], row["bytes_sent"], row["query_time"]) == (0, 0, 0)
