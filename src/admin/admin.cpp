@@ -377,17 +377,21 @@ struct Outcome {
 };
 
 // A database for PAUSE/KILL/... (created from "*" when that exists, as PgBouncer's
-// find_or_register_database).
-Database* find_or_register(const std::string& name) {
-    return find_database(name);
+// find_or_register_database, logged with the console session's prefix).
+Database* find_or_register(const Client& c, const std::string& name) {
+    return find_or_register_database(name, c);
 }
 
-// A configured (or already created) database, never created here (RESUME, ENABLE).
+// A configured (or already created) database, never created here (RESUME, ENABLE). An idle
+// auto-database found is in use again, as with find_database().
 Database* lookup_database(const std::string& name) {
     auto it = rt().databases.find(name);
     if (it == rt().databases.end() || it->second->dirty)
         return nullptr;
-    return it->second.get();
+    Database* db = it->second.get();
+    if (db->from_fallback)
+        db->inactive_since = 0;
+    return db;
 }
 
 void for_each_database(void (*fn)(Database&)) {
@@ -424,7 +428,7 @@ Outcome cmd_pause(Client& c, const std::string& arg, std::string& out) {
         return {WaitKind::Pause, nullptr};
     }
     log_info("PAUSE '%s' command issued", arg.c_str());
-    Database* db = find_or_register(arg);
+    Database* db = find_or_register(c, arg);
     if (!db) {
         write_admin_error(out, "08P01", "no such database: %s", arg.c_str());
         return {};
@@ -498,7 +502,7 @@ Outcome cmd_kill(Client& c, const std::string& arg, std::string& out) {
         for_each_database(control_kill_db);
     } else {
         log_info("KILL '%s' command issued", arg.c_str());
-        Database* db = find_or_register(arg);
+        Database* db = find_or_register(c, arg);
         if (!db) {
             write_admin_error(out, "08P01", "no such database: %s", arg.c_str());
             return {};
@@ -538,7 +542,7 @@ Outcome cmd_reconnect(Client& c, const std::string& arg, std::string& out) {
         for_each_database(control_reconnect_db);
     } else {
         log_info("RECONNECT '%s' command issued", arg.c_str());
-        Database* db = find_or_register(arg);
+        Database* db = find_or_register(c, arg);
         if (!db) {
             write_admin_error(out, "08P01", "no such database: %s", arg.c_str());
             return {};
@@ -562,7 +566,7 @@ Outcome cmd_disable_enable(Client& c, const std::string& arg, std::string& out, 
     }
     const char* verb = disable ? "DISABLE" : "ENABLE";
     log_info("%s '%s' command issued", verb, arg.c_str());
-    Database* db = disable ? find_or_register(arg) : lookup_database(arg);
+    Database* db = disable ? find_or_register(c, arg) : lookup_database(arg);
     if (!db) {
         write_admin_error(out, "08P01", "no such database: %s", arg.c_str());
         return {};
@@ -585,7 +589,7 @@ Outcome cmd_wait_close(Client& c, const std::string& arg, std::string& out) {
         return {WaitKind::WaitClose, nullptr};
     }
     log_info("WAIT_CLOSE '%s' command issued", arg.c_str());
-    Database* db = find_or_register(arg);
+    Database* db = find_or_register(c, arg);
     if (!db) {
         write_admin_error(out, "08P01", "no such database: %s", arg.c_str());
         return {};
@@ -761,9 +765,13 @@ void handle_query(Client& c, std::string_view sql) {
     std::string query(sql);
     log_debug("got admin query: %s", query.c_str());
     c.request_time = mono_now();
-    if (c.pool) {  // PgBouncer counts console queries in the "pgbouncer" database's stats
+    // PgBouncer counts a console session's first query only, as a query and a transaction of
+    // the "pgbouncer" database: its query_start/xact_start are set then and, with no server
+    // to answer ReadyForQuery, never cleared. Every release does so.
+    if (c.pool && c.xact_start == 0) {
         c.pool->query_count++;
         c.pool->xact_count++;
+        c.xact_start = c.request_time;
     }
     std::string reply;
     Command cmd;

@@ -566,6 +566,8 @@ void show_databases(std::string& out) {
     std::vector<Database*> dbs;
     sorted_databases(dbs);
     for (Database* db : dbs) {
+        if (db->idle())
+            continue;  // PgBouncer lists its database_list only, not the idle auto-databases
         const DatabaseEntry& e = db->entry;
         w.begin_row();
         w.text(db->name);
@@ -697,7 +699,8 @@ Counts count_objects() {
     Counts n;
     std::vector<Database*> dbs;
     sorted_databases(dbs);
-    n.databases = dbs.size();
+    n.databases = static_cast<size_t>(
+        std::count_if(dbs.begin(), dbs.end(), [](const Database* db) { return !db->idle(); }));
     bool console_pool = false;
     for (auto& p : rt().pools) {
         if (p->db->admin) {

@@ -238,10 +238,22 @@ void apply_config_objects() {
         get_user(ue.name)->entry = &ue;
 }
 
-Database* find_database(const std::string& name, const LogSubject* who) {
+namespace {
+
+// The database called name, else one made now from the "*" entry (created is set then).
+// Finding an idle auto-database puts it back in use, as PgBouncer's find_database() takes
+// it back from its autodatabase_idle_list.
+Database* find_or_create(const std::string& name, bool& created) {
+    created = false;
     auto it = g_rt.databases.find(name);
-    if (it != g_rt.databases.end())
-        return it->second->dirty ? nullptr : it->second.get();
+    if (it != g_rt.databases.end()) {
+        Database* db = it->second.get();
+        if (db->dirty)
+            return nullptr;
+        if (db->from_fallback)
+            db->inactive_since = 0;
+        return db;
+    }
     for (const DatabaseEntry& e : g_rt.cfg.databases) {
         if (e.name != "*")
             continue;
@@ -253,10 +265,28 @@ Database* find_database(const std::string& name, const LogSubject* who) {
         db->paused = pause_mode() != PauseMode::None;  // born during a global PAUSE
         Database* out = db.get();
         g_rt.databases[name] = std::move(db);
-        slog_info(who, "registered new auto-database: db=%s", name.c_str());  // PgBouncer's
+        created = true;
         return out;
     }
     return nullptr;
+}
+
+}  // namespace
+
+Database* find_database(const std::string& name, const LogSubject* who) {
+    bool created = false;
+    Database* db = find_or_create(name, created);
+    if (created)
+        slog_info(who, "registered new auto-database: db=%s", name.c_str());  // PgBouncer's
+    return db;
+}
+
+Database* find_or_register_database(const std::string& name, const LogSubject& admin) {
+    bool created = false;
+    Database* db = find_or_create(name, created);
+    if (created)  // PgBouncer's admin.c words it without "db="
+        slog_info(&admin, "registered new auto-database: %s", name.c_str());
+    return db;
 }
 
 User* find_user(const std::string& name) {
@@ -304,7 +334,10 @@ Pool* client_pool(Database* db, User& user) {
 
 void pool_drop_idle_autodbs(usec_t now) {
     usec_t limit = settings().autodb_idle_timeout;
-    if (limit <= 0)
+    bool any_auto = false;
+    for (const auto& [name, db] : g_rt.databases)
+        any_auto = any_auto || db->from_fallback;
+    if (!any_auto)
         return;
     // In use: a pool with anyone in it (logging-in clients of an auth_query too, which the
     // database's counts do not include). One walk over the pools, not one per database.
@@ -312,9 +345,12 @@ void pool_drop_idle_autodbs(usec_t now) {
     for (const auto& p : g_rt.pools)
         if (p->in_use())
             in_use.insert(p->db);
+    // An auto-database found unused becomes idle at once, whatever autodb_idle_timeout (a
+    // paused one too), as PgBouncer's janitor moves it to its idle list: SHOW DATABASES
+    // leaves it out. It is dropped after the timeout unless paused.
     std::vector<Database*> gone;
     for (auto& [name, db] : g_rt.databases) {
-        if (!db->from_fallback || db->admin || db->dirty || db->paused)
+        if (!db->from_fallback || db->admin || db->dirty)
             continue;
         if (db->client_count > 0 || db->server_count > 0 || in_use.contains(db.get())) {
             db->inactive_since = 0;
@@ -322,7 +358,7 @@ void pool_drop_idle_autodbs(usec_t now) {
             // Noted now, dropped at a later pass at the earliest: objects closed during this
             // turn (which may still point at the pools) are freed by then.
             db->inactive_since = now;
-        } else if (now - db->inactive_since >= limit) {
+        } else if (limit > 0 && !db->paused && now - db->inactive_since >= limit) {
             gone.push_back(db.get());
         }
     }

@@ -314,6 +314,38 @@ def test_errors_keep_the_session(pooler):
     assert run(c, "SHOW LISTS")[1]
 
 
+def test_console_grammar_edges(pooler):
+    """Queries at the edge of PgBouncer's regular expressions, and the admin-db refusals."""
+    p = pooler()
+    c = console(p)
+    for q in ('SHOW "POOLS"', "SHOW pools\n", "  sHoW\tpOoLs ; ", "SHOW POOLS ;", "select pools;"):
+        assert run(c, q)[2] == "SHOW", q
+    for q in ("SHOW POOLS;;", "SHOW POOLS -- c", "SHOW 'pools'", "", " ", ";", "SHOW VERSION;SHOW VERSION",
+              "SET default_pool_size = -1", "SET a = b = c", "SET foo", "SHUTDOWN now", "PAUSE a b"):
+        with pytest.raises(psycopg.Error) as e:
+            run(c, q)
+        assert (e.value.diag.severity, e.value.diag.sqlstate, e.value.diag.message_primary) == \
+            ("ERROR", "08P01", f"invalid command '{q}', use SHOW HELP;"), q
+    for q, msg in (("SET default_pool_size = abc", "SET failed"),
+                   ("SET pool_mode = bogus", "SET failed"),
+                   ("SET application_name = 'x'", "SET failed"),
+                   ("ENABLE", "a database is required"),
+                   ("DISABLE pgbouncer", "cannot disable admin db: pgbouncer"),
+                   ("RECONNECT pgbouncer", "cannot reconnect admin db: pgbouncer"),
+                   ("WAIT_CLOSE pgbouncer", "cannot wait in admin db: pgbouncer")):
+        with pytest.raises(psycopg.Error) as e:
+            run(c, q)
+        assert (e.value.diag.severity, e.value.diag.sqlstate, e.value.diag.message_primary) == \
+            ("ERROR", "08P01", msg), q
+    assert "ERROR unknown parameter: pgbouncer/application_name\n" in p.log_text()
+    # SET keeps the key and value as typed in its tag; strings lose their quotes
+    assert run(c, "SET default_pool_size TO 31")[2] == "SET default_pool_size=31"
+    assert run(c, "SET server_reset_query = 'DISCARD ALL'")[2] == "SET server_reset_query=DISCARD ALL"
+    config = {r["key"]: r for r in run(c, "SHOW CONFIG")[1]}
+    assert config["default_pool_size"]["value"] == "31"
+    assert config["server_reset_query"]["value"] == "DISCARD ALL"
+
+
 @pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: KILL_CLIENT")
 def test_kill_client_errors(pooler):
     p = pooler()
@@ -385,6 +417,30 @@ def test_access_control_newer_commands(pooler):
         assert run(s, f"SHOW {what}")[2] == "SHOW"
     _refused_to_stats_user(s, ("KILL_CLIENT 1",))
     assert run(s, "SHOW STATE")[1][0]["value"] == "yes"  # nothing was paused
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: the extra_float_digits probe, KILL without a database, and the "
+    "console's access check after authentication")
+def test_newer_console_behaviours(pooler):
+    p = pooler()
+    c = console(p)
+    assert run(c, "SHOW extra_float_digits")[1] == [{"extra_float_digits": "2"}]
+    assert run(c, "SET extra_float_digits = 3")[2] == "SET"
+    a = p.connect()
+    assert run(c, "KILL")[2] == "KILL"  # every database but the console's
+    with pytest.raises(psycopg.OperationalError, match="database removed"):
+        a.execute("SELECT 1")
+    assert run(c, "RESUME appdb")[2] == "RESUME"  # each database stays paused on its own
+    assert p.connect().execute("SELECT 1").fetchone() == (1,)
+    # A user in neither list is asked for its password first, then refused.
+    w = pgwire.Conn.open("127.0.0.1", p.port)
+    w.send(pgwire.m.startup({"user": "scramuser", "database": "pgbouncer"}))
+    first = w.read_msg()
+    assert first.type == "R"
+    w.close()
+    with pytest.raises(psycopg.OperationalError, match="not allowed"):
+        console(p, user="scramuser")
 
 
 def test_pause_resume_under_pgbench(pooler, pg):
@@ -740,3 +796,62 @@ def test_shutdown_immediate(pooler):
         p.admin("SHUTDOWN")  # no answer: the connection closes with the process
     harness.wait_until(lambda: not p.alive(), 15, what="exit on SHUTDOWN")
     assert p.returncode == 0, p.full_log()
+
+
+def test_idle_auto_database_leaves_show_databases(pooler):
+    """An auto-database (from "*") without clients or servers drops out of SHOW DATABASES and
+    the SHOW LISTS count at the next janitor pass, as PgBouncer moves it to its idle list,
+    though it is only dropped after autodb_idle_timeout: its pool stays in SHOW POOLS, and a
+    console command or a client naming it finds it again."""
+    p = pooler(pgbouncer={"pool_mode": "session"})
+    c = console(p)
+
+    def names():
+        return [r["name"] for r in run(c, "SHOW DATABASES")[1]]
+
+    def listed():
+        return {r["list"]: r["items"] for r in run(c, "SHOW LISTS")[1]}["databases"]
+
+    configured = names()
+    assert "template1" not in configured and listed() == len(configured)
+    x = p.connect(user="postgres", dbname="template1")
+    x.execute("SELECT 1")
+    assert "template1" in names() and listed() == len(configured) + 1
+    x.close()
+    assert run(c, "RECONNECT template1")[2] == "RECONNECT"  # closes its idle server
+    harness.wait_until(lambda: "template1" not in names(), 10, what="template1 left out")
+    assert listed() == len(configured)
+    assert ("template1", "postgres") in [(r["database"], r["user"])
+                                         for r in run(c, "SHOW POOLS")[1]]
+    # A console command registers a new one: PgBouncer's line, with the session's prefix.
+    mark = p.log_mark()
+    assert run(c, "PAUSE autop")[2] == "PAUSE"
+    p.wait_for_log(r"LOG C-0x[0-9a-f]+: pgbouncer/postgres@127\.0\.0\.1:\d+ registered new "
+                   r"auto-database: autop\n", since=mark)
+    harness.wait_until(lambda: "autop" not in names(), 10, what="autop left out")
+    assert run(c, "RESUME autop")[2] == "RESUME"  # still there, and still paused until now
+    y = p.connect(user="postgres", dbname="template1")
+    assert y.execute("SELECT 1").fetchone() == (1,)
+    assert "template1" in names()
+
+
+def test_console_counts_once_per_session(pooler):
+    """PgBouncer counts a console session's first query only (one query, one transaction of
+    the "pgbouncer" database): later queries of the session count nothing."""
+    p = pooler()
+
+    def counts(conn):
+        row = by_db(run(conn, "SHOW STATS_TOTALS")[1], "pgbouncer")[0]
+        return row["xact_count"], row["query_count"]
+
+    c = console(p)
+    assert counts(c) == (1, 1)
+    for _ in range(3):
+        run(c, "SHOW VERSION")
+    assert counts(c) == (1, 1)
+    d = console(p)
+    run(d, "SHOW LISTS")
+    run(d, "SHOW LISTS")
+    assert counts(c) == (2, 2) and counts(d) == (2, 2)
+    row = by_db(run(c, "SHOW STATS_TOTALS")[1], "pgbouncer")[0]
+    assert (row["bytes_received"], row["bytes_sent"], row["query_time"]) == (0, 0, 0)

@@ -56,6 +56,10 @@ struct Database {
     // round-robin moves on at every connection, disable only when a login fails).
     size_t next_host = 0;
     const std::string& target_dbname() const { return entry.dbname.empty() ? name : entry.dbname; }
+    // An auto-database the janitor found without clients or servers (PgBouncer's
+    // autodatabase_idle_list): SHOW DATABASES and the SHOW LISTS count leave it out until
+    // find_database() or a new connection puts it back in use.
+    bool idle() const { return from_fallback && inactive_since != 0; }
 };
 
 struct User {

@@ -52,8 +52,13 @@ inline const Settings& settings() {
 // Loads databases and users from rt().cfg (start-up and reload).
 void apply_config_objects();
 // Finds a database; creates it from the "*" entry when that exists. nullptr = no such db.
-// `who` (a client, the console) prefixes the "registered new auto-database" line.
+// `who` (a logging-in client) prefixes the "registered new auto-database: db=x" line. An
+// idle auto-database (Database::idle()) found here is in use again.
 Database* find_database(const std::string& name, const LogSubject* who = nullptr);
+// find_database() for a console command (PAUSE, KILL, ...): PgBouncer logs its
+// find_or_register_database() line, "registered new auto-database: x", with the console
+// session's prefix.
+Database* find_or_register_database(const std::string& name, const LogSubject& admin);
 // The auth_file entry for a user (credentials), or nullptr.
 User* find_user(const std::string& name);
 // The user called `name` in m, created (without a secret) if needed.
@@ -96,8 +101,9 @@ bool pool_close_if_life_over(Server& s, usec_t now);
 void pool_trim(Pool& p);
 // A server is gone; maybe launch a replacement.
 void pool_server_gone(Pool& p);
-// Janitor: auto-databases without clients or servers for autodb_idle_timeout are dropped
-// with their pools (as PgBouncer); the next client of the name registers it anew.
+// Janitor: an auto-database without clients or servers becomes idle (Database::idle());
+// one idle for autodb_idle_timeout is dropped with its pools unless paused (as PgBouncer);
+// the next client of the name registers it anew.
 void pool_drop_idle_autodbs(usec_t now);
 // Janitor: pool_idle_timeout frees a pool (database + user) that has had no client and no
 // server that long, with its SHOW STATS counters (as PgBouncer 1.26).
