@@ -495,8 +495,10 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
 }
 
 void Client::log_login_attempt(bool mock) {
-    // From here the prefix names the database and user, "(nodb)/<user>" for a mock login (no
-    // pool will be picked), as PgBouncer's do.
+    // From here the prefix names the database and user, "(nodb)/<user>" for a mock login or
+    // a database that does not exist (no pool will be picked), as PgBouncer's do.
+    if (!admin && !find_database(db_name(), this))
+        mock = true;
     login->named = mock ? ClientLogin::Named::User : ClientLogin::Named::Both;
     if (settings().log_connections) {  // before authentication, so failures have one too
         char tls[128];
@@ -683,6 +685,8 @@ PacketAction Client::finish_login() {
         return PacketAction::Skip;
     }
     if (!db) {
+        if (settings().log_connections)  // PgBouncer's line, authenticated but no pool
+            slog_info(this, "login failed: db=%s user=%s", db_name().c_str(), user_name().c_str());
         fatal("08P01", "no such database: %s", db_name().c_str());
         return PacketAction::Closed;
     }

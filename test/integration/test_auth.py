@@ -238,6 +238,35 @@ def test_unknown_user_log_lines(pooler):
                           "pooler error: password authentication failed")], text
 
 
+def test_no_such_database_log_lines(pooler):
+    """A database neither in [databases] nor made by "*": the client authenticates as usual,
+    then gets "no such database: <name>". As in PgBouncer it never gets a pool, so its lines
+    name "(nodb)/<user>", and "login failed" comes before the close. Every line is written
+    before the socket closes: a client that has seen the close finds them all."""
+    p = pooler(databases={"*": None})
+    mark = p.log_mark()
+    c = pgwire.Conn.open(port=p.port)
+    try:
+        with pytest.raises(pgwire.ServerError) as e:
+            c.startup("md5user", "nosuchdb", password="md5pass")
+        assert (e.value.severity, e.value.code, e.value.message) == \
+            ("FATAL", "08P01", "no such database: nosuchdb")
+        c.wait_closed()
+    finally:
+        c.close()
+    text = p.log_text()[mark:]  # read once, no polling (see above)
+    lines = [m.groups() for m in re.finditer(
+        r"\[\d+\] (LOG|WARNING) C-0x[0-9a-f]+: (\S+)@127\.0\.0\.1:\d+ (.*)", text)]
+    lines = [(lvl, pre, re.sub(r"\(age=\d+s\)", "(age=Ns)", msg)) for lvl, pre, msg in lines]
+    assert lines[0][:2] == ("LOG", "(nodb)/md5user"), text
+    assert lines[0][2].startswith("login attempt: db=nosuchdb user=md5user tls=no"), text
+    assert lines[1:] == [("LOG", "(nodb)/md5user", "login failed: db=nosuchdb user=md5user"),
+                         ("LOG", "(nodb)/md5user",
+                          "closing because: no such database: nosuchdb (age=Ns)"),
+                         ("WARNING", "(nodb)/md5user",
+                          "pooler error: no such database: nosuchdb")], text
+
+
 def test_scram_failures_log_as_pgbouncer(pooler, pg):
     """auth_type=scram-sha-256 refusals: the client gets FATAL 08P01 "SASL authentication
     failed"; the log has PgBouncer's ERROR line saying why (wrong password, an md5 secret that
