@@ -390,3 +390,39 @@ def test_ipv6_addresses_in_log_lines(pooler, pg):
     p.wait_for_log(rf"LOG S-0x[0-9a-f]+: v6db/md5user@\[::1\]:{pg.port} new connection to "
                    r"server \(from \[::1\]:\d+\)\n")
     p.wait_for_log(rf"LOG listening on \[::1\]:{p.port}\n")
+
+
+def _wrong_server_password(pooler):
+    """A [databases] entry whose password PostgreSQL refuses: the client's login waits for
+    the pool's first server and gets the server's refusal. Returns (pooler, error fields)."""
+    p = pooler(databases={"badpw": "host={pg_host} port={pg_port} dbname=appdb "
+                                   "user=md5user password=wrong"})
+    c = pgwire.Conn.open(port=p.port)
+    try:
+        with pytest.raises(pgwire.ServerError) as e:
+            c.startup("md5user", "badpw", password="md5pass")
+        c.wait_closed()
+    finally:
+        c.close()
+    return p, e.value.fields
+
+
+def test_server_password_refused(pooler):
+    """PgBouncer's lines: the server's refusal without a connection prefix, then the waiting
+    client closed with the server's message, then the server connection itself."""
+    p, err = _wrong_server_password(pooler)
+    text = 'password authentication failed for user "md5user"'
+    assert (err.get("S"), err.get("M")) == ("FATAL", text)
+    pre = r"C-0x[0-9a-f]+: badpw/md5user@127\.0\.0\.1:\d+ "
+    p.wait_for_log(r"\[\d+\] WARNING server login failed: FATAL " + re.escape(text) + r"\n"
+                   r".*LOG " + pre + r"closing because: " + re.escape(text) + r" \(age=\d+s\)\n"
+                   r".*WARNING " + pre + r"pooler error: " + re.escape(text) + r"\n"
+                   r".*LOG S-0x[0-9a-f]+: badpw/md5user@127\.0\.0\.1:\d+ closing because: "
+                   r"login failed \(age=\d+s\)\n")
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: the server's SQLSTATE for a refused server login (1.18 sends 08P01)")
+def test_server_password_refused_keeps_sqlstate(pooler):
+    _, err = _wrong_server_password(pooler)
+    assert err.get("C") == "28P01"  # PostgreSQL's invalid_password
