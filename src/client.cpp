@@ -156,19 +156,20 @@ void Client::fail_with(std::string_view error_packet, const char* reason) {
         return;
     sb.queue(error_packet);
     static_cast<void>(sb.flush_out());
-    close(reason);  // PgBouncer's order: "closing because" first, then "pooler error"
-    if (settings().log_pooler_errors)
-        slog_warning(this, "pooler error: %s", reason);
+    close_logged(reason, true);
 }
 
 void Client::close(const char* reason) {
+    close_logged(reason, false);
+}
+
+void Client::close_logged(const char* reason, bool pooler_error) {
     if (state == ClientState::Closing)
         return;
-    // A connection that closes before sending anything (a port probe) is not logged, as in
-    // PgBouncer, nor one closed without a reason (nullptr); every other close is, login
-    // failures included.
-    bool probe = !reason || (state == ClientState::Login && sb.stats().recv_bytes == 0);
-    if (settings().log_disconnections && !probe)
+    // Only a close without a reason (nullptr: a port probe, a client leaving between login
+    // messages) is not logged; every other is, login failures and a silent client's
+    // client_login_timeout included, as in PgBouncer.
+    if (settings().log_disconnections && reason)
         slog_info(this, "closing because: %s (age=%llds)", reason,
                   static_cast<long long>((mono_now() - connect_time) / 1000000));
     if (Server* s = server) {
@@ -179,6 +180,10 @@ void Client::close(const char* reason) {
             s->close("client disconnect while server was not ready");
         }
     }
+    // PgBouncer's order: "closing because", the server's close, then "pooler error", all
+    // before the socket closes (a client that sees EOF finds every line written).
+    if (pooler_error && reason && settings().log_pooler_errors)
+        slog_warning(this, "pooler error: %s", reason);
     if (pool) {
         if (db)
             db->client_count--;
@@ -490,8 +495,10 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
 }
 
 void Client::log_login_attempt(bool mock) {
-    // From here the prefix names the database and user, "(nodb)/<user>" for a mock login (no
-    // pool will be picked), as PgBouncer's do.
+    // From here the prefix names the database and user, "(nodb)/<user>" for a mock login or
+    // a database that does not exist (no pool will be picked), as PgBouncer's do.
+    if (!admin && !find_database(db_name(), this))
+        mock = true;
     login->named = mock ? ClientLogin::Named::User : ClientLogin::Named::Both;
     if (settings().log_connections) {  // before authentication, so failures have one too
         char tls[128];
@@ -678,6 +685,8 @@ PacketAction Client::finish_login() {
         return PacketAction::Skip;
     }
     if (!db) {
+        if (settings().log_connections)  // PgBouncer's line, authenticated but no pool
+            slog_info(this, "login failed: db=%s user=%s", db_name().c_str(), user_name().c_str());
         fatal("08P01", "no such database: %s", db_name().c_str());
         return PacketAction::Closed;
     }

@@ -238,6 +238,35 @@ def test_unknown_user_log_lines(pooler):
                           "pooler error: password authentication failed")], text
 
 
+def test_no_such_database_log_lines(pooler):
+    """A database neither in [databases] nor made by "*": the client authenticates as usual,
+    then gets "no such database: <name>". As in PgBouncer it never gets a pool, so its lines
+    name "(nodb)/<user>", and "login failed" comes before the close. Every line is written
+    before the socket closes: a client that has seen the close finds them all."""
+    p = pooler(databases={"*": None})
+    mark = p.log_mark()
+    c = pgwire.Conn.open(port=p.port)
+    try:
+        with pytest.raises(pgwire.ServerError) as e:
+            c.startup("md5user", "nosuchdb", password="md5pass")
+        assert (e.value.severity, e.value.code, e.value.message) == \
+            ("FATAL", "08P01", "no such database: nosuchdb")
+        c.wait_closed()
+    finally:
+        c.close()
+    text = p.log_text()[mark:]  # read once, no polling (see above)
+    lines = [m.groups() for m in re.finditer(
+        r"\[\d+\] (LOG|WARNING) C-0x[0-9a-f]+: (\S+)@127\.0\.0\.1:\d+ (.*)", text)]
+    lines = [(lvl, pre, re.sub(r"\(age=\d+s\)", "(age=Ns)", msg)) for lvl, pre, msg in lines]
+    assert lines[0][:2] == ("LOG", "(nodb)/md5user"), text
+    assert lines[0][2].startswith("login attempt: db=nosuchdb user=md5user tls=no"), text
+    assert lines[1:] == [("LOG", "(nodb)/md5user", "login failed: db=nosuchdb user=md5user"),
+                         ("LOG", "(nodb)/md5user",
+                          "closing because: no such database: nosuchdb (age=Ns)"),
+                         ("WARNING", "(nodb)/md5user",
+                          "pooler error: no such database: nosuchdb")], text
+
+
 def test_scram_failures_log_as_pgbouncer(pooler, pg):
     """auth_type=scram-sha-256 refusals: the client gets FATAL 08P01 "SASL authentication
     failed"; the log has PgBouncer's ERROR line saying why (wrong password, an md5 secret that
@@ -361,3 +390,39 @@ def test_ipv6_addresses_in_log_lines(pooler, pg):
     p.wait_for_log(rf"LOG S-0x[0-9a-f]+: v6db/md5user@\[::1\]:{pg.port} new connection to "
                    r"server \(from \[::1\]:\d+\)\n")
     p.wait_for_log(rf"LOG listening on \[::1\]:{p.port}\n")
+
+
+def _wrong_server_password(pooler):
+    """A [databases] entry whose password PostgreSQL refuses: the client's login waits for
+    the pool's first server and gets the server's refusal. Returns (pooler, error fields)."""
+    p = pooler(databases={"badpw": "host={pg_host} port={pg_port} dbname=appdb "
+                                   "user=md5user password=wrong"})
+    c = pgwire.Conn.open(port=p.port)
+    try:
+        with pytest.raises(pgwire.ServerError) as e:
+            c.startup("md5user", "badpw", password="md5pass")
+        c.wait_closed()
+    finally:
+        c.close()
+    return p, e.value.fields
+
+
+def test_server_password_refused(pooler):
+    """PgBouncer's lines: the server's refusal without a connection prefix, then the waiting
+    client closed with the server's message, then the server connection itself."""
+    p, err = _wrong_server_password(pooler)
+    text = 'password authentication failed for user "md5user"'
+    assert (err.get("S"), err.get("M")) == ("FATAL", text)
+    pre = r"C-0x[0-9a-f]+: badpw/md5user@127\.0\.0\.1:\d+ "
+    p.wait_for_log(r"\[\d+\] WARNING server login failed: FATAL " + re.escape(text) + r"\n"
+                   r".*LOG " + pre + r"closing because: " + re.escape(text) + r" \(age=\d+s\)\n"
+                   r".*WARNING " + pre + r"pooler error: " + re.escape(text) + r"\n"
+                   r".*LOG S-0x[0-9a-f]+: badpw/md5user@127\.0\.0\.1:\d+ closing because: "
+                   r"login failed \(age=\d+s\)\n")
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "not in PgBouncer 1.18: the server's SQLSTATE for a refused server login (1.18 sends 08P01)")
+def test_server_password_refused_keeps_sqlstate(pooler):
+    _, err = _wrong_server_password(pooler)
+    assert err.get("C") == "28P01"  # PostgreSQL's invalid_password

@@ -147,7 +147,9 @@ def test_client_idle_timeout(pooler, pg):
             ("FATAL", "08P01", "client_idle_timeout")
     finally:
         c.close()
-    p.wait_for_log(r"closing because: client_idle_timeout")
+    # read once, no polling: as PgBouncer, both lines are written before the socket closes
+    assert re.search(r"closing because: client_idle_timeout \(age=\d+s\)\n.*WARNING C-0x[0-9a-f]+: "
+                     r"\S+ pooler error: client_idle_timeout\n", p.log_text()), p.log_text()
 
 
 def test_idle_transaction_timeout(pooler, pg):
@@ -218,6 +220,16 @@ def test_client_login_timeout(pooler, pg):
         silent.close()
         partial.close()
         no_password.close()
+    # each is logged as PgBouncer does, the silent one too: the close and the error sent;
+    # the two without a startup packet have no database or user yet
+    closes = r"LOG C-0x[0-9a-f]+: (\S+)@\S+ closing because: client_login_timeout \(age=\d+s\)"
+    errors = r"WARNING C-0x[0-9a-f]+: (\S+)@\S+ pooler error: client_login_timeout\n"
+    harness.wait_until(lambda: len(re.findall(errors, p.log_text())) == 3, 10,
+                       what="three client_login_timeout errors logged")
+    log = p.log_text()
+    for rx in (closes, errors):
+        assert sorted(re.findall(rx, log)) == \
+            ["(nodb)/(nouser)", "(nodb)/(nouser)", "appdb/md5user"], log
     # a real client still gets in
     with _connect(p) as c:
         assert c.execute("SELECT 1").fetchone() == (1,)
