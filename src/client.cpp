@@ -173,7 +173,9 @@ void Client::close_logged(const char* reason, bool pooler_error) {
         slog_info(this, "closing because: %s (age=%llds)", reason,
                   static_cast<long long>((mono_now() - connect_time) / 1000000));
     if (Server* s = server) {
-        if (s->tracker.idle() && sb.packet_remaining() == 0 && !s->pinned) {
+        // A message half passed on (or passed on only in part before this close) would leave
+        // the backend waiting for its rest, and the next client's bytes would become it.
+        if (s->tracker.idle() && !sb.mid_forward() && !s->pinned) {
             pool_release_server(*s);
         } else {
             unlink(*this, *s);

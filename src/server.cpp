@@ -677,7 +677,7 @@ void Server::after_reply() {
 void Server::on_sbuf_drained(SBuf&) {
     if (!ready_to_release || !client)
         return;
-    if (!tracker.idle() || client->sb.packet_remaining() != 0) {
+    if (!tracker.idle() || client->sb.mid_forward()) {
         ready_to_release = false;
         return;
     }

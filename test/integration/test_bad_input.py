@@ -147,6 +147,34 @@ def test_disable_pqexec_leaves_the_console(pooler):
     assert [r["database"] for r in p.show("DATABASES") if r["name"] == "appdb"] == ["appdb"]
 
 
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_bad_message_right_after_a_half_forwarded_one(pooler, mode):
+    """A message forwarded as it arrives (a CopyData outside COPY: it owes no reply and
+    PostgreSQL ignores it) comes in two reads, and the second goes on with a bad message. The
+    client is ended; its server already has the first part of that message, so it must not be
+    reused with the rest missing: reused, the next client's query became the tail of the
+    message and was never answered (found by test_fuzz.py)."""
+    p = pooler(pgbouncer={"pool_mode": mode, "default_pool_size": "1"})
+    _still_serving(p)
+    body = b"x" * 4000
+    copy_data = b"d" + struct.pack("!I", 4 + len(body)) + body
+    c = _logged_in(p)
+    try:
+        # The query links a server; the first part of the CopyData follows it there.
+        c.send(m.query("SELECT 1"))
+        c.sock.sendall(copy_data[:1000])
+        assert [x.type for x in c.read_until_rfq()][-1] == "Z"
+        c.sock.sendall(copy_data[1000:] + b"z\0\0\0\x08abcd")
+        assert _fatal(_answer(c.sock)) == "unknown pkt"
+    finally:
+        c.sock.close()
+    c = _logged_in(p)
+    try:
+        assert c.scalar("SELECT 41 + 1", timeout=15) == "42"
+    finally:
+        c.close()
+
+
 def test_client_gone_without_terminate(tx_pooler):
     """A client that closes (FIN) or resets (RST) without Terminate: PgBouncer's one reason
     for both, and its server goes back to the pool."""

@@ -148,6 +148,11 @@ public:
         return end_ == pos_ && remain_ == 0 && out_pos_ == out_.size();
     }
 
+    // Bytes bound for the peer are on their way: a message partly walked, or walked bytes
+    // not sent yet. The peer's stream is then not at a message boundary, and cut here (the
+    // owner closing) it could hold a message's first part without the rest.
+    bool mid_forward() const noexcept { return remain_ != 0 || parse_ > pos_; }
+
     // The socket most likely holds input already (a connection accepted under
     // TCP_DEFER_ACCEPT): read it in this loop turn rather than after the next epoll_wait.
     void read_soon() noexcept;
