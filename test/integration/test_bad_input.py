@@ -147,6 +147,9 @@ def test_disable_pqexec_leaves_the_console(pooler):
     assert [r["database"] for r in p.show("DATABASES") if r["name"] == "appdb"] == ["appdb"]
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: it gives the server back with the first part of the message in it, "
+    "and the next client's query is never answered")
 @pytest.mark.parametrize("mode", ["session", "transaction"])
 def test_bad_message_right_after_a_half_forwarded_one(pooler, mode):
     """A message forwarded as it arrives (a CopyData outside COPY: it owes no reply and

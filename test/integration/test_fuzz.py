@@ -1,15 +1,20 @@
-"""Randomized bad input with a fixed seed: clients send mutated startup packets, and mutated
-streams of protocol messages after a real login (named and unnamed statements, COPY, DISCARD
-ALL in the middle of a pipeline, function calls, portals), then leave politely, abruptly or
-with a reset, while a well-behaved client checks again and again that the pooler still
-answers it correctly. The pooler must not die (under `make check SANITIZE=1` a memory error
-aborts it, which fails the test), must keep serving, and must give its servers back clean.
-A heap-use-after-free in the statement cache (a DISCARD ALL pipelined behind a named Parse
-not yet answered) was found this way.
+"""Randomized bad input with fixed seeds: clients send mutated startup packets, mutated
+answers to the pooler's md5 and SCRAM requests, mutated SHOW commands on the admin console,
+and mutated streams of protocol messages after a real login (named and unnamed statements,
+COPY, DISCARD ALL in the middle of a pipeline, function calls, portals), then leave
+politely, abruptly or with a reset, while a well-behaved client checks again and again that
+the pooler still answers it correctly. The pooler must not die (under `make check
+SANITIZE=1` a memory error aborts it, which fails the test), must keep serving, and must
+give its servers back clean. Two bugs were found this way: a heap-use-after-free in the
+statement cache (a DISCARD ALL pipelined behind a named Parse not yet answered) and a server
+given back with half a message in it (test_bad_input.py has the exact case).
 
-The inputs are the same on every run (one seed per worker); how they interleave is not, so
-a failure names the seed to replay."""
+The inputs are the same on every run (worker i of a mode uses seed base + i: 1000 for
+transaction, 2000 for session, 3000 for statement mode); how they interleave is not.
+SLUICE_FUZZ_SEED=<n> adds n to every seed (other inputs), SLUICE_FUZZ_SESSIONS=<n> sets
+each worker's number of sessions (200)."""
 
+import os
 import random
 import socket
 import struct
@@ -18,15 +23,20 @@ import threading
 import pytest
 
 import harness
-from pgwire import Conn, m
+from pgwire import Conn, ScramClient, m, md5_password, parse_auth
 
-SESSIONS_PER_WORKER = 200
+# SLUICE_FUZZ_SEED and SLUICE_FUZZ_SESSIONS explore other inputs (and replay a failure's).
+SEED = int(os.environ.get("SLUICE_FUZZ_SEED", "0"))
+SESSIONS_PER_WORKER = int(os.environ.get("SLUICE_FUZZ_SESSIONS", "200"))
 WORKERS = 4
 
 QUERIES = ["SELECT 1", "BEGIN", "COMMIT", "ROLLBACK", "SELECT pg_sleep(0.002)",
            "COPY fz FROM STDIN", "COPY fz TO STDOUT", "SELECT * FROM fz LIMIT 3",
            "SET application_name = 'fz'", "DISCARD ALL", "PREPARE p AS SELECT 1",
            "DEALLOCATE ALL", "SELECT 1/0", ""]
+SHOWS = ["SHOW POOLS", "SHOW CLIENTS", "SHOW SERVERS", "SHOW STATS", "SHOW CONFIG",
+         "SHOW LISTS", "SHOW MEM", "SHOW DATABASES", "SHOW USERS", "SHOW SOCKETS", "SHOW HELP",
+         "SHOW STATS_TOTALS", "SHOW DNS_HOSTS", "SHOW VERSION;"]
 PARSE_TEXTS = ["SELECT $1::text", "SELECT generate_series(1, $1::int)", "BEGIN",
                "COPY fz FROM STDIN", "DISCARD ALL", "DEALLOCATE ALL", "SELECT 1/0"]
 
@@ -96,11 +106,79 @@ def _drain(sock, wait):
         pass
 
 
-def _worker(port, seed, errors):
+def _read_auth_request(sock):
+    """The first Authentication request of a login (code, rest), or None."""
+    sock.settimeout(10)
+    data = b""
+    while True:
+        while len(data) < 5 or len(data) < 1 + struct.unpack("!I", data[1:5])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        t, ln = data[:1], struct.unpack("!I", data[1:5])[0]
+        body, data = data[5:1 + ln], data[1 + ln:]
+        if t == b"R":
+            return parse_auth(body)
+        if t == b"E":
+            return None
+
+
+def _fuzz_login(port, rnd):
+    """A real startup packet, then a mutated answer to the pooler's md5 or SCRAM request."""
+    user, password = rnd.choice([("md5user", "md5pass"), ("scramuser", "scrampass")])
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(m.startup({"user": user, "database": "appdb"}))
+        req = _read_auth_request(s)
+        if req is None:
+            return
+        code, rest = req
+        if code == 5:
+            s.sendall(_mutate(m.password(md5_password(user, password, rest[:4])), rnd))
+        elif code == 10:
+            scram = ScramClient(password)
+            first = m.sasl_initial("SCRAM-SHA-256", scram.first_message())
+            if rnd.random() < 0.5:
+                s.sendall(_mutate(first, rnd))
+            else:
+                s.sendall(first)
+                req = _read_auth_request(s)
+                if req is None or req[0] != 11:
+                    return
+                s.sendall(_mutate(m.password(scram.final_message(req[1])), rnd))
+        else:
+            s.sendall(_mutate(m.password(password), rnd))
+        _drain(s, 0.02)
+    finally:
+        s.close()
+
+
+def _fuzz_console(port, admin_password, rnd):
+    """Mutated SHOW commands on the admin console (never a command that changes state: the
+    edits are too small to turn SHOW into PAUSE or SHUTDOWN)."""
+    c = Conn.connect("127.0.0.1", port, user="postgres", password=admin_password,
+                     database="pgbouncer")
+    try:
+        for _ in range(rnd.randint(1, 3)):
+            c.sock.sendall(_mutate(m.query(rnd.choice(SHOWS)), rnd))
+            _drain(c.sock, 0.02)
+    finally:
+        c.sock.close()
+
+
+def _worker(port, admin_password, seed, errors):
     rnd = random.Random(seed)
     for _ in range(SESSIONS_PER_WORKER):
         try:
-            if rnd.random() < 0.3:
+            k = rnd.random()
+            if k < 0.15:
+                _fuzz_login(port, rnd)
+                continue
+            if k < 0.2:
+                _fuzz_console(port, admin_password, rnd)
+                continue
+            if k < 0.4:
                 data = m.startup({"user": rnd.choice(["md5user", "scramuser", "nobody"]),
                                   "database": rnd.choice(["appdb", "pgbouncer", "x"])})
                 if rnd.random() < 0.3:
@@ -140,6 +218,9 @@ def _check_answers(p):
         c.close(terminate=True)
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: after clients that left in the middle of bad pipelines, the next "
+    "client gets replies it never asked for (CloseComplete, errors) or none", strict=False)
 @pytest.mark.parametrize("mode", ["transaction", "session", "statement"])
 def test_fuzzed_clients_leave_the_pooler_serving(pooler, pg, mode):
     pg.sql("CREATE TABLE IF NOT EXISTS fz(a int, b text)", db="appdb")
@@ -150,8 +231,10 @@ def test_fuzzed_clients_leave_the_pooler_serving(pooler, pg, mode):
         settings["max_prepared_statements"] = "20"
     p = pooler(pgbouncer=settings)
     errors = []
-    base = {"transaction": 1000, "session": 2000, "statement": 3000}[mode]
-    workers = [threading.Thread(target=_worker, args=(p.port, base + i, errors), daemon=True)
+    base = SEED + {"transaction": 1000, "session": 2000, "statement": 3000}[mode]
+    admin_password = pg.passwords["postgres"]
+    workers = [threading.Thread(target=_worker, args=(p.port, admin_password, base + i, errors),
+                                daemon=True)
                for i in range(WORKERS)]
     for t in workers:
         t.start()
