@@ -570,6 +570,17 @@ int run(int argc, char** argv) {
     r.base = loop_create(err);
     if (!r.base)
         die("%s", err.c_str());
+    // Caught from here on, before the listeners and the pidfile tell anyone this process is
+    // up: a SIGHUP sent as soon as the pidfile appears (an init script's reload) must not
+    // kill it. They are acted on once the loop runs.
+    const int sigs[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2};
+    std::vector<event*> loop_events;
+    for (int sig : sigs) {
+        event* ev = evsignal_new(r.base, sig, on_signal, nullptr);
+        if (!ev || event_add(ev, nullptr) != 0)
+            die("cannot install signal handler");
+        loop_events.push_back(ev);
+    }
     if (!dns_init(r.base, st.resolv_conf, err))
         die("%s", err.c_str());
     dns_on_address_gone(control_retire_address);
@@ -604,14 +615,6 @@ int run(int argc, char** argv) {
     }
     write_pidfile(st.pidfile);
 
-    const int sigs[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2};
-    std::vector<event*> loop_events;
-    for (int sig : sigs) {
-        event* ev = evsignal_new(r.base, sig, on_signal, nullptr);
-        if (!ev || event_add(ev, nullptr) != 0)
-            die("cannot install signal handler");
-        loop_events.push_back(ev);
-    }
     event* sd = event_new(r.base, -1, EV_PERSIST, shutdown_check, nullptr);
     loop_timer_add(sd, timeval{0, 100000});
     loop_events.push_back(sd);

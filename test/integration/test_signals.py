@@ -92,3 +92,21 @@ def test_shutdown_signal_while_suspended_exits_at_once(pooler):
     assert "FATAL suspend was in progress, going down immediately\n" in p.log_text()
     assert not os.path.exists(os.path.join(p.dir, "pooler.pid"))
     a.close()
+
+
+def test_sighup_as_soon_as_the_pidfile_appears(pooler):
+    """An init script reloads by reading the pidfile and sending SIGHUP: sent the moment the
+    pidfile exists (even the moment the port accepts), it must reload the process, never end
+    it. A few fresh processes, each signalled as early as the test can."""
+    for _ in range(5):
+        p = pooler(start=False)
+        pidfile = harness._ini_value(p.ini_text, "pidfile")
+        assert pidfile
+        p.start(wait_ready=False)
+        harness.wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
+                           15, what="the pidfile", interval=0)
+        os.kill(int(open(pidfile).read()), signal.SIGHUP)
+        p.wait_ready()
+        p.wait_for_log(r"got SIGHUP, re-reading config")
+        assert p.alive(), p.full_log()
+        p.stop()
