@@ -1175,11 +1175,9 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         if (!s.ps.touch(e))
             s.send_parse(e, ReplyAction::Skip, false);
         write_bind(s.sb.out_for_append(), bm.portal, e->name, bm.rest);
-        s.pin_ps(e);
         s.tracker.on_request(Expect{.type = msg::kBind,
                                     .action = ReplyAction::Forward,
-                                    .copy_term = false,
-                                    .ps = e});
+                                    .copy_term = false});
         pool->bind_count++;
         return PacketAction::Skip;
     }
@@ -1214,11 +1212,9 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         if (!s.ps.touch(e))
             s.send_parse(e, ReplyAction::Skip, false);
         write_describe_or_close(s.sb.out_for_append(), msg::kDescribe, 'S', e->name);
-        s.pin_ps(e);
         s.tracker.on_request(Expect{.type = msg::kDescribe,
                                     .action = ReplyAction::Forward,
-                                    .copy_term = false,
-                                    .ps = e});
+                                    .copy_term = false});
         return PacketAction::Skip;
     }
     default:
