@@ -121,7 +121,11 @@ def test_notify_reload(pooler):
 
 
 def _listening(family, addr):
+    """A listening socket as systemd makes one (SO_REUSEADDR set: the port may still have
+    TIME_WAIT connections of an earlier test, which harness.free_port() allows for)."""
     s = socket.socket(family, socket.SOCK_STREAM)
+    if family != socket.AF_UNIX:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(addr)
     s.listen(64)
     return s
