@@ -7,7 +7,8 @@ the pooler still answers it correctly. The pooler must not die (under `make chec
 SANITIZE=1` a memory error aborts it, which fails the test), must keep serving, and must
 give its servers back clean. Two bugs were found this way: a heap-use-after-free in the
 statement cache (a DISCARD ALL pipelined behind a named Parse not yet answered) and a server
-given back with half a message in it (test_bad_input.py has the exact case).
+given back with half a message in it (test_bad_input.py has the exact case). A last test
+turns it round: a "server" answers with mutated, split and cut-off replies.
 
 The inputs are the same on every run (worker i of a mode uses seed base + i: 1000 for
 transaction, 2000 for session, 3000 for statement mode); how they interleave is not.
@@ -23,6 +24,7 @@ import threading
 import pytest
 
 import harness
+import pgwire
 from pgwire import Conn, ScramClient, m, md5_password, parse_auth
 
 # SLUICE_FUZZ_SEED and SLUICE_FUZZ_SESSIONS explore other inputs (and replay a failure's).
@@ -258,3 +260,179 @@ def test_fuzzed_clients_leave_the_pooler_serving(pooler, pg, mode):
                      "AND usename = 'md5user' AND state LIKE 'idle in transaction%'",
                      db="appdb")[0][0]
     assert int(in_xact) == 0
+
+
+# ---------------------------------------------------------------------------
+# A server that answers with mutated replies
+
+def _be(t, body=b""):
+    return t + struct.pack("!I", 4 + len(body)) + body
+
+
+def _param(k, v):
+    return _be(b"S", k.encode() + b"\0" + v.encode() + b"\0")
+
+
+LOGIN_REPLY = (_be(b"R", struct.pack("!I", 0)) + _param("server_version", "15.0") +
+               _param("client_encoding", "UTF8") + _param("DateStyle", "ISO, MDY") +
+               _param("integer_datetimes", "on") + _param("standard_conforming_strings", "on") +
+               _param("TimeZone", "UTC") + _param("IntervalStyle", "postgres") +
+               _be(b"K", struct.pack("!II", 1234, 5678)) + _be(b"Z", b"I"))
+ROW_DESCRIPTION = _be(b"T", struct.pack("!H", 1) + b"x\0" + struct.pack("!IhIhih", 0, 0, 23, 4,
+                                                                            -1, 0))
+
+
+def _query_reply(rnd):
+    """What a server might answer a Query with: rows, an error, a COPY, a notice, a
+    notification or a parameter change before them; then ReadyForQuery."""
+    parts = [ROW_DESCRIPTION, _be(b"D", struct.pack("!HI", 1, 1) + b"1"),
+             _be(b"C", b"SELECT 1\0")]
+    k = rnd.random()
+    if k < 0.1:
+        parts = [_be(b"E", b"SERROR\0C42000\0Mboom\0\0")]
+    elif k < 0.15:
+        parts = [_be(b"G", b"\0\0\0")]
+    elif k < 0.2:
+        parts = [_be(b"H", b"\0\0\0"), _be(b"d", b"abc\n"), _be(b"c")]
+    elif k < 0.25:
+        parts.insert(0, _be(b"N", b"SNOTICE\0C00000\0Mhi\0\0"))
+    elif k < 0.3:
+        parts.insert(0, _be(b"A", struct.pack("!I", 1) + b"ch\0pl\0"))
+    elif k < 0.35:
+        parts.insert(0, _param("application_name", "zz"))
+    return b"".join(parts) + _be(b"Z", rnd.choice([b"I", b"T", b"E"]))
+
+
+def _serve_mutated(conn, rnd, stop):
+    """One server connection: a login (sometimes mutated), then replies to Query and to
+    extended batches at their Sync, a third of them mutated, some cut in two, now and then a
+    hang-up instead."""
+    conn.settimeout(10)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = b""
+
+    def need(n):
+        nonlocal buf
+        while len(buf) < n:
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+    try:
+        need(8)
+        if buf[4:8] == b"\x04\xd2\x16\x2f":  # SSLRequest
+            buf = buf[8:]
+            conn.sendall(b"N")
+            need(8)
+        need(struct.unpack("!I", buf[:4])[0])
+        buf = buf[struct.unpack("!I", buf[:4])[0]:]
+        if rnd.random() < 0.05:
+            return
+        conn.sendall(_mutate(LOGIN_REPLY, rnd) if rnd.random() < 0.15 else LOGIN_REPLY)
+        batch = []
+        while not stop.is_set():
+            need(5)
+            t, ln = buf[:1], struct.unpack("!I", buf[1:5])[0]
+            need(1 + ln)
+            buf = buf[1 + ln:]
+            if t == b"X":
+                return
+            if t == b"Q":
+                out = _query_reply(rnd)
+            elif t in (b"P", b"B", b"D", b"E", b"C"):
+                batch.append(t)
+                continue
+            elif t == b"S":
+                out = b"".join({b"P": _be(b"1"), b"B": _be(b"2"), b"D": ROW_DESCRIPTION,
+                                b"E": _be(b"D", struct.pack("!HI", 1, 1) + b"7") +
+                                _be(b"C", b"SELECT 1\0"),
+                                b"C": _be(b"3")}[x] for x in batch) + _be(b"Z", b"I")
+                batch = []
+            else:
+                continue
+            if rnd.random() < 0.35:
+                out = _mutate(out, rnd)
+            if rnd.random() < 0.05:
+                return
+            if rnd.random() < 0.2 and len(out) > 2:
+                cut = rnd.randrange(1, len(out))
+                conn.sendall(out[:cut])
+                conn.sendall(out[cut:])
+            else:
+                conn.sendall(out)
+    except (OSError, EOFError):
+        pass
+    finally:
+        conn.close()
+
+
+def _fake_server(seed, stop):
+    """A listening socket whose connections _serve_mutated() answers; returns the port."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+    lsock.settimeout(0.2)
+    rnd = random.Random(seed)
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=_serve_mutated, args=(conn, random.Random(rnd.random()), stop),
+                             daemon=True).start()
+        lsock.close()
+    threading.Thread(target=accept, daemon=True).start()
+    return lsock.getsockname()[1]
+
+
+def _client_of_fake(port, seed, errors):
+    rnd = random.Random(seed)
+    for _ in range(SESSIONS_PER_WORKER // 2):
+        try:
+            c = Conn.connect("127.0.0.1", port, user="md5user", password="md5pass",
+                             database="fakedb", timeout=3)
+            for _ in range(rnd.randint(1, 4)):
+                if rnd.random() < 0.5:
+                    c.sock.sendall(m.query("SELECT 1"))
+                else:
+                    c.sock.sendall(m.parse("SELECT 1", name=rnd.choice(["", "s1"])) +
+                                   m.bind(stmt="") + m.describe("P", "") + m.execute() +
+                                   m.sync())
+                _drain(c.sock, 0.02)
+            c.sock.close()
+        except (OSError, pgwire.PgWireError):
+            pass  # the mutated server's login or replies were refused: expected
+        except Exception as e:  # noqa: BLE001 - a harness bug, not the pooler's
+            errors.append("client of the fake server, seed %d: %r" % (seed, e))
+            return
+
+
+def test_mutated_server_replies_leave_the_pooler_serving(pooler):
+    """A "server" answers logins and queries with mutated, split and cut-off replies while
+    clients use it; a real database on the same pooler must keep answering right."""
+    stop = threading.Event()
+    try:
+        port = _fake_server(SEED + 4000, stop)
+        p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": "4",
+                              "server_login_retry": "0", "query_timeout": "5",
+                              "log_connections": "0", "log_disconnections": "0"},
+                   databases={"fakedb": f"host=127.0.0.1 port={port} dbname=x"})
+        errors = []
+        workers = [threading.Thread(target=_client_of_fake, args=(p.port, SEED + 4100 + i,
+                                                                  errors), daemon=True)
+                   for i in range(WORKERS)]
+        for t in workers:
+            t.start()
+        checks = 0
+        while any(t.is_alive() for t in workers):
+            _check_answers(p)
+            checks += 1
+        for t in workers:
+            t.join()
+        assert not errors, errors
+        assert checks > 0
+        _check_answers(p)
+    finally:
+        stop.set()
