@@ -376,22 +376,14 @@ struct Outcome {
     const Database* db = nullptr;
 };
 
-// A database for PAUSE/KILL/... (created from "*" when that exists, as PgBouncer's
-// find_or_register_database, logged with the console session's prefix).
-Database* find_or_register(const Client& c, const std::string& name) {
-    return find_or_register_database(name, c);
-}
-
 // A configured (or already created) database, never created here (RESUME, ENABLE). An idle
 // auto-database found is in use again, as with find_database().
 Database* lookup_database(const std::string& name) {
     auto it = rt().databases.find(name);
     if (it == rt().databases.end() || it->second->dirty)
         return nullptr;
-    Database* db = it->second.get();
-    if (db->from_fallback)
-        db->inactive_since = 0;
-    return db;
+    it->second->put_in_use();
+    return it->second.get();
 }
 
 void for_each_database(void (*fn)(Database&)) {
@@ -428,7 +420,7 @@ Outcome cmd_pause(Client& c, const std::string& arg, std::string& out) {
         return {WaitKind::Pause, nullptr};
     }
     log_info("PAUSE '%s' command issued", arg.c_str());
-    Database* db = find_or_register(c, arg);
+    Database* db = find_or_register_database(arg, c);
     if (!db) {
         write_admin_error(out, "08P01", "no such database: %s", arg.c_str());
         return {};
@@ -502,7 +494,7 @@ Outcome cmd_kill(Client& c, const std::string& arg, std::string& out) {
         for_each_database(control_kill_db);
     } else {
         log_info("KILL '%s' command issued", arg.c_str());
-        Database* db = find_or_register(c, arg);
+        Database* db = find_or_register_database(arg, c);
         if (!db) {
             write_admin_error(out, "08P01", "no such database: %s", arg.c_str());
             return {};
@@ -542,7 +534,7 @@ Outcome cmd_reconnect(Client& c, const std::string& arg, std::string& out) {
         for_each_database(control_reconnect_db);
     } else {
         log_info("RECONNECT '%s' command issued", arg.c_str());
-        Database* db = find_or_register(c, arg);
+        Database* db = find_or_register_database(arg, c);
         if (!db) {
             write_admin_error(out, "08P01", "no such database: %s", arg.c_str());
             return {};
@@ -566,7 +558,7 @@ Outcome cmd_disable_enable(Client& c, const std::string& arg, std::string& out, 
     }
     const char* verb = disable ? "DISABLE" : "ENABLE";
     log_info("%s '%s' command issued", verb, arg.c_str());
-    Database* db = disable ? find_or_register(c, arg) : lookup_database(arg);
+    Database* db = disable ? find_or_register_database(arg, c) : lookup_database(arg);
     if (!db) {
         write_admin_error(out, "08P01", "no such database: %s", arg.c_str());
         return {};
@@ -589,7 +581,7 @@ Outcome cmd_wait_close(Client& c, const std::string& arg, std::string& out) {
         return {WaitKind::WaitClose, nullptr};
     }
     log_info("WAIT_CLOSE '%s' command issued", arg.c_str());
-    Database* db = find_or_register(c, arg);
+    Database* db = find_or_register_database(arg, c);
     if (!db) {
         write_admin_error(out, "08P01", "no such database: %s", arg.c_str());
         return {};

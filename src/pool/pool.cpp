@@ -4,6 +4,7 @@
 #include "sluice/net/loop.h"
 #include "sluice/pool/control.h"
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_set>
 
@@ -247,12 +248,10 @@ Database* find_or_create(const std::string& name, bool& created) {
     created = false;
     auto it = g_rt.databases.find(name);
     if (it != g_rt.databases.end()) {
-        Database* db = it->second.get();
-        if (db->dirty)
+        if (it->second->dirty)
             return nullptr;
-        if (db->from_fallback)
-            db->inactive_since = 0;
-        return db;
+        it->second->put_in_use();
+        return it->second.get();
     }
     for (const DatabaseEntry& e : g_rt.cfg.databases) {
         if (e.name != "*")
@@ -334,10 +333,8 @@ Pool* client_pool(Database* db, User& user) {
 
 void pool_drop_idle_autodbs(usec_t now) {
     usec_t limit = settings().autodb_idle_timeout;
-    bool any_auto = false;
-    for (const auto& [name, db] : g_rt.databases)
-        any_auto = any_auto || db->from_fallback;
-    if (!any_auto)
+    if (std::none_of(g_rt.databases.begin(), g_rt.databases.end(),
+                     [](const auto& kv) { return kv.second->from_fallback; }))
         return;
     // In use: a pool with anyone in it (logging-in clients of an auth_query too, which the
     // database's counts do not include). One walk over the pools, not one per database.

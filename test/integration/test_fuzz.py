@@ -169,7 +169,7 @@ def _fuzz_console(port, admin_password, rnd):
         c.sock.close()
 
 
-def _worker(port, admin_password, seed, errors):
+def _worker(port, admin_password, seed):
     rnd = random.Random(seed)
     for _ in range(SESSIONS_PER_WORKER):
         try:
@@ -203,9 +203,24 @@ def _worker(port, admin_password, seed, errors):
             c.sock.close()
         except OSError:
             pass  # the pooler closed on us mid-send: expected for bad input
-        except Exception as e:  # noqa: BLE001 - a harness bug, not the pooler's
-            errors.append("worker seed %d: %r" % (seed, e))
-            return
+        except Exception as e:
+            raise AssertionError("worker with seed %d: %r" % (seed, e)) from e
+
+
+def _run_while_checking(p, worker, seeds, *args):
+    """worker(p.port, *args, seed) runs in a thread per seed while a well-behaved client
+    checks its answers again and again (and once more after them). A worker's unexpected
+    error fails the test."""
+    runs = [harness.in_thread(worker, p.port, *args, seed) for seed in seeds]
+    checks = 0
+    while any(t.is_alive() for t, _ in runs):
+        _check_answers(p)
+        checks += 1
+    for t, box in runs:
+        t.join()
+        assert "error" not in box, box["error"]
+    assert checks > 0
+    _check_answers(p)
 
 
 def _check_answers(p):
@@ -232,23 +247,8 @@ def test_fuzzed_clients_leave_the_pooler_serving(pooler, pg, mode):
     if not harness.is_pgbouncer(harness.sluice_bin()):
         settings["max_prepared_statements"] = "20"
     p = pooler(pgbouncer=settings)
-    errors = []
     base = SEED + {"transaction": 1000, "session": 2000, "statement": 3000}[mode]
-    admin_password = pg.passwords["postgres"]
-    workers = [threading.Thread(target=_worker, args=(p.port, admin_password, base + i, errors),
-                                daemon=True)
-               for i in range(WORKERS)]
-    for t in workers:
-        t.start()
-    checks = 0
-    while any(t.is_alive() for t in workers):
-        _check_answers(p)
-        checks += 1
-    for t in workers:
-        t.join()
-    assert not errors, errors
-    assert checks > 0
-    _check_answers(p)
+    _run_while_checking(p, _worker, [base + i for i in range(WORKERS)], pg.passwords["postgres"])
 
     # Everything given back: no client left, no server still busy or inside a transaction.
     def settled():
@@ -387,7 +387,7 @@ def _fake_server(seed, stop):
     return lsock.getsockname()[1]
 
 
-def _client_of_fake(port, seed, errors):
+def _client_of_fake(port, seed):
     rnd = random.Random(seed)
     for _ in range(SESSIONS_PER_WORKER // 2):
         try:
@@ -404,9 +404,8 @@ def _client_of_fake(port, seed, errors):
             c.sock.close()
         except (OSError, pgwire.PgWireError):
             pass  # the mutated server's login or replies were refused: expected
-        except Exception as e:  # noqa: BLE001 - a harness bug, not the pooler's
-            errors.append("client of the fake server, seed %d: %r" % (seed, e))
-            return
+        except Exception as e:
+            raise AssertionError("client of the fake server, seed %d: %r" % (seed, e)) from e
 
 
 def test_mutated_server_replies_leave_the_pooler_serving(pooler):
@@ -419,20 +418,6 @@ def test_mutated_server_replies_leave_the_pooler_serving(pooler):
                               "server_login_retry": "0", "query_timeout": "5",
                               "log_connections": "0", "log_disconnections": "0"},
                    databases={"fakedb": f"host=127.0.0.1 port={port} dbname=x"})
-        errors = []
-        workers = [threading.Thread(target=_client_of_fake, args=(p.port, SEED + 4100 + i,
-                                                                  errors), daemon=True)
-                   for i in range(WORKERS)]
-        for t in workers:
-            t.start()
-        checks = 0
-        while any(t.is_alive() for t in workers):
-            _check_answers(p)
-            checks += 1
-        for t in workers:
-            t.join()
-        assert not errors, errors
-        assert checks > 0
-        _check_answers(p)
+        _run_while_checking(p, _client_of_fake, [SEED + 4100 + i for i in range(WORKERS)])
     finally:
         stop.set()

@@ -60,6 +60,11 @@ struct Database {
     // autodatabase_idle_list): SHOW DATABASES and the SHOW LISTS count leave it out until
     // find_database() or a new connection puts it back in use.
     bool idle() const { return from_fallback && inactive_since != 0; }
+    // Found by a login or a console command: no longer idle.
+    void put_in_use() {
+        if (from_fallback)
+            inactive_since = 0;
+    }
 };
 
 struct User {
