@@ -154,8 +154,9 @@ void Client::fatal(const char* sqlstate, const char* fmt, ...) {
 void Client::fail_with(std::string_view error_packet, const char* reason) {
     if (state == ClientState::Closing)
         return;
+    // Sent by close_logged() after its log lines: a client that exits on reading the error
+    // finds them written, as with PgBouncer (it logs, then sends).
     sb.queue(error_packet);
-    static_cast<void>(sb.flush_out());
     close_logged(reason, true);
 }
 
@@ -183,9 +184,11 @@ void Client::close_logged(const char* reason, bool pooler_error) {
         }
     }
     // PgBouncer's order: "closing because", the server's close, then "pooler error", all
-    // before the socket closes (a client that sees EOF finds every line written).
+    // before the error goes out and the socket closes (a client that reads the error or sees
+    // EOF finds every line written).
     if (pooler_error && reason && settings().log_pooler_errors)
         slog_warning(this, "pooler error: %s", reason);
+    sb.flush_out_before_close();
     if (pool) {
         if (db)
             db->client_count--;

@@ -358,6 +358,15 @@ bool SBuf::flush_out() {
     return true;
 }
 
+void SBuf::flush_out_before_close() {
+    if (fd_ < 0 || connecting_ || out_pos_ == out_.size())
+        return;
+    iovec iov{out_.data() + out_pos_, out_.size() - out_pos_};
+    size_t sent;
+    if (send_iov(&iov, 1, sent))
+        out_pos_ += sent;
+}
+
 bool SBuf::forward_flush() {
     uint32_t pending = parse_ - pos_;
     if (!peer_) {

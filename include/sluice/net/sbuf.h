@@ -138,6 +138,9 @@ public:
     std::string& out_for_append();  // spills the peer's pending range, returns out_
     // Tries to send out_ now. False = socket error (the owner was told).
     bool flush_out();
+    // One send attempt of out_ by a caller about to close(): a failure is not reported (the
+    // owner is already closing for its own reason).
+    void flush_out_before_close();
     bool has_output() const noexcept { return out_pos_ < out_.size(); }
     // True while the last forward to the peer could not be completed.
     bool blocked() const noexcept { return blocked_; }
