@@ -28,8 +28,8 @@ synchronous_commit off, larger shared_buffers), PgBouncer (/usr/sbin/pgbouncer) 
      PgBouncer and sluice with client_tls_sslmode=require (a generated certificate, same ini
      otherwise): TPS and pooler CPU per transaction.
 
-Runs are interleaved (direct, PgBouncer, sluice, direct, ...) and repeated; the table shows
-median (min-max). The results go to test/bench/results/<timestamp>[-quick].md with the
+Runs are interleaved (direct, PgBouncer, sluice, direct, ...; in figure 1 the modes too) and
+repeated; the table shows median (min-max). The results go to test/bench/results/<timestamp>[-quick].md with the
 machine facts, a .json with every raw figure, and a .png chart (gnuplot). Everything the
 bench starts it stops by pid, also on Ctrl-C or SIGTERM. Only 127.0.0.1 is used.
 doc/bench.md explains every figure and target.
@@ -496,25 +496,28 @@ class Bench:
                 self.event(f"warm-up through {t} failed: {r.get('error')}")
 
     def fig1(self) -> None:
+        """Per client count, each repetition runs every mode through every target (modes and
+        targets interleaved), so that a drift of the machine hits the modes alike too: the
+        prepared / extended ratio compares runs seconds apart, not a minute."""
         a = self.args
         res = self.raw.setdefault("fig1", {})
-        configs = [(m, c) for c in (1, 64) for m in MODES]
-        for mode, clients in configs:
-            targets = [t for t in TARGETS if not (mode == "prepared" and t == "pgbouncer")]
-            key = f"{mode}/c{clients}"
-            res[key] = {t: [] for t in targets}
+        for clients in (1, 64):
             for rep in range(a.reps):
-                for t in targets:
-                    r = self.run_select(t, mode, clients, a.duration)
-                    res[key][t].append(r)
-                    if not r["ok"]:
-                        if rep == 0 or r["error"] != res[key][t][0].get("error"):
-                            self.event(f"pgbench -S -M {mode} -c {clients} through {t} "
-                                       f"failed (rc {r['rc']}): {r['error']}")
-                desc = "  ".join(
-                    f"{t}={res[key][t][-1]['tps']:.0f}" if res[key][t][-1]["ok"] else
-                    f"{t}=FAILED" for t in targets)
-                log(f"fig1 {key} rep {rep + 1}/{a.reps}: tps {desc}")
+                for mode in MODES:
+                    targets = [t for t in TARGETS if not (mode == "prepared" and t == "pgbouncer")]
+                    key = f"{mode}/c{clients}"
+                    res.setdefault(key, {t: [] for t in targets})
+                    for t in targets:
+                        r = self.run_select(t, mode, clients, a.duration)
+                        res[key][t].append(r)
+                        if not r["ok"]:
+                            if rep == 0 or r["error"] != res[key][t][0].get("error"):
+                                self.event(f"pgbench -S -M {mode} -c {clients} through {t} "
+                                           f"failed (rc {r['rc']}): {r['error']}")
+                    desc = "  ".join(
+                        f"{t}={res[key][t][-1]['tps']:.0f}" if res[key][t][-1]["ok"] else
+                        f"{t}=FAILED" for t in targets)
+                    log(f"fig1 {key} rep {rep + 1}/{a.reps}: tps {desc}")
 
     # -- figure 2b: callgrind -------------------------------------------------------
 
