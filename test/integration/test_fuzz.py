@@ -7,8 +7,9 @@ the pooler still answers it correctly. The pooler must not die (under `make chec
 SANITIZE=1` a memory error aborts it, which fails the test), must keep serving, and must
 give its servers back clean. Two bugs were found this way: a heap-use-after-free in the
 statement cache (a DISCARD ALL pipelined behind a named Parse not yet answered) and a server
-given back with half a message in it (test_bad_input.py has the exact case). A last test
-turns it round: a "server" answers with mutated, split and cut-off replies.
+given back with half a message in it (test_bad_input.py has the exact case). Another test
+turns it round: a "server" answers with mutated, split and cut-off replies; the last one
+starts and reloads the pooler with mutated pgbouncer.ini files.
 
 The inputs are the same on every run (worker i of a mode uses seed base + i: 1000 for
 transaction, 2000 for session, 3000 for statement mode); how they interleave is not.
@@ -16,6 +17,7 @@ SLUICE_FUZZ_SEED=<n> adds n to every seed (other inputs), SLUICE_FUZZ_SESSIONS=<
 each worker's number of sessions (200)."""
 
 import os
+import signal
 import random
 import socket
 import struct
@@ -421,3 +423,101 @@ def test_mutated_server_replies_leave_the_pooler_serving(pooler):
         _run_while_checking(p, _client_of_fake, [SEED + 4100 + i for i in range(WORKERS)])
     finally:
         stop.set()
+
+
+# Values a mutated ini line may get: empty, signs, overflow, units, quotes, paths, bytes.
+INI_VALUES = ["", "0", "-1", "99999999999999999999", "1e9", "abc", "yes", "on", "session",
+              "md5", "*", "%", "\\", "'", '"', "host=", "port=-5", "auth_user=", "=", " = = ",
+              "\x01", "é", "10s", "1h", "0x10", "/nonexistent", "..", "9" * 400]
+INI_LINES = ["[databases]", "[pgbouncer]", "[users]", "[peers]", "[", "]",
+             "%include /nonexistent", "%include", "%include x", "foo = bar", "x" * 300 + " = 1"]
+DB_KEYS = ["host=", "port=", "dbname=", "user=", "password=", "pool_size=", "pool_mode=",
+           "connect_query=", "client_encoding=", "max_db_connections="]
+
+
+def _mutate_ini(text, rnd):
+    """One to four line edits: a value replaced, a section/include/unknown line inserted, a
+    line deleted, a character changed, a [databases] entry with odd parameters, a line
+    repeated elsewhere. listen_addr stays as it was (tests listen on loopback only)."""
+    lines = text.split("\n")
+    for _ in range(rnd.randint(1, 4)):
+        i = rnd.randrange(len(lines))
+        line = lines[i]
+        k = rnd.random()
+        if line.startswith("listen_addr"):
+            continue
+        if k < 0.35 and "=" in line:
+            lines[i] = line.split("=", 1)[0] + "= " + rnd.choice(INI_VALUES)
+        elif k < 0.5:
+            lines.insert(i, rnd.choice(INI_LINES))
+        elif k < 0.6:
+            del lines[i]
+        elif k < 0.75 and line:
+            j = rnd.randrange(len(line))
+            lines[i] = line[:j] + rnd.choice(["", "=", " ", "\t", ";", "#", "[", "\\"]) + \
+                line[j + 1:]
+        elif k < 0.85:
+            params = " ".join(rnd.choice(DB_KEYS) + rnd.choice(INI_VALUES) for _ in range(3))
+            lines.insert(i, "dbx = " + params)
+        else:
+            lines.insert(i, lines[rnd.randrange(len(lines))])
+    return "\n".join(x for x in lines if not x.startswith("listen_addr") or x in text)
+
+
+def _answers_ssl_request(port):
+    """The event loop still runs: an SSLRequest on a new connection gets its one-byte answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(struct.pack(">II", 8, 80877103))
+        return s.recv(1) in (b"N", b"S")
+
+
+def test_mutated_configs_fail_cleanly_or_serve(pooler):
+    """Start-up with a mutated pgbouncer.ini (the generated one, or it with the settings of
+    pgbouncer-compat.ini) ends either in a running pooler or in exit code 1 with a message,
+    never a crash. Then one pooler is given mutated files by SIGHUP again and again: it keeps
+    running and answering, and once the good file is back it serves queries as before. (The
+    probe this grew from found a SIGHUP that killed the process during start-up:
+    test_signals.py has the exact case.)"""
+    rnd = random.Random(SEED + 5000)
+    with open(os.path.join(harness.REPO, "pgbouncer-compat.ini")) as f:
+        compat = f.read().split("[pgbouncer]", 1)[-1]
+    refused = 0
+    for i in range(40):
+        p = pooler(start=False)
+        p.write_ini(_mutate_ini(p.ini_text if rnd.random() < 0.7 else
+                                p.ini_text + "\n" + compat, rnd))
+        p.expect_exit = True  # a refused file ends the process: checked below
+        p.start(wait_ready=False)
+        try:
+            p.wait_ready(timeout=5)
+        except (harness.PoolerError, TimeoutError):
+            pass  # refused, or the mutation moved the listener: told apart below
+        rc = p.proc.poll()
+        if rc is not None:
+            out = p.full_log()
+            assert rc == 1 and "FATAL" in out and not p.crashed(), \
+                f"start {i}: exit {p.describe_rc(rc)}\n--- ini\n{p.ini_text}\n--- out\n{out}"
+            refused += 1
+            continue
+        rc = p.stop()
+        assert not p.crashed() and (rc == 0 or harness.is_pgbouncer(p.binary)), \
+            f"start {i}: stop gave {p.describe_rc(rc)}\n--- ini\n{p.ini_text}\n{p.full_log()}"
+    assert 0 < refused < 40, refused  # the seed gives both outcomes
+
+    p = pooler()
+    good = p.ini_text
+    for i in range(80):
+        if i % 8 == 7:
+            text = good
+        else:
+            text = _mutate_ini(good if rnd.random() < 0.7 else good + "\n" + compat, rnd)
+        p.write_ini(text)
+        mark = len(p.stderr_text())
+        p.signal(signal.SIGHUP)
+        harness.wait_until(lambda: "got SIGHUP" in p.stderr_text()[mark:] or not p.alive(), 5,
+                           what="the SIGHUP's log line")
+        assert p.alive() and not p.crashed(), \
+            f"reload {i}: died\n--- ini\n{p.ini_text}\n--- out\n{p.full_log()}"
+        assert _answers_ssl_request(p.port), f"reload {i}: no answer\n--- ini\n{p.ini_text}"
+        if text == good:
+            _check_answers(p)
