@@ -20,6 +20,7 @@ import os
 import signal
 import random
 import socket
+import ssl
 import struct
 import threading
 
@@ -27,6 +28,7 @@ import pytest
 
 import harness
 import pgwire
+import tlsutil
 from pgwire import Conn, ScramClient, m, md5_password, parse_auth
 
 # SLUICE_FUZZ_SEED and SLUICE_FUZZ_SESSIONS explore other inputs (and replay a failure's).
@@ -423,6 +425,85 @@ def test_mutated_server_replies_leave_the_pooler_serving(pooler):
         _run_while_checking(p, _client_of_fake, [SEED + 4100 + i for i in range(WORKERS)])
     finally:
         stop.set()
+
+
+def _client_hello():
+    """The first flight of a TLS client: a ClientHello record."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def _tls_worker(port, hello, seed):
+    """Sessions that send a mutated ClientHello after the SSLRequest's "S", or one with no
+    SSLRequest at all, or that complete a TLS handshake (and sometimes an md5 login and a
+    query) and then write bytes beneath TLS: a mutated application-data record on the raw
+    socket."""
+    rnd = random.Random(seed)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for _ in range(SESSIONS_PER_WORKER // 4):
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            k = rnd.random()
+            if k < 0.4:
+                s.sendall(m.ssl_request())
+                s.recv(1)
+                s.sendall(_mutate(hello, rnd))
+                _drain(s, 0.02)
+                s.close()
+                continue
+            if k < 0.55:
+                s.sendall(_mutate(hello, rnd))
+                _drain(s, 0.02)
+                s.close()
+                continue
+            s.sendall(m.ssl_request())
+            assert s.recv(1) == b"S"
+            t = ctx.wrap_socket(s, server_hostname="localhost")
+            t.sendall(m.startup({"user": "md5user", "database": "appdb"}))
+            data = t.recv(65536)
+            if rnd.random() < 0.5 and data[:1] == b"R" and \
+                    struct.unpack("!I", data[5:9])[0] == 5:
+                t.sendall(m.password(md5_password("md5user", "md5pass", data[9:13])))
+                t.recv(65536)
+                t.sendall(m.query("SELECT 1"))
+            os.write(t.fileno(), _mutate(b"\x17\x03\x03\x00\x20" + bytes(32), rnd))
+            t.settimeout(0.2)  # a record cut short leaves the pooler waiting for its rest
+            try:
+                t.recv(65536)
+            except (OSError, ssl.SSLError):
+                pass
+            t.close()
+        except (OSError, ssl.SSLError):
+            pass  # the pooler closed on us: expected for bad input
+        except Exception as e:
+            raise AssertionError("TLS worker with seed %d: %r" % (seed, e)) from e
+
+
+def test_mutated_tls_input_leaves_the_pooler_serving(pooler):
+    """Mutated ClientHellos (after an SSLRequest or instead of one) and bytes written beneath
+    a live TLS session, while a plain client checks its answers."""
+    certs = tlsutil.make_certs()
+    try:
+        p = pooler(pgbouncer={"client_tls_sslmode": "allow",
+                              "client_tls_cert_file": "{dir}/server.crt",
+                              "client_tls_key_file": "{dir}/server.key",
+                              "client_tls_ca_file": "{dir}/ca.crt",
+                              "log_connections": "0", "log_disconnections": "0"},
+                   files=tlsutil.pooler_files(certs))
+        _run_while_checking(p, _tls_worker, [SEED + 6000 + i for i in range(WORKERS)],
+                            _client_hello())
+    finally:
+        tlsutil.remove_certs(certs)
 
 
 # Values a mutated ini line may get: empty, signs, overflow, units, quotes, paths, bytes.
