@@ -512,6 +512,7 @@ void pool_release_server(Server& s) {
     Pool& p = *s.pool;
     if (Client* c = s.client) {
         unlink(*c, s);
+        c->query_start = 0;  // nothing is owed any more
         if (c->state == ClientState::Active && c->sb.paused())
             c->sb.resume();
     }

@@ -278,6 +278,70 @@ def test_known_state_newer_columns(pooler, pg):
         x.close()
 
 
+def _wait_s(row):
+    return row["wait"] + row["wait_us"] / 1e6
+
+
+def test_wait_counts_from_the_query_start(pooler):
+    """SHOW CLIENTS wait/wait_us is PgBouncer's query_start clock: the time since the
+    client's current request began, its time queued for a server included, back to 0 with
+    the ReadyForQuery that ends it. So 0 for an idle client and for one idle in a
+    transaction, the queueing time for a waiting client (SHOW POOLS maxwait too), the running
+    time for an active query. A console session's row counts from its first query (PgBouncer
+    never clears it there); server rows are 0."""
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": "1"})
+    c = p.connect(user="postgres", dbname="pgbouncer", application_name="console",
+                  cursor_factory=psycopg.ClientCursor)
+
+    def clients():
+        return {r["application_name"]: r for r in run(c, "SHOW CLIENTS")[1]}
+
+    def pool():
+        return by_db(run(c, "SHOW POOLS")[1], "appdb")[0]
+
+    never = p.connect(application_name="never")  # logged in, no query yet
+    idle = p.connect(application_name="idle")
+    idle.execute("SELECT 1")
+    intx = p.connect(application_name="intx")
+    intx.execute("BEGIN")
+    intx.execute("SELECT 1")  # holds the only server
+    waiter = p.connect(application_name="waiter")
+    t, box = harness.in_thread(lambda: waiter.execute("SELECT 2").fetchone())
+    harness.wait_until(lambda: pool()["cl_waiting"] == 1, 10, what="the waiter queued")
+    time.sleep(1.5)
+    rows = clients()
+    for app in ("never", "idle", "intx"):
+        assert (rows[app]["wait"], rows[app]["wait_us"]) == (0, 0), app
+    assert rows["waiter"]["state"] == "waiting"
+    assert 1.0 <= _wait_s(rows["waiter"]) < 30
+    assert 1.0 <= pool()["maxwait"] + pool()["maxwait_us"] / 1e6 < 30
+    assert _wait_s(rows["console"]) >= 1.0  # its first query came before the sleep
+    assert all((r["wait"], r["wait_us"]) == (0, 0) for r in run(c, "SHOW SERVERS")[1])
+
+    intx.execute("COMMIT")
+    t.join(10)
+    assert box.get("result") == (2,), box
+    rows = clients()
+    assert (rows["waiter"]["wait"], rows["waiter"]["wait_us"]) == (0, 0)
+    assert (pool()["maxwait"], pool()["maxwait_us"]) == (0, 0)
+
+    sleeper = p.connect(application_name="sleeper")
+    t, box = harness.in_thread(lambda: sleeper.execute("SELECT pg_sleep(2.5)").fetchone())
+    harness.wait_until(lambda: clients()["sleeper"]["state"] == "active"
+                       and clients()["sleeper"]["link"], 10, what="the sleeper running")
+    time.sleep(1.5)
+    rows = clients()
+    assert 1.0 <= _wait_s(rows["sleeper"]) < 30
+    assert (rows["idle"]["wait"], rows["idle"]["wait_us"]) == (0, 0)
+    assert all((r["wait"], r["wait_us"]) == (0, 0) for r in run(c, "SHOW SERVERS")[1])
+    t.join(10)
+    assert "error" not in box, box
+    rows = clients()
+    assert (rows["sleeper"]["wait"], rows["sleeper"]["wait_us"]) == (0, 0)
+    for x in (never, idle, intx, waiter, sleeper):
+        x.close()
+
+
 def test_errors_keep_the_session(pooler):
     p = pooler()
     c = console(p)
