@@ -582,6 +582,79 @@ def test_database_pause_outlives_global_resume(pooler):
     assert p.connect().execute("SELECT 2").fetchone() == (2,)
 
 
+def test_kill_frees_the_pools(pooler):
+    """As PgBouncer (kill_pool()): KILL db closes the clients of db (FATAL 08P01 "database
+    removed") and its servers and frees its pools: they leave SHOW POOLS, SHOW STATS and the
+    pools count of SHOW LISTS. The database stays in SHOW DATABASES, paused. A new client of
+    db makes a new pool (counters from 0) and waits in its login, as that pool has no server
+    parameters to greet it with, until RESUME db."""
+    p = pooler(pgbouncer={"pool_mode": "session"})
+    a = pgwire.Conn.connect("127.0.0.1", p.port, user="md5user", password="md5pass",
+                            database="appdb")
+    assert a.scalar("SELECT 1") == "1"
+    b = p.connect(user="postgres")  # a second pool of appdb
+    other = p.connect(dbname="postgres", user="postgres")
+    for x in (b, other):
+        x.execute("SELECT 1")
+    c = console(p)
+
+    def lists():
+        return {r["list"]: r["items"] for r in run(c, "SHOW LISTS")[1]}
+
+    assert sorted(r["user"] for r in by_db(run(c, "SHOW POOLS")[1], "appdb")) == \
+        ["md5user", "postgres"]
+    assert by_db(run(c, "SHOW STATS")[1], "appdb")[0]["total_query_count"] >= 2
+    pools = lists()["pools"]
+    assert run(c, "KILL appdb")[2] == "KILL"
+    err = a.read_msg()
+    assert (err.type, err.error.get("S"), err.code, err.error.get("M")) == \
+        ("E", "FATAL", "08P01", "database removed")
+    a.wait_closed()
+    with pytest.raises(psycopg.OperationalError, match="database removed"):
+        b.execute("SELECT 1")
+    assert not by_db(run(c, "SHOW POOLS")[1], "appdb")
+    assert not by_db(run(c, "SHOW STATS")[1], "appdb")
+    assert not by_db(run(c, "SHOW SERVERS")[1], "appdb")
+    assert not by_db(run(c, "SHOW CLIENTS")[1], "appdb")
+    assert lists()["pools"] == pools - 2
+    db = {r["name"]: r for r in run(c, "SHOW DATABASES")[1]}["appdb"]
+    assert (db["paused"], db["current_connections"]) == (1, 0)
+    assert other.execute("SELECT 2").fetchone() == (2,)
+
+    t, box = harness.in_thread(lambda: p.connect().execute("SELECT 3").fetchone())
+    harness.wait_until(lambda: by_db(run(c, "SHOW CLIENTS")[1], "appdb"), 10,
+                       what="the new client in SHOW CLIENTS")
+    t.join(1.0)
+    assert t.is_alive() and not box  # no server, and none is made while paused
+    [cl] = by_db(run(c, "SHOW CLIENTS")[1], "appdb")
+    assert (cl["state"], cl["wait"], cl["wait_us"]) == ("waiting", 0, 0)  # no query yet
+    [pool] = by_db(run(c, "SHOW POOLS")[1], "appdb")
+    assert (pool["user"], pool["cl_waiting"], pool["sv_active"], pool["sv_idle"]) == \
+        ("md5user", 1, 0, 0)
+    stats = by_db(run(c, "SHOW STATS")[1], "appdb")[0]
+    assert (stats["total_query_count"], stats["total_xact_count"]) == (0, 0)
+    assert run(c, "RESUME appdb")[2] == "RESUME"
+    assert {r["name"]: r["paused"] for r in run(c, "SHOW DATABASES")[1]}["appdb"] == 0
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: a client arriving while a KILLed database is paused starts a server "
+    "login that the pause closes at once (\"closing because: pause mode\"); counted as a "
+    "failed connect, it holds the pool back for server_login_retry (15 s) after RESUME")
+def test_resume_after_kill_serves_waiting_clients_at_once(pooler):
+    p = pooler(pgbouncer={"pool_mode": "session"})
+    c = console(p)
+    assert p.connect().execute("SELECT 1").fetchone() == (1,)
+    assert run(c, "KILL appdb")[2] == "KILL"
+    t, box = harness.in_thread(lambda: p.connect().execute("SELECT 3").fetchone())
+    harness.wait_until(lambda: by_db(run(c, "SHOW CLIENTS")[1], "appdb"), 10,
+                       what="the new client in SHOW CLIENTS")
+    assert run(c, "RESUME appdb")[2] == "RESUME"
+    t.join(5)
+    assert box.get("result") == (3,), box
+    assert p.connect(connect_timeout=5).execute("SELECT 4").fetchone() == (4,)
+
+
 @pytest.mark.differs_from_pgbouncer_1_18(
     "not in PgBouncer 1.18: KILL_CLIENT and the id column of SHOW CLIENTS")
 def test_kill_and_kill_client(pooler):
