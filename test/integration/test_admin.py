@@ -785,6 +785,36 @@ def test_set_and_reload(pooler):
     assert run(c, "SHOW VERSION")[1]
 
 
+def _config(c):
+    return {r["key"]: r["value"] for r in run(c, "SHOW CONFIG")[1]}
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 matches ini keys exactly: Pool_Mode stops the load (\"unknown parameter: "
+    "pgbouncer/Pool_Mode\", FATAL cannot load config file)")
+def test_ini_keys_in_any_case(pooler):
+    """sluice matches [pgbouncer] keys without regard to case, so every file PgBouncer loads
+    still loads the same; SHOW CONFIG keeps the lower-case names. (Keys inside [databases]
+    and [users] values are case-sensitive, in both.)"""
+    p = pooler(pgbouncer={"Pool_Mode": "transaction", "DEFAULT_POOL_SIZE": "7"})
+    config = _config(console(p))
+    assert (config["pool_mode"], config["default_pool_size"]) == ("transaction", "7")
+    assert "Pool_Mode" not in config
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 matches SET names exactly: SET Default_Pool_Size = 5 is ERROR \"SET failed\"")
+def test_set_names_in_any_case(pooler):
+    """Console SET takes a setting name in any case; the tag echoes it as typed."""
+    p = pooler()
+    c = console(p)
+    assert run(c, "SET Default_Pool_Size = 5")[2] == "SET Default_Pool_Size=5"
+    assert run(c, "SET POOL_MODE TO 'transaction'")[2] == "SET POOL_MODE=transaction"
+    config = _config(c)
+    assert (config["pool_mode"], config["default_pool_size"]) == ("transaction", "5")
+    assert {r["name"]: r["pool_size"] for r in run(c, "SHOW DATABASES")[1]}["appdb"] == 5
+
+
 def test_signals_pause_and_resume(pooler):
     p = pooler()
     c = console(p)
