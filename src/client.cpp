@@ -822,6 +822,8 @@ PacketAction Client::on_admin_packet(const PacketHeader& hdr, std::span<const ui
 // The time of the first request after the server owed nothing, and of the first of a
 // transaction.
 inline void Client::note_request_start(Server& s) noexcept {
+    if (!query_start)
+        query_start = mono_now();
     if (s.tracker.empty()) {
         s.request_time = mono_now();
         if (s.tracker.status() == 'I' && !xact_start)
@@ -920,6 +922,8 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
             if (a != PacketAction::Forward)
                 return a;
         }
+        if (!query_start)
+            query_start = mono_now();  // as PgBouncer, the queueing counts (SHOW CLIENTS wait)
         pool_request_server(*this);
         if (state == ClientState::Closing)
             return PacketAction::Closed;

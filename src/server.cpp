@@ -656,6 +656,7 @@ void Server::after_reply() {
     }
     if (tracker.empty()) {
         // One request/response cycle ended (PgBouncer's "query").
+        client->query_start = 0;
         p.query_count++;
         p.query_time += static_cast<uint64_t>(mono_now() - request_time);
         stats_observe_query(p, mono_now() - request_time);

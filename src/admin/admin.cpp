@@ -764,6 +764,7 @@ void handle_query(Client& c, std::string_view sql) {
         c.pool->query_count++;
         c.pool->xact_count++;
         c.xact_start = c.request_time;
+        c.query_start = c.request_time;  // SHOW CLIENTS wait: time since the first query
     }
     std::string reply;
     Command cmd;

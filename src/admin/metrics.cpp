@@ -115,7 +115,7 @@ void pool_gauges(std::string& out) {
     usec_t now = mono_now();
     for (Pool* p : g_pools) {
         Client* first = p->waiting.front();
-        usec_t wait = first && first->wait_start ? now - first->wait_start : 0;
+        usec_t wait = first && first->query_start ? now - first->query_start : 0;
         sample_start(out, "sluice_pool_max_wait_seconds", "", p->db, p->user);
         out += "} ";
         put_seconds(out, static_cast<uint64_t>(wait > 0 ? wait : 0));

@@ -120,7 +120,7 @@ SocketRow client_row(const Client& c, const char* state) {
         .local_port = local.is_unix() ? listen_port : local.port(),
         .connect_time = c.connect_time,
         .request_time = c.request_time,
-        .wait = c.wait_start ? mono_now() - c.wait_start : 0,
+        .wait = c.query_start ? mono_now() - c.query_start : 0,
         .close_needed = false,
         .ptr = &c,
         .link = c.server,
@@ -328,8 +328,10 @@ void show_pools(std::string& out) {
                 ++being_canceled;
         };
         p->used.for_each(count);  // checks and cancel waits are sub-states of Used
+        // As PgBouncer: the first queued client's query_start, so 0 when it only waits for
+        // the pool's first login (wait_for_welcome).
         Client* first = p->waiting.front();
-        usec_t maxwait = first && first->wait_start ? now - first->wait_start : 0;
+        usec_t maxwait = first && first->query_start ? now - first->query_start : 0;
         const DatabaseEntry& e = p->db->entry;
         bool multi_host = e.host.find(',') != std::string::npos;
         w.begin_row();

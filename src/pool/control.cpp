@@ -228,6 +228,7 @@ void control_kill_db(Database& db) {
     g_db_paused.insert(&db);
     apply_flags();
     control_drop_db(db);
+    pool_drop_pools_of(db);  // PgBouncer's kill_pool() frees them
 }
 
 // The servers of p that match: idle ones close now (with idle_reason), the others when next

@@ -17,12 +17,16 @@ namespace {
 
 Runtime& g_rt = g_runtime;
 std::unordered_map<std::string, Pool*> g_pool_index;  // "db\0client_user" -> pool
+// Pools a KILL took out of the list: freed after the closed clients and servers that still
+// point at them.
+std::vector<std::unique_ptr<Pool>> g_dropped_pools;
 
 void free_closed() {
     while (Client* c = g_rt.free_clients.pop_front())
         delete c;
     while (Server* s = g_rt.free_servers.pop_front())
         delete s;
+    g_dropped_pools.clear();
 }
 
 bool login_failing(const Pool& p) {
@@ -396,6 +400,15 @@ void pool_drop_idle_pools(usec_t now) {
     });
 }
 
+void pool_drop_pools_of(const Database& db) {
+    std::erase_if(g_pool_index, [&](const auto& kv) { return kv.second->db == &db; });
+    for (auto& p : g_rt.pools)
+        if (p->db == &db)
+            g_dropped_pools.push_back(std::move(p));
+    std::erase_if(g_rt.pools, [](const std::unique_ptr<Pool>& p) { return !p; });
+    schedule_free();
+}
+
 void pool_request_server(Client& c) {
     Pool& p = *c.pool;
     c.wait_for_welcome = false;
@@ -512,6 +525,7 @@ void pool_release_server(Server& s) {
     Pool& p = *s.pool;
     if (Client* c = s.client) {
         unlink(*c, s);
+        c->query_start = 0;  // nothing is owed any more
         if (c->state == ClientState::Active && c->sb.paused())
             c->sb.resume();
     }

@@ -278,6 +278,70 @@ def test_known_state_newer_columns(pooler, pg):
         x.close()
 
 
+def _wait_s(row):
+    return row["wait"] + row["wait_us"] / 1e6
+
+
+def test_wait_counts_from_the_query_start(pooler):
+    """SHOW CLIENTS wait/wait_us is PgBouncer's query_start clock: the time since the
+    client's current request began, its time queued for a server included, back to 0 with
+    the ReadyForQuery that ends it. So 0 for an idle client and for one idle in a
+    transaction, the queueing time for a waiting client (SHOW POOLS maxwait too), the running
+    time for an active query. A console session's row counts from its first query (PgBouncer
+    never clears it there); server rows are 0."""
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": "1"})
+    c = p.connect(user="postgres", dbname="pgbouncer", application_name="console",
+                  cursor_factory=psycopg.ClientCursor)
+
+    def clients():
+        return {r["application_name"]: r for r in run(c, "SHOW CLIENTS")[1]}
+
+    def pool():
+        return by_db(run(c, "SHOW POOLS")[1], "appdb")[0]
+
+    never = p.connect(application_name="never")  # logged in, no query yet
+    idle = p.connect(application_name="idle")
+    idle.execute("SELECT 1")
+    intx = p.connect(application_name="intx")
+    intx.execute("BEGIN")
+    intx.execute("SELECT 1")  # holds the only server
+    waiter = p.connect(application_name="waiter")
+    t, box = harness.in_thread(lambda: waiter.execute("SELECT 2").fetchone())
+    harness.wait_until(lambda: pool()["cl_waiting"] == 1, 10, what="the waiter queued")
+    time.sleep(1.5)
+    rows = clients()
+    for app in ("never", "idle", "intx"):
+        assert (rows[app]["wait"], rows[app]["wait_us"]) == (0, 0), app
+    assert rows["waiter"]["state"] == "waiting"
+    assert 1.0 <= _wait_s(rows["waiter"]) < 30
+    assert 1.0 <= pool()["maxwait"] + pool()["maxwait_us"] / 1e6 < 30
+    assert _wait_s(rows["console"]) >= 1.0  # its first query came before the sleep
+    assert all((r["wait"], r["wait_us"]) == (0, 0) for r in run(c, "SHOW SERVERS")[1])
+
+    intx.execute("COMMIT")
+    t.join(10)
+    assert box.get("result") == (2,), box
+    rows = clients()
+    assert (rows["waiter"]["wait"], rows["waiter"]["wait_us"]) == (0, 0)
+    assert (pool()["maxwait"], pool()["maxwait_us"]) == (0, 0)
+
+    sleeper = p.connect(application_name="sleeper")
+    t, box = harness.in_thread(lambda: sleeper.execute("SELECT pg_sleep(2.5)").fetchone())
+    harness.wait_until(lambda: clients()["sleeper"]["state"] == "active"
+                       and clients()["sleeper"]["link"], 10, what="the sleeper running")
+    time.sleep(1.5)
+    rows = clients()
+    assert 1.0 <= _wait_s(rows["sleeper"]) < 30
+    assert (rows["idle"]["wait"], rows["idle"]["wait_us"]) == (0, 0)
+    assert all((r["wait"], r["wait_us"]) == (0, 0) for r in run(c, "SHOW SERVERS")[1])
+    t.join(10)
+    assert "error" not in box, box
+    rows = clients()
+    assert (rows["sleeper"]["wait"], rows["sleeper"]["wait_us"]) == (0, 0)
+    for x in (never, idle, intx, waiter, sleeper):
+        x.close()
+
+
 def test_errors_keep_the_session(pooler):
     p = pooler()
     c = console(p)
@@ -518,6 +582,79 @@ def test_database_pause_outlives_global_resume(pooler):
     assert p.connect().execute("SELECT 2").fetchone() == (2,)
 
 
+def test_kill_frees_the_pools(pooler):
+    """As PgBouncer (kill_pool()): KILL db closes the clients of db (FATAL 08P01 "database
+    removed") and its servers and frees its pools: they leave SHOW POOLS, SHOW STATS and the
+    pools count of SHOW LISTS. The database stays in SHOW DATABASES, paused. A new client of
+    db makes a new pool (counters from 0) and waits in its login, as that pool has no server
+    parameters to greet it with, until RESUME db."""
+    p = pooler(pgbouncer={"pool_mode": "session"})
+    a = pgwire.Conn.connect("127.0.0.1", p.port, user="md5user", password="md5pass",
+                            database="appdb")
+    assert a.scalar("SELECT 1") == "1"
+    b = p.connect(user="postgres")  # a second pool of appdb
+    other = p.connect(dbname="postgres", user="postgres")
+    for x in (b, other):
+        x.execute("SELECT 1")
+    c = console(p)
+
+    def lists():
+        return {r["list"]: r["items"] for r in run(c, "SHOW LISTS")[1]}
+
+    assert sorted(r["user"] for r in by_db(run(c, "SHOW POOLS")[1], "appdb")) == \
+        ["md5user", "postgres"]
+    assert by_db(run(c, "SHOW STATS")[1], "appdb")[0]["total_query_count"] >= 2
+    pools = lists()["pools"]
+    assert run(c, "KILL appdb")[2] == "KILL"
+    err = a.read_msg()
+    assert (err.type, err.error.get("S"), err.code, err.error.get("M")) == \
+        ("E", "FATAL", "08P01", "database removed")
+    a.wait_closed()
+    with pytest.raises(psycopg.OperationalError, match="database removed"):
+        b.execute("SELECT 1")
+    assert not by_db(run(c, "SHOW POOLS")[1], "appdb")
+    assert not by_db(run(c, "SHOW STATS")[1], "appdb")
+    assert not by_db(run(c, "SHOW SERVERS")[1], "appdb")
+    assert not by_db(run(c, "SHOW CLIENTS")[1], "appdb")
+    assert lists()["pools"] == pools - 2
+    db = {r["name"]: r for r in run(c, "SHOW DATABASES")[1]}["appdb"]
+    assert (db["paused"], db["current_connections"]) == (1, 0)
+    assert other.execute("SELECT 2").fetchone() == (2,)
+
+    t, box = harness.in_thread(lambda: p.connect().execute("SELECT 3").fetchone())
+    harness.wait_until(lambda: by_db(run(c, "SHOW CLIENTS")[1], "appdb"), 10,
+                       what="the new client in SHOW CLIENTS")
+    t.join(1.0)
+    assert t.is_alive() and not box  # no server, and none is made while paused
+    [cl] = by_db(run(c, "SHOW CLIENTS")[1], "appdb")
+    assert (cl["state"], cl["wait"], cl["wait_us"]) == ("waiting", 0, 0)  # no query yet
+    [pool] = by_db(run(c, "SHOW POOLS")[1], "appdb")
+    assert (pool["user"], pool["cl_waiting"], pool["sv_active"], pool["sv_idle"]) == \
+        ("md5user", 1, 0, 0)
+    stats = by_db(run(c, "SHOW STATS")[1], "appdb")[0]
+    assert (stats["total_query_count"], stats["total_xact_count"]) == (0, 0)
+    assert run(c, "RESUME appdb")[2] == "RESUME"
+    assert {r["name"]: r["paused"] for r in run(c, "SHOW DATABASES")[1]}["appdb"] == 0
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: a client arriving while a KILLed database is paused starts a server "
+    "login that the pause closes at once (\"closing because: pause mode\"); counted as a "
+    "failed connect, it holds the pool back for server_login_retry (15 s) after RESUME")
+def test_resume_after_kill_serves_waiting_clients_at_once(pooler):
+    p = pooler(pgbouncer={"pool_mode": "session"})
+    c = console(p)
+    assert p.connect().execute("SELECT 1").fetchone() == (1,)
+    assert run(c, "KILL appdb")[2] == "KILL"
+    t, box = harness.in_thread(lambda: p.connect().execute("SELECT 3").fetchone())
+    harness.wait_until(lambda: by_db(run(c, "SHOW CLIENTS")[1], "appdb"), 10,
+                       what="the new client in SHOW CLIENTS")
+    assert run(c, "RESUME appdb")[2] == "RESUME"
+    t.join(5)
+    assert box.get("result") == (3,), box
+    assert p.connect(connect_timeout=5).execute("SELECT 4").fetchone() == (4,)
+
+
 @pytest.mark.differs_from_pgbouncer_1_18(
     "not in PgBouncer 1.18: KILL_CLIENT and the id column of SHOW CLIENTS")
 def test_kill_and_kill_client(pooler):
@@ -646,6 +783,36 @@ def test_set_and_reload(pooler):
     p.wait_for_log(r"WARNING config file loading failed\n.*ERROR RELOAD Failed, see logs for "
                    r"more details\n", since=mark)
     assert run(c, "SHOW VERSION")[1]
+
+
+def _config(c):
+    return {r["key"]: r["value"] for r in run(c, "SHOW CONFIG")[1]}
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 matches ini keys exactly: Pool_Mode stops the load (\"unknown parameter: "
+    "pgbouncer/Pool_Mode\", FATAL cannot load config file)")
+def test_ini_keys_in_any_case(pooler):
+    """sluice matches [pgbouncer] keys without regard to case, so every file PgBouncer loads
+    still loads the same; SHOW CONFIG keeps the lower-case names. (Keys inside [databases]
+    and [users] values are case-sensitive, in both.)"""
+    p = pooler(pgbouncer={"Pool_Mode": "transaction", "DEFAULT_POOL_SIZE": "7"})
+    config = _config(console(p))
+    assert (config["pool_mode"], config["default_pool_size"]) == ("transaction", "7")
+    assert "Pool_Mode" not in config
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 matches SET names exactly: SET Default_Pool_Size = 5 is ERROR \"SET failed\"")
+def test_set_names_in_any_case(pooler):
+    """Console SET takes a setting name in any case; the tag echoes it as typed."""
+    p = pooler()
+    c = console(p)
+    assert run(c, "SET Default_Pool_Size = 5")[2] == "SET Default_Pool_Size=5"
+    assert run(c, "SET POOL_MODE TO 'transaction'")[2] == "SET POOL_MODE=transaction"
+    config = _config(c)
+    assert (config["pool_mode"], config["default_pool_size"]) == ("transaction", "5")
+    assert {r["name"]: r["pool_size"] for r in run(c, "SHOW DATABASES")[1]}["appdb"] == 5
 
 
 def test_signals_pause_and_resume(pooler):

@@ -53,7 +53,8 @@ int control_busy_servers(const Database* db) noexcept;
 int control_close_needed_servers(const Database* db) noexcept;
 
 // KILL db: pause it (until RESUME), close its clients with FATAL "database removed" and
-// every server connection of it. Requires: !db.admin.
+// every server connection of it, and free its pools (pool_drop_pools_of). Requires:
+// !db.admin.
 void control_kill_db(Database& db);
 // A RELOAD dropped db's [databases] entry: the same closes as KILL, without the pause (the
 // name may live on as an auto-database). Requires: !db.admin.

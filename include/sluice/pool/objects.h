@@ -154,6 +154,11 @@ public:
     usec_t request_time = 0;  // last query start or state change
     usec_t wait_start = 0;
     usec_t xact_start = 0;
+    // PgBouncer's query_start, shown as SHOW CLIENTS wait: the first message of a request
+    // (queueing for a server included), cleared by the ReadyForQuery that leaves nothing
+    // owed or when the server is released. A console session sets it at its first query
+    // and never clears it, as PgBouncer does.
+    usec_t query_start = 0;
     uint64_t id = 0;
     uint32_t cancel_pid = 0;  // 0: not in the cancel-key index
     uint32_t cancel_key = 0;
