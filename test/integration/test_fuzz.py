@@ -8,8 +8,9 @@ SANITIZE=1` a memory error aborts it, which fails the test), must keep serving, 
 give its servers back clean. Two bugs were found this way: a heap-use-after-free in the
 statement cache (a DISCARD ALL pipelined behind a named Parse not yet answered) and a server
 given back with half a message in it (test_bad_input.py has the exact case). Another test
-turns it round: a "server" answers with mutated, split and cut-off replies; the last one
-starts and reloads the pooler with mutated pgbouncer.ini files.
+turns it round: a "server" answers with mutated, split and cut-off replies; others send
+mutated TLS handshakes and records, start and reload the pooler with mutated pgbouncer.ini
+files, and give state-changing console commands in random order while clients work.
 
 The inputs are the same on every run (worker i of a mode uses seed base + i: 1000 for
 transaction, 2000 for session, 3000 for statement mode); how they interleave is not.
@@ -25,6 +26,7 @@ import struct
 import threading
 import time
 
+import psycopg
 import pytest
 
 import harness
@@ -265,6 +267,102 @@ def test_fuzzed_clients_leave_the_pooler_serving(pooler, pg, mode):
                      "AND usename = 'md5user' AND state LIKE 'idle in transaction%'",
                      db="appdb")[0][0]
     assert int(in_xact) == 0
+
+
+# Console commands that change state, given while clients work: KILL frees pools under
+# clients and servers that are still closing, PAUSE waits for them, RECONNECT retires servers.
+CONSOLE_COMMANDS = ["KILL appdb", "RESUME appdb", "KILL otherdb", "RESUME otherdb",
+                    "PAUSE otherdb", "RESUME otherdb", "RECONNECT appdb", "RECONNECT",
+                    "DISABLE otherdb", "ENABLE otherdb", "RELOAD", "SHOW POOLS",
+                    "SHOW CLIENTS", "SHOW SERVERS", "SHOW STATS", "SHOW LISTS", "KILL_CLIENT"]
+
+
+def _busy_client(port, seed, stop):
+    """Sessions of queries and pipelines with named statements on appdb and otherdb until
+    stop; any error or close the console causes is expected."""
+    rnd = random.Random(seed)
+    while not stop.is_set():
+        try:
+            c = Conn.connect("127.0.0.1", port, user="md5user", password="md5pass",
+                             database=rnd.choice(["appdb", "otherdb"]), timeout=10)
+            for _ in range(rnd.randint(1, 5)):
+                if rnd.random() < 0.5:
+                    c.send(m.query(rnd.choice(["SELECT 1", "BEGIN", "COMMIT",
+                                               "SELECT pg_sleep(0.01)"])))
+                else:
+                    name = "k%d" % rnd.randrange(3)
+                    c.send(m.parse("SELECT $1::int", name=name), m.bind(stmt=name, params=["1"]),
+                           m.execute(), m.sync())
+                c.read_until_rfq(timeout=10)
+            c.close(terminate=rnd.random() < 0.7)
+        except (OSError, pgwire.PgWireError):
+            pass  # killed, disabled, paused past the timeout: expected here
+
+
+def _console_commands(port, admin_password, seed):
+    rnd = random.Random(seed)
+    c = Conn.connect("127.0.0.1", port, user="postgres", password=admin_password,
+                     database="pgbouncer")
+    try:
+        for _ in range(SESSIONS_PER_WORKER // 3):
+            cmd = rnd.choice(CONSOLE_COMMANDS)
+            if cmd == "KILL_CLIENT":
+                msgs = c.simple("SHOW CLIENTS")
+                cols = [x["name"] for x in pgwire.parse_row_description(msgs[0].body)]
+                if "id" not in cols:
+                    continue  # PgBouncer 1.18: no client ids, no KILL_CLIENT
+                rows = [dict(zip(cols, pgwire.parse_data_row(x.body)))
+                        for x in msgs if x.type == "D"]
+                ids = [r["id"] for r in rows if r["user"] == "md5user"]
+                if not ids:
+                    continue
+                cmd = "KILL_CLIENT %s" % rnd.choice(ids)
+            try:
+                c.query(cmd, timeout=30)
+            except pgwire.ServerError:
+                pass  # e.g. a client gone before its KILL_CLIENT, a database not paused
+            time.sleep(rnd.choice([0, 0.01, 0.05]))
+    finally:
+        c.close(terminate=True)
+
+
+def test_console_commands_while_clients_work(pooler, pg):
+    """KILL, RESUME, PAUSE, RECONNECT, DISABLE, KILL_CLIENT and RELOAD in random order while
+    clients run queries and named-statement pipelines on the databases concerned; then,
+    with every database resumed, the pooler serves as before and its pools settle."""
+    settings = {"pool_mode": "transaction", "default_pool_size": "4",
+                "log_connections": "0", "log_disconnections": "0", "log_pooler_errors": "0"}
+    if not harness.is_pgbouncer(harness.sluice_bin()):
+        settings["max_prepared_statements"] = "10"
+    p = pooler(pgbouncer=settings, databases={"otherdb": "host={pg_host} port={pg_port} "
+                                                         "dbname=appdb"})
+    stop = threading.Event()
+    workers = [harness.in_thread(_busy_client, p.port, SEED + 7000 + i, stop)
+               for i in range(WORKERS)]
+    try:
+        t, box = harness.in_thread(_console_commands, p.port, pg.passwords["postgres"],
+                                   SEED + 7100)
+        t.join(300)
+        assert "error" not in box, box.get("error")
+        assert not t.is_alive(), "the console commands did not finish"
+    finally:
+        stop.set()
+        for cmd in ("RESUME appdb", "RESUME otherdb", "ENABLE otherdb"):
+            try:
+                p.admin(cmd)  # whatever the commands left paused or disabled
+            except psycopg.Error:
+                pass  # not paused
+        for w, _ in workers:
+            w.join(30)
+    for w, wbox in workers:
+        assert "error" not in wbox, wbox["error"]
+    _check_answers(p)
+
+    def settled():
+        rows = [r for r in p.show("POOLS") if r["database"] in ("appdb", "otherdb")]
+        return all(r["cl_active"] == 0 and r["cl_waiting"] == 0 and r["sv_active"] == 0
+                   for r in rows)
+    harness.wait_until(settled, 60, what="the pools to settle")
 
 
 # ---------------------------------------------------------------------------
