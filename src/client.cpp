@@ -826,8 +826,10 @@ inline void Client::note_request_start(Server& s) noexcept {
         query_start = mono_now();
     if (s.tracker.empty()) {
         s.request_time = mono_now();
+        // As PgBouncer: a transaction's time runs from its first query's start, queueing
+        // for the server included.
         if (s.tracker.status() == 'I' && !xact_start)
-            xact_start = s.request_time;
+            xact_start = query_start;
     }
 }
 

@@ -655,11 +655,13 @@ void Server::after_reply() {
         return;
     }
     if (tracker.empty()) {
-        // One request/response cycle ended (PgBouncer's "query").
+        // One request/response cycle ended (PgBouncer's "query"). Its time runs from the
+        // client's first message, queueing for a server included, as PgBouncer counts it.
+        usec_t began = client->query_start ? client->query_start : request_time;
         client->query_start = 0;
         p.query_count++;
-        p.query_time += static_cast<uint64_t>(mono_now() - request_time);
-        stats_observe_query(p, mono_now() - request_time);
+        p.query_time += static_cast<uint64_t>(mono_now() - began);
+        stats_observe_query(p, mono_now() - began);
     }
     if (tracker.idle()) {
         p.xact_count++;

@@ -342,6 +342,33 @@ def test_wait_counts_from_the_query_start(pooler):
         x.close()
 
 
+def test_query_and_xact_time_include_the_queueing(pooler):
+    """SHOW STATS total_query_time and total_xact_time run, as PgBouncer counts them, from
+    the first message of the query (of the transaction), time queued for a server included;
+    total_wait_time counts the queueing on its own as well."""
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": "1"})
+    holder = p.connect()
+    holder.execute("BEGIN")
+    holder.execute("SELECT 1")  # holds the only server
+    waiter = p.connect()
+    t, box = harness.in_thread(lambda: waiter.execute("SELECT 2").fetchone())
+    c = p.connect(user="postgres", dbname="pgbouncer", cursor_factory=psycopg.ClientCursor)
+    harness.wait_until(lambda: by_db(run(c, "SHOW POOLS")[1], "appdb")[0]["cl_waiting"] == 1,
+                       10, what="the waiter queued")
+    time.sleep(1.2)
+    holder.execute("COMMIT")
+    t.join(10)
+    assert box.get("result") == (2,), box
+    stats = by_db(run(c, "SHOW STATS")[1], "appdb")[0]
+    assert stats["total_wait_time"] >= 1_000_000, stats
+    # The waiter's one query (and its transaction) took its queueing time; the holder's
+    # queries were quick, its transaction as long as the sleep.
+    assert stats["total_query_time"] >= 1_000_000, stats
+    assert stats["total_xact_time"] >= 2_000_000, stats
+    for x in (holder, waiter, c):
+        x.close()
+
+
 def test_errors_keep_the_session(pooler):
     p = pooler()
     c = console(p)
