@@ -49,6 +49,10 @@ TAKEOVER_LINES = [
     r"LOG old process killed, resuming work\n",
 ]
 
+# The takeover's last line, then the one written after the pidfile: a test that reads the
+# pidfile (or connects) once it has seen only the first races the new process.
+TAKEN_OVER = r"LOG old process killed, resuming work\n(?:.*\n)*?.*LOG process up: "
+
 FDS_COLUMNS = ["fd", "task", "user", "database", "addr", "port", "cancel", "link",
                "client_encoding", "std_strings", "datestyle", "timezone", "password",
                "scram_client_key", "scram_server_key"]
@@ -107,11 +111,12 @@ def _successor(pooler, old, binary=None, args=("-R",)):
 
 def _take_over(pooler, old, binary=None):
     """Start `<binary> -R` over the running `old` and wait until it has taken over: it logged
-    "old process killed, resuming work" and old exited. Returns the new Pooler."""
+    "old process killed, resuming work", then "process up" (its pidfile is written between
+    the two), and old exited. Returns the new Pooler."""
     old.expect_exit = True
     new = _successor(pooler, old, binary)
     new.start(wait_ready=False)
-    _wait_for_text(new.stderr_text, r"LOG old process killed, resuming work\n", new.alive,
+    _wait_for_text(new.stderr_text, TAKEN_OVER, new.alive,
                    what="the takeover to finish", log=lambda: _both_logs(old, new))
     harness.wait_until(lambda: not old.alive(), 10, what="the old process to exit")
     return new
@@ -918,7 +923,7 @@ def test_takeover_waits_for_suspended_old(pooler, how):
         assert _console_cmd(console, "RESUME") == "RESUME"
     else:
         console.close()
-    _wait_for_text(new.stderr_text, r"LOG old process killed, resuming work\n", new.alive,
+    _wait_for_text(new.stderr_text, TAKEN_OVER, new.alive,
                    what="the takeover to finish", log=lambda: _both_logs(old, new))
     harness.wait_until(lambda: not old.alive(), 10, what="the old process to exit")
     _assert_old_gone(old, new)

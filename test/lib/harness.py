@@ -72,8 +72,9 @@ class Pooler(pg, ini_text=None, *, userlist=None, userlist_extra=(), args=(), bi
     for `-u postgres` tests. args: extra command-line flags before the ini path.
     The binary runs in the foreground with cwd=.dir, stdout+stderr to .dir/stderr.log.
     Readiness: TCP connect to 127.0.0.1:.port (or the unix socket when the ini has no
-    listen_addr) succeeds while the process is alive, within ready_timeout; otherwise
-    PoolerError with the log.
+    listen_addr) succeeds and the log has "process up" (written after every listener and the
+    pidfile) while the process is alive, within ready_timeout; otherwise PoolerError with
+    the log.
     .port, .dir, .pid, .ini_path, .ini_text, .logfile, .binary, .proc, .returncode
     .start()                       (when start=False was given)
     .argv() -> list                binary + args + ini path (for run_as_postgres)
@@ -850,13 +851,22 @@ class Pooler:
             if self.proc.poll() is not None:
                 raise PoolerError(f"{self.binary} exited with {self.describe_rc()} during "
                                   f"start-up\n{self.full_log()}")
-            if probe():
+            if probe() and self._up_logged():
                 return
             if time.monotonic() >= deadline:
                 self.stop()
                 raise PoolerError(f"{self.binary} not accepting connections on port "
-                                  f"{self.port} after {timeout}s\n{self.full_log()}")
+                                  f"{self.port} (or no \"process up\" line) after {timeout}s"
+                                  f"\n{self.full_log()}")
             time.sleep(0.05)
+
+    def _up_logged(self) -> bool:
+        """The first listener accepts before the others, the pidfile and the start-up lines
+        exist: "process up" (sluice and PgBouncer alike) comes after them all, just before the
+        loop runs. True once it is in the log, or when there is no log to read it from."""
+        if not self.logfile and ({"-q", "--quiet"} & set(self.args)):
+            return True
+        return "LOG process up: " in self.log_text()
 
     @property
     def pid(self) -> int | None:
