@@ -216,6 +216,7 @@ void apply_config_objects() {
         }
         log_dropping(name);
         control_drop_db(*db);
+        pool_drop_pools_of(*db);  // as PgBouncer's kill_database(): SHOW POOLS/STATS rows go
         db->from_fallback = true;  // from now on it is what "*" makes of the name, if anything
         if (fallback)
             set_entry(*db, *fallback);

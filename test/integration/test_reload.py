@@ -121,7 +121,7 @@ def _removed_from_config(p, keep_fallback):
         "PgBouncer 1.18 bug: a removed * line goes on serving new database names"),))])
 def test_database_removed_by_reload(pooler, pg, keep_fallback):
     """A database whose line is removed is dropped as PgBouncer does: its clients and servers
-    are closed ("database removed"). With a "*" line the name then works as an
+    are closed ("database removed") and its pools freed. With a "*" line the name then works as an
     auto-database for new clients; without one it is "no such database" (PgBouncer 1.18 goes
     on using the removed "*" line, so that case fails against it). The database used to stay
     behind with its old settings: its clients were still served, every release reopened the
@@ -138,6 +138,9 @@ def test_database_removed_by_reload(pooler, pg, keep_fallback):
                    since=mark)
     harness.wait_until(lambda: pid not in {r[0] for r in pg.sql(
         "SELECT pid FROM pg_stat_activity WHERE datname = 'appdb'")}, 10, what="server closed")
+    # Its pools are freed as PgBouncer frees them: no SHOW POOLS or SHOW STATS row is left.
+    assert "appdb" not in {r["database"] for r in p.show("POOLS")}
+    assert "appdb" not in {r["database"] for r in p.show("STATS")}
     if keep_fallback:
         with p.connect() as new:
             assert new.execute("SELECT current_database()").fetchone() == ("appdb",)

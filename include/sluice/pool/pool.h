@@ -105,10 +105,11 @@ void pool_server_gone(Pool& p);
 // one idle for autodb_idle_timeout is dropped with its pools unless paused (as PgBouncer);
 // the next client of the name registers it anew.
 void pool_drop_idle_autodbs(usec_t now);
-// KILL: db's pools leave the pool list now, their SHOW POOLS rows and SHOW STATS counters
-// with them, as PgBouncer frees them; the next client of db gets a new pool, which learns
-// the welcome parameters from a new server login. The objects are freed at the end of the
-// turn. Requires: every client and server of those pools is closing.
+// KILL, and a RELOAD that drops db: its pools leave the pool list now, their SHOW POOLS
+// rows and SHOW STATS counters with them, as PgBouncer frees them; the next client of db
+// gets a new pool, which learns the welcome parameters from a new server login. The
+// objects are freed at the end of the turn. Requires: every client and server of those
+// pools is closing.
 void pool_drop_pools_of(const Database& db);
 // Janitor: pool_idle_timeout frees a pool (database + user) that has had no client and no
 // server that long, with its SHOW STATS counters (as PgBouncer 1.26).
