@@ -793,7 +793,7 @@ def test_set_and_reload(pooler):
     c = console(p)
     assert run(c, "SET default_pool_size = 7")[2] == "SET default_pool_size=7"
     assert run(c, "set query_timeout to '2.5'")[2] == "SET query_timeout=2.5"
-    config = {r["key"]: r["value"] for r in run(c, "SHOW CONFIG")[1]}
+    config = _config(c)
     assert config["default_pool_size"] == "7" and config["query_timeout"] == "2.5"
     assert {r["name"]: r["pool_size"] for r in run(c, "SHOW DATABASES")[1]}["appdb"] == 7
     with pytest.raises(psycopg.Error, match="SET failed"):
