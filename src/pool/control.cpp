@@ -222,13 +222,13 @@ void control_drop_db(Database& db) {
         p.active.for_each([&](Client& c) { c.fatal("08P01", "%s", reason); });
         for_servers(p, [&](Server& s) { s.close(reason); });
     });
+    pool_drop_pools_of(db);  // as PgBouncer's kill_pool(): SHOW POOLS and SHOW STATS rows go
 }
 
 void control_kill_db(Database& db) {
     g_db_paused.insert(&db);
     apply_flags();
     control_drop_db(db);
-    pool_drop_pools_of(db);  // PgBouncer's kill_pool() frees them
 }
 
 // The servers of p that match: idle ones close now (with idle_reason), the others when next

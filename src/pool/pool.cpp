@@ -17,7 +17,7 @@ namespace {
 
 Runtime& g_rt = g_runtime;
 std::unordered_map<std::string, Pool*> g_pool_index;  // "db\0client_user" -> pool
-// Pools a KILL took out of the list: freed after the closed clients and servers that still
+// Pools a KILL or a RELOAD took out of the list: freed after the closed clients and servers that still
 // point at them.
 std::vector<std::unique_ptr<Pool>> g_dropped_pools;
 
@@ -216,7 +216,6 @@ void apply_config_objects() {
         }
         log_dropping(name);
         control_drop_db(*db);
-        pool_drop_pools_of(*db);  // as PgBouncer's kill_database(): SHOW POOLS/STATS rows go
         db->from_fallback = true;  // from now on it is what "*" makes of the name, if anything
         if (fallback)
             set_entry(*db, *fallback);

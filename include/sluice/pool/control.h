@@ -52,11 +52,10 @@ int control_busy_servers(const Database* db) noexcept;
 // Servers of db (nullptr = all) that RECONNECT or a config change marked close_needed.
 int control_close_needed_servers(const Database* db) noexcept;
 
-// KILL db: pause it (until RESUME), close its clients with FATAL "database removed" and
-// every server connection of it, and free its pools (pool_drop_pools_of). Requires:
-// !db.admin.
+// KILL db: pause it (until RESUME), then control_drop_db(). Requires: !db.admin.
 void control_kill_db(Database& db);
-// A RELOAD dropped db's [databases] entry: the same closes as KILL, without the pause (the
+// KILL, or a RELOAD dropped db's [databases] entry: close its clients with FATAL "database
+// removed" and every server connection of it, and free its pools (pool_drop_pools_of; the
 // name may live on as an auto-database). Requires: !db.admin.
 void control_drop_db(Database& db);
 // RECONNECT db: every server of db is closed when next released; idle ones at once.
