@@ -833,18 +833,60 @@ inline void Client::note_request_start(Server& s) noexcept {
     }
 }
 
+namespace {
+bool blank_in_query(uint8_t ch) noexcept {
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == ';' || ch == '\0';
+}
+
+// Whether a simple Query's text (`body`, perhaps only its start) could be DEALLOCATE ALL or
+// DISCARD ALL: its first character other than blanks, ';' and NUL is a D. Every other Query
+// takes the plain path while statements are cached (a mixed workload's simple queries).
+bool may_forget_statements(std::span<const uint8_t> body) noexcept {
+    for (uint8_t ch : body) {
+        if (!blank_in_query(ch))
+            return ch == 'D' || ch == 'd';
+    }
+    return true;
+}
+
+// Whether a whole simple Query's text is exactly DEALLOCATE ALL or DISCARD ALL, in any case,
+// with any blanks between and around the words and any ';' or NUL. No allocation: only a text
+// shorter than 64 bytes can be one (longer ones are left to the server's CommandComplete).
+bool forgets_all_statements(std::span<const uint8_t> body) noexcept {
+    char norm[64];
+    size_t n = 0;
+    if (body.size() >= sizeof norm)
+        return false;
+    for (uint8_t ch : body) {
+        if (ch == ';' || ch == '\0')
+            continue;
+        if (blank_in_query(ch)) {
+            if (n != 0 && norm[n - 1] != ' ')
+                norm[n++] = ' ';
+            continue;
+        }
+        norm[n++] = static_cast<char>(ch >= 'a' && ch <= 'z' ? ch - 32 : ch);
+    }
+    while (n != 0 && norm[n - 1] == ' ')
+        --n;
+    std::string_view text(norm, n);
+    return text == "DEALLOCATE ALL" || text == "DISCARD ALL";
+}
+}  // namespace
+
 inline bool Client::caching_statements() const noexcept {
     return settings().max_prepared_statements > 0 && pool->mode() != PoolMode::Session;
 }
 
 // What on_work_packet() does with these with a server linked and no COPY IN owed to end:
-// the tracker entry, the counters, a Sync counted. A Query while statements are cached (it may
-// be DISCARD ALL) and named statements (the cache rewrites them) are not plain, nor is anything
-// else (COPY, Terminate, FunctionCall).
+// the tracker entry, the counters, a Sync counted. A Query that may be DISCARD ALL while
+// statements are cached (may_forget_statements()) and named statements (the cache rewrites
+// them) are not plain, nor is anything else (COPY, Terminate, FunctionCall).
 bool Client::plain_request(uint8_t type, std::span<const uint8_t> msg, const Server& s) const {
     switch (type) {
     case msg::kQuery:
-        return ps.size() == 0 && s.ps.size() == 0;
+        return (ps.size() == 0 && s.ps.size() == 0) ||
+               !may_forget_statements(msg.subspan(kTypedHeaderLen));
     case msg::kParse:
     case msg::kBind:
     case msg::kDescribe:
@@ -979,31 +1021,14 @@ namespace sluice {
 // names now, so a Parse pipelined right after it may reuse them (the server's own set is
 // cleared when the CommandComplete comes back).
 bool Client::forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data) {
-    if (data.size() < hdr.len || hdr.len > 64)
+    if (data.size() < hdr.len ||
+        !forgets_all_statements(data.subspan(hdr.hdr_len, hdr.len - hdr.hdr_len)))
         return false;
-    std::string q(reinterpret_cast<const char*>(data.data()) + hdr.hdr_len,
-                  hdr.len - hdr.hdr_len);
-    std::string norm;
-    for (char ch : q) {
-        if (ch == '\0' || ch == ';')
-            continue;
-        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
-            if (!norm.empty() && norm.back() != ' ')
-                norm.push_back(' ');
-            continue;
-        }
-        norm.push_back(static_cast<char>(ch >= 'a' && ch <= 'z' ? ch - 32 : ch));
-    }
-    while (!norm.empty() && norm.back() == ' ')
-        norm.pop_back();
-    if (norm == "DEALLOCATE ALL" || norm == "DISCARD ALL") {
-        // The server runs it before anything sent after it, so its set empties now too.
-        ps.clear();
-        if (server)
-            server->ps.clear();
-        return true;
-    }
-    return false;
+    // The server runs it before anything sent after it, so its set empties now too.
+    ps.clear();
+    if (server)
+        server->ps.clear();
+    return true;
 }
 
 std::string Client::confirm_oldest_parse() {

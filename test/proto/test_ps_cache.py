@@ -648,20 +648,28 @@ def test_deallocate_all_discard_all_then_reparse(env, how):
     assert_pool_clean(env, pid)
 
 
-def test_deallocate_all_pipelined_with_reparse(env):
-    """DEALLOCATE ALL and the re-Parse of a name in the same write (libpq pipeline
-    mode style): PostgreSQL runs both."""
+@pytest.mark.parametrize('text, tag', [
+    ('DEALLOCATE ALL', 'DEALLOCATE ALL'),
+    (' deallocate\n\tAll ;', 'DEALLOCATE ALL'),
+    ('discard all;', 'DISCARD ALL'),
+])
+def test_deallocate_all_pipelined_with_reparse(env, text, tag):
+    """DEALLOCATE ALL (or DISCARD ALL, in any spelling PostgreSQL takes) and the re-Parse
+    of a name in the same write (libpq pipeline mode style): PostgreSQL runs both, so
+    the pooler must forget the name when it sees the Query, not when the answer comes.
+    A simple query before it takes the plain path while the statement is cached."""
     def flow(c, via):
         out = send_read(c, m.parse(Q_ADD, name='s'), m.sync())
-        c.send(m.query('DEALLOCATE ALL'),
+        out += send_read(c, m.query('SELECT 7 AS d'))
+        c.send(m.query(text),
                m.parse(Q_ADD, name='s'), m.bind(stmt='s', params=['5']), m.execute(),
                m.close('S', 's'), m.sync())
         out += c.read_until_rfq(2)
         return out
 
     pid, _, got = compare(env, flow)
-    assert toks(got) == ['1', 'Z:I', 'C:DEALLOCATE ALL', 'Z:I', '1', '2', 'D:6',
-                         'C:SELECT 1', '3', 'Z:I']
+    assert toks(got) == ['1', 'Z:I', 'T', 'D:7', 'C:SELECT 1', 'Z:I', 'C:' + tag, 'Z:I',
+                         '1', '2', 'D:6', 'C:SELECT 1', '3', 'Z:I']
     assert_pool_clean(env, pid)
 
 
