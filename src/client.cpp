@@ -1182,7 +1182,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
                                         .action = ReplyAction::Forward,
                                         .copy_term = false,
                                         .client_parse = true});
-        } else if (s.ps.touch(e)) {
+        } else if (s.has_current(e)) {
             s.pin_ps(e);
             s.tracker.on_request(Expect{.type = msg::kParse,
                                         .action = ReplyAction::Fake,
@@ -1206,12 +1206,14 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         PsEntry* e = ps.find(bm.statement);
         if (!e)
             return unknown_name(bm.statement);  // the server's 26000 names the client's name
-        if (!s.ps.touch(e))
+        if (!s.has_current(e))
             s.send_parse(e, ReplyAction::Skip, false);
         write_bind(s.sb.out_for_append(), bm.portal, e->name, bm.rest);
+        s.pin_ps(e);  // its error may say the statement is stale (note_statement_error)
         s.tracker.on_request(Expect{.type = msg::kBind,
                                     .action = ReplyAction::Forward,
-                                    .copy_term = false});
+                                    .copy_term = false,
+                                    .ps = e});
         pool->bind_count++;
         return PacketAction::Skip;
     }
@@ -1243,12 +1245,14 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         PsEntry* e = ps.find(name);
         if (!e)
             return unknown_name(name);
-        if (!s.ps.touch(e))
+        if (!s.has_current(e))
             s.send_parse(e, ReplyAction::Skip, false);
         write_describe_or_close(s.sb.out_for_append(), msg::kDescribe, 'S', e->name);
+        s.pin_ps(e);
         s.tracker.on_request(Expect{.type = msg::kDescribe,
                                     .action = ReplyAction::Forward,
-                                    .copy_term = false});
+                                    .copy_term = false,
+                                    .ps = e});
         return PacketAction::Skip;
     }
     default:

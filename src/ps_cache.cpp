@@ -177,25 +177,25 @@ void ClientPs::release_closed() noexcept {
     body_->closed.clear();
 }
 
-bool ServerPs::touch(PsEntry* e) {
+ServerPs::Copy ServerPs::touch(PsEntry* e) {
     auto it = set_.find(e);
     if (it == set_.end())
-        return false;
-    it->second = ++tick_;
-    return true;
+        return Copy::None;
+    it->second.tick = ++tick_;
+    return it->second.generation == e->generation ? Copy::Current : Copy::Stale;
 }
 
 PsEntry* ServerPs::add(PsEntry* e, size_t max) {
     if (auto it = set_.find(e); it != set_.end()) {
-        it->second = ++tick_;
+        it->second = Use{++tick_, e->generation};
         return nullptr;
     }
     PsEntry* victim = nullptr;
     if (max > 0 && set_.size() >= max) {
         uint64_t oldest = UINT64_MAX;
-        for (auto& [entry, t] : set_) {
-            if (t < oldest) {
-                oldest = t;
+        for (auto& [entry, use] : set_) {
+            if (use.tick < oldest) {
+                oldest = use.tick;
                 victim = entry;
             }
         }
@@ -203,7 +203,7 @@ PsEntry* ServerPs::add(PsEntry* e, size_t max) {
             set_.erase(victim);  // its reference goes to the caller
     }
     ps_ref(e);
-    set_.emplace(e, ++tick_);
+    set_.emplace(e, Use{++tick_, e->generation});
     return victim;
 }
 
@@ -212,13 +212,23 @@ void ServerPs::remove(PsEntry* e) {
         ps_unref(e);
 }
 
+void ServerPs::remove_current(PsEntry* e) {
+    if (auto it = set_.find(e); it != set_.end() && it->second.generation != kUnknown) {
+        set_.erase(it);
+        ps_unref(e);
+    }
+}
+
 void ServerPs::put_back(PsEntry* e) {
-    if (set_.emplace(e, ++tick_).second)
+    auto [it, added] = set_.try_emplace(e, Use{++tick_, kUnknown});
+    if (added)
         ps_ref(e);
+    else
+        it->second.generation = kUnknown;
 }
 
 void ServerPs::clear() {
-    for (auto& [e, t] : set_)
+    for (auto& [e, use] : set_)
         ps_unref(e);
     set_.clear();
 }

@@ -567,6 +567,13 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         close("server conn crashed?");
         return PacketAction::Closed;
     }
+    if (t == msg::kErrorResponse && (head_type == msg::kBind || head_type == msg::kDescribe) &&
+        tracker.head()->ps) {
+        if (!whole)
+            return PacketAction::Hold;
+        note_statement_error(*static_cast<PsEntry*>(tracker.head()->ps),
+                             data.subspan(hdr.hdr_len));
+    }
     uint8_t status = t == msg::kReadyForQuery ? data[hdr.hdr_len] : 0;
     if (t == msg::kParseComplete && head_type == msg::kParse) {
         if (const Expect* h = tracker.head()) {
@@ -636,6 +643,20 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         return PacketAction::Skip;
     }
     return PacketAction::Forward;
+}
+
+// A Bind or Describe of cached statement e failed. 0A000 there is PostgreSQL's "cached plan
+// must not change result type" (any language): the statement's result type changed since this
+// server prepared it (ALTER TABLE ... TYPE, a view replaced). PostgreSQL refuses such a
+// statement for good; but here it is shared, and clients that prepare the text now must get
+// the new plan. Every server's copy from before is closed and prepared anew at its next use.
+void Server::note_statement_error(PsEntry& e, std::span<const uint8_t> body) {
+    ErrorFields f;
+    if (!parse_error_fields(body, f) || f.sqlstate != "0A000")
+        return;
+    ++e.generation;
+    slog_info(this, "prepared statement %s: %.*s; every server prepares it anew", e.name.c_str(),
+              static_cast<int>(f.message.size()), f.message.data());
 }
 
 // Called at each ReadyForQuery: decide whether the server can go back to the pool.
@@ -724,19 +745,35 @@ void Server::send_sets_for(const Client& c) {
     write_query(sb.out_for_append(), sql);
 }
 
-void Server::send_parse(PsEntry* e, ReplyAction action, bool client_parse) {
-    std::string& out = sb.out_for_append();
-    if (PsEntry* victim =
-            ps.add(e, static_cast<size_t>(settings().max_prepared_statements))) {
-        // Pinned with the set's reference until the Close is answered (or discarded: then
-        // undo_dropped() puts it back).
-        pin_ps(victim, true);
-        write_describe_or_close(out, msg::kClose, 'S', victim->name);
-        tracker.on_request(Expect{.type = msg::kClose, .action = ReplyAction::Skip,
-                                  .copy_term = false, .ps = victim});
+void Server::close_statement(PsEntry* e) {
+    // Pinned with the set's reference until the Close is answered (or discarded: then
+    // undo_dropped() puts it back).
+    pin_ps(e, true);
+    write_describe_or_close(sb.out_for_append(), msg::kClose, 'S', e->name);
+    tracker.on_request(Expect{.type = msg::kClose, .action = ReplyAction::Skip,
+                              .copy_term = false, .ps = e});
+}
+
+bool Server::has_current(PsEntry* e) {
+    switch (ps.touch(e)) {
+    case ServerPs::Copy::Current:
+        return true;
+    case ServerPs::Copy::None:
+        return false;
+    case ServerPs::Copy::Stale:
+        break;
     }
+    ps_ref(e);  // the set's reference, passed to the Close
+    ps.remove(e);
+    close_statement(e);
+    return false;
+}
+
+void Server::send_parse(PsEntry* e, ReplyAction action, bool client_parse) {
+    if (PsEntry* victim = ps.add(e, static_cast<size_t>(settings().max_prepared_statements)))
+        close_statement(victim);
     pin_ps(e);
-    write_parse(out, e->name, e->query, e->params);
+    write_parse(sb.out_for_append(), e->name, e->query, e->params);
     tracker.on_request(Expect{.type = msg::kParse,
                               .action = action,
                               .copy_term = false,
@@ -776,7 +813,7 @@ void Server::undo_dropped() {
         auto* ps_entry = static_cast<PsEntry*>(e.ps);
         if (e.type == msg::kParse && (ps_entry || e.client_parse)) {
             if (ps_entry && e.action != ReplyAction::Fake)
-                ps.remove(ps_entry);
+                ps.remove_current(ps_entry);
             if (e.client_parse && client) {
                 std::string name = client->confirm_oldest_parse();
                 if (!name.empty())
@@ -789,7 +826,7 @@ void Server::undo_dropped() {
             else if (!pending_errors.empty())
                 pending_errors.erase(pending_errors.begin());
         } else if (e.type == msg::kClose && e.action == ReplyAction::Skip && ps_entry) {
-            ps.put_back(ps_entry);  // an eviction Close never ran: the server still has it
+            ps.put_back(ps_entry);  // a Close of ours never ran: the server still has it
         } else if (e.type == msg::kClose && e.action == ReplyAction::Fake && client &&
                    client->ps.has_closed()) {
             // A client Close the server would have discarded: the name comes back.

@@ -22,6 +22,9 @@ struct PsEntry {
     std::string_view query;   // view into key
     std::string_view params;  // Int16 count + Int32 OIDs, raw, view into key
     uint32_t refs = 0;        // client mappings + server sets holding it
+    // Raised when a server refused a Bind or Describe of it with 0A000 (its result type
+    // changed, e.g. ALTER TABLE ... TYPE): copies servers prepared before are made anew.
+    uint32_t generation = 0;
     bool verified = false;    // some server answered its Parse with ParseComplete
 };
 
@@ -143,19 +146,31 @@ public:
     ServerPs& operator=(const ServerPs&) = delete;
     ~ServerPs() { clear(); }
     bool has(PsEntry* e) const { return set_.count(e) != 0; }
-    // Marks e used now; false when this server does not have it.
-    bool touch(PsEntry* e);
-    // Adds e; if the set is full, removes and returns the least recently used entry, whose
-    // reference passes to the caller (it closes the statement on the server), else nullptr.
+    enum class Copy : uint8_t { None, Current, Stale };
+    // Marks e used now and says whether the server has it, as it is now or from before its
+    // generation changed (the caller closes a stale copy before preparing it again).
+    Copy touch(PsEntry* e);
+    // Adds e (current); if the set is full, removes and returns the least recently used
+    // entry, whose reference passes to the caller (it closes the statement on the server),
+    // else nullptr.
     PsEntry* add(PsEntry* e, size_t max);
     void remove(PsEntry* e);
-    // Re-inserts an evicted entry whose Close never ran (takes a reference of its own).
+    // Removes e unless its copy is stale (undoing a Parse the server discarded: a copy put
+    // back stale by put_back() is still on the server).
+    void remove_current(PsEntry* e);
+    // A Close of e the server discarded: e is there still, of a generation no longer known,
+    // so stale (takes a reference of its own if e had left the set).
     void put_back(PsEntry* e);
     void clear();
     size_t size() const noexcept { return set_.size(); }
 
 private:
-    std::unordered_map<PsEntry*, uint64_t> set_;  // entry -> last use tick
+    struct Use {
+        uint64_t tick;         // last use
+        uint32_t generation;   // PsEntry::generation when prepared; kUnknown after put_back()
+    };
+    static constexpr uint32_t kUnknown = UINT32_MAX;
+    std::unordered_map<PsEntry*, Use> set_;
     uint64_t tick_ = 0;
 };
 

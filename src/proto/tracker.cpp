@@ -133,6 +133,16 @@ void RequestTracker::end_copy_in() {
 
 ReplyAction RequestTracker::on_reply_full(uint8_t type, uint8_t rfq_status) {
     ReplyAction act = empty() ? ReplyAction::Forward : q_[head_].action;
+    if (type == msg::kReadyForQuery) {
+        // It answers the Sync/Query that ends the batch, not the head: after an error the
+        // head may be a request the server discarded (an injected Parse that failed, Skip).
+        for (size_t i = head_; i < q_.size(); ++i) {
+            if (ends_batch(q_[i].type)) {
+                act = q_[i].action;
+                break;
+            }
+        }
+    }
     if (act == ReplyAction::Fake)
         act = ReplyAction::Forward;  // only while discarding after an error: asynchronous
     if (type == msg::kNoticeResponse || type == msg::kNotification)

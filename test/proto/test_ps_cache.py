@@ -702,6 +702,108 @@ def test_forget_all_while_parse_bind_describe_unanswered(env_factory, how):
     assert_pool_clean(env, pid)
 
 
+STALE_PLAN = 'E:0A000:cached plan must not change result type'
+
+
+@pytest.fixture
+def retyped_table(env):
+    """A table stale_t(x int) with one row, owned by the test user; dropped after."""
+    env.sql('DROP TABLE IF EXISTS stale_t; CREATE TABLE stale_t (x int); '
+            'INSERT INTO stale_t VALUES (1); ALTER TABLE stale_t OWNER TO md5user')
+    yield 'stale_t'
+    env.sql('DROP TABLE IF EXISTS stale_t')
+
+
+def select_stale(c, name, parse=True):
+    msgs = [m.parse('SELECT x FROM stale_t', name=name)] if parse else []
+    return toks(send_read(c, *msgs, m.bind(stmt=name), m.execute(), m.sync()))
+
+
+@NEEDS_CACHE
+def test_statement_whose_result_type_changed_is_prepared_anew(env, retyped_table):
+    """After ALTER TABLE ... TYPE, PostgreSQL refuses a statement prepared before
+    (0A000, "cached plan must not change result type") but a new Parse of the same text
+    works. Through the cache the server's copy is shared: a client that prepares the text
+    after the change is given the old copy. The first Bind that hits it fails once; the
+    pooler then prepares the statement anew, so the retry, every other client and the
+    statement of the client that prepared it before the change all work. (PgBouncer 1.21+
+    keeps failing such Binds until RECONNECT, as its documentation says.) Also when the
+    Close and Parse that replace the stale copy are discarded after an earlier error in
+    their batch: the server still has the old copy, and the next use replaces it."""
+    a = env.pooled()
+    assert select_stale(a, 'sa') == ['1', '2', 'D:1', 'C:SELECT 1', 'Z:I']
+    a.query('ALTER TABLE stale_t ALTER x TYPE bigint')
+    b = env.pooled()
+    assert select_stale(b, 'sb') == ['1', STALE_PLAN, 'Z:I']
+    # Stale copy again behind an error of the same batch: its replacement is discarded.
+    got = toks(send_read(b, m.parse('SELECT 1/0'), m.bind(), m.execute(),
+                         m.bind(stmt='sb'), m.execute(), m.sync()))
+    assert got == ['1', 'E:22012:division by zero', 'Z:I'], got
+    assert select_stale(b, 'sb', parse=False) == ['2', 'D:1', 'C:SELECT 1', 'Z:I']
+    assert select_stale(a, 'sa', parse=False) == ['2', 'D:1', 'C:SELECT 1', 'Z:I']
+    c = env.pooled()
+    assert select_stale(c, 'sc') == ['1', '2', 'D:1', 'C:SELECT 1', 'Z:I']
+    # The client sees the new type: int8 (OID 20) in the RowDescription.
+    desc = send_read(c, m.describe('S', 'sc'), m.sync())
+    assert [x.type for x in desc] == ['t', 'T', 'Z']
+    assert pgwire.parse_row_description(desc[1].body)[0]['type_oid'] == 20
+    for x, name in ((a, 'sa'), (b, 'sb'), (c, 'sc')):
+        send_read(x, m.close('S', name), m.sync())
+    assert_pool_clean(env)
+    assert len([r for r in c.query("SELECT name FROM pg_prepared_statements "
+                                   "WHERE statement = 'SELECT x FROM stale_t'")]) == 1
+
+
+@NEEDS_CACHE
+def test_stale_statement_prepared_anew_on_every_server(env_factory, retyped_table):
+    """The change is noted once for all servers: after one client's Bind failed on one
+    server, the other server's old copy is replaced before it is used, without a second
+    error."""
+    env = env_factory(pool_size=2)
+    holder, user = env.pooled(), env.pooled()
+    holder.query('BEGIN')  # keeps one server, so `user` gets the other
+    assert select_stale(holder, 'h') == ['1', '2', 'D:1', 'C:SELECT 1', 'Z:T']
+    assert select_stale(user, 'u') == ['1', '2', 'D:1', 'C:SELECT 1', 'Z:I']
+    pids = {holder.server_pid(), user.server_pid()}
+    assert len(pids) == 2
+    holder.query('COMMIT')
+    holder.query('ALTER TABLE stale_t ALTER x TYPE bigint')
+    holder.query('BEGIN')
+    first = select_stale(holder, 'h', parse=False)
+    second = select_stale(user, 'u', parse=False)
+    assert first == [STALE_PLAN, 'Z:E']
+    assert second == ['2', 'D:1', 'C:SELECT 1', 'Z:I']  # replaced before use
+    holder.query('ROLLBACK')
+    assert select_stale(holder, 'h', parse=False) == ['2', 'D:1', 'C:SELECT 1', 'Z:I']
+
+
+@NEEDS_CACHE
+def test_reparse_fails_client_gets_error_and_ready(env):
+    """The server lost the client's statement (another client ran DEALLOCATE ALL), so the
+    pooler prepares it again in front of the Bind; that Parse fails (its table was
+    dropped). The client gets PostgreSQL's error for its Bind, and its ReadyForQuery:
+    before, the ReadyForQuery took the failed Parse's "not for the client" and the
+    client waited forever."""
+    def scenario(new_conn, via):
+        env.sql('DROP TABLE IF EXISTS gone_t; CREATE TABLE gone_t (x int); '
+                'INSERT INTO gone_t VALUES (1); ALTER TABLE gone_t OWNER TO md5user')
+        a = new_conn()
+        out = send_read(a, m.parse('SELECT x FROM gone_t', name='s'), m.bind(stmt='s'),
+                        m.execute(), m.sync())
+        env.sql('DROP TABLE gone_t')
+        if via == 'pooler':
+            new_conn().query('DEALLOCATE ALL')
+        for _ in range(2):
+            out += send_read(a, m.bind(stmt='s'), m.execute(), m.sync())
+        out += send_read(a, m.close('S', 's'), m.sync())
+        return out
+
+    _, got = run_both(env, scenario)
+    assert toks(got) == ['1', '2', 'D:1', 'C:SELECT 1', 'Z:I'] + [
+        'E:42P01:relation "gone_t" does not exist', 'Z:I'] * 2 + ['3', 'Z:I']
+    assert_pool_clean(env)
+
+
 # ---------------------------------------------------------------------------
 # Several clients, eviction, pipelining
 # ---------------------------------------------------------------------------

@@ -699,6 +699,26 @@ void test_skip_error_then_forward(void**) {
     EXPECT_STATE(t, 0, true);
 }
 
+// A request sluice injected (Skip) fails in front of the client's own: the error is the
+// head's, but the ReadyForQuery answers the client's Sync and goes to the client (it waited
+// for it forever when the head's action decided).
+void test_injected_parse_fails_client_gets_its_ready_for_query(void**) {
+    RequestTracker t;
+    t.on_request('P', kSkip);  // the cache's Parse of a statement this server lacks
+    req(t, "BES");
+    assert_int_equal(rep(t, 'E'), kSkip);  // Server forwards this one itself
+    assert_int_equal(rep(t, 'Z', 'I'), kFwd);
+    assert_int_equal(t.dropped().size(), 3);
+    EXPECT_STATE(t, 0, true);
+    // A batch all of its own stays swallowed, error and ReadyForQuery.
+    t.dropped().clear();
+    t.on_request('P', kSkip);
+    t.on_request('S', kSkip);
+    assert_int_equal(rep(t, 'E'), kSkip);
+    assert_int_equal(rep(t, 'Z', 'I'), kSkip);
+    EXPECT_STATE(t, 0, true);
+}
+
 void test_reset(void**) {
     RequestTracker t;
     req(t, "PBE");
@@ -1319,6 +1339,7 @@ int main() {
         cmocka_unit_test(test_copy_both),
         cmocka_unit_test(test_skip_actions),
         cmocka_unit_test(test_skip_error_then_forward),
+        cmocka_unit_test(test_injected_parse_fails_client_gets_its_ready_for_query),
         cmocka_unit_test(test_reset),
         cmocka_unit_test(test_dropped_after_error),
         cmocka_unit_test(test_request_details_kept),

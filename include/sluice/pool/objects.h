@@ -342,6 +342,10 @@ public:
     // Statement cache: sends the Parse of e (evicting the least recently used statement if
     // the set is full) with the given reply action.
     void send_parse(PsEntry* e, ReplyAction action, bool client_parse);
+    // Whether this server has e prepared as it is now (and marks it used). A copy from before
+    // e's result type changed (PsEntry::generation) is closed here: false, the caller's
+    // send_parse() makes it anew under the same name.
+    bool has_current(PsEntry* e);
     // Keeps e alive while the request about to be queued with Expect::ps = e is owed (adopt:
     // with the reference the caller holds); the pins of batches already answered go first.
     void pin_ps(PsEntry* e, bool adopt = false) {
@@ -352,6 +356,10 @@ public:
         else
             ps_pins.pin(e);
     }
+    // Sends a Close of statement e, whose reference the caller passes (it left ps); the
+    // reply is dropped. Discarded after an error, e goes back into ps (undo_dropped()).
+    void close_statement(PsEntry* e);
+    void note_statement_error(PsEntry& e, std::span<const uint8_t> body);
     // Emits the replies of Fake requests that are due, into the client's output.
     void emit_fakes();
     void undo_dropped();

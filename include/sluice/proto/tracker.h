@@ -28,9 +28,8 @@ struct Expect {
     bool copy_term;       // a CopyDone/CopyFail known to end the current COPY IN
     bool client_parse = false;  // a client's named Parse (prepared-statement cache)
     uint8_t fake = 0;           // Fake: the reply type to synthesize ('1', '3')
-    // The statement of a Parse or Close the cache sent or answered (opaque here; the server
-    // keeps it alive while the request is owed: Server::pin_ps). A Bind or Describe of a
-    // cached statement carries none: nothing needs it at their replies.
+    // The statement of a Parse, Bind, Describe or Close the cache sent or answered (opaque
+    // here; the server keeps it alive while the request is owed: Server::pin_ps).
     void* ps = nullptr;
 };
 
