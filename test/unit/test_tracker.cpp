@@ -842,8 +842,9 @@ void test_replace_error_action(void**) {
 }
 
 // What the statement cache must see stays off the passthrough path: a CommandComplete while
-// statements are cached when its tag may be DISCARD ALL / DEALLOCATE ALL (starts with 'D', or
-// only the header has arrived), the ParseComplete of a cached or client-named statement.
+// statements are cached when its tag may be DISCARD ALL / DEALLOCATE ALL (what arrived begins
+// one, or only the header has arrived), the ParseComplete of a cached or client-named
+// statement.
 void test_passthrough_leaves_cache_replies(void**) {
     auto bytes = [](std::string_view m) {
         return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(m.data()), m.size());
@@ -856,6 +857,14 @@ void test_passthrough_leaves_cache_replies(void**) {
     assert_false(t.take_passthrough_reply('C', bytes(select_tag).first(5), true));  // header only
     assert_true(t.take_passthrough_reply('C', bytes(select_tag).first(7), true));   // "SE" arrived
     assert_true(t.take_passthrough_reply('C', bytes(discard_tag), false));  // nothing cached
+    const std::string dealloc_tag("C\0\0\0\x13" "DEALLOCATE ALL\0", 20);
+    const std::string delete_tag("C\0\0\0\x0d" "DELETE 1\0", 14);
+    assert_false(t.take_passthrough_reply('C', bytes(dealloc_tag), true));
+    assert_false(t.take_passthrough_reply('C', bytes(dealloc_tag).first(7), true));  // "DE"
+    assert_true(t.take_passthrough_reply('C', bytes(delete_tag), true));
+    assert_true(t.take_passthrough_reply('C', bytes(delete_tag).first(8), true));  // "DEL"
+    const std::string drop_tag("C\0\0\0\x0f" "DROP TABLE\0", 16);
+    assert_true(t.take_passthrough_reply('C', bytes(drop_tag), true));
     EXPECT_STATE(t, 1, false);  // a Query's tags pop nothing; its ReadyForQuery does
     assert_int_equal(t.take_passthrough_run(bytes(discard_tag + select_tag), 1 << 20, true), 0);
     assert_int_equal(t.take_passthrough_run(bytes(select_tag + discard_tag), 1 << 20, true),

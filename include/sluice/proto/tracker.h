@@ -4,10 +4,12 @@
 // CopyDone/CopyFail are matched to their COPY by order, not by timing.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "sluice/proto/packet.h"
@@ -187,15 +189,22 @@ private:
     }
     // Replies the statement cache must see: the ParseComplete of a cached or client-named
     // statement (verification, confirmation) and, while statements are cached, a
-    // CommandComplete whose tag may be DISCARD ALL or DEALLOCATE ALL (starts with 'D', or
-    // not arrived yet). `reply`: what arrived of the reply.
+    // CommandComplete whose tag may be DISCARD ALL or DEALLOCATE ALL (what arrived of it
+    // begins one of them: DELETE, DROP, DO, DECLARE ... pass). `reply`: what arrived.
     static bool cache_sees(uint8_t type, std::span<const uint8_t> reply, const Expect& head,
                            bool statements_cached) noexcept {
         if (type == msg::kParseComplete)
             return head.ps || head.client_parse;
         if (type == msg::kCommandComplete && statements_cached)
-            return reply.size() <= kTypedHeaderLen || reply[kTypedHeaderLen] == 'D';
+            return reply.size() <= kTypedHeaderLen ||
+                   (reply[kTypedHeaderLen] == 'D' &&
+                    (begins(reply.subspan(kTypedHeaderLen), "DISCARD ALL") ||
+                     begins(reply.subspan(kTypedHeaderLen), "DEALLOCATE ALL")));
         return false;
+    }
+    // Whether `part` (non-empty) is the start of `text`, or `text` the start of `part`.
+    static bool begins(std::span<const uint8_t> part, std::string_view text) noexcept {
+        return std::memcmp(part.data(), text.data(), std::min(part.size(), text.size())) == 0;
     }
     // Requires !empty().
     void pop_head() noexcept {
