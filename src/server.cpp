@@ -645,14 +645,16 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     return PacketAction::Forward;
 }
 
-// A Bind or Describe of cached statement e failed. 0A000 there is PostgreSQL's "cached plan
-// must not change result type" (any language): the statement's result type changed since this
+// A Bind or Describe of cached statement e failed. 0A000 raised by RevalidateCachedQuery is
+// PostgreSQL's "cached plan must not change result type" (in any language; a server that
+// sends no routine is taken at its SQLSTATE): the statement's result type changed since this
 // server prepared it (ALTER TABLE ... TYPE, a view replaced). PostgreSQL refuses such a
 // statement for good; but here it is shared, and clients that prepare the text now must get
 // the new plan. Every server's copy from before is closed and prepared anew at its next use.
 void Server::note_statement_error(PsEntry& e, std::span<const uint8_t> body) {
     ErrorFields f;
-    if (!parse_error_fields(body, f) || f.sqlstate != "0A000")
+    if (!parse_error_fields(body, f) || f.sqlstate != "0A000" ||
+        (!f.routine.empty() && f.routine != "RevalidateCachedQuery"))
         return;
     ++e.generation;
     slog_info(this, "prepared statement %s: %.*s; every server prepares it anew", e.name.c_str(),

@@ -198,6 +198,9 @@ bool parse_error_fields(std::span<const uint8_t> body, ErrorFields& out) noexcep
         case 'M':
             out.message = v;
             break;
+        case 'R':
+            out.routine = v;
+            break;
         default:
             break;
         }

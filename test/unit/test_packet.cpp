@@ -502,6 +502,16 @@ void test_parse_error_fields_variants(void**) {
         assert_true(f.severity == "FEHLER");
         assert_true(f.sqlstate == "42P01");
         assert_true(f.message == "nope");
+        assert_true(f.routine.empty());
+    }
+    {
+        // The routine ('R') is the server's function name, the same in every language.
+        std::string body("SERREUR\0VERROR\0C0A000\0Mle plan\0Fplancache.c\0L731\0"
+                         "RRevalidateCachedQuery\0\0", 73);
+        sluice::ErrorFields f;
+        assert_true(sluice::parse_error_fields(as_bytes(body), f));
+        assert_true(f.sqlstate == "0A000");
+        assert_true(f.routine == "RevalidateCachedQuery");
     }
     {
         std::string body("VERROR\0SFEHLER\0Xunknown\0\0", 25);

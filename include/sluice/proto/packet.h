@@ -194,6 +194,7 @@ struct ErrorFields {
     std::string_view severity;  // 'V' (or 'S')
     std::string_view sqlstate;  // 'C'
     std::string_view message;   // 'M'
+    std::string_view routine;   // 'R': the server's source function (never translated)
 };
 [[nodiscard]] bool parse_error_fields(std::span<const uint8_t> body, ErrorFields& out) noexcept;
 
