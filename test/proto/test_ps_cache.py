@@ -778,6 +778,36 @@ def test_stale_statement_prepared_anew_on_every_server(env_factory, retyped_tabl
 
 
 @NEEDS_CACHE
+def test_result_type_flips_under_load(env_factory, retyped_table):
+    """Four clients bind one cached statement over and over on two servers while its
+    column's type flips between int and bigint 20 times. Each flip costs one 0A000 at
+    least (the first Bind meets a copy planned before it) and at most one per server (two
+    Binds already on their way); nobody sees one twice for the same flip, and after the
+    last flip every client's statement works."""
+    env = env_factory(pool_size=2)
+    clients = [env.pooled() for _ in range(4)]
+    for c in clients:
+        assert select_stale(c, 'q') == ['1', '2', 'D:1', 'C:SELECT 1', 'Z:I']
+    alter = env.pooled()
+    flips, errors = 20, 0
+    for k in range(flips):
+        alter.query('ALTER TABLE stale_t ALTER x TYPE %s' % ('bigint' if k % 2 == 0 else 'int'))
+        for _ in range(3):
+            for c in clients:
+                c.send(m.bind(stmt='q'), m.execute(), m.sync())
+            for c in clients:
+                got = toks(c.read_until_rfq(1))
+                if got != ['2', 'D:1', 'C:SELECT 1', 'Z:I']:
+                    assert got == [STALE_PLAN, 'Z:I'], got
+                    errors += 1
+    assert flips <= errors <= 2 * flips, errors
+    for c in clients:
+        assert select_stale(c, 'q', parse=False) == ['2', 'D:1', 'C:SELECT 1', 'Z:I']
+        send_read(c, m.close('S', 'q'), m.sync())
+    assert_pool_clean(env)
+
+
+@NEEDS_CACHE
 def test_reparse_fails_client_gets_error_and_ready(env):
     """The server lost the client's statement (another client ran DEALLOCATE ALL), so the
     pooler prepares it again in front of the Bind; that Parse fails (its table was
