@@ -894,7 +894,8 @@ bool Client::plain_request(uint8_t type, std::span<const uint8_t> msg, const Ser
         if (!caching_statements())
             return true;
         bool named = false;
-        return peek_statement_named(type, msg.subspan(kTypedHeaderLen), named) && !named;
+        return peek_statement_named(type, msg.subspan(kTypedHeaderLen), named) && !named &&
+               !(type == msg::kParse && may_deallocate(msg.subspan(kTypedHeaderLen)));
     }
     case msg::kExecute:
     case msg::kSync:
@@ -979,6 +980,13 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
         return PacketAction::Closed;
     }
     Server& s = *server;
+    if (t == msg::kQuery && ps.size() > 0 && caching_statements() && s.tracker.empty() &&
+        s.tracker.status() != 'E') {
+        // In a failed transaction the server's own 25P02 is the answer.
+        PacketAction a = answer_deallocate(hdr, data, s.tracker.status());
+        if (a != PacketAction::Forward)
+            return a;
+    }
     note_request_start(s);
     pool->bytes_in += hdr.len;
     if ((t == msg::kParse || t == msg::kBind || t == msg::kDescribe || t == msg::kClose) &&
@@ -1052,6 +1060,8 @@ PacketAction Client::answer_without_server(const PacketHeader& hdr,
         write_ready(sb.out_for_append(), 'I');
         return sb.flush_out() ? PacketAction::Skip : PacketAction::Closed;
     }
+    if (t == msg::kQuery && ps.size() > 0 && settings().max_prepared_statements > 0)
+        return answer_deallocate(hdr, data, 'I');
     if ((t != msg::kParse && t != msg::kClose) || settings().max_prepared_statements <= 0)
         return PacketAction::Forward;
     bool named = false;
@@ -1094,6 +1104,64 @@ PacketAction Client::answer_without_server(const PacketHeader& hdr,
     return sb.flush_out() ? PacketAction::Skip : PacketAction::Closed;
 }
 
+// SQL `DEALLOCATE name` of one of the client's protocol-level statements (psycopg 3 sends it
+// when its cache rotates). The server knows the statement by its sluice_<n> name, and others
+// share it: the client's name goes as with a Close, and the answer (CommandComplete, then
+// ReadyForQuery with `status`) comes from here. Only with nothing owed by a server, so that it
+// comes in order; anything else, an unknown name included, goes to the server as sent.
+PacketAction Client::answer_deallocate(const PacketHeader& hdr, std::span<const uint8_t> data,
+                                       uint8_t status) {
+    constexpr uint32_t kLongest = 256;  // DEALLOCATE PREPARE, a quoted 63-byte name, blanks
+    if (hdr.len > kLongest || !may_forget_statements(data.subspan(hdr.hdr_len)))
+        return PacketAction::Forward;
+    if (data.size() < hdr.len)
+        return PacketAction::Hold;
+    std::string name;
+    if (!parse_deallocate(std::string_view(reinterpret_cast<const char*>(data.data()) +
+                                               hdr.hdr_len,
+                                           hdr.len - hdr.hdr_len),
+                          name) ||
+        !ps.find(name))
+        return PacketAction::Forward;
+    ps.remove(name);
+    pool->bytes_in += hdr.len;
+    std::string& out = sb.out_for_append();
+    PacketWriter w(out);
+    w.begin(msg::kCommandComplete);
+    w.put_cstr("DEALLOCATE");
+    w.finish();
+    write_ready(out, static_cast<char>(status));
+    return sb.flush_out() ? PacketAction::Skip : PacketAction::Closed;
+}
+
+// An unnamed Parse whose text may be DEALLOCATE of one of the client's names (`body`: what
+// arrived of it).
+bool Client::may_deallocate(std::span<const uint8_t> body) const noexcept {
+    return ps.size() > 0 && !body.empty() && body[0] == 0 && may_forget_statements(body.subspan(1));
+}
+
+// The same DEALLOCATE in an unnamed Parse (psycopg 3 sends its maintenance that way): the
+// server runs `DEALLOCATE sluice_<n>` in its place, prepared first if this server lacks it,
+// so that the client gets the server's own replies, in order and with its transaction's
+// rules. The copy on this server is gone then, or still there if the batch fails: either
+// way it is closed and prepared again at its next use. False: not such a Parse.
+bool Client::parse_deallocate_of_name(std::span<const uint8_t> body, Server& s) {
+    ParseMsg pm;
+    std::string name;
+    if (!parse_parse_msg(body, pm) || !parse_deallocate(pm.query, name))
+        return false;
+    PsEntry* e = ps.find(name);
+    if (!e || s.tracker.status() == 'E')  // the server's 25P02 then, for any text
+        return false;
+    if (!s.has_current(e))
+        s.send_parse(e, ReplyAction::Skip, false);
+    write_parse(s.sb.out_for_append(), "", "DEALLOCATE " + e->name, pm.params);
+    s.tracker.on_request(msg::kParse);
+    s.ps.mark_unknown(e);
+    ps.remove(name);
+    return true;
+}
+
 PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8_t> data,
                                   Server& s) {
     uint8_t t = hdr.type;
@@ -1105,8 +1173,13 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
     // their format). Named ones are held whole (bounded by max_packet_size), as is a message
     // too short yet to tell.
     std::span<const uint8_t> body = data.subspan(hdr.hdr_len);
-    if (bool named = false; peek_statement_named(t, body, named) && !named)
-        return pass();
+    if (bool named = false; peek_statement_named(t, body, named) && !named) {
+        if (t != msg::kParse || !may_deallocate(body))
+            return pass();
+        if (data.size() < hdr.len)
+            return PacketAction::Hold;
+        return parse_deallocate_of_name(body, s) ? PacketAction::Skip : pass();
+    }
     if (data.size() < hdr.len)
         return PacketAction::Hold;
     // Inside a failed transaction block PostgreSQL refuses every Parse with 25P02: let the

@@ -219,7 +219,7 @@ void ServerPs::remove_current(PsEntry* e) {
     }
 }
 
-void ServerPs::put_back(PsEntry* e) {
+void ServerPs::mark_unknown(PsEntry* e) {
     auto [it, added] = set_.try_emplace(e, Use{++tick_, kUnknown});
     if (added)
         ps_ref(e);
@@ -231,6 +231,85 @@ void ServerPs::clear() {
     for (auto& [e, use] : set_)
         ps_unref(e);
     set_.clear();
+}
+
+namespace {
+bool sql_blank(char c) noexcept {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+bool ident_start(char c) noexcept {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+           static_cast<unsigned char>(c) >= 0x80;
+}
+bool ident_char(char c) noexcept {
+    return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
+}
+char ascii_lower(char c) noexcept {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c;
+}
+// One identifier at the start of `t` (skipping blanks), consumed; false if none. `quoted` says
+// which kind it was.
+bool take_ident(std::string_view& t, std::string& out, bool& quoted) {
+    while (!t.empty() && sql_blank(t.front()))
+        t.remove_prefix(1);
+    out.clear();
+    quoted = !t.empty() && t.front() == '"';
+    if (quoted) {
+        size_t i = 1;
+        for (;;) {
+            if (i >= t.size())
+                return false;  // unterminated
+            if (t[i] == '"') {
+                if (i + 1 < t.size() && t[i + 1] == '"') {
+                    out.push_back('"');
+                    i += 2;
+                    continue;
+                }
+                break;
+            }
+            out.push_back(t[i++]);
+        }
+        t.remove_prefix(i + 1);
+        return !out.empty();  // PostgreSQL refuses a zero-length delimited identifier
+    }
+    if (t.empty() || !ident_start(t.front()))
+        return false;
+    size_t i = 0;
+    while (i < t.size() && ident_char(t[i]))
+        out.push_back(ascii_lower(t[i++]));
+    t.remove_prefix(i);
+    return true;
+}
+}  // namespace
+
+bool parse_deallocate(std::string_view text, std::string& name) {
+    while (!text.empty() && text.back() == '\0')
+        text.remove_suffix(1);
+    std::string word;
+    bool quoted = false;
+    if (!take_ident(text, word, quoted) || quoted || word != "deallocate")
+        return false;
+    if (!take_ident(text, name, quoted))
+        return false;
+    if (!quoted && name == "prepare") {
+        std::string_view rest = text;
+        std::string next;
+        bool next_quoted = false;
+        if (take_ident(rest, next, next_quoted)) {  // DEALLOCATE PREPARE name
+            name = std::move(next);
+            quoted = next_quoted;
+            text = rest;
+        }
+    }
+    if (!quoted && name == "all")
+        return false;
+    while (!text.empty() && sql_blank(text.front()))
+        text.remove_prefix(1);
+    if (!text.empty() && text.front() == ';')
+        text.remove_prefix(1);
+    while (!text.empty() && sql_blank(text.front()))
+        text.remove_prefix(1);
+    return text.empty();
 }
 
 bool parse_parse_msg(std::span<const uint8_t> body, ParseMsg& out) noexcept {

@@ -828,7 +828,7 @@ void Server::undo_dropped() {
             else if (!pending_errors.empty())
                 pending_errors.erase(pending_errors.begin());
         } else if (e.type == msg::kClose && e.action == ReplyAction::Skip && ps_entry) {
-            ps.put_back(ps_entry);  // a Close of ours never ran: the server still has it
+            ps.mark_unknown(ps_entry);  // a Close of ours never ran: the server still has it
         } else if (e.type == msg::kClose && e.action == ReplyAction::Fake && client &&
                    client->ps.has_closed()) {
             // A client Close the server would have discarded: the name comes back.

@@ -155,19 +155,20 @@ public:
     // else nullptr.
     PsEntry* add(PsEntry* e, size_t max);
     void remove(PsEntry* e);
-    // Removes e unless its copy is stale (undoing a Parse the server discarded: a copy put
-    // back stale by put_back() is still on the server).
+    // Removes e unless its copy is of unknown generation (undoing a Parse the server
+    // discarded: a copy mark_unknown() kept may still be on the server).
     void remove_current(PsEntry* e);
-    // A Close of e the server discarded: e is there still, of a generation no longer known,
-    // so stale (takes a reference of its own if e had left the set).
-    void put_back(PsEntry* e);
+    // The server may or may not have e now, of a generation no longer known (a Close of ours
+    // it discarded, a DEALLOCATE a client sent): stale, so that its next use closes it
+    // before preparing it (takes a reference of its own if e had left the set).
+    void mark_unknown(PsEntry* e);
     void clear();
     size_t size() const noexcept { return set_.size(); }
 
 private:
     struct Use {
         uint64_t tick;         // last use
-        uint32_t generation;   // PsEntry::generation when prepared; kUnknown after put_back()
+        uint32_t generation;   // PsEntry::generation when prepared, or kUnknown
     };
     static constexpr uint32_t kUnknown = UINT32_MAX;
     std::unordered_map<PsEntry*, Use> set_;
@@ -184,6 +185,12 @@ bool ps_import(std::string_view text, ClientPs& ps);
 // of its body. Returns false when those bytes have not arrived yet.
 [[nodiscard]] bool peek_statement_named(uint8_t type, std::span<const uint8_t> body_start,
                                         bool& named) noexcept;
+
+// Whether a simple Query's text is `DEALLOCATE [PREPARE] name` for one statement (not ALL),
+// as PostgreSQL reads it: keywords in any case, blanks around, an optional ';' and NUL at the
+// end; an unquoted name folded to lower case (ASCII), a quoted one as written ("" is a
+// quote). Sets `name`. Anything else (comments, several statements) is not.
+[[nodiscard]] bool parse_deallocate(std::string_view text, std::string& name);
 
 // Message bodies (after the 5-byte header) sluice rewrites.
 struct ParseMsg {

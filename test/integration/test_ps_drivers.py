@@ -184,6 +184,45 @@ def test_psycopg_prepare_threshold_0(pooler, pg):
     _assert_servers_clean(p, pg, 'psycopg_add')
 
 
+@pytest.mark.parametrize('autocommit', [True, False])
+def test_psycopg_cache_rotation_deallocates(pooler, pg, autocommit):
+    """psycopg 3 keeps prepared_max statements (100 by default) and, when it prepares one
+    more, sends `DEALLOCATE _pg3_<n>` for the oldest (in an unnamed Parse; libpq < 17).
+    The server knows the statement by the pooler's name: without the pooler answering for
+    the client's name every rotation failed with 26000 and the application got the
+    exception. 4 workers, prepared_max = 3, 12 distinct statements in a loop, in
+    autocommit and in psycopg's default transactions."""
+    p = _pooler(pooler)
+    errors, done = [], []
+
+    def worker(w):
+        try:
+            with p.connect(prepare_threshold=0, autocommit=autocommit) as conn:
+                conn.prepared_max = 3
+                for i in range(60):
+                    k = (i * 5 + w) % 12
+                    r = conn.execute('SELECT %%s::int + %d AS psycopg_rot' % k,
+                                     (i,)).fetchone()
+                    assert r == (i + k,), r
+                    if not autocommit and i % 7 == 6:
+                        conn.commit()
+                conn.commit()
+                assert len(conn._prepared._names) == 3, conn._prepared._names
+                done.append(w)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append('worker %d: %r' % (w, e))
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not [t for t in threads if t.is_alive()], 'psycopg workers hung'
+    assert not errors, errors
+    assert sorted(done) == [0, 1, 2, 3]
+    _assert_servers_clean(p, pg, 'psycopg_rot')
+
+
 # ---------------------------------------------------------------------------
 # node-postgres named queries
 # ---------------------------------------------------------------------------

@@ -702,6 +702,56 @@ def test_forget_all_while_parse_bind_describe_unanswered(env_factory, how):
     assert_pool_clean(env, pid)
 
 
+@pytest.mark.parametrize('how', ['simple', 'extended'])
+def test_sql_deallocate_of_protocol_statement(env, how):
+    """SQL DEALLOCATE removes a protocol-level prepared statement too (psycopg 3 sends
+    `DEALLOCATE _pg3_0` when its cache rotates, in an unnamed Parse). The server knows the
+    statement under the pooler's name, so the pooler answers for the client's: the same
+    replies as PostgreSQL, outside and inside a transaction, with PREPARE and a quoted
+    name; an unknown name and a failed transaction get the server's own errors."""
+    def dealloc(c, text):
+        if how == 'simple':
+            return send_read(c, m.query(text))
+        return send_read(c, m.parse(text), m.bind(), m.describe('P', ''), m.execute(),
+                         m.sync())
+
+    def flow(c, via):
+        out = send_read(c, m.parse(Q_ADD, name='s1'), m.parse('SELECT 2 AS two', name='My S'),
+                        m.sync())
+        out += dealloc(c, 'deallocate s1')
+        out += send_read(c, m.bind(stmt='s1', params=['1']), m.execute(), m.sync())
+        out += send_read(c, m.parse(Q_ADD, name='s1'), m.bind(stmt='s1', params=['1']),
+                         m.execute(), m.sync())
+        out += send_read(c, m.query('BEGIN'))
+        out += dealloc(c, ' DEALLOCATE PREPARE "My S" ;')
+        out += send_read(c, m.bind(stmt='My S'), m.execute(), m.sync())
+        out += send_read(c, m.query('ROLLBACK'))
+        out += dealloc(c, 'DEALLOCATE nosuch')
+        out += send_read(c, m.query('BEGIN'))
+        out += send_read(c, m.query('SELECT 1/0'))
+        out += dealloc(c, 'DEALLOCATE s1')
+        out += send_read(c, m.query('ROLLBACK'))
+        out += send_read(c, m.bind(stmt='s1', params=['4']), m.execute(), m.sync())
+        out += dealloc(c, 'DEALLOCATE s1')
+        return out
+
+    pid, _, got = compare(env, flow)
+    ext = how == 'extended'
+    done = (['1', '2', 'n'] if ext else []) + ['C:DEALLOCATE']
+    assert toks(got) == ['1', '1', 'Z:I'] + done + ['Z:I'] + [
+        'E:26000:prepared statement "s1" does not exist', 'Z:I',
+        '1', '2', 'D:2', 'C:SELECT 1', 'Z:I',
+        'C:BEGIN', 'Z:T'] + done + ['Z:T'] + [
+        'E:26000:prepared statement "My S" does not exist', 'Z:E',
+        'C:ROLLBACK', 'Z:I'] + (['1', '2', 'n'] if ext else []) + [
+        'E:26000:prepared statement "nosuch" does not exist', 'Z:I'] + [
+        'C:BEGIN', 'Z:T', 'E:22012:division by zero', 'Z:E',
+        'E:25P02:current transaction is aborted, commands ignored until end of transaction '
+        'block', 'Z:E', 'C:ROLLBACK', 'Z:I',
+        '2', 'D:5', 'C:SELECT 1', 'Z:I'] + done + ['Z:I'], toks(got)
+    assert_pool_clean(env, pid)
+
+
 STALE_PLAN = 'E:0A000:cached plan must not change result type'
 
 

@@ -21,6 +21,33 @@ using sluice::PsEntry;
 
 const std::string kNoParams("\0\0", 2);
 
+// DEALLOCATE of one statement, as PostgreSQL's grammar reads it (the names psycopg 3 sends
+// when its cache rotates: DEALLOCATE _pg3_0).
+void test_parse_deallocate(void**) {
+    std::string n;
+    assert_true(sluice::parse_deallocate("DEALLOCATE _pg3_0", n));
+    assert_string_equal(n.c_str(), "_pg3_0");
+    assert_true(sluice::parse_deallocate(std::string_view(" deallocate\n\tS_1 ;\0", 20), n));
+    assert_string_equal(n.c_str(), "s_1");  // unquoted: folded
+    assert_true(sluice::parse_deallocate("DEALLOCATE PREPARE \"My \"\"x\"\"\";", n));
+    assert_string_equal(n.c_str(), "My \"x\"");
+    assert_true(sluice::parse_deallocate("deallocate prepare", n));  // a statement named prepare
+    assert_string_equal(n.c_str(), "prepare");
+    assert_true(sluice::parse_deallocate("DEALLOCATE PREPARE prepare", n));
+    assert_string_equal(n.c_str(), "prepare");
+    assert_true(sluice::parse_deallocate("DEALLOCATE \"ALL\"", n));  // quoted: a name
+    assert_string_equal(n.c_str(), "ALL");
+    assert_true(sluice::parse_deallocate("DEALLOCATE a$1", n));
+    assert_string_equal(n.c_str(), "a$1");
+    // Not one statement's DEALLOCATE.
+    for (const char* q : {"DEALLOCATE ALL", "DEALLOCATE PREPARE all", "DEALLOCATE", "DEALLOCATE;",
+                          "DEALLOCATE a b", "DEALLOCATE a; SELECT 1", "DEALLOCATE a;;",
+                          "DEALLOCATE \"\"", "DEALLOCATE \"open", "DEALLOCATE 1a",
+                          "\"DEALLOCATE\" a", "DEALLOCATE /* c */ a", "DEALLOCATE a -- c",
+                          "SELECT 1", "DISCARD ALL", ""})
+        assert_false(sluice::parse_deallocate(q, n));
+}
+
 void test_empty_client_has_nothing(void**) {
     ClientPs ps;
     assert_int_equal(ps.size(), 0);
@@ -101,6 +128,7 @@ void test_closed_names_keep_their_statement(void**) {
 
 int main() {
     const CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_deallocate),
         cmocka_unit_test(test_empty_client_has_nothing),
         cmocka_unit_test(test_names_hold_references),
         cmocka_unit_test(test_body_lives_while_parses_are_in_flight),

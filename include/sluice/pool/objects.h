@@ -244,6 +244,10 @@ private:
     void note_request_start(Server& s) noexcept;
     bool caching_statements() const noexcept;
     PacketAction answer_without_server(const PacketHeader& hdr, std::span<const uint8_t> data);
+    PacketAction answer_deallocate(const PacketHeader& hdr, std::span<const uint8_t> data,
+                                   uint8_t status);
+    bool may_deallocate(std::span<const uint8_t> body) const noexcept;
+    bool parse_deallocate_of_name(std::span<const uint8_t> body, Server& s);
     // True when the Query is DEALLOCATE ALL / DISCARD ALL (the names are forgotten now).
     bool forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction finish_login();
