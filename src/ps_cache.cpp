@@ -8,6 +8,7 @@
 
 #include "sluice/proto/packet.h"
 #include "sluice/util/hex.h"
+#include "sluice/util/quoted.h"
 
 namespace sluice {
 namespace {
@@ -255,21 +256,10 @@ bool take_ident(std::string_view& t, std::string& out, bool& quoted) {
     out.clear();
     quoted = !t.empty() && t.front() == '"';
     if (quoted) {
-        size_t i = 1;
-        for (;;) {
-            if (i >= t.size())
-                return false;  // unterminated
-            if (t[i] == '"') {
-                if (i + 1 < t.size() && t[i + 1] == '"') {
-                    out.push_back('"');
-                    i += 2;
-                    continue;
-                }
-                break;
-            }
-            out.push_back(t[i++]);
-        }
-        t.remove_prefix(i + 1);
+        size_t end = 0;
+        if (!read_quoted(t, end, out))
+            return false;
+        t.remove_prefix(end);
         return !out.empty();  // PostgreSQL refuses a zero-length delimited identifier
     }
     if (t.empty() || !ident_start(t.front()))

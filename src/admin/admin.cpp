@@ -11,6 +11,7 @@
 
 #include "sluice/net/loop.h"
 #include "sluice/pool/control.h"
+#include "sluice/util/quoted.h"
 #include "sluice/util/systemd.h"
 
 #include "internal.h"
@@ -150,21 +151,8 @@ public:
         size_t start = i_;
         out.clear();
         if (i_ < s_.size() && s_[i_] == '"') {
-            ++i_;
-            for (;;) {
-                if (i_ >= s_.size())
-                    return fail(start);
-                if (s_[i_] == '"') {
-                    if (i_ + 1 < s_.size() && s_[i_ + 1] == '"') {
-                        out.push_back('"');
-                        i_ += 2;
-                        continue;
-                    }
-                    ++i_;
-                    break;
-                }
-                out.push_back(s_[i_++]);
-            }
+            if (!read_quoted(s_, i_, out))
+                return fail(start);
         } else {
             while (i_ < s_.size() && word_char(s_[i_]))
                 out.push_back(s_[i_++]);
@@ -180,21 +168,8 @@ public:
         out.clear();
         if (i_ >= s_.size() || s_[i_] != '\'')
             return false;
-        ++i_;
-        for (;;) {
-            if (i_ >= s_.size())
-                return fail(start);
-            if (s_[i_] == '\'') {
-                if (i_ + 1 < s_.size() && s_[i_ + 1] == '\'') {
-                    out.push_back('\'');
-                    i_ += 2;
-                    continue;
-                }
-                ++i_;
-                break;
-            }
-            out.push_back(s_[i_++]);
-        }
+        if (!read_quoted(s_, i_, out, '\''))
+            return fail(start);
         raw = i_ - start;
         return true;
     }

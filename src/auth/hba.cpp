@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "sluice/util/log.h"
+#include "sluice/util/quoted.h"
 
 namespace sluice {
 namespace {
@@ -70,24 +71,7 @@ void Tokenizer::next() {
         return;
     }
     if (line_[pos_] == '"') {
-        size_t i = pos_ + 1;
-        for (;;) {
-            if (i >= line_.size()) {
-                type_ = Tok::Fail;
-                return;
-            }
-            if (line_[i] == '"') {
-                if (i + 1 < line_.size() && line_[i + 1] == '"') {
-                    text_.push_back('"');
-                    i += 2;
-                    continue;
-                }
-                break;
-            }
-            text_.push_back(line_[i++]);
-        }
-        pos_ = i + 1;
-        type_ = Tok::String;
+        type_ = read_quoted(line_, pos_, text_) ? Tok::String : Tok::Fail;
         return;
     }
     size_t i = pos_ + 1;

@@ -9,32 +9,13 @@
 #include <memory>
 
 #include "sluice/util/log.h"
+#include "sluice/util/quoted.h"
 
 namespace sluice {
 namespace {
 
 bool is_blank(char c) noexcept {
     return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
-}
-
-// Reads the quoted field starting at line[pos] == '"'. `""` inside is one literal quote.
-// On success pos is just past the closing quote.
-[[nodiscard]] bool read_quoted(std::string_view line, size_t& pos, std::string& out) {
-    out.clear();
-    size_t i = pos + 1;
-    for (;;) {
-        size_t q = line.find('"', i);
-        if (q == std::string_view::npos)
-            return false;
-        out.append(line.substr(i, q - i));
-        if (q + 1 < line.size() && line[q + 1] == '"') {
-            out.push_back('"');
-            i = q + 2;
-            continue;
-        }
-        pos = q + 1;
-        return true;
-    }
 }
 
 // Starts with PgBouncer's "broken auth file", the phrase log collectors match.

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "sluice/config/config.h"
+#include "sluice/util/quoted.h"
 
 #include "values.h"
 
@@ -50,22 +51,10 @@ Pair next_pair(std::string_view& rest, std::string& key, std::string& value) {
 
     value.clear();
     if (!rest.empty() && rest.front() == '\'') {
-        rest.remove_prefix(1);
-        for (;;) {
-            if (rest.empty())
-                return Pair::Bad;  // unterminated quote
-            if (rest.front() == '\'') {
-                if (rest.size() > 1 && rest[1] == '\'') {
-                    value += '\'';
-                    rest.remove_prefix(2);
-                    continue;
-                }
-                rest.remove_prefix(1);
-                break;
-            }
-            value += rest.front();
-            rest.remove_prefix(1);
-        }
+        size_t end = 0;
+        if (!read_quoted(rest, end, value, '\''))
+            return Pair::Bad;  // unterminated quote
+        rest.remove_prefix(end);
         if (!rest.empty() && !is_space(rest.front()))
             return Pair::Bad;  // junk glued to the closing quote
     } else {

@@ -96,6 +96,26 @@ def _assert_servers_clean(p, pg, marker, n=POOL):
         'through the cache? %r' % (marker, seen)
 
 
+def _in_threads(n, worker):
+    """worker(w) for w in 0..n-1, all at once in threads; fails on a hang or on any
+    worker's exception (reported with its number)."""
+    errors = []
+
+    def run(w):
+        try:
+            worker(w)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append('worker %d: %r' % (w, e))
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not [t for t in threads if t.is_alive()], 'workers hung'
+    assert not errors, errors
+
+
 # ---------------------------------------------------------------------------
 # asyncpg
 # ---------------------------------------------------------------------------
@@ -147,39 +167,30 @@ def test_asyncpg_concurrent_connections(pooler, pg):
 def test_psycopg_prepare_threshold_0(pooler, pg):
     p = _pooler(pooler)
     workers, per = 4, TX // 4
-    errors, done = [], []
+    done = []
 
     def worker(w):
-        try:
-            with p.connect(prepare_threshold=0, autocommit=True) as conn:
-                n = 0
-                for i in range(per):
-                    with conn.transaction():
-                        r = conn.execute('SELECT %s::int + %s::int AS psycopg_add',
-                                         (i, w)).fetchone()
-                        assert r == (i + w,), r
-                        r = conn.execute('SELECT %s::text || %s::text AS psycopg_cat',
-                                         ('w%d' % w, '-%d' % (i % 3))).fetchone()
-                        assert r == ('w%d-%d' % (w, i % 3),), r
-                        rows = conn.execute('SELECT g FROM generate_series(1, %s) g',
-                                            (i % 5 + 1,)).fetchall()
-                        assert [x[0] for x in rows] == list(range(1, i % 5 + 2))
-                    r = conn.execute('SELECT %s::int * 2 AS psycopg_dbl', (i,)).fetchone()
-                    assert r == (2 * i,), r
-                    n += 1
-                # psycopg really prepared them (named statements, not one-shot).
-                assert conn._prepared._names, 'psycopg prepared nothing'
-                done.append(n)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append('worker %d: %r' % (w, e))
+        with p.connect(prepare_threshold=0, autocommit=True) as conn:
+            n = 0
+            for i in range(per):
+                with conn.transaction():
+                    r = conn.execute('SELECT %s::int + %s::int AS psycopg_add',
+                                     (i, w)).fetchone()
+                    assert r == (i + w,), r
+                    r = conn.execute('SELECT %s::text || %s::text AS psycopg_cat',
+                                     ('w%d' % w, '-%d' % (i % 3))).fetchone()
+                    assert r == ('w%d-%d' % (w, i % 3),), r
+                    rows = conn.execute('SELECT g FROM generate_series(1, %s) g',
+                                        (i % 5 + 1,)).fetchall()
+                    assert [x[0] for x in rows] == list(range(1, i % 5 + 2))
+                r = conn.execute('SELECT %s::int * 2 AS psycopg_dbl', (i,)).fetchone()
+                assert r == (2 * i,), r
+                n += 1
+            # psycopg really prepared them (named statements, not one-shot).
+            assert conn._prepared._names, 'psycopg prepared nothing'
+            done.append(n)
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not [t for t in threads if t.is_alive()], 'psycopg workers hung'
-    assert not errors, errors
+    _in_threads(workers, worker)
     assert sum(done) == TX
     _assert_servers_clean(p, pg, 'psycopg_add')
 
@@ -193,32 +204,22 @@ def test_psycopg_cache_rotation_deallocates(pooler, pg, autocommit):
     exception. 4 workers, prepared_max = 3, 12 distinct statements in a loop, in
     autocommit and in psycopg's default transactions."""
     p = _pooler(pooler)
-    errors, done = [], []
+    done = []
 
     def worker(w):
-        try:
-            with p.connect(prepare_threshold=0, autocommit=autocommit) as conn:
-                conn.prepared_max = 3
-                for i in range(60):
-                    k = (i * 5 + w) % 12
-                    r = conn.execute('SELECT %%s::int + %d AS psycopg_rot' % k,
-                                     (i,)).fetchone()
-                    assert r == (i + k,), r
-                    if not autocommit and i % 7 == 6:
-                        conn.commit()
-                conn.commit()
-                assert len(conn._prepared._names) == 3, conn._prepared._names
-                done.append(w)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append('worker %d: %r' % (w, e))
+        with p.connect(prepare_threshold=0, autocommit=autocommit) as conn:
+            conn.prepared_max = 3
+            for i in range(60):
+                k = (i * 5 + w) % 12
+                r = conn.execute('SELECT %%s::int + %d AS psycopg_rot' % k, (i,)).fetchone()
+                assert r == (i + k,), r
+                if not autocommit and i % 7 == 6:
+                    conn.commit()
+            conn.commit()
+            assert len(conn._prepared._names) == 3, conn._prepared._names
+            done.append(w)
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not [t for t in threads if t.is_alive()], 'psycopg workers hung'
-    assert not errors, errors
+    _in_threads(4, worker)
     assert sorted(done) == [0, 1, 2, 3]
     _assert_servers_clean(p, pg, 'psycopg_rot')
 
