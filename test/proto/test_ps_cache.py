@@ -805,6 +805,30 @@ def test_statement_whose_result_type_changed_is_prepared_anew(env, retyped_table
 
 
 @NEEDS_CACHE
+def test_stale_statement_deallocated_and_prepared_again(env, retyped_table):
+    """What Rails does on 0A000 outside a transaction: DEALLOCATE the statement (SQL,
+    simple Query), prepare it again under the same name, retry. The same replies as on
+    PostgreSQL: the retry gets the new type."""
+    def flow(c, via):
+        out = send_read(c, m.parse('SELECT x FROM stale_t', name='a1'), m.bind(stmt='a1'),
+                        m.execute(), m.sync())
+        env.sql('ALTER TABLE stale_t ALTER x TYPE bigint')
+        out += send_read(c, m.bind(stmt='a1'), m.execute(), m.sync())
+        out += send_read(c, m.query('DEALLOCATE a1'))
+        out += send_read(c, m.parse('SELECT x FROM stale_t', name='a1'), m.bind(stmt='a1'),
+                         m.describe('P', ''), m.execute(), m.sync())
+        env.sql('ALTER TABLE stale_t ALTER x TYPE int')
+        return out
+
+    pid, _, got = compare(env, flow)
+    desc = [x for x in got if x.type == 'T']
+    assert pgwire.parse_row_description(desc[0].body)[0]['type_oid'] == 20
+    assert toks(got) == ['1', '2', 'D:1', 'C:SELECT 1', 'Z:I', STALE_PLAN, 'Z:I',
+                         'C:DEALLOCATE', 'Z:I', '1', '2', 'T', 'D:1', 'C:SELECT 1', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
+@NEEDS_CACHE
 def test_stale_statement_prepared_anew_on_every_server(env_factory, retyped_table):
     """The change is noted once for all servers: after one client's Bind failed on one
     server, the other server's old copy is replaced before it is used, without a second
