@@ -42,12 +42,13 @@ WORKERS = 4
 QUERIES = ["SELECT 1", "BEGIN", "COMMIT", "ROLLBACK", "SELECT pg_sleep(0.002)",
            "COPY fz FROM STDIN", "COPY fz TO STDOUT", "SELECT * FROM fz LIMIT 3",
            "SET application_name = 'fz'", "DISCARD ALL", "PREPARE p AS SELECT 1",
-           "DEALLOCATE ALL", "SELECT 1/0", ""]
+           "DEALLOCATE ALL", "DEALLOCATE s1", "DEALLOCATE PREPARE \"s2\"", "SELECT 1/0", ""]
 SHOWS = ["SHOW POOLS", "SHOW CLIENTS", "SHOW SERVERS", "SHOW STATS", "SHOW CONFIG",
          "SHOW LISTS", "SHOW MEM", "SHOW DATABASES", "SHOW USERS", "SHOW SOCKETS", "SHOW HELP",
          "SHOW STATS_TOTALS", "SHOW DNS_HOSTS", "SHOW VERSION;"]
 PARSE_TEXTS = ["SELECT $1::text", "SELECT generate_series(1, $1::int)", "BEGIN",
-               "COPY fz FROM STDIN", "DISCARD ALL", "DEALLOCATE ALL", "SELECT 1/0"]
+               "COPY fz FROM STDIN", "DISCARD ALL", "DEALLOCATE ALL", "DEALLOCATE s0",
+               "SELECT 1/0"]
 
 
 def _mutate(data, rnd):
