@@ -183,7 +183,12 @@ ServerPs::Copy ServerPs::touch(PsEntry* e) {
     if (it == set_.end())
         return Copy::None;
     it->second.tick = ++tick_;
-    return it->second.generation == e->generation ? Copy::Current : Copy::Stale;
+    return of(*e, it->second);
+}
+
+ServerPs::Copy ServerPs::copy(PsEntry* e) const {
+    auto it = set_.find(e);
+    return it == set_.end() ? Copy::None : of(*e, it->second);
 }
 
 PsEntry* ServerPs::add(PsEntry* e, size_t max) {

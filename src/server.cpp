@@ -656,6 +656,8 @@ void Server::note_statement_error(PsEntry& e, std::span<const uint8_t> body) {
     if (!parse_error_fields(body, f) || f.sqlstate != "0A000" ||
         (!f.routine.empty() && f.routine != "RevalidateCachedQuery"))
         return;
+    if (ps.copy(&e) == ServerPs::Copy::Stale)
+        return;  // raised since this copy was made: it is prepared anew at its next use
     ++e.generation;
     slog_info(this, "prepared statement %s: %.*s; every server prepares it anew", e.name.c_str(),
               static_cast<int>(f.message.size()), f.message.data());

@@ -150,6 +150,8 @@ public:
     // Marks e used now and says whether the server has it, as it is now or from before its
     // generation changed (the caller closes a stale copy before preparing it again).
     Copy touch(PsEntry* e);
+    // The same without marking it used.
+    Copy copy(PsEntry* e) const;
     // Adds e (current); if the set is full, removes and returns the least recently used
     // entry, whose reference passes to the caller (it closes the statement on the server),
     // else nullptr.
@@ -171,6 +173,9 @@ private:
         uint32_t generation;   // PsEntry::generation when prepared, or kUnknown
     };
     static constexpr uint32_t kUnknown = UINT32_MAX;
+    static Copy of(const PsEntry& e, const Use& u) noexcept {
+        return u.generation == e.generation ? Copy::Current : Copy::Stale;
+    }
     std::unordered_map<PsEntry*, Use> set_;
     uint64_t tick_ = 0;
 };
