@@ -833,60 +833,19 @@ inline void Client::note_request_start(Server& s) noexcept {
     }
 }
 
-namespace {
-bool blank_in_query(uint8_t ch) noexcept {
-    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == ';' || ch == '\0';
-}
-
-// Whether a simple Query's text (`body`, perhaps only its start) could be DEALLOCATE ALL or
-// DISCARD ALL: its first character other than blanks, ';' and NUL is a D. Every other Query
-// takes the plain path while statements are cached (a mixed workload's simple queries).
-bool may_forget_statements(std::span<const uint8_t> body) noexcept {
-    for (uint8_t ch : body) {
-        if (!blank_in_query(ch))
-            return ch == 'D' || ch == 'd';
-    }
-    return true;
-}
-
-// Whether a whole simple Query's text is exactly DEALLOCATE ALL or DISCARD ALL, in any case,
-// with any blanks between and around the words and any ';' or NUL. No allocation: only a text
-// shorter than 64 bytes can be one (longer ones are left to the server's CommandComplete).
-bool forgets_all_statements(std::span<const uint8_t> body) noexcept {
-    char norm[64];
-    size_t n = 0;
-    if (body.size() >= sizeof norm)
-        return false;
-    for (uint8_t ch : body) {
-        if (ch == ';' || ch == '\0')
-            continue;
-        if (blank_in_query(ch)) {
-            if (n != 0 && norm[n - 1] != ' ')
-                norm[n++] = ' ';
-            continue;
-        }
-        norm[n++] = static_cast<char>(ch >= 'a' && ch <= 'z' ? ch - 32 : ch);
-    }
-    while (n != 0 && norm[n - 1] == ' ')
-        --n;
-    std::string_view text(norm, n);
-    return text == "DEALLOCATE ALL" || text == "DISCARD ALL";
-}
-}  // namespace
-
 inline bool Client::caching_statements() const noexcept {
     return settings().max_prepared_statements > 0 && pool->mode() != PoolMode::Session;
 }
 
 // What on_work_packet() does with these with a server linked and no COPY IN owed to end:
 // the tracker entry, the counters, a Sync counted. A Query that may be DISCARD ALL while
-// statements are cached (may_forget_statements()) and named statements (the cache rewrites
+// statements are cached (may_forget()) and named statements (the cache rewrites
 // them) are not plain, nor is anything else (COPY, Terminate, FunctionCall).
 bool Client::plain_request(uint8_t type, std::span<const uint8_t> msg, const Server& s) const {
     switch (type) {
     case msg::kQuery:
         return (ps.size() == 0 && s.ps.size() == 0) ||
-               !may_forget_statements(msg.subspan(kTypedHeaderLen));
+               !may_forget(msg.subspan(kTypedHeaderLen));
     case msg::kParse:
     case msg::kBind:
     case msg::kDescribe:
@@ -1029,8 +988,11 @@ namespace sluice {
 // names now, so a Parse pipelined right after it may reuse them (the server's own set is
 // cleared when the CommandComplete comes back).
 bool Client::forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data) {
-    if (data.size() < hdr.len ||
-        !forgets_all_statements(data.subspan(hdr.hdr_len, hdr.len - hdr.hdr_len)))
+    std::span<const uint8_t> text = data.subspan(hdr.hdr_len);
+    std::string name;
+    if (data.size() < hdr.len || !may_forget(text) ||
+        read_forget(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()),
+                    name) != Forget::All)
         return false;
     // The server runs it before anything sent after it, so its set empties now too.
     ps.clear();
@@ -1112,15 +1074,14 @@ PacketAction Client::answer_without_server(const PacketHeader& hdr,
 PacketAction Client::answer_deallocate(const PacketHeader& hdr, std::span<const uint8_t> data,
                                        uint8_t status) {
     constexpr uint32_t kLongest = 256;  // DEALLOCATE PREPARE, a quoted 63-byte name, blanks
-    if (hdr.len > kLongest || !may_forget_statements(data.subspan(hdr.hdr_len)))
+    if (hdr.len > kLongest || !may_forget(data.subspan(hdr.hdr_len)))
         return PacketAction::Forward;
     if (data.size() < hdr.len)
         return PacketAction::Hold;
     std::string name;
-    if (!parse_deallocate(std::string_view(reinterpret_cast<const char*>(data.data()) +
-                                               hdr.hdr_len,
-                                           hdr.len - hdr.hdr_len),
-                          name) ||
+    if (read_forget(std::string_view(reinterpret_cast<const char*>(data.data()) + hdr.hdr_len,
+                                     hdr.len - hdr.hdr_len),
+                    name) != Forget::One ||
         !ps.find(name))
         return PacketAction::Forward;
     ps.remove(name);
@@ -1137,7 +1098,7 @@ PacketAction Client::answer_deallocate(const PacketHeader& hdr, std::span<const 
 // An unnamed Parse whose text may be DEALLOCATE of one of the client's names (`body`: what
 // arrived of it).
 bool Client::may_deallocate(std::span<const uint8_t> body) const noexcept {
-    return ps.size() > 0 && !body.empty() && body[0] == 0 && may_forget_statements(body.subspan(1));
+    return ps.size() > 0 && !body.empty() && body[0] == 0 && may_forget(body.subspan(1));
 }
 
 // The same DEALLOCATE in an unnamed Parse (psycopg 3 sends its maintenance that way): the
@@ -1148,7 +1109,7 @@ bool Client::may_deallocate(std::span<const uint8_t> body) const noexcept {
 bool Client::parse_deallocate_of_name(std::span<const uint8_t> body, Server& s) {
     ParseMsg pm;
     std::string name;
-    if (!parse_parse_msg(body, pm) || !parse_deallocate(pm.query, name))
+    if (!parse_parse_msg(body, pm) || read_forget(pm.query, name) != Forget::One)
         return false;
     PsEntry* e = ps.find(name);
     if (!e || s.tracker.status() == 'E')  // the server's 25P02 then, for any text

@@ -277,16 +277,17 @@ bool take_ident(std::string_view& t, std::string& out, bool& quoted) {
 }
 }  // namespace
 
-bool parse_deallocate(std::string_view text, std::string& name) {
+Forget read_forget(std::string_view text, std::string& name) {
     while (!text.empty() && text.back() == '\0')
         text.remove_suffix(1);
     std::string word;
     bool quoted = false;
-    if (!take_ident(text, word, quoted) || quoted || word != "deallocate")
-        return false;
+    if (!take_ident(text, word, quoted) || quoted || (word != "deallocate" && word != "discard"))
+        return Forget::None;
+    bool discard = word == "discard";
     if (!take_ident(text, name, quoted))
-        return false;
-    if (!quoted && name == "prepare") {
+        return Forget::None;
+    if (!discard && !quoted && name == "prepare") {
         std::string_view rest = text;
         std::string next;
         bool next_quoted = false;
@@ -296,15 +297,14 @@ bool parse_deallocate(std::string_view text, std::string& name) {
             text = rest;
         }
     }
+    // Blanks and ';' may follow (empty statements after it change nothing).
+    while (!text.empty() && (sql_blank(text.front()) || text.front() == ';'))
+        text.remove_prefix(1);
+    if (!text.empty())
+        return Forget::None;
     if (!quoted && name == "all")
-        return false;
-    while (!text.empty() && sql_blank(text.front()))
-        text.remove_prefix(1);
-    if (!text.empty() && text.front() == ';')
-        text.remove_prefix(1);
-    while (!text.empty() && sql_blank(text.front()))
-        text.remove_prefix(1);
-    return text.empty();
+        return Forget::All;
+    return discard ? Forget::None : Forget::One;  // DISCARD PLANS / SEQUENCES / TEMP: none
 }
 
 bool parse_parse_msg(std::span<const uint8_t> body, ParseMsg& out) noexcept {

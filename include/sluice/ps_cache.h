@@ -191,11 +191,25 @@ bool ps_import(std::string_view text, ClientPs& ps);
 [[nodiscard]] bool peek_statement_named(uint8_t type, std::span<const uint8_t> body_start,
                                         bool& named) noexcept;
 
-// Whether a simple Query's text is `DEALLOCATE [PREPARE] name` for one statement (not ALL),
-// as PostgreSQL reads it: keywords in any case, blanks around, an optional ';' and NUL at the
-// end; an unquoted name folded to lower case (ASCII), a quoted one as written ("" is a
-// quote). Sets `name`. Anything else (comments, several statements) is not.
-[[nodiscard]] bool parse_deallocate(std::string_view text, std::string& name);
+// Statement texts that drop prepared statements, as PostgreSQL's grammar reads them: keywords
+// in any case, blanks around, ';' and NUL at the end; an unquoted name folded to lower case
+// (ASCII), a quoted one as written ("" is a quote). Comments, several statements: None.
+enum class Forget : uint8_t {
+    None,
+    All,  // DISCARD ALL, DEALLOCATE [PREPARE] ALL
+    One,  // DEALLOCATE [PREPARE] name (sets `name`)
+};
+[[nodiscard]] Forget read_forget(std::string_view text, std::string& name);
+// Whether a text (or what arrived of it) may be one of those: its first character other than
+// blanks, ';' and NUL is a D. The cheap test for every simple Query while statements are
+// cached; the others take the plain path.
+[[nodiscard]] inline bool may_forget(std::span<const uint8_t> text) noexcept {
+    for (uint8_t ch : text) {
+        if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r' && ch != ';' && ch != '\0')
+            return ch == 'D' || ch == 'd';
+    }
+    return true;
+}
 
 // Message bodies (after the 5-byte header) sluice rewrites.
 struct ParseMsg {

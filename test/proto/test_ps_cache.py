@@ -651,6 +651,7 @@ def test_deallocate_all_discard_all_then_reparse(env, how):
 @pytest.mark.parametrize('text, tag', [
     ('DEALLOCATE ALL', 'DEALLOCATE ALL'),
     (' deallocate\n\tAll ;', 'DEALLOCATE ALL'),
+    ('DEALLOCATE PREPARE ALL', 'DEALLOCATE ALL'),
     ('discard all;', 'DISCARD ALL'),
 ])
 def test_deallocate_all_pipelined_with_reparse(env, text, tag):

@@ -21,31 +21,41 @@ using sluice::PsEntry;
 
 const std::string kNoParams("\0\0", 2);
 
-// DEALLOCATE of one statement, as PostgreSQL's grammar reads it (the names psycopg 3 sends
-// when its cache rotates: DEALLOCATE _pg3_0).
-void test_parse_deallocate(void**) {
+// DISCARD ALL / DEALLOCATE [PREPARE] ALL / DEALLOCATE of one statement, as PostgreSQL's
+// grammar reads them (psycopg 3 sends DEALLOCATE _pg3_0 when its cache rotates).
+void test_read_forget(void**) {
+    using sluice::Forget;
     std::string n;
-    assert_true(sluice::parse_deallocate("DEALLOCATE _pg3_0", n));
-    assert_string_equal(n.c_str(), "_pg3_0");
-    assert_true(sluice::parse_deallocate(std::string_view(" deallocate\n\tS_1 ;\0", 20), n));
-    assert_string_equal(n.c_str(), "s_1");  // unquoted: folded
-    assert_true(sluice::parse_deallocate("DEALLOCATE PREPARE \"My \"\"x\"\"\";", n));
-    assert_string_equal(n.c_str(), "My \"x\"");
-    assert_true(sluice::parse_deallocate("deallocate prepare", n));  // a statement named prepare
-    assert_string_equal(n.c_str(), "prepare");
-    assert_true(sluice::parse_deallocate("DEALLOCATE PREPARE prepare", n));
-    assert_string_equal(n.c_str(), "prepare");
-    assert_true(sluice::parse_deallocate("DEALLOCATE \"ALL\"", n));  // quoted: a name
-    assert_string_equal(n.c_str(), "ALL");
-    assert_true(sluice::parse_deallocate("DEALLOCATE a$1", n));
-    assert_string_equal(n.c_str(), "a$1");
-    // Not one statement's DEALLOCATE.
-    for (const char* q : {"DEALLOCATE ALL", "DEALLOCATE PREPARE all", "DEALLOCATE", "DEALLOCATE;",
-                          "DEALLOCATE a b", "DEALLOCATE a; SELECT 1", "DEALLOCATE a;;",
+    auto one = [&](std::string_view q, const char* name) {
+        n.clear();
+        assert_int_equal(sluice::read_forget(q, n), Forget::One);
+        assert_string_equal(n.c_str(), name);
+    };
+    one("DEALLOCATE _pg3_0", "_pg3_0");
+    one(std::string_view(" deallocate\n\tS_1 ;\0", 20), "s_1");  // unquoted: folded
+    one("DEALLOCATE PREPARE \"My \"\"x\"\"\";", "My \"x\"");
+    one("deallocate prepare", "prepare");  // a statement named prepare
+    one("DEALLOCATE PREPARE prepare", "prepare");
+    one("DEALLOCATE \"ALL\"", "ALL");  // quoted: a name
+    one("DEALLOCATE a$1", "a$1");
+    one("DEALLOCATE a;;", "a");  // empty statements after it
+    for (const char* q : {"DISCARD ALL", "discard all;", "  Discard\tALL ; ", "DEALLOCATE ALL",
+                          "deallocate prepare all", "DEALLOCATE PREPARE ALL;"})
+        assert_int_equal(sluice::read_forget(q, n), Forget::All);
+    for (const char* q : {"DEALLOCATE", "DEALLOCATE;", "DEALLOCATE a b", "DEALLOCATE a; SELECT 1",
                           "DEALLOCATE \"\"", "DEALLOCATE \"open", "DEALLOCATE 1a",
                           "\"DEALLOCATE\" a", "DEALLOCATE /* c */ a", "DEALLOCATE a -- c",
-                          "SELECT 1", "DISCARD ALL", ""})
-        assert_false(sluice::parse_deallocate(q, n));
+                          "DISCARD PLANS", "DISCARD \"ALL\"", "DISCARD PREPARE ALL", "DISCARD; ALL",
+                          "DELETE FROM t", "SELECT 1", ""})
+        assert_int_equal(sluice::read_forget(q, n), Forget::None);
+    // The cheap gate in front of it: a D first, after blanks, ';' and NUL.
+    auto bytes = [](std::string_view t) {
+        return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(t.data()), t.size());
+    };
+    assert_true(sluice::may_forget(bytes(" ;\tdiscard")));
+    assert_true(sluice::may_forget(bytes("DELETE")));
+    assert_true(sluice::may_forget(bytes("  ")));  // nothing to tell by yet
+    assert_false(sluice::may_forget(bytes(" SELECT 1")));
 }
 
 void test_empty_client_has_nothing(void**) {
@@ -128,7 +138,7 @@ void test_closed_names_keep_their_statement(void**) {
 
 int main() {
     const CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_deallocate),
+        cmocka_unit_test(test_read_forget),
         cmocka_unit_test(test_empty_client_has_nothing),
         cmocka_unit_test(test_names_hold_references),
         cmocka_unit_test(test_body_lives_while_parses_are_in_flight),
