@@ -1143,9 +1143,13 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
     }
     if (data.size() < hdr.len)
         return PacketAction::Hold;
-    // Inside a failed transaction block PostgreSQL refuses every Parse with 25P02: let the
-    // server say so rather than answering from the cache.
+    // Inside a failed transaction block PostgreSQL refuses a Parse with 25P02 unless its text
+    // ends the transaction (ROLLBACK, COMMIT, ...): let the server say so rather than
+    // answering from the cache.
     bool aborted = s.tracker.status() == 'E';
+    auto refused_in_failed_block = [&](std::string_view query) {
+        return aborted && !is_transaction_exit(query);
+    };
     // A name the client never prepared: the server's 26000 must carry the client's name,
     // even when it looks like one of ours.
     auto unknown_name = [&](std::string_view name) {
@@ -1170,9 +1174,9 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
             return PacketAction::Closed;
         }
         pool->client_parse_count++;
-        if (ps.find(pm.name) && aborted) {
-            // Any Parse is refused with 25P02 here: send a harmless unnamed one and let the
-            // server's error through.
+        if (ps.find(pm.name) && refused_in_failed_block(pm.query)) {
+            // Refused with 25P02 before its name is looked at: send a harmless unnamed Parse
+            // and let the server's error through.
             static const uint8_t no_types[2] = {0, 0};
             write_parse(s.sb.out_for_append(), "", "SELECT 1",
                         std::string_view(reinterpret_cast<const char*>(no_types), 2));
@@ -1206,8 +1210,8 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         PsEntry* e = ps_intern(pm.query, pm.params);
         ps.add(pm.name, e);
         ps.unconfirmed().emplace_back(std::string(pm.name), ps.syncs());
-        if (s.ps.has(e) && aborted) {
-            // The server has the text already, but in a failed block PostgreSQL refuses any
+        if (s.ps.has(e) && refused_in_failed_block(pm.query)) {
+            // The server has the text already, but in a failed block PostgreSQL refuses this
             // Parse (25P02): send a harmless one to get that error; the name is undone then.
             static const uint8_t no_types[2] = {0, 0};
             write_parse(s.sb.out_for_append(), "", "SELECT 1",

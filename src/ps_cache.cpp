@@ -307,6 +307,55 @@ Forget read_forget(std::string_view text, std::string& name) {
     return discard ? Forget::None : Forget::One;  // DISCARD PLANS / SEQUENCES / TEMP: none
 }
 
+namespace {
+// Blanks and comments (-- to the end of the line, /* */ nested) at the start of `t`.
+void skip_blanks_and_comments(std::string_view& t) noexcept {
+    for (;;) {
+        while (!t.empty() && sql_blank(t.front()))
+            t.remove_prefix(1);
+        if (t.starts_with("--")) {
+            size_t nl = t.find('\n');
+            t.remove_prefix(nl == std::string_view::npos ? t.size() : nl + 1);
+        } else if (t.starts_with("/*")) {
+            size_t depth = 1, i = 2;
+            while (i < t.size() && depth > 0) {
+                if (t.substr(i, 2) == "/*") {
+                    ++depth;
+                    i += 2;
+                } else if (t.substr(i, 2) == "*/") {
+                    --depth;
+                    i += 2;
+                } else {
+                    ++i;
+                }
+            }
+            t.remove_prefix(i);
+        } else {
+            return;
+        }
+    }
+}
+
+bool take_keyword(std::string_view& t, std::string& word) {
+    bool quoted = false;
+    skip_blanks_and_comments(t);
+    return take_ident(t, word, quoted) && !quoted;
+}
+}  // namespace
+
+bool is_transaction_exit(std::string_view text) {
+    std::string word;
+    if (!take_keyword(text, word))
+        return false;
+    if (word == "end" || word == "abort")
+        return true;
+    if (word == "commit" || word == "rollback") {  // but not COMMIT / ROLLBACK PREPARED
+        std::string next;
+        return !take_keyword(text, next) || next != "prepared";
+    }
+    return word == "prepare" && take_keyword(text, word) && word == "transaction";
+}
+
 bool parse_parse_msg(std::span<const uint8_t> body, ParseMsg& out) noexcept {
     PacketReader r(body);
     uint16_t n;

@@ -211,6 +211,12 @@ enum class Forget : uint8_t {
     return true;
 }
 
+// Whether a statement text is one that PostgreSQL still runs in a failed transaction block
+// (its IsTransactionExitStmt): COMMIT, END, ROLLBACK, ABORT, ROLLBACK TO [SAVEPOINT], PREPARE
+// TRANSACTION, in any case, after blanks and comments. Read for valid texts only: a text
+// the server has parsed, or one whose errors the server will report anyway.
+[[nodiscard]] bool is_transaction_exit(std::string_view text);
+
 // Message bodies (after the 5-byte header) sluice rewrites.
 struct ParseMsg {
     std::string_view name;

@@ -458,6 +458,54 @@ def test_parse_in_failed_transaction_block(env):
     assert_pool_clean(env, pid)
 
 
+def test_transaction_exit_statements_in_failed_transaction_block(env):
+    """A failed transaction block still accepts a Parse (and Bind) of ROLLBACK, ABORT,
+    COMMIT, END and ROLLBACK TO: also when the server already has the text, which the cache
+    then answers itself. postgres.js prepares its `rollback` like any statement; when the
+    cache refused it with 25P02 the client could never leave the failed block. A re-used
+    name is 42P05 there (the name is looked at after the text), other texts 25P02."""
+    texts = ['ROLLBACK', 'abort;', 'COMMIT', '/* app */ END', 'ROLLBACK TO SAVEPOINT sp']
+
+    def flow(c, via):
+        # The server gets every text once, outside any transaction.
+        out = send_read(c, *[m.parse(t, name='first%d' % i) for i, t in enumerate(texts)],
+                        m.sync())
+        for i, t in enumerate(texts):
+            if 'SAVEPOINT' in t:
+                out += send_read(c, m.query('BEGIN; SAVEPOINT sp; SELECT 1/0'))
+            else:
+                out += send_read(c, m.query('BEGIN; SELECT 1/0'))
+            out += send_read(c, m.parse(t, name='again%d' % i), m.bind(stmt='again%d' % i),
+                             m.execute(), m.sync())
+            if 'SAVEPOINT' in t:  # still in the transaction, usable again
+                out += send_read(c, m.query('SELECT 5; COMMIT'))
+        # The name already exists: 42P05 for an exit text, 25P02 for another.
+        out += send_read(c, m.query('BEGIN; SELECT 1/0'))
+        out += send_read(c, m.parse('ROLLBACK', name='first0'), m.sync())
+        out += send_read(c, m.parse('SELECT 2', name='first0'), m.sync())
+        out += send_read(c, m.bind(stmt='first0'), m.execute(), m.sync())
+        out += send_read(c, *[m.close('S', 'first%d' % i) for i in range(len(texts))],
+                         *[m.close('S', 'again%d' % i) for i in range(len(texts))], m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    t = [x for x in toks(got) if x not in ('1', '2')]
+    assert t == [
+        'Z:I',
+        'C:BEGIN', 'E:22012:division by zero', 'Z:E', 'C:ROLLBACK', 'Z:I',
+        'C:BEGIN', 'E:22012:division by zero', 'Z:E', 'C:ROLLBACK', 'Z:I',
+        'C:BEGIN', 'E:22012:division by zero', 'Z:E', 'C:ROLLBACK', 'Z:I',
+        'C:BEGIN', 'E:22012:division by zero', 'Z:E', 'C:ROLLBACK', 'Z:I',
+        'C:BEGIN', 'C:SAVEPOINT', 'E:22012:division by zero', 'Z:E', 'C:ROLLBACK', 'Z:T',
+        'T', 'D:5', 'C:SELECT 1', 'C:COMMIT', 'Z:I',
+        'C:BEGIN', 'E:22012:division by zero', 'Z:E',
+        'E:42P05:prepared statement "first0" already exists', 'Z:E',
+        'E:25P02:current transaction is aborted, commands ignored until end of transaction '
+        'block', 'Z:E',
+        'C:ROLLBACK', 'Z:I'] + ['3'] * 10 + ['Z:I'], toks(got)
+    assert_pool_clean(env, pid)
+
+
 def test_bind_describe_unknown_name_26000(env):
     """Bind/Describe of a name the client never prepared: the server's own 26000 with
     the client's name; Close of it: CloseComplete."""

@@ -58,6 +58,20 @@ void test_read_forget(void**) {
     assert_false(sluice::may_forget(bytes(" SELECT 1")));
 }
 
+// The texts a failed transaction block still accepts (PostgreSQL's IsTransactionExitStmt).
+void test_is_transaction_exit(void**) {
+    for (const char* q : {"ROLLBACK", "rollback", "Rollback;", "ABORT", "end", "COMMIT",
+                          "commit and chain", "ROLLBACK WORK", "rollback to s1",
+                          "ROLLBACK TO SAVEPOINT \"x\"", "PREPARE TRANSACTION 'g1'",
+                          "  /* app: x /* nested */ */ -- line\n\tROLLBACK", "COMMIT -- done"})
+        assert_true(sluice::is_transaction_exit(q));
+    for (const char* q : {"COMMIT PREPARED 'g1'", "rollback prepared 'g1'", "BEGIN",
+                          "RELEASE SAVEPOINT s1", "SAVEPOINT s1", "PREPARE p AS SELECT 1",
+                          "\"ROLLBACK\"", "SELECT 1", "/* ROLLBACK */ SELECT 1", "-- ROLLBACK",
+                          "/* open ROLLBACK", "endx", ""})
+        assert_false(sluice::is_transaction_exit(q));
+}
+
 void test_empty_client_has_nothing(void**) {
     ClientPs ps;
     assert_int_equal(ps.size(), 0);
@@ -139,6 +153,7 @@ void test_closed_names_keep_their_statement(void**) {
 int main() {
     const CMUnitTest tests[] = {
         cmocka_unit_test(test_read_forget),
+        cmocka_unit_test(test_is_transaction_exit),
         cmocka_unit_test(test_empty_client_has_nothing),
         cmocka_unit_test(test_names_hold_references),
         cmocka_unit_test(test_body_lives_while_parses_are_in_flight),
