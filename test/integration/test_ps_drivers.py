@@ -232,9 +232,10 @@ def _node_ready():
     node = shutil.which('node')
     if not node:
         pytest.skip('node is not installed')
-    if not os.path.isdir(os.path.join(NODE_DIR, 'node_modules', 'pg')):
+    if not all(os.path.isdir(os.path.join(NODE_DIR, 'node_modules', m))
+               for m in ('pg', 'postgres')):
         npm = shutil.which('npm')
-        assert npm, 'npm is needed to install node-postgres (test/integration/node)'
+        assert npm, 'npm is needed to install the node drivers (test/integration/node)'
         r = subprocess.run([npm, 'install', '--no-audit', '--no-fund', '--loglevel=error'],
                            cwd=NODE_DIR, capture_output=True, text=True, timeout=300,
                            stdin=subprocess.DEVNULL)
@@ -254,6 +255,41 @@ def test_node_postgres_named_queries(pooler, pg):
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res == {'transactions': TX, 'queries': 4 * TX}, res
     _assert_servers_clean(p, pg, 'node_add')
+
+
+# ---------------------------------------------------------------------------
+# postgres.js: pipelined batches, Parse + Describe + Flush before the Sync
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize('prepare', [
+    1,
+    pytest.param(0, marks=pytest.mark.differs_from_pgbouncer_1_18(
+        "PgBouncer 1.18 bug: it hands the server back to the pool after Parse + Describe + "
+        "Flush (no ReadyForQuery owed in its books), drops the replies ('got packet '1' "
+        "from server when not linked') and the client waits forever")),
+], ids=['named', 'unnamed'])
+def test_postgres_js_pipelined(pooler, pg, prepare):
+    """postgres.js keeps up to 100 batches of one connection on the wire, and sends a new
+    statement with parameters as Parse + Describe + Flush, Bind + Execute + Sync only
+    after reading its parameter types: the server must stay with the client across that
+    gap (no ReadyForQuery yet), and every pipelined batch must reach the statements of
+    its own server; a cursor fetches 10 rows at a time with no Sync between; COPY both ways.
+    6 workers x 3 connections over 2 servers."""
+    node = _node_ready()
+    pg.sql('DROP TABLE IF EXISTS pjs_copy; CREATE TABLE pjs_copy (a int, b text); '
+           'ALTER TABLE pjs_copy OWNER TO md5user', db='appdb')
+    p = _pooler(pooler)
+    workers, rounds = 6, 8
+    r = subprocess.run([node, os.path.join(NODE_DIR, 'postgres_js.js'), str(p.port),
+                        str(workers), str(rounds), str(prepare)],
+                       cwd=NODE_DIR, capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, 'postgres.js failed:\n%s\n%s' % (r.stdout, r.stderr)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res == {'queries': workers * rounds * 58, 'transactions': 2 * workers * rounds}, res
+    assert pg.sql('SELECT count(*) FROM pjs_copy', db='appdb')[0][0] == workers * rounds * 200
+    if prepare:
+        _assert_servers_clean(p, pg, 'pjs_add')
 
 
 # ---------------------------------------------------------------------------
