@@ -9,6 +9,11 @@ has to inject Parses), and checks every result:
 * psycopg 3 with prepare_threshold=0 (every query prepared on first use);
 * node-postgres named queries ({name, text, values}: Parse once per connection, Bind
   alone afterwards);
+* postgres.js: up to 100 pipelined batches per connection, Parse + Describe + Flush before
+  the Sync, cursors, savepoints, COPY (named and unnamed statements);
+* pgx v4 (Go, Debian golang-github-jackc-pgx-v4-dev) with pgxpool: its statement cache in
+  prepare and describe mode, Batch, CopyFrom, and the simple protocol; built with go at
+  test time;
 * pgjdbc (Debian libpostgresql-jdbc-java) with prepareThreshold=1, a small Java program
   compiled with javac at test time;
 * pgbench -M prepared -c 64 -j 2 -T 30 over default_pool_size=8: zero failed
@@ -33,7 +38,8 @@ import pytest
 
 import harness
 
-pytestmark = pytest.mark.differs_from_pgbouncer_1_18(
+# Tests that fail against PgBouncer 1.18 (make check-pgbouncer) by design.
+NEEDS_CACHE = pytest.mark.differs_from_pgbouncer_1_18(
     "not in PgBouncer 1.18: protocol-level prepared statements in transaction mode "
     "(max_prepared_statements)")
 
@@ -120,6 +126,7 @@ def _in_threads(n, worker):
 # asyncpg
 # ---------------------------------------------------------------------------
 
+@NEEDS_CACHE
 def test_asyncpg_concurrent_connections(pooler, pg):
     import asyncpg
     p = _pooler(pooler)
@@ -164,6 +171,7 @@ def test_asyncpg_concurrent_connections(pooler, pg):
 # psycopg 3, prepare_threshold=0
 # ---------------------------------------------------------------------------
 
+@NEEDS_CACHE
 def test_psycopg_prepare_threshold_0(pooler, pg):
     p = _pooler(pooler)
     workers, per = 4, TX // 4
@@ -195,6 +203,7 @@ def test_psycopg_prepare_threshold_0(pooler, pg):
     _assert_servers_clean(p, pg, 'psycopg_add')
 
 
+@NEEDS_CACHE
 @pytest.mark.parametrize('autocommit', [True, False])
 def test_psycopg_cache_rotation_deallocates(pooler, pg, autocommit):
     """psycopg 3 keeps prepared_max statements (100 by default) and, when it prepares one
@@ -243,6 +252,7 @@ def _node_ready():
     return node
 
 
+@NEEDS_CACHE
 def test_node_postgres_named_queries(pooler, pg):
     node = _node_ready()
     p = _pooler(pooler)
@@ -262,7 +272,7 @@ def test_node_postgres_named_queries(pooler, pg):
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize('prepare', [
-    1,
+    pytest.param(1, marks=NEEDS_CACHE),
     pytest.param(0, marks=pytest.mark.differs_from_pgbouncer_1_18(
         "PgBouncer 1.18 bug: it hands the server back to the pool after Parse + Describe + "
         "Flush (no ReadyForQuery owed in its books), drops the replies ('got packet '1' "
@@ -290,6 +300,55 @@ def test_postgres_js_pipelined(pooler, pg, prepare):
     assert pg.sql('SELECT count(*) FROM pjs_copy', db='appdb')[0][0] == workers * rounds * 200
     if prepare:
         _assert_servers_clean(p, pg, 'pjs_add')
+
+
+# ---------------------------------------------------------------------------
+# pgx (Go): statement cache, batches, binary COPY
+# ---------------------------------------------------------------------------
+
+GO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'go')
+GOPATH = '/usr/share/gocode'  # Debian's Go libraries (golang-github-jackc-pgx-v4-dev)
+
+
+@pytest.fixture(scope='module')
+def pgx_program():
+    go = shutil.which('go')
+    assert go, 'go missing: build-aux/deps.sh installs golang-go'
+    assert os.path.isdir(os.path.join(GOPATH, 'src/github.com/jackc/pgx/v4')), \
+        'pgx missing: build-aux/deps.sh installs golang-github-jackc-pgx-v4-dev'
+    with tempfile.TemporaryDirectory(prefix='sluice-pgx-') as d:
+        exe = os.path.join(d, 'pgx_pool')
+        env = dict(os.environ, GO111MODULE='off', GOPATH=GOPATH, GOFLAGS='',
+                   GOCACHE=os.environ.get('GOCACHE') or os.path.join(
+                       os.path.expanduser('~'), '.cache', 'go-build'))
+        r = subprocess.run([go, 'build', '-o', exe, os.path.join(GO_DIR, 'pgx_pool.go')],
+                           capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, 'go build failed:\n%s' % r.stderr
+        yield exe
+
+
+@pytest.mark.parametrize('mode', [pytest.param('prepare', marks=NEEDS_CACHE), 'describe',
+                                  'simple'])
+def test_pgx_pool(pooler, pg, pgx_program, mode):
+    """pgx v4 (Go) with pgxpool: 6 pools of 3 connections over 2 servers, 8 rounds of 24
+    concurrent queries, a Batch of 11 queries pipelined behind one Sync, a failed
+    transaction rolled back and one committed (one server throughout), and a binary
+    CopyFrom. prepare: pgx names every statement and binds it alone later (the cache's
+    job); describe: unnamed statements; simple: the simple protocol."""
+    pg.sql('DROP TABLE IF EXISTS pgx_copy; CREATE TABLE pgx_copy (a int, b text); '
+           'ALTER TABLE pgx_copy OWNER TO md5user', db='appdb')
+    p = _pooler(pooler)
+    workers, rounds = 6, 8
+    dsn = ('host=127.0.0.1 port=%d user=md5user password=%s dbname=appdb sslmode=disable'
+           % (p.port, pg.passwords['md5user']))
+    r = subprocess.run([pgx_program, dsn, str(workers), str(rounds), mode],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, 'pgx failed:\n%s\n%s' % (r.stdout, r.stderr)
+    assert r.stdout.split() == ['queries=%d' % (workers * rounds * 41),
+                                'transactions=%d' % (workers * rounds * 2)], r.stdout
+    assert pg.sql('SELECT count(*) FROM pgx_copy', db='appdb')[0][0] == workers * rounds * 100
+    if mode == 'prepare':
+        _assert_servers_clean(p, pg, 'pgx_add')
 
 
 # ---------------------------------------------------------------------------
@@ -366,6 +425,7 @@ public class PsJdbc {
 '''
 
 
+@NEEDS_CACHE
 def test_pgjdbc_prepare_threshold_1(pooler, pg):
     javac, java = shutil.which('javac'), shutil.which('java')
     assert javac and java, 'javac/java missing: build-aux/deps.sh installs default-jdk-headless'
@@ -395,6 +455,7 @@ def test_pgjdbc_prepare_threshold_1(pooler, pg):
 # ---------------------------------------------------------------------------
 
 
+@NEEDS_CACHE
 @pytest.mark.parametrize('threads,seconds', [(2, 30), (64, 10)], ids=['j2', 'j64'])
 def test_pgbench_prepared_64_clients_transaction_mode(pooler, pg, threads, seconds):
     """-c 64 over default_pool_size=8. pgbench (15) prepares each command with a
