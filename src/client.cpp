@@ -1117,9 +1117,12 @@ bool Client::parse_deallocate_of_name(std::span<const uint8_t> body, Server& s) 
     if (!s.has_current(e))
         s.send_parse(e, ReplyAction::Skip, false);
     write_parse(s.sb.out_for_append(), "", "DEALLOCATE " + e->name, pm.params);
-    s.tracker.on_request(msg::kParse);
+    s.tracker.on_request(Expect{.type = msg::kParse,
+                                .action = ReplyAction::Forward,
+                                .copy_term = false,
+                                .client_close = true});
     s.ps.mark_unknown(e);
-    ps.remove(name);
+    ps.close_name(name);
     return true;
 }
 
@@ -1244,6 +1247,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         PsEntry* e = ps.find(bm.statement);
         if (!e)
             return unknown_name(bm.statement);  // the server's 26000 names the client's name
+        const void* client_name = ps.found();
         if (!s.has_current(e))
             s.send_parse(e, ReplyAction::Skip, false);
         write_bind(s.sb.out_for_append(), bm.portal, e->name, bm.rest);
@@ -1251,7 +1255,8 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         s.tracker.on_request(Expect{.type = msg::kBind,
                                     .action = ReplyAction::Forward,
                                     .copy_term = false,
-                                    .ps = e});
+                                    .ps = e,
+                                    .client_name = client_name});
         pool->bind_count++;
         return PacketAction::Skip;
     }
@@ -1268,14 +1273,11 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         if (t == msg::kClose) {
             // The client's name goes; the server keeps the statement for others. If the server
             // discards this Close (an earlier message of the batch failed) the name comes back.
-            PsEntry* closed = ps.find(name);
-            if (closed)
-                ps_ref(closed);
-            ps.closed().emplace_back(std::string(name), closed);
-            ps.remove(name);
+            ps.close_name(name);
             s.tracker.on_request(Expect{.type = msg::kClose,
                                         .action = ReplyAction::Fake,
                                         .copy_term = false,
+                                        .client_close = true,
                                         .fake = msg::kCloseComplete});
             s.emit_fakes();
             return PacketAction::Skip;
@@ -1283,6 +1285,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         PsEntry* e = ps.find(name);
         if (!e)
             return unknown_name(name);
+        const void* client_name = ps.found();
         if (!s.has_current(e))
             s.send_parse(e, ReplyAction::Skip, false);
         write_describe_or_close(s.sb.out_for_append(), msg::kDescribe, 'S', e->name);
@@ -1290,7 +1293,8 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         s.tracker.on_request(Expect{.type = msg::kDescribe,
                                     .action = ReplyAction::Forward,
                                     .copy_term = false,
-                                    .ps = e});
+                                    .ps = e,
+                                    .client_name = client_name});
         return PacketAction::Skip;
     }
     default:

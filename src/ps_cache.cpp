@@ -163,10 +163,46 @@ void ClientPs::clear() {
     drop_body_if_empty();
 }
 
+std::string_view ClientPs::name_of(const PsEntry* e, const void* found) const noexcept {
+    if (!body_)
+        return {};
+    std::string_view any;
+    for (const auto& node : body_->map) {
+        if (node.second != e)
+            continue;
+        if (&node == found)
+            return node.first;
+        if (any.empty())
+            any = node.first;
+    }
+    // Closed by a request behind the one that failed (which the server then discards).
+    for (const auto& [name, entry] : body_->closed)
+        if (entry == e)
+            return name;
+    return any;
+}
+
 void ClientPs::drop_body_if_empty() noexcept {
     // The sync count only orders the entries of `unconfirmed`: with none left it may restart.
     if (body_->map.empty() && body_->unconfirmed.empty() && body_->closed.empty())
         body_.reset();
+}
+
+void ClientPs::close_name(std::string_view name) {
+    PsEntry* e = find(name);
+    if (e)
+        ps_ref(e);
+    body().closed.emplace_back(std::string(name), e);
+    remove(name);
+}
+
+void ClientPs::pop_closed() noexcept {
+    if (!body_ || body_->closed.empty())
+        return;
+    if (PsEntry* e = body_->closed.front().second)
+        ps_unref(e);
+    body_->closed.erase(body_->closed.begin());
+    drop_body_if_empty();
 }
 
 void ClientPs::release_closed() noexcept {

@@ -567,12 +567,17 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         close("server conn crashed?");
         return PacketAction::Closed;
     }
+    std::string renamed;  // the error as it names the client's statement
     if (t == msg::kErrorResponse && (head_type == msg::kBind || head_type == msg::kDescribe) &&
         tracker.head()->ps) {
         if (!whole)
             return PacketAction::Hold;
-        note_statement_error(*static_cast<PsEntry*>(tracker.head()->ps),
-                             data.subspan(hdr.hdr_len));
+        auto& e = *static_cast<PsEntry*>(tracker.head()->ps);
+        note_statement_error(e, data.subspan(hdr.hdr_len));
+        if (std::string_view name =
+                client ? client->ps.name_of(&e, tracker.head()->client_name) : std::string_view();
+            !name.empty())
+            static_cast<void>(rename_in_error(t, data.subspan(hdr.hdr_len), e.name, name, renamed));
     }
     uint8_t status = t == msg::kReadyForQuery ? data[hdr.hdr_len] : 0;
     if (t == msg::kParseComplete && head_type == msg::kParse) {
@@ -581,6 +586,8 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
                 static_cast<PsEntry*>(h->ps)->verified = true;
             if (h->client_parse && client)
                 client->confirm_oldest_parse();
+            if (h->client_close && client)
+                client->ps.pop_closed();  // DEALLOCATE name: the name is gone for good
         }
     }
     ReplyAction act = tracker.on_reply(t, status);
@@ -595,6 +602,11 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         }
         if (act == ReplyAction::Skip && head_type == msg::kParse && client)
             act = ReplyAction::Forward;  // an injected Parse failed: the client must know
+        if (!renamed.empty() && act == ReplyAction::Forward && client) {
+            pool->bytes_out += hdr.len;
+            client->sb.queue(renamed);
+            return PacketAction::Skip;
+        }
     }
     if (t == msg::kCommandComplete && whole && ps.size() + (client ? client->ps.size() : 0) > 0) {
         std::string_view tag(reinterpret_cast<const char*>(data.data()) + hdr.hdr_len,
@@ -792,12 +804,8 @@ void Server::emit_fakes() {
     while (tracker.take_fake(e)) {
         if (!client)
             continue;
-        if (e.type == msg::kClose && client->ps.has_closed()) {
-            auto& closed = client->ps.closed();
-            if (PsEntry* entry = closed.front().second)
-                ps_unref(entry);
-            closed.erase(closed.begin());
-        }
+        if (e.client_close)
+            client->ps.pop_closed();
         if (e.client_parse)
             client->confirm_oldest_parse();
         std::string& out = client->sb.out_for_append();
@@ -811,18 +819,33 @@ void Server::emit_fakes() {
         static_cast<void>(client->sb.flush_out());
 }
 
-// Undoes the statement-cache effects of requests the server discarded after an error.
+// Undoes the statement-cache effects of requests the server discarded after an error, newest
+// first: a Parse and a Close of one name in the same discarded run then leave the client's
+// name as it was before both. The discarded client Parses and Closes are the oldest entries
+// of the client's unconfirmed and closed lists (later batches queue behind them).
 void Server::undo_dropped() {
-    for (const Expect& e : tracker.dropped()) {
+    auto& dropped = tracker.dropped();
+    size_t parses = 0;
+    size_t closes = 0;
+    if (client) {
+        for (const Expect& e : dropped) {
+            parses += e.type == msg::kParse && e.client_parse;
+            closes += e.client_close;
+        }
+        parses = std::min(parses, client->ps.has_unconfirmed() ? client->ps.unconfirmed().size()
+                                                               : size_t{0});
+        closes = std::min(closes, client->ps.has_closed() ? client->ps.closed().size() : size_t{0});
+    }
+    size_t pi = parses;
+    size_t ci = closes;
+    for (auto it = dropped.rbegin(); it != dropped.rend(); ++it) {
+        const Expect& e = *it;
         auto* ps_entry = static_cast<PsEntry*>(e.ps);
         if (e.type == msg::kParse && (ps_entry || e.client_parse)) {
             if (ps_entry && e.action != ReplyAction::Fake)
                 ps.remove_current(ps_entry);
-            if (e.client_parse && client) {
-                std::string name = client->confirm_oldest_parse();
-                if (!name.empty())
-                    client->ps.remove(name);
-            }
+            if (e.client_parse && pi > 0)
+                client->ps.remove(client->ps.unconfirmed()[--pi].first);
         } else if (e.action == ReplyAction::ReplaceError) {
             // The failing request itself already used its error; discarded ones did not.
             if (replaced_error_in_batch)
@@ -831,20 +854,18 @@ void Server::undo_dropped() {
                 pending_errors.erase(pending_errors.begin());
         } else if (e.type == msg::kClose && e.action == ReplyAction::Skip && ps_entry) {
             ps.mark_unknown(ps_entry);  // a Close of ours never ran: the server still has it
-        } else if (e.type == msg::kClose && e.action == ReplyAction::Fake && client &&
-                   client->ps.has_closed()) {
+        } else if (e.client_close && ci > 0) {
             // A client Close the server would have discarded: the name comes back.
-            auto& closed = client->ps.closed();
-            auto [name, entry] = std::move(closed.front());
-            closed.erase(closed.begin());
-            if (entry) {
-                if (!client->ps.find(name))
-                    client->ps.add(name, entry);
-                ps_unref(entry);
-            }
+            const auto& [name, entry] = client->ps.closed()[--ci];
+            if (entry && !client->ps.find(name))
+                client->ps.add(name, entry);
         }
     }
-    tracker.dropped().clear();
+    for (size_t i = 0; i < parses; ++i)
+        static_cast<void>(client->confirm_oldest_parse());
+    for (size_t i = 0; i < closes; ++i)
+        client->ps.pop_closed();
+    dropped.clear();
     replaced_error_in_batch = false;
 }
 

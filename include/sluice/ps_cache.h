@@ -53,6 +53,13 @@ public:
     PsEntry* find(std::string_view name) const;
     // Requires: name not present. Takes a reference of its own.
     void add(std::string_view name, PsEntry* e);
+    // Which of the client's names the last successful find() matched (opaque; compared by
+    // name_of() only).
+    const void* found() const noexcept { return body_ ? body_->last : nullptr; }
+    // The client's name for e that `found` identified, else one closed after it, else any of
+    // its names for e, else empty: PostgreSQL's errors name the statement, and the server
+    // knows it as sluice_<n>.
+    std::string_view name_of(const PsEntry* e, const void* found) const noexcept;
     // Removes a name (no-op when absent).
     void remove(std::string_view name);
     // Removes one name mapped to e (undoing a Parse the server never ran).
@@ -76,6 +83,11 @@ public:
     // reference to their statement (nullptr if the name was unknown).
     std::vector<std::pair<std::string, PsEntry*>>& closed() { return body().closed; }
     bool has_closed() const noexcept { return body_ && !body_->closed.empty(); }
+    // Removes a name, keeping it in closed() (its entry referenced) until pop_closed() or
+    // until a discarded request puts it back.
+    void close_name(std::string_view name);
+    // The oldest closed name's request was answered: it is gone for good.
+    void pop_closed() noexcept;
     // Drops the closed list and its references (the client is closing).
     void release_closed() noexcept;
     // Sync/Query messages the client passed to servers since its first named statement.

@@ -173,6 +173,62 @@ void write_backend_key(std::string& out, uint32_t pid, uint32_t key) {
     w.finish();
 }
 
+namespace {
+bool name_char(char c) noexcept {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '$';
+}
+
+// `text` with whole-name occurrences of `from` replaced; false when there are none.
+bool replace_name(std::string_view text, std::string_view from, std::string_view to,
+                  std::string& out) {
+    bool any = false;
+    size_t at = 0;
+    for (size_t i = text.find(from); i != std::string_view::npos; i = text.find(from, i + 1)) {
+        size_t end = i + from.size();
+        if ((i > 0 && name_char(text[i - 1])) || (end < text.size() && name_char(text[end])))
+            continue;
+        out.append(text.substr(at, i - at));
+        out.append(to);
+        at = end;
+        any = true;
+    }
+    out.append(text.substr(at));
+    return any;
+}
+}  // namespace
+
+bool rename_in_error(uint8_t type, std::span<const uint8_t> body, std::string_view from,
+                     std::string_view to, std::string& out) {
+    std::string fields;
+    bool any = false;
+    PacketReader r(body);
+    for (;;) {
+        uint8_t code;
+        if (!r.read_u8(code))
+            return false;
+        if (code == 0)
+            break;
+        std::string_view v;
+        if (!r.read_cstr(v))
+            return false;
+        fields.push_back(static_cast<char>(code));
+        if (code == 'M' || code == 'D' || code == 'H')
+            any |= replace_name(v, from, to, fields);
+        else
+            fields.append(v);
+        fields.push_back('\0');
+    }
+    if (!any)
+        return false;
+    PacketWriter w(out);
+    w.begin(type);
+    w.put_bytes(std::string_view(fields));
+    w.put_u8(0);
+    w.finish();
+    return true;
+}
+
 bool parse_error_fields(std::span<const uint8_t> body, ErrorFields& out) noexcept {
     PacketReader r(body);
     for (;;) {

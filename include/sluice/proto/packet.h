@@ -197,5 +197,11 @@ struct ErrorFields {
     std::string_view routine;   // 'R': the server's source function (never translated)
 };
 [[nodiscard]] bool parse_error_fields(std::span<const uint8_t> body, ErrorFields& out) noexcept;
+// Appends to `out` an ErrorResponse/NoticeResponse (`type`) like `body` but with `from`, where
+// it stands as a whole name in the message, detail or hint, replaced by `to` (the statement
+// cache's name for a client's). False, `out` untouched, when it stands nowhere or the body is
+// malformed.
+[[nodiscard]] bool rename_in_error(uint8_t type, std::span<const uint8_t> body,
+                                   std::string_view from, std::string_view to, std::string& out);
 
 }  // namespace sluice

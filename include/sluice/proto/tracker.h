@@ -29,10 +29,15 @@ struct Expect {
     ReplyAction action;
     bool copy_term;       // a CopyDone/CopyFail known to end the current COPY IN
     bool client_parse = false;  // a client's named Parse (prepared-statement cache)
+    // Ends one of the client's statement names (a Close, or DEALLOCATE name): the name waits
+    // in ClientPs::closed() until the reply, and comes back if the server discards this.
+    bool client_close = false;
     uint8_t fake = 0;           // Fake: the reply type to synthesize ('1', '3')
     // The statement of a Parse, Bind, Describe or Close the cache sent or answered (opaque
     // here; the server keeps it alive while the request is owed: Server::pin_ps).
     void* ps = nullptr;
+    // Bind/Describe of a client's statement: which of its names (ClientPs::found()).
+    const void* client_name = nullptr;
 };
 
 class RequestTracker {
@@ -194,7 +199,7 @@ private:
     static bool cache_sees(uint8_t type, std::span<const uint8_t> reply, const Expect& head,
                            bool statements_cached) noexcept {
         if (type == msg::kParseComplete)
-            return head.ps || head.client_parse;
+            return head.ps || head.client_parse || head.client_close;
         if (type == msg::kCommandComplete && statements_cached)
             return reply.size() <= kTypedHeaderLen ||
                    (reply[kTypedHeaderLen] == 'D' &&
