@@ -990,14 +990,25 @@ namespace sluice {
 bool Client::forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data) {
     std::span<const uint8_t> text = data.subspan(hdr.hdr_len);
     std::string name;
-    if (data.size() < hdr.len || !may_forget(text) ||
-        read_forget(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()),
-                    name) != Forget::All)
+    std::string_view sql(reinterpret_cast<const char*>(text.data()), text.size());
+    if (data.size() < hdr.len || !may_forget(text) || read_forget(sql, name) != Forget::All)
         return false;
-    // The server runs it before anything sent after it, so its set empties now too.
-    ps.clear();
+    // Sure to fail (nothing before it can change the transaction's state): a plain Query. A
+    // failed block refuses both statements, a transaction block DISCARD ALL ("DI...").
+    if (server && server->tracker.empty()) {
+        auto st = static_cast<char>(server->tracker.status());
+        size_t at = sql.find_first_not_of(" \t\n\r;");  // read_forget() found a word there
+        bool discard = at + 1 < sql.size() && (sql[at + 1] | 0x20) == 'i';
+        if (st == 'E' || (st == 'T' && discard))
+            return false;
+    }
+    // The server runs it before anything sent after it: Parses pipelined behind it must find
+    // the names free and the server without copies. But it fails in a transaction block (and
+    // in a failed one): the names come back then (ClientPs::forget_done), and each copy on
+    // the server, there or not, is closed before it is prepared again.
+    ps.forget_all();
     if (server)
-        server->ps.clear();
+        server->ps.mark_all_unknown();
     return true;
 }
 

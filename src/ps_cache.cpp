@@ -106,6 +106,7 @@ size_t ps_registry_size() noexcept {
 
 ClientPs::~ClientPs() {
     clear();
+    forget_done(true);
     release_closed();
 }
 
@@ -163,6 +164,30 @@ void ClientPs::clear() {
     drop_body_if_empty();
 }
 
+void ClientPs::forget_all() {
+    if (!body_)
+        return;
+    forget_done(true);  // an earlier one still unanswered: taken to have run
+    for (auto& [name, e] : body_->map)
+        body_->forgotten.emplace_back(name, e);  // the map's references move along
+    body_->last = nullptr;
+    body_->map.clear();
+    drop_body_if_empty();
+}
+
+void ClientPs::forget_done(bool ran) {
+    if (!body_ || body_->forgotten.empty())
+        return;
+    auto forgotten = std::move(body_->forgotten);
+    body_->forgotten.clear();
+    for (auto& [name, e] : forgotten) {
+        if (!ran && !find(name))
+            add(name, e);
+        ps_unref(e);
+    }
+    drop_body_if_empty();
+}
+
 std::string_view ClientPs::name_of(const PsEntry* e, const void* found) const noexcept {
     if (!body_)
         return {};
@@ -184,7 +209,8 @@ std::string_view ClientPs::name_of(const PsEntry* e, const void* found) const no
 
 void ClientPs::drop_body_if_empty() noexcept {
     // The sync count only orders the entries of `unconfirmed`: with none left it may restart.
-    if (body_->map.empty() && body_->unconfirmed.empty() && body_->closed.empty())
+    if (body_->map.empty() && body_->unconfirmed.empty() && body_->closed.empty() &&
+        body_->forgotten.empty())
         body_.reset();
 }
 
@@ -267,6 +293,11 @@ void ServerPs::mark_unknown(PsEntry* e) {
         ps_ref(e);
     else
         it->second.generation = kUnknown;
+}
+
+void ServerPs::mark_all_unknown() {
+    for (auto& [e, use] : set_)
+        use.generation = kUnknown;
 }
 
 void ServerPs::clear() {

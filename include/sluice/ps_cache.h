@@ -64,8 +64,14 @@ public:
     void remove(std::string_view name);
     // Removes one name mapped to e (undoing a Parse the server never ran).
     void remove_entry(PsEntry* e);
-    // Forgets every name (DISCARD ALL); the lists below stay.
+    // Forgets every name; the lists below stay.
     void clear();
+    // DISCARD ALL / DEALLOCATE ALL sent: every name goes now (the Parses pipelined behind it
+    // start afresh) but is kept aside until the server answers: forget_done(true) drops them,
+    // forget_done(false) (the statement failed: in a transaction block, in a failed one)
+    // brings back those no Parse since has taken.
+    void forget_all();
+    void forget_done(bool ran);
     size_t size() const noexcept { return body_ ? body_->map.size() : 0; }
     // Calls f(name, entry) for each of the client's statements (online restart).
     template <typename F> void for_each(F&& f) const {
@@ -113,6 +119,7 @@ private:
         const Map::value_type* last = nullptr;
         std::vector<std::pair<std::string, uint64_t>> unconfirmed;
         std::vector<std::pair<std::string, PsEntry*>> closed;
+        std::vector<std::pair<std::string, PsEntry*>> forgotten;  // forget_all()
         uint64_t syncs = 0;
     };
     Body& body() {
@@ -176,6 +183,8 @@ public:
     // it discarded, a DEALLOCATE a client sent): stale, so that its next use closes it
     // before preparing it (takes a reference of its own if e had left the set).
     void mark_unknown(PsEntry* e);
+    // mark_unknown() of every copy (a DISCARD ALL sent that may yet fail).
+    void mark_all_unknown();
     void clear();
     size_t size() const noexcept { return set_.size(); }
 
