@@ -1258,7 +1258,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         PsEntry* e = ps.find(bm.statement);
         if (!e)
             return unknown_name(bm.statement);  // the server's 26000 names the client's name
-        const void* client_name = ps.found();
+        uint16_t client_name = ps.found();
         if (!s.has_current(e))
             s.send_parse(e, ReplyAction::Skip, false);
         write_bind(s.sb.out_for_append(), bm.portal, e->name, bm.rest);
@@ -1266,8 +1266,8 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         s.tracker.on_request(Expect{.type = msg::kBind,
                                     .action = ReplyAction::Forward,
                                     .copy_term = false,
-                                    .ps = e,
-                                    .client_name = client_name});
+                                    .client_name = client_name,
+                                    .ps = e});
         pool->bind_count++;
         return PacketAction::Skip;
     }
@@ -1296,7 +1296,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         PsEntry* e = ps.find(name);
         if (!e)
             return unknown_name(name);
-        const void* client_name = ps.found();
+        uint16_t client_name = ps.found();
         if (!s.has_current(e))
             s.send_parse(e, ReplyAction::Skip, false);
         write_describe_or_close(s.sb.out_for_append(), msg::kDescribe, 'S', e->name);
@@ -1304,8 +1304,8 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         s.tracker.on_request(Expect{.type = msg::kDescribe,
                                     .action = ReplyAction::Forward,
                                     .copy_term = false,
-                                    .ps = e,
-                                    .client_name = client_name});
+                                    .client_name = client_name,
+                                    .ps = e});
         return PacketAction::Skip;
     }
     default:

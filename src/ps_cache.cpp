@@ -114,17 +114,20 @@ PsEntry* ClientPs::find(std::string_view name) const {
     if (!body_)
         return nullptr;
     if (const Map::value_type* last = body_->last; last && last->first == name)
-        return last->second;
+        return last->second.e;
     auto it = body_->map.find(name);
     if (it == body_->map.end())
         return nullptr;
     body_->last = &*it;
-    return it->second;
+    return it->second.e;
 }
 
 void ClientPs::add(std::string_view name, PsEntry* e) {
     ps_ref(e);
-    body().map.emplace(std::string(name), e);
+    Body& b = body();
+    if (++b.serial == 0)
+        b.serial = 1;
+    b.map.emplace(std::string(name), Named{e, b.serial});
 }
 
 void ClientPs::remove(std::string_view name) {
@@ -133,7 +136,7 @@ void ClientPs::remove(std::string_view name) {
     auto it = body_->map.find(name);
     if (it == body_->map.end())
         return;
-    PsEntry* e = it->second;
+    PsEntry* e = it->second.e;
     body_->last = nullptr;
     body_->map.erase(it);
     ps_unref(e);
@@ -144,7 +147,7 @@ void ClientPs::remove_entry(PsEntry* e) {
     if (!body_)
         return;
     for (auto it = body_->map.begin(); it != body_->map.end(); ++it) {
-        if (it->second == e) {
+        if (it->second.e == e) {
             body_->last = nullptr;
             body_->map.erase(it);
             ps_unref(e);
@@ -157,8 +160,8 @@ void ClientPs::remove_entry(PsEntry* e) {
 void ClientPs::clear() {
     if (!body_)
         return;
-    for (auto& [name, e] : body_->map)
-        ps_unref(e);
+    for (auto& [name, n] : body_->map)
+        ps_unref(n.e);
     body_->last = nullptr;
     body_->map.clear();
     drop_body_if_empty();
@@ -168,8 +171,8 @@ void ClientPs::forget_all() {
     if (!body_)
         return;
     forget_done(true);  // an earlier one still unanswered: taken to have run
-    for (auto& [name, e] : body_->map)
-        body_->forgotten.emplace_back(name, e);  // the map's references move along
+    for (auto& [name, n] : body_->map)
+        body_->forgotten.emplace_back(name, n.e);  // the map's references move along
     body_->last = nullptr;
     body_->map.clear();
     drop_body_if_empty();
@@ -188,22 +191,27 @@ void ClientPs::forget_done(bool ran) {
     drop_body_if_empty();
 }
 
-std::string_view ClientPs::name_of(const PsEntry* e, const void* found) const noexcept {
+std::string_view ClientPs::name_of(const PsEntry* e, uint16_t serial) const noexcept {
     if (!body_)
         return {};
     std::string_view any;
-    for (const auto& node : body_->map) {
-        if (node.second != e)
+    for (const auto& [name, n] : body_->map) {
+        if (n.e != e)
             continue;
-        if (&node == found)
-            return node.first;
+        if (n.serial == serial)
+            return name;
         if (any.empty())
-            any = node.first;
+            any = name;
     }
     // Closed by a request behind the one that failed (which the server then discards).
-    for (const auto& [name, entry] : body_->closed)
-        if (entry == e)
-            return name;
+    for (const Closed& c : body_->closed) {
+        if (c.e != e)
+            continue;
+        if (c.serial == serial)
+            return c.name;
+        if (any.empty())
+            any = c.name;
+    }
     return any;
 }
 
@@ -216,16 +224,17 @@ void ClientPs::drop_body_if_empty() noexcept {
 
 void ClientPs::close_name(std::string_view name) {
     PsEntry* e = find(name);
+    uint16_t serial = e ? found() : uint16_t{0};
     if (e)
         ps_ref(e);
-    body().closed.emplace_back(std::string(name), e);
+    body().closed.push_back(Closed{std::string(name), e, serial});
     remove(name);
 }
 
 void ClientPs::pop_closed() noexcept {
     if (!body_ || body_->closed.empty())
         return;
-    if (PsEntry* e = body_->closed.front().second)
+    if (PsEntry* e = body_->closed.front().e)
         ps_unref(e);
     body_->closed.erase(body_->closed.begin());
     drop_body_if_empty();
@@ -234,9 +243,9 @@ void ClientPs::pop_closed() noexcept {
 void ClientPs::release_closed() noexcept {
     if (!body_)
         return;
-    for (auto& [name, e] : body_->closed)
-        if (e)
-            ps_unref(e);
+    for (Closed& c : body_->closed)
+        if (c.e)
+            ps_unref(c.e);
     body_->closed.clear();
 }
 

@@ -860,9 +860,9 @@ void Server::undo_dropped() {
             ps.mark_unknown(ps_entry);  // a Close of ours never ran: the server still has it
         } else if (e.client_close && ci > 0) {
             // A client Close the server would have discarded: the name comes back.
-            const auto& [name, entry] = client->ps.closed()[--ci];
-            if (entry && !client->ps.find(name))
-                client->ps.add(name, entry);
+            const ClientPs::Closed& c = client->ps.closed()[--ci];
+            if (c.e && !client->ps.find(c.name))
+                client->ps.add(c.name, c.e);
         }
     }
     for (size_t i = 0; i < parses; ++i)

@@ -53,13 +53,15 @@ public:
     PsEntry* find(std::string_view name) const;
     // Requires: name not present. Takes a reference of its own.
     void add(std::string_view name, PsEntry* e);
-    // Which of the client's names the last successful find() matched (opaque; compared by
-    // name_of() only).
-    const void* found() const noexcept { return body_ ? body_->last : nullptr; }
-    // The client's name for e that `found` identified, else one closed after it, else any of
+    // Which of the client's names the last successful find() matched: a serial number each
+    // name gets when added (never 0; 16 bits, enough to tell apart the names in flight).
+    uint16_t found() const noexcept {
+        return body_ && body_->last ? body_->last->second.serial : uint16_t{0};
+    }
+    // The client's name for e with that serial (still there or closed since), else any of
     // its names for e, else empty: PostgreSQL's errors name the statement, and the server
     // knows it as sluice_<n>.
-    std::string_view name_of(const PsEntry* e, const void* found) const noexcept;
+    std::string_view name_of(const PsEntry* e, uint16_t serial) const noexcept;
     // Removes a name (no-op when absent).
     void remove(std::string_view name);
     // Removes one name mapped to e (undoing a Parse the server never ran).
@@ -76,8 +78,8 @@ public:
     // Calls f(name, entry) for each of the client's statements (online restart).
     template <typename F> void for_each(F&& f) const {
         if (body_)
-            for (const auto& [name, e] : body_->map)
-                f(std::string_view(name), *e);
+            for (const auto& [name, n] : body_->map)
+                f(std::string_view(name), *n.e);
     }
 
     // Names of this client's Parses not yet answered, oldest first, each with syncs() as it
@@ -87,7 +89,12 @@ public:
     bool has_unconfirmed() const noexcept { return body_ && !body_->unconfirmed.empty(); }
     // Names removed by a Close 'S' whose synthesized CloseComplete is not out yet, with a
     // reference to their statement (nullptr if the name was unknown).
-    std::vector<std::pair<std::string, PsEntry*>>& closed() { return body().closed; }
+    struct Closed {
+        std::string name;
+        PsEntry* e;  // nullptr if the name was unknown
+        uint16_t serial;
+    };
+    std::vector<Closed>& closed() { return body().closed; }
     bool has_closed() const noexcept { return body_ && !body_->closed.empty(); }
     // Removes a name, keeping it in closed() (its entry referenced) until pop_closed() or
     // until a discarded request puts it back.
@@ -111,14 +118,19 @@ private:
             return std::hash<std::string_view>{}(s);
         }
     };
-    using Map = std::unordered_map<std::string, PsEntry*, NameHash, std::equal_to<>>;
+    struct Named {
+        PsEntry* e;
+        uint16_t serial;
+    };
+    using Map = std::unordered_map<std::string, Named, NameHash, std::equal_to<>>;
     struct Body {
         Map map;
         // The name find() returned last: a client binds the same few statements over and
         // over, and one compare is cheaper than hashing the name. Reset by every erase.
         const Map::value_type* last = nullptr;
         std::vector<std::pair<std::string, uint64_t>> unconfirmed;
-        std::vector<std::pair<std::string, PsEntry*>> closed;
+        std::vector<Closed> closed;
+        uint16_t serial = 0;  // of the last name added
         std::vector<std::pair<std::string, PsEntry*>> forgotten;  // forget_all()
         uint64_t syncs = 0;
     };

@@ -506,6 +506,34 @@ def test_transaction_exit_statements_in_failed_transaction_block(env):
     assert_pool_clean(env, pid)
 
 
+@NEEDS_CACHE
+def test_errors_name_the_clients_statement(env):
+    """PostgreSQL's errors that name a statement (a Bind with the wrong number of
+    parameters) name the client's statement, not sluice_<n>: also when the client has two
+    names for one text, and when the name is closed and the same text prepared under
+    another name behind the failing Bind (the server discards both)."""
+    def flow(c, via):
+        out = send_read(c, m.parse(Q_ADD, name='b'), m.parse(Q_ADD, name='c'), m.sync())
+        out += send_read(c, m.bind(stmt='c'), m.execute(), m.sync())
+        out += send_read(c, m.bind(stmt='b', params=['1', '2']), m.execute(), m.sync())
+        out += send_read(c, m.bind(stmt='b'), m.execute(), m.close('S', 'b'),
+                         m.parse(Q_ADD, name='d'), m.sync())
+        out += send_read(c, m.describe('S', 'b'), m.describe('S', 'd'), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == [
+        '1', '1', 'Z:I',
+        'E:08P01:bind message supplies 0 parameters, but prepared statement "c" requires 1',
+        'Z:I',
+        'E:08P01:bind message supplies 2 parameters, but prepared statement "b" requires 1',
+        'Z:I',
+        'E:08P01:bind message supplies 0 parameters, but prepared statement "b" requires 1',
+        'Z:I',
+        't', 'T', 'E:26000:prepared statement "d" does not exist', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
 def test_bind_describe_unknown_name_26000(env):
     """Bind/Describe of a name the client never prepared: the server's own 26000 with
     the client's name; Close of it: CloseComplete."""

@@ -33,12 +33,13 @@ struct Expect {
     // in ClientPs::closed() until the reply, and comes back if the server discards this.
     bool client_close = false;
     uint8_t fake = 0;           // Fake: the reply type to synthesize ('1', '3')
+    // Bind/Describe of a client's statement: which of its names (ClientPs::found()).
+    uint16_t client_name = 0;
     // The statement of a Parse, Bind, Describe or Close the cache sent or answered (opaque
     // here; the server keeps it alive while the request is owed: Server::pin_ps).
     void* ps = nullptr;
-    // Bind/Describe of a client's statement: which of its names (ClientPs::found()).
-    const void* client_name = nullptr;
 };
+static_assert(sizeof(Expect) <= 16, "Expect: one per request in flight, keep it small");
 
 class RequestTracker {
 public:
