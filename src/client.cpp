@@ -1123,8 +1123,10 @@ bool Client::parse_deallocate_of_name(std::span<const uint8_t> body, Server& s) 
     if (!parse_parse_msg(body, pm) || read_forget(pm.query, name) != Forget::One)
         return false;
     PsEntry* e = ps.find(name);
-    if (!e || s.tracker.status() == 'E')  // the server's 25P02 then, for any text
+    if (!e)
         return false;
+    // In a failed transaction block the server refuses it (25P02) as it would the client's
+    // text, and the name comes back (undo_dropped()); the state it runs in decides.
     if (!s.has_current(e))
         s.send_parse(e, ReplyAction::Skip, false);
     write_parse(s.sb.out_for_append(), "", "DEALLOCATE " + e->name, pm.params);
@@ -1158,12 +1160,8 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
     if (data.size() < hdr.len)
         return PacketAction::Hold;
     // Inside a failed transaction block PostgreSQL refuses a Parse with 25P02 unless its text
-    // ends the transaction (ROLLBACK, COMMIT, ...): let the server say so rather than
-    // answering from the cache.
+    // ends the transaction (ROLLBACK, COMMIT, ...): the cache must not answer it then.
     bool aborted = s.tracker.status() == 'E';
-    auto refused_in_failed_block = [&](std::string_view query) {
-        return aborted && !is_transaction_exit(query);
-    };
     // A name the client never prepared: the server's 26000 must carry the client's name,
     // even when it looks like one of ours.
     auto unknown_name = [&](std::string_view name) {
@@ -1188,15 +1186,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
             return PacketAction::Closed;
         }
         pool->client_parse_count++;
-        if (ps.find(pm.name) && refused_in_failed_block(pm.query)) {
-            // Refused with 25P02 before its name is looked at: send a harmless unnamed Parse
-            // and let the server's error through.
-            static const uint8_t no_types[2] = {0, 0};
-            write_parse(s.sb.out_for_append(), "", "SELECT 1",
-                        std::string_view(reinterpret_cast<const char*>(no_types), 2));
-            s.tracker.on_request(msg::kParse);
-            return PacketAction::Skip;
-        }
+        bool exits = is_transaction_exit(pm.query);
         if (ps.find(pm.name)) {
             // The name came from a Parse of an earlier batch that is still unanswered: if that
             // Parse fails the name is free again. Wait for its answer before deciding.
@@ -1208,15 +1198,22 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
                 }
             }
             // PostgreSQL's own answer (42P05), and the server must drop the rest of the batch
-            // as it would have: make it fail with a Bind of a name that cannot exist and
-            // replace that error with the right one.
+            // as it would have: make it fail and replace its error with the right one. In a
+            // failed transaction block only a text that ends the transaction gets that far
+            // (others get 25P02, which ReplaceError lets through): such a text gets a Bind of
+            // a name that cannot exist, which fails in any state; any other the probe, which
+            // fails with 25P02 exactly when PostgreSQL would.
             std::string err;
             write_error(err, "ERROR", "42P05",
                         "prepared statement \"" + std::string(pm.name) + "\" already exists");
             s.pending_errors.push_back(std::move(err));
-            static const uint8_t no_params[6] = {0, 0, 0, 0, 0, 0};
-            write_bind(s.sb.out_for_append(), "", "sluice_no_such_statement", no_params);
-            s.tracker.on_request(Expect{.type = msg::kBind,
+            if (exits) {
+                static const uint8_t no_params[6] = {0, 0, 0, 0, 0, 0};
+                write_bind(s.sb.out_for_append(), "", "sluice_no_such_statement", no_params);
+            } else {
+                write_state_probe(s.sb.out_for_append());
+            }
+            s.tracker.on_request(Expect{.type = exits ? msg::kBind : msg::kParse,
                                         .action = ReplyAction::ReplaceError,
                                         .copy_term = false});
             return PacketAction::Skip;
@@ -1224,12 +1221,18 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         PsEntry* e = ps_intern(pm.query, pm.params);
         ps.add(pm.name, e);
         ps.unconfirmed().emplace_back(std::string(pm.name), ps.syncs());
-        if (s.ps.has(e) && refused_in_failed_block(pm.query)) {
-            // The server has the text already, but in a failed block PostgreSQL refuses this
-            // Parse (25P02): send a harmless one to get that error; the name is undone then.
-            static const uint8_t no_types[2] = {0, 0};
-            write_parse(s.sb.out_for_append(), "", "SELECT 1",
-                        std::string_view(reinterpret_cast<const char*>(no_types), 2));
+        if (!s.ps.has(e)) {
+            s.send_parse(e, ReplyAction::Forward, true);
+        } else if (!s.tracker.status_settled()) {
+            // Whether PostgreSQL accepts this Parse depends on the transaction's state when it
+            // runs, which requests still owed may change: the server's copy is made anew and
+            // the server answers in that state.
+            if (s.has_current(e))
+                s.drop_copy(e);
+            s.send_parse(e, ReplyAction::Forward, true);
+        } else if (aborted && !exits) {
+            // PostgreSQL refuses it (25P02): the probe gets that error; the name is undone.
+            write_state_probe(s.sb.out_for_append());
             s.tracker.on_request(Expect{.type = msg::kParse,
                                         .action = ReplyAction::Forward,
                                         .copy_term = false,

@@ -462,6 +462,12 @@ void write_parse(std::string& out, std::string_view name, std::string_view query
     w.finish();
 }
 
+void write_state_probe(std::string& out) {
+    static constexpr char no_types[2] = {0, 0};
+    write_parse(out, "sluice_state_probe", "SELECT sluice_checks_the_transaction_state",
+                std::string_view(no_types, 2));
+}
+
 void write_bind(std::string& out, std::string_view portal, std::string_view statement,
                 std::span<const uint8_t> rest) {
     // Every Bind of a cached statement is rewritten: sized once, copied in pieces.

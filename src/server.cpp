@@ -546,6 +546,9 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     if (!whole && ((tracker.fakes() > 0 && t != msg::kDataRow && t != msg::kCopyData) ||
                    (t == msg::kCommandComplete && ps.size() > 0)))
         return PacketAction::Hold;
+    if (t == msg::kErrorResponse && !whole && !tracker.empty() &&
+        tracker.head()->action == ReplyAction::ReplaceError)
+        return PacketAction::Hold;  // its SQLSTATE decides
     uint8_t head_type = tracker.empty() ? 0 : tracker.head()->type;
     bool skip_mode = !tracker.empty() && tracker.head()->action == ReplyAction::Skip;
     if (t == msg::kErrorResponse && (skip_mode || !client)) {
@@ -595,10 +598,16 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         undo_dropped();
     if (t == msg::kErrorResponse) {
         if (act == ReplyAction::ReplaceError && client && !pending_errors.empty()) {
-            client->sb.queue(pending_errors.front());
+            ErrorFields f;
+            bool failed_block = parse_error_fields(data.subspan(hdr.hdr_len), f) &&
+                                f.sqlstate == "25P02";
+            if (!failed_block)
+                client->sb.queue(pending_errors.front());
             pending_errors.erase(pending_errors.begin());
             replaced_error_in_batch = true;
-            return PacketAction::Skip;
+            if (!failed_block)
+                return PacketAction::Skip;
+            act = ReplyAction::Forward;
         }
         if (act == ReplyAction::Skip && head_type == msg::kParse && client)
             act = ReplyAction::Forward;  // an injected Parse failed: the client must know
@@ -783,10 +792,14 @@ bool Server::has_current(PsEntry* e) {
     case ServerPs::Copy::Stale:
         break;
     }
+    drop_copy(e);
+    return false;
+}
+
+void Server::drop_copy(PsEntry* e) {
     ps_ref(e);  // the set's reference, passed to the Close
     ps.remove(e);
     close_statement(e);
-    return false;
 }
 
 void Server::send_parse(PsEntry* e, ReplyAction action, bool client_parse) {

@@ -270,5 +270,9 @@ void write_parse(std::string& out, std::string_view name, std::string_view query
 void write_bind(std::string& out, std::string_view portal, std::string_view statement,
                 std::span<const uint8_t> rest);
 void write_describe_or_close(std::string& out, uint8_t type, uint8_t what, std::string_view name);
+// A Parse that prepares nothing and fails in any state: with 25P02 inside a failed transaction
+// block, else with 42703 (column "sluice_checks_the_transaction_state" does not exist). How
+// the cache gets PostgreSQL's answer where it depends on the state the request runs in.
+void write_state_probe(std::string& out);
 
 }  // namespace sluice

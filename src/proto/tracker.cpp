@@ -49,6 +49,15 @@ void RequestTracker::on_request(const Expect& e) {
     }
 }
 
+bool RequestTracker::status_settled() const noexcept {
+    for (size_t i = head_; i < q_.size(); ++i) {
+        uint8_t t = q_[i].type;
+        if (t == msg::kSync || t == msg::kQuery || t == msg::kExecute || t == msg::kFunctionCall)
+            return false;
+    }
+    return true;
+}
+
 bool RequestTracker::owes_only_forwarded() const noexcept {
     if (fakes_ != 0 || !dropped_.empty())
         return false;

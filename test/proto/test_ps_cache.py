@@ -534,6 +534,46 @@ def test_errors_name_the_clients_statement(env):
     assert_pool_clean(env, pid)
 
 
+@NEEDS_CACHE
+def test_parse_pipelined_behind_a_state_change(env):
+    """Whether PostgreSQL takes a Parse can depend on the transaction's state when it runs,
+    and requests pipelined ahead of it may change that state: a ROLLBACK executed ahead
+    ends a failed block (a re-used name then gets 42P05, a known text ParseComplete); a
+    Query ahead that fails inside BEGIN makes the block fail (a known text then gets 25P02
+    and its name is not kept)."""
+    def flow(c, via):
+        out = send_read(c, m.parse('ROLLBACK', name='rb'), m.parse(Q_ADD, name='x'),
+                        m.parse('SELECT 2', name='seed'), m.sync())
+        out += send_read(c, m.query('BEGIN; SELECT 1/0'))
+        c.send(m.bind(stmt='rb'), m.execute(), m.sync(),
+               m.parse('SELECT 3', name='x'), m.sync(),
+               m.parse('SELECT 2', name='y'), m.bind(stmt='y'), m.execute(), m.sync())
+        out += c.read_until_rfq(3)
+        c.send(m.query('BEGIN; SELECT 1/0'),
+               m.parse('SELECT 2', name='z'), m.bind(stmt='z'), m.execute(), m.sync())
+        out += c.read_until_rfq(2)
+        out += send_read(c, m.query('ROLLBACK'))
+        out += send_read(c, m.parse('SELECT 2', name='z'), m.sync())
+        out += send_read(c, *[m.close('S', n) for n in ('rb', 'x', 'seed', 'y', 'z')],
+                         m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == [
+        '1', '1', '1', 'Z:I',
+        'C:BEGIN', 'E:22012:division by zero', 'Z:E',
+        '2', 'C:ROLLBACK', 'Z:I',
+        'E:42P05:prepared statement "x" already exists', 'Z:I',
+        '1', '2', 'D:2', 'C:SELECT 1', 'Z:I',
+        'C:BEGIN', 'E:22012:division by zero', 'Z:E',
+        'E:25P02:current transaction is aborted, commands ignored until end of transaction '
+        'block', 'Z:E',
+        'C:ROLLBACK', 'Z:I',
+        '1', 'Z:I',
+        '3', '3', '3', '3', '3', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
 def test_bind_describe_unknown_name_26000(env):
     """Bind/Describe of a name the client never prepared: the server's own 26000 with
     the client's name; Close of it: CloseComplete."""

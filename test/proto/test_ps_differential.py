@@ -11,11 +11,7 @@ not exist or were closed, with the right or the wrong number of parameters; Desc
 Close of statements and portals; Execute with and without a row limit; Flush. It leaves
 out what transaction pooling cannot keep per client by design (SQL PREPARE/EXECUTE, an
 unnamed statement or portal used in a later batch than its Parse/Bind, session SETs), and
-DEALLOCATE and DISCARD ALL prepared as named statements, and anything pipelined behind the
-Execute of a statement that ends a transaction (ROLLBACK, COMMIT, ...). That last one is a
-known difference: in a failed transaction block the cache decides how to answer a Parse of
-a name or text it knows by the state the server reported last, which that Execute is about
-to change. sluice rewrites `DEALLOCATE name`
+DEALLOCATE and DISCARD ALL prepared as named statements. sluice rewrites `DEALLOCATE name`
 in a simple Query and in an unnamed Parse, where drivers send it, not in a named one; it
 drops the client's name at that Parse, not at its Execute, so the test always executes it
 at once. A Bind of a name that a `DEALLOCATE ALL` / `DISCARD ALL` drops, pipelined behind
@@ -23,10 +19,11 @@ it in the same batch, gets PostgreSQL's 26000 with the server's name for the sta
 (sluice_<n>) rather than the client's: the test ends the batch after those.
 
 Known differences that larger runs (SLUICE_DIFF_SESSIONS=2000, other seeds) still meet:
-in a failed transaction block a statement the server has lost (DEALLOCATE ALL, DISCARD
-ALL) cannot be prepared again, so its Bind gets 25P02 where PostgreSQL might first report
-the Bind's own error, and its Describe fails where PostgreSQL describes a statement
-without a result.
+in a failed transaction block a statement whose copy the server no longer has (after a
+DEALLOCATE, or made anew by a Parse pipelined while the transaction's state was not yet
+known) cannot be prepared again, so its Bind gets 25P02 where PostgreSQL first reports the
+Bind's own error (a wrong number of parameters), and its Describe fails where PostgreSQL
+describes a statement without a result.
 
 The inputs are fixed by their seeds (SLUICE_DIFF_SEED adds to them, SLUICE_DIFF_SESSIONS
 sets the number of sessions); a failure names the seed and prints the two replies."""
@@ -80,13 +77,6 @@ def params_for(n, rnd):
             for i in range(n)] if n != 2 else ['v', str(rnd.randint(0, 9))]
 
 
-EXITS = ('ROLLBACK', 'ABORT', 'COMMIT', 'END')
-
-
-def names(known):
-    return [k for k in known if not k.startswith('\0')]
-
-
 def make_batch(rnd, known):
     """One batch: a simple Query, or extended messages ending in Sync. `known` maps the
     names this generator parsed to their parameter counts (a guess: the Parse may have
@@ -94,7 +84,6 @@ def make_batch(rnd, known):
     if rnd.random() < 0.2:
         return [m.query(rnd.choice(QUERIES))]
     msgs = []
-    texts = known.setdefault('\0texts', {})
     unnamed_stmt = None   # parameter count of an unnamed Parse earlier in this batch
     unnamed_portal = False
     for _ in range(rnd.randint(1, 6)):
@@ -105,7 +94,6 @@ def make_batch(rnd, known):
             name = '' if text.startswith(('DEALLOCATE', 'DISCARD')) else \
                 rnd.choice(NAMES + [''])
             msgs.append(m.parse(text, name=name))
-            texts[name] = text
             if text.startswith(('DEALLOCATE', 'DISCARD')):
                 # As drivers send them: executed at once, then Sync (see the docstring).
                 msgs += [m.bind(), m.execute()]
@@ -115,7 +103,7 @@ def make_batch(rnd, known):
             else:
                 unnamed_stmt = n
         elif r < 0.6:
-            choices = names(known) + ['zz']
+            choices = list(known) + ['zz']
             if unnamed_stmt is not None:
                 choices.append('')
             stmt = rnd.choice(choices)
@@ -126,10 +114,8 @@ def make_batch(rnd, known):
             msgs.append(m.bind(portal=portal, stmt=stmt, params=params_for(n, rnd)))
             unnamed_portal = unnamed_portal or portal == ''
             msgs.append(m.execute(portal, max_rows=rnd.choice([0, 0, 1])))
-            if texts.get(stmt, '').upper().startswith(EXITS):
-                break  # see the docstring
         elif r < 0.7:
-            choices = names(known) + ['zz'] + ([''] if unnamed_stmt is not None else [])
+            choices = list(known) + ['zz'] + ([''] if unnamed_stmt is not None else [])
             msgs.append(m.describe('S', rnd.choice(choices)))
         elif r < 0.75:
             msgs.append(m.describe('P', rnd.choice(['p'] + ([''] if unnamed_portal else []))))

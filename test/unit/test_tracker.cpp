@@ -196,6 +196,28 @@ void test_extended_describe_portal_nodata_and_close(void**) {
     EXPECT_STATE(t, 0, true);
 }
 
+// The status of the last ReadyForQuery holds for a message sent now only while nothing owed
+// can change it: an earlier batch's Sync or Query, an Execute of this one.
+void test_status_settled(void**) {
+    RequestTracker t;
+    assert_true(t.status_settled());
+    req(t, "PBD");
+    assert_true(t.status_settled());  // Parse, Bind, Describe run no statement
+    req(t, "E");
+    assert_false(t.status_settled());
+    req(t, "S");
+    rep(t, '1');
+    rep(t, '2');
+    rep(t, 'n');
+    rep(t, 'C');
+    assert_false(t.status_settled());  // the Sync's ReadyForQuery is still owed
+    rep(t, 'Z', 'E');
+    assert_true(t.status_settled());
+    assert_int_equal(t.status(), 'E');
+    req(t, "Q");
+    assert_false(t.status_settled());
+}
+
 void test_pipeline_of_n_syncs(void**) {
     for (size_t n : {1u, 2u, 5u, 40u, 200u}) {
         RequestTracker t;
@@ -1320,6 +1342,7 @@ int main() {
         cmocka_unit_test(test_extended_parse_bind_describe_execute_sync),
         cmocka_unit_test(test_extended_describe_portal_nodata_and_close),
         cmocka_unit_test(test_pipeline_of_n_syncs),
+        cmocka_unit_test(test_status_settled),
         cmocka_unit_test(test_pipeline_interleaved_with_replies),
         cmocka_unit_test(test_execute_row_limit_portal_suspended),
         cmocka_unit_test(test_error_in_middle_of_pipeline),

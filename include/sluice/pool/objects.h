@@ -350,6 +350,8 @@ public:
     // e's result type changed (PsEntry::generation) is closed here: false, the caller's
     // send_parse() makes it anew under the same name.
     bool has_current(PsEntry* e);
+    // Closes this server's copy of e (a Parse of it follows).
+    void drop_copy(PsEntry* e);
     // Keeps e alive while the request about to be queued with Expect::ps = e is owed (adopt:
     // with the reference the caller holds); the pins of batches already answered go first.
     void pin_ps(PsEntry* e, bool adopt = false) {

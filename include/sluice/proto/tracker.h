@@ -21,7 +21,8 @@ enum class ReplyAction : uint8_t {
     Forward,       // the client asked; pass replies on
     Skip,          // sluice injected the request; swallow its replies
     Fake,          // sluice answers it itself (nothing was sent): see take_fake()
-    ReplaceError,  // injected to make the server fail; its ErrorResponse is replaced
+    ReplaceError,  // injected to make the server fail; its ErrorResponse is replaced (but
+                   // 25P02 passes: the transaction had failed by then, PostgreSQL's answer)
 };
 
 struct Expect {
@@ -142,6 +143,10 @@ public:
     // reply pending): a process that knows nothing of the requests can pass them on (online
     // restart; the statement cache's bookkeeping of them is lost, which only costs a Parse).
     bool owes_only_forwarded() const noexcept;
+    // Whether the transaction status of the last ReadyForQuery (status()) still holds when a
+    // message sent now runs: nothing owed that ends a batch or runs a statement (an earlier
+    // batch's Sync or Query, an Execute of this batch may each change it).
+    bool status_settled() const noexcept;
     // Forgets everything (new connection, or after a reset).
     void reset() noexcept;
     // Head entry (for tests and the prepared-statement cache); nullptr when empty.
