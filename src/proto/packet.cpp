@@ -174,6 +174,23 @@ void write_backend_key(std::string& out, uint32_t pid, uint32_t key) {
 }
 
 namespace {
+// Calls f(code, value) for each field of an ErrorResponse/NoticeResponse body, in order;
+// false when the body is malformed.
+template <typename F> bool each_error_field(std::span<const uint8_t> body, F&& f) {
+    PacketReader r(body);
+    for (;;) {
+        uint8_t code;
+        if (!r.read_u8(code))
+            return false;
+        if (code == 0)
+            return true;
+        std::string_view v;
+        if (!r.read_cstr(v))
+            return false;
+        f(code, v);
+    }
+}
+
 bool name_char(char c) noexcept {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
            c == '_' || c == '$';
@@ -202,24 +219,15 @@ bool rename_in_error(uint8_t type, std::span<const uint8_t> body, std::string_vi
                      std::string_view to, std::string& out) {
     std::string fields;
     bool any = false;
-    PacketReader r(body);
-    for (;;) {
-        uint8_t code;
-        if (!r.read_u8(code))
-            return false;
-        if (code == 0)
-            break;
-        std::string_view v;
-        if (!r.read_cstr(v))
-            return false;
+    bool ok = each_error_field(body, [&](uint8_t code, std::string_view v) {
         fields.push_back(static_cast<char>(code));
         if (code == 'M' || code == 'D' || code == 'H')
             any |= replace_name(v, from, to, fields);
         else
             fields.append(v);
         fields.push_back('\0');
-    }
-    if (!any)
+    });
+    if (!ok || !any)
         return false;
     PacketWriter w(out);
     w.begin(type);
@@ -230,16 +238,7 @@ bool rename_in_error(uint8_t type, std::span<const uint8_t> body, std::string_vi
 }
 
 bool parse_error_fields(std::span<const uint8_t> body, ErrorFields& out) noexcept {
-    PacketReader r(body);
-    for (;;) {
-        uint8_t code;
-        if (!r.read_u8(code))
-            return false;
-        if (code == 0)
-            return true;
-        std::string_view v;
-        if (!r.read_cstr(v))
-            return false;
+    return each_error_field(body, [&](uint8_t code, std::string_view v) {
         switch (code) {
         case 'S':
             if (out.severity.empty())
@@ -260,7 +259,7 @@ bool parse_error_fields(std::span<const uint8_t> body, ErrorFields& out) noexcep
         default:
             break;
         }
-    }
+    });
 }
 
 }  // namespace sluice

@@ -493,6 +493,34 @@ void test_write_error_no_detail_and_notice(void**) {
     assert_true(f.message == "hello");
 }
 
+// The statement cache's name for a client's statement, replaced by the client's where it
+// stands as a whole name in the message, detail or hint; other fields as they were.
+void test_rename_in_error(void**) {
+    using namespace std::string_literals;
+    std::string body = "SERROR\0VERROR\0C08P01\0Mbind message supplies 1 parameters, but "
+                       "prepared statement \"sluice_1\" requires 0\0Dsluice_12 and sluice_1\0"
+                       "Fpostgres.c\0Rexec_bind_message\0\0"s;
+    std::string out;
+    assert_true(sluice::rename_in_error('E', as_bytes(body), "sluice_1", "S_7", out));
+    sluice::ErrorFields f;
+    assert_int_equal(out[0], 'E');
+    assert_true(sluice::parse_error_fields(as_bytes(out).subspan(5), f));
+    assert_true(f.message ==
+                "bind message supplies 1 parameters, but prepared statement \"S_7\" requires 0");
+    assert_true(f.sqlstate == "08P01");
+    assert_true(f.routine == "exec_bind_message");
+    assert_true(out.find("Dsluice_12 and S_7") != std::string::npos);
+    assert_int_equal(out.size(), body.size() + 5 - 2 * (8 - 3));
+    // Absent (or only inside a longer name, or in another field): nothing appended.
+    std::string other = "SERROR\0C42P01\0Msluice_12 is not it\0Fsluice_1.c\0\0"s;
+    std::string none;
+    assert_false(sluice::rename_in_error('E', as_bytes(other), "sluice_1", "S_7", none));
+    assert_true(none.empty());
+    std::string cut = "SERROR\0Msluice_1"s;
+    assert_false(sluice::rename_in_error('E', as_bytes(cut), "sluice_1", "S_7", none));
+    assert_true(none.empty());
+}
+
 void test_parse_error_fields_variants(void**) {
     // Pre-9.6 servers send only 'S' (localized); 'V' wins when present, whatever the order.
     {
@@ -568,6 +596,7 @@ int main() {
         cmocka_unit_test(test_write_query_and_backend_key_bytes),
         cmocka_unit_test(test_write_error_round_trip),
         cmocka_unit_test(test_write_error_no_detail_and_notice),
+        cmocka_unit_test(test_rename_in_error),
         cmocka_unit_test(test_parse_error_fields_variants),
         cmocka_unit_test(test_read_be_helpers),
     };
