@@ -534,7 +534,6 @@ def test_errors_name_the_clients_statement(env):
     assert_pool_clean(env, pid)
 
 
-@NEEDS_CACHE
 def test_parse_pipelined_behind_a_state_change(env):
     """Whether PostgreSQL takes a Parse can depend on the transaction's state when it runs,
     and requests pipelined ahead of it may change that state: a ROLLBACK executed ahead
