@@ -619,9 +619,10 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     }
     // A client's DISCARD ALL / DEALLOCATE ALL Query, its names set aside at send
     // (Client::forget_names_if_discard): it ran, or it failed and they come back.
-    bool cleared_at_send = head_type == msg::kQuery && tracker.head() &&
+    bool cleared_at_send = (t == msg::kCommandComplete || t == msg::kErrorResponse) &&
+                           head_type == msg::kQuery && tracker.head() &&
                            tracker.head()->client_parse;
-    if (cleared_at_send && client && (t == msg::kCommandComplete || t == msg::kErrorResponse))
+    if (cleared_at_send && client)
         client->ps.forget_done(t == msg::kCommandComplete);
     if (t == msg::kCommandComplete && whole && ps.size() + (client ? client->ps.size() : 0) > 0) {
         std::string_view tag(reinterpret_cast<const char*>(data.data()) + hdr.hdr_len,
