@@ -570,17 +570,16 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         close("server conn crashed?");
         return PacketAction::Closed;
     }
-    std::string renamed;  // the error as it names the client's statement
+    // A Bind or Describe of a client's statement failed: the error may name the statement.
+    PsEntry* failed_statement = nullptr;
+    uint16_t failed_name = 0;
     if (t == msg::kErrorResponse && (head_type == msg::kBind || head_type == msg::kDescribe) &&
         tracker.head()->ps) {
         if (!whole)
             return PacketAction::Hold;
-        auto& e = *static_cast<PsEntry*>(tracker.head()->ps);
-        note_statement_error(e, data.subspan(hdr.hdr_len));
-        if (std::string_view name =
-                client ? client->ps.name_of(&e, tracker.head()->client_name) : std::string_view();
-            !name.empty())
-            static_cast<void>(rename_in_error(t, data.subspan(hdr.hdr_len), e.name, name, renamed));
+        failed_statement = static_cast<PsEntry*>(tracker.head()->ps);
+        failed_name = tracker.head()->client_name;
+        note_statement_error(*failed_statement, data.subspan(hdr.hdr_len));
     }
     uint8_t status = t == msg::kReadyForQuery ? data[hdr.hdr_len] : 0;
     if (t == msg::kParseComplete && head_type == msg::kParse) {
@@ -611,10 +610,16 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         }
         if (act == ReplyAction::Skip && head_type == msg::kParse && client)
             act = ReplyAction::Forward;  // an injected Parse failed: the client must know
-        if (!renamed.empty() && act == ReplyAction::Forward && client) {
-            pool->bytes_out += hdr.len;
-            client->sb.queue(renamed);
-            return PacketAction::Skip;
+        if (failed_statement && act == ReplyAction::Forward && client) {
+            // PostgreSQL names the client's statement; the server knows it as sluice_<n>.
+            std::string renamed;
+            std::string_view name = client->ps.name_of(failed_statement, failed_name);
+            if (!name.empty() && rename_in_error(t, data.subspan(hdr.hdr_len),
+                                                 failed_statement->name, name, renamed)) {
+                pool->bytes_out += hdr.len;
+                client->sb.queue(renamed);
+                return PacketAction::Skip;
+            }
         }
     }
     // A client's DISCARD ALL / DEALLOCATE ALL Query, its names set aside at send

@@ -54,11 +54,13 @@ public:
         }
         if (!note_request(type))
             return;
+        Expect e{};  // Forward, all else zero: two 8-byte stores
+        e.type = type;
         if (head_ != 0) [[unlikely]] {
-            push_compacting({type, ReplyAction::Forward, false});
+            push_compacting(e);
             return;
         }
-        q_.push_back({type, ReplyAction::Forward, false});
+        q_.push_back(e);
     }
     // Same, with prepared-statement details (type/action as above).
     void on_request(const Expect& e);
