@@ -182,3 +182,48 @@ def test_random_sessions_match_postgresql(env, group):
                             seed, k + 1, len(batches),
                             [[shown(x) for x in b] for b in batches[:k]], sent, w, g))
     env.assert_clean()
+
+
+@pytest.mark.parametrize('group', range(2))
+def test_two_clients_sharing_two_servers_match_postgresql(env_factory, group):
+    """Two clients at once over default_pool_size=2, their batches interleaved at random:
+    each client's replies must be those of its own direct session, whichever server each
+    of its transactions lands on (a statement the server lacks is prepared there first,
+    the other client's DISCARD ALL / DEALLOCATE ALL empties a server under it)."""
+    env = env_factory(pool_size=2)
+    per_group = max(1, SESSIONS // 8)
+    for i in range(per_group):
+        seed = SEED + 500000 + group * 100000 + i
+        rnd = random.Random(seed)
+        plans = []
+        for _ in range(2):
+            known = {}
+            plans.append([make_batch(rnd, known) for _ in range(rnd.randint(3, 25))])
+        order = [k for k in (0, 1) for _ in plans[k]]
+        rnd.shuffle(order)
+
+        def run(connect):
+            conns = [connect(), connect()]
+            out = [[], []]
+            pos = [0, 0]
+            for k in order:
+                b = plans[k][pos[k]]
+                pos[k] += 1
+                conns[k].send(*b)
+                out[k].append(tokens(conns[k].read_until_rfq(1)))
+            for c in conns:
+                c.close()
+            return out
+
+        want = run(env.direct)
+        got = run(env.pooled)
+        for k in (0, 1):
+            if got[k] != want[k]:
+                n = next(j for j, (w, g) in enumerate(zip(want[k], got[k])) if w != g)
+                raise AssertionError(
+                    'seed %d, client %d, batch %d differs from PostgreSQL\n  its batches: %s'
+                    '\n  direct:  %s\n  pooler:  %s' % (
+                        seed, k, n + 1, [[shown(x) for x in b] for b in plans[k][:n + 1]],
+                        want[k][n], got[k][n]))
+    env.assert_clean()
+
