@@ -7,7 +7,8 @@ libpam0g-dev libpam-modules \
 postgresql postgresql-client postgresql-contrib util-linux procps iproute2 openssl \
 python3 python3-psycopg python3-pytest python3-asyncpg python3-prometheus-client \
 pgbouncer nodejs npm \
-default-jdk-headless libpostgresql-jdbc-java golang-go golang-github-jackc-pgx-v4-dev"
+default-jdk-headless libpostgresql-jdbc-java golang-go golang-github-jackc-pgx-v4-dev \
+php-cli php-pgsql"
 missing=""
 for p in $PKGS; do
     # NodeSource's nodejs bundles npm (and conflicts with Debian's npm package)

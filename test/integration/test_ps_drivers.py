@@ -14,6 +14,8 @@ has to inject Parses), and checks every result:
 * pgx v4 (Go, Debian golang-github-jackc-pgx-v4-dev) with pgxpool: its statement cache in
   prepare and describe mode, Batch, CopyFrom, and the simple protocol; built with go at
   test time;
+* PHP PDO (Debian php-pgsql) with emulated prepares off: pdo_stmt_<n> statements dropped
+  with DEALLOCATE as a simple Query;
 * pgjdbc (Debian libpostgresql-jdbc-java) with prepareThreshold=1, a small Java program
   compiled with javac at test time;
 * pgbench -M prepared -c 64 -j 2 -T 30 over default_pool_size=8: zero failed
@@ -349,6 +351,44 @@ def test_pgx_pool(pooler, pg, pgx_program, mode):
     assert pg.sql('SELECT count(*) FROM pgx_copy', db='appdb')[0][0] == workers * rounds * 100
     if mode == 'prepare':
         _assert_servers_clean(p, pg, 'pgx_add')
+
+
+# ---------------------------------------------------------------------------
+# PHP PDO (pdo_pgsql): pdo_stmt_<n> statements, DEALLOCATE as a simple Query
+# ---------------------------------------------------------------------------
+
+PHP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'php')
+
+
+@NEEDS_CACHE
+def test_php_pdo_server_prepares(pooler, pg):
+    """PHP PDO with emulated prepares off: every statement prepared under its own name
+    (Parse + Sync), run with Bind + Execute + Sync, and dropped with `DEALLOCATE
+    pdo_stmt_<n>` sent as a simple Query when the object goes (PgBouncer issue #991: the
+    server knows the statement under another name). 6 PHP processes over 2 servers, each
+    with statements in autocommit, in committed transactions and in rolled-back ones."""
+    php = shutil.which('php')
+    assert php, 'php missing: build-aux/deps.sh installs php-cli and php-pgsql'
+    r = subprocess.run([php, '-m'], capture_output=True, text=True, timeout=30)
+    assert 'pdo_pgsql' in r.stdout, 'pdo_pgsql missing: build-aux/deps.sh installs php-pgsql'
+    p = _pooler(pooler)
+    workers, rounds = 6, 25
+    procs = [subprocess.Popen([php, os.path.join(PHP_DIR, 'pdo_test.php'), str(p.port),
+                               str(w), str(rounds)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL) for w in range(workers)]
+    outs = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise AssertionError('PDO workers hung')
+        assert proc.returncode == 0, 'PDO failed:\n%s\n%s' % (out, err)
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert outs == [{'queries': rounds * 9, 'transactions': rounds * 2}] * workers, outs
+    _assert_servers_clean(p, pg, 'php_')
 
 
 # ---------------------------------------------------------------------------
