@@ -1123,10 +1123,11 @@ bool Client::parse_deallocate_of_name(std::span<const uint8_t> body, Server& s) 
     if (!parse_parse_msg(body, pm) || read_forget(pm.query, name) != Forget::One)
         return false;
     PsEntry* e = ps.find(name);
-    if (!e)
+    // In a failed transaction block PostgreSQL refuses it (25P02): the client's text gets that
+    // from the server as well, with nothing to undo. Sent where that state is not settled
+    // yet, a refused one brings the name back (undo_dropped()).
+    if (!e || (s.tracker.status() == 'E' && s.tracker.status_settled()))
         return false;
-    // In a failed transaction block the server refuses it (25P02) as it would the client's
-    // text, and the name comes back (undo_dropped()); the state it runs in decides.
     if (!s.has_current(e))
         s.send_parse(e, ReplyAction::Skip, false);
     write_parse(s.sb.out_for_append(), "", "DEALLOCATE " + e->name, pm.params);

@@ -573,6 +573,29 @@ def test_parse_pipelined_behind_a_state_change(env):
     assert_pool_clean(env, pid)
 
 
+def test_deallocate_refused_in_failed_block_keeps_the_statement(env):
+    """psycopg's `DEALLOCATE name` (an unnamed Parse) inside a failed transaction block is
+    refused (25P02), as PostgreSQL refuses it: the statement stays the client's, and the
+    server's copy stays usable in that block (a Describe of a statement without a result
+    is still answered there)."""
+    def flow(c, via):
+        out = send_read(c, m.parse('SAVEPOINT x', name='a'), m.sync())
+        out += send_read(c, m.query('BEGIN; SELECT 1/0'))
+        out += send_read(c, m.parse('DEALLOCATE a'), m.bind(), m.execute(), m.sync())
+        out += send_read(c, m.describe('S', 'a'), m.sync())
+        out += send_read(c, m.query('ROLLBACK'))
+        out += send_read(c, m.describe('S', 'a'), m.close('S', 'a'), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == [
+        '1', 'Z:I', 'C:BEGIN', 'E:22012:division by zero', 'Z:E',
+        'E:25P02:current transaction is aborted, commands ignored until end of transaction '
+        'block', 'Z:E',
+        't', 'n', 'Z:E', 'C:ROLLBACK', 'Z:I', 't', 'n', '3', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
 def test_bind_describe_unknown_name_26000(env):
     """Bind/Describe of a name the client never prepared: the server's own 26000 with
     the client's name; Close of it: CloseComplete."""
