@@ -6,7 +6,8 @@ sharing default_pool_size=2 servers (so connections keep switching servers and t
 has to inject Parses), and checks every result:
 
 * asyncpg: prepares every query it runs (statement cache) plus explicit prepare();
-* psycopg 3 with prepare_threshold=0 (every query prepared on first use);
+* psycopg 3 with prepare_threshold=0 (every query prepared on first use), also in pipeline
+  mode;
 * node-postgres named queries ({name, text, values}: Parse once per connection, Bind
   alone afterwards);
 * postgres.js: up to 100 pipelined batches per connection, Parse + Describe + Flush before
@@ -203,6 +204,53 @@ def test_psycopg_prepare_threshold_0(pooler, pg):
     _in_threads(workers, worker)
     assert sum(done) == TX
     _assert_servers_clean(p, pg, 'psycopg_add')
+
+
+@NEEDS_CACHE
+def test_psycopg_pipeline_mode(pooler, pg):
+    """psycopg 3's pipeline mode (libpq pipeline) with prepare_threshold=0: 11 prepared
+    queries per Sync, results read after the Sync; in a transaction a failing query aborts
+    the pipeline and the transaction is rolled back, then the connection goes on. 4
+    threads over 2 servers, every result checked."""
+    import psycopg
+    p = _pooler(pooler)
+    done = []
+
+    def worker(w):
+        with p.connect(prepare_threshold=0, autocommit=True) as conn:
+            for r in range(40):
+                with conn.pipeline() as pl:
+                    curs = []
+                    for i in range(10):
+                        cur = conn.cursor()
+                        cur.execute('SELECT %s::int + %s::int AS pipe_add', (r, i))
+                        curs.append((cur, r + i))
+                    cur = conn.cursor()
+                    cur.execute("SELECT %s::text || 'x' AS pipe_cat", ('w%d' % w,))
+                    curs.append((cur, 'w%dx' % w))
+                    pl.sync()
+                    for cur, want in curs:
+                        assert cur.fetchone()[0] == want
+                failed = False
+                try:
+                    with conn.transaction():
+                        with conn.pipeline():
+                            conn.execute('SELECT %s::int AS pipe_ok', (r,))
+                            conn.execute('SELECT 1 / %s::int AS pipe_div', (0,))
+                            conn.execute('SELECT %s::int AS pipe_after', (r,))
+                except psycopg.errors.DivisionByZero:
+                    failed = True
+                assert failed
+                assert conn.execute('SELECT %s::int * 3 AS pipe_tri', (r,)).fetchone() == \
+                    (3 * r,)
+            assert conn._prepared._names, 'psycopg prepared nothing'
+            done.append(w)
+
+    _in_threads(4, worker)
+    assert sorted(done) == [0, 1, 2, 3]
+    # psycopg answers the failed pipeline with DEALLOCATE ALL: the last statement prepared
+    # after it is what the servers keep.
+    _assert_servers_clean(p, pg, 'pipe_tri')
 
 
 @NEEDS_CACHE
