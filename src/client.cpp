@@ -990,16 +990,17 @@ namespace sluice {
 bool Client::forget_names_if_discard(const PacketHeader& hdr, std::span<const uint8_t> data) {
     std::span<const uint8_t> text = data.subspan(hdr.hdr_len);
     std::string name;
-    std::string_view sql(reinterpret_cast<const char*>(text.data()), text.size());
-    if (data.size() < hdr.len || !may_forget(text) || read_forget(sql, name) != Forget::All)
+    if (data.size() < hdr.len || !may_forget(text))
+        return false;
+    Forget f = read_forget(
+        std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), name);
+    if (f != Forget::DiscardAll && f != Forget::DeallocateAll)
         return false;
     // Sure to fail (nothing before it can change the transaction's state): a plain Query. A
-    // failed block refuses both statements, a transaction block DISCARD ALL ("DI...").
+    // failed block refuses both statements, a transaction block DISCARD ALL.
     if (server && server->tracker.empty()) {
         auto st = static_cast<char>(server->tracker.status());
-        size_t at = sql.find_first_not_of(" \t\n\r;");  // read_forget() found a word there
-        bool discard = at + 1 < sql.size() && (sql[at + 1] | 0x20) == 'i';
-        if (st == 'E' || (st == 'T' && discard))
+        if (st == 'E' || (st == 'T' && f == Forget::DiscardAll))
             return false;
     }
     // The server runs it before anything sent after it: Parses pipelined behind it must find
@@ -1187,7 +1188,6 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
             return PacketAction::Closed;
         }
         pool->client_parse_count++;
-        bool exits = is_transaction_exit(pm.query);
         if (ps.find(pm.name)) {
             // The name came from a Parse of an earlier batch that is still unanswered: if that
             // Parse fails the name is free again. Wait for its answer before deciding.
@@ -1208,6 +1208,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
             write_error(err, "ERROR", "42P05",
                         "prepared statement \"" + std::string(pm.name) + "\" already exists");
             s.pending_errors.push_back(std::move(err));
+            bool exits = is_transaction_exit(pm.query);
             if (exits) {
                 static const uint8_t no_params[6] = {0, 0, 0, 0, 0, 0};
                 write_bind(s.sb.out_for_append(), "", "sluice_no_such_statement", no_params);
@@ -1231,7 +1232,7 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
             if (s.has_current(e))
                 s.drop_copy(e);
             s.send_parse(e, ReplyAction::Forward, true);
-        } else if (aborted && !exits) {
+        } else if (aborted && !is_transaction_exit(pm.query)) {
             // PostgreSQL refuses it (25P02): the probe gets that error; the name is undone.
             write_state_probe(s.sb.out_for_append());
             s.tracker.on_request(Expect{.type = msg::kParse,

@@ -379,7 +379,7 @@ Forget read_forget(std::string_view text, std::string& name) {
     if (!text.empty())
         return Forget::None;
     if (!quoted && name == "all")
-        return Forget::All;
+        return discard ? Forget::DiscardAll : Forget::DeallocateAll;
     return discard ? Forget::None : Forget::One;  // DISCARD PLANS / SEQUENCES / TEMP: none
 }
 

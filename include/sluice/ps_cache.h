@@ -229,7 +229,8 @@ bool ps_import(std::string_view text, ClientPs& ps);
 // (ASCII), a quoted one as written ("" is a quote). Comments, several statements: None.
 enum class Forget : uint8_t {
     None,
-    All,  // DISCARD ALL, DEALLOCATE [PREPARE] ALL
+    DiscardAll,     // DISCARD ALL
+    DeallocateAll,  // DEALLOCATE [PREPARE] ALL
     One,  // DEALLOCATE [PREPARE] name (sets `name`)
 };
 [[nodiscard]] Forget read_forget(std::string_view text, std::string& name);

@@ -39,9 +39,10 @@ void test_read_forget(void**) {
     one("DEALLOCATE \"ALL\"", "ALL");  // quoted: a name
     one("DEALLOCATE a$1", "a$1");
     one("DEALLOCATE a;;", "a");  // empty statements after it
-    for (const char* q : {"DISCARD ALL", "discard all;", "  Discard\tALL ; ", "DEALLOCATE ALL",
-                          "deallocate prepare all", "DEALLOCATE PREPARE ALL;"})
-        assert_int_equal(sluice::read_forget(q, n), Forget::All);
+    for (const char* q : {"DISCARD ALL", "discard all;", "  Discard\tALL ; "})
+        assert_int_equal(sluice::read_forget(q, n), Forget::DiscardAll);
+    for (const char* q : {"DEALLOCATE ALL", "deallocate prepare all", "DEALLOCATE PREPARE ALL;"})
+        assert_int_equal(sluice::read_forget(q, n), Forget::DeallocateAll);
     for (const char* q : {"DEALLOCATE", "DEALLOCATE;", "DEALLOCATE a b", "DEALLOCATE a; SELECT 1",
                           "DEALLOCATE \"\"", "DEALLOCATE \"open", "DEALLOCATE 1a",
                           "\"DEALLOCATE\" a", "DEALLOCATE /* c */ a", "DEALLOCATE a -- c",
