@@ -965,7 +965,7 @@ bool send_with_fds(Client& c, std::string& out, const std::vector<FdRow>& rows) 
         log_error("send_one_fd: cannot make the socket blocking: %s", strerror(errno));
         return false;
     }
-    bool ok = !c.sb.has_output() || c.sb.flush_out();
+    bool ok = c.sb.flush_now();  // batched bytes too: the rows must follow them
     auto send_piece = [&](size_t begin, size_t end, int fd) {
         iovec io{out.data() + begin, end - begin};
         msghdr msg{};
@@ -1039,6 +1039,9 @@ void show_fds(Client& console, std::string& out) {
     ResultWriter w(out, cols);
     std::vector<FdRow> rows;
     size_t kept = 0;  // connections a takeover leaves behind
+    // Bytes this turn batched for the sockets reach them before the sockets are judged and
+    // handed over (what a socket could not take stays in its out_: it does not move).
+    SBuf::send_batch();
     // As PgBouncer: a connection using TLS, or linked to one that does, is not listed.
     auto tls = [](const SBuf& sb, const SBuf* peer) {
         return sb.is_tls() || (peer && peer->is_tls());

@@ -3,6 +3,7 @@
 
 #include "sluice/net/loop.h"
 #include "sluice/net/tls.h"
+#include "sluice/net/uring.h"
 #include "sluice/util/time.h"
 
 #include <sys/epoll.h>
@@ -43,6 +44,35 @@ size_t g_pend_count = 0;
 std::vector<uint8_t*> g_free_bufs;  // pooled receive buffers of g_bufsize bytes
 size_t g_bufs_in_use = 0;           // g_bufsize buffers held by sockets
 uint64_t g_forward_sends = 0;
+
+// The send batch (SBuf::set_batching): bytes copied into one slab, one entry per socket.
+// Sends bigger than kDeferMax (bulk data) go out at once: the copy would cost more than
+// the system call saves.
+constexpr size_t kDeferMax = 8192;
+constexpr size_t kSlabSize = 128 * 1024;
+constexpr unsigned kMaxDeferred = SendRing::kEntries;
+struct Deferred {
+    SBuf* sb;  // nullptr: sent or dropped since (close, a direct send)
+    uint32_t off;
+    uint32_t len;
+};
+SendRing g_ring;
+bool g_batching = false;
+char g_slab[kSlabSize];
+size_t g_slab_used = 0;
+Deferred g_deferred[kMaxDeferred];
+unsigned g_deferred_count = 0;
+
+// One plain send; -errno on failure.
+int send_once(int fd, const void* data, size_t len) {
+    for (;;) {
+        ssize_t n = ::send(fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0)
+            return static_cast<int>(n);
+        if (errno != EINTR)
+            return -errno;
+    }
+}
 
 uint8_t* take_buffer() {
     ++g_bufs_in_use;
@@ -146,6 +176,7 @@ bool SBuf::attach(int fd, SBufOwner* owner, bool connecting) {
     connecting_ = connecting;
     eof_ = rdhup_ = false;
     paused_ = blocked_ = false;
+    backed_up_ = false;
     raw_byte_ = false;
     tls_ = TlsState::Off;
     tls_read_wants_write_ = tls_write_wants_read_ = false;
@@ -241,10 +272,19 @@ void SBuf::close() {
         ssl_ = nullptr;
         tls_ = TlsState::Off;
     }
+    if (defer_slot_) {
+        // Batched bytes go out before the socket closes (a last error message, say).
+        Deferred& e = g_deferred[defer_slot_ - 1];
+        if (fd_ >= 0)
+            send_once(fd_, g_slab + e.off, e.len);
+        e.sb = nullptr;
+        defer_slot_ = 0;
+    }
     if (fd_ >= 0) {
         ::close(fd_);
         fd_ = -1;
     }
+    backed_up_ = false;
     drop_buffer();
     streaming_ = false;
     pos_ = parse_ = end_ = remain_ = 0;
@@ -313,6 +353,16 @@ void SBuf::want_write() noexcept {
 bool SBuf::send_iov(iovec* iov, int cnt, size_t& sent) {
     if (ssl_)
         return tls_send_iov(iov, cnt, sent);
+    if (g_batching && !backed_up_) {
+        size_t total = iov[0].iov_len + (cnt > 1 ? iov[1].iov_len : 0);
+        if (defer(iov, cnt, total)) {
+            sent = total;
+            stats_.sent_bytes += total;
+            return true;
+        }
+    }
+    if (defer_slot_) [[unlikely]]
+        return send_direct(iov, cnt, sent);
     sent = 0;
     msghdr mh{};
     mh.msg_iov = iov;
@@ -325,18 +375,175 @@ bool SBuf::send_iov(iovec* iov, int cnt, size_t& sent) {
         if (n >= 0) {
             sent = static_cast<size_t>(n);
             stats_.sent_bytes += sent;
-            if (!write_armed_ && sent < iov[0].iov_len + (cnt > 1 ? iov[1].iov_len : 0))
+            backed_up_ = sent < iov[0].iov_len + (cnt > 1 ? iov[1].iov_len : 0);
+            if (backed_up_ && !write_armed_)
                 want_write();
             return true;
         }
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            backed_up_ = true;
             want_write();
             return true;
         }
         return false;
     }
+}
+
+bool SBuf::defer(const iovec* iov, int cnt, size_t total) noexcept {
+    if (total > kDeferMax)
+        return false;
+    Deferred* e;
+    if (defer_slot_) {
+        e = &g_deferred[defer_slot_ - 1];
+        if (e->len + total > kDeferMax)
+            return false;
+        if (e->off + e->len != g_slab_used) {
+            // Not at the end of the slab: move our bytes there, the new ones follow them.
+            if (g_slab_used + e->len + total > kSlabSize)
+                return false;
+            memcpy(g_slab + g_slab_used, g_slab + e->off, e->len);
+            e->off = static_cast<uint32_t>(g_slab_used);
+            g_slab_used += e->len;
+        } else if (g_slab_used + total > kSlabSize) {
+            return false;
+        }
+    } else {
+        if (g_deferred_count == kMaxDeferred || g_slab_used + total > kSlabSize)
+            send_batch();  // full: this batch goes now, ours starts the next
+        e = &g_deferred[g_deferred_count++];
+        *e = {this, static_cast<uint32_t>(g_slab_used), 0};
+        defer_slot_ = static_cast<uint16_t>(g_deferred_count);
+    }
+    for (int i = 0; i < cnt; ++i) {
+        memcpy(g_slab + g_slab_used, iov[i].iov_base, iov[i].iov_len);
+        g_slab_used += iov[i].iov_len;
+    }
+    e->len += static_cast<uint32_t>(total);
+    return true;
+}
+
+bool SBuf::send_direct(const iovec* in, int cnt, size_t& sent) {
+    iovec iov[3];
+    int k = 0;
+    const char* first = nullptr;  // our batched bytes: valid until the batch is sent
+    size_t first_len = 0;
+    if (defer_slot_) {
+        Deferred& e = g_deferred[defer_slot_ - 1];
+        first = g_slab + e.off;
+        first_len = e.len;
+        iov[k++] = {const_cast<char*>(first), first_len};
+        e.sb = nullptr;
+        defer_slot_ = 0;
+    }
+    size_t total = first_len;
+    for (int i = 0; i < cnt; ++i) {
+        if (in[i].iov_len)
+            iov[k++] = in[i];
+        total += in[i].iov_len;
+    }
+    msghdr mh{};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = static_cast<size_t>(k);
+    ssize_t n;
+    do
+        n = ::sendmsg(fd_, &mh, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        return false;
+    size_t done = n < 0 ? 0 : static_cast<size_t>(n);
+    sent = done > first_len ? done - first_len : 0;
+    stats_.sent_bytes += sent;  // the batched bytes were counted when they joined the batch
+    if (done < first_len)
+        unsent_first(first + done, first_len - done);
+    backed_up_ = done < total;
+    if (backed_up_ && !write_armed_)
+        want_write();
+    return true;
+}
+
+void SBuf::unsent_first(const char* data, size_t n) {
+    if (out_pos_ == out_.size()) {
+        out_.assign(data, n);
+        out_pos_ = 0;
+    } else {
+        out_.insert(out_pos_, data, n);
+    }
+}
+
+bool sbuf_open_send_ring(std::string& why) {
+    return g_ring.is_open() || g_ring.open(why);
+}
+
+void sbuf_close_send_ring() noexcept {
+    SBuf::send_batch();
+    g_batching = false;
+    g_ring.close();
+}
+
+bool sbuf_send_ring_open() noexcept {
+    return g_ring.is_open();
+}
+
+void SBuf::set_batching(bool on) noexcept {
+    g_batching = on && g_ring.is_open();
+}
+
+void SBuf::send_batch() noexcept {
+    unsigned n = 0;
+    UringSend sends[kMaxDeferred];
+    SBuf* who[kMaxDeferred];
+    for (unsigned i = 0; i < g_deferred_count; ++i) {
+        const Deferred& e = g_deferred[i];
+        if (!e.sb)
+            continue;
+        sends[n] = {e.sb->fd_, g_slab + e.off, e.len};
+        who[n++] = e.sb;
+    }
+    int res[kMaxDeferred];
+    if (n == 1 || (n > 1 && !g_ring.send_all(sends, n, res))) {
+        for (unsigned i = 0; i < n; ++i)
+            res[i] = send_once(sends[i].fd, sends[i].data, sends[i].len);
+    }
+    for (unsigned i = 0; i < n; ++i) {
+        SBuf* sb = who[i];
+        sb->defer_slot_ = 0;
+        if (res[i] == static_cast<int>(sends[i].len))
+            continue;
+        size_t done = res[i] > 0 ? static_cast<size_t>(res[i]) : 0;
+        const char* rest = static_cast<const char*>(sends[i].data) + done;
+        try {
+            sb->unsent_first(rest, sends[i].len - done);
+        } catch (...) {
+            sb->run_soon(EV_WRITE);  // no memory: the socket's own send path reports it
+            continue;
+        }
+        sb->backed_up_ = true;
+        if (res[i] >= 0 || res[i] == -EAGAIN)
+            sb->want_write();
+        else
+            sb->run_soon(EV_WRITE);  // its own send meets the error and reports it
+    }
+    g_deferred_count = 0;
+    g_slab_used = 0;
+}
+
+bool SBuf::flush_now() {
+    if (fd_ < 0 || ssl_)
+        return fd_ >= 0 && (!has_output() || flush_out());
+    if (!defer_slot_ && !has_output())
+        return true;
+    iovec iov{out_.data() + out_pos_, out_.size() - out_pos_};
+    size_t sent;
+    if (!send_direct(&iov, 1, sent))
+        return false;
+    out_pos_ += sent;
+    if (out_pos_ == out_.size()) {
+        out_.clear();
+        out_pos_ = 0;
+    }
+    return true;
 }
 
 bool SBuf::flush_out() {
@@ -752,6 +959,8 @@ Parse SBuf::parse_startup_phase(std::span<const uint8_t> data, PacketHeader& h) 
 // TLS
 
 bool SBuf::start_tls(SSL* ssl, bool replay_input) {
+    if (defer_slot_)
+        flush_now();  // the plain bytes before TLS (the 'S' answer) go first
     if (fd_ < 0 || ssl_ || has_output()) {
         SSL_free(ssl);
         return false;

@@ -75,7 +75,7 @@ bool console_in_use() {
 }
 
 bool has_unsent(const SBuf& sb) {
-    return sb.has_output() || sb.pending_bytes() > 0;
+    return sb.has_output() || sb.has_deferred() || sb.pending_bytes() > 0;
 }
 
 }  // namespace

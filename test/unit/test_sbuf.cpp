@@ -976,6 +976,136 @@ void test_plain_run_needs_peer(void**) {
 }
 
 
+// --- The send batch (SBuf::set_batching / send_batch, net/uring.h) ---
+
+// The batch needs the io_uring ring; a kernel without one sends everything at once, and
+// these tests say so instead of passing without looking.
+bool ring_or_skip() {
+    if (sluice::sbuf_send_ring_open())
+        return true;
+    fprintf(stderr, "no io_uring here: the send batch is off\n");
+    skip();
+    return false;
+}
+
+// Two ready sockets in one turn: both sends wait for the end of the turn and arrive then.
+void test_batch_both_directions_in_one_turn(void**) {
+    Rig r;
+    if (!ring_or_skip())
+        return;
+    const std::string q = query("select 1");
+    const std::string reply = msg('Z', "I");
+    assert_int_equal(write_some(r.app, q), q.size());
+    assert_int_equal(write_some(r.pg, reply), reply.size());
+    r.pump(1);
+    assert_bytes(read_avail(r.pg), q);
+    assert_bytes(read_avail(r.app), reply);
+    assert_false(r.client.has_deferred());
+    assert_false(r.server.has_deferred());
+}
+
+// Batched bytes are held until send_batch(); a socket's later bytes join them in order, a
+// send too big to batch goes out at once behind them, close() sends them first.
+void test_batch_order_and_close(void**) {
+    Rig r;
+    if (!ring_or_skip())
+        return;
+    SBuf::set_batching(true);
+    const std::string a = msg('N', "first"), b = msg('N', "second");
+    r.client.queue(a);
+    assert_true(r.client.flush_out());
+    assert_true(r.client.has_deferred());
+    assert_false(r.client.at_rest());
+    r.client.queue(b);
+    assert_true(r.client.flush_out());
+    assert_bytes(read_avail(r.app), "");  // nothing sent yet
+    r.server.queue(a);
+    assert_true(r.server.flush_out());
+    const std::string big = msg('d', pattern(9000, 3));  // over the batch's per-send limit
+    r.server.queue(big);
+    assert_true(r.server.flush_out());
+    assert_false(r.server.has_deferred());
+    assert_bytes(read_avail(r.pg), a + big);  // the batched bytes first
+    r.client.close();  // sends its batched bytes before closing
+    assert_bytes(read_avail(r.app), a + b);
+    SBuf::send_batch();
+    SBuf::set_batching(false);
+    assert_bytes(read_avail(r.pg), "");
+    assert_true(r.sown.events.empty());
+}
+
+// A batched send the socket cannot take: the rest waits in out_ (front), the socket asks
+// for write reports, a peer forwarding to it is held back (flow control), and everything
+// arrives in order once the other end reads.
+void test_batch_socket_full(void**) {
+    Rig r(4096);
+    if (!ring_or_skip())
+        return;
+    // Fill the server socket towards the fake PostgreSQL with whole messages; the one the
+    // socket cut short is finished through the batch.
+    std::string filler;
+    SBuf::set_batching(true);
+    for (;;) {
+        std::string chunk = msg('d', pattern(1000, static_cast<uint32_t>(filler.size())));
+        size_t n = write_some(r.server.fd(), chunk);
+        filler += chunk.substr(0, n);
+        if (n < chunk.size()) {
+            r.server.queue(chunk.substr(n));
+            filler += chunk.substr(n);
+            break;
+        }
+    }
+    // A second socket in the batch: the batch goes through io_uring, not a plain send().
+    const std::string note = msg('N', "to the client");
+    r.client.queue(note);
+    assert_true(r.client.flush_out());
+    const std::string m = msg('N', "after the filler");
+    r.server.queue(m);
+    assert_true(r.server.flush_out());
+    assert_true(r.server.has_deferred());
+    SBuf::send_batch();
+    SBuf::set_batching(false);
+    assert_false(r.server.has_deferred());
+    assert_true(r.server.has_output());  // the socket took nothing: all of it in out_
+    assert_bytes(read_avail(r.app), note);
+    // The client's next query is not batched behind a full socket: it is held back.
+    const std::string q = query("select 2");
+    assert_int_equal(write_some(r.app, q), q.size());
+    r.pump(2);
+    assert_true(r.client.blocked());
+    std::string want = filler + m + q;
+    std::string got;
+    for (int i = 0; got.size() < want.size() && i < 100000; ++i) {
+        got += read_avail(r.pg);
+        r.pump(1);
+    }
+    assert_bytes(got, want);
+    assert_false(r.client.blocked());
+    assert_true(r.sown.events.empty());
+}
+
+// A batched send to a socket whose other end is gone: the owner hears a SocketError from the
+// socket's own send, after the batch (never from inside send_batch()).
+void test_batch_send_error_reported(void**) {
+    Rig r;
+    if (!ring_or_skip())
+        return;
+    ::close(r.pg);
+    r.pg = -1;
+    SBuf::set_batching(true);
+    r.server.queue(msg('N', "nobody reads this"));
+    assert_true(r.server.flush_out());
+    const std::string note = msg('N', "to the client");  // two sockets: through io_uring
+    r.client.queue(note);
+    assert_true(r.client.flush_out());
+    SBuf::send_batch();
+    assert_bytes(read_avail(r.app), note);
+    SBuf::set_batching(false);
+    assert_true(r.sown.events.empty());
+    r.pump(2);
+    assert_true(r.sown.saw(SBufEvent::SocketError) || r.sown.saw(SBufEvent::Eof));
+}
+
 }  // namespace
 
 int main() {
@@ -1006,6 +1136,10 @@ int main() {
         cmocka_unit_test(test_plain_run_needs_peer),
         cmocka_unit_test(test_idle_output_block_freed),
         cmocka_unit_test(test_close_then_attach_again),
+        cmocka_unit_test(test_batch_both_directions_in_one_turn),
+        cmocka_unit_test(test_batch_order_and_close),
+        cmocka_unit_test(test_batch_socket_full),
+        cmocka_unit_test(test_batch_send_error_reported),
     };
     int failed = cmocka_run_group_tests_name("sbuf", tests, nullptr, nullptr);
     g_loop_opts.nest_libevent = false;

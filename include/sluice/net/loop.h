@@ -30,6 +30,9 @@ class SBuf;
 
 struct LoopOptions {
     bool nest_libevent = true;  // false: the fallback shape (tests)
+    // Batch a turn's sends through io_uring (net/uring.h) when the kernel allows it. The
+    // environment variable SLUICE_NO_IO_URING (any value) turns it off.
+    bool batch_sends = true;
 };
 
 // Creates the libevent base (epoll backend preferred) and our epoll set. nullptr + err on

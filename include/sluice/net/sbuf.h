@@ -148,8 +148,13 @@ public:
     // Nothing of the connection is held here: no input not yet passed on, no forward or
     // output not yet sent, no message half forwarded (SUSPEND, online restart).
     bool at_rest() const noexcept {
-        return end_ == pos_ && remain_ == 0 && out_pos_ == out_.size();
+        return end_ == pos_ && remain_ == 0 && out_pos_ == out_.size() && defer_slot_ == 0;
     }
+    // Bytes for this socket wait in the loop turn's send batch (see "Send batch" below).
+    bool has_deferred() const noexcept { return defer_slot_ != 0; }
+    // Sends the batched bytes and out_ now, in one system call (a caller about to write to
+    // the fd itself). False = socket error (not reported).
+    bool flush_now();
 
     // Bytes bound for the peer are on their way: a message partly walked, or walked bytes
     // not sent yet. The peer's stream is then not at a message boundary, and cut here (the
@@ -180,6 +185,15 @@ public:
     // end of the batch).
     static void run_pending() noexcept;
     static bool has_pending() noexcept;
+    // Send batch: while on (the loop turns it on for a turn with more than one ready socket),
+    // a small send to a socket that is not backed up is copied into the turn's batch and
+    // counts as sent; send_batch() hands the whole batch to the kernel in one system call
+    // (net/uring.h) at the end of the turn. What a socket could not take then goes to the
+    // front of its out_ (and it asks for write reports); a failed socket is run with EV_WRITE,
+    // so that its own send reports the error. A socket's later sends join its batched bytes
+    // or go after them; close() sends them first.
+    static void set_batching(bool on) noexcept;
+    static void send_batch() noexcept;
 
     // Buffered byte counts for SHOW SOCKETS.
     size_t recv_pos() const noexcept { return end_; }
@@ -247,6 +261,12 @@ private:
     void report(SBufEvent ev);
     // Sends what it can; one that cannot send everything asks the loop for write reports.
     bool send_iov(iovec* iov, int cnt, size_t& sent);
+    // Copies the ranges into the send batch. False: not now (too big, no room for them).
+    bool defer(const iovec* iov, int cnt, size_t total) noexcept;
+    // send() of the batched bytes, then the ranges; `sent` counts only the ranges' bytes.
+    bool send_direct(const iovec* iov, int cnt, size_t& sent);
+    // Puts bytes before everything in out_ (batched bytes the socket did not take).
+    void unsent_first(const char* data, size_t n);
     void want_write() noexcept;  // loop_want_write() once per socket
     // Startup-phase header (or the single byte of expect_byte()).
     Parse parse_startup_phase(std::span<const uint8_t> data, PacketHeader& h) noexcept;
@@ -292,6 +312,8 @@ private:
     bool bulk_buf_ = false;     // buf_ is a bulk buffer (sbuf.cpp: kBulkSize)
     bool streaming_ = false;    // the last recv took at least pkt_buf bytes
     bool trim_output_ = false;  // set_trim_output()
+    bool backed_up_ = false;    // the last send could not send everything: no batching
+    uint16_t defer_slot_ = 0;   // 1 + index of our entry in the send batch; 0: none
     short pend_what_ = 0;  // event bits for run_pending(); non-zero while in the pending list
     SBuf* pend_prev_ = nullptr;
     SBuf* pend_next_ = nullptr;
@@ -309,6 +331,12 @@ private:
 
     SBufStats stats_;
 };
+
+// The io_uring ring behind SBuf::send_batch() (net/uring.h). Without it every send is a
+// send() of its own. False + why: not available here.
+bool sbuf_open_send_ring(std::string& why);
+void sbuf_close_send_ring() noexcept;  // sends what is batched first
+bool sbuf_send_ring_open() noexcept;
 
 // Size of the pooled receive buffers (pkt_buf); set once at start-up.
 void sbuf_set_buffer_size(uint32_t size) noexcept;
