@@ -1,5 +1,6 @@
 """pgbench through the pooler in transaction mode: 64 clients over a pool of 10, simple and
-extended protocol, every transaction succeeds."""
+extended protocol, every transaction succeeds; with sends batched through io_uring (the
+default) and without (SLUICE_NO_IO_URING)."""
 
 import os
 import re
@@ -25,10 +26,30 @@ def pgbench_tables(pg):
     assert init.returncode == 0, init.stderr
 
 
-@pytest.mark.parametrize("protocol", ["simple", "extended"])
-def test_pgbench_transaction_mode(pooler, pg, pgbench_tables, protocol):
+def _io_uring_fds(pid):
+    fds = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fds += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[io_uring]"
+        except OSError:
+            pass
+    return fds
+
+
+@pytest.mark.parametrize("protocol,batched", [
+    pytest.param("simple", True, marks=pytest.mark.differs_from_pgbouncer_1_18(
+        "sluice only: sends batched through io_uring")),
+    pytest.param("extended", True, marks=pytest.mark.differs_from_pgbouncer_1_18(
+        "sluice only: sends batched through io_uring")),
+    ("simple", False)])
+def test_pgbench_transaction_mode(pooler, pg, pgbench_tables, protocol, batched):
+    env = dict(os.environ)
+    if not batched:
+        env["SLUICE_NO_IO_URING"] = "1"
     p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": 10,
-                          "max_client_conn": 100})
+                          "max_client_conn": 100}, env=env)
+    # The batch's ring is open exactly when asked for (this machine's kernel allows it).
+    assert _io_uring_fds(p.pid) == (1 if batched else 0)
     r = _pgbench(["-M", protocol, "-c", "64", "-j", "2", "-T", "20", "-n"], p.port, 120)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
