@@ -351,6 +351,29 @@ void SBuf::want_write() noexcept {
 }
 
 bool SBuf::send_iov(iovec* iov, int cnt, size_t& sent) {
+    if (g_batching && !backed_up_ && !ssl_) {
+        // The common case inline: a socket's first send of the turn, a slot and room free.
+        size_t total = iov[0].iov_len + (cnt > 1 ? iov[1].iov_len : 0);
+        size_t used = g_slab_used;
+        if (defer_slot_ == 0 && total <= kDeferMax && used + total <= kSlabSize &&
+            g_deferred_count < kMaxDeferred) {
+            char* to = g_slab + used;
+            memcpy(to, iov[0].iov_base, iov[0].iov_len);
+            if (cnt > 1)
+                memcpy(to + iov[0].iov_len, iov[1].iov_base, iov[1].iov_len);
+            g_slab_used = used + total;
+            g_deferred[g_deferred_count++] = {this, static_cast<uint32_t>(used),
+                                              static_cast<uint32_t>(total)};
+            defer_slot_ = static_cast<uint16_t>(g_deferred_count);
+            sent = total;
+            stats_.sent_bytes += total;
+            return true;
+        }
+    }
+    return send_iov_slow(iov, cnt, sent);
+}
+
+bool SBuf::send_iov_slow(iovec* iov, int cnt, size_t& sent) {
     if (ssl_)
         return tls_send_iov(iov, cnt, sent);
     if (g_batching && !backed_up_) {
@@ -361,7 +384,7 @@ bool SBuf::send_iov(iovec* iov, int cnt, size_t& sent) {
             return true;
         }
     }
-    if (defer_slot_) [[unlikely]]
+    if (defer_slot_)
         return send_direct(iov, cnt, sent);
     sent = 0;
     msghdr mh{};
@@ -392,6 +415,7 @@ bool SBuf::send_iov(iovec* iov, int cnt, size_t& sent) {
 }
 
 bool SBuf::defer(const iovec* iov, int cnt, size_t total) noexcept {
+    // send_iov() took the common case; here: joining our own batched bytes, or a full batch.
     if (total > kDeferMax)
         return false;
     Deferred* e;
@@ -492,29 +516,30 @@ void SBuf::set_batching(bool on) noexcept {
 
 void SBuf::send_batch() noexcept {
     unsigned n = 0;
-    UringSend sends[kMaxDeferred];
     SBuf* who[kMaxDeferred];
+    const Deferred* what[kMaxDeferred];
     for (unsigned i = 0; i < g_deferred_count; ++i) {
         const Deferred& e = g_deferred[i];
         if (!e.sb)
             continue;
-        sends[n] = {e.sb->fd_, g_slab + e.off, e.len};
+        g_ring.prep(n, e.sb->fd_, g_slab + e.off, e.len);
+        what[n] = &e;
         who[n++] = e.sb;
     }
     int res[kMaxDeferred];
-    if (n == 1 || (n > 1 && !g_ring.send_all(sends, n, res))) {
+    if (n == 1 || (n > 1 && !g_ring.submit(n, res))) {
         for (unsigned i = 0; i < n; ++i)
-            res[i] = send_once(sends[i].fd, sends[i].data, sends[i].len);
+            res[i] = send_once(who[i]->fd_, g_slab + what[i]->off, what[i]->len);
     }
     for (unsigned i = 0; i < n; ++i) {
         SBuf* sb = who[i];
         sb->defer_slot_ = 0;
-        if (res[i] == static_cast<int>(sends[i].len))
+        uint32_t len = what[i]->len;
+        if (res[i] == static_cast<int>(len)) [[likely]]
             continue;
         size_t done = res[i] > 0 ? static_cast<size_t>(res[i]) : 0;
-        const char* rest = static_cast<const char*>(sends[i].data) + done;
         try {
-            sb->unsent_first(rest, sends[i].len - done);
+            sb->unsent_first(g_slab + what[i]->off + done, len - done);
         } catch (...) {
             sb->run_soon(EV_WRITE);  // no memory: the socket's own send path reports it
             continue;

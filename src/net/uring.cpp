@@ -1,7 +1,6 @@
 // Batched sends through io_uring: see net/uring.h.
 #include "sluice/net/uring.h"
 
-#include <linux/io_uring.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -61,6 +60,14 @@ bool completes_at_once(SendRing& ring, std::string& why) {
 
 }  // namespace
 
+const io_uring_sqe SendRing::kSend = [] {
+    io_uring_sqe e;
+    memset(&e, 0, sizeof e);
+    e.opcode = IORING_OP_SEND;
+    e.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+    return e;
+}();
+
 bool SendRing::open(std::string& why) {
     close();
     io_uring_params p{};
@@ -84,11 +91,16 @@ bool SendRing::open(std::string& why) {
     auto* cq = static_cast<char*>(cq_map_);
     sq_head_ = reinterpret_cast<unsigned*>(sq + p.sq_off.head);
     sq_tail_ = reinterpret_cast<unsigned*>(sq + p.sq_off.tail);
-    sq_mask_ = reinterpret_cast<unsigned*>(sq + p.sq_off.ring_mask);
     sq_array_ = reinterpret_cast<unsigned*>(sq + p.sq_off.array);
     cq_head_ = reinterpret_cast<unsigned*>(cq + p.cq_off.head);
     cq_tail_ = reinterpret_cast<unsigned*>(cq + p.cq_off.tail);
-    cq_mask_ = reinterpret_cast<unsigned*>(cq + p.cq_off.ring_mask);
+    sq_mask_ = *reinterpret_cast<unsigned*>(sq + p.sq_off.ring_mask);
+    cq_mask_ = *reinterpret_cast<unsigned*>(cq + p.cq_off.ring_mask);
+    if (cq_mask_ != p.cq_entries - 1 || sq_mask_ != p.sq_entries - 1) {
+        why = "unexpected io_uring ring layout";
+        close();
+        return false;
+    }
     sqes_ = sqe_map_;
     cqes_ = cq + p.cq_off.cqes;
     // The SQ array is the identity: entry i of the ring is SQE i.
@@ -115,18 +127,13 @@ void SendRing::close() noexcept {
 }
 
 bool SendRing::send_all(const UringSend* sends, unsigned n, int* res) noexcept {
-    auto* sqes = static_cast<io_uring_sqe*>(sqes_);
+    for (unsigned i = 0; i < n; ++i)
+        prep(i, sends[i].fd, sends[i].data, sends[i].len);
+    return submit(n, res);
+}
+
+bool SendRing::submit(unsigned n, int* res) noexcept {
     unsigned tail = *sq_tail_;  // only we write it
-    for (unsigned i = 0; i < n; ++i) {
-        io_uring_sqe& e = sqes[(tail + i) & *sq_mask_];
-        memset(&e, 0, sizeof e);
-        e.opcode = IORING_OP_SEND;
-        e.fd = sends[i].fd;
-        e.addr = reinterpret_cast<uintptr_t>(sends[i].data);
-        e.len = sends[i].len;
-        e.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
-        e.user_data = i;
-    }
     store_release(sq_tail_, tail + n);
     // Each send completes during the submission (non-blocking), so asking for n completions
     // does not wait.
@@ -140,12 +147,12 @@ bool SendRing::send_all(const UringSend* sends, unsigned n, int* res) noexcept {
             store_release(sq_tail_, load_acquire(sq_head_));
             if (submitted == 0)
                 return false;  // nothing was sent
-            break;             // the rest stays unsent: reported as EAGAIN below
+            break;
         }
         submitted += static_cast<unsigned>(r);
     }
-    for (unsigned i = 0; i < n; ++i)
-        res[i] = -EAGAIN;
+    for (unsigned i = submitted; i < n; ++i)
+        res[i] = -EAGAIN;  // not submitted (the rest of a failed call): nothing sent
     auto* cqes = static_cast<io_uring_cqe*>(cqes_);
     unsigned head = *cq_head_;
     unsigned got = 0;
@@ -153,14 +160,16 @@ bool SendRing::send_all(const UringSend* sends, unsigned n, int* res) noexcept {
         unsigned ctail = load_acquire(cq_tail_);
         if (head == ctail) {
             // Not posted yet (should not happen: they complete inline); wait for the rest.
-            if (sys_enter(fd_, 0, submitted - got) < 0 && errno != EINTR)
+            if (sys_enter(fd_, 0, submitted - got) < 0 && errno != EINTR) {
+                for (unsigned i = 0; i < n; ++i)
+                    res[i] = -EIO;  // unknown: the callers treat the sockets as failed
                 break;
+            }
             continue;
         }
         for (; head != ctail; ++head, ++got) {
-            const io_uring_cqe& c = cqes[head & *cq_mask_];
-            if (c.user_data < n)
-                res[c.user_data] = c.res;
+            const io_uring_cqe& c = cqes[head & cq_mask_];
+            res[c.user_data] = c.res;
         }
         store_release(cq_head_, head);
     }

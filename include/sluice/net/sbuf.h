@@ -260,7 +260,9 @@ private:
     void release_buffer_if_empty();
     void report(SBufEvent ev);
     // Sends what it can; one that cannot send everything asks the loop for write reports.
-    bool send_iov(iovec* iov, int cnt, size_t& sent);
+    [[gnu::always_inline]] inline bool send_iov(iovec* iov, int cnt, size_t& sent);
+    // send_iov() beyond a socket's first batched send of the turn: TLS, direct sends.
+    [[gnu::noinline]] bool send_iov_slow(iovec* iov, int cnt, size_t& sent);
     // Copies the ranges into the send batch. False: not now (too big, no room for them).
     bool defer(const iovec* iov, int cnt, size_t total) noexcept;
     // send() of the batched bytes, then the ranges; `sent` counts only the ranges' bytes.

@@ -13,6 +13,8 @@
 // that would wait instead.
 #pragma once
 
+#include <linux/io_uring.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -42,10 +44,23 @@ public:
 
     // Sends sends[i] for i < n (n <= kEntries) with MSG_DONTWAIT | MSG_NOSIGNAL, in order.
     // res[i]: bytes sent, or -errno (-EAGAIN: no room). False: the system call itself failed
-    // (errno; no result is valid and nothing may have been sent).
+    // (errno; no result is valid and nothing was sent).
     bool send_all(const UringSend* sends, unsigned n, int* res) noexcept;
+    // The same in two steps, without an array of UringSend: prep() fills send i of the next
+    // submit(), which sends 0 to n-1.
+    void prep(unsigned i, int fd, const void* data, uint32_t len) noexcept {
+        io_uring_sqe& e = static_cast<io_uring_sqe*>(sqes_)[(*sq_tail_ + i) & sq_mask_];
+        e = kSend;
+        e.fd = fd;
+        e.addr = reinterpret_cast<uintptr_t>(data);
+        e.len = len;
+        e.user_data = i;
+    }
+    bool submit(unsigned n, int* res) noexcept;
 
 private:
+    static const io_uring_sqe kSend;  // a non-blocking send, fd/data/len left to prep()
+
     int fd_ = -1;
     void* sq_map_ = nullptr;
     size_t sq_map_len_ = 0;
@@ -55,11 +70,11 @@ private:
     size_t sqe_map_len_ = 0;
     unsigned* sq_head_ = nullptr;
     unsigned* sq_tail_ = nullptr;
-    unsigned* sq_mask_ = nullptr;
+    unsigned sq_mask_ = 0;  // the rings' masks never change: read once
     unsigned* sq_array_ = nullptr;
     unsigned* cq_head_ = nullptr;
     unsigned* cq_tail_ = nullptr;
-    unsigned* cq_mask_ = nullptr;
+    unsigned cq_mask_ = 0;
     void* sqes_ = nullptr;
     void* cqes_ = nullptr;
 };
