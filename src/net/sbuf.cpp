@@ -563,11 +563,7 @@ bool SBuf::flush_now() {
     size_t sent;
     if (!send_direct(&iov, 1, sent))
         return false;
-    out_pos_ += sent;
-    if (out_pos_ == out_.size()) {
-        out_.clear();
-        out_pos_ = 0;
-    }
+    consume_out(sent);
     return true;
 }
 
@@ -582,12 +578,16 @@ bool SBuf::flush_out() {
         report(SBufEvent::SocketError);
         return false;
     }
-    out_pos_ += sent;
+    consume_out(sent);
+    return true;
+}
+
+void SBuf::consume_out(size_t n) noexcept {
+    out_pos_ += n;
     if (out_pos_ == out_.size()) {
         out_.clear();
         out_pos_ = 0;
     }
-    return true;
 }
 
 void SBuf::flush_out_before_close() {
@@ -635,11 +635,7 @@ bool SBuf::forward_flush() {
         return false;
     }
     size_t from_out = std::min(sent, out_len);
-    dst.out_pos_ += from_out;
-    if (dst.out_pos_ == dst.out_.size()) {
-        dst.out_.clear();
-        dst.out_pos_ = 0;
-    }
+    dst.consume_out(from_out);
     pos_ += static_cast<uint32_t>(sent - from_out);
     if (sent < out_len + pending) {
         // TLS: the unsent front may sit in a half-written record that must be retried with

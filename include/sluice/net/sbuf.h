@@ -267,6 +267,8 @@ private:
     bool defer(const iovec* iov, int cnt, size_t total) noexcept;
     // send() of the batched bytes, then the ranges; `sent` counts only the ranges' bytes.
     bool send_direct(const iovec* iov, int cnt, size_t& sent);
+    // n bytes of out_ were sent (the emptied string is reset for reuse).
+    void consume_out(size_t n) noexcept;
     // Puts bytes before everything in out_ (batched bytes the socket did not take).
     void unsent_first(const char* data, size_t n);
     void want_write() noexcept;  // loop_want_write() once per socket
