@@ -146,9 +146,13 @@ public:
     bool blocked() const noexcept { return blocked_; }
     bool paused() const noexcept { return paused_; }
     // Nothing of the connection is held here: no input not yet passed on, no forward or
-    // output not yet sent, no message half forwarded (SUSPEND, online restart).
+    // output not yet sent, no message half forwarded (SUSPEND, online restart). Bytes in the
+    // turn's send batch do not count: they leave at the end of the turn whatever happens
+    // (SUSPEND waits for them through has_deferred(); SHOW FDS sends the batch first). A
+    // client that just got its reply that way is at rest, so SUSPEND stops reading it before
+    // it can send its next query, as without the batch.
     bool at_rest() const noexcept {
-        return end_ == pos_ && remain_ == 0 && out_pos_ == out_.size() && defer_slot_ == 0;
+        return end_ == pos_ && remain_ == 0 && out_pos_ == out_.size();
     }
     // Bytes for this socket wait in the loop turn's send batch (see "Send batch" below).
     bool has_deferred() const noexcept { return defer_slot_ != 0; }
