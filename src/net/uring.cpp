@@ -140,9 +140,10 @@ bool SendRing::submit(unsigned n, int* res) noexcept {
     unsigned submitted = 0;
     while (submitted < n) {
         int r = sys_enter(fd_, n - submitted, n - submitted);
-        if (r < 0) {
-            if (errno == EINTR)
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
                 continue;
+            // An error, or nothing taken (which would repeat forever): stop here.
             // Take back what the kernel has not consumed, so that no later call sends it.
             store_release(sq_tail_, load_acquire(sq_head_));
             if (submitted == 0)
