@@ -62,6 +62,7 @@ char g_slab[kSlabSize];
 size_t g_slab_used = 0;
 Deferred g_deferred[kMaxDeferred];
 unsigned g_deferred_count = 0;
+uint64_t g_ring_batches = 0;  // batches that went out through the ring (tests)
 
 // One plain send; -errno on failure.
 int send_once(int fd, const void* data, size_t len) {
@@ -164,6 +165,10 @@ void sbuf_set_buffer_size(uint32_t size) noexcept {
 
 uint64_t SBuf::forward_sends() noexcept {
     return g_forward_sends;
+}
+
+uint64_t SBuf::ring_batches() noexcept {
+    return g_ring_batches;
 }
 
 SBuf::~SBuf() {
@@ -352,19 +357,8 @@ void SBuf::want_write() noexcept {
 
 bool SBuf::send_iov(iovec* iov, int cnt, size_t& sent) {
     if (g_batching && !backed_up_ && !ssl_) {
-        // The common case inline: a socket's first send of the turn, a slot and room free.
         size_t total = iov[0].iov_len + (cnt > 1 ? iov[1].iov_len : 0);
-        size_t used = g_slab_used;
-        if (defer_slot_ == 0 && total <= kDeferMax && used + total <= kSlabSize &&
-            g_deferred_count < kMaxDeferred) {
-            char* to = g_slab + used;
-            memcpy(to, iov[0].iov_base, iov[0].iov_len);
-            if (cnt > 1)
-                memcpy(to + iov[0].iov_len, iov[1].iov_base, iov[1].iov_len);
-            g_slab_used = used + total;
-            g_deferred[g_deferred_count++] = {this, static_cast<uint32_t>(used),
-                                              static_cast<uint32_t>(total)};
-            defer_slot_ = static_cast<uint16_t>(g_deferred_count);
+        if (defer(iov, cnt, total)) {
             sent = total;
             stats_.sent_bytes += total;
             return true;
@@ -376,14 +370,6 @@ bool SBuf::send_iov(iovec* iov, int cnt, size_t& sent) {
 bool SBuf::send_iov_slow(iovec* iov, int cnt, size_t& sent) {
     if (ssl_)
         return tls_send_iov(iov, cnt, sent);
-    if (g_batching && !backed_up_) {
-        size_t total = iov[0].iov_len + (cnt > 1 ? iov[1].iov_len : 0);
-        if (defer(iov, cnt, total)) {
-            sent = total;
-            stats_.sent_bytes += total;
-            return true;
-        }
-    }
     if (defer_slot_)
         return send_direct(iov, cnt, sent);
     sent = 0;
@@ -414,39 +400,52 @@ bool SBuf::send_iov_slow(iovec* iov, int cnt, size_t& sent) {
     }
 }
 
+void SBuf::append_deferred(const iovec* iov, int cnt, size_t total) noexcept {
+    // Our entry ends at the end of the slab (a new one, or moved there).
+    char* to = g_slab + g_slab_used;
+    memcpy(to, iov[0].iov_base, iov[0].iov_len);
+    if (cnt > 1)
+        memcpy(to + iov[0].iov_len, iov[1].iov_base, iov[1].iov_len);
+    g_slab_used += total;
+    g_deferred[defer_slot_ - 1].len += static_cast<uint32_t>(total);
+}
+
 bool SBuf::defer(const iovec* iov, int cnt, size_t total) noexcept {
-    // send_iov() took the common case; here: joining our own batched bytes, or a full batch.
+    // The common case inline: the socket's first send of the turn, a slot and room free.
+    if (defer_slot_ == 0 && total <= kDeferMax && g_slab_used + total <= kSlabSize &&
+        g_deferred_count < kMaxDeferred) {
+        g_deferred[g_deferred_count++] = {this, static_cast<uint32_t>(g_slab_used), 0};
+        defer_slot_ = static_cast<uint16_t>(g_deferred_count);
+        append_deferred(iov, cnt, total);
+        return true;
+    }
+    return defer_more(iov, cnt, total);
+}
+
+bool SBuf::defer_more(const iovec* iov, int cnt, size_t total) noexcept {
     if (total > kDeferMax)
         return false;
-    Deferred* e;
-    if (defer_slot_) {
-        e = &g_deferred[defer_slot_ - 1];
-        if (e->len + total > kDeferMax)
-            return false;
-        if (e->off + e->len != g_slab_used) {
-            // Not at the end of the slab: move our bytes there, the new ones follow them.
-            if (g_slab_used + e->len + total > kSlabSize)
-                return false;
-            memcpy(g_slab + g_slab_used, g_slab + e->off, e->len);
-            e->off = static_cast<uint32_t>(g_slab_used);
-            g_slab_used += e->len;
-        } else if (g_slab_used + total > kSlabSize) {
-            return false;
-        }
-    } else {
-        if (g_deferred_count == kMaxDeferred || g_slab_used + total > kSlabSize)
-            send_batch();  // full: this batch goes now, ours starts the next
-        e = &g_deferred[g_deferred_count++];
-        *e = {this, static_cast<uint32_t>(g_slab_used), 0};
-        defer_slot_ = static_cast<uint16_t>(g_deferred_count);
+    if (!defer_slot_) {
+        send_batch();  // full: this batch goes now, ours starts the next
+        return defer(iov, cnt, total);
     }
-    for (int i = 0; i < cnt; ++i) {
-        memcpy(g_slab + g_slab_used, iov[i].iov_base, iov[i].iov_len);
-        g_slab_used += iov[i].iov_len;
+    Deferred& e = g_deferred[defer_slot_ - 1];
+    if (e.len + total > kDeferMax)
+        return false;
+    if (e.off + e.len != g_slab_used) {
+        // Not at the end of the slab: move our bytes there, the new ones follow them.
+        if (g_slab_used + e.len + total > kSlabSize)
+            return false;
+        memcpy(g_slab + g_slab_used, g_slab + e.off, e.len);
+        e.off = static_cast<uint32_t>(g_slab_used);
+        g_slab_used += e.len;
+    } else if (g_slab_used + total > kSlabSize) {
+        return false;
     }
-    e->len += static_cast<uint32_t>(total);
+    append_deferred(iov, cnt, total);
     return true;
 }
+
 
 bool SBuf::send_direct(const iovec* in, int cnt, size_t& sent) {
     iovec iov[3];
@@ -527,7 +526,9 @@ void SBuf::send_batch() noexcept {
         who[n++] = e.sb;
     }
     int res[kMaxDeferred];
-    if (n == 1 || (n > 1 && !g_ring.submit(n, res))) {
+    bool ringed = n > 1 && g_ring.submit(n, res);
+    g_ring_batches += ringed;
+    if (n > 0 && !ringed) {
         for (unsigned i = 0; i < n; ++i)
             res[i] = send_once(who[i]->fd_, g_slab + what[i]->off, what[i]->len);
     }

@@ -36,7 +36,8 @@ void* map(int fd, size_t len, off_t what) {
 }
 
 // Does a non-blocking send on a full socket complete at once with -EAGAIN? (Kernels that
-// ignore MSG_DONTWAIT here would wait for room, and send_all() would block the loop.)
+// ignore MSG_DONTWAIT here would wait for room, and submit() would block the loop; the
+// request left pending is cancelled when the caller closes the ring.)
 bool completes_at_once(SendRing& ring, std::string& why) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -46,9 +47,9 @@ bool completes_at_once(SendRing& ring, std::string& why) {
     char block[4096] = {};
     while (send(sv[0], block, sizeof block, MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
     }
-    UringSend s{sv[0], block, sizeof block};
+    ring.prep(0, sv[0], block, sizeof block);
     int res = 0;
-    bool ok = ring.send_all(&s, 1, &res);
+    bool ok = ring.submit(1, &res, false);  // a kernel that waits leaves it -EINPROGRESS
     if (!ok)
         why = std::string("io_uring_enter: ") + strerror(errno);
     else if (res != -EAGAIN)
@@ -132,14 +133,15 @@ bool SendRing::send_all(const UringSend* sends, unsigned n, int* res) noexcept {
     return submit(n, res);
 }
 
-bool SendRing::submit(unsigned n, int* res) noexcept {
+bool SendRing::submit(unsigned n, int* res, bool wait) noexcept {
     unsigned tail = *sq_tail_;  // only we write it
     store_release(sq_tail_, tail + n);
     // Each send completes during the submission (non-blocking), so asking for n completions
-    // does not wait.
+    // does not wait. (open()'s check asks for none: on a kernel that would wait, it must not.)
     unsigned submitted = 0;
     while (submitted < n) {
-        int r = sys_enter(fd_, n - submitted, n - submitted);
+        unsigned left = n - submitted;
+        int r = sys_enter(fd_, left, wait ? left : 0);
         if (r <= 0) {
             if (r < 0 && errno == EINTR)
                 continue;
@@ -154,12 +156,16 @@ bool SendRing::submit(unsigned n, int* res) noexcept {
     }
     for (unsigned i = submitted; i < n; ++i)
         res[i] = -EAGAIN;  // not submitted (the rest of a failed call): nothing sent
+    for (unsigned i = 0; !wait && i < submitted; ++i)
+        res[i] = -EINPROGRESS;  // until its completion says otherwise
     auto* cqes = static_cast<io_uring_cqe*>(cqes_);
     unsigned head = *cq_head_;
     unsigned got = 0;
     while (got < submitted) {
         unsigned ctail = load_acquire(cq_tail_);
         if (head == ctail) {
+            if (!wait)
+                break;
             // Not posted yet (should not happen: they complete inline); wait for the rest.
             if (sys_enter(fd_, 0, submitted - got) < 0 && errno != EINTR) {
                 for (unsigned i = 0; i < n; ++i)

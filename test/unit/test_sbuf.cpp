@@ -997,7 +997,9 @@ void test_batch_both_directions_in_one_turn(void**) {
     const std::string reply = msg('Z', "I");
     assert_int_equal(write_some(r.app, q), q.size());
     assert_int_equal(write_some(r.pg, reply), reply.size());
+    uint64_t batches = SBuf::ring_batches();
     r.pump(1);
+    assert_int_equal(SBuf::ring_batches(), batches + 1);  // both sends in one io_uring_enter
     assert_bytes(read_avail(r.pg), q);
     assert_bytes(read_avail(r.app), reply);
     assert_false(r.client.has_deferred());
@@ -1063,8 +1065,10 @@ void test_batch_socket_full(void**) {
     r.server.queue(m);
     assert_true(r.server.flush_out());
     assert_true(r.server.has_deferred());
+    uint64_t batches = SBuf::ring_batches();
     SBuf::send_batch();
     SBuf::set_batching(false);
+    assert_int_equal(SBuf::ring_batches(), batches + 1);
     assert_false(r.server.has_deferred());
     assert_true(r.server.has_output());  // the socket took nothing: all of it in out_
     assert_bytes(read_avail(r.app), note);
@@ -1098,7 +1102,9 @@ void test_batch_send_error_reported(void**) {
     const std::string note = msg('N', "to the client");  // two sockets: through io_uring
     r.client.queue(note);
     assert_true(r.client.flush_out());
+    uint64_t batches = SBuf::ring_batches();
     SBuf::send_batch();
+    assert_int_equal(SBuf::ring_batches(), batches + 1);
     assert_bytes(read_avail(r.app), note);
     SBuf::set_batching(false);
     assert_true(r.sown.events.empty());

@@ -208,6 +208,8 @@ public:
 
     // Global count of forward sends (debug/tests: proves bytes moved before a packet ended).
     static uint64_t forward_sends() noexcept;
+    // Global count of send batches that went out in one io_uring_enter (tests).
+    static uint64_t ring_batches() noexcept;
 
     // --- TLS (see sluice/net/tls.h for the SSL objects) ---
     // Takes ownership of `ssl` (SSL_new'd, accept or connect state) and starts the handshake
@@ -265,10 +267,15 @@ private:
     void report(SBufEvent ev);
     // Sends what it can; one that cannot send everything asks the loop for write reports.
     [[gnu::always_inline]] inline bool send_iov(iovec* iov, int cnt, size_t& sent);
-    // send_iov() beyond a socket's first batched send of the turn: TLS, direct sends.
+    // send_iov() when the bytes are not batched: TLS, direct sends.
     [[gnu::noinline]] bool send_iov_slow(iovec* iov, int cnt, size_t& sent);
-    // Copies the ranges into the send batch. False: not now (too big, no room for them).
-    bool defer(const iovec* iov, int cnt, size_t total) noexcept;
+    // Copies the ranges (cnt <= 2) into the send batch. False: not now (too big, no room).
+    [[gnu::always_inline]] inline bool defer(const iovec* iov, int cnt, size_t total) noexcept;
+    // defer() beyond the socket's first batched send of the turn: joining its batched
+    // bytes, or a full batch (sent at once, a new one started).
+    [[gnu::noinline]] bool defer_more(const iovec* iov, int cnt, size_t total) noexcept;
+    [[gnu::always_inline]] inline void append_deferred(const iovec* iov, int cnt,
+                                                       size_t total) noexcept;
     // send() of the batched bytes, then the ranges; `sent` counts only the ranges' bytes.
     bool send_direct(const iovec* iov, int cnt, size_t& sent);
     // n bytes of out_ were sent (the emptied string is reset for reuse).

@@ -56,7 +56,8 @@ public:
         e.len = len;
         e.user_data = i;
     }
-    bool submit(unsigned n, int* res) noexcept;
+    // wait = false (open()'s check only): a send not completed yet is left -EINPROGRESS.
+    bool submit(unsigned n, int* res, bool wait = true) noexcept;
 
 private:
     static const io_uring_sqe kSend;  // a non-blocking send, fd/data/len left to prep()
