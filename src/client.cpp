@@ -10,6 +10,7 @@
 
 #include "sluice/auth/md5.h"
 #include "sluice/auth/scram.h"
+#include "sluice/pool/control.h"
 #include "sluice/pool/pool.h"
 
 namespace sluice {
@@ -247,7 +248,10 @@ void Client::on_sbuf_event(SBuf&, SBufEvent ev) {
     }
 }
 
-void Client::on_sbuf_drained(SBuf&) {}
+void Client::on_sbuf_drained(SBuf&) {
+    if (pause_mode() == PauseMode::Suspend) [[unlikely]]
+        control_client_quiet(*this);
+}
 
 PacketAction Client::on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data) {
     if (data.size() < hdr.len)

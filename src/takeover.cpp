@@ -541,6 +541,8 @@ void takeover_fetch() {
     w.put_cstr("pgbouncer");
     w.put_cstr("database");
     w.put_cstr("pgbouncer");
+    w.put_cstr("application_name");
+    w.put_cstr(kTakeoverAppName);
     w.put_u8(0);
     w.finish();
     send_all(startup, "the startup packet");

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "sluice/config/config.h"
 #include "sluice/net/listener.h"
@@ -13,6 +14,11 @@
 namespace sluice {
 
 struct Pool;
+
+// The application_name of the new process's console session. It tells an old sluice that
+// this process reads pending_input (SHOW FDS), so SUSPEND may leave queued clients holding
+// their requests; without it (PgBouncer taking over, an operator) SUSPEND serves them first.
+inline constexpr std::string_view kTakeoverAppName = "sluice takeover";
 
 // Connects to the running instance's unix socket. False (logged: "old process not found")
 // when there is none; the caller then starts normally.

@@ -453,7 +453,7 @@ Outcome cmd_suspend(Client& c, const std::string& arg, std::string& out, std::st
         return {};
     }
     log_info("SUSPEND command issued");
-    control_suspend();
+    control_suspend(takeover_carries_queue(c));
     return {WaitKind::Suspend, nullptr};
 }
 

@@ -51,6 +51,13 @@ private:
     size_t row_start_ = 0;
 };
 
+// The session is a takeover (user pgbouncer over the unix socket, same OS user): sockets may
+// be handed to its process.
+bool takeover_session(const Client& c);
+// A takeover session of a new sluice (kTakeoverAppName), which carries what queued clients
+// hold (SHOW FDS's pending_input); PgBouncer's does not.
+bool takeover_carries_queue(const Client& c);
+
 // ErrorResponse with ERROR severity (the session stays); logged like PgBouncer's admin_error.
 [[gnu::format(printf, 3, 4)]] void write_admin_error(std::string& out, const char* sqlstate,
                                                      const char* fmt, ...);

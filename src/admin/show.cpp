@@ -950,11 +950,6 @@ void fd_row(ResultWriter& w, std::string& out, std::vector<FdRow>& rows, const F
     rows.push_back({begin, out.size(), d.fd});
 }
 
-// The session is a takeover: sockets may be handed to its process.
-bool takeover_session(const Client& c) {
-    return c.addr.is_unix() && c.peer_is_self && c.user_name() == "pgbouncer";
-}
-
 // Sends the rows of `out` with their sockets attached, on the console socket (blocking for
 // the while: a partial control message cannot be retried). What follows the last row stays
 // in `out` for the usual reply path. False: the session broke (logged).
@@ -1268,6 +1263,16 @@ std::string format_time(usec_t mono) {
 
 bool iequals(std::string_view a, std::string_view b) noexcept {
     return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+bool takeover_session(const Client& c) {
+    return c.addr.is_unix() && c.peer_is_self && c.user_name() == "pgbouncer";
+}
+
+bool takeover_carries_queue(const Client& c) {
+    // application_name_add_host may have appended " - <address>"
+    auto app = static_cast<size_t>(var_index("application_name"));
+    return takeover_session(c) && c.vars.get(app).starts_with(kTakeoverAppName);
 }
 
 }  // namespace sluice::admin

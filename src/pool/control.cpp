@@ -13,15 +13,17 @@
 namespace sluice {
 namespace {
 
-PauseMode g_mode = PauseMode::None;
+PauseMode& g_mode = detail::g_pause_mode;
 std::unordered_set<const Database*> g_db_paused;  // PAUSE db / KILL db
 usec_t g_suspend_start = 0;
+bool g_drain_queue = false;  // this SUSPEND serves queued clients first (control_suspend)
 
 void apply_flags() {
+    bool stopped = control_pools_stopped();
     for (auto& [name, db] : rt().databases) {
         if (db->admin)
             continue;
-        db->paused = g_mode != PauseMode::None || g_db_paused.count(db.get()) != 0;
+        db->paused = stopped || g_db_paused.count(db.get()) != 0;
     }
 }
 
@@ -80,8 +82,12 @@ bool has_unsent(const SBuf& sb) {
 
 }  // namespace
 
-PauseMode pause_mode() noexcept {
-    return g_mode;
+namespace detail {
+PauseMode g_pause_mode = PauseMode::None;
+}
+
+bool control_pools_stopped() noexcept {
+    return g_mode == PauseMode::Pause || (g_mode == PauseMode::Suspend && !g_drain_queue);
 }
 
 void control_pause_all() {
@@ -114,10 +120,25 @@ namespace {
 // process (online restart) could not take over from the sockets. Connections that are not in
 // use stop at once, except servers logging in or running their reset or check query: those
 // finish first, so that they move as idle servers.
+// Whether a client may stop being read now. Serving the queue first (g_drain_queue), a
+// queued client goes on (a server given to it reads again: pool.cpp's assign), and so does
+// one inside a transaction while others queue for its pool: its server is released only when
+// the transaction ends.
+bool client_may_stop(const Client& c) {
+    if (c.state == ClientState::Waiting)
+        return !g_drain_queue;
+    if (c.state != ClientState::Active)
+        return true;
+    if (!c.sb.at_rest())
+        return false;
+    return !g_drain_queue || !c.server || c.pool->mode() == PoolMode::Session ||
+           c.pool->waiting.empty();
+}
+
 void pause_quiet_sockets() {
     for_sockets(
         [](Client& c) {
-            if (!c.sb.suspended() && (c.state != ClientState::Active || c.sb.at_rest()))
+            if (!c.sb.suspended() && client_may_stop(c))
                 c.sb.suspend();
         },
         [](Server& s) {
@@ -143,12 +164,18 @@ void pause_quiet_sockets() {
 
 }  // namespace
 
-void control_suspend() {
+void control_suspend(bool carry_queued) {
     g_mode = PauseMode::Suspend;
+    g_drain_queue = !carry_queued;
     g_suspend_start = mono_now();
     apply_flags();
     listeners_pause(true);  // as PgBouncer: no new connections until RESUME
     pause_quiet_sockets();
+}
+
+void control_client_quiet(Client& c) {
+    if (!c.sb.suspended() && client_may_stop(c))
+        c.sb.suspend();
 }
 
 bool control_suspend_done() {

@@ -80,6 +80,8 @@ void launch_server(Pool& p) {
 
 // Gives server s to client c (both already in their pools).
 void assign(Client& c, Server& s) {
+    if (s.sb.suspended()) [[unlikely]]  // SUSPEND serving its queue first (control_suspend)
+        s.sb.unsuspend(settings().sbuf_loopcnt);
     set_state(s, ServerState::Active);
     set_state(c, ClientState::Active);
     link(c, s);
@@ -265,7 +267,7 @@ Database* find_or_create(const std::string& name, bool& created) {
         db->entry = e;
         db->entry.name = name;
         db->from_fallback = true;
-        db->paused = pause_mode() != PauseMode::None;  // born during a global PAUSE
+        db->paused = control_pools_stopped();  // born during a global PAUSE or SUSPEND
         Database* out = db.get();
         g_rt.databases[name] = std::move(db);
         created = true;
@@ -528,6 +530,8 @@ void pool_release_server(Server& s) {
         c->query_start = 0;  // nothing is owed any more
         if (c->state == ClientState::Active && c->sb.paused())
             c->sb.resume();
+        if (pause_mode() == PauseMode::Suspend) [[unlikely]]
+            control_client_quiet(*c);
     }
     s.ready_to_release = false;
     if (s.cancels_in_flight > 0) {

@@ -878,6 +878,49 @@ def test_suspend_resume(pooler):
     assert p.connect().execute("SELECT 3").fetchone() == (3,)  # accepting again
 
 
+def _raw_client(p):
+    return pgwire.Conn.connect("127.0.0.1", p.port, user="md5user",
+                               password=harness.PASSWORDS["md5user"], database="appdb")
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18's SUSPEND stops reading a client inside a transaction at once, so a "
+    "client queued for its server waits until suspend_timeout and is closed")
+def test_suspend_serves_the_queue_first(pooler):
+    """A queued client holds the request it sent. SUSPEND (from an operator, or from a
+    PgBouncer taking over) serves it before answering: the client inside a transaction goes
+    on until its COMMIT releases the server the queue waits for, the queued request runs,
+    and each client stops being read once quiet (a query sent after SUSPEND waits for
+    RESUME). Nothing is lost."""
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": "1",
+                          "suspend_timeout": "5"})
+    a, b = _raw_client(p), _raw_client(p)
+    a.query("BEGIN")
+    assert a.scalar("SELECT 1") == "1"  # a holds the pool's only server
+    b.send(pgwire.m.query("SELECT 42"))
+    harness.wait_until(lambda: [r["cl_waiting"] for r in p.show("POOLS")
+                                if r["database"] == "appdb"] == [1], 10, what="b queued")
+    c = console(p)
+    answer = []
+    suspend = threading.Thread(target=lambda: answer.append(run(c, "SUSPEND")[2]))
+    suspend.start()
+    b.expect_nothing(0.5)  # still queued
+    assert suspend.is_alive()  # SUSPEND waits for the queue
+    a.query("COMMIT")  # a is still read: its transaction ends, the server goes to b
+    assert [pgwire.parse_data_row(m.body) for m in b.read_until_rfq(timeout=10)
+            if m.type == "D"] == [["42"]]
+    suspend.join(10)
+    assert answer == ["SUSPEND"]
+    a.send(pgwire.m.query("SELECT 2"))
+    b.send(pgwire.m.query("SELECT 3"))
+    a.expect_nothing(0.5)  # both stopped: their queries wait in the kernel for RESUME
+    b.expect_nothing(0.1)
+    assert run(c, "RESUME")[2] == "RESUME"
+    for conn, want in ((a, "2"), (b, "3")):
+        assert [pgwire.parse_data_row(m.body) for m in conn.read_until_rfq(timeout=10)
+                if m.type == "D"] == [[want]]
+
+
 def test_suspend_timeout_drops_a_client_that_does_not_read(pooler):
     """SUSPEND waits for every socket's pending output to be sent; a client that stops
     reading in the middle of a large result is closed after suspend_timeout and the SUSPEND

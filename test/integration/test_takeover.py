@@ -656,11 +656,15 @@ def test_takeover_under_load_prepared_statements(pooler, pg):
 @pytest.mark.differs_from_pgbouncer_1_18(
     "sluice only: PgBouncer's SUSPEND holds queued clients until suspend_timeout and closes "
     "them (FATAL suspend_timeout)")
-def test_takeover_under_load_carries_queued_clients(pooler, pg):
+@pytest.mark.parametrize("direction", ["same", "to_pgbouncer"])
+def test_takeover_under_load_queued_clients(pooler, pg, sluice_bin, direction):
     """With default_pool_size=2 six of the eight pgbench clients wait in the queue at any
-    moment, each holding the request it sent: the new process gets those bytes with the
-    socket and serves them first, so none of them is lost."""
-    out = _takeover_under_load(pooler, pg, {"default_pool_size": 2}, [])
+    moment, each holding the request it sent. same: the new process gets those bytes with
+    the socket (pending_input) and serves them first. to_pgbouncer: PgBouncer 1.18 cannot
+    take such bytes, so SUSPEND serves the queue before it answers (each client is stopped
+    once its request went out). Either way none of them is lost."""
+    new_bin = PGBOUNCER if direction == "to_pgbouncer" else None
+    out = _takeover_under_load(pooler, pg, {"default_pool_size": 2}, [], sluice_bin, new_bin)
     assert re.search(r"query mode: simple\b", out), out
 
 

@@ -160,7 +160,8 @@ def test_fake_old_process_is_taken_over(pooler, pg, fake_old):
     ]
     fake.start(takeover(show_fds(rows)))
     log = _take_over(p, fake)
-    assert fake.startup == {"user": "pgbouncer", "database": "pgbouncer"}, fake.startup
+    assert {k: fake.startup.get(k) for k in ("user", "database")} == {
+        "user": "pgbouncer", "database": "pgbouncer"}, fake.startup
     for line in (rf"LOG got pooler socket: 127\.0\.0\.1:{p.port}\n",
                  rf"LOG got pooler socket: unix:{p.port}\n", r"LOG SHOW FDS finished\n",
                  r"LOG sending SHUTDOWN;\n"):
@@ -168,6 +169,20 @@ def test_fake_old_process_is_taken_over(pooler, pg, fake_old):
     assert _query(ours, "SELECT pg_backend_pid()") == [[str(srv.backend_pid)]]
     with p.connect() as c:
         assert c.execute("SELECT 1").fetchone()[0] == 1
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "sluice only: a new PgBouncer reads no pending_input and does not say so")
+def test_new_process_says_it_carries_queued_requests(pooler, fake_old):
+    """The console session of the new process carries application_name "sluice takeover":
+    an old sluice then knows that queued clients' requests may move in pending_input (for
+    any other session its SUSPEND serves the queue first)."""
+    p = _new(pooler)
+    fake = fake_old(p)
+    fake.start(takeover(show_fds(_listeners(fake))))
+    _take_over(p, fake)
+    assert fake.startup == {"user": "pgbouncer", "database": "pgbouncer",
+                            "application_name": "sluice takeover"}, fake.startup
 
 
 # ---------------------------------------------------------------------------

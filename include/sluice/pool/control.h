@@ -21,7 +21,15 @@ enum class PauseMode : uint8_t {
     Suspend,  // SUSPEND: every non-console socket stops being read
 };
 
-PauseMode pause_mode() noexcept;
+namespace detail {
+extern PauseMode g_pause_mode;  // control.cpp owns it; read through pause_mode()
+}
+inline PauseMode pause_mode() noexcept {
+    return detail::g_pause_mode;
+}
+// The global mode keeps databases from getting servers: PAUSE, and a SUSPEND whose session
+// carries the queue (see control_suspend). A database created meanwhile starts so.
+bool control_pools_stopped() noexcept;
 
 // Global PAUSE: every database stops getting servers; idle servers are closed by
 // control_tick() and busy ones when they are released. No-op unless the mode is None.
@@ -31,10 +39,19 @@ void control_pause_all();
 // connections. False = the pooler was not paused or suspended.
 bool control_resume_all();
 
-// SUSPEND: pause every database, stop accepting connections and stop reading from every
-// client and server socket (console sessions excepted). Requires: pause_mode() == None and
-// no database paused.
-void control_suspend();
+// SUSPEND: stop accepting connections and stop reading from every client and server socket
+// (console sessions excepted), each once it is quiet. Requires: pause_mode() == None and no
+// database paused.
+//
+// carry_queued: the session asking takes the sockets over and serves what queued clients
+// hold (a new sluice: SHOW FDS's pending_input), so every database pauses and queued clients
+// stop where they are. Otherwise (an operator, or PgBouncer taking over, which reads no
+// pending_input) the queue is served first: databases go on giving servers to queued clients,
+// and a client stops being read once it is quiet and holds no server the queue waits for.
+void control_suspend(bool carry_queued);
+// While suspended: a client's request went out, or its server was released. It stops being
+// read now if it may (rather than at the next check), before it sends another request.
+void control_client_quiet(Client& c);
 // True once no suspended socket has unsent output (the point where SUSPEND answers).
 // Sockets still flushing after suspend_timeout are closed with "suspend_timeout".
 bool control_suspend_done();
