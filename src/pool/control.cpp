@@ -179,8 +179,17 @@ void control_client_quiet(Client& c) {
 }
 
 bool control_suspend_done() {
-    pause_quiet_sockets();
     bool late = mono_now() - g_suspend_start >= settings().suspend_timeout;
+    if (late && g_drain_queue) {
+        // The queue was not served in time: its clients go, as in PgBouncer (their requests
+        // could not move), and a client inside a transaction stops where it is instead.
+        for_pools(nullptr, [](Pool& p) {
+            p.waiting.for_each([](Client& c) { c.fatal("08P01", "suspend_timeout"); });
+        });
+        g_drain_queue = false;
+        apply_flags();
+    }
+    pause_quiet_sockets();
     bool done = true;
     for_sockets(
         [&](Client& c) {

@@ -921,6 +921,31 @@ def test_suspend_serves_the_queue_first(pooler):
                 if m.type == "D"] == [[want]]
 
 
+def test_suspend_timeout_with_a_queue_keeps_the_transaction(pooler):
+    """A transaction that does not end within suspend_timeout keeps the client queued for
+    its server waiting: at the timeout the queued client is closed (FATAL suspend_timeout,
+    as PgBouncer) and the SUSPEND completes; the client inside the transaction is only
+    stopped and goes on with it after RESUME."""
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": "1",
+                          "suspend_timeout": "1"})
+    a, b = _raw_client(p), _raw_client(p)
+    a.query("BEGIN")
+    a.query("CREATE TEMP TABLE t (x int)")
+    b.send(pgwire.m.query("SELECT 42"))
+    harness.wait_until(lambda: [r["cl_waiting"] for r in p.show("POOLS")
+                                if r["database"] == "appdb"] == [1], 10, what="b queued")
+    c = console(p)
+    assert run(c, "SUSPEND")[2] == "SUSPEND"
+    got = b.wait_closed(timeout=10)
+    assert [m.error["M"] for m in got if m.type == "E"] == ["suspend_timeout"], got
+    a.send(pgwire.m.query("INSERT INTO t VALUES (7)"))
+    a.expect_nothing(0.3)
+    assert run(c, "RESUME")[2] == "RESUME"
+    a.read_until_rfq(timeout=10)
+    assert a.scalar("SELECT x FROM t") == "7"  # the same transaction, on the same backend
+    a.query("COMMIT")
+
+
 def test_suspend_timeout_drops_a_client_that_does_not_read(pooler):
     """SUSPEND waits for every socket's pending output to be sent; a client that stops
     reading in the middle of a large result is closed after suspend_timeout and the SUSPEND
