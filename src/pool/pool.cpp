@@ -82,7 +82,8 @@ void launch_server(Pool& p) {
 void assign(Client& c, Server& s) {
     if (s.sb.suspended()) [[unlikely]]  // SUSPEND serving its queue first (control_suspend)
         s.sb.unsuspend(settings().sbuf_loopcnt);
-    set_state(s, ServerState::Active);
+    if (s.state != ServerState::Active)  // else released by one client, handed to the next
+        set_state(s, ServerState::Active);
     set_state(c, ClientState::Active);
     link(c, s);
     s.request_time = mono_now();
@@ -488,22 +489,22 @@ void pool_launch_if_needed(Pool& p) {
     size_t want = p.waiting.size();
     if (want <= p.login.size() + p.used.size())
         return;
-    if (p.db->paused || rt().shutting_down)
-        return;
-    if (login_failing(p))
-        return;
     // Under load the pool is full and the queue waits for its servers: no settings walk for
     // the reserve pool or the database and user caps before the first reserve_pool_timeout.
     if (int size = p.pool_size();
         size > 0 && static_cast<int>(p.server_count()) >= size && !first_waited_out(p)) {
+        if (p.db->paused || rt().shutting_down)
+            return;
         // After an online restart the pool has servers but not the parameters a new client's
         // welcome needs, which only a login brings: one idle server makes room for it (as
         // PgBouncer; closing it launches the replacement).
-        if (p.welcome_pending && !p.have_params && p.login.empty())
+        if (p.welcome_pending && !p.have_params && p.login.empty() && !login_failing(p))
             if (Server* s = p.idle.front())
                 s->close("db not fully initialized after reboot");  // PgBouncer's words
         return;
     }
+    if (p.db->paused || rt().shutting_down || login_failing(p))
+        return;
     while (want > p.login.size() + p.used.size()) {
         if (!can_open_server(p, false)) {
             if (p.reserve_size() > 0 && first_waited_out(p) && can_open_server(p, true)) {
