@@ -192,7 +192,7 @@ void database_gauges(std::string& out) {
         {"sluice_database_client_connections", "Client connections of a database.",
          [](const Database& db) { return db.client_count; }},
         {"sluice_database_paused", "1 while the database is paused (PAUSE db, KILL db).",
-         [](const Database& db) { return db.paused ? 1 : 0; }},
+         [](const Database& db) { return control_db_paused(db) ? 1 : 0; }},
         {"sluice_database_disabled", "1 while new logins are rejected (DISABLE db).",
          [](const Database& db) { return db.disabled ? 1 : 0; }},
     };

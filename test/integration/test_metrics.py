@@ -113,6 +113,17 @@ def test_metrics_under_pgbench(pooler, pg, metrics_port):
     assert value(fams, "sluice_pool_max_wait_seconds", None, **pool) == 0
     assert fams["sluice_pool_max_wait_seconds"].unit == "seconds"
     assert value(fams, "sluice_database_paused", None, **db) == 0
+    # the database's own pause, as SHOW DATABASES "paused"; a global PAUSE is sluice_paused
+    p.admin("PAUSE")
+    fams = scrape(metrics_port)
+    assert (value(fams, "sluice_paused", None), value(fams, "sluice_database_paused", None,
+                                                      **db)) == (1, 0)
+    p.admin("RESUME")
+    p.admin("PAUSE appdb")
+    fams = scrape(metrics_port)
+    assert (value(fams, "sluice_paused", None), value(fams, "sluice_database_paused", None,
+                                                      **db)) == (0, 1)
+    p.admin("RESUME appdb")
     # the console is not a pool of interest: not exported
     assert not samples(fams, "sluice_pool_client_connections", database="pgbouncer")
 
