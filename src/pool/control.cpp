@@ -174,7 +174,7 @@ void control_suspend(bool carry_queued) {
 }
 
 void control_client_quiet(Client& c) {
-    if (!c.sb.suspended() && client_may_stop(c))
+    if (!c.admin && !c.sb.suspended() && client_may_stop(c))
         c.sb.suspend();
 }
 
