@@ -946,6 +946,49 @@ def test_suspend_timeout_with_a_queue_keeps_the_transaction(pooler):
     a.query("COMMIT")
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18's SUSPEND closes the clients queued for a server at suspend_timeout")
+def test_suspend_and_resume_under_load(pooler, tmp_path):
+    """SUSPEND and RESUME five times while pgbench -c 8 runs three-statement transactions
+    through a pool of 2 (six clients queued at any moment): each SUSPEND serves the queue
+    and answers, nothing moves while suspended, and pgbench ends with every client alive and
+    no failed transaction."""
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": "2"})
+    script = tmp_path / "xact.sql"
+    script.write_text("BEGIN;\nSELECT 1;\nSELECT 2;\nCOMMIT;\n")
+    bench = harness.pgbench_start(["-n", "-f", script, "-c", "8", "-j", "2", "-T", "6"],
+                                  p.port)
+
+    c = console(p)  # SUSPEND takes no new connection: the same session looks
+
+    def xacts():
+        return next((r["total_xact_count"] for r in run(c, "SHOW STATS")[1]
+                     if r["database"] == "appdb"), 0)
+
+    def queued():
+        return sum(r["cl_waiting"] for r in run(c, "SHOW POOLS")[1]
+                   if r["database"] == "appdb")
+
+    try:
+        for _ in range(5):
+            harness.wait_until(lambda: queued() > 0, 10, what="clients queued")
+            assert run(c, "SUSPEND")[2] == "SUSPEND"
+            frozen = xacts()
+            time.sleep(0.2)
+            assert xacts() == frozen  # suspended: no transaction moves
+            assert run(c, "RESUME")[2] == "RESUME"
+            harness.wait_until(lambda: xacts() > frozen, 10, what="transactions after RESUME")
+        out, err = bench.communicate(timeout=30)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.communicate()
+    assert bench.returncode == 0, out + err + p.log_text()
+    assert re.search(r"number of failed transactions: 0\b", out), out
+    assert "aborted" not in out + err, out + err
+    assert "suspend_timeout" not in p.log_text()
+
+
 def test_suspend_timeout_drops_a_client_that_does_not_read(pooler):
     """SUSPEND waits for every socket's pending output to be sent; a client that stops
     reading in the middle of a large result is closed after suspend_timeout and the SUSPEND
