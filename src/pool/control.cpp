@@ -114,12 +114,6 @@ bool control_resume_all() {
 
 namespace {
 
-// As PgBouncer, a connection in use stops only once it is quiet: nothing held here, no message
-// half through, and for a server only replies its client gets as they are (nothing sluice
-// asked on its own). Until then it goes on, so that a suspended pooler holds no state a new
-// process (online restart) could not take over from the sockets. Connections that are not in
-// use stop at once, except servers logging in or running their reset or check query: those
-// finish first, so that they move as idle servers.
 // Whether a client may stop being read now. Serving the queue first (g_drain_queue), a
 // queued client goes on (a server given to it reads again: pool.cpp's assign), and so does
 // one inside a transaction while others queue for its pool: its server is released only when
@@ -135,6 +129,12 @@ bool client_may_stop(const Client& c) {
            c.pool->waiting.empty();
 }
 
+// As PgBouncer, a connection in use stops only once it is quiet: nothing held here, no message
+// half through, and for a server only replies its client gets as they are (nothing sluice
+// asked on its own). Until then it goes on, so that a suspended pooler holds no state a new
+// process (online restart) could not take over from the sockets. Connections that are not in
+// use stop at once, except servers logging in or running their reset or check query: those
+// finish first, so that they move as idle servers.
 void pause_quiet_sockets() {
     for_sockets(
         [](Client& c) {
