@@ -41,7 +41,10 @@ uint64_t g_bulk_takes = 0;
 SBuf* g_pend_head = nullptr;
 SBuf* g_pend_tail = nullptr;
 size_t g_pend_count = 0;
-std::vector<uint8_t*> g_free_bufs;  // pooled receive buffers of g_bufsize bytes
+// Pooled receive buffers of g_bufsize bytes: a fixed stack, so that giving one back and
+// taking it again (a client does both every transaction) neither allocates nor calls.
+uint8_t* g_free_bufs[kMaxFreeBufs];
+size_t g_free_count = 0;
 size_t g_bufs_in_use = 0;           // g_bufsize buffers held by sockets
 uint64_t g_forward_sends = 0;
 
@@ -75,17 +78,16 @@ int send_once(int fd, const void* data, size_t len) {
     }
 }
 
-uint8_t* take_buffer() {
-    ++g_bufs_in_use;
-    if (!g_free_bufs.empty()) {
-        uint8_t* b = g_free_bufs.back();
-        g_free_bufs.pop_back();
-        return b;
-    }
+[[gnu::noinline, gnu::cold]] uint8_t* new_buffer() {
     auto* b = static_cast<uint8_t*>(malloc(g_bufsize));
     if (!b)
         abort();
     return b;
+}
+
+uint8_t* take_buffer() {
+    ++g_bufs_in_use;
+    return g_free_count > 0 ? g_free_bufs[--g_free_count] : new_buffer();
 }
 
 // nullptr when the cap is reached or pkt_buf is as big already.
@@ -106,7 +108,10 @@ uint8_t* take_bulk() {
     return b;
 }
 
-void give_buffer(uint8_t* b, uint32_t cap, bool bulk) {
+// give_buffer() for a bulk buffer, a grown one (held a big message: back to the allocator)
+// or a full pool. The pool is small: enough for the buffers in use at one moment in steady
+// traffic, while a burst of concurrent logins or reads leaves little RSS behind.
+[[gnu::noinline, gnu::cold]] void give_buffer_slow(uint8_t* b, uint32_t cap, bool bulk) {
     if (bulk) {
         --g_bulk_in_use;
         if (g_free_bulk.size() < kMaxFreeBulk)
@@ -117,22 +122,23 @@ void give_buffer(uint8_t* b, uint32_t cap, bool bulk) {
     }
     if (cap == g_bufsize)
         --g_bufs_in_use;
-    // Grown buffers (held big messages) go back to the allocator; keep a small pool: enough
-    // for the buffers in use at one moment in steady traffic, while a burst of concurrent
-    // logins or reads leaves little RSS behind.
-    if (cap == g_bufsize && g_free_bufs.size() < kMaxFreeBufs)
-        g_free_bufs.push_back(b);
-    else
-        free(b);
+    free(b);
+}
+
+void give_buffer(uint8_t* b, uint32_t cap, bool bulk) {
+    if (!bulk && cap == g_bufsize && g_free_count < kMaxFreeBufs) [[likely]] {
+        --g_bufs_in_use;
+        g_free_bufs[g_free_count++] = b;
+        return;
+    }
+    give_buffer_slow(b, cap, bulk);
 }
 
 }  // namespace
 
 void sbuf_release_buffers() noexcept {
-    for (uint8_t* b : g_free_bufs)
-        free(b);
-    g_free_bufs.clear();
-    g_free_bufs.shrink_to_fit();
+    while (g_free_count > 0)
+        free(g_free_bufs[--g_free_count]);
     for (uint8_t* b : g_free_bulk)
         free(b);
     g_free_bulk.clear();
@@ -144,7 +150,7 @@ size_t sbuf_bulk_buffers_in_use() noexcept {
 }
 
 SBufMemory sbuf_memory() noexcept {
-    return {g_bufsize, g_bufs_in_use, g_free_bufs.size(),
+    return {g_bufsize, g_bufs_in_use, g_free_count,
             kBulkSize, g_bulk_in_use, g_free_bulk.size()};
 }
 
@@ -157,9 +163,8 @@ void sbuf_set_bulk_limit(size_t n) noexcept {
 }
 
 void sbuf_set_buffer_size(uint32_t size) noexcept {
-    for (uint8_t* b : g_free_bufs)
-        free(b);
-    g_free_bufs.clear();
+    while (g_free_count > 0)
+        free(g_free_bufs[--g_free_count]);
     g_bufsize = size < 512 ? 512 : size;
 }
 
@@ -515,29 +520,27 @@ void SBuf::set_batching(bool on) noexcept {
 
 void SBuf::send_batch() noexcept {
     unsigned n = 0;
-    SBuf* who[kMaxDeferred];
     const Deferred* what[kMaxDeferred];
     for (unsigned i = 0; i < g_deferred_count; ++i) {
         const Deferred& e = g_deferred[i];
         if (!e.sb)
             continue;
+        e.sb->defer_slot_ = 0;  // nothing joins the entry from here on
         g_ring.prep(n, e.sb->fd_, g_slab + e.off, e.len);
-        what[n] = &e;
-        who[n++] = e.sb;
+        what[n++] = &e;
     }
     int res[kMaxDeferred];
     bool ringed = n > 1 && g_ring.submit(n, res);
     g_ring_batches += ringed;
     if (n > 0 && !ringed) {
         for (unsigned i = 0; i < n; ++i)
-            res[i] = send_once(who[i]->fd_, g_slab + what[i]->off, what[i]->len);
+            res[i] = send_once(what[i]->sb->fd_, g_slab + what[i]->off, what[i]->len);
     }
     for (unsigned i = 0; i < n; ++i) {
-        SBuf* sb = who[i];
-        sb->defer_slot_ = 0;
         uint32_t len = what[i]->len;
         if (res[i] == static_cast<int>(len)) [[likely]]
             continue;
+        SBuf* sb = what[i]->sb;
         size_t done = res[i] > 0 ? static_cast<size_t>(res[i]) : 0;
         try {
             sb->unsent_first(g_slab + what[i]->off + done, len - done);
@@ -739,15 +742,19 @@ void SBuf::preload_input(std::span<const uint8_t> bytes) {
     run_soon(EV_READ);
 }
 
+// A bulk buffer while streaming (if one is free under the cap), else a pkt_buf. Apart from
+// ensure_buffer(): the read path takes one every transaction and needs no growing.
+void SBuf::attach_buffer() noexcept {
+    uint8_t* b = streaming_ ? take_bulk() : nullptr;
+    bulk_buf_ = b != nullptr;
+    cap_ = b ? kBulkSize : g_bufsize;
+    buf_ = b ? b : take_buffer();
+    pos_ = parse_ = end_ = 0;
+}
+
 bool SBuf::ensure_buffer(size_t need_total) {
-    if (!buf_) {
-        buf_ = streaming_ ? take_bulk() : nullptr;
-        bulk_buf_ = buf_ != nullptr;
-        cap_ = bulk_buf_ ? kBulkSize : g_bufsize;
-        if (!buf_)
-            buf_ = take_buffer();
-        pos_ = parse_ = end_ = 0;
-    }
+    if (!buf_)
+        attach_buffer();
     if (need_total <= cap_)
         return true;
     size_t cap = std::max<size_t>(need_total, size_t{cap_} * 2);
@@ -922,7 +929,7 @@ void SBuf::handle_read(bool drained) {
             return;
         }
         if (!buf_) [[unlikely]]
-            ensure_buffer(0);
+            attach_buffer();
         else if (streaming_ && !bulk_buf_ && pos_ == end_ && cap_ == g_bufsize) [[unlikely]]
             start_streaming();
         if (end_ == cap_) {

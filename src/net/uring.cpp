@@ -104,9 +104,12 @@ bool SendRing::open(std::string& why) {
     }
     sqes_ = sqe_map_;
     cqes_ = cq + p.cq_off.cqes;
-    // The SQ array is the identity: entry i of the ring is SQE i.
-    for (unsigned i = 0; i < p.sq_entries; ++i)
+    // The SQ array is the identity: entry i of the ring is SQE i. Each SQE is a send, once:
+    // prep() fills in only what changes.
+    for (unsigned i = 0; i < p.sq_entries; ++i) {
         sq_array_[i] = i;
+        static_cast<io_uring_sqe*>(sqes_)[i] = kSend;
+    }
     if (!completes_at_once(*this, why)) {
         close();
         return false;

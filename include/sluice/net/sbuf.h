@@ -260,6 +260,7 @@ private:
     // Moves our pending range into the peer's out_ (keeps order when the peer queues bytes).
     void spill_pending();
     bool ensure_buffer(size_t need_total);
+    void attach_buffer() noexcept;  // a receive buffer for an sbuf without one
     void drop_buffer() noexcept;  // gives buf_ back (pool, bulk pool or allocator)
     void start_streaming();       // an empty pkt_buf buffer becomes a bulk one, if one is free
     void compact();

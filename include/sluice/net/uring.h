@@ -48,9 +48,9 @@ public:
     bool send_all(const UringSend* sends, unsigned n, int* res) noexcept;
     // The same in two steps, without an array of UringSend: prep() fills send i of the next
     // submit(), which sends 0 to n-1.
+    // Every SQE holds kSend's other fields since open() (the kernel only reads them).
     void prep(unsigned i, int fd, const void* data, uint32_t len) noexcept {
         io_uring_sqe& e = static_cast<io_uring_sqe*>(sqes_)[(*sq_tail_ + i) & sq_mask_];
-        e = kSend;
         e.fd = fd;
         e.addr = reinterpret_cast<uintptr_t>(data);
         e.len = len;
