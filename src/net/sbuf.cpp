@@ -603,7 +603,7 @@ void SBuf::flush_out_before_close() {
         out_pos_ += sent;
 }
 
-bool SBuf::forward_flush() {
+bool SBuf::forward_pending() {
     uint32_t pending = parse_ - pos_;
     if (!peer_) {
         pos_ = parse_;

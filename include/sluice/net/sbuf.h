@@ -253,7 +253,14 @@ private:
     // Walks packets in [parse_, end_). False when processing must stop (pause/close/hold).
     bool process();
     // Sends peer->out_ + our pending range to the peer. False if blocked or closed.
-    bool forward_flush();
+    bool forward_flush() {
+        // Nothing walked for the peer, nothing queued for it, nothing held back: no call (a
+        // client whose request waits for a server comes here every transaction).
+        if (parse_ == pos_ && !blocked_ && (!peer_ || !peer_->has_output()))
+            return true;
+        return forward_pending();
+    }
+    bool forward_pending();
     // Walks n bytes of the current packet: into the pending range (Forward with a peer) or
     // dropped (everything pending before them is spilled first).
     void pass_bytes(uint32_t n, PacketAction a);
