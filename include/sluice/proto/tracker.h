@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -41,6 +42,36 @@ struct Expect {
     void* ps = nullptr;
 };
 static_assert(sizeof(Expect) <= 16, "Expect: one per request in flight, keep it small");
+
+// The request a reply of this type completes when it is at the head (0: none).
+constexpr uint8_t reply_completes(uint8_t reply) noexcept {
+    switch (reply) {
+    case msg::kParseComplete:
+        return msg::kParse;
+    case msg::kBindComplete:
+        return msg::kBind;
+    case msg::kCloseComplete:
+        return msg::kClose;
+    case msg::kRowDescription:
+    case msg::kNoData:
+        return msg::kDescribe;
+    case msg::kCommandComplete:
+    case msg::kEmptyQuery:
+    case msg::kPortalSuspended:
+        return msg::kExecute;
+    default:
+        return 0;
+    }
+}
+
+// RequestTracker::completed_by() as a table (the switch compiled to a chain of compares,
+// and it runs for every reply).
+inline constexpr auto kReplyCompletes = [] {
+    std::array<uint8_t, 256> t{};
+    for (unsigned i = 0; i < t.size(); ++i)
+        t[i] = reply_completes(static_cast<uint8_t>(i));
+    return t;
+}();
 
 class RequestTracker {
 public:
@@ -162,26 +193,8 @@ private:
         return !empty() && fakes_ == 0 && !unusual() &&
                q_[head_].action == ReplyAction::Forward;
     }
-    // The request a reply of this type completes when it is at the head ('1' -> 'P').
-    static constexpr uint8_t completed_by(uint8_t reply) noexcept {
-        switch (reply) {
-        case msg::kParseComplete:
-            return msg::kParse;
-        case msg::kBindComplete:
-            return msg::kBind;
-        case msg::kCloseComplete:
-            return msg::kClose;
-        case msg::kRowDescription:
-        case msg::kNoData:
-            return msg::kDescribe;
-        case msg::kCommandComplete:
-        case msg::kEmptyQuery:
-        case msg::kPortalSuspended:
-            return msg::kExecute;
-        default:
-            return 0;
-        }
-    }
+    // The request a reply of this type completes when it is at the head ('1' -> 'P'; 0: none).
+    static uint8_t completed_by(uint8_t reply) noexcept { return kReplyCompletes[reply]; }
     // What a plain reply does to the head request: nothing (rows, or the reply of another
     // request type: Describe's RowDescription while a Query is at the head), completes it, or
     // it is no plain reply at all.
