@@ -86,11 +86,12 @@ void assign(Client& c, Server& s) {
         set_state(s, ServerState::Active);
     set_state(c, ClientState::Active);
     link(c, s);
-    s.request_time = mono_now();
+    usec_t now = mono_now();
+    s.request_time = now;
     c.pool->server_assignments++;
     if (c.wait_start) {
-        c.pool->wait_time += static_cast<uint64_t>(mono_now() - c.wait_start);
-        stats_observe_wait(*c.pool, mono_now() - c.wait_start);
+        c.pool->wait_time += static_cast<uint64_t>(now - c.wait_start);
+        stats_observe_wait(*c.pool, now - c.wait_start);
         c.wait_start = 0;
     }
     s.sync_vars_from(c);
