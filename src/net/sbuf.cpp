@@ -451,7 +451,6 @@ bool SBuf::defer_more(const iovec* iov, int cnt, size_t total) noexcept {
     return true;
 }
 
-
 bool SBuf::send_direct(const iovec* in, int cnt, size_t& sent) {
     iovec iov[3];
     int k = 0;

@@ -456,6 +456,12 @@ bool pool_refuse_with_login_error(Client& c) {
 }
 
 namespace {
+// Nothing stops the pool opening connections but its limits: not paused, not shutting down,
+// logins not failing.
+bool can_launch(const Pool& p) {
+    return !p.db->paused && !rt().shutting_down && !login_failing(p);
+}
+
 // max_db_connections / max_user_connections: close an idle server of another pool of the
 // same database or user so that this pool can open one (PgBouncer evicts the same way).
 bool evict_for(const Pool& p) {
@@ -494,17 +500,15 @@ void pool_launch_if_needed(Pool& p) {
     // the reserve pool or the database and user caps before the first reserve_pool_timeout.
     if (int size = p.pool_size();
         size > 0 && static_cast<int>(p.server_count()) >= size && !first_waited_out(p)) {
-        if (p.db->paused || rt().shutting_down)
-            return;
         // After an online restart the pool has servers but not the parameters a new client's
         // welcome needs, which only a login brings: one idle server makes room for it (as
-        // PgBouncer; closing it launches the replacement).
-        if (p.welcome_pending && !p.have_params && p.login.empty() && !login_failing(p))
+        // PgBouncer; closing it launches the replacement, so not while none could launch).
+        if (p.welcome_pending && !p.have_params && p.login.empty() && can_launch(p))
             if (Server* s = p.idle.front())
                 s->close("db not fully initialized after reboot");  // PgBouncer's words
         return;
     }
-    if (p.db->paused || rt().shutting_down || login_failing(p))
+    if (!can_launch(p))
         return;
     while (want > p.login.size() + p.used.size()) {
         if (!can_open_server(p, false)) {
