@@ -96,8 +96,14 @@ deps:
 run: deps-quiet all
 	SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTHON) test/lib/run_demo.py
 
-bench: deps-quiet all
-	SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTHON) test/bench/bench.py $(BENCH_ARGS)
+# The bench's floor: a byte relay with no protocol work (test/bench/relay.cpp, figure 2).
+$(BUILD)/bench/relay: test/bench/relay.cpp config.mk
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++20 $(WARNINGS) -Werror -O2 -o $@ $<
+
+bench: deps-quiet all $(BUILD)/bench/relay
+	SLUICE_BIN=$(abspath $(BUILD)/sluice) RELAY_BIN=$(abspath $(BUILD)/bench/relay) \
+	    $(PYTHON) test/bench/bench.py $(BENCH_ARGS)
 
 format:
 	clang-format -i $(shell find src include test/unit -name '*.cpp' -o -name '*.h')

@@ -50,6 +50,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -70,9 +71,12 @@ import tlsutil  # noqa: E402
 PGBOUNCER = "/usr/sbin/pgbouncer"
 TARGETS = ("direct", "pgbouncer", "sluice")
 POOLERS = ("pgbouncer", "sluice")
-LABEL = {"direct": "direct", "pgbouncer": "PgBouncer", "sluice": "sluice"}
+LABEL = {"direct": "direct", "pgbouncer": "PgBouncer", "sluice": "sluice", "relay": "byte relay"}
 USER, PASSWORD, DB = "md5user", "md5pass", "appdb"
 MODES = ("simple", "extended", "prepared")
+# The floor of figure 2 at -c 1: test/bench/relay.cpp (RELAY_BIN, built by `make bench`) moves
+# bytes between pgbench and PostgreSQL with the same system calls as a pooler and no other work.
+RELAY_MODES = ("simple", "extended")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # tools the bench needs beyond `make deps` (binary -> Debian package)
@@ -270,6 +274,9 @@ class Bench:
             "server_tls_sslmode": "disable",
         })
         self.certs: tlsutil.Certs | None = None
+        self.relay_bin = os.environ.get("RELAY_BIN")
+        self.relay: subprocess.Popen | None = None
+        self.relay_port: int | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -378,7 +385,43 @@ class Bench:
         return p
 
     def port_of(self, target: str, tls: bool = False) -> int:
-        return self.pg.port if target == "direct" else self.pooler(target, tls).port
+        if target == "direct":
+            return self.pg.port
+        if target == "relay":
+            return self.relay_port
+        return self.pooler(target, tls).port
+
+    def start_relay(self) -> bool:
+        """Starts the byte relay once; False (and an event) when it cannot run."""
+        if self.relay is not None and self.relay.poll() is None:
+            return True
+        if self.relay is not None:
+            self.event(f"the byte relay exited (rc {self.relay.returncode}); not restarted")
+            return False
+        if not self.relay_bin or not os.access(self.relay_bin, os.X_OK):
+            self.event("no byte relay (RELAY_BIN; `make bench` builds it): the floor at -c 1 "
+                       "is not measured")
+            self.relay_bin = None
+            return False
+        self.relay_port = harness.free_port()
+        log_path = os.path.join(self.work, "relay.log")
+        with open(log_path, "w") as logf:
+            self.relay = subprocess.Popen([self.relay_bin, str(self.relay_port),
+                                           str(self.pg.port)], stdin=subprocess.DEVNULL,
+                                          stdout=logf, stderr=subprocess.STDOUT)
+        self.extra_procs.append(self.relay)
+
+        def listening():
+            try:
+                with socket.create_connection(("127.0.0.1", self.relay_port), timeout=1):
+                    return True
+            except OSError:
+                return self.relay.poll() is not None  # died: stop waiting, report below
+        harness.wait_until(listening, 10, what="byte relay listening")
+        if self.relay.poll() is not None:
+            self.event(f"the byte relay did not start: {Path(log_path).read_text()[-500:]}")
+            return False
+        return True
 
     def cleanup(self) -> None:
         for proc in self.extra_procs:
@@ -463,8 +506,8 @@ class Bench:
         prefix = os.path.join(self.work, f"lat-{target}-{mode}-{clients}")
         if logs:
             args += ["-l", f"--log-prefix={prefix}", f"--sampling-rate={self.args.sampling}"]
-        p = None if target == "direct" else self.pooler(target, tls)
-        pid = p.pid if p else None
+        p = None if target in ("direct", "relay") else self.pooler(target, tls)
+        pid = p.pid if p else (self.relay.pid if target == "relay" else None)
         cpu0 = proc_cpu_secs(pid) if pid else None
         ns0 = proc_sched_ns(pid) if pid else None
         r = self.pgbench(port, args, timeout=duration + 120,
@@ -505,11 +548,14 @@ class Bench:
             for rep in range(a.reps):
                 for mode in MODES:
                     targets = [t for t in TARGETS if not (mode == "prepared" and t == "pgbouncer")]
+                    if clients == 1 and mode in RELAY_MODES and self.relay_bin and \
+                            self.start_relay():
+                        targets.append("relay")
                     key = f"{mode}/c{clients}"
                     res.setdefault(key, {t: [] for t in targets})
                     for t in targets:
                         r = self.run_select(t, mode, clients, a.duration)
-                        res[key][t].append(r)
+                        res[key].setdefault(t, []).append(r)
                         if not r["ok"]:
                             if rep == 0 or r["error"] != res[key][t][0].get("error"):
                                 self.event(f"pgbench -S -M {mode} -c {clients} through {t} "
@@ -1038,6 +1084,36 @@ class Bench:
             v["direct"] = "—"
             self.add_row("7", "pooler CPU µs/txn over TLS -M simple -c 64", v)
 
+    def floor_markdown(self) -> list[str]:
+        """The byte relay's CPU per transaction at -c 1 beside the poolers' (same runs)."""
+        f1 = self.raw.get("fig1", {})
+        out = []
+        for mode in RELAY_MODES:
+            runs = f1.get(f"{mode}/c1", {})
+            if not runs.get("relay"):
+                continue
+            v = self.vals_from({t: runs.get(t, []) for t in ("relay", "pgbouncer", "sluice")},
+                               "cpu_us_per_txn")
+            med = {t: v[t]["median"] if isinstance(v.get(t), dict) else None for t in v}
+            r, b, s = med.get("relay"), med.get("pgbouncer"), med.get("sluice")
+            out.append(f"| -M {mode} | {fmt_cell(v.get('relay'))} | "
+                       f"{fmt_cell(v.get('pgbouncer'))} | {fmt_cell(v.get('sluice'))} | "
+                       + (f"{r / b:.2f}×" if r and b else "") + " | "
+                       + (f"{s / r:.2f}×" if r and s else "") + " | "
+                       + (f"{0.9 * b:.1f}" if b else "") + " |")
+        if not out:
+            return []
+        return ["## The floor at -c 1: a byte relay", "",
+                "Pooler CPU µs per transaction in the same figure 1 runs, beside "
+                "test/bench/relay.cpp: a relay that moves bytes between pgbench and PostgreSQL "
+                "with the system calls a pooler makes per message (epoll_wait, recv, send) and "
+                "no work of its own (no protocol, no auth, no pool). What it costs is the "
+                "kernel's part, which no pooler built this way can go below; the target "
+                "column is 0.9× PgBouncer.", "",
+                "| mode | byte relay | PgBouncer | sluice | relay ÷ PgBouncer | "
+                "sluice ÷ relay | 0.9× PgBouncer |",
+                "|---|---:|---:|---:|---:|---:|---:|"] + out + [""]
+
     def table_markdown(self) -> str:
         out = ["| fig | metric | direct | PgBouncer | sluice | sluice ÷ PgBouncer | "
                "sluice ÷ direct | target | result |",
@@ -1208,6 +1284,7 @@ unset multiplot
                          r["target"].endswith("direct") else "")
                       + f" (target {r['target']})")
         md.append("")
+        md += self.floor_markdown()
         st = self.raw.get("strace")
         if st:
             md += ["## Figure 3 detail: calls per transaction by syscall", "",
