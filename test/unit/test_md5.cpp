@@ -10,6 +10,8 @@ extern "C" {
 
 #include <string>
 
+#include <openssl/evp.h>
+
 #include "sluice/auth/md5.h"
 
 namespace {
@@ -97,6 +99,46 @@ void test_pg_md5_response_differs(void**) {
     assert_int_equal(a.size(), 35);
 }
 
+// OpenSSL's MD5 of data, as lower-case hex: the reference for ours.
+std::string openssl_md5_hex(std::string_view data) {
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    assert_int_equal(EVP_Digest(data.data(), data.size(), d, &n, EVP_md5(), nullptr), 1);
+    static const char* digits = "0123456789abcdef";
+    std::string hex;
+    for (unsigned i = 0; i < n; ++i) {
+        hex += digits[d[i] >> 4];
+        hex += digits[d[i] & 15];
+    }
+    return hex;
+}
+
+// Every length from 0 to 300 bytes (padding into one block or two, exactly 55/56/63/64
+// bytes, several blocks), arbitrary bytes including 0x00 and 0x80, against OpenSSL.
+void test_matches_openssl_at_every_length(void**) {
+    std::string data;
+    uint32_t x = 12345;
+    for (size_t len = 0; len <= 300; ++len) {
+        assert_string_equal(sluice::md5_hex(std::string_view{data}).c_str(),
+                            openssl_md5_hex(data).c_str());
+        x = x * 1103515245u + 12345u;
+        data += static_cast<char>(x >> 16);
+    }
+}
+
+// Two parts hashed as one message (password + user): every split point of a 130-byte input,
+// so the second part starts inside a partly filled block, at its end, and across blocks.
+void test_parts_hash_as_their_concatenation(void**) {
+    std::string all;
+    for (int i = 0; i < 130; ++i)
+        all += static_cast<char>('a' + i % 26);
+    for (size_t cut = 0; cut <= all.size(); ++cut) {
+        std::string_view v{all};
+        assert_string_equal(sluice::pg_md5_secret(v.substr(0, cut), v.substr(cut)).c_str(),
+                            ("md5" + openssl_md5_hex(all)).c_str());
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -108,6 +150,8 @@ int main() {
         cmocka_unit_test(test_pg_md5_response_from_password),
         cmocka_unit_test(test_pg_md5_response_from_secret),
         cmocka_unit_test(test_pg_md5_response_differs),
+        cmocka_unit_test(test_matches_openssl_at_every_length),
+        cmocka_unit_test(test_parts_hash_as_their_concatenation),
     };
     return cmocka_run_group_tests_name("md5", tests, nullptr, nullptr);
 }

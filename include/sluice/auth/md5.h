@@ -9,8 +9,7 @@
 
 namespace sluice {
 
-// Lower-case hex digest of data. "" (and an error logged) when OpenSSL refuses MD5 (FIPS);
-// the pg_md5_* functions then return "" too, which matches no client response.
+// Lower-case hex digest of data (our own MD5, not OpenSSL's: see md5.cpp).
 std::string md5_hex(std::span<const uint8_t> data);
 inline std::string md5_hex(std::string_view s) {
     return md5_hex(std::span{reinterpret_cast<const uint8_t*>(s.data()), s.size()});

@@ -1,20 +1,30 @@
 // Lower-case hexadecimal text of bytes, and back.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
 namespace sluice {
 
+// The two digits of every byte value, "000102...ff" (one load and one store per byte).
+inline constexpr std::array<char, 512> kHexPairs = [] {
+    constexpr char kDigits[] = "0123456789abcdef";
+    std::array<char, 512> t{};
+    for (size_t i = 0; i < 256; i++) {
+        t[2 * i] = kDigits[i >> 4];
+        t[2 * i + 1] = kDigits[i & 0x0f];
+    }
+    return t;
+}();
+
 // Writes 2 * n digits to out (no terminator).
 inline void hex_encode(const uint8_t* p, size_t n, char* out) noexcept {
-    static constexpr char kDigits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = kDigits[p[i] >> 4];
-        out[2 * i + 1] = kDigits[p[i] & 0x0f];
-    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(out + 2 * i, &kHexPairs[2 * size_t{p[i]}], 2);
 }
 
 inline void append_hex(std::string& out, const void* data, size_t n) {
