@@ -18,6 +18,7 @@ extern "C" {
 #include <unistd.h>
 
 #include <cstdio>
+#include <ctime>
 #include <cstring>
 
 #include <span>
@@ -181,6 +182,60 @@ void test_timer_ends_the_wait(void**) {
     assert_true(sluice::mono_now() - start < 30 * 1000000);  // far below one max_wait
     sluice::loop_timer_forget(ev);
     event_free(ev);
+}
+
+// The loop sleeps without a timeout: the wake timer (a timerfd in the set) is set for the
+// earliest timer, once, not at every sleep; a nearer timer sets it again and ends the wait.
+void test_wake_timer_is_set_once_per_deadline(void**) {
+    Loop loop;
+    int late = 0;
+    event* far = evtimer_new(loop.base, on_timer, &late);
+    sluice::loop_timer_add(far, timeval{10, 0});
+    Conn c;
+    unsigned long before = sluice::loop_wake_sets();
+    for (int i = 0; i < 50; ++i) {
+        c.send_query();
+        sluice::loop_turn(60000);
+    }
+    assert_int_equal(c.owner.packets, 50);
+    assert_int_equal(sluice::loop_wake_sets() - before, 1);
+    int soon = 0;
+    event* near = evtimer_new(loop.base, on_timer, &soon);
+    sluice::loop_timer_add(near, timeval{0, 20000});
+    alarm(30);  // a wait the timer does not end fails the test instead of hanging it
+    for (int i = 0; i < 100 && !soon; ++i)
+        sluice::loop_turn(60000);
+    alarm(0);
+    assert_int_equal(soon, 1);
+    assert_int_equal(late, 0);
+    assert_true(sluice::loop_wake_sets() - before >= 2);
+    sluice::loop_timer_forget(near);
+    event_free(near);
+    sluice::loop_timer_forget(far);
+    event_free(far);
+}
+
+// With no timer at all, turns still end after max_wait, and they sleep until then rather than
+// spin on a wake timer already past. (A turn may also end early: epoll_wait returns EINTR
+// when io_uring has work for us.)
+void test_wait_is_bounded_without_timers(void**) {
+    Loop loop;
+    // The test's own clock: reading sluice's would refresh the reading the loop relies on.
+    auto ms_now = [] {
+        timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    };
+    long start = ms_now();
+    int turns = 0;
+    alarm(30);  // a wait that never ends fails the test instead of hanging it
+    while (ms_now() - start < 200 && turns <= 20) {
+        sluice::loop_turn(50);
+        ++turns;
+    }
+    alarm(0);
+    assert_true(turns >= 3);   // 200 ms of 50 ms waits
+    assert_true(turns <= 20);  // not a spin
 }
 
 // A libevent event on its own fd (a listener, a signal pipe) runs through the nested fd.
@@ -471,6 +526,8 @@ int main() {
         cmocka_unit_test(test_close_while_report_waits_in_batch),
         cmocka_unit_test(test_resumed_runs_before_rest_of_batch),
         cmocka_unit_test(test_timer_ends_the_wait),
+        cmocka_unit_test(test_wake_timer_is_set_once_per_deadline),
+        cmocka_unit_test(test_wait_is_bounded_without_timers),
         cmocka_unit_test(test_libevent_fd_event_runs),
         cmocka_unit_test(test_resume_from_libevent_callback),
         cmocka_unit_test(test_stop_from_socket_callback),

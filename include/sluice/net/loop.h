@@ -13,7 +13,9 @@
 // through loop_timer_add() is due, or loop_wake_libevent() was called. Deferred frees
 // (loop_defer) run at the end of the turn, without a libevent pass.
 // libevent's next timeout is not public API: the wait is bounded by the earliest timer armed
-// through loop_timer_add() and by one second (evhttp's own idle timeouts).
+// through loop_timer_add() and by one second (evhttp's own idle timeouts). epoll_wait sleeps
+// without a timeout: a timerfd in the set (the wake timer) is set for that bound, and set
+// again only when it changes (loop.cpp says why).
 //
 // Fallback: when libevent's epoll fd cannot be found (another backend, no /proc), our set is
 // a libevent read event instead and libevent's loop drives everything (one epoll_wait more
@@ -83,6 +85,8 @@ void loop_unwatch(int fd) noexcept;
 // event_add() with a timeout, for timers that must wake the loop on time. Call
 // loop_timer_forget() before event_free() of such an event.
 int loop_timer_add(event* ev, const timeval& tv);
+// How often the wake timer was set (timerfd_settime calls) since the process started (tests).
+unsigned long loop_wake_sets() noexcept;
 void loop_timer_forget(event* ev) noexcept;
 
 }  // namespace sluice
