@@ -397,6 +397,7 @@ class Bench:
             return True
         if self.relay is not None:
             self.event(f"the byte relay exited (rc {self.relay.returncode}); not restarted")
+            self.relay_bin = None
             return False
         if not self.relay_bin or not os.access(self.relay_bin, os.X_OK):
             self.event("no byte relay (RELAY_BIN; `make bench` builds it): the floor at -c 1 "
@@ -417,9 +418,15 @@ class Bench:
                     return True
             except OSError:
                 return self.relay.poll() is not None  # died: stop waiting, report below
-        harness.wait_until(listening, 10, what="byte relay listening")
+        try:
+            harness.wait_until(listening, 10, what="byte relay listening")
+        except TimeoutError:
+            self.event("the byte relay did not listen within 10 s; the floor is not measured")
+            self.relay_bin = None
+            return False
         if self.relay.poll() is not None:
             self.event(f"the byte relay did not start: {Path(log_path).read_text()[-500:]}")
+            self.relay_bin = None
             return False
         return True
 
