@@ -134,11 +134,15 @@ void give_buffer(uint8_t* b, uint32_t cap, bool bulk) {
     give_buffer_slow(b, cap, bulk);
 }
 
+void free_pooled_buffers() noexcept {
+    while (g_free_count > 0)
+        free(g_free_bufs[--g_free_count]);
+}
+
 }  // namespace
 
 void sbuf_release_buffers() noexcept {
-    while (g_free_count > 0)
-        free(g_free_bufs[--g_free_count]);
+    free_pooled_buffers();
     for (uint8_t* b : g_free_bulk)
         free(b);
     g_free_bulk.clear();
@@ -163,8 +167,7 @@ void sbuf_set_bulk_limit(size_t n) noexcept {
 }
 
 void sbuf_set_buffer_size(uint32_t size) noexcept {
-    while (g_free_count > 0)
-        free(g_free_bufs[--g_free_count]);
+    free_pooled_buffers();
     g_bufsize = size < 512 ? 512 : size;
 }
 

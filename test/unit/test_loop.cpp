@@ -18,8 +18,8 @@ extern "C" {
 #include <unistd.h>
 
 #include <cstdio>
-#include <ctime>
 #include <cstring>
+#include <ctime>
 
 #include <span>
 #include <string>
