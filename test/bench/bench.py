@@ -132,6 +132,34 @@ def proc_sched_ns(pid: int) -> int:
     return total
 
 
+def process_tree(root: int) -> list[int]:
+    """root and every process below it (one pass over /proc)."""
+    children: dict[int, list[int]] = {}
+    for st in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(st) as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(rest[1]), []).append(int(st.split("/")[2]))
+        except (OSError, ValueError, IndexError):
+            pass
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def set_affinity(pids, cpus: set) -> None:
+    """Every thread of every pid onto cpus; processes gone meanwhile are skipped."""
+    for pid in pids:
+        for task in glob.glob(f"/proc/{pid}/task/*"):
+            try:
+                os.sched_setaffinity(int(task.rsplit("/", 1)[1]), cpus)
+            except (OSError, ValueError):
+                pass
+
+
 def proc_status_kib(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -456,7 +484,8 @@ class Bench:
 
     # -- pgbench --------------------------------------------------------------
 
-    def pgbench(self, port: int, args: list, timeout: float, env: dict | None = None) -> dict:
+    def pgbench(self, port: int, args: list, timeout: float, env: dict | None = None,
+                cpus: set | None = None) -> dict:
         extra_env = env
         env = dict(os.environ, PGPASSWORD=PASSWORD, PGCONNECT_TIMEOUT="20")
         env.pop("PGPASSFILE", None)
@@ -465,7 +494,9 @@ class Bench:
             [str(a) for a in args] + [DB]
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                               stdin=subprocess.DEVNULL, cwd=self.work)
+                               stdin=subprocess.DEVNULL, cwd=self.work,
+                               preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus
+                               else None)
             out, err, rc = r.stdout, r.stderr, r.returncode
         except subprocess.TimeoutExpired as e:
             out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else \
@@ -504,9 +535,11 @@ class Bench:
                 "samples": len(lat)}
 
     def run_select(self, target: str, mode: str, clients: int, duration: int,
-                   extra: tuple = (), logs: bool = True, tls: bool = False) -> dict:
+                   extra: tuple = (), logs: bool = True, tls: bool = False,
+                   cpus: set | None = None) -> dict:
         """One pgbench -S run against target, with the pooler's CPU over it. tls: through the
-        TLS twin of the pooler, pgbench with PGSSLMODE=require (figure 7)."""
+        TLS twin of the pooler, pgbench with PGSSLMODE=require (figure 7). cpus: pgbench runs
+        on these CPUs only (the one-core runs of figure 2)."""
         port = self.port_of(target, tls)
         jobs = min(2, clients)
         args = ["-n", "-S", "-M", mode, "-c", clients, "-j", jobs, "-T", duration] + list(extra)
@@ -518,7 +551,7 @@ class Bench:
         cpu0 = proc_cpu_secs(pid) if pid else None
         ns0 = proc_sched_ns(pid) if pid else None
         r = self.pgbench(port, args, timeout=duration + 120,
-                         env=tlsutil.ssl_env("require") if tls else None)
+                         env=tlsutil.ssl_env("require") if tls else None, cpus=cpus)
         if pid and harness.pid_alive(pid):
             r["cpu_secs"] = proc_cpu_secs(pid) - cpu0
             r["sched_secs"] = (proc_sched_ns(pid) - ns0) / 1e9
@@ -571,6 +604,46 @@ class Bench:
                         f"{t}={res[key][t][-1]['tps']:.0f}" if res[key][t][-1]["ok"] else
                         f"{t}=FAILED" for t in targets)
                     log(f"fig1 {key} rep {rep + 1}/{a.reps}: tps {desc}")
+
+    # -- figure 2, one core: -c 1 with everything on one CPU ---------------------------
+
+    def fig2_one_core(self) -> None:
+        """-c 1 again with pgbench, the pooler (or the byte relay) and every PostgreSQL
+        process on one CPU, as in a container given one. At -c 1 on two CPUs each message
+        wakes a process that may be on either, and which it is moves a run's CPU per
+        transaction by up to a quarter (figure 1's min-max); on one CPU no wake-up crosses to
+        the other, and repetitions agree within a few percent. No target: the view in which a
+        change of a microsecond per transaction shows."""
+        a = self.args
+        res = self.raw.setdefault("one_core", {})
+        everywhere = os.sched_getaffinity(0)
+        core = {max(everywhere)}
+        for t in POOLERS:
+            self.pooler(t)
+        targets = list(POOLERS) + (["relay"] if self.relay_bin and self.start_relay() else [])
+        pids = [self.poolers[t].pid for t in POOLERS] + \
+            ([self.relay.pid] if "relay" in targets else [])
+        try:
+            set_affinity(pids + process_tree(self.pg.pid), core)
+            for rep in range(a.one_core_reps):
+                for mode in RELAY_MODES:
+                    runs = res.setdefault(f"{mode}/c1", {t: [] for t in targets})
+                    for t in targets:
+                        r = self.run_select(t, mode, 1, a.one_core_duration, logs=False,
+                                            cpus=core)
+                        runs[t].append(r)
+                        if not r["ok"] and rep == 0:
+                            self.event(f"pgbench -S -M {mode} -c 1 on one CPU through {t} "
+                                       f"failed (rc {r['rc']}): {r['error']}")
+                    desc = "  ".join(f"{t}={runs[t][-1].get('cpu_us_per_txn', 0):.1f}"
+                                     for t in targets)
+                    log(f"one core -M {mode} rep {rep + 1}/{a.one_core_reps}: CPU µs/txn "
+                        f"{desc}")
+        finally:
+            # backends forked meanwhile inherited the one CPU: the whole tree again
+            set_affinity([self.poolers[t].pid for t in POOLERS if t in self.poolers] +
+                         ([self.relay.pid] if self.relay else []) + process_tree(self.pg.pid),
+                         everywhere)
 
     # -- figure 2b: callgrind -------------------------------------------------------
 
@@ -1021,6 +1094,13 @@ class Bench:
                     tgt = ("pgb_le", 0.75, "≤ 0.75× PgBouncer") if clients == 64 else \
                         ("pgb_le", 0.9, "≤ 0.9× PgBouncer")
                 self.add_row("2", f"pooler CPU µs/txn -M {mode} -c {clients}", v, tgt)
+        oc = self.raw.get("one_core", {})
+        for mode in RELAY_MODES:
+            runs = oc.get(f"{mode}/c1")
+            if runs:
+                v = self.vals_from({t: runs[t] for t in POOLERS if t in runs}, "cpu_us_per_txn")
+                v["direct"] = "—"
+                self.add_row("2", f"pooler CPU µs/txn -M {mode} -c 1, one CPU", v)
         cg = self.raw.get("callgrind", {})
         for key, per in cg.items():
             mode, c = key.split("/")
@@ -1092,33 +1172,36 @@ class Bench:
             self.add_row("7", "pooler CPU µs/txn over TLS -M simple -c 64", v)
 
     def floor_markdown(self) -> list[str]:
-        """The byte relay's CPU per transaction at -c 1 beside the poolers' (same runs)."""
-        f1 = self.raw.get("fig1", {})
+        """The byte relay's CPU per transaction at -c 1 beside the poolers' (same runs), from
+        figure 1 and from the one-CPU runs of figure 2."""
         out = []
-        for mode in RELAY_MODES:
-            runs = f1.get(f"{mode}/c1", {})
-            if not runs.get("relay"):
-                continue
-            v = self.vals_from({t: runs.get(t, []) for t in ("relay", "pgbouncer", "sluice")},
-                               "cpu_us_per_txn")
-            med = {t: v[t]["median"] if isinstance(v.get(t), dict) else None for t in v}
-            r, b, s = med.get("relay"), med.get("pgbouncer"), med.get("sluice")
-            out.append(f"| -M {mode} | {fmt_cell(v.get('relay'))} | "
-                       f"{fmt_cell(v.get('pgbouncer'))} | {fmt_cell(v.get('sluice'))} | "
-                       + (f"{r / b:.2f}×" if r and b else "") + " | "
-                       + (f"{s / r:.2f}×" if r and s else "") + " | "
-                       + (f"{0.9 * b:.1f}" if b else "") + " |")
+        for source, where in (("fig1", ""), ("one_core", ", one CPU")):
+            for mode in RELAY_MODES:
+                runs = self.raw.get(source, {}).get(f"{mode}/c1", {})
+                if not runs.get("relay"):
+                    continue
+                v = self.vals_from({t: runs.get(t, []) for t in ("relay", "pgbouncer", "sluice")},
+                                   "cpu_us_per_txn")
+                med = {t: v[t]["median"] if isinstance(v.get(t), dict) else None for t in v}
+                r, b, s = med.get("relay"), med.get("pgbouncer"), med.get("sluice")
+                out.append(f"| -M {mode}{where} | {fmt_cell(v.get('relay'))} | "
+                           f"{fmt_cell(v.get('pgbouncer'))} | {fmt_cell(v.get('sluice'))} | "
+                           + (f"{r / b:.2f}×" if r and b else "") + " | "
+                           + (f"{s / r:.2f}×" if r and s else "") + " | "
+                           + (f"{s / b:.2f}×" if s and b else "") + " |")
         if not out:
             return []
         return ["## The floor at -c 1: a byte relay", "",
-                "Pooler CPU µs per transaction in the same figure 1 runs, beside "
-                "test/bench/relay.cpp: a relay that moves bytes between pgbench and PostgreSQL "
-                "with the system calls a pooler makes per message (epoll_wait, recv, send) and "
-                "no work of its own (no protocol, no auth, no pool). What it costs is the "
-                "kernel's part, which no pooler built this way can go below; the target "
-                "column is 0.9× PgBouncer.", "",
+                "Pooler CPU µs per transaction at -c 1, beside test/bench/relay.cpp: a relay "
+                "that moves bytes between pgbench and PostgreSQL with the system calls a pooler "
+                "makes per message (epoll_wait, recv, send) and no work of its own (no "
+                "protocol, no auth, no pool). What it costs is the kernel's part, which no "
+                "pooler built this way can go below. The first rows are figure 1's runs (the "
+                "target is 0.9× PgBouncer); the rows marked one CPU are figure 2's runs with "
+                "pgbench, the pooler and PostgreSQL on one CPU, where no wake-up crosses to "
+                "the other CPU and the repetitions agree closely.", "",
                 "| mode | byte relay | PgBouncer | sluice | relay ÷ PgBouncer | "
-                "sluice ÷ relay | 0.9× PgBouncer |",
+                "sluice ÷ relay | sluice ÷ PgBouncer |",
                 "|---|---:|---:|---:|---:|---:|---:|"] + out + [""]
 
     def table_markdown(self) -> str:
@@ -1248,8 +1331,9 @@ unset multiplot
             parts.append(f"pgbench -T {a.duration}s per run (warm-up {a.warmup}s), latency "
                          f"log sampling {a.sampling}")
         if 2 in f:
-            parts.append(f"callgrind -t {a.cg_t1} (-c 1) / {a.cg_t64} (-c 64) and 3×, "
-                         f"{a.cg_pairs} pairs")
+            parts.append(f"-c 1 on one CPU -T {a.one_core_duration}s × {a.one_core_reps}; "
+                         f"callgrind -t {a.cg_t1} "
+                         f"(-c 1) / {a.cg_t64} (-c 64) and 3×, {a.cg_pairs} pairs")
         if 3 in f:
             parts.append(f"strace -t {a.st_t16} (-c 16) / {a.st_t64} (-c 64) and 3×")
         if 4 in f:
@@ -1356,7 +1440,8 @@ unset multiplot
         for t in POOLERS:
             self.poolers[t] = self.start_pooler(t)
         self.warm_up()
-        steps = [(1, "pgbench -S", self.fig1), (2, "callgrind", self.fig2_callgrind),
+        steps = [(1, "pgbench -S", self.fig1), (2, "one core", self.fig2_one_core),
+                 (2, "callgrind", self.fig2_callgrind),
                  (3, "strace", self.fig3_strace), (6, "churn", self.fig6_churn),
                  (7, "tls", self.fig7_tls), (5, "copy", self.fig5_copy),
                  (4, "idle", self.fig4_idle)]
@@ -1443,6 +1528,8 @@ def parse_args(argv):
     a.idle_reps = 2 if q else 3
     a.copy_reps = 5  # a COPY takes seconds; its MB/s varies by ±10 % from run to run
     a.churn_duration = 3 if q else 10
+    a.one_core_duration = 2 if q else 5  # figure 2 on one CPU: steadier, shorter runs
+    a.one_core_reps = 2 if q else a.reps
     a.sampling = 0.2
     a.cg_t1 = 1000 if q else 2000       # -c 1: t and 3t transactions
     a.cg_t64 = 25 if q else 50          # -c 64: t and 3t per client
