@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """make bench: sluice side by side with PgBouncer and a direct connection.
 
-    make bench                          full run (about 22 minutes on 2 cores)
-    make bench BENCH_ARGS=--quick       figures 1, 2 and 4, short runs (about 3 minutes)
+    make bench                          full run (about 26 minutes on 2 cores)
+    make bench BENCH_ARGS=--quick       figures 1, 2 and 4, short runs (about 4 minutes)
     /usr/bin/python3 test/bench/bench.py --help
 
 One run starts a scratch PostgreSQL (test/lib/harness.py PgCluster, tuned: fsync off,
@@ -16,7 +16,9 @@ synchronous_commit off, larger shared_buffers), PgBouncer (/usr/sbin/pgbouncer) 
   2. pooler CPU per transaction: utime+stime from /proc/PID/stat over each figure-1 run,
      divided by its transactions; instructions per transaction under
      `valgrind --tool=callgrind` (counters zeroed, fixed -t runs of t and 3t
-     transactions, (Ir(3t) - Ir(t)) / 2t: client logins cancel out).
+     transactions, (Ir(3t) - Ir(t)) / 2t: client logins cancel out); -c 1 again with
+     pgbench, the pooler, the byte relay and PostgreSQL on one CPU (informational: no
+     wake-up crosses CPUs, so repetitions agree within a few percent).
   3. syscalls and epoll_ctl calls per transaction at -c 16 and -c 64
      (strace -c -f -p PID, same t / 3t difference).
   4. RSS per idle client: VmRSS before and with N idle clients (startup + md5 auth done).
@@ -1508,7 +1510,7 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="figures 1, 2 and 4 only, short runs, 1000 idle clients (~3 min)")
+                    help="figures 1, 2 and 4 only, short runs, 1000 idle clients (~4 min)")
     ap.add_argument("--figures", default=None,
                     help="comma-separated figure numbers to run (default: all; quick: 1,2,4)")
     ap.add_argument("--reps", type=int, help="repetitions of each pgbench run")
