@@ -307,6 +307,7 @@ class Bench:
         self.relay_bin = os.environ.get("RELAY_BIN")
         self.relay: subprocess.Popen | None = None
         self.relay_port: int | None = None
+        self.relay_failed = False             # said why in an event; not tried again
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -421,19 +422,24 @@ class Bench:
             return self.relay_port
         return self.pooler(target, tls).port
 
+    def relay_off(self, why: str) -> bool:
+        """The byte relay cannot run: one event, and it is not tried again."""
+        self.event(why)
+        self.relay_failed = True
+        return False
+
     def start_relay(self) -> bool:
-        """Starts the byte relay once; False (and an event) when it cannot run."""
+        """Starts the byte relay once; False (and one event) when it cannot run."""
+        if self.relay_failed:
+            return False
         if self.relay is not None and self.relay.poll() is None:
             return True
         if self.relay is not None:
-            self.event(f"the byte relay exited (rc {self.relay.returncode}); not restarted")
-            self.relay_bin = None
-            return False
+            return self.relay_off(f"the byte relay exited (rc {self.relay.returncode}); "
+                                  f"not restarted")
         if not self.relay_bin or not os.access(self.relay_bin, os.X_OK):
-            self.event("no byte relay (RELAY_BIN; `make bench` builds it): the floor at -c 1 "
-                       "is not measured")
-            self.relay_bin = None
-            return False
+            return self.relay_off("no byte relay (RELAY_BIN; `make bench` builds it): the "
+                                  "floor at -c 1 is not measured")
         self.relay_port = harness.free_port()
         log_path = os.path.join(self.work, "relay.log")
         # In a session of its own, as the poolers and PostgreSQL are: with autogroup on (the
@@ -456,13 +462,11 @@ class Bench:
         try:
             harness.wait_until(listening, 10, what="byte relay listening")
         except TimeoutError:
-            self.event("the byte relay did not listen within 10 s; the floor is not measured")
-            self.relay_bin = None
-            return False
+            return self.relay_off("the byte relay did not listen within 10 s; the floor is "
+                                  "not measured")
         if self.relay.poll() is not None:
-            self.event(f"the byte relay did not start: {Path(log_path).read_text()[-500:]}")
-            self.relay_bin = None
-            return False
+            return self.relay_off(f"the byte relay did not start (rc {self.relay.returncode}): "
+                                  f"{Path(log_path).read_text()[-500:]}")
         return True
 
     def cleanup(self) -> None:
@@ -595,8 +599,7 @@ class Bench:
             for rep in range(a.reps):
                 for mode in MODES:
                     targets = [t for t in TARGETS if not (mode == "prepared" and t == "pgbouncer")]
-                    if clients == 1 and mode in RELAY_MODES and self.relay_bin and \
-                            self.start_relay():
+                    if clients == 1 and mode in RELAY_MODES and self.start_relay():
                         targets.append("relay")
                     key = f"{mode}/c{clients}"
                     res.setdefault(key, {t: [] for t in targets})
@@ -627,7 +630,7 @@ class Bench:
         core = {max(everywhere)}
         for t in POOLERS:
             self.pooler(t)
-        targets = list(POOLERS) + (["relay"] if self.relay_bin and self.start_relay() else [])
+        targets = list(POOLERS) + (["relay"] if self.start_relay() else [])
         pids = [self.poolers[t].pid for t in POOLERS] + \
             ([self.relay.pid] if "relay" in targets else [])
         try:
