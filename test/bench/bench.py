@@ -651,9 +651,7 @@ class Bench:
                         f"{desc}")
         finally:
             # backends forked meanwhile inherited the one CPU: the whole tree again
-            set_affinity([self.poolers[t].pid for t in POOLERS if t in self.poolers] +
-                         ([self.relay.pid] if self.relay else []) + process_tree(self.pg.pid),
-                         everywhere)
+            set_affinity(pids + process_tree(self.pg.pid), everywhere)
 
     # -- figure 2b: callgrind -------------------------------------------------------
 
