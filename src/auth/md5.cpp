@@ -98,8 +98,8 @@ private:
                                          {6, 10, 15, 21}};
 
     // Step I of the 64, all of it known at compile time (the rounds below unroll into
-    // straight-line code: about 10 instructions a step, 630 a block under callgrind). v holds A B C D; each step's a, b,
-    // c, d are those rotated right by I places.
+    // straight-line code: about 10 instructions a step, 630 a block under callgrind). v holds
+    // A B C D; each step's a, b, c, d are those rotated right by I places.
     template <size_t I>
     [[gnu::always_inline]] static void step(uint32_t (&v)[4], const uint32_t (&m)[16]) noexcept {
         constexpr size_t kRound = I / 16;

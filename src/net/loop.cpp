@@ -156,7 +156,12 @@ int arm_wake(int max_wait_ms) {
     its.it_value.tv_nsec = static_cast<long>(at % 1000000) * 1000;
     ++g_wake_sets;
     if (timerfd_settime(g_wake_fd, TFD_TIMER_ABSTIME, &its, nullptr) != 0) {
-        log_error("timerfd_settime failed: %s", strerror(errno));
+        // Said once: from here on the sleeps have a timeout, as without a timerfd at all.
+        log_error("timerfd_settime failed (%s): epoll_wait sleeps with a timeout",
+                  strerror(errno));
+        loop_unwatch(g_wake_fd);
+        ::close(g_wake_fd);
+        g_wake_fd = -1;
         g_wake_armed = 0;
         return wait_ms(max_wait_ms);
     }

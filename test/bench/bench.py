@@ -1340,8 +1340,8 @@ unset multiplot
                          f"log sampling {a.sampling}")
         if 2 in f:
             parts.append(f"-c 1 on one CPU -T {a.one_core_duration}s × {a.one_core_reps}; "
-                         f"callgrind -t {a.cg_t1} "
-                         f"(-c 1) / {a.cg_t64} (-c 64) and 3×, {a.cg_pairs} pairs")
+                         f"callgrind -t {a.cg_t1} (-c 1) / {a.cg_t64} (-c 64) and 3×, "
+                         f"{a.cg_pairs} pairs")
         if 3 in f:
             parts.append(f"strace -t {a.st_t16} (-c 16) / {a.st_t64} (-c 64) and 3×")
         if 4 in f:
