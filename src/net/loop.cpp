@@ -128,9 +128,10 @@ usec_t g_wake_bound = 0;     // the max_wait bound in force (monotonic)
 unsigned long g_wake_sets = 0;  // timerfd_settime calls (tests)
 
 void on_wake_fd(void*) noexcept {
+    // One read takes every expiration and clears the count: a second would only return
+    // EAGAIN. (A one-shot timer cannot expire again before it is set again.)
     uint64_t expirations;
-    while (::read(g_wake_fd, &expirations, sizeof expirations) > 0) {
-    }
+    [[maybe_unused]] ssize_t n = ::read(g_wake_fd, &expirations, sizeof expirations);
     g_wake_armed = 0;  // a one-shot timer that fired is disarmed
 }
 LoopWatch g_wake_watch{on_wake_fd, nullptr};
