@@ -1186,11 +1186,13 @@ class Bench:
         """The byte relay's CPU per transaction at -c 1 beside the poolers' (same runs), from
         figure 1 and from the one-CPU runs of figure 2."""
         out = []
+        sources = set()
         for source, where in (("fig1", ""), ("one_core", ", one CPU")):
             for mode in RELAY_MODES:
                 runs = self.raw.get(source, {}).get(f"{mode}/c1", {})
                 if not runs.get("relay"):
                     continue
+                sources.add(source)
                 v = self.vals_from({t: runs.get(t, []) for t in ("relay", "pgbouncer", "sluice")},
                                    "cpu_us_per_txn")
                 med = {t: v[t]["median"] if isinstance(v.get(t), dict) else None for t in v}
@@ -1202,15 +1204,24 @@ class Bench:
                            + (f"{s / b:.2f}×" if s and b else "") + " |")
         if not out:
             return []
+        which = []
+        if "fig1" in sources:
+            which.append("the rows without a mark are figure 1's runs (the target is 0.9× "
+                         "PgBouncer)")
+        if "one_core" in sources:
+            which.append("the rows marked one CPU are figure 2's runs with pgbench, the "
+                         "pooler and PostgreSQL on one CPU, where no wake-up crosses to the "
+                         "other CPU and the repetitions agree closely")
+        if self.args.quick:
+            which.append("a --quick run leaves the relay out of figure 1")
+        which_text = "; ".join(which)
         return ["## The floor at -c 1: a byte relay", "",
                 "Pooler CPU µs per transaction at -c 1, beside test/bench/relay.cpp: a relay "
                 "that moves bytes between pgbench and PostgreSQL with the system calls a pooler "
                 "makes per message (epoll_wait, recv, send) and no work of its own (no "
                 "protocol, no auth, no pool). What it costs is the kernel's part, which no "
-                "pooler built this way can go below. The first rows are figure 1's runs (the "
-                "target is 0.9× PgBouncer); the rows marked one CPU are figure 2's runs with "
-                "pgbench, the pooler and PostgreSQL on one CPU, where no wake-up crosses to "
-                "the other CPU and the repetitions agree closely.", "",
+                "pooler built this way can go below. " + which_text[:1].upper()
+                + which_text[1:] + ".", "",
                 "| mode | byte relay | PgBouncer | sluice | relay ÷ PgBouncer | "
                 "sluice ÷ relay | sluice ÷ PgBouncer |",
                 "|---|---:|---:|---:|---:|---:|---:|"] + out + [""]
