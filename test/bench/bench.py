@@ -243,6 +243,14 @@ def fmt_cell(s) -> str:
     return fmt_num(s["median"])
 
 
+def fmt_ratio(v: float, thr: float | None = None) -> str:
+    """A ratio with two decimals, or three where two would print the target's own value
+    (0.903 against a target of 0.9 is a MISS; "0.90×" would not say why)."""
+    if thr is not None and v != thr and f"{v:.2f}" == f"{thr:.2f}":
+        return f"{v:.3f}×"
+    return f"{v:.2f}×"
+
+
 def first_error(text: str) -> str:
     for line in text.splitlines():
         if re.search(r"error|abort|fatal|FATAL|ERROR", line):
@@ -1034,6 +1042,9 @@ class Bench:
             "sluice_cell": sluice_cell,
             "r_pgb": r_b, "r_direct": r_d,
             "target": target[2] if target else "", "result": result,
+            # the threshold each ratio is judged against (fmt_ratio shows which side it is on)
+            "thr_pgb": target[1] if target and target[0].startswith("pgb") else None,
+            "thr_direct": target[1] if target and target[0] == "direct_ge" else None,
             "medians": {"direct": d, "pgbouncer": b, "sluice": s},
         })
 
@@ -1232,8 +1243,10 @@ class Bench:
                "|---|---|---:|---:|---:|---:|---:|---|---|"]
         for r in self.rows:
             sl = r["sluice_cell"] or r["cells"]["sluice"]
-            rb = "" if r["sluice_cell"] else (f"{r['r_pgb']:.2f}×" if r["r_pgb"] else "")
-            rd = "" if r["sluice_cell"] else (f"{r['r_direct']:.2f}×" if r["r_direct"] else "")
+            rb = "" if r["sluice_cell"] or not r["r_pgb"] else \
+                fmt_ratio(r["r_pgb"], r.get("thr_pgb"))
+            rd = "" if r["sluice_cell"] or not r["r_direct"] else \
+                fmt_ratio(r["r_direct"], r.get("thr_direct"))
             res = r["result"]
             if res.startswith("PASS"):
                 res = "**PASS**"
@@ -1392,8 +1405,10 @@ unset multiplot
                f"{len(passes)} PASS, {len(misses)} MISS.", ""]
         for r in misses:
             md.append(f"- MISS: {r['metric']} — sluice {r['sluice_cell'] or r['cells']['sluice']}"
-                      + (f", {r['r_pgb']:.2f}× PgBouncer" if r["r_pgb"] else "")
-                      + (f", {r['r_direct']:.2f}× direct" if r["r_direct"] and
+                      + (f", {fmt_ratio(r['r_pgb'], r.get('thr_pgb'))} PgBouncer"
+                         if r["r_pgb"] else "")
+                      + (f", {fmt_ratio(r['r_direct'], r.get('thr_direct'))} direct"
+                         if r["r_direct"] and
                          r["target"].endswith("direct") else "")
                       + f" (target {r['target']})")
         md.append("")
