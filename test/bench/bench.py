@@ -2,7 +2,7 @@
 """make bench: sluice side by side with PgBouncer and a direct connection.
 
     make bench                          full run (about 26 minutes on 2 cores)
-    make bench BENCH_ARGS=--quick       figures 1, 2 and 4, short runs (about 4 minutes)
+    make bench BENCH_ARGS=--quick       figures 1, 2 and 4, short runs (about 3½ minutes)
     /usr/bin/python3 test/bench/bench.py --help
 
 One run starts a scratch PostgreSQL (test/lib/harness.py PgCluster, tuned: fsync off,
@@ -1210,9 +1210,9 @@ class Bench:
                 r, b, s = med.get("relay"), med.get("pgbouncer"), med.get("sluice")
                 out.append(f"| -M {mode}{where} | {fmt_cell(v.get('relay'))} | "
                            f"{fmt_cell(v.get('pgbouncer'))} | {fmt_cell(v.get('sluice'))} | "
-                           + (f"{r / b:.2f}×" if r and b else "") + " | "
-                           + (f"{s / r:.2f}×" if r and s else "") + " | "
-                           + (f"{s / b:.2f}×" if s and b else "") + " |")
+                           + (fmt_ratio(r / b) if r and b else "") + " | "
+                           + (fmt_ratio(s / r) if r and s else "") + " | "
+                           + (fmt_ratio(s / b) if s and b else "") + " |")
         if not out:
             return []
         which = []
@@ -1540,7 +1540,7 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="figures 1, 2 and 4 only, short runs, 1000 idle clients (~4 min)")
+                    help="figures 1, 2 and 4 only, short runs, 1000 idle clients (~3.5 min)")
     ap.add_argument("--figures", default=None,
                     help="comma-separated figure numbers to run (default: all; quick: 1,2,4)")
     ap.add_argument("--reps", type=int, help="repetitions of each pgbench run")
