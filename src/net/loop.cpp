@@ -85,11 +85,19 @@ std::vector<int> epoll_fds() {
 
 void compute_deadline() {
     g_deadline = LLONG_MAX;
+    bool fresh = false;
     for (event* ev : g_timers) {
         timeval tv;
         if (!event_pending(ev, EV_TIMEOUT, &tv))
             continue;
         // event_pending() gives the expiry on the wall clock; we wait on the monotonic one.
+        // Both clocks are read together for the conversion: the turn's cached readings may
+        // be apart by the work done between them, and a deadline computed early wakes us
+        // before libevent thinks the timer is due.
+        if (!fresh) {
+            time_update();
+            fresh = true;
+        }
         usec_t wall = static_cast<usec_t>(tv.tv_sec) * 1000000 + tv.tv_usec;
         g_deadline = std::min(g_deadline, mono_now() + (wall - wall_now()));
     }
@@ -102,11 +110,46 @@ usec_t deadline() {
     return g_deadline;
 }
 
+// libevent reads CLOCK_MONOTONIC_COARSE where it exists (EVENT_BASE_FLAG_PRECISE_TIMER would
+// make it read CLOCK_MONOTONIC, but its epoll backend then sets a timerfd of its own in every
+// pass). That clock trails ours by up to a tick (4 ms at HZ=250), and the wall-clock offset
+// event_pending() reports expiries with was taken from it at another moment, at another lag:
+// the deadline we compute can be up to a tick early for libevent. Looking at the deadline
+// itself found the timer not yet due to libevent, and the loop then made a libevent pass in
+// every turn and set the wake timer again in every sleep until libevent's clock caught up
+// (about one turn in ten under load, with sluice's four periodic timers). We look a tick
+// later; g_not_before covers what is left.
+usec_t g_timer_lag = 0;
+
+usec_t coarse_tick() {
+#ifdef CLOCK_MONOTONIC_COARSE
+    timespec res;
+    if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0)
+        return static_cast<usec_t>(res.tv_sec) * 1000000 + (res.tv_nsec + 999) / 1000;
+#endif
+    return 0;
+}
+
+// After a libevent pass that left a timer due (libevent's clock did not agree yet), the next
+// pass and wake-up wait until this: one look per millisecond, not a pass in every turn.
+usec_t g_not_before = 0;
+
+// When the earliest timer is due on libevent's clock.
+usec_t due_for_libevent() {
+    usec_t d = deadline();
+    return d == LLONG_MAX ? d : d + g_timer_lag;
+}
+
+// When the next libevent pass for timers is due.
+usec_t next_pass() {
+    return std::max(due_for_libevent(), g_not_before);
+}
+
 // How long epoll_wait may sleep: until the earliest timer, at most max_wait_ms. At least 1 ms
 // once the timer looks due: if libevent's clock does not agree yet, we must not spin.
 // (Without the wake timer below.)
 int wait_ms(int max_wait_ms) {
-    usec_t d = deadline();
+    usec_t d = next_pass();
     if (d == LLONG_MAX)
         return max_wait_ms;
     usec_t left = d - mono_recent();
@@ -147,7 +190,7 @@ int arm_wake(int max_wait_ms) {
     usec_t limit = now + static_cast<usec_t>(max_wait_ms) * 1000;
     if (g_wake_bound <= now || g_wake_bound > limit)
         g_wake_bound = limit;
-    usec_t at = std::min(deadline(), g_wake_bound);
+    usec_t at = std::min(next_pass(), g_wake_bound);
     if (at <= now)
         at = now + 1000;  // due, but libevent's clock may not agree yet: look again in 1 ms
     if (at == g_wake_armed)
@@ -177,6 +220,8 @@ void libevent_turn() {
     event_base_loop(g_base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
     g_run_libevent = false;
     g_deadline_dirty = true;  // callbacks may have armed, fired or freed timers
+    if (due_for_libevent() <= mono_now())
+        g_not_before = mono_now() + 1000;
     if (event_base_got_break(g_base) || event_base_got_exit(g_base))
         g_stop = true;
 }
@@ -299,6 +344,8 @@ event_base* loop_create(std::string& err, LoopOptions opts) {
             log_debug("no wake timer (%s): epoll_wait sleeps with a timeout", strerror(errno));
         g_wake_armed = 0;
         g_wake_bound = 0;
+        g_timer_lag = coarse_tick();
+        g_not_before = 0;
     }
     if (opts.batch_sends && !getenv("SLUICE_NO_IO_URING")) {
         std::string why;
@@ -355,7 +402,7 @@ void loop_turn(int max_wait_ms) {
     }
     bool busy = g_run_libevent || SBuf::has_pending();
     run_ready(busy || max_wait_ms == 0 ? 0 : arm_wake(max_wait_ms));
-    if (g_run_libevent || deadline() <= mono_now()) {
+    if (g_run_libevent || next_pass() <= mono_now()) {
         libevent_turn();
         // What its callbacks queued runs now (an accepted connection's first packet, a client
         // a timer resumed), not after another epoll_wait.
