@@ -47,6 +47,9 @@ struct Options {
 std::string g_pidfile;  // written by us; removed at exit
 int g_signal_count = 0;
 int g_exit_code = 0;  // 1 after a fatal error at run time (the loop stops, teardown runs)
+// Checks every 100 ms whether a shutdown may finish (shutdown_check); armed when one begins,
+// so that a running pooler is not woken for it.
+event* g_shutdown_timer = nullptr;
 
 void usage(FILE* to, const char* prog) {
     fprintf(to,
@@ -213,6 +216,8 @@ void begin_shutdown(bool wait_for_clients) {
     sd_notify_state("STOPPING=1");
     rt().shutting_down = true;
     rt().wait_for_clients = wait_for_clients;
+    if (g_shutdown_timer)
+        loop_timer_add(g_shutdown_timer, timeval{0, 100000});
     listeners_close(false);
     if (!wait_for_clients) {
         // Safe shutdown = PAUSE: servers close as they are released.
@@ -615,9 +620,10 @@ int run(int argc, char** argv) {
     }
     write_pidfile(st.pidfile);
 
-    event* sd = event_new(r.base, -1, EV_PERSIST, shutdown_check, nullptr);
-    loop_timer_add(sd, timeval{0, 100000});
-    loop_events.push_back(sd);
+    g_shutdown_timer = event_new(r.base, -1, EV_PERSIST, shutdown_check, nullptr);
+    if (!g_shutdown_timer)
+        die("cannot create the shutdown timer");
+    loop_events.push_back(g_shutdown_timer);
     janitor_start();
     stats_start();
     if (!metrics_start(err))
@@ -642,7 +648,8 @@ int run(int argc, char** argv) {
     admin_stop();
     stats_stop();
     metrics_stop();
-    loop_timer_forget(sd);
+    loop_timer_forget(g_shutdown_timer);
+    g_shutdown_timer = nullptr;  // freed below
     for (event* ev : loop_events)
         event_free(ev);
     loop_destroy();
