@@ -222,6 +222,7 @@ void begin_shutdown(bool wait_for_clients) {
     if (!wait_for_clients) {
         // Safe shutdown = PAUSE: servers close as they are released.
         control_pause_all();
+        admin_tick_update();
         // Queued clients cannot get a server any more.
         for (auto& p : rt().pools)
             p->waiting.for_each([](Client& c) { c.fatal("08P01", "server shutting down"); });
@@ -271,6 +272,7 @@ void on_signal(evutil_socket_t sig, short, void*) noexcept {
         }
         log_info("got SIGUSR1, pausing all activity");
         control_pause_all();
+        admin_tick_update();
         return;
     case SIGUSR2:
         if (rt().shutting_down) {

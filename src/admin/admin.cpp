@@ -342,6 +342,14 @@ void on_timer(evutil_socket_t, short, void*) noexcept {
     time_update();
     control_tick();
     check_waiters();
+    admin_tick_update();
+}
+
+// What the tick is for: a command waiting for its answer, or a pause (global, SUSPEND, or of
+// a database) that control_tick() keeps applying.
+bool tick_needed() noexcept {
+    return !g_waiters.empty() || pause_mode() != PauseMode::None ||
+           control_paused_db_count() > 0;
 }
 
 // ---- the commands ----
@@ -757,6 +765,7 @@ void handle_query(Client& c, std::string_view sql) {
         break;
     }
     g_current = nullptr;
+    admin_tick_update();  // a PAUSE, SUSPEND or KILL has just begun (or RESUME ended one)
     if (c.state == ClientState::Closing)
         return;  // KILL_CLIENT of this very session
     if (o.wait == WaitKind::NoReply)
@@ -766,6 +775,7 @@ void handle_query(Client& c, std::string_view sql) {
         if (!waiter_done(w)) {
             // Answered by the timer; queries pipelined behind this one wait their turn.
             g_waiters.push_back(w);
+            admin_tick_update();
             c.sb.pause();
             return;
         }
@@ -800,9 +810,21 @@ void admin_init(const AdminProcess& proc) {
     g_admin_hooks.handle_query = admin::handle_query;
     g_admin_hooks.refuse_message = admin::refuse_message;
     admin::g_timer = event_new(rt().base, -1, EV_PERSIST, admin::on_timer, nullptr);
-    timeval tv{0, 100000};
-    if (!admin::g_timer || loop_timer_add(admin::g_timer, tv) != 0)
-        die("cannot start the admin console timer");
+    if (!admin::g_timer)
+        die("cannot create the admin console timer");
+}
+
+void admin_tick_update() {
+    if (!admin::g_timer)
+        return;
+    bool armed = event_pending(admin::g_timer, EV_TIMEOUT, nullptr) != 0;
+    if (admin::tick_needed()) {
+        if (!armed && loop_timer_add(admin::g_timer, timeval{0, 100000}) != 0)
+            log_error("cannot start the admin console timer");
+    } else if (armed) {
+        event_del(admin::g_timer);
+        loop_timer_forget(admin::g_timer);
+    }
 }
 
 void admin_stop() {

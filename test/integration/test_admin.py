@@ -561,6 +561,36 @@ def test_pause_resume_under_pgbench(pooler, pg):
     assert stats["total_wait_time"] > 0  # clients waited during the pause
 
 
+def voluntary_switches(pid):
+    """How often the process went to sleep (each sleep in epoll_wait is one)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc/PID/status")
+
+
+def test_console_tick_runs_only_while_needed(pooler):
+    """The console's 100 ms tick (answering waiting commands, keeping a pause applied) runs
+    only while there is such work: an idle pooler wakes for the janitor (three times a
+    second), not ten times more for the tick. PAUSE starts it, RESUME lets it stop."""
+    p = pooler()
+    c = console(p)
+
+    def wakeups(secs):
+        before = voluntary_switches(p.pid)
+        time.sleep(secs)
+        return voluntary_switches(p.pid) - before
+
+    time.sleep(0.3)  # the login's own wake-ups are over
+    assert wakeups(2.0) <= 12  # about 6 from the janitor; the tick alone would add 20
+    assert run(c, "PAUSE")[2] == "PAUSE"
+    assert wakeups(2.0) >= 16
+    assert run(c, "RESUME")[2] == "RESUME"
+    time.sleep(0.3)  # the next tick finds nothing to do and stops
+    assert wakeups(2.0) <= 12
+
+
 def test_pause_db_waits_for_transaction(pooler):
     p = pooler(pgbouncer={"pool_mode": "transaction"})
     a = p.connect()

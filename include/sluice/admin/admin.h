@@ -21,10 +21,15 @@ struct AdminProcess {
     void (*settings_changed)() = nullptr;
 };
 
-// Installs the console's hooks into the client layer (g_admin_hooks) and starts the timer
+// Installs the console's hooks into the client layer (g_admin_hooks) and creates the timer
 // that answers waiting commands (PAUSE, SUSPEND, WAIT_CLOSE) and keeps paused pools drained.
 // Call once at start-up, after rt().base exists.
 void admin_init(const AdminProcess& proc);
+// Starts that timer (every 100 ms) while it has work: a command waiting for its answer, or a
+// pause, SUSPEND or paused database in force; stops it otherwise, so that an idle pooler is
+// not woken for it. Called by the console after each command, by the timer itself, and by
+// whoever else pauses (SIGUSR1, a shutdown).
+void admin_tick_update();
 // Frees the timer and forgets waiting commands (at exit, before the event base is freed).
 void admin_stop();
 
