@@ -13,9 +13,10 @@
 // through loop_timer_add() is due, or loop_wake_libevent() was called. Deferred frees
 // (loop_defer) run at the end of the turn, without a libevent pass.
 // libevent's next timeout is not public API: the wait is bounded by the earliest timer armed
-// through loop_timer_add() and by one second (evhttp's own idle timeouts). epoll_wait sleeps
-// without a timeout: a timerfd in the set (the wake timer) is set for that bound, and set
-// again only when it changes (loop.cpp says why).
+// through loop_timer_add(), or by one second when none is nearer, and a wake-up at that bound
+// runs a libevent pass (evhttp's own idle timeouts). epoll_wait sleeps without a timeout: a
+// timerfd in the set (the wake timer) is set for that time, and set again only when it
+// changes (loop.cpp says why).
 //
 // Fallback: when libevent's epoll fd cannot be found (another backend, no /proc), our set is
 // a libevent read event instead and libevent's loop drives everything (one epoll_wait more
