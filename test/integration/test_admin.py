@@ -561,15 +561,6 @@ def test_pause_resume_under_pgbench(pooler, pg):
     assert stats["total_wait_time"] > 0  # clients waited during the pause
 
 
-def voluntary_switches(pid):
-    """How often the process went to sleep (each sleep in epoll_wait is one)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise AssertionError("no voluntary_ctxt_switches in /proc/PID/status")
-
-
 def test_console_tick_runs_only_while_needed(pooler):
     """The console's 100 ms tick (answering waiting commands, keeping a pause applied) runs
     only while there is such work: an idle pooler wakes for the janitor (three times a
@@ -577,10 +568,10 @@ def test_console_tick_runs_only_while_needed(pooler):
     p = pooler()
     c = console(p)
 
-    def wakeups(secs):
-        before = voluntary_switches(p.pid)
+    def wakeups(secs):  # each sleep in epoll_wait is one voluntary context switch
+        before = int(harness.proc_status(p.pid, "voluntary_ctxt_switches")[0])
         time.sleep(secs)
-        return voluntary_switches(p.pid) - before
+        return int(harness.proc_status(p.pid, "voluntary_ctxt_switches")[0]) - before
 
     time.sleep(0.3)  # the login's own wake-ups are over
     assert wakeups(2.0) <= 12  # about 6 from the janitor; the tick alone would add 20

@@ -132,11 +132,7 @@ def test_daemon_pidfile_and_sigterm(pooler):
 
 def _uids(pid):
     """Real, effective, saved and fs uid of a process."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("Uid:"):
-                return {int(x) for x in line.split()[1:]}
-    return set()
+    return {int(x) for x in harness.proc_status(pid, "Uid") or []}
 
 
 

@@ -21,14 +21,8 @@ def _md5_file(path):
 
 
 def _rss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
+    rss = harness.proc_status(pid, "VmRSS")
+    return int(rss[0]) if rss else 0
 
 
 class RssSampler:

@@ -8,6 +8,7 @@ client's full socket."""
 import threading
 import time
 
+import harness
 import pgwire
 
 ROWS = 40000
@@ -15,11 +16,9 @@ WIDTH = 1000  # about 40 MB of result: more than the sockets' buffers on both si
 
 
 def _rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    rss = harness.proc_status(pid, "VmRSS")
+    assert rss, "no VmRSS"
+    return int(rss[0])
 
 
 def _connect(port):

@@ -31,6 +31,8 @@ Module functions and constants
     as_postgres(cmd) -> list       cmd prefixed with setpriv when we are root
     chown_postgres(path)           recursive chown to postgres (no-op unless root)
     pid_alive(pid) -> bool         exists and is not a zombie
+    proc_status(pid, field) -> list | None   the values of one /proc/PID/status line
+                                   ("VmRSS", "Uid", ...); None when it or the process is gone
     wait_until(pred, timeout, interval=0.05, what='') -> value
                                    polls pred() until truthy; raises TimeoutError
     in_thread(fn, *args) -> (thread, box)   fn(*args) in a daemon thread; box gets
@@ -263,6 +265,20 @@ def pid_alive(pid: int) -> bool:
         return state not in ("Z", "X")
     except (FileNotFoundError, IndexError, ProcessLookupError):
         return False
+
+
+def proc_status(pid: int, field: str) -> list[str] | None:
+    """The values of one /proc/PID/status line ("VmRSS" gives ["1234", "kB"]), or None when
+    the process or the line is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name == field:
+                    return rest.split()
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return None
 
 
 def in_thread(fn: Callable, *args) -> tuple[threading.Thread, dict]:

@@ -215,6 +215,14 @@ void test_wake_timer_is_set_once_per_deadline(void**) {
     event_free(far);
 }
 
+// Milliseconds on CLOCK_MONOTONIC, the tests' own clock: reading sluice's would refresh the
+// reading the loop relies on.
+long ms_now() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 // A due timer runs in the first libevent pass after its deadline, also while a socket keeps
 // every turn busy. libevent reads CLOCK_MONOTONIC_COARSE, which lags ours by up to a tick (4 ms
 // at HZ=250), and the wall-clock offset event_pending() reports expiries with was taken from
@@ -234,11 +242,6 @@ void test_due_timer_costs_one_look(void**) {
     }
     Conn c;
     unsigned long before = sluice::loop_wake_sets();
-    auto ms_now = [] {  // the test's own clock, as below
-        timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    };
     long start = ms_now();
     int turns = 0;
     alarm(30);
@@ -261,17 +264,28 @@ void test_due_timer_costs_one_look(void**) {
     }
 }
 
+// A libevent timer we do not see (not armed through loop_timer_add, as evhttp's own) still
+// runs: a wake-up at the max_wait bound makes a libevent pass.
+void test_bound_wakeup_runs_unseen_timers(void**) {
+    Loop loop;
+    int fired = 0;
+    event* ev = evtimer_new(loop.base, on_timer, &fired);
+    timeval tv{0, 50000};
+    assert_int_equal(event_add(ev, &tv), 0);
+    long start = ms_now();
+    alarm(30);
+    while (!fired && ms_now() - start < 2000)
+        sluice::loop_turn(100);
+    alarm(0);
+    assert_int_equal(fired, 1);
+    event_free(ev);
+}
+
 // With no timer at all, turns still end after max_wait, and they sleep until then rather than
 // spin on a wake timer already past. (A turn may also end early: epoll_wait returns EINTR
 // when io_uring has work for us.)
 void test_wait_is_bounded_without_timers(void**) {
     Loop loop;
-    // The test's own clock: reading sluice's would refresh the reading the loop relies on.
-    auto ms_now = [] {
-        timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    };
     long start = ms_now();
     int turns = 0;
     alarm(30);  // a wait that never ends fails the test instead of hanging it
@@ -574,6 +588,7 @@ int main() {
         cmocka_unit_test(test_timer_ends_the_wait),
         cmocka_unit_test(test_wake_timer_is_set_once_per_deadline),
         cmocka_unit_test(test_due_timer_costs_one_look),
+        cmocka_unit_test(test_bound_wakeup_runs_unseen_timers),
         cmocka_unit_test(test_wait_is_bounded_without_timers),
         cmocka_unit_test(test_libevent_fd_event_runs),
         cmocka_unit_test(test_resume_from_libevent_callback),
