@@ -48,7 +48,7 @@ UNIT_BINS := $(UNIT_SRCS:test/unit/%.cpp=$(BUILD)/test/%)
 
 PYTHON := /usr/bin/python3
 
-.PHONY: all check check-pgbouncer unit integration run deps bench clean distclean format
+.PHONY: all check check-pgbouncer unit integration run deps bench bench-relays clean distclean format
 
 all: $(BUILD)/sluice
 
@@ -104,6 +104,10 @@ $(BUILD)/bench/relay: test/bench/relay.cpp config.mk
 bench: deps-quiet all $(BUILD)/bench/relay
 	SLUICE_BIN=$(abspath $(BUILD)/sluice) RELAY_BIN=$(abspath $(BUILD)/bench/relay) \
 	    $(PYTHON) test/bench/bench.py $(BENCH_ARGS)
+
+# The relay on epoll against the relay on io_uring, in interleaved pairs (doc/bench.md).
+bench-relays: deps-quiet $(BUILD)/bench/relay
+	RELAY_BIN=$(abspath $(BUILD)/bench/relay) $(PYTHON) test/bench/relay_ab.py $(BENCH_ARGS)
 
 format:
 	clang-format -i $(shell find src include test/unit -name '*.cpp' -o -name '*.h')
