@@ -152,6 +152,35 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
+def spawn_relay(binary: str, pg_port: int, log_path: str,
+                uring: bool = False) -> tuple[subprocess.Popen, int, bool]:
+    """Starts the byte relay (test/bench/relay.cpp; uring: its io_uring mode) in front of
+    PostgreSQL on pg_port and waits up to 10 s for it to listen. Returns the process, its port
+    and whether it listens (False: it exited, see proc.poll(), or the wait timed out). The
+    caller stops it."""
+    port = harness.free_port()
+    # In a session of its own, as the poolers and PostgreSQL are: with autogroup on (the
+    # kernel default) each session is a scheduling group, and a relay left in pgbench's
+    # group is woken and preempted differently from a pooler (probes, -c 1 on one CPU:
+    # 18.2 against 19.9 us/txn, 1.2 against 1.8 sleeps per transaction).
+    with open(log_path, "w") as logf:
+        proc = subprocess.Popen([binary] + (["--uring"] if uring else []) +
+                                [str(port), str(pg_port)], stdin=subprocess.DEVNULL,
+                                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def listening():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return proc.poll() is not None  # died: stop waiting
+    try:
+        harness.wait_until(listening, 10, what="byte relay listening")
+    except TimeoutError:
+        return proc, port, False
+    return proc, port, proc.poll() is None
+
+
 def set_affinity(pids, cpus: set) -> None:
     """Every thread of every pid onto cpus; processes gone meanwhile are skipped."""
     for pid in pids:
@@ -448,33 +477,15 @@ class Bench:
         if not self.relay_bin or not os.access(self.relay_bin, os.X_OK):
             return self.relay_off("no byte relay (RELAY_BIN; `make bench` builds it): the "
                                   "floor at -c 1 is not measured")
-        self.relay_port = harness.free_port()
         log_path = os.path.join(self.work, "relay.log")
-        # In a session of its own, as the poolers and PostgreSQL are: with autogroup on (the
-        # kernel default) each session is a scheduling group, and a relay left in pgbench's
-        # group is woken and preempted differently from a pooler (probes, -c 1 on one CPU:
-        # 18.2 against 19.9 us/txn, 1.2 against 1.8 sleeps per transaction).
-        with open(log_path, "w") as logf:
-            self.relay = subprocess.Popen([self.relay_bin, str(self.relay_port),
-                                           str(self.pg.port)], stdin=subprocess.DEVNULL,
-                                          stdout=logf, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
+        self.relay, self.relay_port, up = spawn_relay(self.relay_bin, self.pg.port, log_path)
         self.extra_procs.append(self.relay)
-
-        def listening():
-            try:
-                with socket.create_connection(("127.0.0.1", self.relay_port), timeout=1):
-                    return True
-            except OSError:
-                return self.relay.poll() is not None  # died: stop waiting, report below
-        try:
-            harness.wait_until(listening, 10, what="byte relay listening")
-        except TimeoutError:
-            return self.relay_off("the byte relay did not listen within 10 s; the floor is "
-                                  "not measured")
         if self.relay.poll() is not None:
             return self.relay_off(f"the byte relay did not start (rc {self.relay.returncode}): "
                                   f"{Path(log_path).read_text()[-500:]}")
+        if not up:
+            return self.relay_off("the byte relay did not listen within 10 s; the floor is "
+                                  "not measured")
         return True
 
     def cleanup(self) -> None:

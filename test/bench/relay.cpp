@@ -50,7 +50,8 @@ void no_delay(int fd) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 }
 
-int dial(int port) {
+// nonblocking: for the epoll relay (io_uring waits for room itself: MSG_WAITALL).
+int dial(int port, bool nonblocking) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a = loopback(port);
     // Blocking connect (loopback, once per client), then non-blocking like every other socket.
@@ -60,7 +61,7 @@ int dial(int port) {
             close(fd);
         return -1;
     }
-    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+    if (nonblocking && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
         perror("relay: fcntl");
     no_delay(fd);
     return fd;
@@ -131,7 +132,7 @@ public:
         queued_ = 0;
         while (syscall(__NR_io_uring_enter, fd_, n, wait, IORING_ENTER_GETEVENTS, nullptr, 0) < 0 &&
                errno == EINTR)
-            n = 0;  // taken already: only the wait is repeated
+            n = 0;  // only the wait can be interrupted: the SQEs were taken
     }
     // Calls fn(cqe) for each completion posted so far.
     template <class Fn>
@@ -174,7 +175,8 @@ int run_uring(int lfd, int server_port) {
         perror("relay: io_uring");
         return 1;
     }
-    std::vector<Side> sides;
+    std::vector<Side> sides;  // by fd
+    auto side_of = [&](int fd) -> Side& { return sides[static_cast<size_t>(fd)]; };
     uint32_t generation = 0;
     auto post_accept = [&] {
         io_uring_sqe& e = ring.next();
@@ -187,12 +189,12 @@ int run_uring(int lfd, int server_port) {
         io_uring_sqe& e = ring.next();
         e.opcode = IORING_OP_RECV;
         e.fd = fd;
-        e.addr = reinterpret_cast<uintptr_t>(sides[static_cast<size_t>(fd)].buf.data());
+        e.addr = reinterpret_cast<uintptr_t>(side_of(fd).buf.data());
         e.len = static_cast<uint32_t>(kBufSize);
-        e.user_data = tag(kRecv, fd, sides[static_cast<size_t>(fd)].gen);
+        e.user_data = tag(kRecv, fd, side_of(fd).gen);
     };
     auto close_pair = [&](int fd) {
-        int other = sides[static_cast<size_t>(fd)].other;
+        int other = side_of(fd).other;
         for (int x : {fd, other}) {
             if (x < 0)
                 continue;
@@ -200,8 +202,8 @@ int run_uring(int lfd, int server_port) {
             // dropped by the generation check).
             shutdown(x, SHUT_RDWR);
             close(x);
-            sides[static_cast<size_t>(x)].other = -1;
-            sides[static_cast<size_t>(x)].gen = 0;
+            side_of(x).other = -1;
+            side_of(x).gen = 0;
         }
     };
     post_accept();
@@ -214,30 +216,27 @@ int run_uring(int lfd, int server_port) {
             if (op == kAccept) {
                 post_accept();
                 int cfd = c.res;
-                int s = cfd < 0 ? -1 : dial(server_port);
+                int s = cfd < 0 ? -1 : dial(server_port, false);
                 if (s < 0) {
                     if (cfd >= 0)
                         close(cfd);
                     return;
                 }
-                // Back to blocking: io_uring waits for room itself (MSG_WAITALL below).
-                fcntl(s, F_SETFL, fcntl(s, F_GETFL) & ~O_NONBLOCK);
                 no_delay(cfd);
                 size_t need = static_cast<size_t>(cfd > s ? cfd : s) + 1;
                 if (sides.size() < need)
                     sides.resize(need);
                 for (int x : {cfd, s}) {
-                    Side& side = sides[static_cast<size_t>(x)];
-                    side.gen = ++generation;
-                    side.buf.resize(kBufSize);
+                    side_of(x).gen = ++generation;
+                    side_of(x).buf.resize(kBufSize);
                 }
-                sides[static_cast<size_t>(cfd)].other = s;
-                sides[static_cast<size_t>(s)].other = cfd;
+                side_of(cfd).other = s;
+                side_of(s).other = cfd;
                 post_recv(cfd);
                 post_recv(s);
                 return;
             }
-            Side& side = sides[static_cast<size_t>(fd)];
+            Side& side = side_of(fd);
             if (side.other < 0 || side.gen != gen)
                 return;  // closed since
             if (op == kSend || c.res <= 0) {
@@ -301,7 +300,7 @@ int main(int argc, char** argv) {
                 int c = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (c < 0)
                     continue;
-                int s = dial(server_port);
+                int s = dial(server_port, true);
                 if (s < 0) {
                     close(c);
                     continue;

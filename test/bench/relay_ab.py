@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,25 +27,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402
-import harness  # noqa: E402  (bench puts test/lib on the path)
 
 
 def start_relay(b: bench.Bench, binary: str, uring: bool) -> tuple[subprocess.Popen, int]:
-    port = harness.free_port()
-    cmd = [binary] + (["--uring"] if uring else []) + [str(port), str(b.pg.port)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    name = "io_uring" if uring else "epoll"
+    log_path = os.path.join(b.work, f"relay-{name}.log")
+    proc, port, up = bench.spawn_relay(binary, b.pg.port, log_path, uring=uring)
     b.extra_procs.append(proc)  # stopped by b.cleanup()
-
-    def listening():
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return proc.poll() is not None
-    harness.wait_until(listening, 10, what="relay listening")
-    if proc.poll() is not None:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}")
+    if not up:
+        raise RuntimeError(f"the {name} relay did not start: {Path(log_path).read_text()[-500:]}")
     return proc, port
 
 
