@@ -266,10 +266,14 @@ void run_ready(int timeout_ms) {
             SBuf::run_pending();
     }
     SBuf::run_pending();
-    if (batch) {
+    if (batch && !SBuf::proactor()) {  // the proactor sends its batch with the next wait
         SBuf::set_batching(false);
         SBuf::send_batch();
     }
+}
+
+void epoll_ready() {
+    run_ready(0);
 }
 
 // Fallback shape: our set is a libevent event.
@@ -354,7 +358,17 @@ event_base* loop_create(std::string& err, LoopOptions opts) {
         g_timer_lag = coarse_tick();
         g_not_before = 0;
     }
-    if (opts.batch_sends && !getenv("SLUICE_NO_IO_URING")) {
+    bool uring = opts.batch_sends && !getenv("SLUICE_NO_IO_URING");
+    bool proactor = false;
+    if (uring && getenv("SLUICE_PROACTOR") && g_libevent_fd >= 0 && g_wake_fd >= 0) {
+        std::string why;
+        proactor = sbuf_open_proactor(g_ep, why);
+        if (proactor)
+            log_info("experimental: sockets are read through io_uring (SLUICE_PROACTOR)");
+        else
+            log_warning("SLUICE_PROACTOR: io_uring not usable (%s)", why.c_str());
+    }
+    if (uring && !proactor) {
         std::string why;
         if (!sbuf_open_send_ring(why))
             log_debug("sends are not batched: %s", why.c_str());
@@ -365,6 +379,7 @@ event_base* loop_create(std::string& err, LoopOptions opts) {
 }
 
 void loop_destroy() {
+    sbuf_close_proactor();
     sbuf_close_send_ring();
     if (g_ep_event) {
         event_free(g_ep_event);
@@ -408,7 +423,14 @@ void loop_turn(int max_wait_ms) {
         return;
     }
     bool busy = g_run_libevent || SBuf::has_pending();
-    run_ready(busy || max_wait_ms == 0 ? 0 : arm_wake(max_wait_ms));
+    if (SBuf::proactor()) {
+        bool wait = !busy && max_wait_ms != 0;
+        if (wait)
+            arm_wake(max_wait_ms);  // the timerfd is in the epoll set, which the ring polls
+        SBuf::ring_turn(wait, epoll_ready);
+    } else {
+        run_ready(busy || max_wait_ms == 0 ? 0 : arm_wake(max_wait_ms));
+    }
     if (g_run_libevent || next_pass() <= mono_now()) {
         libevent_turn();
         // What its callbacks queued runs now (an accepted connection's first packet, a client

@@ -4,8 +4,10 @@
 #include "sluice/net/loop.h"
 #include "sluice/net/tls.h"
 #include "sluice/net/uring.h"
+#include "sluice/util/log.h"
 #include "sluice/util/time.h"
 
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -66,6 +68,35 @@ size_t g_slab_used = 0;
 Deferred g_deferred[kMaxDeferred];
 unsigned g_deferred_count = 0;
 uint64_t g_ring_batches = 0;  // batches that went out through the ring (tests)
+
+// The proactor (SBuf::proactor()). Requests carry a tag: the socket's fd and generation, so
+// that a completion for a socket closed since (its fd perhaps reused) is recognised.
+IoRing g_pro;
+bool g_proactor = false;
+int g_pro_epfd = -1;
+bool g_ep_polled = false;  // a POLL_ADD on the epoll set is in flight
+uint32_t g_gen = 0;
+std::vector<SBuf*> g_by_fd;
+unsigned g_prepped = 0;  // batch entries in the ring's submission, results after the enter
+constexpr uint16_t kSmallGroup = 0;  // provided buffers of pkt_buf bytes
+constexpr uint16_t kBulkGroup = 1;   // kBulkBufferSize ones, for a streaming socket
+enum RingOp : uint64_t { kOpRecv = 1, kOpSend = 2, kOpPollOut = 3, kOpEpoll = 4, kOpQuiet = 5 };
+
+uint64_t ring_tag(RingOp op, uint16_t group, uint32_t index, uint32_t gen) {
+    return (static_cast<uint64_t>(gen) << 32) | ((op | (uint64_t{group} << 4)) << 24) | index;
+}
+RingOp tag_op(uint64_t t) {
+    return static_cast<RingOp>((t >> 24) & 0xf);
+}
+uint16_t tag_group(uint64_t t) {
+    return static_cast<uint16_t>((t >> 28) & 0xf);
+}
+uint32_t tag_index(uint64_t t) {
+    return static_cast<uint32_t>(t & 0xffffff);
+}
+uint32_t tag_gen(uint64_t t) {
+    return static_cast<uint32_t>(t >> 32);
+}
 
 // One plain send; -errno on failure.
 int send_once(int fd, const void* data, size_t len) {
@@ -202,6 +233,11 @@ bool SBuf::attach(int fd, SBufOwner* owner, bool connecting) {
     // that would cost an epoll_wait per connection. The first send that cannot complete
     // asks for it (want_write()).
     write_armed_ = connecting;
+    ring_ = recv_armed_ = ring_short_ = false;
+    if (g_proactor && !connecting) {
+        ring_join();
+        return true;
+    }
     if (!loop_add(fd, this, connecting)) {
         ::close(fd_);
         fd_ = -1;
@@ -293,6 +329,11 @@ void SBuf::close() {
         e.sb = nullptr;
         defer_slot_ = 0;
     }
+    if (ring_) {
+        ring_cancel();  // a request in flight holds the socket open: the FIN waits for it
+        g_by_fd[static_cast<size_t>(fd_)] = nullptr;
+        ring_ = false;
+    }
     if (fd_ >= 0) {
         ::close(fd_);
         fd_ = -1;
@@ -359,8 +400,18 @@ void SBuf::spill_pending() {
 void SBuf::want_write() noexcept {
     // A failure (ENOMEM) leaves the socket without write reports; the next send that cannot
     // complete tries again.
-    if (!write_armed_ && fd_ >= 0)
-        write_armed_ = loop_want_write(fd_, this);
+    if (write_armed_ || fd_ < 0)
+        return;
+    if (ring_) {
+        io_uring_sqe& e = g_pro.sqe();
+        e.opcode = IORING_OP_POLL_ADD;
+        e.fd = fd_;
+        e.poll32_events = POLLOUT | POLLERR | POLLHUP;
+        e.user_data = ring_tag(kOpPollOut, 0, static_cast<uint32_t>(fd_), ring_gen_);
+        write_armed_ = true;  // one report: the next send that cannot complete asks again
+        return;
+    }
+    write_armed_ = loop_want_write(fd_, this);
 }
 
 bool SBuf::send_iov(iovec* iov, int cnt, size_t& sent) {
@@ -517,10 +568,18 @@ bool sbuf_send_ring_open() noexcept {
 }
 
 void SBuf::set_batching(bool on) noexcept {
-    g_batching = on && g_ring.is_open();
+    g_batching = g_proactor || (on && g_ring.is_open());
 }
 
 void SBuf::send_batch() noexcept {
+    if (g_proactor) {
+        // Through the proactor's ring, now: the sends complete during the submission.
+        prep_batch();
+        if (int err = g_pro.enter(0); err < 0)
+            log_error("io_uring_enter failed: %s", strerror(-err));
+        reap_batch();
+        return;
+    }
     unsigned n = 0;
     const Deferred* what[kMaxDeferred];
     for (unsigned i = 0; i < g_deferred_count; ++i) {
@@ -539,25 +598,26 @@ void SBuf::send_batch() noexcept {
             res[i] = send_once(what[i]->sb->fd_, g_slab + what[i]->off, what[i]->len);
     }
     for (unsigned i = 0; i < n; ++i) {
-        uint32_t len = what[i]->len;
-        if (res[i] == static_cast<int>(len)) [[likely]]
-            continue;
-        SBuf* sb = what[i]->sb;
-        size_t done = res[i] > 0 ? static_cast<size_t>(res[i]) : 0;
-        try {
-            sb->unsent_first(g_slab + what[i]->off + done, len - done);
-        } catch (...) {
-            sb->run_soon(EV_WRITE);  // no memory: the socket's own send path reports it
-            continue;
-        }
-        sb->backed_up_ = true;
-        if (res[i] >= 0 || res[i] == -EAGAIN)
-            sb->want_write();
-        else
-            sb->run_soon(EV_WRITE);  // its own send meets the error and reports it
+        if (res[i] != static_cast<int>(what[i]->len)) [[unlikely]]
+            batch_unsent(*what[i]->sb, g_slab + what[i]->off, what[i]->len, res[i]);
     }
     g_deferred_count = 0;
     g_slab_used = 0;
+}
+
+void SBuf::batch_unsent(SBuf& sb, const char* data, uint32_t len, int res) noexcept {
+    size_t done = res > 0 ? static_cast<size_t>(res) : 0;
+    try {
+        sb.unsent_first(data + done, len - done);
+    } catch (...) {
+        sb.run_soon(EV_WRITE);  // no memory: the socket's own send path reports it
+        return;
+    }
+    sb.backed_up_ = true;
+    if (res >= 0 || res == -EAGAIN)
+        sb.want_write();
+    else
+        sb.run_soon(EV_WRITE);  // its own send meets the error and reports it
 }
 
 bool SBuf::flush_now() {
@@ -691,6 +751,12 @@ void SBuf::handle_event(short what) {
         report(SBufEvent::Connected);
         if (closed())
             return;
+        if (g_proactor && !ssl_) {
+            // Connected: the socket leaves the epoll set for the ring.
+            loop_unwatch(fd_);
+            write_armed_ = false;
+            ring_join();
+        }
         // The owner queued its startup packet; send it.
         if (!flush_out())
             return;
@@ -729,6 +795,7 @@ void SBuf::handle_write() {
 void SBuf::drop_buffer() noexcept {
     if (!buf_)
         return;
+    settle_direct();
     give_buffer(buf_, cap_, bulk_buf_);
     buf_ = nullptr;
     cap_ = 0;
@@ -759,6 +826,7 @@ bool SBuf::ensure_buffer(size_t need_total) {
         attach_buffer();
     if (need_total <= cap_)
         return true;
+    settle_direct();
     size_t cap = std::max<size_t>(need_total, size_t{cap_} * 2);
     auto* nb = static_cast<uint8_t*>(malloc(cap));
     if (!nb)
@@ -774,6 +842,9 @@ bool SBuf::ensure_buffer(size_t need_total) {
 }
 
 void SBuf::start_streaming() {
+    settle_direct();
+    if (pos_ != end_)
+        return;
     // Only an empty buffer is swapped: nothing to copy.
     uint8_t* b = take_bulk();
     if (!b)
@@ -788,6 +859,7 @@ void SBuf::start_streaming() {
 void SBuf::compact() {
     if (pos_ == 0)
         return;
+    settle_direct();
     memmove(buf_, buf_ + pos_, end_ - pos_);
     parse_ -= pos_;
     end_ -= pos_;
@@ -795,7 +867,7 @@ void SBuf::compact() {
 }
 
 void SBuf::release_buffer_if_empty() {
-    if (buf_ && pos_ == end_) {
+    if (buf_ && pos_ == end_ && !recv_armed_) {
         if (!keep_buffer_ || cap_ != g_bufsize)  // kept unless grown or a bulk buffer
             drop_buffer();
         pos_ = parse_ = end_ = 0;
@@ -922,6 +994,16 @@ void SBuf::handle_read(bool drained) {
             report(SBufEvent::Eof);
             return;
         }
+        if (ring_) {
+            // The ring reads for us: one RECV in flight while we want input. A client with
+            // nothing buffered gives its buffer back first (idle clients hold none).
+            if (!recv_armed_ && loopcnt_ != 0) {
+                if (buf_ && pos_ == end_ && !keep_buffer_ && !blocked_ && !paused_)
+                    drop_buffer();
+                arm_recv();
+            }
+            break;
+        }
         if (drained)
             break;
         if (loop >= loopcnt_) {
@@ -992,6 +1074,10 @@ Parse SBuf::parse_startup_phase(std::span<const uint8_t> data, PacketHeader& h) 
 bool SBuf::start_tls(SSL* ssl, bool replay_input) {
     if (defer_slot_)
         flush_now();  // the plain bytes before TLS (the 'S' answer) go first
+    if (ring_ && fd_ >= 0 && !ssl_ && !leave_ring(replay_input)) {
+        SSL_free(ssl);
+        return false;
+    }
     if (fd_ < 0 || ssl_ || has_output()) {
         SSL_free(ssl);
         return false;
@@ -1159,6 +1245,327 @@ bool SBuf::tls_send_iov(const iovec* iov, int cnt, size_t& sent) {
     }
     stats_.sent_bytes += sent;
     return true;
+}
+
+}  // namespace sluice
+
+// ---------------------------------------------------------------------------------------------
+// The proactor
+
+namespace sluice {
+
+bool SBuf::proactor() noexcept {
+    return g_proactor;
+}
+
+bool sbuf_open_proactor(int epoll_fd, std::string& why) {
+    if (!g_pro.open(1024, why) || !g_pro.add_buffers(kSmallGroup, 256, g_bufsize, why) ||
+        !g_pro.add_buffers(kBulkGroup, 16, kBulkBufferSize, why)) {
+        g_pro.close();
+        return false;
+    }
+    g_proactor = true;
+    g_batching = true;
+    g_pro_epfd = epoll_fd;
+    g_ep_polled = false;
+    return true;
+}
+
+void sbuf_close_proactor() noexcept {
+    if (g_proactor)
+        SBuf::send_batch();
+    g_pro.close();
+    g_proactor = false;
+    g_batching = false;
+    g_by_fd.clear();
+}
+
+void SBuf::ring_join() noexcept {
+    ring_ = true;
+    recv_armed_ = ring_short_ = false;
+    if (++g_gen == 0)
+        g_gen = 1;
+    ring_gen_ = g_gen;
+    auto i = static_cast<size_t>(fd_);
+    if (g_by_fd.size() <= i)
+        g_by_fd.resize(i + 1 + i / 2);
+    g_by_fd[i] = this;
+    arm_recv();
+}
+
+void SBuf::arm_recv() noexcept {
+    // An sbuf with a buffer (a server, a client in the middle of a message) has the kernel
+    // read into it; one without (an idle client) has it pick a provided buffer when data
+    // arrives, whose bytes are copied into a buffer taken then.
+    bool select = !buf_ && !keep_buffer_;
+    if (!select) {
+        if (!buf_)
+            attach_buffer();
+        else if (pos_ == end_)
+            pos_ = parse_ = end_ = 0;  // empty: the read goes to the front
+        if (streaming_ && !bulk_buf_ && pos_ == end_ && cap_ == g_bufsize)
+            start_streaming();
+        if (end_ == cap_) {
+            compact();
+            if (end_ == cap_)
+                return;  // full: the walk or the peer's drain comes back here
+        }
+    }
+    if (++g_gen == 0)
+        g_gen = 1;
+    ring_rgen_ = g_gen;
+    ring_sqe_ = g_pro.next_pos();
+    io_uring_sqe& e = g_pro.sqe();
+    e.opcode = IORING_OP_RECV;
+    e.fd = fd_;
+    ring_select_ = select;
+    if (select) {
+        ring_group_ = streaming_ ? kBulkGroup : kSmallGroup;
+        e.len = g_pro.buffer_size(ring_group_);
+        e.flags = IOSQE_BUFFER_SELECT;
+        e.buf_group = ring_group_;
+    } else {
+        ring_group_ = 0;
+        e.addr = reinterpret_cast<uintptr_t>(buf_ + end_);
+        e.len = cap_ - end_;
+    }
+    // The last read did not fill what it asked for: the socket was empty then, so the kernel
+    // waits for data instead of trying a read that would find nothing.
+    if (ring_short_)
+        e.ioprio = IORING_RECVSEND_POLL_FIRST;
+    e.user_data = ring_tag(kOpRecv, ring_group_, static_cast<uint32_t>(fd_), ring_rgen_);
+    recv_armed_ = true;
+    ring_asked_ = e.len;
+}
+
+void SBuf::settle_recv() noexcept {
+    if (!recv_armed_)
+        return;
+    recv_armed_ = false;
+    uint64_t quiet = ring_tag(kOpQuiet, 0, 0, 0);
+    if (io_uring_sqe* q = g_pro.unsubmitted(ring_sqe_)) {
+        // Not submitted yet: it never runs.
+        memset(q, 0, sizeof *q);
+        q->opcode = IORING_OP_NOP;
+        q->flags = IOSQE_CQE_SKIP_SUCCESS;
+        q->user_data = quiet;
+        return;
+    }
+    uint16_t group = ring_group_;
+    uint64_t tag = ring_tag(kOpRecv, group, static_cast<uint32_t>(fd_), ring_rgen_);
+    // Synchronous: a RECV into buf_ must be over before buf_ changes, and one that read
+    // something must have its bytes counted now (SUSPEND, TLS).
+    if (g_pro.cancel_now(tag) == 0)
+        return;  // cancelled before it read anything; its completion is stale (generation)
+    // It completed, or its completion waits to be run (DEFER_TASKRUN): run it, take it.
+    int res = 0;
+    uint32_t flags = 0;
+    for (int tries = 0; !g_pro.take(tag, quiet, res, flags); ++tries) {
+        if (tries == 3) {
+            log_error("io_uring: a read on fd %d could not be settled", fd_);
+            abort();
+        }
+        g_pro.enter(0);
+    }
+    if (flags & IORING_CQE_F_BUFFER) {
+        auto bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+        if (res > 0)
+            ring_input(g_pro.buffer(group, bid), static_cast<uint32_t>(res));
+        g_pro.recycle(group, bid);
+        if (res > 0)
+            run_soon(EV_TIMEOUT);
+    } else if (res > 0) {
+        end_ += static_cast<uint32_t>(res);
+        stats_.recv_bytes += static_cast<uint64_t>(res);
+        run_soon(EV_TIMEOUT);  // walk what arrived
+    } else if (res != -ECANCELED) {
+        eof_ = true;  // end of stream or an error: the walk reports it
+        run_soon(EV_TIMEOUT);
+    }
+}
+
+bool SBuf::leave_ring(bool more_input_ok) noexcept {
+    uint32_t had = end_;
+    settle_recv();  // what the RECV read meanwhile is appended to the input
+    if (end_ != had && !more_input_ok) {
+        // Bytes after the packet that starts TLS, sent before our answer could be seen:
+        // they would be taken as encrypted (the SSLRequest buffer-stuffing case).
+        log_warning("TLS start: %u bytes arrived after the request before the answer",
+                    end_ - had);
+        return false;
+    }
+    if (write_armed_)
+        cancel_async(ring_tag(kOpPollOut, 0, static_cast<uint32_t>(fd_), ring_gen_));
+    g_by_fd[static_cast<size_t>(fd_)] = nullptr;
+    ring_ = false;
+    write_armed_ = backed_up_;  // a send waiting for room asks the epoll set for it
+    return loop_add(fd_, this, write_armed_);
+}
+
+void SBuf::cancel_async(uint64_t tag) noexcept {
+    io_uring_sqe& e = g_pro.sqe();
+    e.opcode = IORING_OP_ASYNC_CANCEL;
+    e.addr = tag;
+    e.flags = IOSQE_CQE_SKIP_SUCCESS;
+    e.user_data = ring_tag(kOpQuiet, 0, 0, 0);
+}
+
+void SBuf::ring_cancel() noexcept {
+    if (recv_armed_ && ring_select_) {
+        // Nothing of ours is at stake (the kernel's buffer, given back if it was filled):
+        // the cancel goes with the next submission.
+        cancel_async(ring_tag(kOpRecv, ring_group_, static_cast<uint32_t>(fd_), ring_rgen_));
+        recv_armed_ = false;
+    }
+    settle_recv();
+    if (write_armed_) {
+        cancel_async(ring_tag(kOpPollOut, 0, static_cast<uint32_t>(fd_), ring_gen_));
+        write_armed_ = false;
+    }
+}
+
+void SBuf::ring_input(const uint8_t* src, uint32_t n) noexcept {
+    if (!buf_)
+        attach_buffer();
+    if (cap_ - end_ < n)
+        compact();
+    if (cap_ - end_ < n)
+        ensure_buffer(size_t{end_} + n);
+    memcpy(buf_ + end_, src, n);
+    end_ += n;
+    streaming_ = n >= g_bufsize;
+    stats_.recv_bytes += n;
+}
+
+void SBuf::on_ring_recv(SBuf* sb, int res) noexcept {
+    uint32_t asked = sb->ring_asked_;
+    sb->recv_armed_ = false;
+    if (res == -ECANCELED)
+        return;  // we cancelled it (suspend)
+    short what = EV_READ;
+    if (res > 0) {
+        sb->ring_short_ = static_cast<uint32_t>(res) < asked;
+        if (!sb->ring_select_) {  // read into buf_ at end_
+            sb->end_ += static_cast<uint32_t>(res);
+            sb->streaming_ = static_cast<uint32_t>(res) >= g_bufsize;
+            sb->stats_.recv_bytes += static_cast<uint64_t>(res);
+        }
+    } else if (res == 0) {
+        sb->eof_ = true;
+    } else if (res == -ENOBUFS || res == -EAGAIN || res == -EINTR) {
+        sb->ring_short_ = false;
+        sb->run_soon(EV_READ);  // read again in the next submission (buffers given back)
+        return;
+    } else {
+        errno = -res;
+        sb->report(SBufEvent::SocketError);
+        return;
+    }
+    if (sb->pend_what_ != 0) {
+        what = static_cast<short>(what | sb->pend_what_);
+        sb->forget_pending();
+    }
+    sb->handle_event(what);
+}
+
+void SBuf::prep_batch() noexcept {
+    // Each send completes during the submission (MSG_DONTWAIT), and one that sent everything
+    // posts nothing (CQE_SKIP_SUCCESS); MSG_WAITALL makes a short one a failure, so that it
+    // posts its count.
+    g_prepped = 0;
+    for (unsigned i = 0; i < g_deferred_count; ++i) {
+        Deferred& d = g_deferred[i];
+        if (!d.sb)
+            continue;
+        d.sb->defer_slot_ = 0;
+        io_uring_sqe& e = g_pro.sqe();
+        e.opcode = IORING_OP_SEND;
+        e.fd = d.sb->fd_;
+        e.addr = reinterpret_cast<uintptr_t>(g_slab + d.off);
+        e.len = d.len;
+        e.msg_flags = MSG_DONTWAIT | MSG_WAITALL | MSG_NOSIGNAL;
+        e.flags = IOSQE_CQE_SKIP_SUCCESS;
+        e.user_data = ring_tag(kOpSend, 0, i, 0);
+        ++g_prepped;
+    }
+    if (g_prepped)
+        ++g_ring_batches;
+}
+
+void SBuf::reap_batch() noexcept {
+    // The batch's failures: their bytes go back to the front of their sockets' output before
+    // anything else runs.
+    if (g_prepped) {
+        uint64_t quiet = ring_tag(kOpQuiet, 0, 0, 0);
+        for (unsigned i = 0, n = g_pro.cqes_ready(); i < n; ++i) {
+            io_uring_cqe& c = g_pro.cqe_at(i);
+            if (tag_op(c.user_data) != kOpSend)
+                continue;
+            Deferred& d = g_deferred[tag_index(c.user_data)];
+            c.user_data = quiet;
+            batch_unsent(*d.sb, g_slab + d.off, d.len, c.res);
+        }
+        g_prepped = 0;
+    }
+    g_deferred_count = 0;
+    g_slab_used = 0;
+}
+
+void SBuf::ring_turn(bool wait, void (*epoll_ready)()) noexcept {
+    prep_batch();
+    if (!g_ep_polled) {
+        // One-shot: armed again after each report, and a set still ready then reports at once
+        // (a listener left with connections to accept).
+        io_uring_sqe& e = g_pro.sqe();
+        e.opcode = IORING_OP_POLL_ADD;
+        e.fd = g_pro_epfd;
+        e.poll32_events = POLLIN;
+        e.user_data = ring_tag(kOpEpoll, 0, 0, 0);
+        g_ep_polled = true;
+    }
+    if (int err = g_pro.enter(wait ? 1 : 0); err < 0)
+        log_error("io_uring_enter failed: %s", strerror(-err));
+    time_invalidate();
+    reap_batch();
+    unsigned n = g_pro.cqes_ready();
+    for (unsigned i = 0; i < n; ++i) {
+        const io_uring_cqe& c = g_pro.cqe_at(i);
+        uint64_t t = c.user_data;
+        switch (tag_op(t)) {
+        case kOpRecv: {
+            SBuf* sb = tag_index(t) < g_by_fd.size() ? g_by_fd[tag_index(t)] : nullptr;
+            bool live = sb && sb->recv_armed_ && sb->ring_rgen_ == tag_gen(t);
+            if (c.flags & IORING_CQE_F_BUFFER) {
+                auto bid = static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
+                uint16_t group = tag_group(t);
+                if (live && c.res > 0)
+                    sb->ring_input(g_pro.buffer(group, bid), static_cast<uint32_t>(c.res));
+                g_pro.recycle(group, bid);
+            }
+            if (live)
+                on_ring_recv(sb, c.res);
+            break;
+        }
+        case kOpPollOut: {
+            SBuf* sb = tag_index(t) < g_by_fd.size() ? g_by_fd[tag_index(t)] : nullptr;
+            if (sb && sb->ring_gen_ == tag_gen(t) && sb->write_armed_) {
+                sb->write_armed_ = false;
+                on_ready(sb, EPOLLOUT);
+            }
+            break;
+        }
+        case kOpEpoll:
+            g_ep_polled = false;
+            epoll_ready();
+            break;
+        default:
+            break;  // a cancel or a provide that failed (nothing was pending): nothing to do
+        }
+        if (has_pending())
+            run_pending();
+    }
+    g_pro.consume(n);
+    run_pending();
 }
 
 }  // namespace sluice

@@ -186,4 +186,202 @@ bool SendRing::submit(unsigned n, int* res, bool wait) noexcept {
     return true;
 }
 
+// ---------------------------------------------------------------------------------------------
+// IoRing
+
+bool IoRing::open(unsigned entries, std::string& why) {
+    close();
+    io_uring_params p{};
+    // One thread submits (SINGLE_ISSUER), and work the kernel finishes for us (a read once
+    // data arrived) runs when we next wait rather than interrupting us (DEFER_TASKRUN).
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+    p.cq_entries = entries * 4;
+    fd_ = sys_setup(entries, &p);
+    if (fd_ < 0) {
+        why = std::string("io_uring_setup: ") + strerror(errno);
+        return false;
+    }
+    if (!(p.features & IORING_FEAT_NODROP)) {
+        why = "this kernel's io_uring may drop completions";
+        close();
+        return false;
+    }
+    sq_map_len_ = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    cq_map_len_ = p.cq_off.cqes + p.cq_entries * sizeof(io_uring_cqe);
+    sqe_map_len_ = p.sq_entries * sizeof(io_uring_sqe);
+    sq_map_ = map(fd_, sq_map_len_, IORING_OFF_SQ_RING);
+    cq_map_ = map(fd_, cq_map_len_, IORING_OFF_CQ_RING);
+    sqe_map_ = map(fd_, sqe_map_len_, IORING_OFF_SQES);
+    if (!sq_map_ || !cq_map_ || !sqe_map_) {
+        why = std::string("mmap of the io_uring rings: ") + strerror(errno);
+        close();
+        return false;
+    }
+    auto* sq = static_cast<char*>(sq_map_);
+    auto* cq = static_cast<char*>(cq_map_);
+    sq_head_ = reinterpret_cast<unsigned*>(sq + p.sq_off.head);
+    sq_tail_ = reinterpret_cast<unsigned*>(sq + p.sq_off.tail);
+    auto* sq_array = reinterpret_cast<unsigned*>(sq + p.sq_off.array);
+    cq_head_ = reinterpret_cast<unsigned*>(cq + p.cq_off.head);
+    cq_tail_ = reinterpret_cast<unsigned*>(cq + p.cq_off.tail);
+    sq_mask_ = *reinterpret_cast<unsigned*>(sq + p.sq_off.ring_mask);
+    cq_mask_ = *reinterpret_cast<unsigned*>(cq + p.cq_off.ring_mask);
+    sq_entries_ = p.sq_entries;
+    sqes_ = static_cast<io_uring_sqe*>(sqe_map_);
+    cqes_ = reinterpret_cast<io_uring_cqe*>(cq + p.cq_off.cqes);
+    for (unsigned i = 0; i < p.sq_entries; ++i)
+        sq_array[i] = i;
+    queued_ = 0;
+    return true;
+}
+
+void IoRing::close() noexcept {
+    for (Group& g : groups_) {
+        if (g.mem)
+            munmap(g.mem, g.mem_len);
+        g = Group{};
+    }
+    if (sqe_map_)
+        munmap(sqe_map_, sqe_map_len_);
+    if (cq_map_)
+        munmap(cq_map_, cq_map_len_);
+    if (sq_map_)
+        munmap(sq_map_, sq_map_len_);
+    sqe_map_ = cq_map_ = sq_map_ = nullptr;
+    if (fd_ >= 0)
+        ::close(fd_);
+    fd_ = -1;
+    queued_ = 0;
+}
+
+io_uring_sqe& IoRing::sqe() noexcept {
+    if (queued_ == sq_entries_)
+        enter(0);
+    io_uring_sqe& e = sqes_[(*sq_tail_ + queued_++) & sq_mask_];
+    memset(&e, 0, sizeof e);
+    return e;
+}
+
+int IoRing::enter(unsigned wait) noexcept {
+    unsigned n = queued_;
+    if (n > 0) {
+        store_release(sq_tail_, *sq_tail_ + n);
+        queued_ = 0;
+    }
+    for (;;) {
+        int r = sys_enter(fd_, n, wait);
+        if (r >= 0) {
+            if (static_cast<unsigned>(r) >= n)
+                return 0;
+            n -= static_cast<unsigned>(r);  // not all taken (no memory): try the rest again
+            continue;
+        }
+        if (errno == EINTR) {
+            n = *sq_tail_ - load_acquire(sq_head_);
+            continue;
+        }
+        int err = errno;
+        // Take back what the kernel did not consume, so that no later call submits it.
+        store_release(sq_tail_, load_acquire(sq_head_));
+        return -err;
+    }
+}
+
+bool IoRing::has_cqe() const noexcept {
+    return *cq_head_ != load_acquire(cq_tail_);
+}
+
+unsigned IoRing::cqes_ready() const noexcept {
+    return load_acquire(cq_tail_) - *cq_head_;
+}
+
+io_uring_cqe& IoRing::cqe_at(unsigned i) const noexcept {
+    return cqes_[(*cq_head_ + i) & cq_mask_];
+}
+
+void IoRing::consume(unsigned n) noexcept {
+    store_release(cq_head_, *cq_head_ + n);
+}
+
+bool IoRing::take(uint64_t user_data, uint64_t quiet, int& res, uint32_t& flags) noexcept {
+    for (unsigned i = 0, n = cqes_ready(); i < n; ++i) {
+        io_uring_cqe& c = cqes_[(*cq_head_ + i) & cq_mask_];
+        if (c.user_data == user_data) {
+            res = c.res;
+            flags = c.flags;
+            c.user_data = quiet;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool IoRing::add_buffers(uint16_t group, unsigned count, uint32_t size, std::string& why) {
+    if (group >= kGroups || count == 0 || count > 32768) {
+        why = "bad provided buffer group";
+        return false;
+    }
+    Group& g = groups_[group];
+    g.mem_len = size_t{count} * size;
+    void* m = mmap(nullptr, g.mem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    g.mem = m == MAP_FAILED ? nullptr : static_cast<uint8_t*>(m);
+    if (!g.mem) {
+        why = std::string("mmap of provided buffers: ") + strerror(errno);
+        return false;
+    }
+    g.count = count;
+    g.size = size;
+    // IORING_OP_PROVIDE_BUFFERS (5.7). The ring-mapped kind (IORING_REGISTER_PBUF_RING) would
+    // save an SQE per buffer given back, but a receive on this machine's kernel (6.18) found
+    // every registered ring empty (-ENOBUFS) while the older operation works.
+    io_uring_sqe& e = sqe();
+    e.opcode = IORING_OP_PROVIDE_BUFFERS;
+    e.fd = static_cast<int>(count);
+    e.addr = reinterpret_cast<uintptr_t>(g.mem);
+    e.len = size;
+    e.off = 0;
+    e.buf_group = group;
+    if (int err = enter(1); err < 0) {
+        why = std::string("io_uring_enter: ") + strerror(-err);
+        return false;
+    }
+    const io_uring_cqe& c = cqe_at(0);
+    int res = c.res;
+    consume(1);
+    if (res < 0) {
+        why = std::string("IORING_OP_PROVIDE_BUFFERS: ") + strerror(-res);
+        return false;
+    }
+    return true;
+}
+
+uint8_t* IoRing::buffer(uint16_t group, uint16_t bid) const noexcept {
+    return groups_[group].mem + size_t{bid} * groups_[group].size;
+}
+
+uint32_t IoRing::buffer_size(uint16_t group) const noexcept {
+    return groups_[group].size;
+}
+
+void IoRing::recycle(uint16_t group, uint16_t bid) noexcept {
+    io_uring_sqe& e = sqe();
+    e.opcode = IORING_OP_PROVIDE_BUFFERS;
+    e.fd = 1;
+    e.addr = reinterpret_cast<uintptr_t>(buffer(group, bid));
+    e.len = groups_[group].size;
+    e.off = bid;
+    e.buf_group = group;
+    e.flags = IOSQE_CQE_SKIP_SUCCESS;
+}
+
+int IoRing::cancel_now(uint64_t user_data) noexcept {
+    io_uring_sync_cancel_reg reg{};
+    reg.addr = user_data;
+    reg.timeout.tv_sec = -1;
+    reg.timeout.tv_nsec = -1;
+    if (syscall(__NR_io_uring_register, fd_, IORING_REGISTER_SYNC_CANCEL, &reg, 1) == 0)
+        return 0;
+    return -errno;
+}
+
 }  // namespace sluice

@@ -190,6 +190,15 @@ bool control_suspend_done() {
         apply_flags();
     }
     pause_quiet_sockets();
+    if (late) {
+        // Servers first, as PgBouncer: one cut off in the middle of a reply takes its client
+        // along, whichever of the two holds the bytes not sent yet.
+        for_sockets([](Client&) {},
+                    [](Server& s) {
+                        if (!s.sb.suspended() || has_unsent(s.sb))
+                            s.close_and_fail_client("suspend_timeout");
+                    });
+    }
     bool done = true;
     for_sockets(
         [&](Client& c) {

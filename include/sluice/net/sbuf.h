@@ -175,7 +175,11 @@ public:
     // process taking the socket over finds them), until unsuspend(), which restores the
     // sbuf_loopcnt given; sending goes on. Independent of pause(): the protocol may pause and
     // resume meanwhile. (A loop count of 0 is the mark: no test on the read path.)
-    void suspend() noexcept { loopcnt_ = 0; }
+    void suspend() noexcept {
+        loopcnt_ = 0;
+        if (ring_)
+            settle_recv();
+    }
     void unsuspend(int loop_count) noexcept;
     bool suspended() const noexcept { return loopcnt_ == 0; }
     // Resumes processing (later in this loop turn, no syscall).
@@ -198,6 +202,17 @@ public:
     // or go after them; close() sends them first.
     static void set_batching(bool on) noexcept;
     static void send_batch() noexcept;
+
+    // --- the proactor (experimental, SLUICE_PROACTOR=1; net/loop.cpp) ---
+    // Plain connected sockets leave the epoll set: each has a RECV in the io_uring ring while
+    // it wants input (the kernel reads when data arrives, into a provided buffer that the
+    // completion hands over), and the turn's batched sends go into the same io_uring_enter
+    // that waits for the next completion: one system call per message at -c 1 instead of
+    // epoll_wait + recv + send.
+    static bool proactor() noexcept;
+    // Submits the batch and the queued requests, waits for a completion when `wait`, and runs
+    // what completed; epoll_ready() when the epoll set (listeners, libevent, TLS) has reports.
+    static void ring_turn(bool wait, void (*epoll_ready)()) noexcept;
 
     // Buffered byte counts for SHOW SOCKETS.
     size_t recv_pos() const noexcept { return end_; }
@@ -291,6 +306,27 @@ private:
     // Puts bytes before everything in out_ (batched bytes the socket did not take).
     void unsent_first(const char* data, size_t n);
     void want_write() noexcept;  // loop_want_write() once per socket
+    // Proactor: this socket's reads go through the ring from now on (not in the epoll set).
+    void ring_join() noexcept;
+    void arm_recv() noexcept;   // a RECV for the next turn's submission
+    void ring_cancel() noexcept;  // cancels what is in flight for this socket (close)
+    static void cancel_async(uint64_t tag) noexcept;
+    // The socket goes back to the epoll set (TLS). False: it could not, or bytes arrived that
+    // must not have (more_input_ok false: after a packet that starts TLS).
+    bool leave_ring(bool more_input_ok) noexcept;
+    // The armed RECV writes into buf_: before buf_ moves or goes, the RECV is cancelled, or
+    // its result taken now if it completed.
+    void settle_recv() noexcept;
+    void settle_direct() noexcept {  // settle_recv() when the RECV writes into buf_
+        if (recv_armed_ && !ring_select_)
+            settle_recv();
+    }
+    void ring_input(const uint8_t* src, uint32_t n) noexcept;  // a RECV's bytes into buf_
+    static void on_ring_recv(SBuf* sb, int res) noexcept;
+    // A batched send that did not send everything (res: bytes sent or -errno).
+    static void batch_unsent(SBuf& sb, const char* data, uint32_t len, int res) noexcept;
+    static void prep_batch() noexcept;  // the batch's sends into the proactor's submission
+    static void reap_batch() noexcept;  // their failures, after the enter
     // Startup-phase header (or the single byte of expect_byte()).
     Parse parse_startup_phase(std::span<const uint8_t> data, PacketHeader& h) noexcept;
     // TLS counterparts of recv/sendmsg; same contracts (-1 + errno EAGAIN = would block).
@@ -335,6 +371,15 @@ private:
     bool bulk_buf_ = false;     // buf_ is a bulk buffer (sbuf.cpp: kBulkSize)
     bool streaming_ = false;    // the last recv took at least pkt_buf bytes
     bool trim_output_ = false;  // set_trim_output()
+    bool ring_ = false;         // proactor: reads through the ring, not in the epoll set
+    bool recv_armed_ = false;   // a RECV is in flight (or queued for the next submission)
+    bool ring_short_ = false;   // the last RECV did not fill what it asked for: poll first
+    bool ring_select_ = false;  // the armed RECV takes a provided buffer (no buf_)
+    uint16_t ring_group_ = 0;   // and from this group
+    uint32_t ring_gen_ = 0;     // tags this socket's requests (stale completions are dropped)
+    uint32_t ring_asked_ = 0;   // the armed RECV's length
+    uint32_t ring_rgen_ = 0;    // tags the armed RECV (each arming anew)
+    unsigned ring_sqe_ = 0;     // the armed RECV's submission queue position
     bool backed_up_ = false;    // the last send could not send everything: no batching
     uint16_t defer_slot_ = 0;   // 1 + index of our entry in the send batch; 0: none
     short pend_what_ = 0;  // event bits for run_pending(); non-zero while in the pending list
@@ -360,6 +405,10 @@ private:
 bool sbuf_open_send_ring(std::string& why);
 void sbuf_close_send_ring() noexcept;  // sends what is batched first
 bool sbuf_send_ring_open() noexcept;
+
+// The proactor's ring (SBuf::proactor()); epoll_fd is polled through it. False + why.
+bool sbuf_open_proactor(int epoll_fd, std::string& why);
+void sbuf_close_proactor() noexcept;
 
 // Size of the pooled receive buffers (pkt_buf); set once at start-up.
 void sbuf_set_buffer_size(uint32_t size) noexcept;

@@ -81,3 +81,87 @@ private:
 };
 
 }  // namespace sluice
+
+namespace sluice {
+
+// A general ring for the proactor loop (net/loop.h, SLUICE_PROACTOR): reads, polls and sends
+// go in as SQEs, and one io_uring_enter submits them all and waits for the next completion.
+// Raw system calls, as SendRing.
+class IoRing {
+public:
+    IoRing() = default;
+    IoRing(const IoRing&) = delete;
+    IoRing& operator=(const IoRing&) = delete;
+    ~IoRing() { close(); }
+
+    // False + why: no io_uring, or a kernel without what the loop relies on (provided buffer
+    // rings: 5.19; CQE_SKIP_SUCCESS: 5.17; SINGLE_ISSUER + DEFER_TASKRUN: 6.1).
+    bool open(unsigned entries, std::string& why);
+    void close() noexcept;
+    bool is_open() const noexcept { return fd_ >= 0; }
+
+    // The next SQE, zeroed. When the submission queue is full, what is queued is submitted
+    // first (without waiting).
+    io_uring_sqe& sqe() noexcept;
+    unsigned queued() const noexcept { return queued_; }
+    // The position the next sqe() takes; unsubmitted(pos) is that SQE while it has not been
+    // submitted yet (nullptr once it has).
+    unsigned next_pos() const noexcept { return *sq_tail_ + queued_; }
+    io_uring_sqe* unsubmitted(unsigned pos) noexcept {
+        return pos - *sq_tail_ < queued_ ? &sqes_[pos & sq_mask_] : nullptr;
+    }
+    // Finds the completion with this user_data among those ready, gives its result and
+    // relabels it `quiet` (its reader skips it). False: none.
+    bool take(uint64_t user_data, uint64_t quiet, int& res, uint32_t& flags) noexcept;
+    // Submits everything queued and waits until at least `wait` completions are there.
+    // -errno on failure (EINTR is retried; what was queued is then lost: EBUSY etc.).
+    int enter(unsigned wait) noexcept;
+    // Completions available now, oldest first; consume(n) after handling n of them.
+    bool has_cqe() const noexcept;
+    io_uring_cqe& cqe_at(unsigned i) const noexcept;
+    unsigned cqes_ready() const noexcept;
+    void consume(unsigned n) noexcept;
+
+    // Provided buffers: group `group` gets `count` (a power of two) buffers of `size` bytes,
+    // which RECV with IOSQE_BUFFER_SELECT fills; the completion names the buffer (bid).
+    bool add_buffers(uint16_t group, unsigned count, uint32_t size, std::string& why);
+    uint8_t* buffer(uint16_t group, uint16_t bid) const noexcept;
+    uint32_t buffer_size(uint16_t group) const noexcept;
+    // Gives a buffer back to its group: an SQE for the next enter().
+    void recycle(uint16_t group, uint16_t bid) noexcept;
+
+    // Cancels the request with this user_data and waits for it: 0 cancelled (its completion,
+    // -ECANCELED, is in the CQ), -ENOENT none pending (it completed already), else -errno.
+    int cancel_now(uint64_t user_data) noexcept;
+
+    static constexpr uint16_t kGroups = 2;
+
+private:
+    struct Group {
+        uint8_t* mem = nullptr;  // count * size bytes
+        size_t mem_len = 0;
+        unsigned count = 0;
+        uint32_t size = 0;
+    };
+
+    int fd_ = -1;
+    void* sq_map_ = nullptr;
+    size_t sq_map_len_ = 0;
+    void* cq_map_ = nullptr;
+    size_t cq_map_len_ = 0;
+    void* sqe_map_ = nullptr;
+    size_t sqe_map_len_ = 0;
+    unsigned* sq_head_ = nullptr;
+    unsigned* sq_tail_ = nullptr;
+    unsigned sq_mask_ = 0;
+    unsigned sq_entries_ = 0;
+    unsigned* cq_head_ = nullptr;
+    unsigned* cq_tail_ = nullptr;
+    unsigned cq_mask_ = 0;
+    io_uring_sqe* sqes_ = nullptr;
+    io_uring_cqe* cqes_ = nullptr;
+    unsigned queued_ = 0;  // SQEs filled since the last enter
+    Group groups_[kGroups];
+};
+
+}  // namespace sluice
