@@ -360,13 +360,13 @@ event_base* loop_create(std::string& err, LoopOptions opts) {
     }
     bool uring = opts.batch_sends && !getenv("SLUICE_NO_IO_URING");
     bool proactor = false;
-    if (uring && getenv("SLUICE_PROACTOR") && g_libevent_fd >= 0 && g_wake_fd >= 0) {
+    if (uring && opts.proactor && !getenv("SLUICE_NO_PROACTOR") && g_libevent_fd >= 0 &&
+        g_wake_fd >= 0) {
         std::string why;
         proactor = sbuf_open_proactor(g_ep, why);
-        if (proactor)
-            log_info("experimental: sockets are read through io_uring (SLUICE_PROACTOR)");
-        else
-            log_warning("SLUICE_PROACTOR: io_uring not usable (%s)", why.c_str());
+        if (!proactor)
+            log_info("sockets are read through epoll: io_uring is not usable here (%s)",
+                     why.c_str());
     }
     if (uring && !proactor) {
         std::string why;

@@ -78,8 +78,14 @@ bool g_ep_polled = false;  // a POLL_ADD on the epoll set is in flight
 uint32_t g_gen = 0;
 std::vector<SBuf*> g_by_fd;
 unsigned g_prepped = 0;  // batch entries in the ring's submission, results after the enter
-constexpr uint16_t kSmallGroup = 0;  // provided buffers of pkt_buf bytes
-constexpr uint16_t kBulkGroup = 1;   // kBulkBufferSize ones, for a streaming socket
+// Provided buffers, for the reads of sockets that hold no buffer of their own (idle clients):
+// only the reads that complete in one turn hold one, until the turn gives it back. The kernel
+// takes them in turn (first in, first out), so each is touched sooner or later: they are few
+// and small (128 KiB in all, not per client). A message that does not fit is read on into the
+// socket's own buffer by the next RECV.
+constexpr uint16_t kSelectGroup = 0;
+constexpr unsigned kSelectBuffers = 128;
+constexpr uint32_t kSelectSize = 1024;
 enum RingOp : uint64_t { kOpRecv = 1, kOpSend = 2, kOpPollOut = 3, kOpEpoll = 4, kOpQuiet = 5 };
 
 uint64_t ring_tag(RingOp op, uint16_t group, uint32_t index, uint32_t gen) {
@@ -996,10 +1002,20 @@ void SBuf::handle_read(bool drained) {
         }
         if (ring_) {
             // The ring reads for us: one RECV in flight while we want input. A client with
-            // nothing buffered gives its buffer back first (idle clients hold none).
+            // nothing buffered gives its buffer back first (idle clients hold none), unless
+            // its reads keep filling it (COPY: the next read goes on into it).
             if (!recv_armed_ && loopcnt_ != 0) {
-                if (buf_ && pos_ == end_ && !keep_buffer_ && !blocked_ && !paused_)
-                    drop_buffer();
+                if (buf_ && pos_ == end_ && !blocked_ && !paused_) {
+                    // Empty: an idle client's buffer goes back (the last read found the
+                    // socket drained), and a grown one, or a bulk one no longer streaming,
+                    // is swapped for a pkt_buf one as release_buffer_if_empty() does.
+                    bool quiet = !keep_buffer_ && ring_short_ && !streaming_;
+                    bool odd = cap_ != g_bufsize && !(bulk_buf_ && streaming_);
+                    if (quiet || odd) {
+                        drop_buffer();
+                        pos_ = parse_ = end_ = 0;
+                    }
+                }
                 arm_recv();
             }
             break;
@@ -1259,8 +1275,8 @@ bool SBuf::proactor() noexcept {
 }
 
 bool sbuf_open_proactor(int epoll_fd, std::string& why) {
-    if (!g_pro.open(1024, why) || !g_pro.add_buffers(kSmallGroup, 256, g_bufsize, why) ||
-        !g_pro.add_buffers(kBulkGroup, 16, kBulkBufferSize, why)) {
+    if (!g_pro.open(1024, why) ||
+        !g_pro.add_buffers(kSelectGroup, kSelectBuffers, kSelectSize, why)) {
         g_pro.close();
         return false;
     }
@@ -1320,7 +1336,7 @@ void SBuf::arm_recv() noexcept {
     e.fd = fd_;
     ring_select_ = select;
     if (select) {
-        ring_group_ = streaming_ ? kBulkGroup : kSmallGroup;
+        ring_group_ = kSelectGroup;
         e.len = g_pro.buffer_size(ring_group_);
         e.flags = IOSQE_BUFFER_SELECT;
         e.buf_group = ring_group_;

@@ -1,6 +1,7 @@
 """pgbench through the pooler in transaction mode: 64 clients over a pool of 10, simple and
-extended protocol, every transaction succeeds; with sends batched through io_uring (the
-default) and without (SLUICE_NO_IO_URING)."""
+extended protocol, every transaction succeeds: with sockets read through io_uring (the
+proactor, the default), through the epoll set with sends batched through io_uring
+(SLUICE_NO_PROACTOR), and with no io_uring at all (SLUICE_NO_IO_URING)."""
 
 import os
 import re
@@ -44,22 +45,55 @@ def _io_uring_fds(pid):
     return fds
 
 
-@pytest.mark.parametrize("protocol,batched", [
-    pytest.param("simple", True, marks=pytest.mark.differs_from_pgbouncer_1_18(
+def _epoll_watched(pid):
+    """How many fds the process's epoll sets watch (the tfd lines of their fdinfo)."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[eventpoll]":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                n += sum(line.startswith("tfd:") for line in f)
+        except OSError:
+            pass
+    return n
+
+
+@pytest.mark.parametrize("protocol,io", [
+    pytest.param("simple", "proactor", marks=pytest.mark.differs_from_pgbouncer_1_18(
+        "sluice only: sockets read through io_uring")),
+    pytest.param("extended", "proactor", marks=pytest.mark.differs_from_pgbouncer_1_18(
+        "sluice only: sockets read through io_uring")),
+    pytest.param("simple", "epoll", marks=pytest.mark.differs_from_pgbouncer_1_18(
         "sluice only: sends batched through io_uring")),
-    pytest.param("extended", True, marks=pytest.mark.differs_from_pgbouncer_1_18(
-        "sluice only: sends batched through io_uring")),
-    ("simple", False)])
-def test_pgbench_transaction_mode(pooler, pg, pgbench_tables, protocol, batched):
+    ("simple", "plain")])
+def test_pgbench_transaction_mode(pooler, pg, pgbench_tables, protocol, io):
     env = dict(os.environ)
-    if not batched:
+    env.pop("SLUICE_NO_PROACTOR", None)
+    env.pop("SLUICE_NO_IO_URING", None)
+    if io == "epoll":
+        env["SLUICE_NO_PROACTOR"] = "1"
+    elif io == "plain":
         env["SLUICE_NO_IO_URING"] = "1"
     p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": 10,
                           "max_client_conn": 100}, env=env)
-    # The batch's ring is open exactly when asked for, where the kernel allows io_uring.
-    if batched and _io_uring_disabled():
+    # One ring (the proactor's, or the send batch's) exactly when asked for, where the
+    # kernel allows io_uring.
+    if io != "plain" and _io_uring_disabled():
         pytest.skip("io_uring is disabled on this machine (kernel.io_uring_disabled)")
-    assert _io_uring_fds(p.pid) == (1 if batched else 0)
+    assert _io_uring_fds(p.pid) == (0 if io == "plain" else 1)
+    # Connection sockets are in the epoll set unless the proactor reads them.
+    watched = _epoll_watched(p.pid)
+    conns = [p.connect() for _ in range(3)]
+    for c in conns:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    grew = _epoll_watched(p.pid) - watched
+    if io == "proactor":
+        assert grew == 0, grew
+    else:
+        assert grew >= 4, grew  # three clients and at least one server
+    for c in conns:
+        c.close()
     r = _pgbench(["-M", protocol, "-c", "64", "-j", "2", "-T", "20", "-n"], p.port, 120)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out

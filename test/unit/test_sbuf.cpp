@@ -634,7 +634,10 @@ void test_backpressure(void**) {
     assert_true(off < data.size());  // the app could not push everything
     assert_true(r.client.recv_pos() <= sluice::kBulkBufferSize);
     assert_true(r.client.pending_bytes() <= sluice::kBulkBufferSize);
-    assert_false(r.server.has_output());
+    // What waits is the client's: with the proactor, whose turns always batch their sends,
+    // the part of the batch the full socket did not take (a few KB at most) waits in the
+    // server's output instead.
+    assert_true(!r.server.has_output() || SBuf::proactor());
     // It stopped reading: more turns read nothing.
     uint64_t recv1 = r.client.stats().recv_bytes;
     r.pump(20);
@@ -981,7 +984,7 @@ void test_plain_run_needs_peer(void**) {
 // The batch needs the io_uring ring; a kernel without one sends everything at once, and
 // these tests say so instead of passing without looking.
 bool ring_or_skip() {
-    if (sluice::sbuf_send_ring_open())
+    if (sluice::sbuf_send_ring_open() || SBuf::proactor())
         return true;
     fprintf(stderr, "no io_uring here: the send batch is off\n");
     skip();
@@ -998,7 +1001,8 @@ void test_batch_both_directions_in_one_turn(void**) {
     assert_int_equal(write_some(r.app, q), q.size());
     assert_int_equal(write_some(r.pg, reply), reply.size());
     uint64_t batches = SBuf::ring_batches();
-    r.pump(1);
+    // The proactor sends a turn's batch with the next turn's wait: one turn more.
+    r.pump(SBuf::proactor() ? 2 : 1);
     assert_int_equal(SBuf::ring_batches(), batches + 1);  // both sends in one io_uring_enter
     assert_bytes(read_avail(r.pg), q);
     assert_bytes(read_avail(r.app), reply);
@@ -1147,7 +1151,11 @@ int main() {
         cmocka_unit_test(test_batch_socket_full),
         cmocka_unit_test(test_batch_send_error_reported),
     };
-    int failed = cmocka_run_group_tests_name("sbuf", tests, nullptr, nullptr);
+    // Every test in each shape of the loop: the proactor (the default), the epoll set
+    // (TLS sockets, kernels without io_uring), and the fallback through libevent.
+    int failed = cmocka_run_group_tests_name("sbuf, proactor", tests, nullptr, nullptr);
+    g_loop_opts.proactor = false;
+    failed += cmocka_run_group_tests_name("sbuf, epoll", tests, nullptr, nullptr);
     g_loop_opts.nest_libevent = false;
     failed += cmocka_run_group_tests_name("sbuf, fallback loop", tests, nullptr, nullptr);
     sluice::sbuf_release_buffers();  // the buffer pool is process-wide: empty it for LSan

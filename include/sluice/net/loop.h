@@ -36,6 +36,11 @@ struct LoopOptions {
     // Batch a turn's sends through io_uring (net/uring.h) when the kernel allows it. The
     // environment variable SLUICE_NO_IO_URING (any value) turns it off.
     bool batch_sends = true;
+    // The proactor (SBuf::proactor(), net/sbuf.h): plain connection sockets are read through
+    // io_uring instead of the epoll set, and the turn's sends go with the wait. Needs
+    // batch_sends and the nested shape; the environment variable SLUICE_NO_PROACTOR (any
+    // value) turns it off. Without io_uring the loop falls back to epoll by itself.
+    bool proactor = true;
 };
 
 // Creates the libevent base (epoll backend preferred) and our epoll set. nullptr + err on
