@@ -18,6 +18,11 @@
 // timerfd in the set (the wake timer) is set for that time, and set again only when it
 // changes (loop.cpp says why).
 //
+// The proactor (the default where io_uring allows it; net/sbuf.h): plain connection sockets
+// leave the epoll set and are read through io_uring; our epoll set (listeners, libevent's fd,
+// the wake timer, TLS sockets) is then itself watched through the ring, and a turn's wait is
+// the io_uring_enter that also submits the turn's sends and reads.
+//
 // Fallback: when libevent's epoll fd cannot be found (another backend, no /proc), our set is
 // a libevent read event instead and libevent's loop drives everything (one epoll_wait more
 // per wake-up, same behaviour).
