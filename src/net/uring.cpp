@@ -69,47 +69,67 @@ const io_uring_sqe SendRing::kSend = [] {
     return e;
 }();
 
-bool SendRing::open(std::string& why) {
-    close();
-    io_uring_params p{};
-    fd_ = sys_setup(kEntries, &p);
-    if (fd_ < 0) {
+bool RingMap::map(unsigned entries, io_uring_params& p, std::string& why) {
+    unmap();
+    fd = sys_setup(entries, &p);
+    if (fd < 0) {
         why = std::string("io_uring_setup: ") + strerror(errno);
         return false;
     }
     sq_map_len_ = p.sq_off.array + p.sq_entries * sizeof(unsigned);
     cq_map_len_ = p.cq_off.cqes + p.cq_entries * sizeof(io_uring_cqe);
     sqe_map_len_ = p.sq_entries * sizeof(io_uring_sqe);
-    sq_map_ = map(fd_, sq_map_len_, IORING_OFF_SQ_RING);
-    cq_map_ = map(fd_, cq_map_len_, IORING_OFF_CQ_RING);
-    sqe_map_ = map(fd_, sqe_map_len_, IORING_OFF_SQES);
+    sq_map_ = sluice::map(fd, sq_map_len_, IORING_OFF_SQ_RING);
+    cq_map_ = sluice::map(fd, cq_map_len_, IORING_OFF_CQ_RING);
+    sqe_map_ = sluice::map(fd, sqe_map_len_, IORING_OFF_SQES);
     if (!sq_map_ || !cq_map_ || !sqe_map_) {
         why = std::string("mmap of the io_uring rings: ") + strerror(errno);
-        close();
+        unmap();
         return false;
     }
     auto* sq = static_cast<char*>(sq_map_);
     auto* cq = static_cast<char*>(cq_map_);
-    sq_head_ = reinterpret_cast<unsigned*>(sq + p.sq_off.head);
-    sq_tail_ = reinterpret_cast<unsigned*>(sq + p.sq_off.tail);
-    sq_array_ = reinterpret_cast<unsigned*>(sq + p.sq_off.array);
-    cq_head_ = reinterpret_cast<unsigned*>(cq + p.cq_off.head);
-    cq_tail_ = reinterpret_cast<unsigned*>(cq + p.cq_off.tail);
-    sq_mask_ = *reinterpret_cast<unsigned*>(sq + p.sq_off.ring_mask);
-    cq_mask_ = *reinterpret_cast<unsigned*>(cq + p.cq_off.ring_mask);
-    if (cq_mask_ != p.cq_entries - 1 || sq_mask_ != p.sq_entries - 1) {
+    sq_head = reinterpret_cast<unsigned*>(sq + p.sq_off.head);
+    sq_tail = reinterpret_cast<unsigned*>(sq + p.sq_off.tail);
+    cq_head = reinterpret_cast<unsigned*>(cq + p.cq_off.head);
+    cq_tail = reinterpret_cast<unsigned*>(cq + p.cq_off.tail);
+    sq_mask = *reinterpret_cast<unsigned*>(sq + p.sq_off.ring_mask);
+    cq_mask = *reinterpret_cast<unsigned*>(cq + p.cq_off.ring_mask);
+    if (cq_mask != p.cq_entries - 1 || sq_mask != p.sq_entries - 1) {
         why = "unexpected io_uring ring layout";
-        close();
+        unmap();
         return false;
     }
-    sqes_ = sqe_map_;
-    cqes_ = cq + p.cq_off.cqes;
-    // The SQ array is the identity: entry i of the ring is SQE i. Each SQE is a send, once:
-    // prep() fills in only what changes.
-    for (unsigned i = 0; i < p.sq_entries; ++i) {
-        sq_array_[i] = i;
-        static_cast<io_uring_sqe*>(sqes_)[i] = kSend;
-    }
+    sq_entries = p.sq_entries;
+    sqes = static_cast<io_uring_sqe*>(sqe_map_);
+    cqes = reinterpret_cast<io_uring_cqe*>(cq + p.cq_off.cqes);
+    auto* sq_array = reinterpret_cast<unsigned*>(sq + p.sq_off.array);
+    for (unsigned i = 0; i < p.sq_entries; ++i)
+        sq_array[i] = i;
+    return true;
+}
+
+void RingMap::unmap() noexcept {
+    if (sqe_map_)
+        munmap(sqe_map_, sqe_map_len_);
+    if (cq_map_)
+        munmap(cq_map_, cq_map_len_);
+    if (sq_map_)
+        munmap(sq_map_, sq_map_len_);
+    sqe_map_ = cq_map_ = sq_map_ = nullptr;
+    if (fd >= 0)
+        ::close(fd);
+    fd = -1;
+}
+
+bool SendRing::open(std::string& why) {
+    close();
+    io_uring_params p{};
+    if (!r_.map(kEntries, p, why))
+        return false;
+    // Each SQE is a send, once: prep() fills in only what changes.
+    for (unsigned i = 0; i < r_.sq_entries; ++i)
+        r_.sqes[i] = kSend;
     if (!completes_at_once(*this, why)) {
         close();
         return false;
@@ -118,16 +138,7 @@ bool SendRing::open(std::string& why) {
 }
 
 void SendRing::close() noexcept {
-    if (sqe_map_)
-        munmap(sqe_map_, sqe_map_len_);
-    if (cq_map_)
-        munmap(cq_map_, cq_map_len_);
-    if (sq_map_)
-        munmap(sq_map_, sq_map_len_);
-    sqe_map_ = cq_map_ = sq_map_ = nullptr;
-    if (fd_ >= 0)
-        ::close(fd_);
-    fd_ = -1;
+    r_.unmap();
 }
 
 bool SendRing::send_all(const UringSend* sends, unsigned n, int* res) noexcept {
@@ -137,20 +148,20 @@ bool SendRing::send_all(const UringSend* sends, unsigned n, int* res) noexcept {
 }
 
 bool SendRing::submit(unsigned n, int* res, bool wait) noexcept {
-    unsigned tail = *sq_tail_;  // only we write it
-    store_release(sq_tail_, tail + n);
+    unsigned tail = *r_.sq_tail;  // only we write it
+    store_release(r_.sq_tail, tail + n);
     // Each send completes during the submission (non-blocking), so asking for n completions
     // does not wait. (open()'s check asks for none: on a kernel that would wait, it must not.)
     unsigned submitted = 0;
     while (submitted < n) {
         unsigned left = n - submitted;
-        int r = sys_enter(fd_, left, wait ? left : 0);
+        int r = sys_enter(r_.fd, left, wait ? left : 0);
         if (r <= 0) {
             if (r < 0 && errno == EINTR)
                 continue;
             // An error, or nothing taken (which would repeat forever): stop here.
             // Take back what the kernel has not consumed, so that no later call sends it.
-            store_release(sq_tail_, load_acquire(sq_head_));
+            store_release(r_.sq_tail, load_acquire(r_.sq_head));
             if (submitted == 0)
                 return false;  // nothing was sent
             break;
@@ -161,16 +172,16 @@ bool SendRing::submit(unsigned n, int* res, bool wait) noexcept {
         res[i] = -EAGAIN;  // not submitted (the rest of a failed call): nothing sent
     for (unsigned i = 0; !wait && i < submitted; ++i)
         res[i] = -EINPROGRESS;  // until its completion says otherwise
-    auto* cqes = static_cast<io_uring_cqe*>(cqes_);
-    unsigned head = *cq_head_;
+    auto* cqes = r_.cqes;
+    unsigned head = *r_.cq_head;
     unsigned got = 0;
     while (got < submitted) {
-        unsigned ctail = load_acquire(cq_tail_);
+        unsigned ctail = load_acquire(r_.cq_tail);
         if (head == ctail) {
             if (!wait)
                 break;
             // Not posted yet (should not happen: they complete inline); wait for the rest.
-            if (sys_enter(fd_, 0, submitted - got) < 0 && errno != EINTR) {
+            if (sys_enter(r_.fd, 0, submitted - got) < 0 && errno != EINTR) {
                 for (unsigned i = 0; i < n; ++i)
                     res[i] = -EIO;  // unknown: the callers treat the sockets as failed
                 break;
@@ -178,10 +189,10 @@ bool SendRing::submit(unsigned n, int* res, bool wait) noexcept {
             continue;
         }
         for (; head != ctail; ++head, ++got) {
-            const io_uring_cqe& c = cqes[head & cq_mask_];
+            const io_uring_cqe& c = cqes[head & r_.cq_mask];
             res[c.user_data] = c.res;
         }
-        store_release(cq_head_, head);
+        store_release(r_.cq_head, head);
     }
     return true;
 }
@@ -196,41 +207,13 @@ bool IoRing::open(unsigned entries, std::string& why) {
     // data arrived) runs when we next wait rather than interrupting us (DEFER_TASKRUN).
     p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
     p.cq_entries = entries * 4;
-    fd_ = sys_setup(entries, &p);
-    if (fd_ < 0) {
-        why = std::string("io_uring_setup: ") + strerror(errno);
+    if (!r_.map(entries, p, why))
         return false;
-    }
     if (!(p.features & IORING_FEAT_NODROP)) {
         why = "this kernel's io_uring may drop completions";
         close();
         return false;
     }
-    sq_map_len_ = p.sq_off.array + p.sq_entries * sizeof(unsigned);
-    cq_map_len_ = p.cq_off.cqes + p.cq_entries * sizeof(io_uring_cqe);
-    sqe_map_len_ = p.sq_entries * sizeof(io_uring_sqe);
-    sq_map_ = map(fd_, sq_map_len_, IORING_OFF_SQ_RING);
-    cq_map_ = map(fd_, cq_map_len_, IORING_OFF_CQ_RING);
-    sqe_map_ = map(fd_, sqe_map_len_, IORING_OFF_SQES);
-    if (!sq_map_ || !cq_map_ || !sqe_map_) {
-        why = std::string("mmap of the io_uring rings: ") + strerror(errno);
-        close();
-        return false;
-    }
-    auto* sq = static_cast<char*>(sq_map_);
-    auto* cq = static_cast<char*>(cq_map_);
-    sq_head_ = reinterpret_cast<unsigned*>(sq + p.sq_off.head);
-    sq_tail_ = reinterpret_cast<unsigned*>(sq + p.sq_off.tail);
-    auto* sq_array = reinterpret_cast<unsigned*>(sq + p.sq_off.array);
-    cq_head_ = reinterpret_cast<unsigned*>(cq + p.cq_off.head);
-    cq_tail_ = reinterpret_cast<unsigned*>(cq + p.cq_off.tail);
-    sq_mask_ = *reinterpret_cast<unsigned*>(sq + p.sq_off.ring_mask);
-    cq_mask_ = *reinterpret_cast<unsigned*>(cq + p.cq_off.ring_mask);
-    sq_entries_ = p.sq_entries;
-    sqes_ = static_cast<io_uring_sqe*>(sqe_map_);
-    cqes_ = reinterpret_cast<io_uring_cqe*>(cq + p.cq_off.cqes);
-    for (unsigned i = 0; i < p.sq_entries; ++i)
-        sq_array[i] = i;
     queued_ = 0;
     return true;
 }
@@ -241,23 +224,14 @@ void IoRing::close() noexcept {
             munmap(g.mem, g.mem_len);
         g = Group{};
     }
-    if (sqe_map_)
-        munmap(sqe_map_, sqe_map_len_);
-    if (cq_map_)
-        munmap(cq_map_, cq_map_len_);
-    if (sq_map_)
-        munmap(sq_map_, sq_map_len_);
-    sqe_map_ = cq_map_ = sq_map_ = nullptr;
-    if (fd_ >= 0)
-        ::close(fd_);
-    fd_ = -1;
+    r_.unmap();
     queued_ = 0;
 }
 
 io_uring_sqe& IoRing::sqe() noexcept {
-    if (queued_ == sq_entries_)
+    if (queued_ == r_.sq_entries)
         enter(0);
-    io_uring_sqe& e = sqes_[(*sq_tail_ + queued_++) & sq_mask_];
+    io_uring_sqe& e = r_.sqes[(*r_.sq_tail + queued_++) & r_.sq_mask];
     memset(&e, 0, sizeof e);
     return e;
 }
@@ -265,11 +239,11 @@ io_uring_sqe& IoRing::sqe() noexcept {
 int IoRing::enter(unsigned wait) noexcept {
     unsigned n = queued_;
     if (n > 0) {
-        store_release(sq_tail_, *sq_tail_ + n);
+        store_release(r_.sq_tail, *r_.sq_tail + n);
         queued_ = 0;
     }
     for (;;) {
-        int r = sys_enter(fd_, n, wait);
+        int r = sys_enter(r_.fd, n, wait);
         if (r >= 0) {
             if (static_cast<unsigned>(r) >= n)
                 return 0;
@@ -277,35 +251,35 @@ int IoRing::enter(unsigned wait) noexcept {
             continue;
         }
         if (errno == EINTR) {
-            n = *sq_tail_ - load_acquire(sq_head_);
+            n = *r_.sq_tail - load_acquire(r_.sq_head);
             continue;
         }
         int err = errno;
         // Take back what the kernel did not consume, so that no later call submits it.
-        store_release(sq_tail_, load_acquire(sq_head_));
+        store_release(r_.sq_tail, load_acquire(r_.sq_head));
         return -err;
     }
 }
 
 bool IoRing::has_cqe() const noexcept {
-    return *cq_head_ != load_acquire(cq_tail_);
+    return *r_.cq_head != load_acquire(r_.cq_tail);
 }
 
 unsigned IoRing::cqes_ready() const noexcept {
-    return load_acquire(cq_tail_) - *cq_head_;
+    return load_acquire(r_.cq_tail) - *r_.cq_head;
 }
 
 io_uring_cqe& IoRing::cqe_at(unsigned i) const noexcept {
-    return cqes_[(*cq_head_ + i) & cq_mask_];
+    return r_.cqes[(*r_.cq_head + i) & r_.cq_mask];
 }
 
 void IoRing::consume(unsigned n) noexcept {
-    store_release(cq_head_, *cq_head_ + n);
+    store_release(r_.cq_head, *r_.cq_head + n);
 }
 
 bool IoRing::take(uint64_t user_data, uint64_t quiet, int& res, uint32_t& flags) noexcept {
     for (unsigned i = 0, n = cqes_ready(); i < n; ++i) {
-        io_uring_cqe& c = cqes_[(*cq_head_ + i) & cq_mask_];
+        io_uring_cqe& c = r_.cqes[(*r_.cq_head + i) & r_.cq_mask];
         if (c.user_data == user_data) {
             res = c.res;
             flags = c.flags;
@@ -379,7 +353,7 @@ int IoRing::cancel_now(uint64_t user_data) noexcept {
     reg.addr = user_data;
     reg.timeout.tv_sec = -1;
     reg.timeout.tv_nsec = -1;
-    if (syscall(__NR_io_uring_register, fd_, IORING_REGISTER_SYNC_CANCEL, &reg, 1) == 0)
+    if (syscall(__NR_io_uring_register, r_.fd, IORING_REGISTER_SYNC_CANCEL, &reg, 1) == 0)
         return 0;
     return -errno;
 }

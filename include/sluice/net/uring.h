@@ -27,6 +27,40 @@ struct UringSend {
     uint32_t len;
 };
 
+// The mapped rings of one io_uring instance, raw system calls (no liburing): what SendRing
+// and IoRing share. The submission queue's index array is the identity (entry i is SQE i).
+class RingMap {
+public:
+    RingMap() = default;
+    RingMap(const RingMap&) = delete;
+    RingMap& operator=(const RingMap&) = delete;
+    ~RingMap() { unmap(); }
+
+    // io_uring_setup(entries, p) (p's flags and sizes in, the kernel's answer out) and the
+    // three mappings. False + why (nothing left open).
+    bool map(unsigned entries, io_uring_params& p, std::string& why);
+    void unmap() noexcept;
+
+    int fd = -1;
+    unsigned* sq_head = nullptr;
+    unsigned* sq_tail = nullptr;
+    unsigned sq_mask = 0;  // the rings' masks never change: read once
+    unsigned sq_entries = 0;
+    unsigned* cq_head = nullptr;
+    unsigned* cq_tail = nullptr;
+    unsigned cq_mask = 0;
+    io_uring_sqe* sqes = nullptr;
+    io_uring_cqe* cqes = nullptr;
+
+private:
+    void* sq_map_ = nullptr;
+    size_t sq_map_len_ = 0;
+    void* cq_map_ = nullptr;
+    size_t cq_map_len_ = 0;
+    void* sqe_map_ = nullptr;
+    size_t sqe_map_len_ = 0;
+};
+
 class SendRing {
 public:
     static constexpr unsigned kEntries = 256;  // sends per system call at most
@@ -40,7 +74,7 @@ public:
     // (kernel.io_uring_disabled, seccomp) or would not complete a non-blocking send at once.
     bool open(std::string& why);
     void close() noexcept;
-    bool is_open() const noexcept { return fd_ >= 0; }
+    bool is_open() const noexcept { return r_.fd >= 0; }
 
     // Sends sends[i] for i < n (n <= kEntries) with MSG_DONTWAIT | MSG_NOSIGNAL, in order.
     // res[i]: bytes sent, or -errno (-EAGAIN: no room). False: the system call itself failed
@@ -50,7 +84,7 @@ public:
     // submit(), which sends 0 to n-1.
     // Every SQE holds kSend's other fields since open() (the kernel only reads them).
     void prep(unsigned i, int fd, const void* data, uint32_t len) noexcept {
-        io_uring_sqe& e = static_cast<io_uring_sqe*>(sqes_)[(*sq_tail_ + i) & sq_mask_];
+        io_uring_sqe& e = r_.sqes[(*r_.sq_tail + i) & r_.sq_mask];
         e.fd = fd;
         e.addr = reinterpret_cast<uintptr_t>(data);
         e.len = len;
@@ -62,22 +96,7 @@ public:
 private:
     static const io_uring_sqe kSend;  // a non-blocking send, fd/data/len left to prep()
 
-    int fd_ = -1;
-    void* sq_map_ = nullptr;
-    size_t sq_map_len_ = 0;
-    void* cq_map_ = nullptr;
-    size_t cq_map_len_ = 0;
-    void* sqe_map_ = nullptr;
-    size_t sqe_map_len_ = 0;
-    unsigned* sq_head_ = nullptr;
-    unsigned* sq_tail_ = nullptr;
-    unsigned sq_mask_ = 0;  // the rings' masks never change: read once
-    unsigned* sq_array_ = nullptr;
-    unsigned* cq_head_ = nullptr;
-    unsigned* cq_tail_ = nullptr;
-    unsigned cq_mask_ = 0;
-    void* sqes_ = nullptr;
-    void* cqes_ = nullptr;
+    RingMap r_;
 };
 
 }  // namespace sluice
@@ -98,7 +117,7 @@ public:
     // rings: 5.19; CQE_SKIP_SUCCESS: 5.17; SINGLE_ISSUER + DEFER_TASKRUN: 6.1).
     bool open(unsigned entries, std::string& why);
     void close() noexcept;
-    bool is_open() const noexcept { return fd_ >= 0; }
+    bool is_open() const noexcept { return r_.fd >= 0; }
 
     // The next SQE, zeroed. When the submission queue is full, what is queued is submitted
     // first (without waiting).
@@ -106,9 +125,9 @@ public:
     unsigned queued() const noexcept { return queued_; }
     // The position the next sqe() takes; unsubmitted(pos) is that SQE while it has not been
     // submitted yet (nullptr once it has).
-    unsigned next_pos() const noexcept { return *sq_tail_ + queued_; }
+    unsigned next_pos() const noexcept { return *r_.sq_tail + queued_; }
     io_uring_sqe* unsubmitted(unsigned pos) noexcept {
-        return pos - *sq_tail_ < queued_ ? &sqes_[pos & sq_mask_] : nullptr;
+        return pos - *r_.sq_tail < queued_ ? &r_.sqes[pos & r_.sq_mask] : nullptr;
     }
     // Finds the completion with this user_data among those ready, gives its result and
     // relabels it `quiet` (its reader skips it). False: none.
@@ -144,22 +163,7 @@ private:
         uint32_t size = 0;
     };
 
-    int fd_ = -1;
-    void* sq_map_ = nullptr;
-    size_t sq_map_len_ = 0;
-    void* cq_map_ = nullptr;
-    size_t cq_map_len_ = 0;
-    void* sqe_map_ = nullptr;
-    size_t sqe_map_len_ = 0;
-    unsigned* sq_head_ = nullptr;
-    unsigned* sq_tail_ = nullptr;
-    unsigned sq_mask_ = 0;
-    unsigned sq_entries_ = 0;
-    unsigned* cq_head_ = nullptr;
-    unsigned* cq_tail_ = nullptr;
-    unsigned cq_mask_ = 0;
-    io_uring_sqe* sqes_ = nullptr;
-    io_uring_cqe* cqes_ = nullptr;
+    RingMap r_;
     unsigned queued_ = 0;  // SQEs filled since the last enter
     Group groups_[kGroups];
 };
