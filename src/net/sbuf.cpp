@@ -88,20 +88,28 @@ constexpr unsigned kSelectBuffers = 128;
 constexpr uint32_t kSelectSize = 1024;
 enum RingOp : uint64_t { kOpRecv = 1, kOpSend = 2, kOpPollOut = 3, kOpEpoll = 4, kOpQuiet = 5 };
 
-uint64_t ring_tag(RingOp op, uint16_t group, uint32_t index, uint32_t gen) {
-    return (static_cast<uint64_t>(gen) << 32) | ((op | (uint64_t{group} << 4)) << 24) | index;
+uint64_t ring_tag(RingOp op, uint32_t index, uint32_t gen) {
+    return (static_cast<uint64_t>(gen) << 32) | (op << 24) | index;
 }
 RingOp tag_op(uint64_t t) {
-    return static_cast<RingOp>((t >> 24) & 0xf);
-}
-uint16_t tag_group(uint64_t t) {
-    return static_cast<uint16_t>((t >> 28) & 0xf);
+    return static_cast<RingOp>((t >> 24) & 0xff);
 }
 uint32_t tag_index(uint64_t t) {
     return static_cast<uint32_t>(t & 0xffffff);
 }
 uint32_t tag_gen(uint64_t t) {
     return static_cast<uint32_t>(t >> 32);
+}
+const uint64_t kQuietTag = ring_tag(kOpQuiet, 0, 0);
+uint32_t next_gen() {
+    if (++g_gen == 0)
+        g_gen = 1;
+    return g_gen;
+}
+// The sbuf a completion names by fd (nullptr: none now; its generation says if it is the one).
+SBuf* sbuf_of(uint64_t t) {
+    uint32_t fd = tag_index(t);
+    return fd < g_by_fd.size() ? g_by_fd[fd] : nullptr;
 }
 
 // One plain send; -errno on failure.
@@ -210,6 +218,14 @@ void sbuf_set_buffer_size(uint32_t size) noexcept {
 
 uint64_t SBuf::forward_sends() noexcept {
     return g_forward_sends;
+}
+
+uint64_t SBuf::recv_tag() const noexcept {
+    return ring_tag(kOpRecv, static_cast<uint32_t>(fd_), ring_rgen_);
+}
+
+uint64_t SBuf::pollout_tag() const noexcept {
+    return ring_tag(kOpPollOut, static_cast<uint32_t>(fd_), ring_gen_);
 }
 
 uint64_t SBuf::ring_batches() noexcept {
@@ -413,7 +429,7 @@ void SBuf::want_write() noexcept {
         e.opcode = IORING_OP_POLL_ADD;
         e.fd = fd_;
         e.poll32_events = POLLOUT | POLLERR | POLLHUP;
-        e.user_data = ring_tag(kOpPollOut, 0, static_cast<uint32_t>(fd_), ring_gen_);
+        e.user_data = pollout_tag();
         write_armed_ = true;  // one report: the next send that cannot complete asks again
         return;
     }
@@ -1299,9 +1315,7 @@ void sbuf_close_proactor() noexcept {
 void SBuf::ring_join() noexcept {
     ring_ = true;
     recv_armed_ = ring_short_ = false;
-    if (++g_gen == 0)
-        g_gen = 1;
-    ring_gen_ = g_gen;
+    ring_gen_ = next_gen();
     auto i = static_cast<size_t>(fd_);
     if (g_by_fd.size() <= i)
         g_by_fd.resize(i + 1 + i / 2);
@@ -1327,21 +1341,17 @@ void SBuf::arm_recv() noexcept {
                 return;  // full: the walk or the peer's drain comes back here
         }
     }
-    if (++g_gen == 0)
-        g_gen = 1;
-    ring_rgen_ = g_gen;
+    ring_rgen_ = next_gen();
     ring_sqe_ = g_pro.next_pos();
     io_uring_sqe& e = g_pro.sqe();
     e.opcode = IORING_OP_RECV;
     e.fd = fd_;
     ring_select_ = select;
     if (select) {
-        ring_group_ = kSelectGroup;
-        e.len = g_pro.buffer_size(ring_group_);
+        e.len = kSelectSize;
         e.flags = IOSQE_BUFFER_SELECT;
-        e.buf_group = ring_group_;
+        e.buf_group = kSelectGroup;
     } else {
-        ring_group_ = 0;
         e.addr = reinterpret_cast<uintptr_t>(buf_ + end_);
         e.len = cap_ - end_;
     }
@@ -1349,7 +1359,7 @@ void SBuf::arm_recv() noexcept {
     // waits for data instead of trying a read that would find nothing.
     if (ring_short_)
         e.ioprio = IORING_RECVSEND_POLL_FIRST;
-    e.user_data = ring_tag(kOpRecv, ring_group_, static_cast<uint32_t>(fd_), ring_rgen_);
+    e.user_data = recv_tag();
     recv_armed_ = true;
     ring_asked_ = e.len;
 }
@@ -1358,17 +1368,15 @@ void SBuf::settle_recv() noexcept {
     if (!recv_armed_)
         return;
     recv_armed_ = false;
-    uint64_t quiet = ring_tag(kOpQuiet, 0, 0, 0);
     if (io_uring_sqe* q = g_pro.unsubmitted(ring_sqe_)) {
         // Not submitted yet: it never runs.
         memset(q, 0, sizeof *q);
         q->opcode = IORING_OP_NOP;
         q->flags = IOSQE_CQE_SKIP_SUCCESS;
-        q->user_data = quiet;
+        q->user_data = kQuietTag;
         return;
     }
-    uint16_t group = ring_group_;
-    uint64_t tag = ring_tag(kOpRecv, group, static_cast<uint32_t>(fd_), ring_rgen_);
+    uint64_t tag = recv_tag();
     // Synchronous: a RECV into buf_ must be over before buf_ changes, and one that read
     // something must have its bytes counted now (SUSPEND, TLS).
     if (g_pro.cancel_now(tag) == 0)
@@ -1376,7 +1384,7 @@ void SBuf::settle_recv() noexcept {
     // It completed, or its completion waits to be run (DEFER_TASKRUN): run it, take it.
     int res = 0;
     uint32_t flags = 0;
-    for (int tries = 0; !g_pro.take(tag, quiet, res, flags); ++tries) {
+    for (int tries = 0; !g_pro.take(tag, kQuietTag, res, flags); ++tries) {
         if (tries == 3) {
             log_error("io_uring: a read on fd %d could not be settled", fd_);
             abort();
@@ -1384,10 +1392,7 @@ void SBuf::settle_recv() noexcept {
         g_pro.enter(0);
     }
     if (flags & IORING_CQE_F_BUFFER) {
-        auto bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
-        if (res > 0)
-            ring_input(g_pro.buffer(group, bid), static_cast<uint32_t>(res));
-        g_pro.recycle(group, bid);
+        provided_input(this, res, flags);
         if (res > 0)
             run_soon(EV_TIMEOUT);
     } else if (res > 0) {
@@ -1411,7 +1416,7 @@ bool SBuf::leave_ring(bool more_input_ok) noexcept {
         return false;
     }
     if (write_armed_)
-        cancel_async(ring_tag(kOpPollOut, 0, static_cast<uint32_t>(fd_), ring_gen_));
+        cancel_async(pollout_tag());
     g_by_fd[static_cast<size_t>(fd_)] = nullptr;
     ring_ = false;
     write_armed_ = backed_up_;  // a send waiting for room asks the epoll set for it
@@ -1423,21 +1428,28 @@ void SBuf::cancel_async(uint64_t tag) noexcept {
     e.opcode = IORING_OP_ASYNC_CANCEL;
     e.addr = tag;
     e.flags = IOSQE_CQE_SKIP_SUCCESS;
-    e.user_data = ring_tag(kOpQuiet, 0, 0, 0);
+    e.user_data = kQuietTag;
 }
 
 void SBuf::ring_cancel() noexcept {
     if (recv_armed_ && ring_select_) {
         // Nothing of ours is at stake (the kernel's buffer, given back if it was filled):
         // the cancel goes with the next submission.
-        cancel_async(ring_tag(kOpRecv, ring_group_, static_cast<uint32_t>(fd_), ring_rgen_));
+        cancel_async(recv_tag());
         recv_armed_ = false;
     }
     settle_recv();
     if (write_armed_) {
-        cancel_async(ring_tag(kOpPollOut, 0, static_cast<uint32_t>(fd_), ring_gen_));
+        cancel_async(pollout_tag());
         write_armed_ = false;
     }
+}
+
+void SBuf::provided_input(SBuf* sb, int res, uint32_t flags) noexcept {
+    auto bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+    if (sb && res > 0)
+        sb->ring_input(g_pro.buffer(kSelectGroup, bid), static_cast<uint32_t>(res));
+    g_pro.recycle(kSelectGroup, bid);
 }
 
 void SBuf::ring_input(const uint8_t* src, uint32_t n) noexcept {
@@ -1501,7 +1513,7 @@ void SBuf::prep_batch() noexcept {
         e.len = d.len;
         e.msg_flags = MSG_DONTWAIT | MSG_WAITALL | MSG_NOSIGNAL;
         e.flags = IOSQE_CQE_SKIP_SUCCESS;
-        e.user_data = ring_tag(kOpSend, 0, i, 0);
+        e.user_data = ring_tag(kOpSend, i, 0);
         ++g_prepped;
     }
     if (g_prepped)
@@ -1512,13 +1524,12 @@ void SBuf::reap_batch() noexcept {
     // The batch's failures: their bytes go back to the front of their sockets' output before
     // anything else runs.
     if (g_prepped) {
-        uint64_t quiet = ring_tag(kOpQuiet, 0, 0, 0);
-        for (unsigned i = 0, n = g_pro.cqes_ready(); i < n; ++i) {
+            for (unsigned i = 0, n = g_pro.cqes_ready(); i < n; ++i) {
             io_uring_cqe& c = g_pro.cqe_at(i);
             if (tag_op(c.user_data) != kOpSend)
                 continue;
             Deferred& d = g_deferred[tag_index(c.user_data)];
-            c.user_data = quiet;
+            c.user_data = kQuietTag;
             batch_unsent(*d.sb, g_slab + d.off, d.len, c.res);
         }
         g_prepped = 0;
@@ -1536,7 +1547,7 @@ void SBuf::ring_turn(bool wait, void (*epoll_ready)()) noexcept {
         e.opcode = IORING_OP_POLL_ADD;
         e.fd = g_pro_epfd;
         e.poll32_events = POLLIN;
-        e.user_data = ring_tag(kOpEpoll, 0, 0, 0);
+        e.user_data = ring_tag(kOpEpoll, 0, 0);
         g_ep_polled = true;
     }
     if (int err = g_pro.enter(wait ? 1 : 0); err < 0)
@@ -1549,21 +1560,16 @@ void SBuf::ring_turn(bool wait, void (*epoll_ready)()) noexcept {
         uint64_t t = c.user_data;
         switch (tag_op(t)) {
         case kOpRecv: {
-            SBuf* sb = tag_index(t) < g_by_fd.size() ? g_by_fd[tag_index(t)] : nullptr;
+            SBuf* sb = sbuf_of(t);
             bool live = sb && sb->recv_armed_ && sb->ring_rgen_ == tag_gen(t);
-            if (c.flags & IORING_CQE_F_BUFFER) {
-                auto bid = static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
-                uint16_t group = tag_group(t);
-                if (live && c.res > 0)
-                    sb->ring_input(g_pro.buffer(group, bid), static_cast<uint32_t>(c.res));
-                g_pro.recycle(group, bid);
-            }
+            if (c.flags & IORING_CQE_F_BUFFER)  // copied out if still wanted, given back
+                provided_input(live ? sb : nullptr, c.res, c.flags);
             if (live)
                 on_ring_recv(sb, c.res);
             break;
         }
         case kOpPollOut: {
-            SBuf* sb = tag_index(t) < g_by_fd.size() ? g_by_fd[tag_index(t)] : nullptr;
+            SBuf* sb = sbuf_of(t);
             if (sb && sb->ring_gen_ == tag_gen(t) && sb->write_armed_) {
                 sb->write_armed_ = false;
                 on_ready(sb, EPOLLOUT);

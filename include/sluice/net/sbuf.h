@@ -322,6 +322,11 @@ private:
             settle_recv();
     }
     void ring_input(const uint8_t* src, uint32_t n) noexcept;  // a RECV's bytes into buf_
+    // A RECV's provided buffer: its bytes into sb (nullptr: not wanted any more), the
+    // buffer given back.
+    static void provided_input(SBuf* sb, int res, uint32_t flags) noexcept;
+    uint64_t recv_tag() const noexcept;     // the armed RECV's user_data
+    uint64_t pollout_tag() const noexcept;  // the armed write poll's
     static void on_ring_recv(SBuf* sb, int res) noexcept;
     // A batched send that did not send everything (res: bytes sent or -errno).
     static void batch_unsent(SBuf& sb, const char* data, uint32_t len, int res) noexcept;
@@ -375,7 +380,6 @@ private:
     bool recv_armed_ = false;   // a RECV is in flight (or queued for the next submission)
     bool ring_short_ = false;   // the last RECV did not fill what it asked for: poll first
     bool ring_select_ = false;  // the armed RECV takes a provided buffer (no buf_)
-    uint16_t ring_group_ = 0;   // and from this group
     uint32_t ring_gen_ = 0;     // tags this socket's requests (stale completions are dropped)
     uint32_t ring_asked_ = 0;   // the armed RECV's length
     uint32_t ring_rgen_ = 0;    // tags the armed RECV (each arming anew)

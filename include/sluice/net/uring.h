@@ -153,7 +153,7 @@ public:
     // -ECANCELED, is in the CQ), -ENOENT none pending (it completed already), else -errno.
     int cancel_now(uint64_t user_data) noexcept;
 
-    static constexpr uint16_t kGroups = 2;
+    static constexpr uint16_t kGroups = 1;  // the proactor needs one
 
 private:
     struct Group {
