@@ -48,6 +48,13 @@ size_t g_pend_count = 0;
 uint8_t* g_free_bufs[kMaxFreeBufs];
 size_t g_free_count = 0;
 size_t g_bufs_in_use = 0;           // g_bufsize buffers held by sockets
+// Idle clients hold no buffer (5,000 idle clients cost 5,000 pkt_bufs otherwise), except the
+// first few to go quiet, which keep theirs ("parked") until they close or it is swapped:
+// their next message is read straight into it. Under the proactor, a client without a buffer
+// reads into a provided buffer that is copied out and given back (an SQE, a kernel
+// allocation) every message; with one, the RECV fills it. Bounded in bytes, not clients.
+constexpr size_t kParkBytes = 256 * 1024;
+size_t g_parked = 0;
 uint64_t g_forward_sends = 0;
 
 // The send batch (SBuf::set_batching): bytes copied into one slab, one entry per socket.
@@ -201,6 +208,10 @@ size_t sbuf_bulk_buffers_in_use() noexcept {
 SBufMemory sbuf_memory() noexcept {
     return {g_bufsize, g_bufs_in_use, g_free_count,
             kBulkSize, g_bulk_in_use, g_free_bulk.size()};
+}
+
+size_t sbuf_park_limit() noexcept {
+    return kParkBytes / g_bufsize;
 }
 
 uint64_t sbuf_bulk_buffers_taken() noexcept {
@@ -818,6 +829,10 @@ void SBuf::drop_buffer() noexcept {
     if (!buf_)
         return;
     settle_direct();
+    if (parked_) {
+        parked_ = false;
+        --g_parked;
+    }
     give_buffer(buf_, cap_, bulk_buf_);
     buf_ = nullptr;
     cap_ = 0;
@@ -888,9 +903,20 @@ void SBuf::compact() {
     pos_ = 0;
 }
 
+bool SBuf::park_buffer() noexcept {
+    if (parked_)
+        return true;
+    if (cap_ != g_bufsize || g_parked >= sbuf_park_limit())
+        return false;  // a grown or bulk buffer goes back; so does one over the allowance
+    parked_ = true;
+    ++g_parked;
+    return true;
+}
+
 void SBuf::release_buffer_if_empty() {
     if (buf_ && pos_ == end_ && !recv_armed_) {
-        if (!keep_buffer_ || cap_ != g_bufsize)  // kept unless grown or a bulk buffer
+        // A server's is kept unless grown or a bulk buffer; a client's if it may park it.
+        if (keep_buffer_ ? cap_ != g_bufsize : !park_buffer())
             drop_buffer();
         pos_ = parse_ = end_ = 0;
     }
@@ -1023,10 +1049,12 @@ void SBuf::handle_read(bool drained) {
             if (!recv_armed_ && loopcnt_ != 0) {
                 if (buf_ && pos_ == end_ && !blocked_ && !paused_) {
                     // Empty: an idle client's buffer goes back (the last read found the
-                    // socket drained), and a grown one, or a bulk one no longer streaming,
-                    // is swapped for a pkt_buf one as release_buffer_if_empty() does.
-                    bool quiet = !keep_buffer_ && ring_short_ && !streaming_;
+                    // socket drained) unless it may park it, and a grown one, or a bulk one
+                    // no longer streaming, is swapped for a pkt_buf one as
+                    // release_buffer_if_empty() does.
                     bool odd = cap_ != g_bufsize && !(bulk_buf_ && streaming_);
+                    bool quiet = !odd && !keep_buffer_ && ring_short_ && !streaming_ &&
+                                 !park_buffer();
                     if (quiet || odd) {
                         drop_buffer();
                         pos_ = parse_ = end_ = 0;

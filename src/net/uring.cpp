@@ -214,6 +214,7 @@ bool IoRing::open(unsigned entries, std::string& why) {
         close();
         return false;
     }
+    tail_ = *r_.sq_tail;
     queued_ = 0;
     return true;
 }
@@ -228,18 +229,11 @@ void IoRing::close() noexcept {
     queued_ = 0;
 }
 
-io_uring_sqe& IoRing::sqe() noexcept {
-    if (queued_ == r_.sq_entries)
-        enter(0);
-    io_uring_sqe& e = r_.sqes[(*r_.sq_tail + queued_++) & r_.sq_mask];
-    memset(&e, 0, sizeof e);
-    return e;
-}
-
 int IoRing::enter(unsigned wait) noexcept {
     unsigned n = queued_;
     if (n > 0) {
-        store_release(r_.sq_tail, *r_.sq_tail + n);
+        tail_ += n;
+        store_release(r_.sq_tail, tail_);
         queued_ = 0;
     }
     for (;;) {
@@ -251,12 +245,13 @@ int IoRing::enter(unsigned wait) noexcept {
             continue;
         }
         if (errno == EINTR) {
-            n = *r_.sq_tail - load_acquire(r_.sq_head);
+            n = tail_ - load_acquire(r_.sq_head);
             continue;
         }
         int err = errno;
         // Take back what the kernel did not consume, so that no later call submits it.
-        store_release(r_.sq_tail, load_acquire(r_.sq_head));
+        tail_ = load_acquire(r_.sq_head);
+        store_release(r_.sq_tail, tail_);
         return -err;
     }
 }

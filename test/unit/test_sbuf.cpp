@@ -11,6 +11,7 @@
 #include <cstdarg>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 extern "C" {
 #include <cmocka.h>
 }
@@ -888,6 +889,45 @@ void test_idle_output_block_freed(void**) {
     }
 }
 
+// Idle clients hold no receive buffer, except the first sbuf_park_limit() to go quiet, which
+// keep theirs for their next message; closing gives every one back.
+void test_idle_clients_park_few_buffers(void**) {
+    Rig r;
+    const size_t limit = sluice::sbuf_park_limit();
+    const size_t before = sluice::sbuf_memory().used;
+    const size_t n = limit + 36;
+    TestOwner own;
+    own.actions['Q'] = PacketAction::Skip;
+    std::vector<std::unique_ptr<SBuf>> clients;
+    std::vector<int> apps;
+    for (size_t i = 0; i < n; ++i) {
+        int a[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+        set_nonblock(a[0]);
+        set_nonblock(a[1]);
+        apps.push_back(a[0]);
+        clients.push_back(std::make_unique<SBuf>());
+        assert_true(clients.back()->attach(a[1], &own, false));
+    }
+    r.pump();
+    assert_int_equal(sluice::sbuf_memory().used, before);  // none has read anything yet
+    const std::string q = query("select 1");
+    for (size_t round = 1; round <= 2; ++round) {
+        for (int fd : apps)
+            assert_int_equal(write_some(fd, q), q.size());
+        for (int i = 0; i < 100 && own.packets.size() < n * round; ++i)
+            r.pump(1);
+        assert_int_equal(own.packets.size(), n * round);
+        r.pump();
+        assert_int_equal(sluice::sbuf_memory().used - before, limit);
+    }
+    for (auto& c : clients)
+        c->close();
+    for (int fd : apps)
+        ::close(fd);
+    assert_int_equal(sluice::sbuf_memory().used, before);
+}
+
 // Closing takes the socket out of the loop's set, and the same SBuf can carry a new socket
 // afterwards.
 void test_close_then_attach_again(void**) {
@@ -1145,6 +1185,7 @@ int main() {
         cmocka_unit_test(test_plain_run_refuses_bad_header),
         cmocka_unit_test(test_plain_run_needs_peer),
         cmocka_unit_test(test_idle_output_block_freed),
+        cmocka_unit_test(test_idle_clients_park_few_buffers),
         cmocka_unit_test(test_close_then_attach_again),
         cmocka_unit_test(test_batch_both_directions_in_one_turn),
         cmocka_unit_test(test_batch_order_and_close),

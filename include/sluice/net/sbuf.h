@@ -287,6 +287,7 @@ private:
     void start_streaming();       // an empty pkt_buf buffer becomes a bulk one, if one is free
     void compact();
     void release_buffer_if_empty();
+    bool park_buffer() noexcept;  // may this idle client keep its empty buffer? (sbuf.cpp)
     void report(SBufEvent ev);
     // Sends what it can; one that cannot send everything asks the loop for write reports.
     [[gnu::always_inline]] inline bool send_iov(iovec* iov, int cnt, size_t& sent);
@@ -376,6 +377,7 @@ private:
     bool bulk_buf_ = false;     // buf_ is a bulk buffer (sbuf.cpp: kBulkSize)
     bool streaming_ = false;    // the last recv took at least pkt_buf bytes
     bool trim_output_ = false;  // set_trim_output()
+    bool parked_ = false;       // an idle client keeping its empty buffer (park_buffer())
     bool ring_ = false;         // proactor: reads through the ring, not in the epoll set
     bool recv_armed_ = false;   // a RECV is in flight (or queued for the next submission)
     bool ring_short_ = false;   // the last RECV did not fill what it asked for: poll first
@@ -428,6 +430,9 @@ struct SBufMemory {
     size_t bulk_size, bulk_used, bulk_free;
 };
 SBufMemory sbuf_memory() noexcept;
+// How many idle clients may keep their empty pkt_buf buffer (sbuf.cpp: parked); the rest hold
+// none while idle.
+size_t sbuf_park_limit() noexcept;
 // Bulk buffers held by sockets now, taken since start; the cap (tests).
 size_t sbuf_bulk_buffers_in_use() noexcept;
 uint64_t sbuf_bulk_buffers_taken() noexcept;
