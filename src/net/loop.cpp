@@ -168,6 +168,8 @@ int wait_ms(int max_wait_ms) {
 int g_wake_fd = -1;
 usec_t g_wake_armed = 0;     // what the timerfd is set to; 0 = nothing (fired or never set)
 usec_t g_wake_bound = 0;     // the max_wait bound in force (monotonic)
+usec_t g_wake_not_before = 0;  // g_not_before and max_wait when g_wake_armed was decided
+int g_wake_max_ms = -1;
 unsigned long g_wake_sets = 0;  // timerfd_settime calls (tests)
 
 void on_wake_fd(void*) noexcept {
@@ -182,9 +184,22 @@ void on_wake_fd(void*) noexcept {
 }
 LoopWatch g_wake_watch{on_wake_fd, nullptr};
 
+int arm_wake_slow(int max_wait_ms);
+
 // The epoll_wait timeout for a sleep of at most max_wait_ms: -1 with the wake timer set for
 // the earliest timer or the bound, or wait_ms() without a wake timer.
-int arm_wake(int max_wait_ms) {
+inline int arm_wake(int max_wait_ms) {
+    // Nothing that decides the time changed since the timer was set (no timer armed, fired or
+    // freed, the same max_wait) and it is still ahead: it stays (every sleep under load). Set
+    // now, it could only be later (a bound stretched, a due timer looked at again 1 ms on),
+    // and waking earlier than that costs one turn.
+    if (g_wake_armed > mono_now() && !g_deadline_dirty && g_not_before == g_wake_not_before &&
+        max_wait_ms == g_wake_max_ms) [[likely]]
+        return -1;
+    return arm_wake_slow(max_wait_ms);
+}
+
+int arm_wake_slow(int max_wait_ms) {
     if (g_wake_fd < 0)
         return wait_ms(max_wait_ms);
     usec_t now = mono_now();  // this turn's reading (loop_turn takes one after each wait)
@@ -200,6 +215,8 @@ int arm_wake(int max_wait_ms) {
     }
     if (at <= now)
         at = now + 1000;  // due, but libevent's clock may not agree yet: look again in 1 ms
+    g_wake_not_before = g_not_before;
+    g_wake_max_ms = max_wait_ms;
     if (at == g_wake_armed)
         return -1;
     itimerspec its{};
@@ -355,6 +372,7 @@ event_base* loop_create(std::string& err, LoopOptions opts) {
             log_debug("no wake timer (%s): epoll_wait sleeps with a timeout", strerror(errno));
         g_wake_armed = 0;
         g_wake_bound = 0;
+        g_wake_max_ms = -1;
         g_timer_lag = coarse_tick();
         g_not_before = 0;
     }

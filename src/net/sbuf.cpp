@@ -1524,7 +1524,7 @@ void SBuf::on_ring_recv(SBuf* sb, int res) noexcept {
     sb->handle_event(what);
 }
 
-void SBuf::prep_batch() noexcept {
+[[gnu::always_inline]] inline void SBuf::prep_batch() noexcept {
     // Each send completes during the submission (MSG_DONTWAIT), and one that sent everything
     // posts nothing (CQE_SKIP_SUCCESS); MSG_WAITALL makes a short one a failure, so that it
     // posts its count.
@@ -1548,7 +1548,7 @@ void SBuf::prep_batch() noexcept {
         ++g_ring_batches;
 }
 
-void SBuf::reap_batch() noexcept {
+[[gnu::always_inline]] inline void SBuf::reap_batch() noexcept {
     // The batch's failures: their bytes go back to the front of their sockets' output before
     // anything else runs.
     if (g_prepped) {
