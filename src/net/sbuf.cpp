@@ -1615,7 +1615,8 @@ void SBuf::ring_turn(bool wait, void (*epoll_ready)()) noexcept {
             run_pending();
     }
     g_pro.consume(n);
-    run_pending();
+    if (has_pending())
+        run_pending();
 }
 
 }  // namespace sluice

@@ -229,30 +229,21 @@ void IoRing::close() noexcept {
     queued_ = 0;
 }
 
-int IoRing::enter(unsigned wait) noexcept {
-    unsigned n = queued_;
-    if (n > 0) {
-        tail_ += n;
-        store_release(r_.sq_tail, tail_);
-        queued_ = 0;
-    }
+int IoRing::enter_rest(unsigned n, long r, unsigned wait) noexcept {
     for (;;) {
-        int r = sys_enter(r_.fd, n, wait);
         if (r >= 0) {
             if (static_cast<unsigned>(r) >= n)
                 return 0;
             n -= static_cast<unsigned>(r);  // not all taken (no memory): try the rest again
-            continue;
-        }
-        if (errno == EINTR) {
+        } else if (r == -EINTR) {
             n = tail_ - load_acquire(r_.sq_head);
-            continue;
+        } else {
+            // Take back what the kernel did not consume, so that no later call submits it.
+            tail_ = load_acquire(r_.sq_head);
+            store_release(r_.sq_tail, tail_);
+            return static_cast<int>(r);
         }
-        int err = errno;
-        // Take back what the kernel did not consume, so that no later call submits it.
-        tail_ = load_acquire(r_.sq_head);
-        store_release(r_.sq_tail, tail_);
-        return -err;
+        r = sys_enter(r_.fd, n, wait);
     }
 }
 
