@@ -551,6 +551,10 @@ int run(int argc, char** argv) {
     load_hba(st);
     var_init(st.track_extra_parameters);
     sbuf_set_buffer_size(static_cast<uint32_t>(st.pkt_buf));
+    // How many idle clients keep their buffer (doc/pooling.md, "Buffers"): tests set it to
+    // cover reads into provided buffers under load.
+    if (const char* v = getenv("SLUICE_KEPT_BUFFERS"))
+        sbuf_set_park_limit(strtoul(v, nullptr, 10));
     if (!tls_init(st, err)) {
         log_error("%s", err.c_str());
         die("TLS setup failed");

@@ -54,6 +54,7 @@ size_t g_bufs_in_use = 0;           // g_bufsize buffers held by sockets
 // reads into a provided buffer that is copied out and given back (an SQE, a kernel
 // allocation) every message; with one, the RECV fills it. Bounded in bytes, not clients.
 constexpr size_t kParkBytes = 256 * 1024;
+size_t g_park_limit = kParkBytes / 4096;  // clients; sbuf_set_buffer_size() recomputes it
 size_t g_parked = 0;
 uint64_t g_forward_sends = 0;
 
@@ -211,7 +212,11 @@ SBufMemory sbuf_memory() noexcept {
 }
 
 size_t sbuf_park_limit() noexcept {
-    return kParkBytes / g_bufsize;
+    return g_park_limit;
+}
+
+void sbuf_set_park_limit(size_t clients) noexcept {
+    g_park_limit = clients;
 }
 
 uint64_t sbuf_bulk_buffers_taken() noexcept {
@@ -225,6 +230,7 @@ void sbuf_set_bulk_limit(size_t n) noexcept {
 void sbuf_set_buffer_size(uint32_t size) noexcept {
     free_pooled_buffers();
     g_bufsize = size < 512 ? 512 : size;
+    g_park_limit = kParkBytes / g_bufsize;
 }
 
 uint64_t SBuf::forward_sends() noexcept {
@@ -906,7 +912,7 @@ void SBuf::compact() {
 bool SBuf::park_buffer() noexcept {
     if (parked_)
         return true;
-    if (cap_ != g_bufsize || g_parked >= sbuf_park_limit())
+    if (cap_ != g_bufsize || g_parked >= g_park_limit)
         return false;  // a grown or bulk buffer goes back; so does one over the allowance
     parked_ = true;
     ++g_parked;

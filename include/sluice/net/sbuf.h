@@ -431,8 +431,10 @@ struct SBufMemory {
 };
 SBufMemory sbuf_memory() noexcept;
 // How many idle clients may keep their empty pkt_buf buffer (sbuf.cpp: parked); the rest hold
-// none while idle.
+// none while idle. 256 KiB worth by default (sbuf_set_buffer_size() sets that); set: tests, and
+// SLUICE_KEPT_BUFFERS (main.cpp). Clients already keeping one go on doing so.
 size_t sbuf_park_limit() noexcept;
+void sbuf_set_park_limit(size_t clients) noexcept;
 // Bulk buffers held by sockets now, taken since start; the cap (tests).
 size_t sbuf_bulk_buffers_in_use() noexcept;
 uint64_t sbuf_bulk_buffers_taken() noexcept;
