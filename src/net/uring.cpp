@@ -17,10 +17,6 @@ int sys_setup(unsigned entries, io_uring_params* p) {
     return static_cast<int>(syscall(__NR_io_uring_setup, entries, p));
 }
 
-int sys_enter(int fd, unsigned submit, unsigned wait) {
-    return static_cast<int>(
-        syscall(__NR_io_uring_enter, fd, submit, wait, IORING_ENTER_GETEVENTS, nullptr, 0));
-}
 
 unsigned load_acquire(const unsigned* p) {
     return std::atomic_ref<const unsigned>(*p).load(std::memory_order_acquire);
@@ -155,10 +151,12 @@ bool SendRing::submit(unsigned n, int* res, bool wait) noexcept {
     unsigned submitted = 0;
     while (submitted < n) {
         unsigned left = n - submitted;
-        int r = sys_enter(r_.fd, left, wait ? left : 0);
+        long r = uring_enter(r_.fd, left, wait ? left : 0);
         if (r <= 0) {
-            if (r < 0 && errno == EINTR)
+            if (r == -EINTR)
                 continue;
+            if (r < 0)
+                errno = static_cast<int>(-r);  // for the caller's message
             // An error, or nothing taken (which would repeat forever): stop here.
             // Take back what the kernel has not consumed, so that no later call sends it.
             store_release(r_.sq_tail, load_acquire(r_.sq_head));
@@ -181,7 +179,7 @@ bool SendRing::submit(unsigned n, int* res, bool wait) noexcept {
             if (!wait)
                 break;
             // Not posted yet (should not happen: they complete inline); wait for the rest.
-            if (sys_enter(r_.fd, 0, submitted - got) < 0 && errno != EINTR) {
+            if (long r = uring_enter(r_.fd, 0, submitted - got); r < 0 && r != -EINTR) {
                 for (unsigned i = 0; i < n; ++i)
                     res[i] = -EIO;  // unknown: the callers treat the sockets as failed
                 break;
@@ -243,12 +241,8 @@ int IoRing::enter_rest(unsigned n, long r, unsigned wait) noexcept {
             store_release(r_.sq_tail, tail_);
             return static_cast<int>(r);
         }
-        r = sys_enter(r_.fd, n, wait);
+        r = uring_enter(r_.fd, n, wait);
     }
-}
-
-bool IoRing::has_cqe() const noexcept {
-    return *r_.cq_head != load_acquire(r_.cq_tail);
 }
 
 unsigned IoRing::cqes_ready() const noexcept {

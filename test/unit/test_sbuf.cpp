@@ -895,66 +895,46 @@ void test_idle_clients_park_few_buffers(void**) {
     Rig r;
     const size_t limit = sluice::sbuf_park_limit();
     const size_t before = sluice::sbuf_memory().used;
-    const size_t n = limit + 36;
-    TestOwner own;
-    own.actions['Q'] = PacketAction::Skip;
-    std::vector<std::unique_ptr<SBuf>> clients;
-    std::vector<int> apps;
-    for (size_t i = 0; i < n; ++i) {
-        int a[2];
-        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
-        set_nonblock(a[0]);
-        set_nonblock(a[1]);
-        apps.push_back(a[0]);
-        clients.push_back(std::make_unique<SBuf>());
-        assert_true(clients.back()->attach(a[1], &own, false));
-    }
-    r.pump();
-    assert_int_equal(sluice::sbuf_memory().used, before);  // none has read anything yet
-    const std::string q = query("select 1");
-    for (size_t round = 1; round <= 2; ++round) {
-        for (int fd : apps)
-            assert_int_equal(write_some(fd, q), q.size());
-        for (int i = 0; i < 100 && own.packets.size() < n * round; ++i)
-            r.pump(1);
-        assert_int_equal(own.packets.size(), n * round);
+    // n clients send a message twice; after each round `kept` buffers are held. Closing
+    // gives every one back.
+    auto idle_clients = [&](size_t n, size_t kept) {
+        TestOwner own;
+        own.actions['Q'] = PacketAction::Skip;
+        std::vector<std::unique_ptr<SBuf>> clients;
+        std::vector<int> apps;
+        for (size_t i = 0; i < n; ++i) {
+            int a[2];
+            assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+            set_nonblock(a[0]);
+            set_nonblock(a[1]);
+            apps.push_back(a[0]);
+            clients.push_back(std::make_unique<SBuf>());
+            assert_true(clients.back()->attach(a[1], &own, false));
+        }
         r.pump();
-        assert_int_equal(sluice::sbuf_memory().used - before, limit);
-    }
-    for (auto& c : clients)
-        c->close();
-    for (int fd : apps)
-        ::close(fd);
-    assert_int_equal(sluice::sbuf_memory().used, before);
+        assert_int_equal(sluice::sbuf_memory().used, before);  // none has read anything yet
+        const std::string q = query("select 1");
+        for (size_t round = 1; round <= 2; ++round) {
+            for (int fd : apps)
+                assert_int_equal(write_some(fd, q), q.size());
+            for (int i = 0; i < 100 && own.packets.size() < n * round; ++i)
+                r.pump(1);
+            assert_int_equal(own.packets.size(), n * round);
+            r.pump();
+            assert_int_equal(sluice::sbuf_memory().used - before, kept);
+        }
+        for (auto& c : clients)
+            c->close();
+        for (int fd : apps)
+            ::close(fd);
+        assert_int_equal(sluice::sbuf_memory().used, before);
+    };
+    idle_clients(limit + 36, limit);
     // With no allowance (SLUICE_KEPT_BUFFERS=0) none keeps one, and every message still
     // arrives (under the proactor: each through a provided buffer).
     sluice::sbuf_set_park_limit(0);
-    clients.clear();
-    apps.clear();
-    own.packets.clear();
-    for (size_t i = 0; i < 8; ++i) {
-        int a[2];
-        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
-        set_nonblock(a[0]);
-        set_nonblock(a[1]);
-        apps.push_back(a[0]);
-        clients.push_back(std::make_unique<SBuf>());
-        assert_true(clients.back()->attach(a[1], &own, false));
-    }
-    for (size_t round = 1; round <= 2; ++round) {
-        for (int fd : apps)
-            assert_int_equal(write_some(fd, q), q.size());
-        for (int i = 0; i < 100 && own.packets.size() < 8 * round; ++i)
-            r.pump(1);
-        assert_int_equal(own.packets.size(), 8 * round);
-        r.pump();
-        assert_int_equal(sluice::sbuf_memory().used, before);
-    }
+    idle_clients(8, 0);
     sluice::sbuf_set_park_limit(limit);
-    for (auto& c : clients)
-        c->close();
-    for (int fd : apps)
-        ::close(fd);
 }
 
 // Closing takes the socket out of the loop's set, and the same SBuf can carry a new socket

@@ -19,11 +19,34 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 namespace sluice {
+
+// io_uring_enter(fd, submit, wait, IORING_ENTER_GETEVENTS): the count of SQEs taken, or
+// -errno. On x86-64 the system call is made inline, as liburing does: glibc's syscall() adds a
+// call and errno, and the proactor makes this call once or twice per message.
+inline long uring_enter(int fd, unsigned submit, unsigned wait) noexcept {
+#if defined(__x86_64__)
+    long ret;
+    register long r10 __asm__("r10") = IORING_ENTER_GETEVENTS;
+    register long r8 __asm__("r8") = 0;
+    register long r9 __asm__("r9") = 0;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(static_cast<long>(__NR_io_uring_enter)), "D"(static_cast<long>(fd)),
+                       "S"(static_cast<long>(submit)), "d"(static_cast<long>(wait)), "r"(r10),
+                       "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+#else
+    long r = syscall(__NR_io_uring_enter, fd, submit, wait, IORING_ENTER_GETEVENTS, nullptr, 0);
+    return r < 0 ? -errno : r;
+#endif
+}
 
 struct UringSend {
     int fd;
@@ -132,7 +155,6 @@ public:
         e = io_uring_sqe{};
         return e;
     }
-    unsigned queued() const noexcept { return queued_; }
     // The position the next sqe() takes; unsubmitted(pos) is that SQE while it has not been
     // submitted yet (nullptr once it has).
     unsigned next_pos() const noexcept { return tail_ + queued_; }
@@ -150,33 +172,12 @@ public:
         tail_ += n;
         queued_ = 0;
         std::atomic_ref<unsigned>(*r_.sq_tail).store(tail_, std::memory_order_release);
-        long r = sys_enter(r_.fd, n, wait);
+        long r = uring_enter(r_.fd, n, wait);
         if (r == static_cast<long>(n)) [[likely]]
             return 0;
         return enter_rest(n, r, wait);
     }
-    // io_uring_enter(fd, submit, wait, GETEVENTS): the count taken, or -errno. On x86-64 the
-    // system call is made inline, as liburing does (glibc's syscall() adds a call and errno).
-    static long sys_enter(int fd, unsigned submit, unsigned wait) noexcept {
-#if defined(__x86_64__)
-        long ret;
-        register long r10 __asm__("r10") = IORING_ENTER_GETEVENTS;
-        register long r8 __asm__("r8") = 0;
-        register long r9 __asm__("r9") = 0;
-        __asm__ volatile("syscall"
-                         : "=a"(ret)
-                         : "a"(static_cast<long>(__NR_io_uring_enter)), "D"(static_cast<long>(fd)),
-                           "S"(static_cast<long>(submit)), "d"(static_cast<long>(wait)),
-                           "r"(r10), "r"(r8), "r"(r9)
-                         : "rcx", "r11", "memory");
-        return ret;
-#else
-        long r = syscall(__NR_io_uring_enter, fd, submit, wait, IORING_ENTER_GETEVENTS, nullptr, 0);
-        return r < 0 ? -errno : r;
-#endif
-    }
     // Completions available now, oldest first; consume(n) after handling n of them.
-    bool has_cqe() const noexcept;
     io_uring_cqe& cqe_at(unsigned i) const noexcept;
     unsigned cqes_ready() const noexcept;
     void consume(unsigned n) noexcept;
