@@ -51,8 +51,8 @@ size_t g_bufs_in_use = 0;           // g_bufsize buffers held by sockets
 // Idle clients hold no buffer (5,000 idle clients cost 5,000 pkt_bufs otherwise), except the
 // first few to go quiet, which keep theirs ("parked") until they close or it is swapped:
 // their next message is read straight into it. Under the proactor, a client without a buffer
-// reads into a provided buffer that is copied out and given back (an SQE, a kernel
-// allocation) every message; with one, the RECV fills it. Bounded in bytes, not clients.
+// reads into a provided buffer that is copied out and given back every message; with one,
+// the RECV fills it. Bounded in bytes, not clients.
 constexpr size_t kParkBytes = 256 * 1024;
 size_t g_park_limit = kParkBytes / 4096;  // clients; sbuf_set_buffer_size() recomputes it
 size_t g_parked = 0;

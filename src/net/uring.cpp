@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 namespace sluice {
@@ -218,12 +219,12 @@ bool IoRing::open(unsigned entries, std::string& why) {
 }
 
 void IoRing::close() noexcept {
+    r_.unmap();  // the ring first: it holds the buffer rings' pages
     for (Group& g : groups_) {
-        if (g.mem)
-            munmap(g.mem, g.mem_len);
+        if (g.map)
+            munmap(g.map, g.map_len);
         g = Group{};
     }
-    r_.unmap();
     queued_ = 0;
 }
 
@@ -270,42 +271,51 @@ bool IoRing::take(uint64_t user_data, uint64_t quiet, int& res, uint32_t& flags)
     return false;
 }
 
+// The ring's tail overlays entry 0's reserved field (bytes 14-15).
+static_assert(offsetof(io_uring_buf_ring, tail) == 14 && sizeof(io_uring_buf) == 16);
+
 bool IoRing::add_buffers(uint16_t group, unsigned count, uint32_t size, std::string& why) {
-    if (group >= kGroups || count == 0 || count > 32768) {
+    if (group >= kGroups || count == 0 || count > 32768 || (count & (count - 1)) != 0) {
         why = "bad provided buffer group";
         return false;
     }
     Group& g = groups_[group];
     g.mem_len = size_t{count} * size;
-    void* m = mmap(nullptr, g.mem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    g.mem = m == MAP_FAILED ? nullptr : static_cast<uint8_t*>(m);
-    if (!g.mem) {
+    g.ring_len = size_t{count} * sizeof(io_uring_buf);
+    // Page-aligned, as the kernel wants the ring; the buffers follow it in one mapping.
+    size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    size_t ring_span = (g.ring_len + page - 1) / page * page;
+    void* m = mmap(nullptr, ring_span + g.mem_len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        g = Group{};
         why = std::string("mmap of provided buffers: ") + strerror(errno);
         return false;
     }
+    g.map = m;
+    g.map_len = ring_span + g.mem_len;
+    g.ring = static_cast<io_uring_buf_ring*>(m);
+    // Entry i is at 16 * i, as in C. Not g.ring->bufs: in C++ the header's flexible array
+    // sits behind an empty struct, 8 bytes further (a kernel that reads the entries where
+    // they are not finds the ring empty: every RECV fails with -ENOBUFS).
+    g.bufs = static_cast<io_uring_buf*>(m);
+    g.mem = static_cast<uint8_t*>(m) + ring_span;
     g.count = count;
     g.size = size;
-    // IORING_OP_PROVIDE_BUFFERS (5.7). The ring-mapped kind (IORING_REGISTER_PBUF_RING) would
-    // save an SQE per buffer given back, but a receive on this machine's kernel (6.18) found
-    // every registered ring empty (-ENOBUFS) while the older operation works.
-    io_uring_sqe& e = sqe();
-    e.opcode = IORING_OP_PROVIDE_BUFFERS;
-    e.fd = static_cast<int>(count);
-    e.addr = reinterpret_cast<uintptr_t>(g.mem);
-    e.len = size;
-    e.off = 0;
-    e.buf_group = group;
-    if (int err = enter(1); err < 0) {
-        why = std::string("io_uring_enter: ") + strerror(-err);
+    // A ring-mapped group (IORING_REGISTER_PBUF_RING, 5.19): a buffer goes back by writing
+    // its entry and moving the tail, no SQE and no system call.
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<uintptr_t>(g.ring);
+    reg.ring_entries = count;
+    reg.bgid = group;
+    if (syscall(__NR_io_uring_register, r_.fd, IORING_REGISTER_PBUF_RING, &reg, 1) != 0) {
+        why = std::string("IORING_REGISTER_PBUF_RING: ") + strerror(errno);
+        munmap(g.map, g.map_len);
+        g = Group{};
         return false;
     }
-    const io_uring_cqe& c = cqe_at(0);
-    int res = c.res;
-    consume(1);
-    if (res < 0) {
-        why = std::string("IORING_OP_PROVIDE_BUFFERS: ") + strerror(-res);
-        return false;
-    }
+    for (unsigned bid = 0; bid < count; ++bid)
+        recycle(group, static_cast<uint16_t>(bid));
     return true;
 }
 
@@ -318,14 +328,13 @@ uint32_t IoRing::buffer_size(uint16_t group) const noexcept {
 }
 
 void IoRing::recycle(uint16_t group, uint16_t bid) noexcept {
-    io_uring_sqe& e = sqe();
-    e.opcode = IORING_OP_PROVIDE_BUFFERS;
-    e.fd = 1;
-    e.addr = reinterpret_cast<uintptr_t>(buffer(group, bid));
-    e.len = groups_[group].size;
-    e.off = bid;
-    e.buf_group = group;
-    e.flags = IOSQE_CQE_SKIP_SUCCESS;
+    Group& g = groups_[group];
+    io_uring_buf& b = g.bufs[g.tail & (g.count - 1)];
+    b.addr = reinterpret_cast<uintptr_t>(buffer(group, bid));
+    b.len = g.size;
+    b.bid = bid;
+    ++g.tail;
+    std::atomic_ref<uint16_t>(g.ring->tail).store(g.tail, std::memory_order_release);
 }
 
 int IoRing::cancel_now(uint64_t user_data) noexcept {

@@ -187,7 +187,7 @@ public:
     bool add_buffers(uint16_t group, unsigned count, uint32_t size, std::string& why);
     uint8_t* buffer(uint16_t group, uint16_t bid) const noexcept;
     uint32_t buffer_size(uint16_t group) const noexcept;
-    // Gives a buffer back to its group: an SQE for the next enter().
+    // Gives a buffer back to its group (the ring's tail moves: no SQE, no system call).
     void recycle(uint16_t group, uint16_t bid) noexcept;
 
     // Cancels the request with this user_data and waits for it: 0 cancelled (its completion,
@@ -201,10 +201,16 @@ private:
     int enter_rest(unsigned n, long r, unsigned wait) noexcept;
 
     struct Group {
+        void* map = nullptr;  // the ring, then the buffers
+        size_t map_len = 0;
+        io_uring_buf_ring* ring = nullptr;  // its tail
+        io_uring_buf* bufs = nullptr;       // its count entries
+        size_t ring_len = 0;
         uint8_t* mem = nullptr;  // count * size bytes
         size_t mem_len = 0;
-        unsigned count = 0;
+        unsigned count = 0;  // a power of two
         uint32_t size = 0;
+        uint16_t tail = 0;  // the ring's tail, which only we write
     };
 
     RingMap r_;
