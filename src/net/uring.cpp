@@ -18,7 +18,6 @@ int sys_setup(unsigned entries, io_uring_params* p) {
     return static_cast<int>(syscall(__NR_io_uring_setup, entries, p));
 }
 
-
 unsigned load_acquire(const unsigned* p) {
     return std::atomic_ref<const unsigned>(*p).load(std::memory_order_acquire);
 }
@@ -280,12 +279,11 @@ bool IoRing::add_buffers(uint16_t group, unsigned count, uint32_t size, std::str
         return false;
     }
     Group& g = groups_[group];
-    g.mem_len = size_t{count} * size;
-    g.ring_len = size_t{count} * sizeof(io_uring_buf);
     // Page-aligned, as the kernel wants the ring; the buffers follow it in one mapping.
     size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    size_t ring_span = (g.ring_len + page - 1) / page * page;
-    void* m = mmap(nullptr, ring_span + g.mem_len, PROT_READ | PROT_WRITE,
+    size_t ring_span = (size_t{count} * sizeof(io_uring_buf) + page - 1) / page * page;
+    size_t mem_len = size_t{count} * size;
+    void* m = mmap(nullptr, ring_span + mem_len, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) {
         g = Group{};
@@ -293,7 +291,7 @@ bool IoRing::add_buffers(uint16_t group, unsigned count, uint32_t size, std::str
         return false;
     }
     g.map = m;
-    g.map_len = ring_span + g.mem_len;
+    g.map_len = ring_span + mem_len;
     g.ring = static_cast<io_uring_buf_ring*>(m);
     // Entry i is at 16 * i, as in C. Not g.ring->bufs: in C++ the header's flexible array
     // sits behind an empty struct, 8 bytes further (a kernel that reads the entries where

@@ -205,9 +205,7 @@ private:
         size_t map_len = 0;
         io_uring_buf_ring* ring = nullptr;  // its tail
         io_uring_buf* bufs = nullptr;       // its count entries
-        size_t ring_len = 0;
-        uint8_t* mem = nullptr;  // count * size bytes
-        size_t mem_len = 0;
+        uint8_t* mem = nullptr;             // count * size bytes
         unsigned count = 0;  // a power of two
         uint32_t size = 0;
         uint16_t tail = 0;  // the ring's tail, which only we write
