@@ -134,6 +134,23 @@ def proc_sched_ns(pid: int) -> int:
     return total
 
 
+def proc_switches(pid: int) -> tuple[int, int]:
+    """Context switches of pid's threads so far: (voluntary, involuntary). A voluntary one is
+    a sleep (waiting for input), an involuntary one a preemption by a process it woke."""
+    vol = invol = 0
+    for p in glob.glob(f"/proc/{pid}/task/*/status"):
+        try:
+            with open(p) as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        invol += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return vol, invol
+
+
 def process_tree(root: int) -> list[int]:
     """root and every process below it (one pass over /proc)."""
     children: dict[int, list[int]] = {}
@@ -580,16 +597,21 @@ class Bench:
         pid = p.pid if p else (self.relay.pid if target == "relay" else None)
         cpu0 = proc_cpu_secs(pid) if pid else None
         ns0 = proc_sched_ns(pid) if pid else None
+        sw0 = proc_switches(pid) if pid else None
         r = self.pgbench(port, args, timeout=duration + 120,
                          env=tlsutil.ssl_env("require") if tls else None, cpus=cpus)
         if pid and harness.pid_alive(pid):
             r["cpu_secs"] = proc_cpu_secs(pid) - cpu0
             r["sched_secs"] = (proc_sched_ns(pid) - ns0) / 1e9
+            sw1 = proc_switches(pid)
+            r["sleeps"], r["preemptions"] = sw1[0] - sw0[0], sw1[1] - sw0[1]
         if logs:
             r.update(self.read_latency_logs(prefix))
         if r["ok"] and pid and "cpu_secs" in r:
             r["cpu_us_per_txn"] = r["cpu_secs"] * 1e6 / r["txns"]
             r["sched_us_per_txn"] = r["sched_secs"] * 1e6 / r["txns"]
+            r["sleeps_per_txn"] = r["sleeps"] / r["txns"]
+            r["preemptions_per_txn"] = r["preemptions"] / r["txns"]
         if p is not None:
             self.check_crash(p)
         r.pop("stdout", None)
@@ -1248,6 +1270,39 @@ class Bench:
                 "sluice ÷ relay | sluice ÷ PgBouncer |",
                 "|---|---:|---:|---:|---:|---:|---:|"] + out + [""]
 
+    def switches_markdown(self) -> list[str]:
+        """Sleeps and preemptions of each pooler (and the relay) per transaction, from the runs
+        of figures 1 and 6: what the kernel's share at -c 1 and per new connection follows."""
+        cases = [("fig1", f"{m}/c{c}", f"-M {m} -c {c}, per transaction")
+                 for c in (1, 64) for m in RELAY_MODES] + \
+            [("churn", None, "pgbench -C -c 16, per new connection")]
+        targets = ("pgbouncer", "sluice", "relay")
+        rows = []
+        for source, key, label in cases:
+            runs = self.raw.get(source, {})
+            runs = runs.get(key, {}) if key else runs
+            cells = {}
+            for t in targets:
+                ok = [r for r in runs.get(t, []) if r.get("ok") and "sleeps_per_txn" in r]
+                if ok:
+                    cells[t] = (f"{statistics.median(r['sleeps_per_txn'] for r in ok):.2f} + "
+                                f"{statistics.median(r['preemptions_per_txn'] for r in ok):.2f}")
+            if cells.get("pgbouncer") or cells.get("sluice"):
+                rows.append((label, cells))
+        if not rows:
+            return []
+        cols = [t for t in targets if any(t in c for _, c in rows)]
+        return ["## Sleeps and preemptions", "",
+                "Context switches of each pooler, from the runs above (medians), as voluntary "
+                "+ involuntary: the pooler went to sleep waiting for input, or a process took "
+                "its CPU (often one it had just woken). From /proc/PID/task/*/status. Each "
+                "switch back in costs the pooler microseconds of kernel time, whatever it does "
+                "in user space (doc/bench.md, \"Where sluice's cost goes\").", "",
+                "| run | " + " | ".join(LABEL[t] for t in cols) + " |",
+                "|---|" + "---:|" * len(cols)] + \
+            [f"| {label} | " + " | ".join(c.get(t, "") for t in cols) + " |"
+             for label, c in rows] + [""]
+
     def table_markdown(self) -> str:
         out = ["| fig | metric | direct | PgBouncer | sluice | sluice ÷ PgBouncer | "
                "sluice ÷ direct | target | result |",
@@ -1424,6 +1479,7 @@ unset multiplot
                       + f" (target {r['target']})")
         md.append("")
         md += self.floor_markdown()
+        md += self.switches_markdown()
         st = self.raw.get("strace")
         if st:
             md += ["## Figure 3 detail: calls per transaction by syscall", "",
