@@ -1,0 +1,179 @@
+"""PostgreSQL's own client programs through the pooler, the way an operator runs them:
+pg_isready as a health check, pg_dump and a parallel pg_restore (and a plain dump replayed
+by psql), vacuumdb and reindexdb with parallel jobs, createdb and dropdb, and pgbench -i in
+transaction mode. Each result is checked directly against PostgreSQL."""
+
+import os
+import subprocess
+
+import pytest
+
+import harness
+
+# Rows big enough that COPY carries many messages, a value larger than pkt_buf and binary
+# data with every byte value.
+SOURCE_SCHEMA = [
+    "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2), "
+    "tags text[], payload bytea, made timestamptz DEFAULT '2026-01-02 03:04:05+00')",
+    "INSERT INTO items (id, name, price, tags, payload) "
+    "SELECT g, 'item ' || g || repeat('x', g % 200), g / 7.0, ARRAY['a' || g, 'tab\tand\nline'], "
+    "decode(lpad(to_hex(g % 256), 2, '0') || '00ff0a0d5c', 'hex') "
+    "FROM generate_series(1, 20000) g",
+    "CREATE TABLE big (id int PRIMARY KEY, body text)",
+    "INSERT INTO big SELECT g, repeat(md5(g::text), 40000) FROM generate_series(1, 3) g",
+    "CREATE SEQUENCE order_no START 1000",
+    "SELECT setval('order_no', 4242)",
+    "CREATE VIEW cheap AS SELECT id, name FROM items WHERE price < 10",
+    "CREATE FUNCTION twice(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 * 2'",
+    "CREATE INDEX items_price ON items (price)",
+    "COMMENT ON TABLE items IS 'dumped through the pooler'",
+]
+
+CHECKS = [
+    "SELECT count(*), md5(string_agg(i::text, '|' ORDER BY id)) FROM items i",
+    "SELECT count(*), md5(string_agg(b::text, '|' ORDER BY id)) FROM big b",
+    "SELECT last_value FROM order_no",
+    "SELECT count(*) FROM cheap",
+    "SELECT twice(21)",
+    "SELECT obj_description('items'::regclass, 'pg_class')",
+    "SELECT indexname FROM pg_indexes WHERE tablename = 'items' ORDER BY 1",
+]
+
+
+def run_tool(name: str, port: int | None, *args, user: str = "postgres",
+             timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PGPASSWORD=harness.PASSWORDS[user], PGCONNECT_TIMEOUT="10")
+    for k in ("PGPASSFILE", "PGSERVICE", "PGDATABASE", "PGOPTIONS"):
+        env.pop(k, None)
+    cmd = [harness.pg_tool(name), "-h", "127.0.0.1"]
+    if port is not None:
+        cmd += ["-p", str(port)]
+    cmd += ["-U", user] + [str(a) for a in args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+def ok(r: subprocess.CompletedProcess) -> None:
+    assert r.returncode == 0, f"{r.args[0]} exited {r.returncode}\n{r.stdout}\n{r.stderr}"
+
+
+def fresh_db(pg, name: str) -> None:
+    pg.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    pg.sql(f"CREATE DATABASE {name}")
+
+
+def snapshot(pg, db: str) -> list:
+    return [pg.sql(q, db=db) for q in CHECKS]
+
+
+@pytest.fixture
+def source_db(pg):
+    fresh_db(pg, "tools_src")
+    for q in SOURCE_SCHEMA:
+        pg.sql(q, db="tools_src")
+    yield "tools_src"
+    pg.sql("DROP DATABASE IF EXISTS tools_src WITH (FORCE)")
+
+
+def test_pg_isready(pooler):
+    p = pooler(databases={"*": None})
+    r = run_tool("pg_isready", p.port, "-d", "appdb")
+    ok(r)
+    assert "accepting connections" in r.stdout, r.stdout
+    # A database the pooler does not serve: the pooler answered, so it is up (what libpq's
+    # ping reports for any answer but "cannot connect now").
+    r = run_tool("pg_isready", p.port, "-d", "no_such_db")
+    ok(r)
+    assert "accepting connections" in r.stdout, r.stdout
+    port = p.port
+    p.stop()
+    assert not p.alive()
+    r = run_tool("pg_isready", port, "-d", "appdb", "-t", "3")
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "no response" in r.stdout, r.stdout
+
+
+def test_pg_dump_and_restore(pooler, pg, source_db, tmp_path):
+    p = pooler(pgbouncer={"pool_mode": "session"})
+    expected = snapshot(pg, source_db)
+    assert expected[0][0][0] == 20000 and expected[2][0][0] == 4242
+    try:
+        # custom format, restored with two parallel connections
+        dump = tmp_path / "src.dump"
+        ok(run_tool("pg_dump", p.port, "-Fc", "-f", dump, source_db))
+        fresh_db(pg, "tools_dst")
+        ok(run_tool("pg_restore", p.port, "-j", "2", "--exit-on-error", "-d", "tools_dst",
+                    dump))
+        assert snapshot(pg, "tools_dst") == expected
+        # plain format replayed by psql: COPY FROM STDIN inside a script
+        sql = tmp_path / "src.sql"
+        ok(run_tool("pg_dump", p.port, "-f", sql, source_db))
+        assert "COPY public.items" in sql.read_text()
+        fresh_db(pg, "tools_dst2")
+        ok(run_tool("psql", p.port, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", sql,
+                    "-d", "tools_dst2"))
+        assert snapshot(pg, "tools_dst2") == expected
+    finally:
+        pg.sql("DROP DATABASE IF EXISTS tools_dst WITH (FORCE)")
+        pg.sql("DROP DATABASE IF EXISTS tools_dst2 WITH (FORCE)")
+
+
+def test_vacuumdb_and_reindexdb_parallel(pooler, pg, source_db):
+    p = pooler(pgbouncer={"pool_mode": "session"})
+    pg.sql("SELECT pg_stat_reset()", db=source_db)
+    r = run_tool("vacuumdb", p.port, "-j", "2", "--analyze", "-d", source_db)
+    ok(r)
+    analyzed = pg.sql("SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL "
+                      "AND last_vacuum IS NOT NULL ORDER BY 1", db=source_db)
+    assert [r[0] for r in analyzed] == ["big", "items"]
+    before = pg.sql("SELECT relname, relfilenode FROM pg_class WHERE relname IN "
+                    "('items_pkey', 'items_price', 'big_pkey') ORDER BY 1", db=source_db)
+    r = run_tool("reindexdb", p.port, "-j", "2", "-d", source_db)
+    ok(r)
+    after = pg.sql("SELECT relname, relfilenode FROM pg_class WHERE relname IN "
+                   "('items_pkey', 'items_price', 'big_pkey') ORDER BY 1", db=source_db)
+    assert len(before) == 3 and len(after) == 3
+    assert all(b[1] != a[1] for b, a in zip(before, after)), (before, after)
+
+
+def test_createdb_and_dropdb_in_transaction_mode(pooler, pg):
+    p = pooler(pgbouncer={"pool_mode": "transaction"})
+    pg.sql("DROP DATABASE IF EXISTS tools_new WITH (FORCE)")
+    ok(run_tool("createdb", p.port, "-E", "UTF8", "-T", "template0", "tools_new",
+                "made through the pooler"))
+    assert pg.sql("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                  "WHERE datname = 'tools_new'") == [("made through the pooler",)]
+    # used through the pooler: its idle server connection keeps the database busy until
+    # the console's KILL closes it
+    ok(run_tool("psql", p.port, "-X", "-d", "tools_new", "-c", "SELECT 1"))
+    r = run_tool("dropdb", p.port, "tools_new")
+    assert r.returncode == 1 and "is being accessed by other users" in r.stderr, r.stderr
+    ok(run_tool("psql", p.port, "-X", "-d", "pgbouncer", "-c", "KILL tools_new"))
+    ok(run_tool("dropdb", p.port, "tools_new"))
+    assert pg.sql("SELECT 1 FROM pg_database WHERE datname = 'tools_new'") == []
+    # what the tools say when the server refuses, passed on as PostgreSQL words it
+    r = run_tool("dropdb", p.port, "tools_new")
+    assert r.returncode == 1
+    assert 'database "tools_new" does not exist' in r.stderr, r.stderr
+
+
+def test_pgbench_init_in_transaction_mode(pooler, pg):
+    fresh_db(pg, "tools_bench")
+    try:
+        p = pooler(pgbouncer={"pool_mode": "transaction"})
+        r = run_tool("pgbench", p.port, "-i", "-q", "-s", "2", "tools_bench")
+        ok(r)
+        counts = pg.sql("SELECT (SELECT count(*) FROM pgbench_accounts), "
+                        "(SELECT count(*) FROM pgbench_branches), "
+                        "(SELECT count(*) FROM pgbench_tellers)", db="tools_bench")
+        assert counts == [(200000, 2, 20)]
+        keys = pg.sql("SELECT count(*) FROM pg_indexes WHERE tablename LIKE 'pgbench_%' "
+                      "AND indexname LIKE '%_pkey'", db="tools_bench")
+        assert keys == [(3,)]
+        # and a run over what it made, through the same pooler
+        r = run_tool("pgbench", p.port, "-n", "-c", "4", "-j", "2", "-t", "50",
+                     "tools_bench")
+        ok(r)
+        assert "number of failed transactions: 0" in r.stdout, r.stdout
+    finally:
+        pg.sql("DROP DATABASE IF EXISTS tools_bench WITH (FORCE)")
