@@ -27,6 +27,9 @@ SOURCE_SCHEMA = [
     "CREATE FUNCTION twice(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 * 2'",
     "CREATE INDEX items_price ON items (price)",
     "COMMENT ON TABLE items IS 'dumped through the pooler'",
+    # a large object: pg_dump reads it and pg_restore writes it with function calls
+    # (the protocol's FunctionCall message, lo_open / loread / lowrite)
+    "SELECT lo_from_bytea(4242, decode(repeat('00ff105c0a', 60000), 'hex'))",
 ]
 
 CHECKS = [
@@ -37,6 +40,7 @@ CHECKS = [
     "SELECT twice(21)",
     "SELECT obj_description('items'::regclass, 'pg_class')",
     "SELECT indexname FROM pg_indexes WHERE tablename = 'items' ORDER BY 1",
+    "SELECT oid, md5(lo_get(oid)), length(lo_get(oid)) FROM pg_largeobject_metadata",
 ]
 
 
@@ -97,6 +101,7 @@ def test_pg_dump_and_restore(pooler, pg, source_db, tmp_path):
     p = pooler(pgbouncer={"pool_mode": "session"})
     expected = snapshot(pg, source_db)
     assert expected[0][0][0] == 20000 and expected[2][0][0] == 4242
+    assert [(oid, n) for oid, _, n in expected[-1]] == [(4242, 300000)]
     try:
         # custom format, restored with two parallel connections
         dump = tmp_path / "src.dump"
@@ -116,6 +121,29 @@ def test_pg_dump_and_restore(pooler, pg, source_db, tmp_path):
     finally:
         pg.sql("DROP DATABASE IF EXISTS tools_dst WITH (FORCE)")
         pg.sql("DROP DATABASE IF EXISTS tools_dst2 WITH (FORCE)")
+
+
+def test_psql_large_object_import_export(pooler, pg, tmp_path):
+    """psql's \\lo_import and \\lo_export use libpq's large-object calls (FunctionCall
+    messages) inside a transaction psql opens: in transaction mode they must stay on one
+    server."""
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": 2})
+    src = tmp_path / "in.bin"
+    data = bytes(range(256)) * 3000 + b"tail"
+    src.write_bytes(data)
+    out = tmp_path / "out.bin"
+    r = run_tool("psql", p.port, "-X", "-v", "ON_ERROR_STOP=1", "-d", "appdb",
+                 "-c", f"\\lo_import {src}",
+                 "-c", "SELECT max(oid) FROM pg_largeobject_metadata", "-t", "-A")
+    ok(r)
+    oid = int(r.stdout.split()[-1])
+    try:
+        assert pg.sql("SELECT length(lo_get(%s::oid))", (oid,), db="appdb") == [(len(data),)]
+        ok(run_tool("psql", p.port, "-X", "-v", "ON_ERROR_STOP=1", "-d", "appdb",
+                    "-c", f"\\lo_export {oid} {out}"))
+        assert out.read_bytes() == data
+    finally:
+        pg.sql("SELECT lo_unlink(%s::oid)", (oid,), db="appdb")
 
 
 def test_vacuumdb_and_reindexdb_parallel(pooler, pg, source_db):
