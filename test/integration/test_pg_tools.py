@@ -89,6 +89,13 @@ def test_pg_isready(pooler):
     r = run_tool("pg_isready", p.port, "-d", "no_such_db")
     ok(r)
     assert "accepting connections" in r.stdout, r.stdout
+    # Paused (the console's PAUSE, as before a server restart): logins still get their
+    # answer, so a health check does not flap while the pooler holds queries back.
+    ok(run_tool("psql", p.port, "-X", "-d", "pgbouncer", "-c", "PAUSE"))
+    r = run_tool("pg_isready", p.port, "-d", "appdb", "-t", "5")
+    ok(r)
+    assert "accepting connections" in r.stdout, r.stdout
+    ok(run_tool("psql", p.port, "-X", "-d", "pgbouncer", "-c", "RESUME"))
     port = p.port
     p.stop()
     assert not p.alive()
