@@ -136,7 +136,8 @@ def proc_sched_ns(pid: int) -> int:
 
 def proc_switches(pid: int) -> tuple[int, int]:
     """Context switches of pid's threads so far: (voluntary, involuntary). A voluntary one is
-    a sleep (waiting for input), an involuntary one a preemption by a process it woke."""
+    a sleep (waiting for input), an involuntary one a preemption (often by a process it
+    had just woken)."""
     vol = invol = 0
     for p in glob.glob(f"/proc/{pid}/task/*/status"):
         try:
@@ -1297,7 +1298,7 @@ class Bench:
                 "+ involuntary: the pooler went to sleep waiting for input, or a process took "
                 "its CPU (often one it had just woken). From /proc/PID/task/*/status. Each "
                 "switch back in costs the pooler microseconds of kernel time, whatever it does "
-                "in user space (doc/bench.md, \"Where sluice's cost goes\").", "",
+                "in user space (doc/bench.md, \"Sleeps and preemptions\").", "",
                 "| run | " + " | ".join(LABEL[t] for t in cols) + " |",
                 "|---|" + "---:|" * len(cols)] + \
             [f"| {label} | " + " | ".join(c.get(t, "") for t in cols) + " |"
