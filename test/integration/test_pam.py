@@ -7,6 +7,7 @@ users listed in a file. An existing /etc/pam.d/pgbouncer is put back afterwards.
 
 import os
 import re
+import shutil
 import socket
 
 import psycopg
@@ -72,6 +73,7 @@ def pam_service():
         else:
             with open(SERVICE_FILE, "w") as f:
                 f.write(saved)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
