@@ -186,6 +186,14 @@ def test_createdb_and_dropdb_in_transaction_mode(pooler, pg):
     ok(run_tool("psql", p.port, "-X", "-d", "pgbouncer", "-c", "KILL tools_new"))
     ok(run_tool("dropdb", p.port, "tools_new"))
     assert pg.sql("SELECT 1 FROM pg_database WHERE datname = 'tools_new'") == []
+    # or dropdb --force, which has PostgreSQL end those connections (the pooler's too); a
+    # killed database takes new clients again after RESUME
+    ok(run_tool("psql", p.port, "-X", "-d", "pgbouncer", "-c", "RESUME tools_new"))
+    ok(run_tool("createdb", p.port, "tools_new"))
+    ok(run_tool("psql", p.port, "-X", "-d", "tools_new", "-c", "SELECT 1"))
+    ok(run_tool("dropdb", p.port, "--force", "tools_new"))
+    assert pg.sql("SELECT 1 FROM pg_database WHERE datname = 'tools_new'") == []
+    ok(run_tool("psql", p.port, "-X", "-d", "appdb", "-c", "SELECT 1"))
     # what the tools say when the server refuses, passed on as PostgreSQL words it
     r = run_tool("dropdb", p.port, "tools_new")
     assert r.returncode == 1
