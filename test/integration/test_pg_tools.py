@@ -3,12 +3,10 @@ pg_isready as a health check, pg_dump and a parallel pg_restore (and a plain dum
 by psql), vacuumdb and reindexdb with parallel jobs, createdb and dropdb, and pgbench -i in
 transaction mode. Each result is checked directly against PostgreSQL."""
 
-import os
+import re
 import subprocess
 
 import pytest
-
-import harness
 
 # Rows big enough that COPY carries many messages, a value larger than pkt_buf and binary
 # data with every byte value.
@@ -44,17 +42,9 @@ CHECKS = [
 ]
 
 
-def run_tool(name: str, port: int | None, *args, user: str = "postgres",
-             timeout: float = 180) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PGPASSWORD=harness.PASSWORDS[user], PGCONNECT_TIMEOUT="10")
-    for k in ("PGPASSFILE", "PGSERVICE", "PGDATABASE", "PGOPTIONS"):
-        env.pop(k, None)
-    cmd = [harness.pg_tool(name), "-h", "127.0.0.1"]
-    if port is not None:
-        cmd += ["-p", str(port)]
-    cmd += ["-U", user] + [str(a) for a in args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL)
+# The programs run as the superuser, which the tests' databases need; a dump or a restore
+# may take longer than the default minute on a loaded machine.
+SU = {"user": "postgres", "timeout": 180}
 
 
 def ok(r: subprocess.CompletedProcess) -> None:
@@ -81,25 +71,24 @@ def source_db(pg):
 
 def test_pg_isready(pooler):
     p = pooler(databases={"*": None})
-    r = run_tool("pg_isready", p.port, "-d", "appdb")
+    r = p.tool("pg_isready", "-d", "appdb", **SU)
     ok(r)
     assert "accepting connections" in r.stdout, r.stdout
     # A database the pooler does not serve: the pooler answered, so it is up (what libpq's
     # ping reports for any answer but "cannot connect now").
-    r = run_tool("pg_isready", p.port, "-d", "no_such_db")
+    r = p.tool("pg_isready", "-d", "no_such_db", **SU)
     ok(r)
     assert "accepting connections" in r.stdout, r.stdout
     # Paused (the console's PAUSE, as before a server restart): logins still get their
     # answer, so a health check does not flap while the pooler holds queries back.
-    ok(run_tool("psql", p.port, "-X", "-d", "pgbouncer", "-c", "PAUSE"))
-    r = run_tool("pg_isready", p.port, "-d", "appdb", "-t", "5")
+    ok(p.tool("psql", "-X", "-d", "pgbouncer", "-c", "PAUSE", **SU))
+    r = p.tool("pg_isready", "-d", "appdb", "-t", "5", **SU)
     ok(r)
     assert "accepting connections" in r.stdout, r.stdout
-    ok(run_tool("psql", p.port, "-X", "-d", "pgbouncer", "-c", "RESUME"))
-    port = p.port
+    ok(p.tool("psql", "-X", "-d", "pgbouncer", "-c", "RESUME", **SU))
     p.stop()
     assert not p.alive()
-    r = run_tool("pg_isready", port, "-d", "appdb", "-t", "3")
+    r = p.tool("pg_isready", "-d", "appdb", "-t", "3", **SU)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert "no response" in r.stdout, r.stdout
 
@@ -112,18 +101,18 @@ def test_pg_dump_and_restore(pooler, pg, source_db, tmp_path):
     try:
         # custom format, restored with two parallel connections
         dump = tmp_path / "src.dump"
-        ok(run_tool("pg_dump", p.port, "-Fc", "-f", dump, source_db))
+        ok(p.tool("pg_dump", "-Fc", "-f", dump, source_db, **SU))
         fresh_db(pg, "tools_dst")
-        ok(run_tool("pg_restore", p.port, "-j", "2", "--exit-on-error", "-d", "tools_dst",
-                    dump))
+        ok(p.tool("pg_restore", "-j", "2", "--exit-on-error", "-d", "tools_dst", dump,
+                  **SU))
         assert snapshot(pg, "tools_dst") == expected
         # plain format replayed by psql: COPY FROM STDIN inside a script
         sql = tmp_path / "src.sql"
-        ok(run_tool("pg_dump", p.port, "-f", sql, source_db))
+        ok(p.tool("pg_dump", "-f", sql, source_db, **SU))
         assert "COPY public.items" in sql.read_text()
         fresh_db(pg, "tools_dst2")
-        ok(run_tool("psql", p.port, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", sql,
-                    "-d", "tools_dst2"))
+        ok(p.tool("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", sql, "-d", "tools_dst2",
+                  **SU))
         assert snapshot(pg, "tools_dst2") == expected
     finally:
         pg.sql("DROP DATABASE IF EXISTS tools_dst WITH (FORCE)")
@@ -139,15 +128,16 @@ def test_psql_large_object_import_export(pooler, pg, tmp_path):
     data = bytes(range(256)) * 3000 + b"tail"
     src.write_bytes(data)
     out = tmp_path / "out.bin"
-    r = run_tool("psql", p.port, "-X", "-v", "ON_ERROR_STOP=1", "-d", "appdb",
-                 "-c", f"\\lo_import {src}",
-                 "-c", "SELECT max(oid) FROM pg_largeobject_metadata", "-t", "-A")
+    r = p.tool("psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", "appdb",
+               "-c", f"\\lo_import {src}", **SU)
     ok(r)
-    oid = int(r.stdout.split()[-1])
+    m = re.fullmatch(r"lo_import (\d+)\n", r.stdout)
+    assert m, r.stdout
+    oid = int(m.group(1))
     try:
         assert pg.sql("SELECT length(lo_get(%s::oid))", (oid,), db="appdb") == [(len(data),)]
-        ok(run_tool("psql", p.port, "-X", "-v", "ON_ERROR_STOP=1", "-d", "appdb",
-                    "-c", f"\\lo_export {oid} {out}"))
+        ok(p.tool("psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", "appdb",
+                  "-c", f"\\lo_export {oid} {out}", **SU))
         assert out.read_bytes() == data
     finally:
         pg.sql("SELECT lo_unlink(%s::oid)", (oid,), db="appdb")
@@ -156,14 +146,14 @@ def test_psql_large_object_import_export(pooler, pg, tmp_path):
 def test_vacuumdb_and_reindexdb_parallel(pooler, pg, source_db):
     p = pooler(pgbouncer={"pool_mode": "session"})
     pg.sql("SELECT pg_stat_reset()", db=source_db)
-    r = run_tool("vacuumdb", p.port, "-j", "2", "--analyze", "-d", source_db)
+    r = p.tool("vacuumdb", "-j", "2", "--analyze", "-d", source_db, **SU)
     ok(r)
     analyzed = pg.sql("SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL "
                       "AND last_vacuum IS NOT NULL ORDER BY 1", db=source_db)
     assert [r[0] for r in analyzed] == ["big", "items"]
     before = pg.sql("SELECT relname, relfilenode FROM pg_class WHERE relname IN "
                     "('items_pkey', 'items_price', 'big_pkey') ORDER BY 1", db=source_db)
-    r = run_tool("reindexdb", p.port, "-j", "2", "-d", source_db)
+    r = p.tool("reindexdb", "-j", "2", "-d", source_db, **SU)
     ok(r)
     after = pg.sql("SELECT relname, relfilenode FROM pg_class WHERE relname IN "
                    "('items_pkey', 'items_price', 'big_pkey') ORDER BY 1", db=source_db)
@@ -174,28 +164,28 @@ def test_vacuumdb_and_reindexdb_parallel(pooler, pg, source_db):
 def test_createdb_and_dropdb_in_transaction_mode(pooler, pg):
     p = pooler(pgbouncer={"pool_mode": "transaction"})
     pg.sql("DROP DATABASE IF EXISTS tools_new WITH (FORCE)")
-    ok(run_tool("createdb", p.port, "-E", "UTF8", "-T", "template0", "tools_new",
-                "made through the pooler"))
+    ok(p.tool("createdb", "-E", "UTF8", "-T", "template0", "tools_new",
+              "made through the pooler", **SU))
     assert pg.sql("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
                   "WHERE datname = 'tools_new'") == [("made through the pooler",)]
     # used through the pooler: its idle server connection keeps the database busy until
     # the console's KILL closes it
-    ok(run_tool("psql", p.port, "-X", "-d", "tools_new", "-c", "SELECT 1"))
-    r = run_tool("dropdb", p.port, "tools_new")
+    ok(p.tool("psql", "-X", "-d", "tools_new", "-c", "SELECT 1", **SU))
+    r = p.tool("dropdb", "tools_new", **SU)
     assert r.returncode == 1 and "is being accessed by other users" in r.stderr, r.stderr
-    ok(run_tool("psql", p.port, "-X", "-d", "pgbouncer", "-c", "KILL tools_new"))
-    ok(run_tool("dropdb", p.port, "tools_new"))
+    ok(p.tool("psql", "-X", "-d", "pgbouncer", "-c", "KILL tools_new", **SU))
+    ok(p.tool("dropdb", "tools_new", **SU))
     assert pg.sql("SELECT 1 FROM pg_database WHERE datname = 'tools_new'") == []
     # or dropdb --force, which has PostgreSQL end those connections (the pooler's too); a
     # killed database takes new clients again after RESUME
-    ok(run_tool("psql", p.port, "-X", "-d", "pgbouncer", "-c", "RESUME tools_new"))
-    ok(run_tool("createdb", p.port, "tools_new"))
-    ok(run_tool("psql", p.port, "-X", "-d", "tools_new", "-c", "SELECT 1"))
-    ok(run_tool("dropdb", p.port, "--force", "tools_new"))
+    ok(p.tool("psql", "-X", "-d", "pgbouncer", "-c", "RESUME tools_new", **SU))
+    ok(p.tool("createdb", "tools_new", **SU))
+    ok(p.tool("psql", "-X", "-d", "tools_new", "-c", "SELECT 1", **SU))
+    ok(p.tool("dropdb", "--force", "tools_new", **SU))
     assert pg.sql("SELECT 1 FROM pg_database WHERE datname = 'tools_new'") == []
-    ok(run_tool("psql", p.port, "-X", "-d", "appdb", "-c", "SELECT 1"))
+    ok(p.tool("psql", "-X", "-d", "appdb", "-c", "SELECT 1", **SU))
     # what the tools say when the server refuses, passed on as PostgreSQL words it
-    r = run_tool("dropdb", p.port, "tools_new")
+    r = p.tool("dropdb", "tools_new", **SU)
     assert r.returncode == 1
     assert 'database "tools_new" does not exist' in r.stderr, r.stderr
 
@@ -204,7 +194,7 @@ def test_pgbench_init_in_transaction_mode(pooler, pg):
     fresh_db(pg, "tools_bench")
     try:
         p = pooler(pgbouncer={"pool_mode": "transaction"})
-        r = run_tool("pgbench", p.port, "-i", "-q", "-s", "2", "tools_bench")
+        r = p.tool("pgbench", "-i", "-q", "-s", "2", "tools_bench", **SU)
         ok(r)
         counts = pg.sql("SELECT (SELECT count(*) FROM pgbench_accounts), "
                         "(SELECT count(*) FROM pgbench_branches), "
@@ -214,8 +204,8 @@ def test_pgbench_init_in_transaction_mode(pooler, pg):
                       "AND indexname LIKE '%_pkey'", db="tools_bench")
         assert keys == [(3,)]
         # and a run over what it made, through the same pooler
-        r = run_tool("pgbench", p.port, "-n", "-c", "4", "-j", "2", "-t", "50",
-                     "tools_bench")
+        r = p.tool("pgbench", "-n", "-c", "4", "-j", "2", "-t", "50",
+                     "tools_bench", **SU)
         ok(r)
         assert "number of failed transactions: 0" in r.stdout, r.stdout
     finally:

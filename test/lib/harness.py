@@ -101,6 +101,8 @@ class Pooler(pg, ini_text=None, *, userlist=None, userlist_extra=(), args=(), bi
     .admin(query, user='postgres', password=None) -> list[tuple]   simple-protocol query on
                                    the admin console (db pgbouncer)
     .show(what, **kw) -> list[dict]   SHOW <what> on the admin console, rows as dicts
+    .tool(name, *args, user='md5user', password=None, input=None, timeout=60, env=None)
+          -> CompletedProcess   a client program (pg_dump, ...) -h 127.0.0.1 -p .port -U user
     .psql(*args, user='md5user', password=None, dbname='appdb', input=None, timeout=60,
           env=None) -> (rc, stdout, stderr)   psql -X -At -h 127.0.0.1 -p .port ... args
     .expect_exit                   set True when a test makes the process exit on purpose
@@ -1092,11 +1094,14 @@ class Pooler:
             cols = [d.name for d in cur.description]
             return [dict(zip(cols, r)) for r in cur.fetchall()]
 
-    def psql(self, *args, user: str = "md5user", password: str | None = None,
-             dbname: str = "appdb", input: str | None = None, timeout: float = 60,
-             env: dict | None = None) -> tuple[int, str, str]:
+    def tool(self, name: str, *args, user: str = "md5user", password: str | None = None,
+             input: str | None = None, timeout: float = 60,
+             env: dict | None = None) -> subprocess.CompletedProcess:
+        """A PostgreSQL client program (psql, pg_dump, vacuumdb, ...) run against this
+        pooler over TCP as `user`, the password in PGPASSWORD; output captured as text."""
         e = dict(os.environ)
-        e.pop("PGPASSFILE", None)
+        for k in ("PGPASSFILE", "PGSERVICE", "PGDATABASE", "PGOPTIONS"):
+            e.pop(k, None)
         e["PGCONNECT_TIMEOUT"] = "15"
         pw = self._password(user, password)
         if pw is not None:
@@ -1104,8 +1109,15 @@ class Pooler:
         else:
             e.pop("PGPASSWORD", None)
         e.update(env or {})
-        cmd = [pg_tool("psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-               "-p", str(self.port), "-U", user, "-d", dbname] + [str(a) for a in args]
-        r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
-                           env=e, stdin=None if input is not None else subprocess.DEVNULL)
+        cmd = [pg_tool(name), "-h", "127.0.0.1", "-p", str(self.port), "-U", user] + \
+            [str(a) for a in args]
+        return subprocess.run(cmd, input=input, capture_output=True, text=True,
+                              timeout=timeout, env=e,
+                              stdin=None if input is not None else subprocess.DEVNULL)
+
+    def psql(self, *args, user: str = "md5user", password: str | None = None,
+             dbname: str = "appdb", input: str | None = None, timeout: float = 60,
+             env: dict | None = None) -> tuple[int, str, str]:
+        r = self.tool("psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", dbname, *args,
+                      user=user, password=password, input=input, timeout=timeout, env=env)
         return r.returncode, r.stdout, r.stderr
