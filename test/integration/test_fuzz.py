@@ -233,33 +233,6 @@ def _run_while_checking(p, worker, seeds, *args):
     _check_answers(p)
 
 
-def _footprint(p):
-    """What the pooler holds beyond its servers: open fds less one per server connection,
-    and SHOW MEM's client and server slots in use less the console session asking and the
-    servers. After the pools settle it must be what it was before the traffic: a leaked
-    socket, client or server object shows here (PgBouncer has the same SHOW MEM rows)."""
-    pools = p.show("POOLS")
-    servers = sum(r["sv_active"] + r["sv_idle"] + r["sv_used"] + r["sv_tested"] + r["sv_login"]
-                  for r in pools)
-    mem = {r["name"]: r["used"] for r in p.show("MEM")}
-    fds = len(os.listdir(f"/proc/{p.pid}/fd"))
-    return {"fds": fds - servers, "clients": mem["client_cache"] - 1,
-            "servers": mem["server_cache"] - servers}
-
-
-def _assert_footprint_back(p, before):
-    """_footprint(p) returns to before (a closed socket may take the pooler a turn)."""
-    last = {}
-
-    def back():
-        last["now"] = _footprint(p)
-        return last["now"] == before
-    try:
-        harness.wait_until(back, 15)
-    except TimeoutError:
-        assert last["now"] == before, "the pooler holds more than before the traffic"
-
-
 def _check_answers(p):
     c = Conn.connect("127.0.0.1", p.port, user="md5user", password="md5pass",
                      database="appdb")
@@ -285,7 +258,7 @@ def test_fuzzed_clients_leave_the_pooler_serving(pooler, pg, mode):
         settings["max_prepared_statements"] = "20"
     p = pooler(pgbouncer=settings)
     _check_answers(p)
-    before = _footprint(p)
+    before = p.footprint()
     base = SEED + {"transaction": 1000, "session": 2000, "statement": 3000}[mode]
     _run_while_checking(p, _worker, [base + i for i in range(WORKERS)], pg.passwords["postgres"])
 
@@ -299,7 +272,7 @@ def test_fuzzed_clients_leave_the_pooler_serving(pooler, pg, mode):
                      "AND usename = 'md5user' AND state LIKE 'idle in transaction%'",
                      db="appdb")[0][0]
     assert int(in_xact) == 0
-    _assert_footprint_back(p, before)
+    p.assert_footprint_back(before)
 
 
 # Console commands that change state, given while clients work: KILL frees pools under
@@ -370,7 +343,7 @@ def test_console_commands_while_clients_work(pooler, pg):
     p = pooler(pgbouncer=settings, databases={"otherdb": "host={pg_host} port={pg_port} "
                                                          "dbname=appdb"})
     _check_answers(p)
-    before = _footprint(p)
+    before = p.footprint()
     stop = threading.Event()
     workers = [harness.in_thread(_busy_client, p.port, SEED + 7000 + i, stop)
                for i in range(WORKERS)]
@@ -398,7 +371,7 @@ def test_console_commands_while_clients_work(pooler, pg):
         return all(r["cl_active"] == 0 and r["cl_waiting"] == 0 and r["sv_active"] == 0
                    for r in rows)
     harness.wait_until(settled, 60, what="the pools to settle")
-    _assert_footprint_back(p, before)
+    p.assert_footprint_back(before)
 
 
 # ---------------------------------------------------------------------------
@@ -558,9 +531,9 @@ def test_mutated_server_replies_leave_the_pooler_serving(pooler):
                               "log_connections": "0", "log_disconnections": "0"},
                    databases={"fakedb": f"host=127.0.0.1 port={port} dbname=x"})
         _check_answers(p)
-        before = _footprint(p)
+        before = p.footprint()
         _run_while_checking(p, _client_of_fake, [SEED + 4100 + i for i in range(WORKERS)])
-        _assert_footprint_back(p, before)
+        p.assert_footprint_back(before)
     finally:
         stop.set()
 
@@ -644,10 +617,10 @@ def test_mutated_tls_input_leaves_the_pooler_serving(pooler):
                               "log_connections": "0", "log_disconnections": "0"},
                    files=tlsutil.pooler_files(certs))
         _check_answers(p)
-        before = _footprint(p)
+        before = p.footprint()
         _run_while_checking(p, _tls_worker, [SEED + 6000 + i for i in range(WORKERS)],
                             _client_hello())
-        _assert_footprint_back(p, before)
+        p.assert_footprint_back(before)
     finally:
         tlsutil.remove_certs(certs)
 

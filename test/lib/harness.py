@@ -57,6 +57,7 @@ class PgCluster(port=None)         one scratch cluster (initdb + pg_ctl start in
     .connect(db='postgres', user='postgres', **kw) -> psycopg.Connection   direct (autocommit)
     .log_text() -> str             server log
     .stop()                        pg_ctl stop -m fast, verifies the postmaster pid is gone
+    .restart(mode='fast', down=0)  pg_ctl stop -m mode, down seconds with no server, start
     Users: md5user/md5pass (md5 secret), scramuser/scrampass (SCRAM),
     scramonly/scramonlypass (SCRAM, pg_hba forces scram-sha-256 from 127.0.0.1),
     postgres/postgrespass (superuser; trusted over the socket and 127.0.0.1).
@@ -101,6 +102,10 @@ class Pooler(pg, ini_text=None, *, userlist=None, userlist_extra=(), args=(), bi
     .admin(query, user='postgres', password=None) -> list[tuple]   simple-protocol query on
                                    the admin console (db pgbouncer)
     .show(what, **kw) -> list[dict]   SHOW <what> on the admin console, rows as dicts
+    .footprint() -> dict           {fds, clients, servers}: open fds less one per server
+                                   connection, SHOW MEM client/server slots in use less the
+                                   console session and the servers
+    .assert_footprint_back(before, timeout=15)   footprint() returns to before (leak check)
     .tool(name, *args, user='md5user', password=None, input=None, timeout=60, env=None)
           -> CompletedProcess   a client program (pg_dump, ...) -h 127.0.0.1 -p .port -U user
     .psql(*args, user='md5user', password=None, dbname='appdb', input=None, timeout=60,
@@ -639,6 +644,16 @@ host all all ::1/128 md5
             if os.environ.get("SLUICE_KEEP") != "1":
                 shutil.rmtree(self.dir, ignore_errors=True)
 
+    def restart(self, mode: str = "fast", down: float = 0) -> None:
+        """Stops the server (pg_ctl stop -m mode: fast, or immediate, which is what a crash
+        looks like to clients), leaves it down for `down` seconds, starts it again."""
+        run_as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m", mode,
+                         "-w", "-t", "60", "stop"], cwd=self.dir, timeout=90)
+        old = self.pid
+        wait_until(lambda: not pid_alive(old), 30, what="postmaster exit")
+        time.sleep(down)
+        self._start()
+
     def __enter__(self):
         return self
 
@@ -1093,6 +1108,30 @@ class Pooler:
             cur.execute(f"SHOW {what}", prepare=False)
             cols = [d.name for d in cur.description]
             return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def footprint(self) -> dict:
+        """What the pooler holds beyond its server connections: open fds less one per server,
+        and SHOW MEM's client and server slots in use less the console session asking and
+        the servers. Once its clients have left it is what it was before they came: a leaked
+        socket, client or server object shows here (PgBouncer has the same SHOW MEM rows)."""
+        servers = sum(r["sv_active"] + r["sv_idle"] + r["sv_used"] + r["sv_tested"]
+                      + r["sv_login"] for r in self.show("POOLS"))
+        mem = {r["name"]: r["used"] for r in self.show("MEM")}
+        fds = len(os.listdir(f"/proc/{self.pid}/fd"))
+        return {"fds": fds - servers, "clients": mem["client_cache"] - 1,
+                "servers": mem["server_cache"] - servers}
+
+    def assert_footprint_back(self, before: dict, timeout: float = 15) -> None:
+        """footprint() returns to before (a closed socket may take the pooler a turn)."""
+        last = {}
+
+        def back():
+            last["now"] = self.footprint()
+            return last["now"] == before
+        try:
+            wait_until(back, timeout)
+        except TimeoutError:
+            assert last["now"] == before, "the pooler holds more than before"
 
     def tool(self, name: str, *args, user: str = "md5user", password: str | None = None,
              input: str | None = None, timeout: float = 60,
