@@ -298,10 +298,14 @@ void Server::login_failed(std::string_view message, std::span<const uint8_t> err
     std::string m(message);
     // Clients waiting on this pool learn why when PostgreSQL said it (an ErrorResponse other
     // than 57P03 "starting up"); connect failures are only remembered, as PgBouncer does.
+    // Not while the pool has servers that are logged in: the refusal may be about this one
+    // connection (PostgreSQL's max_connections reached), and those servers will serve the
+    // queue as their clients release them.
     ErrorFields f;
     bool parsed = error_packet.size() > 5 && parse_error_fields(error_packet.subspan(5), f);
     bool starting = parsed && f.sqlstate == "57P03";
-    if (!starting && !error_packet.empty()) {
+    bool served_anyway = p.have_params && p.logged_in_server_count() > 0;
+    if (!starting && !error_packet.empty() && !served_anyway) {
         // The server's own ErrorResponse (its SQLSTATE kept); logged with its message as the
         // reason, as PgBouncer does.
         std::string packet = p.last_login_error;

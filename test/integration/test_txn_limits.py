@@ -511,6 +511,57 @@ def test_server_login_retry_cached_server_error(pooler, pg):
         pg.sql("DROP DATABASE IF EXISTS retrydb")
 
 
+def test_server_refusing_more_logins_leaves_the_pool_serving(pooler, pg):
+    """PostgreSQL refuses a pool's new server logins (here the role's CONNECTION LIMIT; in
+    production its max_connections, taken by other poolers) while the pool already has
+    servers: the refusal is logged, and the clients waiting in the queue are not told it.
+    They are served by the servers the pool has, as their clients release them (PgBouncer
+    kills the queue only while the pool has no server)."""
+    pg.sql("DROP ROLE IF EXISTS limiteduser")
+    pg.sql("SET password_encryption = 'md5'; "
+           "CREATE ROLE limiteduser LOGIN CONNECTION LIMIT 3 PASSWORD 'limitedpass'")
+    try:
+        p = pooler(pgbouncer=_cfg(default_pool_size=8, server_login_retry=1,
+                                  query_wait_timeout=30),
+                   userlist_extra=['"limiteduser" "limitedpass"'])
+        stop = threading.Event()
+        errors, served = [], [0] * 8
+
+        def work(i):
+            with _connect(p, user="limiteduser", password="limitedpass") as c:
+                while not stop.is_set():
+                    try:
+                        c.execute("SELECT pg_sleep(0.01)")
+                        served[i] += 1
+                    except psycopg.Error as e:
+                        errors.append(str(e))
+                        return
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        mark = p.log_mark()
+        for t in threads:
+            t.start()
+        try:
+            # later PgBouncer's line (1.18: "ERROR S: login failed: FATAL: ...")
+            p.wait_for_log(r"(WARNING server login failed: FATAL |ERROR S: login failed: "
+                           r'FATAL: )too many connections for role "limiteduser"', 20,
+                           since=mark)
+            harness.wait_until(lambda: min(served) >= 20 or errors, 60,
+                               what="every client served 20 times")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        assert not errors, errors[:3]
+        assert pg.sql("SELECT count(*) FROM pg_stat_activity "
+                      "WHERE usename = 'limiteduser'")[0][0] <= 3
+    finally:
+        pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+               "WHERE usename = 'limiteduser'")
+        harness.wait_until(lambda: not pg.sql("SELECT 1 FROM pg_stat_activity "
+                                              "WHERE usename = 'limiteduser'"), 10)
+        pg.sql("DROP ROLE IF EXISTS limiteduser")
+
+
 class _Proxy:
     """A TCP forwarder to PostgreSQL that the test can take down (connections refused and
     existing ones cut), to simulate a server host going away."""
