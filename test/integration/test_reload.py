@@ -223,3 +223,82 @@ def test_idle_auto_database_is_dropped(pooler, pg):
         pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                "WHERE datname = 'autoidle'")
         pg.sql("DROP DATABASE IF EXISTS autoidle")
+
+
+@pytest.fixture
+def standby_pg():
+    """A second cluster for switchover tests (the shared one keeps serving others)."""
+    cluster = harness.PgCluster(max_connections=50)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["reload", "pause-reload-resume"])
+def test_reload_repoints_a_database_to_another_server(pooler, pg, standby_pg, paused):
+    """A switchover as operators script it: the [databases] entry is rewritten to name
+    another server and the console's RELOAD is given (alone, or between PAUSE and RESUME
+    as Patroni-style callbacks do) while clients work in transaction mode. Nobody gets an
+    error; every transaction that starts after the RELOAD runs on the new server; a
+    transaction already open (without PAUSE, which would wait for it) finishes on the old
+    one and the client's next one runs on the new; and the pooler then holds no connection
+    to the old server."""
+    def ini(port):
+        return harness.make_ini(
+            pgbouncer={"pool_mode": "transaction", "default_pool_size": "4",
+                       "log_connections": "0", "log_disconnections": "0"},
+            databases={"appdb": f"host=127.0.0.1 port={port} dbname=appdb"})
+    p = pooler(ini(pg.port))
+    old, new = pg.port, standby_pg.port
+    port_sql = "SELECT current_setting('port')::int"
+    stop = threading.Event()
+    reloading, reloaded = threading.Event(), threading.Event()
+    errors, before, after = [], [], []
+
+    def work():
+        with p.connect(prepare_threshold=None) as c:
+            while not stop.is_set():
+                started_after = reloaded.is_set()
+                try:
+                    port = c.execute(port_sql).fetchone()[0]
+                except psycopg.Error as e:
+                    errors.append(str(e))
+                    continue
+                if started_after:
+                    after.append(port)
+                elif not reloading.is_set():  # over before the ini was rewritten
+                    before.append(port)
+
+    # A transaction left open across the RELOAD (not under PAUSE, which waits for it).
+    held = None if paused else p.connect(prepare_threshold=None, autocommit=False)
+    if held:
+        assert held.execute(port_sql).fetchone()[0] == old
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        harness.wait_until(lambda: len(before) >= 50, 30, what="work on the old server")
+        reloading.set()
+        if paused:
+            p.admin("PAUSE appdb")
+        p.write_ini(ini(new))
+        p.admin("RELOAD")
+        reloaded.set()
+        if paused:
+            p.admin("RESUME appdb")
+        harness.wait_until(lambda: len(after) >= 200, 30, what="work after the RELOAD")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors, errors[:3]
+    assert set(before) == {old}
+    assert set(after) == {new}
+    if held:
+        assert held.execute(port_sql).fetchone()[0] == old  # still its transaction
+        held.commit()
+        assert held.execute(port_sql).fetchone()[0] == new
+        held.commit()
+        held.close()
+    harness.wait_until(lambda: _md5user_backends(pg) == 0, 10,
+                       what="no connection left to the old server")
+    assert {int(r["port"]) for r in p.show("SERVERS")} == {new}
