@@ -282,6 +282,18 @@ void Server::dns_failed(const std::string& err) {
     login_failed(err, {}, "server DNS lookup failed");
 }
 
+namespace {
+// A logged-in server the pool goes on using (serving, idle, or being reset or checked).
+bool has_usable_server(Pool& p) {
+    bool found = false;
+    auto look = [&found](Server& s) { found = found || !s.close_needed; };
+    p.idle.for_each(look);
+    p.active_servers.for_each(look);
+    p.used.for_each(look);
+    return found;
+}
+}  // namespace
+
 void Server::login_failed(std::string_view message, std::span<const uint8_t> error_packet,
                           const char* close_reason) {
     Pool& p = *pool;
@@ -298,14 +310,14 @@ void Server::login_failed(std::string_view message, std::span<const uint8_t> err
     std::string m(message);
     // Clients waiting on this pool learn why when PostgreSQL said it (an ErrorResponse other
     // than 57P03 "starting up"); connect failures are only remembered, as PgBouncer does.
-    // Not while the pool has servers that are logged in: the refusal may be about this one
-    // connection (PostgreSQL's max_connections reached), and those servers will serve the
-    // queue as their clients release them.
+    // Not while the pool has logged-in servers it keeps using: the refusal may be about this
+    // one connection (PostgreSQL's max_connections reached), and those servers will serve
+    // the queue as their clients release them. (Servers a RELOAD or RECONNECT retired do not
+    // count: they close when released.)
     ErrorFields f;
     bool parsed = error_packet.size() > 5 && parse_error_fields(error_packet.subspan(5), f);
     bool starting = parsed && f.sqlstate == "57P03";
-    bool served_anyway = p.have_params && p.logged_in_server_count() > 0;
-    if (!starting && !error_packet.empty() && !served_anyway) {
+    if (!starting && !error_packet.empty() && !has_usable_server(p)) {
         // The server's own ErrorResponse (its SQLSTATE kept); logged with its message as the
         // reason, as PgBouncer does.
         std::string packet = p.last_login_error;

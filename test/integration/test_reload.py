@@ -302,3 +302,25 @@ def test_reload_repoints_a_database_to_another_server(pooler, pg, standby_pg, pa
     harness.wait_until(lambda: _md5user_backends(pg) == 0, 10,
                        what="no connection left to the old server")
     assert {int(r["port"]) for r in p.show("SERVERS")} == {new}
+
+
+def test_reload_to_a_target_that_refuses_tells_the_queue(pooler):
+    """After a RELOAD points a database at a target that refuses logins (here a database
+    that does not exist), a client that needs a server gets the server's error at once,
+    although a transaction still holds a server of the old target: that server is retired,
+    so it does not count as one that will serve the queue."""
+    def ini(dbname):
+        return harness.make_ini(
+            pgbouncer={"pool_mode": "transaction", "query_wait_timeout": "30"},
+            databases={"appdb": "host={pg_host} port={pg_port} dbname=" + dbname})
+    p = pooler(ini("appdb"))
+    held = p.connect(prepare_threshold=None, autocommit=False)
+    held.execute("SELECT 1")
+    p.write_ini(ini("nosuchdb"))
+    p.admin("RELOAD")
+    with pytest.raises(psycopg.OperationalError, match='database "nosuchdb" does not exist'):
+        with p.connect(prepare_threshold=None) as c:
+            c.execute("SELECT 1")
+    assert held.execute("SELECT 2").fetchone() == (2,)  # its transaction goes on
+    held.rollback()
+    held.close()

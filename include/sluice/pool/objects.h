@@ -460,11 +460,7 @@ struct Pool {
     LatencyHistogram wait_hist;
 
     size_t server_count() const noexcept {
-        return login.size() + logged_in_server_count();
-    }
-    // Servers past their login: serving, idle, or being reset or checked.
-    size_t logged_in_server_count() const noexcept {
-        return idle.size() + active_servers.size() + used.size();
+        return login.size() + idle.size() + active_servers.size() + used.size();
     }
     // Anyone in it: a client (logging-in auth_query ones too) or a server connection.
     bool in_use() const noexcept {
