@@ -169,6 +169,8 @@ static void set_entry(Database& db, const DatabaseEntry& e) {
             p->idle.for_each([](Server& s) { s.close_needed = true; });
             p->active_servers.for_each([](Server& s) { s.close_needed = true; });
             p->used.for_each([](Server& s) { s.close_needed = true; });
+            // and those still logging in to the old target: closed once their login is done
+            p->login.for_each([](Server& s) { s.close_needed = true; });
         }
     }
     std::string name = db.name;
