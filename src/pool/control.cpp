@@ -36,13 +36,6 @@ template <typename F> void for_pools(const Database* db, F&& f) {
     }
 }
 
-template <typename F> void for_servers(Pool& p, F&& f) {
-    p.active_servers.for_each(f);
-    p.idle.for_each(f);
-    p.used.for_each(f);
-    p.login.for_each(f);
-}
-
 // Every client and server socket outside the console, for SUSPEND.
 template <typename FC, typename FS> void for_sockets(FC&& fc, FS&& fs) {
     rt().login_clients.for_each([&](Client& c) {
@@ -52,7 +45,7 @@ template <typename FC, typename FS> void for_sockets(FC&& fc, FS&& fs) {
     for_pools(nullptr, [&](Pool& p) {
         p.active.for_each(fc);
         p.waiting.for_each(fc);
-        for_servers(p, fs);
+        p.for_each_server(fs);
     });
 }
 
@@ -252,7 +245,7 @@ int control_busy_servers(const Database* db) noexcept {
 int control_close_needed_servers(const Database* db) noexcept {
     int n = 0;
     for_pools(db, [&](Pool& p) {
-        for_servers(p, [&](Server& s) {
+        p.for_each_server([&](Server& s) {
             if (s.close_needed)
                 ++n;
         });
@@ -265,7 +258,7 @@ void control_drop_db(Database& db) {
     for_pools(&db, [&](Pool& p) {
         p.waiting.for_each([&](Client& c) { c.fatal("08P01", "%s", reason); });
         p.active.for_each([&](Client& c) { c.fatal("08P01", "%s", reason); });
-        for_servers(p, [&](Server& s) { s.close(reason); });
+        p.for_each_server([&](Server& s) { s.close(reason); });
     });
     pool_drop_pools_of(db);  // as PgBouncer's kill_pool(): SHOW POOLS and SHOW STATS rows go
 }
@@ -286,7 +279,7 @@ template <typename F> int retire_servers(Pool& p, const char* idle_reason, F&& m
             ++n;
         }
     });
-    for_servers(p, [&](Server& s) {
+    p.for_each_server([&](Server& s) {
         if (match(s) && !s.close_needed) {
             s.close_needed = true;
             ++n;

@@ -158,7 +158,8 @@ static void log_dropping(const std::string& name) {
 
 // A database's entry becomes e. When the connection target changes, its servers are marked
 // close_needed: busy ones close when released, idle ones when the janitor or the next
-// request for a server finds them (pool_request_server).
+// request for a server finds them (pool_request_server), those still logging in to the old
+// target once their login is done (pool_server_ready).
 static void set_entry(Database& db, const DatabaseEntry& e) {
     const DatabaseEntry& o = db.entry;
     if (o.host != e.host || o.port != e.port || o.dbname != e.dbname || o.user != e.user ||
@@ -166,11 +167,7 @@ static void set_entry(Database& db, const DatabaseEntry& e) {
         for (auto& p : g_rt.pools) {
             if (p->db != &db)
                 continue;
-            p->idle.for_each([](Server& s) { s.close_needed = true; });
-            p->active_servers.for_each([](Server& s) { s.close_needed = true; });
-            p->used.for_each([](Server& s) { s.close_needed = true; });
-            // and those still logging in to the old target: closed once their login is done
-            p->login.for_each([](Server& s) { s.close_needed = true; });
+            p->for_each_server([](Server& s) { s.close_needed = true; });
         }
     }
     std::string name = db.name;

@@ -7,9 +7,10 @@ the pooler still answers it correctly. The pooler must not die (under `make chec
 SANITIZE=1` a memory error aborts it, which fails the test), must keep serving, must
 give its servers back clean, and must end up holding what it held before: as many open
 file descriptors (less one per server connection) and SHOW MEM client and server slots,
-so that no socket or object of a session that left stays behind. Two bugs were found this way: a heap-use-after-free in the
-statement cache (a DISCARD ALL pipelined behind a named Parse not yet answered) and a server
-given back with half a message in it (test_bad_input.py has the exact case). Another test
+so that no socket or object of a session that left stays behind. Two bugs were found
+this way: a heap-use-after-free in the statement cache (a DISCARD ALL pipelined behind a
+named Parse not yet answered) and a server given back with half a message in it
+(test_bad_input.py has the exact case). Another test
 turns it round: a "server" answers with mutated, split and cut-off replies; others send
 mutated TLS handshakes and records, start and reload the pooler with mutated pgbouncer.ini
 files, and give state-changing console commands in random order while clients work.

@@ -459,6 +459,14 @@ struct Pool {
     LatencyHistogram query_hist;
     LatencyHistogram wait_hist;
 
+    // Calls f(Server&) for every server connection of the pool, those still logging in too
+    // (f may close the server).
+    template <typename F> void for_each_server(F&& f) {
+        active_servers.for_each(f);
+        idle.for_each(f);
+        used.for_each(f);
+        login.for_each(f);
+    }
     size_t server_count() const noexcept {
         return login.size() + idle.size() + active_servers.size() + used.size();
     }
