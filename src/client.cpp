@@ -153,19 +153,14 @@ void Client::fatal(const char* sqlstate, const char* fmt, ...) {
 }
 
 void Client::fail_with(std::string_view error_packet, const char* reason) {
-    if (state == ClientState::Closing)
-        return;
-    // Sent by close_logged() after its log lines: a client that exits on reading the error
-    // finds them written, as with PgBouncer (it logs, then sends).
-    sb.queue(error_packet);
-    close_logged(reason, true);
+    close_logged(reason, true, error_packet);
 }
 
 void Client::close(const char* reason) {
-    close_logged(reason, false);
+    close_logged(reason, false, {});
 }
 
-void Client::close_logged(const char* reason, bool pooler_error) {
+void Client::close_logged(const char* reason, bool pooler_error, std::string_view error_packet) {
     if (state == ClientState::Closing)
         return;
     // Only a close without a reason (nullptr: a port probe, a client leaving between login
@@ -189,6 +184,14 @@ void Client::close_logged(const char* reason, bool pooler_error) {
     // EOF finds every line written).
     if (pooler_error && reason && settings().log_pooler_errors)
         slog_warning(this, "pooler error: %s", reason);
+    // The error goes after the log lines (a client that exits on reading it finds them
+    // written, as with PgBouncer: it logs, then sends) and after the server is unlinked, so
+    // that its bytes still pending are dropped rather than sent first. Not at all when the
+    // client got part of a server message (a large row, say, when the server died or KILL
+    // came): it would read the error as the rest of that message. PostgreSQL never splits a
+    // message; the client sees the connection end, as when a backend is killed mid-row.
+    if (!error_packet.empty() && !sb.cut())
+        sb.queue(error_packet);
     sb.flush_out_before_close();
     if (pool) {
         if (db)

@@ -261,6 +261,7 @@ bool SBuf::attach(int fd, SBufOwner* owner, bool connecting) {
     paused_ = blocked_ = false;
     backed_up_ = false;
     raw_byte_ = false;
+    cut_ = false;
     tls_ = TlsState::Off;
     tls_read_wants_write_ = tls_write_wants_read_ = false;
     remain_ = 0;
@@ -381,6 +382,7 @@ void SBuf::close() {
     drop_buffer();
     streaming_ = false;
     pos_ = parse_ = end_ = remain_ = 0;
+    cut_ = false;
     std::string().swap(out_);
     out_pos_ = 0;
     paused_ = blocked_ = false;
@@ -397,6 +399,16 @@ void SBuf::unlink() noexcept {
     SBuf* p = peer_;
     peer_ = nullptr;
     p->peer_ = nullptr;
+    // The current message's walked bytes are the last ones before parse_; those before pos_
+    // have gone to the peer (sent, or in its out_), the pending rest is dropped below.
+    auto sent_part = [](const SBuf& b) {
+        return b.remain_ != 0 && b.cur_ == PacketAction::Forward &&
+               b.cur_len_ - b.remain_ > b.parse_ - b.pos_;
+    };
+    if (sent_part(*this))
+        p->cut_ = true;
+    if (sent_part(*p))
+        cut_ = true;
     // Bytes decided for a peer that is gone are dropped.
     pos_ = parse_;
     p->pos_ = p->parse_;
@@ -1003,7 +1015,7 @@ bool SBuf::process() {
         case PacketAction::Forward:
         case PacketAction::Skip:
             cur_ = a;
-            remain_ = h.len;
+            remain_ = cur_len_ = h.len;
             break;
         case PacketAction::Hold:
             if (have == h.len) {  // owner asked to hold a complete packet: nothing more will come

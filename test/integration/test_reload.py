@@ -3,7 +3,6 @@ removed and auto databases, and a database repointed to another cluster (switcho
 
 import os
 import re
-import socket
 import threading
 
 import psycopg
@@ -306,58 +305,6 @@ def test_reload_repoints_a_database_to_another_server(pooler, pg, standby_pg, pa
     assert {int(r["port"]) for r in p.show("SERVERS")} == {new}
 
 
-class _GatedForwarder:
-    """A TCP forwarder to a PostgreSQL port that accepts connections at once but passes no
-    byte either way until open() is called: a server login held in the middle."""
-
-    def __init__(self, target_port):
-        self.target_port = target_port
-        self.lsock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.lsock.getsockname()[1]
-        self.gate = threading.Event()
-        self.accepted = threading.Event()
-        self.socks = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            self.socks.append(c)
-            self.accepted.set()
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        self.gate.wait()
-        s = socket.create_connection(("127.0.0.1", self.target_port))
-        self.socks.append(s)
-
-        def pump(a, b):
-            try:
-                while data := a.recv(65536):
-                    b.sendall(data)
-            except OSError:
-                pass
-            for x in (a, b):
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        threading.Thread(target=pump, args=(s, c), daemon=True).start()
-        pump(c, s)
-
-    def open(self):
-        self.gate.set()
-
-    def close(self):
-        self.gate.set()
-        self.lsock.close()
-        for x in self.socks:
-            x.close()
-
-
 @pytest.mark.differs_from_pgbouncer_1_18(
     "PgBouncer 1.18 bug: a client waiting for a pool's first server login when a RELOAD "
     "changes the target is not served (its connect times out)", strict=False)
@@ -365,7 +312,7 @@ def test_reload_retires_a_server_still_logging_in_to_the_old_target(pooler, pg, 
     """A server connection whose login to the old target is still under way when a RELOAD
     names a new one is closed once its login is done, not given to clients: the client that
     waited for it is served by the new target."""
-    gated = _GatedForwarder(pg.port)
+    gated = harness.Forwarder(pg.port, gated=True)
     try:
         def ini(port):
             return harness.make_ini(

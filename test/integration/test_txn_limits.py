@@ -7,8 +7,8 @@ Timeouts are short (1-3 s); every wait is bounded; the tests assert what happens
 how long it took."""
 
 import re
-import select
 import socket
+import struct
 import threading
 import time
 
@@ -445,6 +445,80 @@ def test_server_dying_under_its_client(pooler, pg):
     assert _connect(p).execute("SELECT 2").fetchone() == (2,)
 
 
+def _raw_until_closed(sock, timeout=10):
+    """Every byte the peer sends until it closes (EOF or reset)."""
+    sock.settimeout(timeout)
+    out = b""
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            return out
+        if not data:
+            return out
+        out += data
+
+
+@pytest.mark.parametrize("how", ["server_lost", "kill"])
+@pytest.mark.parametrize("where", [
+    pytest.param("mid_row", marks=pytest.mark.differs_from_pgbouncer_1_18(
+        "PgBouncer 1.18 bug: its FATAL goes after the part of the DataRow, inside it")),
+    "between_messages"])
+def test_reply_cut_short_never_gets_an_error_inside_a_message(pooler, pg, how, where):
+    """The server's reply stops partway (the network stalls) and then the server is lost,
+    or the console KILLs the database. The client has been sent what arrived, as it arrived.
+    If that ends inside a message (here 10 bytes short of a DataRow's end), an ErrorResponse
+    after it would be read as the rest of that row, and then garbage; the pooler must only
+    close the connection, as PostgreSQL's own stream would end. If it ends between
+    messages, the client gets the FATAL as usual."""
+    fw = harness.Forwarder(pg.port)
+    try:
+        p = pooler(databases={"fwdb": f"host=127.0.0.1 port={fw.port} dbname=appdb"},
+                   pgbouncer=_cfg(default_pool_size=1))
+        c = pgwire.Conn.connect("127.0.0.1", p.port, user="md5user", database="fwdb",
+                                password="md5pass")
+        sql = "SELECT repeat('x', 5000) AS r"
+        c.send(pgwire.m.query(sql))
+        full = [(msg.type, msg.body) for msg in c.read_until_rfq()]
+        assert [t for t, _ in full] == ["T", "D", "C", "Z"]
+        wire = [t.encode() + struct.pack("!I", len(b) + 4) + b for t, b in full]
+        upto = len(wire[0]) + len(wire[1]) - (10 if where == "mid_row" else 0)
+        expected = b"".join(wire)[:upto]
+        fw.hold_replies_after(upto)
+        c.send(pgwire.m.query(sql))
+        got = b""
+        c.sock.settimeout(10)
+        while len(got) < upto:
+            data = c.sock.recv(65536)
+            assert data, f"closed after {len(got)} of {upto} bytes"
+            got += data
+        assert got == expected
+        assert fw.replies_held.wait(10)
+        mark = p.log_mark()
+        if how == "server_lost":
+            fw.stop()
+            reason = "server conn crashed?"
+        else:
+            p.admin("KILL fwdb")
+            reason = "database removed"
+        tail = _raw_until_closed(c.sock)
+        c.close()
+        p.wait_for_log(r"C-\S+: fwdb/md5user@\S+ closing because: " + re.escape(reason),
+                       10, since=mark)
+        if where == "mid_row":
+            assert tail == b"", f"after a part of a DataRow the client was sent {tail!r}"
+        else:
+            assert tail[:1] == b"E" and len(tail) == struct.unpack("!I", tail[1:5])[0] + 1, \
+                f"not one ErrorResponse: {tail!r}"
+            fields = pgwire.parse_error(tail[5:])
+            assert (fields["S"], fields["M"]) == ("FATAL", reason)
+        if how == "kill":
+            p.admin("RESUME fwdb")
+        assert _connect(p).execute("SELECT 2").fetchone() == (2,)
+    finally:
+        fw.close()
+
+
 @pytest.mark.differs_from_pgbouncer_1_18(
     "not in PgBouncer 1.18: the server's message after \"got packet 'E' from server when not "
     "linked\"")
@@ -562,71 +636,6 @@ def test_server_refusing_more_logins_leaves_the_pool_serving(pooler, pg):
         pg.sql("DROP ROLE IF EXISTS limiteduser")
 
 
-class _Proxy:
-    """A TCP forwarder to PostgreSQL that the test can take down (connections refused and
-    existing ones cut), to simulate a server host going away."""
-
-    def __init__(self, target_port):
-        self.target = ("127.0.0.1", target_port)
-        self.port = harness.free_port()
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", self.port))
-        self.lsock.listen(16)
-        self.pairs = []
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        socks = {}
-        while not self.stopped.is_set():
-            rl = [self.lsock] + list(socks)
-            try:
-                r, _, _ = select.select(rl, [], [], 0.1)
-            except (OSError, ValueError):
-                break
-            for s in r:
-                if s is self.lsock:
-                    try:
-                        cl, _ = self.lsock.accept()
-                        sv = socket.create_connection(self.target, timeout=5)
-                    except OSError:
-                        continue
-                    socks[cl], socks[sv] = sv, cl
-                    self.pairs.append((cl, sv))
-                    continue
-                try:
-                    data = s.recv(65536)
-                except OSError:
-                    data = b""
-                peer = socks.get(s)
-                if not data or peer is None:
-                    for x in (s, peer):
-                        if x is not None:
-                            socks.pop(x, None)
-                            x.close()
-                    continue
-                try:
-                    peer.sendall(data)
-                except OSError:
-                    pass
-        for s in list(socks):
-            s.close()
-
-    def stop(self):
-        """Refuse new connections and cut the existing ones."""
-        self.stopped.set()
-        self.thread.join(5)
-        self.lsock.close()
-        for cl, sv in self.pairs:
-            for x in (cl, sv):
-                try:
-                    x.close()
-                except OSError:
-                    pass
-
-
 @pytest.mark.differs_from_pgbouncer_1_18(
     'not in PgBouncer 1.18: the cached error in "server login has been failing"')
 def test_server_login_retry_connect_failed(pooler, pg):
@@ -634,7 +643,7 @@ def test_server_login_retry_connect_failed(pooler, pg):
     pool remembers the reason, and a client that needs a server within server_login_retry
     gets `server login has been failing, cached error: connect failed (server_login_retry)`;
     a client already queued fails with that or with query_wait_timeout."""
-    proxy = _Proxy(pg.port)
+    proxy = harness.Forwarder(pg.port)
     try:
         p = pooler(databases={"proxdb": f"host=127.0.0.1 port={proxy.port} dbname=appdb"},
                    pgbouncer=_cfg(server_login_retry=5, query_wait_timeout=2))
@@ -654,8 +663,7 @@ def test_server_login_retry_connect_failed(pooler, pg):
         assert "server login has been failing, cached error: connect failed " \
             "(server_login_retry)" in str(second.value)
     finally:
-        proxy.stop()
-        harness.release_port(proxy.port)
+        proxy.close()
 
 
 def test_server_check_query_every_time(pooler, pg):

@@ -120,6 +120,18 @@ class Pooler(pg, ini_text=None, *, userlist=None, userlist_extra=(), args=(), bi
 
 class PoolerError(Exception)
 
+class Forwarder(target_port, gated=False)   the network between the pooler and PostgreSQL:
+             a TCP forwarder on 127.0.0.1:.port (a free_port()) to 127.0.0.1:target_port
+    gated=True: connections are accepted at once but no byte passes either way until
+    .open() (a server login held halfway).
+    .accepted                      threading.Event: a connection came in
+    .hold_replies_after(n)         from now on pass n more bytes from PostgreSQL (all
+                                   connections together), then hold the rest; .replies_held
+                                   is a threading.Event set once something is held
+    .stop()                        refuse new connections and cut the existing ones (a
+                                   server host going away); the port stays reserved
+    .close()                       stop() and give the port back (use in finally:)
+
 What the binary under test must do for this harness
     * run in the foreground without -d, as user postgres, with cwd = the pooler dir;
     * accept TCP on listen_addr:listen_port (or create the unix socket when there is no
@@ -660,6 +672,111 @@ host all all ::1/128 md5
     def __exit__(self, *exc):
         self.stop()
 
+
+
+# ---------------------------------------------------------------------------
+# a forwarder between the pooler and PostgreSQL
+
+class Forwarder:
+    """A TCP forwarder on 127.0.0.1 to a PostgreSQL port: the network between the pooler
+    and the server, which a test can hold up, stall mid-reply or cut (see the module
+    docstring). One thread per direction of each connection."""
+
+    def __init__(self, target_port: int, gated: bool = False):
+        self.target_port = target_port
+        self.port = free_port()
+        self.lsock = socket.create_server(("127.0.0.1", self.port))
+        self.accepted = threading.Event()
+        self.replies_held = threading.Event()
+        self._gate = threading.Event()
+        if not gated:
+            self._gate.set()
+        self._lock = threading.Lock()
+        self._budget: int | None = None  # bytes from the server still passed; None: all
+        self._socks: list[socket.socket] = []
+        self._stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self._stopped:
+                    c.close()
+                    return
+                self._socks.append(c)
+            self.accepted.set()
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket):
+        self._gate.wait()
+        try:
+            s = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+        except OSError:
+            c.close()
+            return
+        s.settimeout(None)
+        with self._lock:
+            if self._stopped:
+                s.close()
+                return
+            self._socks.append(s)
+        threading.Thread(target=self._pump, args=(s, c, True), daemon=True).start()
+        self._pump(c, s, False)
+
+    def _pump(self, a: socket.socket, b: socket.socket, from_server: bool):
+        try:
+            while data := a.recv(65536):
+                if from_server:
+                    with self._lock:
+                        if self._budget is not None:
+                            n = min(len(data), self._budget)
+                            self._budget -= n
+                            if n < len(data):
+                                self.replies_held.set()
+                            data = data[:n]
+                if data:
+                    b.sendall(data)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def open(self):
+        self._gate.set()
+
+    def hold_replies_after(self, n: int):
+        with self._lock:
+            self._budget = n
+
+    def stop(self):
+        with self._lock:
+            self._stopped = True
+            socks, self._socks = self._socks, []
+        self._gate.set()
+        try:
+            # shutdown() stops the listening at once and wakes the blocked accept(); a
+            # close() alone would leave the socket listening until accept() returned.
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.lsock.close()
+        for x in socks:
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            x.close()
+
+    def close(self):
+        self.stop()
+        release_port(self.port)
 
 # ---------------------------------------------------------------------------
 # ini generation

@@ -129,7 +129,9 @@ public:
 
     // Links two sbufs so that forwarded bytes of each go to the other.
     static void link(SBuf& a, SBuf& b) noexcept;
-    // Unlinks from the peer. Pending forward bytes of either side are dropped.
+    // Unlinks from the peer. Pending forward bytes of either side are dropped. A side whose
+    // output then ends inside a message of the other (its first part went out, the rest
+    // never will) is marked cut: see cut().
     void unlink() noexcept;
     SBuf* peer() const noexcept { return peer_; }
 
@@ -159,6 +161,11 @@ public:
     // Sends the batched bytes and out_ now, in one system call (a caller about to write to
     // the fd itself). False = socket error (not reported).
     bool flush_now();
+
+    // This socket's output ends in the middle of a message forwarded from a peer unlinked
+    // since: anything sluice queued now would be read as the rest of that message (an
+    // ErrorResponse as the end of a DataRow, say). Such a stream can only be closed.
+    bool cut() const noexcept { return cut_; }
 
     // Bytes bound for the peer are on their way: a message partly walked, or walked bytes
     // not sent yet. The peer's stream is then not at a message boundary, and cut here (the
@@ -356,6 +363,7 @@ private:
     uint32_t parse_ = 0;
     uint32_t end_ = 0;
     uint32_t remain_ = 0;  // bytes of the current packet not yet walked
+    uint32_t cur_len_ = 0;  // its whole length (header included), while remain_ != 0
     PacketAction cur_ = PacketAction::Forward;
 
     std::string out_;
@@ -373,6 +381,7 @@ private:
     bool rdhup_ = false;         // the peer shut down its side: read until recv returns 0
     bool sock_drained_ = false;  // the last recv found the socket empty (no edge since)
     bool raw_byte_ = false;  // expect_byte(): the next byte is a packet of its own
+    bool cut_ = false;       // cut()
     bool keep_buffer_ = false;  // set_keep_buffer()
     bool bulk_buf_ = false;     // buf_ is a bulk buffer (sbuf.cpp: kBulkSize)
     bool streaming_ = false;    // the last recv took at least pkt_buf bytes

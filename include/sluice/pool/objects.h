@@ -224,8 +224,9 @@ public:
 private:
     // close() and fail_with(): logs "closing because: <reason>" (none without a reason),
     // closes a linked server that is not idle, then with pooler_error logs "pooler error:
-    // <reason>", and only then closes the socket.
-    void close_logged(const char* reason, bool pooler_error);
+    // <reason>", sends error_packet (when given and the stream is not cut), and only then
+    // closes the socket.
+    void close_logged(const char* reason, bool pooler_error, std::string_view error_packet);
     PacketAction on_login_packet(const PacketHeader& hdr, std::span<const uint8_t> data);
     PacketAction on_startup(std::span<const uint8_t> pkt);
     std::string address_details() const;  // "host:port" as application_name_add_host adds
