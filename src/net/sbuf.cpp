@@ -262,6 +262,7 @@ bool SBuf::attach(int fd, SBufOwner* owner, bool connecting) {
     backed_up_ = false;
     raw_byte_ = false;
     cut_ = false;
+    pos_left_ = 0;
     tls_ = TlsState::Off;
     tls_read_wants_write_ = tls_write_wants_read_ = false;
     remain_ = 0;
@@ -381,7 +382,7 @@ void SBuf::close() {
     backed_up_ = false;
     drop_buffer();
     streaming_ = false;
-    pos_ = parse_ = end_ = remain_ = 0;
+    pos_ = parse_ = end_ = remain_ = pos_left_ = 0;
     cut_ = false;
     std::string().swap(out_);
     out_pos_ = 0;
@@ -399,19 +400,15 @@ void SBuf::unlink() noexcept {
     SBuf* p = peer_;
     peer_ = nullptr;
     p->peer_ = nullptr;
-    // The current message's walked bytes are the last ones before parse_; those before pos_
-    // have gone to the peer (sent, or in its out_), the pending rest is dropped below.
-    auto sent_part = [](const SBuf& b) {
-        return b.remain_ != 0 && b.cur_ == PacketAction::Forward &&
-               b.cur_len_ - b.remain_ > b.parse_ - b.pos_;
-    };
-    if (sent_part(*this))
+    // What went to the peer stays; if it ends inside a message, the peer's stream is cut.
+    if (pos_left_ != 0)
         p->cut_ = true;
-    if (sent_part(*p))
+    if (p->pos_left_ != 0)
         cut_ = true;
     // Bytes decided for a peer that is gone are dropped.
     pos_ = parse_;
     p->pos_ = p->parse_;
+    pos_left_ = p->pos_left_ = 0;
     if (p->blocked_) {
         p->blocked_ = false;
         p->resume();
@@ -445,7 +442,32 @@ void SBuf::spill_pending() {
         }
         peer_->out_.append(reinterpret_cast<const char*>(buf_ + pos_), n);
     }
-    pos_ = parse_;
+    committed(n);
+}
+
+void SBuf::committed(uint32_t n) noexcept {
+    if (pos_ + n == parse_) {
+        // Everything walked: the stream ends where the walk is, inside the current message
+        // if it is being forwarded and not walked to its end (the common case: one test).
+        pos_ = parse_;
+        pos_left_ = cur_ == PacketAction::Forward ? remain_ : 0;
+        return;
+    }
+    // Part of the pending range (a send the socket took only in part): pass over the
+    // headers of the messages it ends in. Each one was walked, so its header is here.
+    uint32_t at = pos_;
+    uint32_t left = pos_left_;
+    while (n > left) {
+        n -= left;
+        at += left;
+        if (parse_ - at < kTypedHeaderLen) {  // not expected: say "cut" rather than guess
+            left = n + 1;
+            break;
+        }
+        left = 1 + read_be32(buf_ + at + 1);
+    }
+    pos_left_ = left - n;
+    pos_ = at + n;
 }
 
 void SBuf::want_write() noexcept {
@@ -719,7 +741,7 @@ void SBuf::flush_out_before_close() {
 bool SBuf::forward_pending() {
     uint32_t pending = parse_ - pos_;
     if (!peer_) {
-        pos_ = parse_;
+        committed(pending);
         blocked_ = false;
         return true;
     }
@@ -753,7 +775,7 @@ bool SBuf::forward_pending() {
     }
     size_t from_out = std::min(sent, out_len);
     dst.consume_out(from_out);
-    pos_ += static_cast<uint32_t>(sent - from_out);
+    committed(static_cast<uint32_t>(sent - from_out));
     if (sent < out_len + pending) {
         // TLS: the unsent front may sit in a half-written record that must be retried with
         // the same bytes; keep them where only the destination can drop them.
@@ -957,7 +979,7 @@ void SBuf::pass_bytes(uint32_t n, PacketAction a) {
     }
     spill_pending();  // dropped bytes end the pending range: it goes out before them
     parse_ += n;
-    pos_ = parse_;
+    pos_ = parse_;  // (skipped bytes are not in the peer's stream: pos_left_ stays)
 }
 
 bool SBuf::process() {
@@ -1015,7 +1037,7 @@ bool SBuf::process() {
         case PacketAction::Forward:
         case PacketAction::Skip:
             cur_ = a;
-            remain_ = cur_len_ = h.len;
+            remain_ = h.len;
             break;
         case PacketAction::Hold:
             if (have == h.len) {  // owner asked to hold a complete packet: nothing more will come

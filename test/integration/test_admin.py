@@ -1010,10 +1010,13 @@ def test_suspend_and_resume_under_load(pooler, tmp_path):
     assert "suspend_timeout" not in p.log_text()
 
 
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: its FATAL goes inside the DataRow it was sending", strict=False)
 def test_suspend_timeout_drops_a_client_that_does_not_read(pooler):
     """SUSPEND waits for every socket's pending output to be sent; a client that stops
     reading in the middle of a large result is closed after suspend_timeout and the SUSPEND
-    completes. Everyone else goes on after RESUME."""
+    completes. Everyone else goes on after RESUME. The client was sent part of a row, so it
+    gets no FATAL (it would land inside the row): its stream ends there."""
     p = pooler(pgbouncer={"suspend_timeout": "1"})
     stuck = pgwire.Conn.connect("127.0.0.1", p.port, user="md5user",
                                 password=harness.PASSWORDS["md5user"], database="appdb")
@@ -1035,13 +1038,27 @@ def test_suspend_timeout_drops_a_client_that_does_not_read(pooler):
                    r"suspend_timeout \(age=\d+s\)\n.*LOG C-0x[0-9a-f]+: appdb/md5user@127\.0\.0\.1:"
                    r"\d+ closing because: suspend_timeout \(age=\d+s\)\n.*WARNING C-0x[0-9a-f]+: "
                    r"appdb/md5user@127\.0\.0\.1:\d+ pooler error: suspend_timeout\n")
-    rest = stuck.sock.recv(1 << 26)  # whatever was in flight, then the error, then EOF
+    rest = stuck.sock.recv(1 << 26)  # whatever was in flight, then EOF
     while True:
         chunk = stuck.sock.recv(1 << 20)
         if not chunk:
             break
         rest += chunk
-    assert b"suspend_timeout" in rest[-200:]
+    # whole messages (RowDescription, DataRows), then part of a DataRow made only of the
+    # row's own bytes; had the stream stopped between messages, the FATAL would close it
+    types, i = [], 0
+    while i + 5 <= len(rest):
+        size = 1 + int.from_bytes(rest[i + 1:i + 5], "big")
+        if i + size > len(rest):
+            break
+        types.append(chr(rest[i]))
+        i += size
+    part = rest[i:]
+    if part:
+        assert types and set(types) <= {"T", "D"} and part[:1] == b"D", (types[-3:], part[:20])
+        assert set(part[11:]) <= {ord("x")}, "not the row's own bytes after its start"
+    else:
+        assert types[-1] == "E" and b"suspend_timeout" in rest[-200:]
     assert run(c, "RESUME")[2] == "RESUME"
     assert p.connect().execute("SELECT 1").fetchone() == (1,)
     stuck.sock.close()

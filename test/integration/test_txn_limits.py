@@ -7,6 +7,7 @@ Timeouts are short (1-3 s); every wait is bounded; the tests assert what happens
 how long it took."""
 
 import re
+import signal
 import socket
 import struct
 import threading
@@ -520,6 +521,70 @@ def test_reply_cut_short_never_gets_an_error_inside_a_message(pooler, pg, how, w
 
 
 @pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: its FATAL goes inside the DataRow it was sending", strict=False)
+def test_killed_while_not_reading_rows_gets_no_error_inside_a_row(pooler):
+    """A client stops reading a result of many rows of uneven sizes; its socket fills, and
+    the pooler has sent part of what it holds (a send the socket took only in part, ending
+    anywhere in a row). The pooler is stopped (SIGSTOP), the client empties its socket, and
+    KILL is sent; then the pooler goes on, with room in the client's socket. What the client
+    reads must be whole, correct rows, then either the end of the stream inside a row (no
+    FATAL there) or, between rows, the FATAL."""
+    p = pooler(pgbouncer=_cfg(default_pool_size=1))
+    c = pgwire.Conn.connect("127.0.0.1", p.port, user="md5user", database="appdb",
+                            password="md5pass")
+    c.sock.sendall(pgwire.m.query(
+        "SELECT repeat(chr(97 + g % 26), g % 301) FROM generate_series(1, 400000) g"))
+
+    def pending():  # read from the server, not yet sent to the client
+        return [r for r in p.show("SOCKETS") if r["database"] == "appdb" and r["type"] == "S"
+                and r["recv_pos"] > 0]
+    harness.wait_until(pending, 20, what="output waiting in the pooler for the client")
+    console = pgwire.Conn.connect("127.0.0.1", p.port, user="postgres", database="pgbouncer",
+                                  password=harness.PASSWORDS["postgres"])
+    p.signal(signal.SIGSTOP)
+    try:
+        rest = b""
+        c.sock.settimeout(0.5)
+        try:
+            while data := c.sock.recv(1 << 20):
+                rest += data
+        except TimeoutError:
+            pass
+        console.send(pgwire.m.query("KILL appdb"))
+    finally:
+        p.signal(signal.SIGCONT)
+    assert [m.type for m in console.read_until_rfq()][-2:] == ["C", "Z"]
+    rest += _raw_until_closed(c.sock, timeout=20)
+    c.close()
+    console.close()
+    p.admin("RESUME appdb")
+    types, i, g = [], 0, 0
+    while i + 5 <= len(rest):
+        size = 1 + int.from_bytes(rest[i + 1:i + 5], "big")
+        if i + size > len(rest):
+            break
+        t, body = chr(rest[i]), rest[i + 5:i + size]
+        if t == "D":
+            g += 1
+            value = chr(97 + g % 26).encode() * (g % 301)
+            assert body == struct.pack("!hi", 1, len(value)) + value, f"row {g} is wrong"
+        types.append(t)
+        i += size
+    assert types[0] == "T" and g > 1000, (types[:3], g)
+    part = rest[i:]
+    if part:
+        assert set(types[1:]) == {"D"} and part[:1] == b"D", (types[-3:], part[:20])
+        g += 1
+        value = chr(97 + g % 26).encode() * (g % 301)
+        whole = b"D" + struct.pack("!ihi", 10 + len(value), 1, len(value)) + value
+        assert whole.startswith(part), f"the cut row {g} is not its own bytes: {part[-60:]!r}"
+    else:
+        assert set(types[1:-1]) == {"D"} and types[-1] == "E", types[-3:]
+        assert b"database removed" in rest[-60:]
+    assert _connect(p).execute("SELECT 2").fetchone() == (2,)
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
     "not in PgBouncer 1.18: the server's message after \"got packet 'E' from server when not "
     "linked\"")
 def test_idle_server_terminated(pooler, pg):
@@ -611,6 +676,10 @@ def test_server_refusing_more_logins_leaves_the_pool_serving(pooler, pg):
                         errors.append(str(e))
                         return
         threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        # the pool's first server, before the rush: a refusal while a pool has no server
+        # fails its queue (PgBouncer's rule too), and 8 logins at once could see one first
+        with _connect(p, user="limiteduser", password="limitedpass") as c:
+            c.execute("SELECT 1")
         mark = p.log_mark()
         for t in threads:
             t.start()

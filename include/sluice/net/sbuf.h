@@ -288,6 +288,8 @@ private:
     void pass_bytes(uint32_t n, PacketAction a);
     // Moves our pending range into the peer's out_ (keeps order when the peer queues bytes).
     void spill_pending();
+    // pos_ moves n bytes on into the pending range (they went to the peer); keeps pos_left_.
+    void committed(uint32_t n) noexcept;
     bool ensure_buffer(size_t need_total);
     void attach_buffer() noexcept;  // a receive buffer for an sbuf without one
     void drop_buffer() noexcept;  // gives buf_ back (pool, bulk pool or allocator)
@@ -363,7 +365,9 @@ private:
     uint32_t parse_ = 0;
     uint32_t end_ = 0;
     uint32_t remain_ = 0;  // bytes of the current packet not yet walked
-    uint32_t cur_len_ = 0;  // its whole length (header included), while remain_ != 0
+    // The peer's stream (our bytes before pos_, sent or in its out_) ends this many bytes
+    // before the end of a message; 0: at a message boundary. See committed().
+    uint32_t pos_left_ = 0;
     PacketAction cur_ = PacketAction::Forward;
 
     std::string out_;
