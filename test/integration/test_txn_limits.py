@@ -446,20 +446,6 @@ def test_server_dying_under_its_client(pooler, pg):
     assert _connect(p).execute("SELECT 2").fetchone() == (2,)
 
 
-def _raw_until_closed(sock, timeout=10):
-    """Every byte the peer sends until it closes (EOF or reset)."""
-    sock.settimeout(timeout)
-    out = b""
-    while True:
-        try:
-            data = sock.recv(65536)
-        except ConnectionResetError:
-            return out
-        if not data:
-            return out
-        out += data
-
-
 @pytest.mark.parametrize("how", ["server_lost", "kill"])
 @pytest.mark.parametrize("where", [
     pytest.param("mid_row", marks=pytest.mark.differs_from_pgbouncer_1_18(
@@ -502,16 +488,16 @@ def test_reply_cut_short_never_gets_an_error_inside_a_message(pooler, pg, how, w
         else:
             p.admin("KILL fwdb")
             reason = "database removed"
-        tail = _raw_until_closed(c.sock)
+        tail = c.raw_until_closed(10)
         c.close()
         p.wait_for_log(r"C-\S+: fwdb/md5user@\S+ closing because: " + re.escape(reason),
                        10, since=mark)
         if where == "mid_row":
             assert tail == b"", f"after a part of a DataRow the client was sent {tail!r}"
         else:
-            assert tail[:1] == b"E" and len(tail) == struct.unpack("!I", tail[1:5])[0] + 1, \
-                f"not one ErrorResponse: {tail!r}"
-            fields = pgwire.parse_error(tail[5:])
+            msgs, part = pgwire.split_stream(tail)
+            assert [t for t, _ in msgs] == ["E"] and not part, f"not one ErrorResponse: {tail!r}"
+            fields = pgwire.parse_error(msgs[0][1])
             assert (fields["S"], fields["M"]) == ("FATAL", reason)
         if how == "kill":
             p.admin("RESUME fwdb")
@@ -535,10 +521,7 @@ def test_killed_while_not_reading_rows_gets_no_error_inside_a_row(pooler):
     c.sock.sendall(pgwire.m.query(
         "SELECT repeat(chr(97 + g % 26), g % 301) FROM generate_series(1, 400000) g"))
 
-    def pending():  # read from the server, not yet sent to the client
-        return [r for r in p.show("SOCKETS") if r["database"] == "appdb" and r["type"] == "S"
-                and r["recv_pos"] > 0]
-    harness.wait_until(pending, 20, what="output waiting in the pooler for the client")
+    harness.wait_until(p.output_held, 20, what="output waiting in the pooler for the client")
     console = pgwire.Conn.connect("127.0.0.1", p.port, user="postgres", database="pgbouncer",
                                   password=harness.PASSWORDS["postgres"])
     p.signal(signal.SIGSTOP)
@@ -554,33 +537,25 @@ def test_killed_while_not_reading_rows_gets_no_error_inside_a_row(pooler):
     finally:
         p.signal(signal.SIGCONT)
     assert [m.type for m in console.read_until_rfq()][-2:] == ["C", "Z"]
-    rest += _raw_until_closed(c.sock, timeout=20)
+    msgs, part = pgwire.split_stream(rest + c.raw_until_closed(20))
     c.close()
     console.close()
     p.admin("RESUME appdb")
-    types, i, g = [], 0, 0
-    while i + 5 <= len(rest):
-        size = 1 + int.from_bytes(rest[i + 1:i + 5], "big")
-        if i + size > len(rest):
-            break
-        t, body = chr(rest[i]), rest[i + 5:i + size]
-        if t == "D":
-            g += 1
-            value = chr(97 + g % 26).encode() * (g % 301)
-            assert body == struct.pack("!hi", 1, len(value)) + value, f"row {g} is wrong"
-        types.append(t)
-        i += size
-    assert types[0] == "T" and g > 1000, (types[:3], g)
-    part = rest[i:]
-    if part:
-        assert set(types[1:]) == {"D"} and part[:1] == b"D", (types[-3:], part[:20])
-        g += 1
+    types = [t for t, _ in msgs]
+    rows = [body for t, body in msgs if t == "D"]
+    assert types[0] == "T" and len(rows) > 1000, (types[:3], len(rows))
+
+    def row(g):  # DataRow g as the server sends it
         value = chr(97 + g % 26).encode() * (g % 301)
-        whole = b"D" + struct.pack("!ihi", 10 + len(value), 1, len(value)) + value
-        assert whole.startswith(part), f"the cut row {g} is not its own bytes: {part[-60:]!r}"
+        return b"D" + struct.pack("!ihi", 10 + len(value), 1, len(value)) + value
+    for g, body in enumerate(rows, 1):
+        assert body == row(g)[5:], f"row {g} is wrong"
+    if part:
+        assert set(types[1:]) == {"D"}, types[-3:]
+        assert row(len(rows) + 1).startswith(part), f"the cut row is not its own: {part[-60:]!r}"
     else:
         assert set(types[1:-1]) == {"D"} and types[-1] == "E", types[-3:]
-        assert b"database removed" in rest[-60:]
+        assert pgwire.parse_error(msgs[-1][1])["M"] == "database removed"
     assert _connect(p).execute("SELECT 2").fetchone() == (2,)
 
 

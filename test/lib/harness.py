@@ -102,6 +102,9 @@ class Pooler(pg, ini_text=None, *, userlist=None, userlist_extra=(), args=(), bi
     .admin(query, user='postgres', password=None) -> list[tuple]   simple-protocol query on
                                    the admin console (db pgbouncer)
     .show(what, **kw) -> list[dict]   SHOW <what> on the admin console, rows as dicts
+    .output_held(database='appdb') -> list[dict]   SHOW SOCKETS rows of the database's
+                                   servers holding input not yet passed on (a client that
+                                   does not read)
     .footprint() -> dict           {fds, clients, servers}: open fds less one per server
                                    connection, SHOW MEM client/server slots in use less the
                                    console session and the servers
@@ -1225,6 +1228,10 @@ class Pooler:
             cur.execute(f"SHOW {what}", prepare=False)
             cols = [d.name for d in cur.description]
             return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def output_held(self, database: str = "appdb") -> list[dict]:
+        return [r for r in self.show("SOCKETS") if r["database"] == database
+                and r["type"] == "S" and r["recv_pos"] > 0]
 
     def footprint(self) -> dict:
         """What the pooler holds beyond its server connections: open fds less one per server,

@@ -32,6 +32,7 @@ __all__ = [
     'parse_command_tag', 'parse_rfq', 'parse_copy_response',
     'parse_parameter_status', 'parse_notification', 'parse_backend_key',
     'parse_function_result', 'parse_parameter_description', 'parse_auth',
+    'split_stream',
     'DEFAULT_TIMEOUT', 'PROTOCOL_3_0',
 ]
 
@@ -330,6 +331,19 @@ class Msg:
 def _split_cstr(body, pos):
     end = body.index(b'\0', pos)
     return body[pos:end].decode('utf-8', 'replace'), end + 1
+
+
+def split_stream(data):
+    """Splits raw backend bytes into whole messages: ([(type, body), ...], rest), rest
+    being the start of a message cut short (b'' when the bytes end between messages)."""
+    msgs, i = [], 0
+    while i + 5 <= len(data):
+        end = i + 1 + struct.unpack('!I', data[i + 1:i + 5])[0]
+        if end > len(data):
+            break
+        msgs.append((chr(data[i]), bytes(data[i + 5:end])))
+        i = end
+    return msgs, bytes(data[i:])
 
 
 def parse_error(body):
@@ -814,6 +828,25 @@ class Conn:
         got = self.read_available(wait)
         if got:
             raise AssertionError('unexpected messages: %s' % render_detail(got))
+
+    def raw_until_closed(self, timeout=None):
+        """Every byte not read yet, until the peer closes (EOF or reset), unparsed: for
+        checking a stream that may end inside a message (split_stream())."""
+        deadline = self._deadline(timeout)
+        out = bytes(self.buf)
+        self.buf.clear()
+        while True:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(1 << 20)
+            except ConnectionResetError:
+                data = b''
+            except socket.timeout:
+                raise ProtocolTimeout('connection still open after %d bytes' % len(out))
+            if not data:
+                self.eof = True
+                return out
+            out += data
 
     def wait_closed(self, timeout=None):
         """Read until EOF; return the messages read before it.  Raises
