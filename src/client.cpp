@@ -172,12 +172,10 @@ void Client::close_logged(const char* reason, bool pooler_error, std::string_vie
     if (Server* s = server) {
         // A message half passed on (or passed on only in part before this close) would leave
         // the backend waiting for its rest, and the next client's bytes would become it.
-        if (s->tracker.idle() && !sb.mid_forward() && !s->pinned) {
+        if (s->tracker.idle() && !sb.mid_forward() && !s->pinned)
             pool_release_server(*s);
-        } else {
-            unlink(*this, *s);
-            s->close("client disconnect while server was not ready");
-        }
+        else
+            s->close("client disconnect while server was not ready");  // unlinks us
     }
     // PgBouncer's order: "closing because", the server's close, then "pooler error", all
     // before the error goes out and the socket closes (a client that reads the error or sees

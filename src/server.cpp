@@ -340,8 +340,13 @@ void Server::close(const char* reason) {
     if (settings().log_disconnections)  // as PgBouncer: servers' closes too
         slog_info(this, "closing because: %s (age=%llds)", reason,
                   static_cast<long long>((mono_now() - connect_time) / 1000000));
-    if (client)
+    if (client) {
+        // Part of one of our messages went to the client: its stream can only end now (no
+        // FATAL after it: Client::close_logged()).
+        if (sb.ends_inside_message())
+            client->sb.mark_cut();
         unlink(*client, *this);
+    }
     if (cancels_in_flight)
         forget_cancels_for(*this);
     dns_cancel(&dns_wait);

@@ -400,15 +400,9 @@ void SBuf::unlink() noexcept {
     SBuf* p = peer_;
     peer_ = nullptr;
     p->peer_ = nullptr;
-    // What went to the peer stays; if it ends inside a message, the peer's stream is cut.
-    if (pos_left_ != 0)
-        p->cut_ = true;
-    if (p->pos_left_ != 0)
-        cut_ = true;
     // Bytes decided for a peer that is gone are dropped.
     pos_ = parse_;
     p->pos_ = p->parse_;
-    pos_left_ = p->pos_left_ = 0;
     if (p->blocked_) {
         p->blocked_ = false;
         p->resume();
@@ -445,14 +439,7 @@ void SBuf::spill_pending() {
     committed(n);
 }
 
-void SBuf::committed(uint32_t n) noexcept {
-    if (pos_ + n == parse_) {
-        // Everything walked: the stream ends where the walk is, inside the current message
-        // if it is being forwarded and not walked to its end (the common case: one test).
-        pos_ = parse_;
-        pos_left_ = cur_ == PacketAction::Forward ? remain_ : 0;
-        return;
-    }
+void SBuf::committed_part(uint32_t n) noexcept {
     // Part of the pending range (a send the socket took only in part): pass over the
     // headers of the messages it ends in. Each one was walked, so its header is here.
     uint32_t at = pos_;
@@ -775,8 +762,8 @@ bool SBuf::forward_pending() {
     }
     size_t from_out = std::min(sent, out_len);
     dst.consume_out(from_out);
-    committed(static_cast<uint32_t>(sent - from_out));
     if (sent < out_len + pending) {
+        committed_part(static_cast<uint32_t>(sent - from_out));
         // TLS: the unsent front may sit in a half-written record that must be retried with
         // the same bytes; keep them where only the destination can drop them.
         if (dst.ssl_ && parse_ > pos_)
@@ -784,6 +771,7 @@ bool SBuf::forward_pending() {
         blocked_ = parse_ > pos_ || dst.has_output();
         return false;
     }
+    committed_all();
     blocked_ = false;
     owner_->on_sbuf_drained(*this);
     return !closed();

@@ -129,9 +129,7 @@ public:
 
     // Links two sbufs so that forwarded bytes of each go to the other.
     static void link(SBuf& a, SBuf& b) noexcept;
-    // Unlinks from the peer. Pending forward bytes of either side are dropped. A side whose
-    // output then ends inside a message of the other (its first part went out, the rest
-    // never will) is marked cut: see cut().
+    // Unlinks from the peer. Pending forward bytes of either side are dropped.
     void unlink() noexcept;
     SBuf* peer() const noexcept { return peer_; }
 
@@ -162,9 +160,13 @@ public:
     // the fd itself). False = socket error (not reported).
     bool flush_now();
 
-    // This socket's output ends in the middle of a message forwarded from a peer unlinked
-    // since: anything sluice queued now would be read as the rest of that message (an
-    // ErrorResponse as the end of a DataRow, say). Such a stream can only be closed.
+    // What went to the peer (sent, or in its out_) ends inside a message: the first part of
+    // it went, the rest has not. Unlinked now, the peer's stream could only be closed.
+    bool ends_inside_message() const noexcept { return pos_left_ != 0; }
+    // This socket's output ends inside a message forwarded from a peer unlinked since (the
+    // owner marks it, from the peer's ends_inside_message()): anything queued now would be
+    // read as the rest of that message (an ErrorResponse as the end of a DataRow, say).
+    void mark_cut() noexcept { cut_ = true; }
     bool cut() const noexcept { return cut_; }
 
     // Bytes bound for the peer are on their way: a message partly walked, or walked bytes
@@ -288,8 +290,20 @@ private:
     void pass_bytes(uint32_t n, PacketAction a);
     // Moves our pending range into the peer's out_ (keeps order when the peer queues bytes).
     void spill_pending();
-    // pos_ moves n bytes on into the pending range (they went to the peer); keeps pos_left_.
-    void committed(uint32_t n) noexcept;
+    // The whole pending range went to the peer: its stream ends where the walk is, inside
+    // the current message if that is forwarded and not walked to its end.
+    void committed_all() noexcept {
+        pos_ = parse_;
+        pos_left_ = cur_ == PacketAction::Forward ? remain_ : 0;
+    }
+    // Only n bytes of it went (a send the socket took in part); keeps pos_left_.
+    void committed_part(uint32_t n) noexcept;
+    void committed(uint32_t n) noexcept {
+        if (pos_ + n == parse_)
+            committed_all();
+        else
+            committed_part(n);
+    }
     bool ensure_buffer(size_t need_total);
     void attach_buffer() noexcept;  // a receive buffer for an sbuf without one
     void drop_buffer() noexcept;  // gives buf_ back (pool, bulk pool or allocator)
