@@ -761,7 +761,8 @@ bool SBuf::forward_pending() {
         return false;
     }
     size_t from_out = std::min(sent, out_len);
-    dst.consume_out(from_out);
+    if (from_out)  // (mostly nothing waited in dst.out_)
+        dst.consume_out(from_out);
     if (sent < out_len + pending) {
         committed_part(static_cast<uint32_t>(sent - from_out));
         // TLS: the unsent front may sit in a half-written record that must be retried with
