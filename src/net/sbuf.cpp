@@ -436,7 +436,7 @@ void SBuf::spill_pending() {
         }
         peer_->out_.append(reinterpret_cast<const char*>(buf_ + pos_), n);
     }
-    committed(n);
+    committed_all();
 }
 
 void SBuf::committed_part(uint32_t n) noexcept {
@@ -728,7 +728,7 @@ void SBuf::flush_out_before_close() {
 bool SBuf::forward_pending() {
     uint32_t pending = parse_ - pos_;
     if (!peer_) {
-        committed(pending);
+        pos_ = parse_;
         blocked_ = false;
         return true;
     }
@@ -968,7 +968,7 @@ void SBuf::pass_bytes(uint32_t n, PacketAction a) {
     }
     spill_pending();  // dropped bytes end the pending range: it goes out before them
     parse_ += n;
-    pos_ = parse_;  // (skipped bytes are not in the peer's stream: pos_left_ stays)
+    pos_ = parse_;
 }
 
 bool SBuf::process() {

@@ -298,12 +298,6 @@ private:
     }
     // Only n bytes of it went (a send the socket took in part); keeps pos_left_.
     void committed_part(uint32_t n) noexcept;
-    void committed(uint32_t n) noexcept {
-        if (pos_ + n == parse_)
-            committed_all();
-        else
-            committed_part(n);
-    }
     bool ensure_buffer(size_t need_total);
     void attach_buffer() noexcept;  // a receive buffer for an sbuf without one
     void drop_buffer() noexcept;  // gives buf_ back (pool, bulk pool or allocator)
@@ -380,7 +374,7 @@ private:
     uint32_t end_ = 0;
     uint32_t remain_ = 0;  // bytes of the current packet not yet walked
     // The peer's stream (our bytes before pos_, sent or in its out_) ends this many bytes
-    // before the end of a message; 0: at a message boundary. See committed().
+    // before the end of a message; 0: at a message boundary. See committed_all().
     uint32_t pos_left_ = 0;
     PacketAction cur_ = PacketAction::Forward;
 
