@@ -285,6 +285,47 @@ def test_late_copy_data_after_server_error_extended(env, copy_table):
     assert env.seq(got) == ['1', '2', 'G:0/2', 'E:22P02', 'Z:I']
 
 
+@pytest.mark.parametrize('extra', [
+    pytest.param(lambda: [m.query('SELECT 1')], id='query'),
+    pytest.param(lambda: [m.parse('SELECT 2'), m.bind(), m.execute(), m.sync()],
+                 id='extended'),
+    pytest.param(lambda: [m.terminate()], id='terminate'),
+])
+@pytest.mark.parametrize('copy', ['simple', 'extended'])
+def test_other_message_during_copy_in_ends_the_session(env, copy_table, copy, extra):
+    """A client that sends something other than CopyData/CopyDone/CopyFail/Flush/Sync
+    while the server is in COPY IN: PostgreSQL (14 and later) answers ERROR, then FATAL
+    (protocol synchronization lost) and closes. The client must get those, the COPY must
+    not count, and the pool must open a new server rather than hand the dead one out or
+    wait for replies it will never get. A Terminate is the pooler's to answer: it closes
+    the client and does not send it on, so the server must not be reused either."""
+    def flow(c):
+        if copy == 'simple':
+            c.send(m.query('COPY copytest FROM STDIN'))
+        else:
+            c.send(m.parse('COPY copytest FROM STDIN'), m.bind(), m.execute(), m.sync())
+        out = c.read_until('G')
+        c.send(*rows(2), *extra())
+        return out + c.read_available(QUIET)
+
+    env.sql('TRUNCATE copytest')
+    d = env.direct()
+    want = env.seq(flow(d), collapse=False)
+    assert d.eof
+    c, pid = env.client()
+    got = env.seq(flow(c), collapse=False)
+    assert c.eof, 'the pooler left the client connected after its server closed'
+    if extra()[0][:1] == b'X':
+        assert want[-2:] == ['E:08P01', 'E:08P01'] and got == want[:-2]
+    else:
+        assert want[-2:] == ['E:08P01', 'E:08P01']
+        # PgBouncer's `server conn crashed?` may follow the server's own FATAL.
+        assert got in (want, want + ['E:08P01'])
+    assert env.wait_server_gone(pid)
+    env.assert_clean()
+    assert env.count(copy_table) == 0
+
+
 def test_copy_in_inside_explicit_transaction(env, copy_table):
     def flow(c):
         c.send(m.query('BEGIN'), m.query('COPY copytest FROM STDIN'))
