@@ -968,6 +968,8 @@ PacketAction Client::on_work_packet(const PacketHeader& hdr, std::span<const uin
                                     .client_parse = true});  // marks "maps already cleared"
     else
         s.tracker.on_request(t);
+    if (owed_copy_end)
+        s.resync_if_due();  // the COPY had failed with Syncs inside its data (tracker.h)
     if (owed_copy_end && s.tracker.idle() && pool->mode() != PoolMode::Session && !s.pinned) {
         // The CopyDone/CopyFail of a COPY the server already failed: PostgreSQL would ignore
         // it, and nothing is owed any more, so the server can go back now.

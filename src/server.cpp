@@ -680,6 +680,13 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         after_reply();
         if (state == ServerState::Closing)
             return PacketAction::Closed;
+        // A swallowed ReadyForQuery that ends the client's turn (the resync marker's) carries
+        // nothing to the client, so no drained send will release the server: with nothing
+        // else on its way to the client, release it now.
+        if (act == ReplyAction::Skip && ready_to_release && !sb.mid_forward()) {
+            on_sbuf_drained(sb);
+            return PacketAction::Skip;
+        }
         break;
     default:
         break;
@@ -718,6 +725,7 @@ void Server::note_statement_error(PsEntry& e, std::span<const uint8_t> body) {
 // Called at each ReadyForQuery: decide whether the server can go back to the pool.
 void Server::after_reply() {
     Pool& p = *pool;
+    resync_if_due();
     if (!client) {
         if (tracker.idle())
             pool_server_ready(*this);  // reset finished
@@ -919,6 +927,14 @@ void Server::start_check() {
     const std::string& q = settings().server_check_query;
     tracker.on_request(msg::kQuery, ReplyAction::Skip);
     write_query(sb.out_for_append(), q == "<empty>" ? std::string_view() : std::string_view(q));
+    static_cast<void>(sb.flush_out());
+}
+
+void Server::send_resync_marker() {
+    // An empty Query: PostgreSQL answers it (EmptyQueryResponse) in any transaction state,
+    // a failed one included.
+    write_query(sb.out_for_append(), std::string_view());
+    tracker.start_resync();
     static_cast<void>(sb.flush_out());
 }
 

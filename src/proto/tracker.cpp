@@ -11,6 +11,13 @@ bool is_copy_end(uint8_t t) noexcept {
 bool ends_batch(uint8_t t) noexcept {
     return t == msg::kSync || t == msg::kQuery || t == msg::kFunctionCall;
 }
+// The messages after whose error PostgreSQL skips to the next Sync (postgres.c sets
+// doing_extended_query_message for them; the COPY data of an extended COPY counts as its
+// Execute).
+bool extended(uint8_t t) noexcept {
+    return t == msg::kParse || t == msg::kBind || t == msg::kDescribe || t == msg::kExecute ||
+           t == msg::kClose;
+}
 }  // namespace
 
 void RequestTracker::reset() noexcept {
@@ -21,6 +28,8 @@ void RequestTracker::reset() noexcept {
     status_ = 'I';
     st_ = States{};
     client_owes_term_ = unsynced_ = false;
+    ext_error_ = marker_replied_ = head_replied_ = false;
+    window_syncs_ = 0;
 }
 
 void RequestTracker::on_request(const Expect& e) {
@@ -59,7 +68,7 @@ bool RequestTracker::status_settled() const noexcept {
 }
 
 bool RequestTracker::owes_only_forwarded() const noexcept {
-    if (fakes_ != 0 || !dropped_.empty())
+    if (fakes_ != 0 || !dropped_.empty() || st_.uncertain || st_.resync)
         return false;
     for (size_t i = head_; i < q_.size(); ++i) {
         const Expect& e = q_[i];
@@ -90,6 +99,7 @@ void RequestTracker::push_compacting(Expect e) {
 }
 
 void RequestTracker::pop() {
+    head_replied_ = false;
     if (head_ < q_.size())
         ++head_;
     if (head_ == q_.size()) {
@@ -141,12 +151,27 @@ void RequestTracker::end_copy_in() {
 }
 
 ReplyAction RequestTracker::on_reply_full(uint8_t type, uint8_t rfq_status) {
+    if (st_.resync)
+        return on_resync_reply(type, rfq_status);
+    bool async = type == msg::kNoticeResponse || type == msg::kNotification ||
+                 type == msg::kParameterStatus;
+    if (st_.uncertain && type == msg::kReadyForQuery && !st_.failed && !empty() &&
+        q_[head_].type != msg::kSync && !head_replied_) {
+        // The head (a Query, Parse, ...) never answers with a bare ReadyForQuery first: this
+        // one answers a Sync sent inside the failed COPY's data. The client's.
+        status_ = rfq_status;
+        return ReplyAction::Forward;
+    }
+    if (!async && type != msg::kReadyForQuery)
+        head_replied_ = true;  // (a ReadyForQuery that pops resets it)
+    // After an error of an extended-protocol message the ReadyForQuery answers the next Sync.
+    bool to_sync = st_.failed && ext_error_;
     ReplyAction act = empty() ? ReplyAction::Forward : q_[head_].action;
     if (type == msg::kReadyForQuery) {
         // It answers the Sync/Query that ends the batch, not the head: after an error the
         // head may be a request the server discarded (an injected Parse that failed, Skip).
         for (size_t i = head_; i < q_.size(); ++i) {
-            if (ends_batch(q_[i].type)) {
+            if (to_sync ? q_[i].type == msg::kSync : ends_batch(q_[i].type)) {
                 act = q_[i].action;
                 break;
             }
@@ -178,14 +203,17 @@ ReplyAction RequestTracker::on_reply_full(uint8_t type, uint8_t rfq_status) {
     case msg::kCommandComplete:
     case msg::kEmptyQuery:
     case msg::kPortalSuspended:
-        if (st_.copy_in)
+        if (st_.copy_in) {
             end_copy_in();
+            window_syncs_ = 0;  // the COPY read them all: ignored
+        }
         st_.copy_out = false;
         if (head_type == msg::kExecute)
             pop();
         break;
     case msg::kCopyInResponse: {
         st_.copy_in = true;
+        window_syncs_ = 0;
         // Find the CopyDone/CopyFail that ends this COPY; Syncs before it owe nothing.
         bool found = false;
         for (size_t i = 1; i < size();) {
@@ -197,6 +225,7 @@ ReplyAction RequestTracker::on_reply_full(uint8_t type, uint8_t rfq_status) {
             }
             if (e.type == msg::kSync) {
                 erase(i);
+                ++window_syncs_;
                 continue;
             }
             ++i;
@@ -211,33 +240,82 @@ ReplyAction RequestTracker::on_reply_full(uint8_t type, uint8_t rfq_status) {
         st_.copy_both = true;
         break;
     case msg::kErrorResponse:
-        if (st_.copy_in)
+        if (!st_.failed) {
+            // The request that failed: the first one the server was sent (the COPY's Execute
+            // while its data streams).
+            ext_error_ = false;
+            for (size_t i = head_; i < q_.size(); ++i) {
+                if (q_[i].action != ReplyAction::Fake) {
+                    ext_error_ = extended(q_[i].type);
+                    break;
+                }
+            }
+        }
+        if (st_.copy_in) {
             end_copy_in();
+            // Syncs sent inside the data: those read after the failure get a ReadyForQuery.
+            if (window_syncs_ > 0)
+                st_.uncertain = true;
+            window_syncs_ = 0;
+        }
         st_.copy_out = false;
         st_.failed = true;
         break;
-    case msg::kReadyForQuery:
+    case msg::kReadyForQuery: {
         status_ = rfq_status;
         // Pops the request this answers (Sync, Query or FunctionCall). After an error the
-        // server discarded everything up to that Sync, so those entries go too.
-        while (!empty()) {
+        // server discarded everything up to that Sync, so those entries go too; after an
+        // extended-protocol error that is everything up to the next Sync, Queries included.
+        bool sync_owed = false;
+        if (to_sync) {
+            for (size_t i = head_; i < q_.size() && !sync_owed; ++i)
+                sync_owed = q_[i].type == msg::kSync;
+        }
+        // Without a Sync owed, such a ReadyForQuery answers a Sync sent inside a failed
+        // COPY's data (st_.uncertain): it ends the skipping, and answers nothing counted.
+        while (!empty() && (!to_sync || sync_owed)) {
             const Expect& e = q_[head_];
             uint8_t t = e.type;
             if (e.action == ReplyAction::Fake)
                 --fakes_;
-            if (st_.failed && !ends_batch(t))
+            bool last = to_sync ? t == msg::kSync : ends_batch(t);
+            if (st_.failed && !last)
                 dropped_.push_back(e);
             pop();
-            if (ends_batch(t))
+            if (last)
                 break;
         }
         st_.failed = false;
+        ext_error_ = false;
         drop_stray_copy_ends();
         break;
+    }
     default:
         break;
     }
     return act;
+}
+
+ReplyAction RequestTracker::on_resync_reply(uint8_t type, uint8_t rfq_status) {
+    if (!marker_replied_) {
+        if (type == msg::kEmptyQuery) {
+            marker_replied_ = true;
+            return ReplyAction::Skip;
+        }
+        // Owed to the client: a ReadyForQuery of a Sync in doubt, or replies the count lost.
+        if (type == msg::kReadyForQuery)
+            status_ = rfq_status;
+        return ReplyAction::Forward;
+    }
+    if (type != msg::kReadyForQuery)
+        return ReplyAction::Forward;  // asynchronous (a notice, a parameter status)
+    // The marker's own: everything before it is answered, the count is exact again.
+    status_ = rfq_status;
+    pop();  // the marker (at the head since start_resync(): nothing was owed before it)
+    st_.resync = st_.uncertain = st_.failed = false;
+    ext_error_ = marker_replied_ = false;
+    drop_stray_copy_ends();  // sent after the marker, behind it: nothing owes them a reply
+    return ReplyAction::Skip;
 }
 
 }  // namespace sluice

@@ -326,6 +326,57 @@ def test_other_message_during_copy_in_ends_the_session(env, copy_table, copy, ex
     assert env.count(copy_table) == 0
 
 
+@pytest.fixture
+def refusing_table(env):
+    """copytrig(a int, b text), whose BEFORE STATEMENT trigger fails every COPY into it
+    before the COPY reads any data."""
+    env.sql("CREATE OR REPLACE FUNCTION copytrig_refuses() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN RAISE EXCEPTION 'copytrig takes no rows'; END $$; "
+            "DROP TABLE IF EXISTS copytrig; CREATE TABLE copytrig (a int, b text); "
+            "ALTER TABLE copytrig OWNER TO md5user; "
+            "CREATE TRIGGER refuse BEFORE INSERT ON copytrig FOR EACH STATEMENT "
+            "EXECUTE FUNCTION copytrig_refuses()")
+    yield 'copytrig'
+    env.sql('DROP TABLE copytrig; DROP FUNCTION copytrig_refuses()')
+
+
+@pytest.mark.parametrize('split', [False, True], ids=['one_write', 'data_later'])
+def test_extended_copy_failing_before_its_data(env, refusing_table, split):
+    """libpq's extended COPY: Parse Bind Execute Sync, then the data, CopyDone, Sync. The
+    table's statement trigger fails the COPY before it reads anything, so PostgreSQL reads
+    the first Sync after the failure and answers it, and the last one too: two
+    ReadyForQuery. (When the COPY fails later, at a bad row, the first Sync was read during
+    the COPY and ignored: one.) The pooler cannot tell these apart by counting; both must
+    reach this client, and the next client must get the server with nothing left over."""
+    def flow(c):
+        c.send(m.parse('COPY copytrig FROM STDIN'), m.bind(), m.execute(), m.sync())
+        out = c.read_until('G') if split else []
+        c.send(*rows(3), m.copy_done(), m.sync())
+        out += c.read_until_rfq(2)
+        out += c.read_available(QUIET)
+        return out
+
+    _, _, _, got = env.compare(flow)
+    assert env.seq(got) == ['1', '2', 'G:0/2', 'E:P0001', 'Z:I', 'Z:I']
+
+
+def test_sync_inside_copy_data_after_a_bad_row(env, copy_table):
+    """Extended COPY with a Sync between CopyData messages after the bad row: PostgreSQL
+    fails the COPY at that row, then the Sync ends its skipping (a ReadyForQuery), the rest
+    of the data and the CopyDone are ignored, and the last Sync gets one too."""
+    def flow(c):
+        c.send(m.parse('COPY copytest FROM STDIN'), m.bind(), m.execute(),
+               *rows(1), m.copy_data('not-a-number\tbad\n'), m.sync(),
+               *rows(2, start=5), m.copy_done(), m.sync())
+        out = c.read_until_rfq(2)
+        out += c.read_available(QUIET)
+        return out
+
+    _, _, _, got = env.compare(flow, setup=env.truncator(copy_table))
+    assert env.seq(got) == ['1', '2', 'G:0/2', 'E:22P02', 'Z:I', 'Z:I']
+    assert env.count(copy_table) == 0
+
+
 def test_copy_in_inside_explicit_transaction(env, copy_table):
     def flow(c):
         c.send(m.query('BEGIN'), m.query('COPY copytest FROM STDIN'))

@@ -2,7 +2,11 @@
 default_pool_size=1): same replies as PostgreSQL directly, then a second client
 gets the same, clean backend."""
 
+import pytest
+
 from pgwire import m
+
+QUIET = 0.3
 
 
 def test_parse_bind_describe_execute_close_sync(env):
@@ -208,3 +212,29 @@ def test_describe_only_batches(env):
 
     _, _, _, got = env.compare(flow)
     assert env.seq(got) == ['1', 't', 'T', 'Z:I', '3', '3', 'Z:I', 'Z:I', 'Z:I']
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 bug: it waits for a reply to the skipped request and never releases the "
+    "server")
+@pytest.mark.parametrize('behind', ['query', 'function_call'])
+def test_request_pipelined_behind_a_failed_extended_message_is_skipped(env, behind):
+    """After an error in an extended-protocol message PostgreSQL skips everything up to the
+    next Sync, a simple Query or a FunctionCall too: one ReadyForQuery answers the Sync and
+    the skipped request gets nothing. Counting a reply for it would keep the server from
+    the next client."""
+    d = env.direct()
+    oid = int(d.scalar("SELECT 'abs(int4)'::regprocedure::oid"))
+    d.close()
+    extra = m.query('SELECT 7') if behind == 'query' else m.function_call(oid, ['-7'])
+
+    def flow(c):
+        c.send(m.parse('SELECT 1/0'), m.bind(), m.execute(), m.flush(), extra, m.sync())
+        out = c.read_until_rfq()
+        out += c.read_available(QUIET)
+        c.send(m.query('SELECT 8'))
+        out += c.read_until_rfq()
+        return out
+
+    _, _, _, got = env.compare(flow)
+    assert env.seq(got) == ['1', 'E:22012', 'Z:I', 'T', 'D:8', 'C:SELECT 1', 'Z:I']

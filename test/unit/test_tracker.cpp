@@ -63,6 +63,18 @@ ReplyAction head_action(const RequestTracker& t) {
     return h->action;
 }
 
+// The marker round trip a server connection makes when wants_resync() (Server::resync_if_due):
+// the marker's EmptyQueryResponse and ReadyForQuery are swallowed, and the count is exact.
+void resync(RequestTracker& t) {
+    assert_true(t.wants_resync());
+    assert_false(t.idle());
+    t.start_resync();
+    assert_false(t.wants_resync());
+    assert_int_equal(rep(t, 'I'), kSkip);
+    assert_int_equal(rep(t, 'Z', 'I'), kSkip);
+    assert_false(t.resyncing());
+}
+
 // ---------------------------------------------------------------- simple protocol
 
 void test_fresh_tracker_is_idle(void**) {
@@ -566,6 +578,10 @@ void test_copy_extended_error(void**) {
     req(t, "S");
     EXPECT_STATE(t, 2, false);
     rep(t, 'Z', 'I');
+    // The Sync sent right after the Execute (libpq's) was read during the COPY here, but
+    // had the COPY failed before reading it, it would have had a ReadyForQuery of its own.
+    EXPECT_STATE(t, 0, false);
+    resync(t);
     EXPECT_STATE(t, 0, true);
 }
 
@@ -579,6 +595,135 @@ void test_copy_extended_error_all_pipelined(void**) {
     rep(t, 'E');  // bad data
     EXPECT_STATE(t, 2, false);
     rep(t, 'Z', 'I');
+    EXPECT_STATE(t, 0, false);
+    resync(t);
+    EXPECT_STATE(t, 0, true);
+}
+
+// libpq's extended COPY (Parse Bind Execute Sync, data, CopyDone Sync) into a table whose
+// BEFORE STATEMENT trigger raises: PostgreSQL fails the COPY before it reads anything, so
+// the first Sync ends the skipping and is answered, and so is the last. Counting the first
+// as ignored (as a COPY that succeeds or fails later does) would leave a ReadyForQuery for
+// the next client; the marker settles it: both go to this client.
+void test_copy_extended_fails_before_reading(void**) {
+    RequestTracker t;
+    req(t, "PBESddcS");
+    rep(t, '1');
+    rep(t, '2');
+    rep(t, 'G');
+    rep(t, 'E');  // the trigger
+    assert_int_equal(rep(t, 'Z', 'I'), kFwd);  // the first Sync's, taken for the last's
+    EXPECT_STATE(t, 0, false);
+    t.start_resync();
+    assert_int_equal(rep(t, 'Z', 'I'), kFwd);  // the last Sync's: the client's too
+    assert_int_equal(rep(t, 'I'), kSkip);
+    assert_int_equal(rep(t, 'Z', 'I'), kSkip);
+    EXPECT_STATE(t, 0, true);
+}
+
+// While the count is uncertain, a ReadyForQuery that arrives when a Query is at the head
+// cannot be the Query's (it answers with something else first): a Sync of the failed COPY.
+void test_uncertain_ready_for_query_before_a_query(void**) {
+    RequestTracker t;
+    req(t, "Q");
+    rep(t, 'G');
+    req(t, "dSdc");  // a Sync inside the data
+    req(t, "Q");     // the next query, pipelined
+    rep(t, 'E');     // the first row was bad: the server reads the Sync after the COPY
+    rep(t, 'Z', 'I');  // the COPY Query's
+    EXPECT_STATE(t, 1, false);
+    assert_int_equal(rep(t, 'Z', 'I'), kFwd);  // the Sync's: the next Query stays owed
+    EXPECT_STATE(t, 1, false);
+    rep(t, 'T');
+    rep(t, 'D');
+    rep(t, 'C');
+    rep(t, 'Z', 'I');
+    EXPECT_STATE(t, 0, false);
+    resync(t);
+    EXPECT_STATE(t, 0, true);
+}
+
+// A Sync after the bad row, inside the COPY data (all pipelined): PostgreSQL ends the COPY at
+// the bad row and skips to that Sync, which it answers; the rest of the data and the
+// CopyDone are strays, and the last Sync gets a ReadyForQuery of its own.
+void test_copy_extended_error_sync_inside_data(void**) {
+    RequestTracker t;
+    req(t, "PBEddSdcS");
+    rep(t, '1');
+    rep(t, '2');
+    rep(t, 'G');
+    rep(t, 'E');  // the bad row
+    rep(t, 'Z', 'I');  // the Sync after it (taken for the last Sync's: the count is unsure)
+    EXPECT_STATE(t, 0, false);
+    t.start_resync();
+    assert_int_equal(rep(t, 'Z', 'I'), kFwd);  // the last Sync's
+    assert_int_equal(rep(t, 'I'), kSkip);
+    assert_int_equal(rep(t, 'Z', 'I'), kSkip);
+    EXPECT_STATE(t, 0, true);
+}
+
+// After an error in an extended-protocol message PostgreSQL skips every message up to the
+// next Sync, a simple Query and a FunctionCall too: one ReadyForQuery answers them all.
+void test_query_skipped_after_extended_error(void**) {
+    RequestTracker t;
+    req(t, "PBE");
+    req(t, "Q");  // pipelined behind the failing Execute, no Sync in between
+    req(t, "S");
+    req(t, "Q");
+    rep(t, '1');
+    rep(t, 'E');  // the Bind fails (SELECT 1/0 is folded at planning)
+    EXPECT_STATE(t, 5, false);
+    rep(t, 'Z', 'I');  // answers the Sync: the Query before it was skipped
+    EXPECT_STATE(t, 1, false);
+    assert_head(t, 'Q');
+    rep(t, 'T');
+    rep(t, 'D');
+    rep(t, 'C');
+    rep(t, 'Z', 'I');
+    EXPECT_STATE(t, 0, true);
+    // A FunctionCall the same way.
+    req(t, "PBE");
+    req(t, "F");
+    req(t, "S");
+    rep(t, '1');
+    rep(t, 'E');
+    rep(t, 'Z', 'I');
+    EXPECT_STATE(t, 0, true);
+}
+
+// An error of a simple Query skips nothing: the extended batch behind it runs.
+void test_extended_batch_runs_after_query_error(void**) {
+    RequestTracker t;
+    req(t, "QPBES");
+    rep(t, 'E');
+    rep(t, 'Z', 'I');  // the Query's own
+    EXPECT_STATE(t, 4, false);
+    rep(t, '1');
+    rep(t, '2');
+    rep(t, 'D');
+    rep(t, 'C');
+    rep(t, 'Z', 'I');
+    EXPECT_STATE(t, 0, true);
+}
+
+// A COPY started by a simple Query that fails: no skip either (the Sync after it is answered).
+void test_simple_copy_error_then_extended(void**) {
+    RequestTracker t;
+    req(t, "Q");
+    rep(t, 'G');
+    req(t, "d");
+    rep(t, 'E');
+    rep(t, 'Z', 'I');
+    req(t, "c");  // a stray now
+    req(t, "PBQS");  // Parse, Bind, then a Query: no error, nothing skipped
+    rep(t, '1');
+    rep(t, '2');
+    rep(t, 'T');
+    rep(t, 'D');
+    rep(t, 'C');
+    rep(t, 'Z', 'I');  // the Query's
+    EXPECT_STATE(t, 1, false);
+    rep(t, 'Z', 'I');  // the Sync's
     EXPECT_STATE(t, 0, true);
 }
 
@@ -1123,7 +1268,9 @@ size_t send_copy_statement(Script& s, bool extended, size_t& sync) {
 void gen_copy_batch(std::mt19937& rng, Script& s) {
     auto pick = [&](unsigned n) { return static_cast<unsigned>(rng() % n); };
     bool extended = pick(2) == 0;
-    unsigned outcome = pick(4);  // 0 ok, 1 CopyFail, 2 data error, 3 error before COPY
+    // 0 ok, 1 CopyFail, 2 data error, 3 error before COPY, 4 error before reading any data
+    // (a BEFORE STATEMENT trigger): an extended COPY's Sync then ends the skipping
+    unsigned outcome = pick(5);
     unsigned ndata = 1 + pick(3);
     size_t first_sync;
     size_t start = send_copy_statement(s, extended, first_sync);
@@ -1132,6 +1279,18 @@ void gen_copy_batch(std::mt19937& rng, Script& s) {
         s.reply('Z', extended ? first_sync : start, 0, kFwd);
     } else {
         s.reply('G', start, 0, kFwd);
+    }
+    if (outcome == 4) {
+        s.reply('E', start, 0, kFwd);
+        s.reply('Z', extended ? first_sync : start, 0, kFwd);
+        for (unsigned i = 0; i < ndata; ++i)
+            s.send('d', kFwd);  // ignored: the COPY is over
+        s.send('c', kFwd);
+        if (extended) {
+            s.send('S', kFwd);
+            s.reply('Z', s.last(), 0, kFwd);
+        }
+        return;
     }
     size_t bad = outcome == 2 ? pick(ndata) : SIZE_MAX;
     for (unsigned i = 0; i < ndata; ++i) {
@@ -1187,6 +1346,16 @@ void run_random_copy(uint32_t seed) {
             const Reply& r = s.server[delivered];
             t.on_reply(static_cast<uint8_t>(r.type), r.type == 'Z' ? 'I' : 0);
             ++delivered;
+        }
+        if (t.wants_resync()) {
+            // Server::resync_if_due(): the marker goes after everything sent so far, so its
+            // replies come after the replies to that.
+            t.start_resync();
+            size_t at = delivered;
+            while (at < s.server.size() && s.server[at].dep < sent)
+                ++at;
+            s.server.insert(s.server.begin() + static_cast<std::ptrdiff_t>(at),
+                            {{'I', sent - 1, 0, kSkip, false}, {'Z', sent - 1, 1, kSkip, false}});
         }
         bool in_flight = false;
         for (size_t i = delivered; i < s.server.size() && !in_flight; ++i)
@@ -1362,6 +1531,12 @@ int main() {
         cmocka_unit_test(test_copy_error_before_copy_starts_extended),
         cmocka_unit_test(test_copy_late_data_after_server_error),
         cmocka_unit_test(test_copy_extended_error),
+        cmocka_unit_test(test_copy_extended_error_sync_inside_data),
+        cmocka_unit_test(test_copy_extended_fails_before_reading),
+        cmocka_unit_test(test_uncertain_ready_for_query_before_a_query),
+        cmocka_unit_test(test_query_skipped_after_extended_error),
+        cmocka_unit_test(test_extended_batch_runs_after_query_error),
+        cmocka_unit_test(test_simple_copy_error_then_extended),
         cmocka_unit_test(test_copy_extended_error_all_pipelined),
         cmocka_unit_test(test_stray_copy_end_after_copy),
         cmocka_unit_test(test_copy_out_simple),

@@ -344,6 +344,13 @@ public:
     void start_reset(const std::string& query);
     // Runs server_check_query (an idle server about to be reused) and becomes ready after.
     void start_check();
+    // The tracker's count of ReadyForQuery owed became uncertain (a COPY IN failed with Syncs
+    // inside its data): once it wants_resync(), send the marker query that settles it.
+    void resync_if_due() {
+        if (tracker.wants_resync()) [[unlikely]]
+            send_resync_marker();
+    }
+    void send_resync_marker();
     // Statement cache: sends the Parse of e (evicting the least recently used statement if
     // the set is full) with the given reply action.
     void send_parse(PsEntry* e, ReplyAction action, bool client_parse);

@@ -150,11 +150,30 @@ public:
             off += len;
         return off;
     }
-    // Nothing owed, last ReadyForQuery said idle, no COPY in either direction.
+    // Nothing owed, last ReadyForQuery said idle, no COPY in either direction, and the count
+    // of ReadyForQuery owed is sure (not uncertain after a failed COPY IN, see below).
     bool idle() const noexcept {
-        return q_.size() == head_ && status_ == 'I' && !in_copy() && !client_owes_term_ &&
+        return q_.size() == head_ && status_ == 'I' && !busy_states() && !client_owes_term_ &&
                !unsynced_;
     }
+    // A COPY IN failed while Syncs sent inside its data were ignored by the tracker: those
+    // that PostgreSQL read after the failure are answered after all, and which they are
+    // cannot be told from here. The count is a lower bound until a marker query settles it:
+    // due when nothing else is owed and the server will be idle once it has read what the
+    // client sent (the caller then sends an empty Query and calls start_resync()).
+    bool wants_resync() const noexcept {
+        return st_.uncertain && !st_.resync && empty() && !st_.failed && !in_copy() &&
+               !client_owes_term_ && !unsynced_;
+    }
+    // The marker went out: every reply before its EmptyQueryResponse is the client's (the
+    // Syncs in doubt, or requests the count lost), then its own EmptyQueryResponse and
+    // ReadyForQuery are swallowed and the count is exact again.
+    void start_resync() {
+        st_.resync = true;
+        marker_replied_ = false;
+        push({msg::kQuery, ReplyAction::Skip, false});
+    }
+    bool resyncing() const noexcept { return st_.resync; }
     bool empty() const noexcept { return q_.size() == head_; }
     // An ErrorResponse was seen: the server discards requests up to the next Sync.
     bool failed() const noexcept { return st_.failed; }
@@ -187,6 +206,7 @@ public:
 
 private:
     ReplyAction on_reply_full(uint8_t type, uint8_t rfq_status);
+    ReplyAction on_resync_reply(uint8_t type, uint8_t rfq_status);
     // Something is owed, the head is the client's own request, no error, COPY or
     // synthesized reply pending.
     bool plain_head() const noexcept {
@@ -256,8 +276,13 @@ private:
             return true;
         case msg::kSync:
             unsynced_ = false;
-            // The server ignores Sync while in COPY IN (before the client's CopyDone/CopyFail).
-            return !(st_.copy_in && client_owes_term_);
+            // The server ignores Sync while in COPY IN (before the client's CopyDone/CopyFail),
+            // unless the COPY fails before it reads it (window_syncs_).
+            if (st_.copy_in && client_owes_term_) {
+                ++window_syncs_;
+                return false;
+            }
+            return true;
         default:
             return false;  // Flush, CopyData, Terminate, password messages: no reply of their own
         }
@@ -288,17 +313,36 @@ private:
         bool copy_in = false;
         bool copy_out = false;
         bool copy_both = false;
+        bool uncertain = false;  // ReadyForQuery owed is a lower bound (wants_resync())
+        bool resync = false;     // the marker query is out (start_resync())
+        bool unused[2] = {};
     } st_;
-    static_assert(sizeof(States) == sizeof(uint32_t));
+    static_assert(sizeof(States) == sizeof(uint64_t));
     bool unusual() const noexcept {
-        uint32_t v;
+        uint64_t v;
         memcpy(&v, &st_, sizeof v);
         return v != 0;
+    }
+    // A COPY in either direction, or the count of ReadyForQuery uncertain or resyncing: every
+    // state but failed, in one test.
+    bool busy_states() const noexcept {
+        States busy{};
+        busy.copy_in = busy.copy_out = busy.copy_both = busy.uncertain = busy.resync = true;
+        uint64_t v, mask;
+        memcpy(&v, &st_, sizeof v);
+        memcpy(&mask, &busy, sizeof mask);
+        return (v & mask) != 0;
     }
     bool copy_out_only() const noexcept {
         return st_.copy_out && !st_.failed && !st_.copy_in && !st_.copy_both;
     }
     bool client_owes_term_ = false;  // COPY IN started and its CopyDone/CopyFail not yet seen
+    // The error being cleared (failed) came from an extended-protocol message: PostgreSQL
+    // then skips everything up to the next Sync, simple Queries and FunctionCalls too.
+    bool ext_error_ = false;
+    bool marker_replied_ = false;  // resync: the marker's EmptyQueryResponse arrived
+    bool head_replied_ = false;    // uncertain: the head request has had a reply
+    uint32_t window_syncs_ = 0;    // Syncs sent inside the current COPY IN's data
     // Extended-protocol messages were sent after the last Sync/Query: the server is inside an
     // implicit transaction that only a Sync (or a simple Query) will end.
     bool unsynced_ = false;
