@@ -525,6 +525,27 @@ def render_detail(msgs, ignore=('S',), collapse=False):
     return _collapse(out) if collapse else out
 
 
+def diff_tokens(msgs, error_fields='SVCMDH'):
+    """Backend messages as tokens for a differential comparison: short(), but errors and
+    notices with the given fields (severity, SQLSTATE, message, ...); ParameterStatus left
+    out (a pooler may add or drop those)."""
+    out = []
+    for x in msgs:
+        if x.type == 'S':
+            continue
+        if x.type in ('E', 'N'):
+            f = parse_error(x.body)
+            out.append('%s:%s' % (x.type, ':'.join(f.get(k, '') for k in error_fields)))
+        else:
+            out.append(short(x))
+    return out
+
+
+def shown(msg, width=60):
+    """A frontend message (bytes) for a failure report: type, then the body."""
+    return (msg[:1] + msg[5:].replace(b'\0', b'|')).decode('utf-8', 'replace')[:width]
+
+
 # ---------------------------------------------------------------------------
 # SCRAM-SHA-256 client (RFC 5802 / 7677, no channel binding).
 # ---------------------------------------------------------------------------

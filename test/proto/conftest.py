@@ -244,3 +244,16 @@ def copy_table(pg):
                   'ALTER TABLE %s OWNER TO %s' % (name, name, name, USER))
     yield name
     superuser_sql(pg, 'DROP TABLE IF EXISTS %s' % name)
+
+
+@pytest.fixture
+def refusing_table(pg):
+    """copytrig(a int, b text) owned by md5user, whose BEFORE STATEMENT trigger fails every
+    COPY into it before the COPY reads any data."""
+    superuser_sql(pg, "CREATE OR REPLACE FUNCTION copytrig_refuses() RETURNS trigger "
+                  "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'copytrig takes no rows'; END $$;"
+                  " DROP TABLE IF EXISTS copytrig; CREATE TABLE copytrig (a int, b text); "
+                  "ALTER TABLE copytrig OWNER TO %s; CREATE TRIGGER refuse BEFORE INSERT ON "
+                  "copytrig FOR EACH STATEMENT EXECUTE FUNCTION copytrig_refuses()" % USER)
+    yield 'copytrig'
+    superuser_sql(pg, 'DROP TABLE IF EXISTS copytrig; DROP FUNCTION IF EXISTS copytrig_refuses()')

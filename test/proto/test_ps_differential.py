@@ -33,7 +33,7 @@ import random
 
 import pytest
 
-from pgwire import m, parse_error, short
+from pgwire import diff_tokens, m, shown
 
 pytestmark = pytest.mark.differs_from_pgbouncer_1_18(
     "not in PgBouncer 1.18: protocol-level prepared statements in transaction mode "
@@ -133,21 +133,7 @@ def make_batch(rnd, known):
 
 
 def tokens(msgs):
-    out = []
-    for x in msgs:
-        if x.type == 'S':
-            continue
-        if x.type in ('E', 'N'):
-            f = parse_error(x.body)
-            out.append('%s:%s' % (x.type, ':'.join(f.get(k, '') for k in ERROR_FIELDS)))
-        else:
-            out.append(short(x))
-    return out
-
-
-def shown(msg):
-    """A frontend message (bytes) for the failure report: type, then the body."""
-    return (msg[:1] + msg[5:].replace(b'\0', b'|')).decode('utf-8', 'replace')[:60]
+    return diff_tokens(msgs, ERROR_FIELDS)
 
 
 def run_session(conn, batches):

@@ -326,20 +326,6 @@ def test_other_message_during_copy_in_ends_the_session(env, copy_table, copy, ex
     assert env.count(copy_table) == 0
 
 
-@pytest.fixture
-def refusing_table(env):
-    """copytrig(a int, b text), whose BEFORE STATEMENT trigger fails every COPY into it
-    before the COPY reads any data."""
-    env.sql("CREATE OR REPLACE FUNCTION copytrig_refuses() RETURNS trigger LANGUAGE plpgsql "
-            "AS $$ BEGIN RAISE EXCEPTION 'copytrig takes no rows'; END $$; "
-            "DROP TABLE IF EXISTS copytrig; CREATE TABLE copytrig (a int, b text); "
-            "ALTER TABLE copytrig OWNER TO md5user; "
-            "CREATE TRIGGER refuse BEFORE INSERT ON copytrig FOR EACH STATEMENT "
-            "EXECUTE FUNCTION copytrig_refuses()")
-    yield 'copytrig'
-    env.sql('DROP TABLE copytrig; DROP FUNCTION copytrig_refuses()')
-
-
 @pytest.mark.parametrize('split', [False, True], ids=['one_write', 'data_later'])
 def test_extended_copy_failing_before_its_data(env, refusing_table, split):
     """libpq's extended COPY: Parse Bind Execute Sync, then the data, CopyDone, Sync. The
