@@ -682,8 +682,10 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
             return PacketAction::Closed;
         // A swallowed ReadyForQuery that ends the client's turn (the resync marker's) carries
         // nothing to the client, so no drained send will release the server: with nothing
-        // else on its way to the client, release it now.
-        if (act == ReplyAction::Skip && ready_to_release && !sb.mid_forward()) {
+        // else on its way to the client, release it now. (Bytes still on their way end in a
+        // send, and its drained callback releases it.)
+        if (act == ReplyAction::Skip && ready_to_release && !sb.mid_forward() && client &&
+            !client->sb.has_output()) {
             on_sbuf_drained(sb);
             return PacketAction::Skip;
         }
