@@ -906,6 +906,10 @@ void Server::undo_dropped() {
                 replaced_error_in_batch = false;
             else if (!pending_errors.empty())
                 pending_errors.erase(pending_errors.begin());
+        } else if (e.type == msg::kQuery && e.client_parse && client) {
+            // A DISCARD ALL / DEALLOCATE ALL Query skipped after an extended-protocol error:
+            // the names it set aside at send come back (forget_names_if_discard).
+            client->ps.forget_done(false);
         } else if (e.type == msg::kClose && e.action == ReplyAction::Skip && ps_entry) {
             ps.mark_unknown(ps_entry);  // a Close of ours never ran: the server still has it
         } else if (e.client_close && ci > 0) {

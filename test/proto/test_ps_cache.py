@@ -596,6 +596,24 @@ def test_deallocate_refused_in_failed_block_keeps_the_statement(env):
     assert_pool_clean(env, pid)
 
 
+@NEEDS_CACHE
+def test_discard_all_skipped_after_an_extended_error_keeps_the_statements(env):
+    """A DISCARD ALL Query pipelined behind a failing Execute, before the Sync: PostgreSQL
+    skips it with everything else up to the Sync, so the client's statement still exists
+    afterwards (the pooler had set its names aside when the DISCARD ALL went out)."""
+    def flow(c, via):
+        out = send_read(c, m.parse(Q_ADD, name='a'), m.sync())
+        out += send_read(c, m.parse('SELECT 1/0'), m.bind(), m.execute(),
+                         m.query('DISCARD ALL'), m.sync())
+        out += send_read(c, m.bind(stmt='a', params=['41']), m.execute(), m.sync())
+        return out
+
+    pid, _, got = compare(env, flow)
+    assert toks(got) == ['1', 'Z:I', '1', 'E:22012:division by zero', 'Z:I',
+                         '2', 'D:42', 'C:SELECT 1', 'Z:I']
+    assert_pool_clean(env, pid)
+
+
 def test_bind_describe_unknown_name_26000(env):
     """Bind/Describe of a name the client never prepared: the server's own 26000 with
     the client's name; Close of it: CloseComplete."""
