@@ -78,6 +78,8 @@ void check_pool(Pool& p, usec_t now) {
     // client, both with the same reason (PgBouncer's order and log lines).
     auto check_client = [&](Client& c) {
         Server* s = c.server;
+        if (s)
+            s->resync_if_due();  // a marker that had to wait for the client's bytes
         if (c.auth == AuthStep::AuthQuery) {  // still logging in: its auth_query is running
             if (st.client_login_timeout > 0 && now - c.connect_time >= st.client_login_timeout)
                 c.fatal("08P01", "client_login_timeout");

@@ -937,6 +937,11 @@ void Server::start_check() {
 }
 
 void Server::send_resync_marker() {
+    // The marker must follow everything the client sent: with bytes of its still on their
+    // way here (walked, not sent yet, or a message half passed on), it waits for them. The
+    // janitor tries again (a check at every drained send would cost every transaction).
+    if (client && client->sb.mid_forward())
+        return;
     // An empty Query: PostgreSQL answers it (EmptyQueryResponse) in any transaction state,
     // a failed one included.
     write_query(sb.out_for_append(), std::string_view());
