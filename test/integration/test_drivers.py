@@ -232,3 +232,118 @@ def test_node_pg_copy_streams(pooler, pg):
     assert res["backend_pids"] == 2
     assert res["final_count"] == ROWS + 50
     assert pg.sql("SELECT count(*) FROM drv_node", db="appdb")[0][0] == ROWS + 50
+
+
+# ---------------------------------------------------------------------------
+# libpq itself (ctypes): the extended COPY of PQexecParams
+
+
+PGRES_TUPLES_OK, PGRES_COPY_IN, PGRES_FATAL_ERROR = 2, 4, 7
+
+
+def _libpq():
+    import ctypes
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("pq") or "libpq.so.5")
+    lib.PQconnectdb.restype = ctypes.c_void_p
+    lib.PQconnectdb.argtypes = [ctypes.c_char_p]
+    for name in ("PQstatus", "PQresultStatus", "PQputCopyEnd", "PQntuples"):
+        getattr(lib, name).restype = ctypes.c_int
+    lib.PQstatus.argtypes = lib.PQresultStatus.argtypes = [ctypes.c_void_p]
+    lib.PQexec.restype = lib.PQexecParams.restype = lib.PQgetResult.restype = ctypes.c_void_p
+    lib.PQexec.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.PQexecParams.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p,
+                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    lib.PQgetResult.argtypes = [ctypes.c_void_p]
+    lib.PQputCopyData.restype = ctypes.c_int
+    lib.PQputCopyData.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    lib.PQputCopyEnd.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.PQresultErrorMessage.restype = lib.PQgetvalue.restype = ctypes.c_char_p
+    lib.PQresultErrorMessage.argtypes = [ctypes.c_void_p]
+    lib.PQgetvalue.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    lib.PQntuples.argtypes = [ctypes.c_void_p]
+    lib.PQclear.argtypes = lib.PQfinish.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def _scalar(lib, conn, sql):
+    """The one value of `sql` (PQexec), or the error text."""
+    r = lib.PQexec(conn, sql.encode())
+    try:
+        if lib.PQresultStatus(r) != PGRES_TUPLES_OK or lib.PQntuples(r) != 1:
+            return "error: %s" % (lib.PQresultErrorMessage(r) or b"").decode()
+        return lib.PQgetvalue(r, 0, 0).decode()
+    finally:
+        lib.PQclear(r)
+
+
+def _copy_refused(lib, dsn, during_copy=lambda: None):
+    """PQexecParams COPY into drv_trig, a row, PQputCopyEnd, then two queries: what libpq
+    reported at each step. during_copy() runs while the COPY is open."""
+    a = lib.PQconnectdb(dsn)
+    try:
+        assert lib.PQstatus(a) == 0
+        r = lib.PQexecParams(a, b"COPY drv_trig FROM STDIN", 0, None, None, None, None, 0)
+        steps = [lib.PQresultStatus(r)]
+        lib.PQclear(r)
+        during_copy()
+        steps.append((lib.PQputCopyData(a, b"1\tx\n", 4), lib.PQputCopyEnd(a, None)))
+        r = lib.PQgetResult(a)
+        steps.append((lib.PQresultStatus(r), lib.PQresultErrorMessage(r).split(b"\n")[0]))
+        lib.PQclear(r)
+        while (r := lib.PQgetResult(a)):
+            steps.append(lib.PQresultStatus(r))
+            lib.PQclear(r)
+        # The second ReadyForQuery: libpq drops it when it comes in the same read as the
+        # first, else takes it for the end of the next query (an empty error). Directly too.
+        steps += [_scalar(lib, a, "SELECT 41 + 1"), _scalar(lib, a, "SELECT 41 + 1")]
+        return steps
+    finally:
+        lib.PQfinish(a)
+
+
+def test_libpq_extended_copy_refused_by_a_statement_trigger(pooler, pg):
+    """PQexecParams of a COPY sends Parse Bind Describe Execute Sync, and PQputCopyEnd a
+    CopyDone and a Sync. A BEFORE STATEMENT trigger fails the COPY before PostgreSQL reads
+    the first Sync, so both Syncs get a ReadyForQuery. The pooler cannot tell that from a
+    COPY that failed later and settles the count with a query of its own (doc/pooling.md,
+    request accounting): libpq must see nothing of it, only what it sees directly, and a
+    second client, queued for the only server meanwhile, must get its own answer and
+    nothing of the first client's. (Which of two things libpq makes of the second
+    ReadyForQuery depends on whether it comes in the same read as the first, through the
+    pooler as directly. Whether the old miscount showed here depended on a race: the
+    client's data had to reach the pooler before the server's error.)"""
+    import threading
+    import time
+
+    pg.sql("CREATE OR REPLACE FUNCTION drv_refuses() RETURNS trigger LANGUAGE plpgsql AS "
+           "$$ BEGIN RAISE EXCEPTION 'drv_trig takes no rows'; END $$", db="appdb")
+    _fresh_table(pg, "drv_trig")
+    pg.sql("CREATE TRIGGER refuse BEFORE INSERT ON drv_trig FOR EACH STATEMENT "
+           "EXECUTE FUNCTION drv_refuses()", db="appdb")
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": 1})
+    lib = _libpq()
+    def dsn(port):
+        return ("host=127.0.0.1 port=%d user=md5user password=%s dbname=appdb "
+                "sslmode=disable connect_timeout=10" % (port, pg.passwords["md5user"])).encode()
+
+    b = lib.PQconnectdb(dsn(p.port))
+    try:
+        want = _copy_refused(lib, dsn(pg.port))[:3]
+        assert want[2] == (PGRES_FATAL_ERROR, b"ERROR:  drv_trig takes no rows")
+        either = [want + ["error: ", "42"], want + ["42", "42"]]
+        other = {}
+        t = threading.Thread(target=lambda: other.update(v=_scalar(lib, b, "SELECT 'other'")))
+
+        def queue_b():
+            t.start()        # queued: the first client holds the only server until it ends
+            time.sleep(0.3)
+
+        assert _copy_refused(lib, dsn(p.port), queue_b) in either
+        t.join(15)
+        assert other.get("v") == "other"
+        assert _scalar(lib, b, "SELECT 'b again'") == "b again"
+    finally:
+        lib.PQfinish(b)
+        pg.sql("DROP TABLE IF EXISTS drv_trig; DROP FUNCTION IF EXISTS drv_refuses()",
+               db="appdb")
