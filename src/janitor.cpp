@@ -112,7 +112,7 @@ void check_pool(Pool& p, usec_t now) {
         // Without client_idle_timeout only a client linked to a server can time out (a
         // client whose auth_query runs is linked too): the walk covers the pool's few
         // linked servers, not its idle clients (at 9,000 idle clients, walking them all
-        // three times a second cost 0.2 % of a CPU and a 0.7 ms stall each time).
+        // three times a second cost 0.13 % of a CPU and a 0.3 ms stall each time).
         p.active_servers.for_each([&](Server& s) {
             if (s.client)
                 check_client(*s.client);
