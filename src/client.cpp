@@ -755,7 +755,7 @@ void Client::send_welcome() {
         p.welcome_status.clear();
         for (const auto& [name, value] : p.params) {
             int vi = var_index(name);
-            if (vi >= 0 && !v[static_cast<size_t>(vi)].empty())
+            if (vi >= 0 && var_is_set(v[static_cast<size_t>(vi)]))
                 write_parameter_status(p.welcome_status, name, v[static_cast<size_t>(vi)]);
             else
                 write_parameter_status(p.welcome_status, name, value);
@@ -763,7 +763,7 @@ void Client::send_welcome() {
         // Learn the values the client will see, so that replays compare correctly.
         for (const auto& [name, value] : p.params) {
             int vi = var_index(name);
-            if (vi >= 0 && v[static_cast<size_t>(vi)].empty())
+            if (vi >= 0 && !var_is_set(v[static_cast<size_t>(vi)]))
                 v[static_cast<size_t>(vi)] = value;
         }
         p.welcome_out.assign(v);
@@ -771,6 +771,7 @@ void Client::send_welcome() {
         p.have_welcome = true;
     }
     vars = p.welcome_out;
+    reset_vars = vars;
     std::string& out = sb.out_for_append();
     out.reserve(out.size() + p.welcome_status.size() + 64);  // one allocation for it all
     write_auth(out, kAuthOk);

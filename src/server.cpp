@@ -485,9 +485,13 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
         return PacketAction::Skip;
     case msg::kReadyForQuery: {
         Pool& p = *pool;
-        if (!p.have_params) {
+        reset_vars = vars;  // what a RESET gives on this server
+        // The newest login's values welcome new clients: an ALTER ROLE / DATABASE ... SET
+        // since the pool's first login shows in them, as it does on a direct connection.
+        if (!p.have_params || p.params != login_params) {
             p.params = std::move(login_params);
             p.have_params = true;
+            p.have_welcome = false;
         }
         login_params.clear();
         p.last_login_failure = 0;
@@ -565,7 +569,8 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     // Replies that may make a Fake reply due are needed whole (they are small), and so is
     // CommandComplete while statements are cached (DISCARD ALL / DEALLOCATE ALL).
     if (!whole && ((tracker.fakes() > 0 && t != msg::kDataRow && t != msg::kCopyData) ||
-                   (t == msg::kCommandComplete && ps.size() > 0)))
+                   (t == msg::kCommandComplete &&
+                    (ps.size() > 0 || RequestTracker::may_reset_tag(hdr.len)))))
         return PacketAction::Hold;
     if (t == msg::kErrorResponse && !whole && !tracker.empty() &&
         tracker.head()->action == ReplyAction::ReplaceError)
@@ -650,6 +655,9 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
                            tracker.head()->client_parse;
     if (cleared_at_send && client)
         client->ps.forget_done(t == msg::kCommandComplete);
+    if (t == msg::kCommandComplete && whole && client && act == ReplyAction::Forward &&
+        RequestTracker::may_reset_tag(hdr.len) && resets_parameters(data.subspan(hdr.hdr_len)))
+        reset_in_cycle = true;
     if (t == msg::kCommandComplete && whole && ps.size() + (client ? client->ps.size() : 0) > 0) {
         std::string_view tag(reinterpret_cast<const char*>(data.data()) + hdr.hdr_len,
                              hdr.len - hdr.hdr_len);
@@ -667,8 +675,11 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         if (r.read_cstr(name) && r.read_cstr(value)) {
             if (int vi = var_index(name); vi >= 0) {
                 vars.set(static_cast<size_t>(vi), value);
-                if (client && act == ReplyAction::Forward)
+                if (client && act == ReplyAction::Forward) {
+                    if (reset_in_cycle)
+                        return PacketAction::Skip;  // the client is told at the ReadyForQuery
                     client->vars.set(static_cast<size_t>(vi), value);
+                }
             }
         }
         break;
@@ -677,6 +688,16 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         pinned = true;
         break;
     case msg::kReadyForQuery:
+        if (reset_in_cycle) {
+            if (client && act == ReplyAction::Forward) {
+                restore_client_defaults(
+                    std::string_view(reinterpret_cast<const char*>(data.data()), hdr.len));
+                pool->bytes_out += hdr.len;
+                act = ReplyAction::Skip;  // queued behind the parameters
+            } else if (!client) {
+                reset_in_cycle = false;  // the client left mid-cycle: not the next one's
+            }
+        }
         after_reply();
         if (state == ServerState::Closing)
             return PacketAction::Closed;
@@ -795,7 +816,7 @@ void Server::send_sets_for(const Client& c) {
     VarValues want = c.vars.values();
     std::string sql;
     for (size_t i = 0; i < var_count(); ++i) {
-        if (want[i].empty() || want[i] == have[i])
+        if (!var_is_set(want[i]) || same_value(want[i], have[i]))
             continue;
         sql += "SET ";
         sql += var_name(i);
@@ -809,6 +830,60 @@ void Server::send_sets_for(const Client& c) {
     vars.assign(have);
     tracker.on_request(msg::kQuery, ReplyAction::Skip);
     write_query(sb.out_for_append(), sql);
+}
+
+// A CommandComplete tag (`body`, NUL-terminated) after which PostgreSQL has put parameters back
+// to their reset values: RESET (one, or ALL) and DISCARD ALL.
+bool Server::resets_parameters(std::span<const uint8_t> body) noexcept {
+    std::string_view tag(reinterpret_cast<const char*>(body.data()), body.size());
+    return tag == std::string_view("RESET", 6) || tag == std::string_view("DISCARD ALL", 12);
+}
+
+// The cycle that ends at ReadyForQuery `z` ran a RESET or DISCARD ALL of the client's. On
+// this server that put parameters back to the values of the server's own login, where
+// PostgreSQL gives a client those of its startup packet (else the database's and role's
+// defaults, which the server's login had too). So where the server now has its login value
+// and the client's own default differs, the client's value is its default; everywhere else
+// it is the server's. The client is told what changed for it (the server's ParameterStatus
+// were held back since the tag), then gets `z`; the server is given the client's values
+// unless its transaction failed (its ROLLBACK undoes the reset and reports what comes back).
+//
+// Without the statement's text a RESET of one parameter cannot be told from RESET ALL: a
+// parameter the client had SET to exactly the server's login value goes back to the client's
+// default too. SET ... TO DEFAULT (tag SET) is not seen at all (doc/pooling.md).
+void Server::restore_client_defaults(std::string_view z) {
+    reset_in_cycle = false;
+    VarValues told = client->vars.values();
+    VarValues now = vars.values();
+    VarValues own = client->reset_vars.values();
+    VarValues login = reset_vars.values();
+    std::string out;
+    for (size_t i = 0; i < var_count(); ++i) {
+        std::string_view want = now[i];
+        if (var_is_set(own[i]) && var_is_set(login[i]) && same_value(now[i], login[i]))
+            want = own[i];
+        if (!var_is_set(want) || same_value(want, told[i]))
+            continue;
+        write_parameter_status(out, reported_name(i), want);
+        told[i] = want;
+    }
+    client->vars.assign(told);
+    out.append(z);
+    client->sb.queue(out);
+    if (tracker.empty() && tracker.status() != 'E' && !client->sb.mid_forward() &&
+        !vars.same(client->vars)) {
+        send_sets_for(*client);
+        static_cast<void>(sb.flush_out());
+    }
+}
+
+// A tracked parameter's name as the server spells it (track_extra_parameters may differ in
+// case: the client must get PostgreSQL's own).
+std::string_view Server::reported_name(size_t idx) const noexcept {
+    for (const auto& [name, value] : pool->params)
+        if (var_index(name) == static_cast<int>(idx))
+            return name;
+    return var_name(idx);
 }
 
 void Server::close_statement(PsEntry* e) {

@@ -15,14 +15,19 @@ namespace sluice {
 
 // One set of values, immutable once interned. The value bytes follow the struct in the same
 // allocation: value i is [end[i-1], end[i]) of them (end[-1] = 0).
+// Bit i of `known` says whether value i is set: an unset value is a view without data, a set
+// one (even "") points into the set's bytes.
 struct VarSet {
     VarSet* next = nullptr;  // hash chain
     size_t hash = 0;
     uint32_t refs = 0;
+    uint32_t known = 0;
     std::array<uint32_t, kMaxVars> end{};
 
     const char* data() const noexcept { return reinterpret_cast<const char*>(this + 1); }
     std::string_view get(size_t i) const noexcept {
+        if (!(known & (1u << i)))
+            return {};
         uint32_t start = i == 0 ? 0 : end[i - 1];
         return {data() + start, end[i] - start};
     }
@@ -36,15 +41,23 @@ size_t set_hash(const VarSet& s) noexcept {
     return s.hash;
 }
 
-// The all-empty set: every connection starts with it; never counted, never freed.
+// The set with nothing set: every connection starts with it; never counted, never freed.
 constinit VarSet g_empty{};
 using SetTable = IntrusiveHash<VarSet, &VarSet::next, set_hash>;
 // Created with the first set and deleted with the last: no static destructor that a set
 // released during exit could outlive.
 SetTable* g_sets = nullptr;
 
-size_t hash_values(const VarValues& v) noexcept {
-    uint64_t h = 14695981039346656037ull;  // FNV-1a over (length, bytes) of each value
+uint32_t known_mask(const VarValues& v) noexcept {
+    uint32_t m = 0;
+    for (size_t i = 0; i < kMaxVars; ++i)
+        if (var_is_set(v[i]))
+            m |= 1u << i;
+    return m;
+}
+
+size_t hash_values(const VarValues& v, uint32_t known) noexcept {
+    uint64_t h = 14695981039346656037ull ^ known;  // FNV-1a over (length, bytes) of each value
     for (std::string_view s : v) {
         h = (h ^ s.size()) * 1099511628211ull;
         for (char ch : s)
@@ -53,22 +66,16 @@ size_t hash_values(const VarValues& v) noexcept {
     return static_cast<size_t>(h ^ (h >> 32));
 }
 
-bool all_empty(const VarValues& v) noexcept {
-    for (std::string_view s : v)
-        if (!s.empty())
-            return false;
-    return true;
-}
-
 // The set holding exactly `v`, with one more reference.
 VarSet* intern(const VarValues& v) {
-    if (all_empty(v))
+    uint32_t known = known_mask(v);
+    if (known == 0)
         return &g_empty;
-    size_t h = hash_values(v);
+    size_t h = hash_values(v, known);
     if (!g_sets)
         g_sets = new SetTable();
     VarSet* s = g_sets->find(h, [&](const VarSet& x) {
-        if (x.hash != h)
+        if (x.hash != h || x.known != known)
             return false;
         for (size_t i = 0; i < kMaxVars; ++i)
             if (x.get(i) != v[i])
@@ -93,6 +100,7 @@ VarSet* intern(const VarValues& v) {
         s->end[i] = pos;
     }
     s->hash = h;
+    s->known = known;
     s->refs = 1;
     g_sets->insert(*s);
     return s;
@@ -169,7 +177,7 @@ VarValues VarCache::values() const noexcept {
 }
 
 void VarCache::set(size_t idx, std::string_view value) {
-    if (set_->get(idx) == value)
+    if (same_value(set_->get(idx), value))
         return;
     VarValues v = values();
     v[idx] = value;

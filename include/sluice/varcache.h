@@ -25,8 +25,22 @@ const std::string& var_name(size_t idx) noexcept;
 // holds a value).
 void var_init(const std::string& extra);
 
-// Values by tracked index; "" = not set. As a VarCache's values(), views into its set.
+// Values by tracked index. A value is either set (possibly to "") or not set at all: the
+// server never said and the client never asked. Not set is a view without data
+// (kVarUnset); a set "" is a view with data (kVarEmpty, or into a packet or a set). The
+// difference matters: application_name "" is a value a server must be given (SET
+// application_name = ''), not a "whatever the server has". As a VarCache's values(), views
+// into its set.
 using VarValues = std::array<std::string_view, kMaxVars>;
+inline constexpr std::string_view kVarUnset{};
+inline constexpr std::string_view kVarEmpty{""};
+inline bool var_is_set(std::string_view v) noexcept {
+    return v.data() != nullptr;
+}
+// Equal values: both unset, or both set to the same text.
+inline bool same_value(std::string_view a, std::string_view b) noexcept {
+    return var_is_set(a) == var_is_set(b) && a == b;
+}
 
 struct VarSet;  // one interned set (varcache.cpp)
 
@@ -36,17 +50,17 @@ struct VarSet;  // one interned set (varcache.cpp)
 // freed with its last reference. Not thread-safe (the pooler is one thread).
 class VarCache {
 public:
-    VarCache() noexcept;  // every value "" (a shared static set: no allocation)
+    VarCache() noexcept;  // every value unset (a shared static set: no allocation)
     VarCache(const VarCache& o) noexcept;
     VarCache& operator=(const VarCache& o) noexcept;
     ~VarCache();
 
-    // The value at a tracked index ("" when unset). The view lives as long as this handle
+    // The value at a tracked index (kVarUnset when not set). The view lives as long as this handle
     // keeps its set (until the next change of this handle).
     std::string_view get(size_t idx) const noexcept;
     // All values; views with the lifetime of get()'s.
     VarValues values() const noexcept;
-    // Sets one value (no-op when equal). Requires: idx < kMaxVars.
+    // Sets one value (no-op when equal; kVarUnset unsets). Requires: idx < kMaxVars.
     void set(size_t idx, std::string_view value);
     // Replaces every value at once (one lookup). `v` may view into this handle's own set.
     void assign(const VarValues& v);

@@ -292,6 +292,10 @@ void control_reconnect_db(Database& db) {
     // PgBouncer's reasons: idle servers "database configuration changed" at once.
     for_pools(&db, [](Pool& p) {
         retire_servers(p, "database configuration changed", [](Server&) { return true; });
+        // New clients are welcomed with the values of a login after this one (the pool's
+        // reset of its servers is often for an ALTER ROLE / DATABASE ... SET), not those
+        // of the pool's earlier logins.
+        p.have_params = false;
     });
 }
 

@@ -249,3 +249,96 @@ def test_application_name_add_host(pooler):
                          dbname="appdb", application_name="ux") as u:
         name = u.execute(q).fetchone()[0]
         assert re.fullmatch(rf"ux - unix\({os.getpid()}@\S+\):{p.port}", name), name
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 treats an empty application_name as unset: the client gets the previous "
+    "client's")
+def test_no_application_name_is_a_value_too(pooler, pg):
+    """A client that sent no application_name has "" (the server's own), and so has one that
+    SET it to '': neither inherits the name the previous client left on the shared server,
+    in its own queries or in pg_stat_activity."""
+    p = pooler(pgbouncer=TXN1)
+    named = p.connect(application_name="beta")
+    plain = p.connect()
+    emptied = p.connect(application_name="gamma")
+    emptied.execute("SET application_name = ''")
+    for c in (plain, emptied):
+        named.execute("SELECT 1")  # the server last ran with "beta"
+        with c.transaction():
+            pid, name = c.execute("SELECT pg_backend_pid(), current_setting('application_name')"
+                                  ).fetchone()
+            seen = pg.sql(f"SELECT application_name FROM pg_stat_activity WHERE pid = {pid}")
+        assert name == ""
+        assert seen == [("",)]
+        assert c.info.parameter_status("application_name") == ""
+    assert named.execute("SHOW application_name").fetchone()[0] == "beta"
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18: RESET ALL / DISCARD ALL give the server's values, not the client's")
+def test_reset_gives_back_the_startup_values(pooler, pg):
+    """RESET ALL (asyncpg's pool runs it at every release), DISCARD ALL and RESET of one
+    parameter bring back what the client sent at startup, as on a direct connection, and
+    the client is told only what changed for it; a client in between on the same server
+    keeps its own values throughout."""
+    p = pooler(pgbouncer=TXN1)
+    a = _raw(p, ALPHA | {"TimeZone": "Asia/Tokyo"})
+    b = _raw(p, BETA)
+    direct = _raw(pg, ALPHA | {"TimeZone": "Asia/Tokyo"})
+
+    def run(c, sql):
+        """The reply's ParameterStatus pairs (as a set: PostgreSQL has its own order) and its
+        rows without the backend pid."""
+        c.send(pgwire.m.query(sql))
+        msgs = c.read_until_rfq(1)
+        status = sorted(pgwire.parse_parameter_status(x.body) for x in msgs if x.type == "S")
+        rows = [pgwire.parse_data_row(x.body)[1:] for x in msgs if x.type == "D"]
+        return status, rows
+
+    try:
+        in_block = False
+        for sql in ("SET TimeZone = 'Europe/Berlin'", "SET application_name = 'changed'",
+                    "SET DateStyle = 'German'", "RESET ALL", SHOW_ALL,
+                    "SET TimeZone = 'Europe/Berlin'", "DISCARD ALL", SHOW_ALL,
+                    "SET TimeZone = 'Europe/Berlin'", "SET application_name = 'changed'",
+                    "RESET TimeZone", SHOW_ALL, "BEGIN", "RESET ALL", SHOW_ALL, "COMMIT",
+                    "BEGIN", "SET TimeZone = 'Europe/Berlin'", "RESET ALL", "ROLLBACK",
+                    SHOW_ALL):
+            want = run(direct, sql)
+            got = run(a, sql)
+            assert got == want, sql
+            in_block = sql == "BEGIN" or (in_block and sql not in ("COMMIT", "ROLLBACK"))
+            if not in_block:  # b in between on the same server, with its own values
+                pid, vals, ts, iv = _show_raw(b)
+                assert vals == BETA and (ts, iv) == RENDER["beta"]
+        _, vals, ts, _ = _show_raw(a)
+        assert vals == ALPHA | {"TimeZone": "Asia/Tokyo"}
+        assert ts.endswith("+09")
+    finally:
+        for c in (a, b, direct):
+            c.close(terminate=True)
+
+
+def test_new_default_reaches_new_clients(pooler, pg):
+    """ALTER ROLE ... SET TimeZone after the pool's first login: once the pool opens a new
+    server (here after RECONNECT), a new client is welcomed with the new default and runs
+    with it, as on a direct connection; a client from before keeps the value it was given,
+    as a direct session would."""
+    p = pooler(pgbouncer=TXN1)
+    old_tz = pg.sql("SHOW TimeZone", db="appdb")[0][0]
+    assert old_tz != "Pacific/Auckland"
+    before = _raw(p, {"application_name": "before"})
+    assert before.parameters["TimeZone"] == old_tz
+    pg.sql("ALTER ROLE md5user SET TimeZone = 'Pacific/Auckland'")
+    try:
+        p.admin("RECONNECT appdb")
+        after = _raw(p, {"application_name": "after"})
+        assert after.parameters["TimeZone"] == "Pacific/Auckland"
+        assert _show_raw(after)[1]["TimeZone"] == "Pacific/Auckland"
+        assert _show_raw(before)[1]["TimeZone"] == old_tz
+        assert _show_raw(after)[1]["TimeZone"] == "Pacific/Auckland"
+        after.close(terminate=True)
+        before.close(terminate=True)
+    finally:
+        pg.sql("ALTER ROLE md5user RESET TimeZone")

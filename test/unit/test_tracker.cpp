@@ -1008,10 +1008,11 @@ void test_replace_error_action(void**) {
     EXPECT_STATE(t, 0, true);
 }
 
-// What the statement cache must see stays off the passthrough path: a CommandComplete while
+// What the full path must see stays off the passthrough path: a CommandComplete while
 // statements are cached when its tag may be DISCARD ALL / DEALLOCATE ALL (what arrived begins
 // one, or only the header has arrived), the ParseComplete of a cached or client-named
-// statement.
+// statement, and always a CommandComplete as long as RESET or DISCARD ALL (the client's
+// parameters go back to its own defaults: the length decides, BEGIN is as long as RESET).
 void test_passthrough_leaves_cache_replies(void**) {
     auto bytes = [](std::string_view m) {
         return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(m.data()), m.size());
@@ -1023,7 +1024,15 @@ void test_passthrough_leaves_cache_replies(void**) {
     assert_false(t.take_passthrough_reply('C', bytes(discard_tag), true));
     assert_false(t.take_passthrough_reply('C', bytes(select_tag).first(5), true));  // header only
     assert_true(t.take_passthrough_reply('C', bytes(select_tag).first(7), true));   // "SE" arrived
-    assert_true(t.take_passthrough_reply('C', bytes(discard_tag), false));  // nothing cached
+    assert_false(t.take_passthrough_reply('C', bytes(discard_tag), false));  // nothing cached
+    const std::string reset_tag("C\0\0\0\x0a" "RESET\0", 11);
+    const std::string begin_tag("C\0\0\0\x0a" "BEGIN\0", 11);
+    const std::string commit_tag("C\0\0\0\x0b" "COMMIT\0", 12);
+    assert_false(t.take_passthrough_reply('C', bytes(reset_tag), false));
+    assert_false(t.take_passthrough_reply('C', bytes(reset_tag).first(5), false));
+    assert_false(t.take_passthrough_reply('C', bytes(begin_tag), false));
+    assert_true(t.take_passthrough_reply('C', bytes(commit_tag), false));
+    assert_true(t.take_passthrough_reply('C', bytes(select_tag), false));
     const std::string dealloc_tag("C\0\0\0\x13" "DEALLOCATE ALL\0", 20);
     const std::string delete_tag("C\0\0\0\x0d" "DELETE 1\0", 14);
     assert_false(t.take_passthrough_reply('C', bytes(dealloc_tag), true));
@@ -1035,6 +1044,8 @@ void test_passthrough_leaves_cache_replies(void**) {
     EXPECT_STATE(t, 1, false);  // a Query's tags pop nothing; its ReadyForQuery does
     assert_int_equal(t.take_passthrough_run(bytes(discard_tag + select_tag), 1 << 20, true), 0);
     assert_int_equal(t.take_passthrough_run(bytes(select_tag + discard_tag), 1 << 20, true),
+                     select_tag.size());
+    assert_int_equal(t.take_passthrough_run(bytes(select_tag + reset_tag), 1 << 20, false),
                      select_tag.size());
 
     RequestTracker p;

@@ -27,14 +27,14 @@ void assert_sv(std::string_view got, const char* want) {
         fail_msg("got \"%.*s\", want \"%s\"", static_cast<int>(got.size()), got.data(), want);
 }
 
-void test_default_is_empty_and_shared(void**) {
+void test_default_is_unset_and_shared(void**) {
     VarCache a;
     VarCache b;
     assert_true(a.same(b));
     assert_int_equal(var_set_count(), 0);
     for (size_t i = 0; i < sluice::kMaxVars; ++i)
-        assert_true(a.get(i).empty());
-    assert_int_equal(var_set_refs(a), 0);  // the all-empty set is not counted
+        assert_false(sluice::var_is_set(a.get(i)));
+    assert_int_equal(var_set_refs(a), 0);  // the static set is not counted
 }
 
 void test_equal_values_share_one_set(void**) {
@@ -81,7 +81,7 @@ void test_change_copies_on_write(void**) {
     assert_int_equal(var_set_refs(a), 2);
     b.set(4, "pgbench");  // no change: nothing moves
     assert_int_equal(var_set_refs(a), 2);
-    b.set(4, "");  // all values empty again: the static empty set
+    b.set(4, sluice::kVarUnset);  // nothing set again: the static set
     assert_true(b.same(VarCache()));
     assert_int_equal(var_set_refs(a), 1);
 }
@@ -131,6 +131,33 @@ void test_value_boundaries_matter(void**) {
     assert_int_equal(var_set_count(), 2);
 }
 
+void test_empty_value_is_not_unset(void**) {
+    // application_name "" is a value (a server must be given it), not "whatever the server
+    // has": a set "" and an unset value are different sets, and equal only to themselves.
+    VarCache unset;
+    VarCache empty;
+    empty.set(4, sluice::kVarEmpty);
+    assert_false(empty.same(unset));
+    assert_true(sluice::var_is_set(empty.get(4)));
+    assert_false(sluice::var_is_set(unset.get(4)));
+    assert_int_equal(var_set_count(), 1);
+    VarValues v = empty.values();
+    assert_true(sluice::var_is_set(v[4]) && v[4].empty());
+    assert_false(sluice::var_is_set(v[0]));
+    VarCache again;
+    again.assign(v);
+    assert_true(again.same(empty));
+    assert_false(sluice::same_value(v[4], sluice::kVarUnset));
+    assert_true(sluice::same_value(v[0], sluice::kVarUnset));
+    empty.set(4, sluice::kVarUnset);  // back to unset: the static set
+    assert_true(empty.same(unset));
+    assert_int_equal(var_set_refs(empty), 0);
+    again.set(4, "app");
+    again.set(4, "");  // a string literal "" is a set value too
+    assert_true(sluice::var_is_set(again.get(4)));
+    assert_int_equal(var_set_count(), 1);
+}
+
 void test_many_sets_grow_and_free(void**) {
     // Distinct application_name per client (a pool of many applications): one set each, the
     // table grows, every lookup still finds the right set, and all sets go with the clients.
@@ -172,12 +199,13 @@ void test_names(void**) {
 
 int main() {
     const CMUnitTest tests[] = {
-        cmocka_unit_test(test_default_is_empty_and_shared),
+        cmocka_unit_test(test_default_is_unset_and_shared),
         cmocka_unit_test(test_equal_values_share_one_set),
         cmocka_unit_test(test_change_copies_on_write),
         cmocka_unit_test(test_copy_and_assignment_count_references),
         cmocka_unit_test(test_assign_from_own_values),
         cmocka_unit_test(test_value_boundaries_matter),
+        cmocka_unit_test(test_empty_value_is_not_unset),
         cmocka_unit_test(test_many_sets_grow_and_free),
         cmocka_unit_test(test_names),
     };

@@ -148,6 +148,9 @@ public:
     User* user = nullptr;  // the auth_file user (nullptr: unknown; always set once logged in)
     Database* db = nullptr;
     VarCache vars;  // the client's own values of tracked parameters
+    // What RESET gives this client on a direct connection: its startup values, else the
+    // pool's (unset after an online restart: then RESET follows the server).
+    VarCache reset_vars;
     ClientPs ps;    // the client's prepared statement names, Parses and Closes in flight
     Client* cancel_next = nullptr;  // chain link of the cancel-key index (rt().cancel_map)
     usec_t connect_time = 0;
@@ -287,6 +290,7 @@ public:
     DnsWaiter dns_wait;  // while the host name is being resolved (connect())
     RequestTracker tracker;
     VarCache vars;  // the server's current values of tracked parameters
+    VarCache reset_vars;  // the values of its login: what RESET gives on it
     ServerPs ps;    // statements prepared on this connection
     PsPins ps_pins;  // entries named by requests in `tracker` (pin_ps())
     std::vector<std::string> pending_errors;  // ErrorResponses replacing ReplaceError replies
@@ -297,6 +301,9 @@ public:
     uint32_t backend_key = 0;
     ScramClient scram;
     bool ready_to_release = false;  // set at ReadyForQuery; release once flushed
+    // A RESET or DISCARD ALL of the client's ran in the cycle under way (until its
+    // ReadyForQuery: restore_client_defaults()).
+    bool reset_in_cycle = false;
     bool close_needed = false;
     bool resetting = false;
     bool setting_vars = false;
@@ -403,6 +410,9 @@ private:
     void after_reply();
     // sync_vars_from's work when the sets differ.
     void send_sets_for(const Client& c);
+    static bool resets_parameters(std::span<const uint8_t> body) noexcept;
+    void restore_client_defaults(std::string_view z);
+    std::string_view reported_name(size_t idx) const noexcept;
 };
 
 // Bumped whenever settings or database/user entries may have changed (config_changed()):

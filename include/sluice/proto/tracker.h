@@ -73,6 +73,15 @@ inline constexpr auto kReplyCompletes = [] {
     return t;
 }();
 
+// The reply types RequestTracker::server_sees() looks at further (ParseComplete,
+// CommandComplete), as a table: one load per reply instead of two compares.
+inline constexpr auto kServerMaySee = [] {
+    std::array<bool, 256> t{};
+    t[msg::kParseComplete] = true;
+    t[msg::kCommandComplete] = true;
+    return t;
+}();
+
 class RequestTracker {
 public:
     // A frontend message is passing to the server. Flush/CopyData/Terminate owe nothing.
@@ -119,11 +128,13 @@ public:
         return plain_head() && take_step(reply_step(type, q_[head_].type));
     }
     // take_plain_reply() for a server that passes such replies straight on (Server's plain
-    // path): also false for what the statement cache must see (cache_sees()). `data`: what
+    // path): also false for what the full path must see (server_sees()). `data`: what
     // arrived of the message.
     bool take_passthrough_reply(uint8_t type, std::span<const uint8_t> data,
                                 bool statements_cached) noexcept {
-        return plain_head() && !cache_sees(type, data, q_[head_], statements_cached) &&
+        return plain_head() &&
+               !server_sees(type, data, 1 + read_be32(data.data() + 1), q_[head_],
+                            statements_cached) &&
                take_step(reply_step(type, q_[head_].type));
     }
     // take_passthrough_reply() over the whole messages at the front of `data` (a server's
@@ -145,10 +156,19 @@ public:
         }
         while (!empty() && q_[head_].action == ReplyAction::Forward &&
                whole_message_at(data, off, max_len, t, len) &&
-               !cache_sees(t, data.subspan(off, len), q_[head_], statements_cached) &&
+               !server_sees(t, data.subspan(off, len), len, q_[head_], statements_cached) &&
                take_step(reply_step(t, q_[head_].type)))
             off += len;
         return off;
+    }
+    // Whether a CommandComplete of `len` bytes (the whole message) may carry the tag RESET or
+    // DISCARD ALL, after which the client's tracked parameters go back to its own defaults
+    // (Server::restore_client_defaults). The length alone decides here, with no byte of the
+    // tag read: "RESET" and "DISCARD ALL" are 5 and 11 characters; other tags of those
+    // lengths (BEGIN, GRANT, SELECT 1000 ...) are then looked at whole.
+    static constexpr bool may_reset_tag(uint32_t len) noexcept {
+        return len == kTypedHeaderLen + sizeof("RESET") ||
+               len == kTypedHeaderLen + sizeof("DISCARD ALL");
     }
     // Nothing owed, last ReadyForQuery said idle, no COPY in either direction, and the count
     // of ReadyForQuery owed is sure (not uncertain after a failed COPY IN, see below).
@@ -233,20 +253,24 @@ private:
             pop_head();
         return s != Step::Stop;
     }
-    // Replies the statement cache must see: the ParseComplete of a cached or client-named
-    // statement (verification, confirmation) and, while statements are cached, a
-    // CommandComplete whose tag may be DISCARD ALL or DEALLOCATE ALL (what arrived of it
-    // begins one of them: DELETE, DROP, DO, DECLARE ... pass). `reply`: what arrived.
-    static bool cache_sees(uint8_t type, std::span<const uint8_t> reply, const Expect& head,
-                           bool statements_cached) noexcept {
+    // Replies the server's full path must see: the ParseComplete of a cached or client-named
+    // statement (the statement cache verifies and confirms it), and a CommandComplete whose
+    // tag may be RESET or DISCARD ALL (may_reset_tag()) or, while statements are cached,
+    // DISCARD ALL or DEALLOCATE ALL (what arrived of it begins one of them: DELETE, DROP, DO,
+    // DECLARE ... pass). `reply`: what arrived; `len`: the whole message's length.
+    static bool server_sees(uint8_t type, std::span<const uint8_t> reply, uint32_t len,
+                            const Expect& head, bool statements_cached) noexcept {
+        if (!kServerMaySee[type])
+            return false;
         if (type == msg::kParseComplete)
             return head.ps || head.client_parse || head.client_close;
-        if (type == msg::kCommandComplete && statements_cached)
-            return reply.size() <= kTypedHeaderLen ||
-                   (reply[kTypedHeaderLen] == 'D' &&
-                    (begins(reply.subspan(kTypedHeaderLen), "DISCARD ALL") ||
-                     begins(reply.subspan(kTypedHeaderLen), "DEALLOCATE ALL")));
-        return false;
+        if (may_reset_tag(len))
+            return true;
+        return statements_cached &&
+               (reply.size() <= kTypedHeaderLen ||
+                (reply[kTypedHeaderLen] == 'D' &&
+                 (begins(reply.subspan(kTypedHeaderLen), "DISCARD ALL") ||
+                  begins(reply.subspan(kTypedHeaderLen), "DEALLOCATE ALL"))));
     }
     // Whether `part` (non-empty) is the start of `text`, or `text` the start of `part`.
     static bool begins(std::span<const uint8_t> part, std::string_view text) noexcept {
