@@ -694,6 +694,10 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
                     std::string_view(reinterpret_cast<const char*>(data.data()), hdr.len));
                 pool->bytes_out += hdr.len;
                 act = ReplyAction::Skip;  // queued behind the parameters
+                // A synthesized reply due right after it (a cached Parse pipelined behind)
+                if (tracker.fakes() > 0 && !tracker.failed() && tracker.head() &&
+                    tracker.head()->action == ReplyAction::Fake)
+                    emit_fakes();
             } else if (!client) {
                 reset_in_cycle = false;  // the client left mid-cycle: not the next one's
             }

@@ -614,6 +614,30 @@ def test_discard_all_skipped_after_an_extended_error_keeps_the_statements(env):
     assert_pool_clean(env, pid)
 
 
+def test_reset_all_before_a_synthesized_close_complete(env):
+    """RESET ALL, then in the same write the Close of a cached statement: the pooler answers
+    that Close itself, right after the RESET's ReadyForQuery, which it sends behind the
+    client's own parameters (doc/pooling.md, "Client parameters")."""
+    def scenario(new_conn, via):
+        a = new_conn()
+        out = send_read(a, m.parse(Q_ADD, name='a1'), m.bind(stmt='a1', params=['1']),
+                        m.execute(), m.sync())
+        b = new_conn()
+        out += send_read(b, m.query("SET application_name = 'b'"), m.parse(Q_ADD, name='b1'),
+                         m.sync(), n=2)
+        a.query('SELECT 1')  # the server last ran a's values
+        out += send_read(b, m.query('RESET ALL'), m.close('S', 'b1'), m.flush())
+        out += b.read_until('3')
+        out += send_read(b, m.sync())
+        out += send_read(b, m.query('SHOW application_name'))
+        return out
+
+    _, got = run_both(env, scenario)
+    assert toks(got) == ['1', '2', 'D:2', 'C:SELECT 1', 'Z:I', 'C:SET', 'Z:I', '1', 'Z:I',
+                         'C:RESET', 'Z:I', '3', 'Z:I', 'T', 'D:', 'C:SHOW', 'Z:I']
+    assert_pool_clean(env)
+
+
 def test_bind_describe_unknown_name_26000(env):
     """Bind/Describe of a name the client never prepared: the server's own 26000 with
     the client's name; Close of it: CloseComplete."""
