@@ -20,11 +20,14 @@
 namespace sluice {
 namespace {
 
+// A string literal that reads as `v` whatever the server's standard_conforming_strings is
+// (a client may have turned it off): with a backslash in `v`, an escape string E'...'.
 std::string quote_literal(std::string_view v) {
-    std::string out = "'";
+    bool escape = v.find('\\') != std::string_view::npos;
+    std::string out = escape ? "E'" : "'";
     for (char ch : v) {
-        if (ch == '\'')
-            out.push_back('\'');
+        if (ch == '\'' || (escape && ch == '\\'))
+            out.push_back(ch);
         out.push_back(ch);
     }
     out.push_back('\'');

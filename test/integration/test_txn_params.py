@@ -342,3 +342,22 @@ def test_new_default_reaches_new_clients(pooler, pg):
         before.close(terminate=True)
     finally:
         pg.sql("ALTER ROLE md5user RESET TimeZone")
+
+
+def test_values_with_backslashes_survive_standard_conforming_strings_off(pooler, pg):
+    """The SETs that carry a client's values to a server are literals that mean the same
+    whatever the server's standard_conforming_strings: another client left it off, and the
+    next client's application_name holds backslashes (and a quote); no WARNING either."""
+    p = pooler(pgbouncer=TXN1)
+    off = p.connect(application_name="off")
+    off.execute("SET standard_conforming_strings = off")
+    name = "C:\\tmp\\new o'brien"
+    notices = []
+    c = p.connect(application_name=name)
+    c.add_notice_handler(lambda n: notices.append(n.message_primary))
+    for _ in range(2):
+        off.execute("SELECT 1")  # the server last ran with standard_conforming_strings off
+        with c.transaction():
+            assert c.execute("SHOW application_name").fetchone()[0] == name
+            assert c.execute("SHOW standard_conforming_strings").fetchone()[0] == "on"
+    assert notices == []

@@ -39,7 +39,7 @@ VALUES = {
     'TimeZone': ['Asia/Tokyo', 'America/New_York', 'Europe/Berlin', 'Australia/Sydney'],
     'DateStyle': ['SQL, DMY', 'German, DMY', 'Postgres, MDY', 'ISO, YMD'],
     'IntervalStyle': ['iso_8601', 'sql_standard', 'postgres_verbose'],
-    'application_name': ['alpha', 'beta', 'gamma'],
+    'application_name': ['alpha', 'beta', "o'brien", 'C:\\tmp\\n'],
     'standard_conforming_strings': ['off', 'on'],
     'client_encoding': ['LATIN1', 'WIN1252', 'UTF8'],
 }
@@ -48,6 +48,9 @@ READ = 'SELECT ' + ', '.join("current_setting('%s')" % n for n in NAMES)
 
 
 def lit(v):
+    """A literal that means `v` whatever standard_conforming_strings is."""
+    if '\\' in v:
+        return "E'%s'" % v.replace('\\', '\\\\').replace("'", "''")
     return "'%s'" % v.replace("'", "''")
 
 
