@@ -823,13 +823,35 @@ void Server::send_sets_for(const Client& c) {
     VarValues want = c.vars.values();
     std::string sql;
     for (size_t i = 0; i < var_count(); ++i) {
-        if (!var_is_set(want[i]) || same_value(want[i], have[i]))
+        if (same_value(want[i], have[i]))
             continue;
-        sql += "SET ";
-        sql += var_name(i);
-        sql += " = ";
-        sql += quote_literal(want[i]);
-        sql += ";";
+        if (!var_is_set(want[i])) {
+            // The client has no value of its own: one PostgreSQL does not report
+            // (track_extra_parameters = search_path) that the client did not send. Its value
+            // is the server's default, which RESET gives back (a server's startup packet sets
+            // none of these), rather than what the previous client left.
+            sql += "RESET ";
+            sql += var_name(i);
+            sql += ";";
+            have[i] = kVarUnset;
+            continue;
+        }
+        if (i < kBuiltinVars) {  // PgBouncer's statement for its five
+            sql += "SET ";
+            sql += var_name(i);
+            sql += " = ";
+            sql += quote_literal(want[i]);
+            sql += ";";
+        } else {
+            // track_extra_parameters: set_config() takes the value as the startup packet
+            // does; SET would make a quoted list one element (search_path = 'a, b' is the
+            // single schema "a, b").
+            sql += "SELECT set_config(";
+            sql += quote_literal(var_name(i));
+            sql += ", ";
+            sql += quote_literal(want[i]);
+            sql += ", false);";
+        }
         have[i] = want[i];
     }
     if (sql.empty())
@@ -865,7 +887,17 @@ void Server::restore_client_defaults(std::string_view z) {
     VarValues own = client->reset_vars.values();
     VarValues login = reset_vars.values();
     std::string out;
+    bool unreported = false;
+    bool logged_in_here = !reset_vars.same(VarCache());  // not taken over (online restart)
     for (size_t i = 0; i < var_count(); ++i) {
+        if (logged_in_here && !var_is_set(login[i])) {
+            // A parameter PostgreSQL does not report (track_extra_parameters = search_path):
+            // the reset may have changed it unseen. The server's value is unknown now, so
+            // the SET below (and every later assignment) gives it the client's again.
+            unreported = unreported || var_is_set(now[i]);
+            now[i] = kVarUnset;
+            continue;
+        }
         std::string_view want = now[i];
         if (var_is_set(own[i]) && var_is_set(login[i]) && same_value(now[i], login[i]))
             want = own[i];
@@ -875,6 +907,8 @@ void Server::restore_client_defaults(std::string_view z) {
         told[i] = want;
     }
     client->vars.assign(told);
+    if (unreported)
+        vars.assign(now);
     out.append(z);
     client->sb.queue(out);
     if (tracker.empty() && tracker.status() != 'E' && !client->sb.mid_forward() &&

@@ -123,6 +123,7 @@ void release(VarSet* s) noexcept {
 void var_init(const std::string& extra) {
     g_var_names = {"client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings",
                    "application_name"};
+    static_assert(kBuiltinVars == 5);
     for (const std::string& n : split_list(extra)) {
         if (var_index(n) < 0 && g_var_names.size() < kMaxVars)
             g_var_names.push_back(n);

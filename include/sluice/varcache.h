@@ -16,6 +16,9 @@
 namespace sluice {
 
 inline constexpr size_t kMaxVars = 16;
+// The first tracked names are always PgBouncer's five (client_encoding, DateStyle, TimeZone,
+// standard_conforming_strings, application_name); track_extra_parameters come after them.
+inline constexpr size_t kBuiltinVars = 5;
 
 // Index of a tracked parameter name (case-insensitive), or -1.
 int var_index(std::string_view name) noexcept;

@@ -361,3 +361,29 @@ def test_values_with_backslashes_survive_standard_conforming_strings_off(pooler,
             assert c.execute("SHOW application_name").fetchone()[0] == name
             assert c.execute("SHOW standard_conforming_strings").fetchone()[0] == "on"
     assert notices == []
+
+
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: track_extra_parameters")
+def test_reset_all_with_an_unreported_tracked_parameter(pooler, pg):
+    """search_path in track_extra_parameters: PostgreSQL 15 never reports it, so a RESET
+    ALL changes it on the server unseen. The client's own value must come back (its startup
+    value, as on a direct connection), in the same transaction and after."""
+    pg.sql("CREATE SCHEMA IF NOT EXISTS sp_a AUTHORIZATION md5user", db="appdb")
+    p = pooler(pgbouncer=TXN1 | {"track_extra_parameters": "IntervalStyle, search_path"})
+    a = _raw(p, {"search_path": "sp_a, public", "application_name": "a"})
+    b = _raw(p, {"application_name": "b"})
+    direct = _raw(pg, {"search_path": "sp_a, public", "application_name": "a"})
+    try:
+        for c in (direct, a):
+            for sql in ("RESET ALL", "BEGIN", "DISCARD PLANS", "RESET ALL"):
+                c.query(sql)
+            assert c.query("SHOW search_path") == [["sp_a, public"]]
+            c.query("COMMIT")
+            b.query("SELECT 1")
+            assert c.query("SHOW search_path") == [["sp_a, public"]]
+            c.query("DISCARD ALL")
+            assert c.query("SHOW search_path") == [["sp_a, public"]]
+        assert b.query("SHOW search_path") == [['"$user", public']]
+    finally:
+        for c in (a, b, direct):
+            c.close(terminate=True)
