@@ -614,6 +614,7 @@ def test_discard_all_skipped_after_an_extended_error_keeps_the_statements(env):
     assert_pool_clean(env, pid)
 
 
+@NEEDS_CACHE
 def test_reset_all_before_a_synthesized_close_complete(env):
     """RESET ALL, then in the same write the Close of a cached statement: the pooler answers
     that Close itself, right after the RESET's ReadyForQuery, which it sends behind the
