@@ -160,6 +160,46 @@ def test_asyncpg(pooler, pg):
 
 
 @pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18: asyncpg's RESET ALL at release gives the server's values (#457, #1260)")
+def test_asyncpg_pool_keeps_its_settings_across_releases(pooler, pg):
+    """asyncpg's pool runs `RESET ALL` (with CLOSE ALL, UNLISTEN *) at every release. On a
+    direct connection that brings back the pool's server_settings, sent at startup; through
+    sluice too, while another client with settings of its own shares the one server."""
+    p = pooler(pgbouncer={"pool_mode": "transaction", "default_pool_size": 1})
+
+    async def run():
+        import asyncpg
+
+        pool = await asyncpg.create_pool(
+            host="127.0.0.1", port=p.port, user="md5user", password="md5pass",
+            database="appdb", min_size=1, max_size=1, statement_cache_size=0,
+            server_settings={"application_name": "pool-app", "TimeZone": "Asia/Tokyo"})
+        other = await _asyncpg_connect(p, statement_cache_size=0,
+                                       server_settings={"application_name": "other"})
+        try:
+            for _ in range(3):
+                async with pool.acquire() as c:
+                    async with c.transaction():
+                        name, tz, pid = await c.fetchrow(
+                            "SELECT current_setting('application_name'), "
+                            "current_setting('TimeZone'), pg_backend_pid()")
+                        seen = pg.sql("SELECT application_name FROM pg_stat_activity "
+                                      f"WHERE pid = {pid}")
+                    assert (name, tz) == ("pool-app", "Asia/Tokyo")
+                    assert seen == [("pool-app",)]
+                    assert c.get_settings().application_name == "pool-app"
+                    assert c.get_settings().TimeZone == "Asia/Tokyo"
+                # the release ran RESET ALL; the other client comes in between
+                assert await other.fetchval("SHOW application_name") == "other"
+                assert await other.fetchval("SELECT pg_backend_pid()") == pid
+        finally:
+            await other.close(timeout=10)
+            await pool.close()
+
+    _run_async(run())
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
     "not in PgBouncer 1.18: protocol-level prepared statements in transaction mode "
     "(max_prepared_statements)")
 def test_asyncpg_prepared_statements(pooler, pg):
