@@ -569,8 +569,9 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     }
     if ((t == msg::kReadyForQuery || t == msg::kParameterStatus) && !whole)
         return PacketAction::Hold;
-    // Replies that may make a Fake reply due are needed whole (they are small), and so is
-    // CommandComplete while statements are cached (DISCARD ALL / DEALLOCATE ALL).
+    // Replies that may make a Fake reply due are needed whole (they are small), and so is a
+    // CommandComplete while statements are cached (DISCARD ALL / DEALLOCATE ALL) or when it
+    // may be RESET or DISCARD ALL (the client's parameters, restore_client_defaults()).
     if (!whole && ((tracker.fakes() > 0 && t != msg::kDataRow && t != msg::kCopyData) ||
                    (t == msg::kCommandComplete &&
                     (ps.size() > 0 || RequestTracker::may_reset_tag(hdr.len)))))
@@ -697,7 +698,8 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
                     std::string_view(reinterpret_cast<const char*>(data.data()), hdr.len));
                 pool->bytes_out += hdr.len;
                 act = ReplyAction::Skip;  // queued behind the parameters
-                // A synthesized reply due right after it (a cached Parse pipelined behind)
+                // A synthesized reply due right after it (the Close of a cached statement,
+                // pipelined behind the RESET)
                 if (tracker.fakes() > 0 && !tracker.failed() && tracker.head() &&
                     tracker.head()->action == ReplyAction::Fake)
                     emit_fakes();
