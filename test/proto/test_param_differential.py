@@ -1,6 +1,7 @@
 """Differential test of the tracked parameters (client_encoding, DateStyle, TimeZone,
-standard_conforming_strings, application_name, IntervalStyle) in transaction mode: three
-clients with different startup values share one server (default_pool_size=1) and run random
+standard_conforming_strings, application_name, IntervalStyle): three clients with different
+startup values share one server in transaction mode (default_pool_size=1; one group runs
+session mode instead, a server each, opened with none of their values) and run random
 SET, SET LOCAL, set_config(), RESET, RESET ALL and DISCARD ALL, in and out of transaction
 blocks, with savepoints, errors and rollbacks, as simple Queries and now and then as an
 extended-protocol batch; each client's replies, ParameterStatus
@@ -167,8 +168,12 @@ def run_group(env, seed):
                                 '\n  '.join(history[-12:])))
 
 
-@pytest.mark.parametrize('group', range(3))
+@pytest.mark.parametrize('group', range(4))
 def test_random_parameter_sessions_match_postgresql(env_factory, group):
-    # the last group with the statement cache on: DISCARD ALL also drops its statements
-    env = env_factory(max_prepared_statements=20) if group == 2 else env_factory()
+    if group == 2:  # the statement cache on: DISCARD ALL also drops its statements
+        env = env_factory(max_prepared_statements=20)
+    elif group == 3:  # session mode: each client keeps a server, opened with no values
+        env = env_factory(mode='session', pool_size=3)
+    else:
+        env = env_factory()
     run_group(env, 7000 + 100 * group + SEED)
