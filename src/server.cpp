@@ -692,20 +692,17 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         pinned = true;
         break;
     case msg::kReadyForQuery:
-        if (reset_in_cycle) {
-            if (client && act == ReplyAction::Forward) {
-                restore_client_defaults(
-                    std::string_view(reinterpret_cast<const char*>(data.data()), hdr.len));
-                pool->bytes_out += hdr.len;
-                act = ReplyAction::Skip;  // queued behind the parameters
-                // A synthesized reply due right after it (the Close of a cached statement,
-                // pipelined behind the RESET)
-                if (tracker.fakes() > 0 && !tracker.failed() && tracker.head() &&
-                    tracker.head()->action == ReplyAction::Fake)
-                    emit_fakes();
-            } else if (!client) {
-                reset_in_cycle = false;  // the client left mid-cycle: not the next one's
-            }
+        // (A client that leaves mid-cycle closes this server: the flag never outlives it.)
+        if (reset_in_cycle && client && act == ReplyAction::Forward) {
+            restore_client_defaults(
+                std::string_view(reinterpret_cast<const char*>(data.data()), hdr.len));
+            pool->bytes_out += hdr.len;
+            act = ReplyAction::Skip;  // queued behind the parameters
+            // A synthesized reply due right after it (the Close of a cached statement,
+            // pipelined behind the RESET)
+            if (tracker.fakes() > 0 && !tracker.failed() && tracker.head() &&
+                tracker.head()->action == ReplyAction::Fake)
+                emit_fakes();
         }
         after_reply();
         if (state == ServerState::Closing)
@@ -913,9 +910,8 @@ void Server::restore_client_defaults(std::string_view z) {
         vars.assign(now);
     out.append(z);
     client->sb.queue(out);
-    if (tracker.empty() && tracker.status() != 'E' && !client->sb.mid_forward() &&
-        !vars.same(client->vars)) {
-        send_sets_for(*client);
+    if (tracker.empty() && tracker.status() != 'E' && !client->sb.mid_forward()) {
+        sync_vars_from(*client);
         static_cast<void>(sb.flush_out());
     }
 }

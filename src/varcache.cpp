@@ -121,9 +121,10 @@ void release(VarSet* s) noexcept {
 }  // namespace
 
 void var_init(const std::string& extra) {
-    g_var_names = {"client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings",
-                   "application_name"};
-    static_assert(kBuiltinVars == 5);
+    static constexpr std::array<const char*, kBuiltinVars> kBuiltin{
+        "client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings",
+        "application_name"};
+    g_var_names.assign(kBuiltin.begin(), kBuiltin.end());
     for (const std::string& n : split_list(extra)) {
         if (var_index(n) < 0 && g_var_names.size() < kMaxVars)
             g_var_names.push_back(n);
