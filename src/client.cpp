@@ -474,8 +474,10 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
     if (proto_minor > 0 || !unsupported_pq_options.empty()) {
         std::string& out = sb.out_for_append();
         PacketWriter w(out);
+        // The newest version we speak, whole (3 << 16 | 0), as PostgreSQL sends it: libpq reads
+        // the field as a protocol number and refuses anything below 3.0.
         w.begin(msg::kNegotiateProtocol);
-        w.put_u32(0);
+        w.put_u32(kProtocol30);
         w.put_u32(static_cast<uint32_t>(unsupported_pq_options.size()));
         for (const std::string& o : unsupported_pq_options)
             w.put_cstr(o);

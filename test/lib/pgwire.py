@@ -647,21 +647,21 @@ class Conn:
     @classmethod
     def connect(cls, host='127.0.0.1', port=5432, user='postgres',
                 database=None, password=None, params=None,
-                unix_socket_dir=None, timeout=DEFAULT_TIMEOUT):
+                unix_socket_dir=None, timeout=DEFAULT_TIMEOUT, version=PROTOCOL_3_0):
         """Open + startup + authenticate + wait for the first ReadyForQuery."""
         c = cls.open(host, port, unix_socket_dir, timeout)
         try:
-            c.startup(user, database, password, params)
+            c.startup(user, database, password, params, version=version)
         except BaseException:
             c.close()
             raise
         return c
 
     def startup(self, user, database=None, password=None, params=None,
-                timeout=None):
+                timeout=None, version=PROTOCOL_3_0):
         sp = {'user': user, 'database': database or user}
         sp.update(params or {})
-        self.send(m.startup(sp))
+        self.send(m.startup(sp, version))
         deadline = self._deadline(timeout)
         scram = None
         while True:
