@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -479,7 +480,13 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
             break;
         if (int vi = var_index(name); vi >= 0)
             vars.set(static_cast<size_t>(vi), value);
-        login_params.emplace_back(name, value);
+        // connect_query's SETs report again what the login reported: the later value stands.
+        auto same_name = [name](const auto& kv) { return kv.first == name; };
+        if (auto it = std::find_if(login_params.begin(), login_params.end(), same_name);
+            it != login_params.end())
+            it->second.assign(value);
+        else
+            login_params.emplace_back(name, value);
         return PacketAction::Skip;
     }
     case msg::kBackendKeyData:
@@ -488,7 +495,17 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
         return PacketAction::Skip;
     case msg::kReadyForQuery: {
         Pool& p = *pool;
-        reset_vars = vars;  // what a RESET gives on this server
+        if (!connect_query_sent) {
+            reset_vars = vars;  // what a RESET gives on this server: its login's values
+            // The database's connect_query runs before anything else, still in the login:
+            // its rows and tags are dropped, an error is logged and ignored, the values it
+            // SETs are the server's (and the pool's welcome) as if the login had them.
+            if (const std::string& q = p.db->entry.connect_query; !q.empty()) {
+                connect_query_sent = true;
+                write_query(sb.out_for_append(), q);
+                return sb.flush_out() ? PacketAction::Skip : PacketAction::Closed;
+            }
+        }
         // The newest login's values welcome new clients: an ALTER ROLE / DATABASE ... SET
         // since the pool's first login shows in them, as it does on a direct connection.
         if (!p.have_params || p.params != login_params) {
@@ -505,6 +522,13 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
     }
     case msg::kErrorResponse: {
         ErrorFields f;
+        if (connect_query_sent) {  // PgBouncer's words, then the server's
+            if (parse_error_fields(body, f))
+                log_error("S: error while executing exec_on_query: %.*s: %.*s",
+                          static_cast<int>(f.severity.size()), f.severity.data(),
+                          static_cast<int>(f.message.size()), f.message.data());
+            return PacketAction::Skip;
+        }
         std::string m = "server login failed";
         if (parse_error_fields(body, f)) {
             m.assign(f.severity);
@@ -518,7 +542,17 @@ PacketAction Server::on_login_packet(const PacketHeader& hdr, std::span<const ui
     case msg::kNoticeResponse:
     case msg::kNegotiateProtocol:
         return PacketAction::Skip;
+    case msg::kCopyInResponse:
+    case msg::kCopyBothResponse:
+        if (connect_query_sent) {  // nobody would ever send the data it waits for
+            log_error("S: connect_query must not start COPY FROM STDIN");
+            login_failed("connect_query started COPY", {});
+            return PacketAction::Closed;
+        }
+        break;
     default:
+        if (connect_query_sent)  // its rows, tags and COPY OUT data
+            return PacketAction::Skip;
         break;
     }
     login_failed("bad packet from server during login", {});

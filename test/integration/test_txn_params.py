@@ -387,3 +387,58 @@ def test_reset_all_with_an_unreported_tracked_parameter(pooler, pg):
     finally:
         for c in (a, b, direct):
             c.close(terminate=True)
+
+
+def _connect_query_pooler(pooler, query, **pgbouncer):
+    quoted = query.replace("'", "''")
+    return pooler(pgbouncer={**TXN1, **pgbouncer},
+                  databases={"appdb": f"host={{pg_host}} port={{pg_port}} "
+                                      f"connect_query='{quoted}'"})
+
+
+def test_connect_query_runs_on_every_new_server(pooler, pg):
+    """[databases] connect_query runs once on each new server connection, before any client
+    uses it: its rows and tags reach nobody, and what it SETs holds for every client of that
+    server. Several statements, quotes in the value (doubled in the ini) and a result set
+    all work; two servers each run it."""
+    p = _connect_query_pooler(
+        pooler, "SELECT 1; SET statement_timeout = '15min'; SET work_mem = '8MB'",
+        default_pool_size=2)
+    a, b = p.connect(), p.connect()
+    pids = set()
+    with a.transaction(), b.transaction():  # both at once: two servers
+        for c in (a, b):
+            pid, timeout, mem = c.execute(
+                "SELECT pg_backend_pid(), current_setting('statement_timeout'), "
+                "current_setting('work_mem')").fetchone()
+            assert (timeout, mem) == ("15min", "8MB")
+            pids.add(pid)
+    assert len(pids) == 2
+    for c in (a, b):  # outside a transaction block, on whichever server
+        assert c.execute("SHOW statement_timeout").fetchone()[0] == "15min"
+    a.close()
+    b.close()
+
+
+def test_connect_query_error_is_logged_and_the_server_used(pooler, pg):
+    """A connect_query that fails: the error is logged with PgBouncer's words and the server
+    serves clients all the same (PgBouncer: errors are logged and ignored)."""
+    p = _connect_query_pooler(pooler, "SELECT no_such_column")
+    c = p.connect()
+    assert c.execute("SELECT 41 + 1").fetchone()[0] == 42
+    p.wait_for_log(r"S: error while executing exec_on_query: ERROR: "
+                   r"column \"no_such_column\" does not exist")
+    c.close()
+
+
+def test_connect_query_values_welcome_clients(pooler, pg):
+    """A reported parameter that connect_query SETs (TimeZone) is the server's value from the
+    start: new clients are welcomed with it and run with it, whatever the role's default."""
+    p = _connect_query_pooler(pooler, "SET TimeZone = 'Pacific/Auckland'")
+    assert pg.sql("SHOW TimeZone", db="appdb")[0][0] != "Pacific/Auckland"
+    first = _raw(p, {"application_name": "first"})
+    second = _raw(p, {"application_name": "second"})
+    for c in (first, second):
+        assert c.parameters["TimeZone"] == "Pacific/Auckland"
+        assert _show_raw(c)[1]["TimeZone"] == "Pacific/Auckland"
+        c.close(terminate=True)

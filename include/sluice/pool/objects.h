@@ -311,6 +311,7 @@ public:
     int cancels_in_flight = 0;    // CancelRequests forwarded to this backend, not yet done
     bool waiting_cancel = false;  // released, but held back until those cancels finish
     bool checking = false;        // running server_check_query before reuse
+    bool connect_query_sent = false;  // the database's connect_query runs (still in Login)
     usec_t connect_time = 0;
     usec_t request_time = 0;
     usec_t idle_since = 0;
