@@ -628,6 +628,8 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         }
         if (checking)
             close_needed = true;  // a failed health check retires the connection
+        if (client && head_type == msg::kQuery && !checking && !resetting)
+            return refuse_client_value(f);
     }
     if (t == msg::kErrorResponse && state == ServerState::Idle) {
         // Mostly a backend terminated while idle (FATAL 57P01 before its EOF).
@@ -849,6 +851,23 @@ void Server::fast_close() {
     client->fatal("08P01", "database configuration changed");
     if (state != ServerState::Closing)
         close("database configuration changed");
+}
+
+// One of the SETs that give this server its client's values failed (send_sets_for(): the one
+// skipped Query a linked client's cycle can have): a value PostgreSQL refuses, such as a
+// TimeZone or client_encoding from the startup packet that it does not know. Directly, that
+// login would have failed with this very error; the client gets it now, as FATAL, and the
+// server goes (what it has of the values is unknown; PgBouncer's close reason).
+PacketAction Server::refuse_client_value(const ErrorFields& f) {
+    std::string packet;
+    std::string m = f.message.empty() ? std::string("invalid server parameter")
+                                      : std::string(f.message);
+    std::string code = f.sqlstate.size() == 5 ? std::string(f.sqlstate) : std::string("08P01");
+    write_error(packet, "FATAL", code.c_str(), m);
+    Client* c = client;
+    close("invalid server parameter");  // unlinks the client
+    c->fail_with(packet, m.c_str());
+    return PacketAction::Closed;
 }
 
 void Server::send_sets_for(const Client& c) {

@@ -442,3 +442,34 @@ def test_connect_query_values_welcome_clients(pooler, pg):
         assert c.parameters["TimeZone"] == "Pacific/Auckland"
         assert _show_raw(c)[1]["TimeZone"] == "Pacific/Auckland"
         c.close(terminate=True)
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 says only 'invalid server parameter'")
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+@pytest.mark.parametrize("name, bad", [("TimeZone", "Nowhere/Bad"), ("DateStyle", "bogus"),
+                                       ("client_encoding", "NOPE")])
+def test_invalid_startup_value_is_refused(pooler, pg, mode, name, bad):
+    """A startup value PostgreSQL refuses (libpq sends PGTZ, PGDATESTYLE, PGCLIENTENCODING as
+    they are): directly the login fails with FATAL 22023. Through the pooler the client gets
+    that very error (at its first query, when the value reaches a server) instead of running
+    with whatever the server had, another client's value in transaction mode. The pool goes
+    on serving."""
+    p = pooler(pgbouncer={**TXN1, "pool_mode": mode})
+    with pytest.raises(pgwire.ServerError) as direct:
+        pgwire.Conn.connect(port=pg.port, user="md5user", password="md5pass",
+                            database="appdb", params={name: bad})
+    tokyo = _raw(p, {"TimeZone": "Asia/Tokyo"})  # leaves its value on the one server
+    assert _show_raw(tokyo)[1]["TimeZone"] == "Asia/Tokyo"
+    tokyo.close(terminate=True)
+    c = _raw(p, {name: bad})
+    c.send(pgwire.m.query(f"SHOW {name}"))
+    got = [pgwire.parse_error(x.body) for x in c.wait_closed() if x.type == "E"]
+    c.close()
+    assert direct.value.code == "22023"
+    assert [(e.get("S"), e.get("C"), e.get("M")) for e in got] == \
+        [("FATAL", direct.value.code, direct.value.message)]
+    assert direct.value.message == f'invalid value for parameter "{name}": "{bad}"'
+    good = _raw(p, {"TimeZone": "Europe/Berlin"})
+    assert _show_raw(good)[1]["TimeZone"] == "Europe/Berlin"
+    good.close(terminate=True)

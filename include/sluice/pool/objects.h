@@ -306,7 +306,6 @@ public:
     bool reset_in_cycle = false;
     bool close_needed = false;
     bool resetting = false;
-    bool setting_vars = false;
     bool pinned = false;  // COPY BOTH / replication: stays with its client
     int cancels_in_flight = 0;    // CancelRequests forwarded to this backend, not yet done
     bool waiting_cancel = false;  // released, but held back until those cancels finish
@@ -411,6 +410,7 @@ private:
     void after_reply();
     // sync_vars_from's work when the sets differ.
     void send_sets_for(const Client& c);
+    PacketAction refuse_client_value(const ErrorFields& f);
     static bool resets_parameters(std::span<const uint8_t> body) noexcept;
     void restore_client_defaults(std::string_view z);
     std::string_view reported_name(size_t idx) const noexcept;
