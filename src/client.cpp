@@ -458,8 +458,16 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
     if (login->db_name.empty())
         login->db_name = login->user_name;
     std::vector<std::string> option_values;
-    if (!startup_options.empty() && !apply_startup_options(startup_options, v, option_values))
-        return PacketAction::Closed;
+    if (!startup_options.empty()) {
+        // PostgreSQL applies `options` first, then the parameters sent on their own: those win
+        // (psql's application_name over PGOPTIONS='-c application_name=x').
+        VarValues from_options{};
+        if (!apply_startup_options(startup_options, from_options, option_values))
+            return PacketAction::Closed;
+        for (size_t i = 0; i < v.size(); ++i)
+            if (!var_is_set(v[i]))
+                v[i] = from_options[i];
+    }
     // application_name_add_host: "<name, else app> - <client address>", PgBouncer's text; it
     // reaches the server, SHOW CLIENTS and the client's own ParameterStatus.
     std::string app_with_host;

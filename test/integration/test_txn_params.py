@@ -133,6 +133,29 @@ def test_parameters_in_options(pooler, pg):
 
 
 @pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: the options startup parameter")
+def test_parameter_sent_on_its_own_wins_over_options(pooler, pg):
+    """PostgreSQL applies `options` first and the parameters sent on their own after it, so
+    those win (`PGOPTIONS='-c application_name=x' psql` runs as psql, whose application_name
+    is sent on its own); within `options` the last -c of a name wins. Compared with a direct
+    connection."""
+    p = pooler(pgbouncer=TXN1)
+    cases = [({"options": "-c application_name=fromopt", "application_name": "direct"},
+              "application_name"),
+             ({"options": "-c client_encoding=LATIN1", "client_encoding": "UTF8"},
+              "client_encoding"),
+             ({"options": "-c TimeZone=UTC -c TimeZone=Asia/Tokyo"}, "TimeZone"),
+             ({"options": "-c TimeZone=Asia/Tokyo", "TimeZone": "Europe/Berlin"}, "TimeZone")]
+    for params, name in cases:
+        got = []
+        for port in (pg.port, p.port):
+            c = pgwire.Conn.connect(port=port, user="md5user", password="md5pass",
+                                    database="appdb", params=params)
+            got.append((c.parameters[name], c.query(f"BEGIN; SHOW {name}; COMMIT")[0][0]))
+            c.close(terminate=True)
+        assert got[1] == got[0], params
+
+
+@pytest.mark.differs_from_pgbouncer_1_18("not in PgBouncer 1.18: the options startup parameter")
 def test_unknown_parameter_in_options_refused(pooler):
     """A parameter in options that is neither tracked nor in ignore_startup_parameters:
     PgBouncer's WARNING with the value, then the FATAL to the client."""
