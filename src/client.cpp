@@ -476,6 +476,15 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         app_with_host = std::string(v[ai].empty() ? "app" : v[ai]) + " - " + address_details();
         v[ai] = app_with_host;
     }
+    // PostgreSQL keeps 63 bytes of an application_name (NAMEDATALEN - 1, whole UTF-8
+    // characters) and reports that: so is the client's value, else every server would be
+    // given the long one again at each assignment, and report the short one.
+    if (auto ai = static_cast<size_t>(var_index("application_name")); v[ai].size() > 63) {
+        size_t n = 63;
+        while (n > 0 && (static_cast<uint8_t>(v[ai][n]) & 0xc0) == 0x80)
+            --n;  // not inside a multibyte character
+        v[ai] = v[ai].substr(0, n);
+    }
     vars.assign(v);
     sb.set_startup(false);
 

@@ -179,8 +179,17 @@ ReplyAction RequestTracker::on_reply_full(uint8_t type, uint8_t rfq_status) {
     }
     if (act == ReplyAction::Fake)
         act = ReplyAction::Forward;  // only while discarding after an error: asynchronous
-    if (type == msg::kNoticeResponse || type == msg::kNotification)
+    if (type == msg::kNotification) {
         act = ReplyAction::Forward;  // asynchronous: the client's, whatever is at the head
+    } else if (type == msg::kNoticeResponse) {
+        // Asynchronous too, except under a Query of the pooler's own (the SETs that carry the
+        // client's values): `identifier ... will be truncated` for a long application_name is
+        // that Query's, and the client, which sent the name at startup, never hears it
+        // directly.
+        bool own_query = !empty() && q_[head_].type == msg::kQuery &&
+                         q_[head_].action == ReplyAction::Skip;
+        act = own_query ? ReplyAction::Skip : ReplyAction::Forward;
+    }
     uint8_t head_type = empty() ? 0 : q_[head_].type;
     switch (type) {
     case msg::kParseComplete:

@@ -496,3 +496,34 @@ def test_invalid_startup_value_is_refused(pooler, pg, mode, name, bad):
     good = _raw(p, {"TimeZone": "Europe/Berlin"})
     assert _show_raw(good)[1]["TimeZone"] == "Europe/Berlin"
     good.close(terminate=True)
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "PgBouncer 1.18 welcomes the client with the whole name")
+@pytest.mark.parametrize("name", ["a" * 70, "a" * 62 + "é" + "b" * 10],
+                         ids=["ascii", "multibyte-at-the-cut"])
+def test_long_application_name_as_postgresql_keeps_it(pooler, pg, name):
+    """PostgreSQL keeps 63 bytes of an application_name (whole characters) and says so at
+    login. The client is welcomed with that value and runs with it on a shared server, and
+    never hears the NOTICE of the pooler's own SETs ('identifier ... will be truncated'),
+    which a direct client never gets after its login."""
+    p = pooler(pgbouncer=TXN1)
+    direct = _raw(pg, {"application_name": name})
+    want = direct.parameters["application_name"]
+    assert len(want.encode()) < len(name.encode())
+    shown = direct.query("SHOW application_name")[0][0]
+    direct.close(terminate=True)
+    c = _raw(p, {"application_name": name})
+    other = _raw(p, {"application_name": "other"})
+    assert c.parameters["application_name"] == want
+    got = []
+    for _ in range(3):
+        for conn in (c, c, other):  # alone on the server, then after another client
+            conn.send(pgwire.m.query("SHOW application_name"))
+            msgs = conn.read_until_rfq()
+            if conn is c:
+                got += [x.type for x in msgs if x.type == "N"]
+                assert [x.row for x in msgs if x.type == "D"] == [[shown]]
+    assert got == []
+    c.close(terminate=True)
+    other.close(terminate=True)
