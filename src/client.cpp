@@ -174,8 +174,8 @@ void Client::close_logged(const char* reason, bool pooler_error, std::string_vie
         // the backend waiting for its rest, and the next client's bytes would become it.
         if (s->tracker.idle() && !sb.mid_forward() && !s->pinned)
             pool_release_server(*s);
-        else
-            s->close("client disconnect while server was not ready");  // unlinks us
+        else if (pooler_error || !s->run_orphaned())  // leaving on its own, what it sent
+            s->close("client disconnect while server was not ready");  // runs (unlinks us)
     }
     // PgBouncer's order: "closing because", the server's close, then "pooler error", all
     // before the error goes out and the socket closes (a client that reads the error or sees

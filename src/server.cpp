@@ -615,7 +615,14 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         return PacketAction::Hold;  // its SQLSTATE decides
     uint8_t head_type = tracker.empty() ? 0 : tracker.head()->type;
     bool skip_mode = !tracker.empty() && tracker.head()->action == ReplyAction::Skip;
-    if (t == msg::kErrorResponse && (skip_mode || !client)) {
+    // The replies of a client that left (run_orphaned()) go to nobody, the ReadyForQuery
+    // too: the one that ends them hands the server to the next client on the spot.
+    const bool for_nobody = orphaned;
+    if (orphaned && (t == msg::kCopyInResponse || t == msg::kCopyBothResponse)) {
+        close("client disconnect while server was not ready");  // nobody sends the data
+        return PacketAction::Closed;
+    }
+    if (t == msg::kErrorResponse && (skip_mode || !client) && !orphaned) {
         if (data.size() < hdr.len)
             return PacketAction::Hold;
         ErrorFields f;
@@ -756,7 +763,7 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     default:
         break;
     }
-    if (act == ReplyAction::Skip || !client)
+    if (act == ReplyAction::Skip || !client || for_nobody)
         return PacketAction::Skip;
     pool->bytes_out += hdr.len;
     if (tracker.fakes() > 0 && whole && !tracker.failed() && tracker.head() &&
@@ -792,6 +799,16 @@ void Server::after_reply() {
     Pool& p = *pool;
     resync_if_due();
     if (!client) {
+        if (orphaned) {  // run_orphaned()
+            if (!tracker.empty())
+                return;
+            orphaned = false;
+            if (tracker.idle())
+                pool_release_server(*this);
+            else
+                close("client disconnect while server was not ready");
+            return;
+        }
         if (tracker.idle())
             pool_server_ready(*this);  // reset finished
         return;
@@ -841,6 +858,26 @@ void Server::on_sbuf_drained(SBuf&) {
         return;
     }
     pool_release_server(*this);
+}
+
+// Directly, PostgreSQL runs what a client sent before its Terminate or the end of its stream:
+// a COMMIT sent along with Terminate commits, a fire-and-forget INSERT lands. So here: when
+// every request of the leaving client is whole and the server answers them without anything
+// more from it, the bytes walked and not sent yet go out, the replies are dropped, and the
+// last ReadyForQuery decides (after_reply()): idle, the server goes back to the pool; still
+// in a transaction, it closes, which rolls that back as the backend would on its own.
+bool Server::run_orphaned() {
+    Client& c = *client;
+    if (c.sb.mid_message() || pinned || !tracker.ends_alone() || tracker.empty())
+        return false;
+    static_cast<void>(sb.out_for_append());  // the client's walked bytes move to our output
+    unlink(c, *this);
+    orphaned = true;
+    ready_to_release = false;
+    reset_in_cycle = false;  // its parameters are nobody's now
+    set_state(*this, ServerState::Used);
+    static_cast<void>(sb.flush_out());  // a failure closes us (on_sbuf_event)
+    return true;
 }
 
 bool Server::fast_close_due() const noexcept {

@@ -154,3 +154,74 @@ def test_disconnect_while_waiting_for_server(env):
     assert env.seq(a.read_until_rfq(2)) == ['T', 'D:%d' % pid, 'C:SELECT 1', 'Z:T',
                                             'C:COMMIT', 'Z:I']
     env.assert_clean(pid)
+
+
+# What a client sends before it leaves still runs, as it does on a direct connection:
+# PostgreSQL reads and runs every message before the Terminate or the end of the stream
+# (PQsendQuery + PQfinish, a COMMIT sent along with Terminate). PgBouncer 1.18 drops them.
+
+LEAVE_WAYS = [pytest.param(True, id='terminate'), pytest.param(False, id='close')]
+
+
+def _leave_after(c, payload, terminate):
+    c.sock.sendall(payload + (m.terminate() if terminate else b''))
+    c.close()
+
+
+def _rows_when_settled(env, table, want, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        n = env.count(table)
+        if n >= want or time.monotonic() > deadline:
+            return n
+        time.sleep(0.05)
+
+
+@pytest.mark.differs_from_pgbouncer_1_18("PgBouncer 1.18 drops what the client sent last")
+@pytest.mark.parametrize('terminate', LEAVE_WAYS)
+def test_statements_sent_just_before_leaving_run(env, copy_table, terminate):
+    """Ten clients in a row, each sends an INSERT (simple Query, then an extended batch
+    with its Sync) and leaves in the same write, while the one server may still be busy
+    with the previous one: directly all ten land, and so they must through the pooler.
+    The pool is clean after."""
+    for via in ('direct', 'pooler'):
+        env.sql('TRUNCATE %s' % copy_table)
+        for i in range(10):
+            c = env.direct() if via == 'direct' else env.pooled()
+            if i % 2:
+                payload = m.query("INSERT INTO copytest VALUES (%d, 'q')" % i)
+            else:
+                payload = (m.parse("INSERT INTO copytest VALUES (%d, 'x')" % i) + m.bind() +
+                           m.execute() + m.sync())
+            _leave_after(c, payload, terminate)
+        assert _rows_when_settled(env, copy_table, 10) == 10, via
+    env.assert_clean()
+
+
+@pytest.mark.differs_from_pgbouncer_1_18("PgBouncer 1.18 drops what the client sent last")
+@pytest.mark.parametrize('terminate', LEAVE_WAYS)
+def test_commit_sent_just_before_leaving_commits(env, copy_table, terminate):
+    a, pid = env.client()
+    a.send(m.query('BEGIN'), m.query("INSERT INTO copytest VALUES (1, 'kept')"))
+    assert env.seq(a.read_until_rfq(2))[-1] == 'Z:T'
+    _leave_after(a, m.query('COMMIT'), terminate)
+    assert _rows_when_settled(env, copy_table, 1) == 1
+    env.assert_clean(pid)
+
+
+def test_transaction_left_open_by_the_last_statements_rolls_back(env, copy_table):
+    """BEGIN and an INSERT sent just before Terminate: they run, the transaction is still
+    open when the client is gone, and it is rolled back as the backend would on its own."""
+    a, pid = env.client()
+    _leave_after(a, m.query("BEGIN; INSERT INTO copytest VALUES (2, 'gone')"), True)
+    env.assert_clean()
+    assert env.count(copy_table) == 0
+
+
+def test_copy_from_stdin_sent_just_before_leaving_is_not_left_waiting(env, copy_table):
+    """A COPY FROM STDIN whose data never comes: the server is closed, not kept waiting."""
+    a, pid = env.client()
+    _leave_after(a, m.query('COPY copytest FROM STDIN'), True)
+    assert env.wait_server_gone(pid)
+    env.assert_clean()
+    assert env.count(copy_table) == 0

@@ -173,6 +173,8 @@ public:
     // not sent yet. The peer's stream is then not at a message boundary, and cut here (the
     // owner closing) it could hold a message's first part without the rest.
     bool mid_forward() const noexcept { return remain_ != 0 || parse_ > pos_; }
+    // Only the first part of a message passed on has arrived: the rest is still to be read.
+    bool mid_message() const noexcept { return remain_ != 0; }
 
     // The socket most likely holds input already (a connection accepted under
     // TCP_DEFER_ACCEPT): read it in this loop turn rather than after the next epoll_wait.

@@ -311,6 +311,7 @@ public:
     bool waiting_cancel = false;  // released, but held back until those cancels finish
     bool checking = false;        // running server_check_query before reuse
     bool connect_query_sent = false;  // the database's connect_query runs (still in Login)
+    bool orphaned = false;  // its client left; it answers what the client sent (run_orphaned())
     usec_t connect_time = 0;
     usec_t request_time = 0;
     usec_t idle_since = 0;
@@ -347,6 +348,9 @@ public:
     bool fast_close_due() const noexcept;
     // Ends the session: the client gets "database configuration changed", both close.
     void fast_close();
+    // The client is leaving with requests unanswered. When the server can answer them all on
+    // its own, it goes on without the client (true: unlinked); false: it must close.
+    bool run_orphaned();
     // Runs server_reset_query (no client linked) and goes idle when it finishes.
     void start_reset(const std::string& query);
     // Runs server_check_query (an idle server about to be reused) and becomes ready after.

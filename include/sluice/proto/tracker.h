@@ -207,6 +207,13 @@ public:
     std::vector<Expect>& dropped() noexcept { return dropped_; }
     size_t size() const noexcept { return q_.size() - head_; }
     bool in_copy() const noexcept { return st_.copy_in || st_.copy_out || st_.copy_both; }
+    // Every reply owed will come without anything more from the client: no extended-protocol
+    // messages without their Sync, no COPY IN or BOTH waiting for data, the count sure, and
+    // no synthesized reply (those are emitted to the client).
+    bool ends_alone() const noexcept {
+        return !unsynced_ && !client_owes_term_ && !st_.copy_in && !st_.copy_both &&
+               !st_.uncertain && !st_.resync && fakes_ == 0;
+    }
     bool copy_both() const noexcept { return st_.copy_both; }
     // The client still has to end a COPY IN with CopyDone/CopyFail.
     bool client_in_copy() const noexcept { return client_owes_term_; }
