@@ -130,6 +130,12 @@ void check_pool(Pool& p, usec_t now) {
     }
 
     // Servers.
+    if (query_to > 0) {  // one running what a departed client sent (run_orphaned()) too
+        p.used.for_each([&](Server& s) {
+            if (s.orphaned && now - s.request_time >= query_to)
+                s.close("query timeout");
+        });
+    }
     p.login.for_each([&](Server& s) {
         if (st.server_connect_timeout > 0 && now - s.connect_time >= st.server_connect_timeout)
             s.close("connect timeout");

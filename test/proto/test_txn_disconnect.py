@@ -225,3 +225,19 @@ def test_copy_from_stdin_sent_just_before_leaving_is_not_left_waiting(env, copy_
     assert env.wait_server_gone(pid)
     env.assert_clean()
     assert env.count(copy_table) == 0
+
+
+@pytest.mark.differs_from_pgbouncer_1_18("PgBouncer 1.18 closes the server when the client leaves")
+def test_query_timeout_bounds_what_a_departed_client_left_running(env_factory):
+    """What a departed client left running holds its server like any query: query_timeout
+    closes it, and the client queued behind gets a new server."""
+    env = env_factory(query_timeout=2)
+    a, pid = env.client()
+    _leave_after(a, m.query('SELECT pg_sleep(30)'), True)
+    time.sleep(1.2)  # b queues for less than its own query_timeout (the queue counts)
+    t0 = time.monotonic()
+    b = env.pooled()
+    assert b.query('SELECT pg_backend_pid()') != [[str(pid)]]
+    assert time.monotonic() - t0 < 10
+    env.pooler.wait_for_log(r'S-0x[0-9a-f]+: \S+ closing because: query timeout')
+    env.sql('SELECT pg_terminate_backend(%d)' % pid)
