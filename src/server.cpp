@@ -635,7 +635,8 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         }
         if (checking)
             close_needed = true;  // a failed health check retires the connection
-        if (client && head_type == msg::kQuery && !checking && !resetting)
+        if (client && head_type == msg::kQuery && !checking && !resetting &&
+            !tracker.resyncing())  // (the resync marker's replies before it are the client's)
             return refuse_client_value(f);
     }
     if (t == msg::kErrorResponse && state == ServerState::Idle) {
