@@ -1057,7 +1057,7 @@ std::string Client::confirm_oldest_parse() {
 PacketAction Client::answer_without_server(const PacketHeader& hdr,
                                            std::span<const uint8_t> data) {
     uint8_t t = hdr.type;
-    if (t == msg::kSync) {
+    if (t == msg::kSync && hdr.len == kTypedHeaderLen) {  // one with a body: the server's error
         write_ready(sb.out_for_append(), 'I');
         return sb.flush_out() ? PacketAction::Skip : PacketAction::Closed;
     }
@@ -1067,18 +1067,16 @@ PacketAction Client::answer_without_server(const PacketHeader& hdr,
         return PacketAction::Forward;
     bool named = false;
     std::span<const uint8_t> body = data.subspan(hdr.hdr_len);
-    if (!peek_statement_named(t, body, named))
-        return PacketAction::Hold;
+    if (!peek_statement_named(t, body, named))  // whole and still too short: the server's
+        return data.size() < hdr.len ? PacketAction::Hold : PacketAction::Forward;  // error
     if (!named)
         return PacketAction::Forward;
     if (data.size() < hdr.len)
         return PacketAction::Hold;
     if (t == msg::kParse) {
         ParseMsg pm;
-        if (!parse_parse_msg(body, pm)) {
-            fatal("08P01", "invalid Parse message");
-            return PacketAction::Closed;
-        }
+        if (!parse_parse_msg(body, pm))
+            return PacketAction::Forward;  // malformed: the server's error, as directly
         PsEntry* e = ps_find(pm.query, pm.params);
         if (!e || !e->verified || ps.find(pm.name))
             return PacketAction::Forward;
@@ -1093,10 +1091,8 @@ PacketAction Client::answer_without_server(const PacketHeader& hdr,
     PacketReader r(body);
     uint8_t what;
     std::string_view name;
-    if (!r.read_u8(what) || !r.read_cstr(name)) {
-        fatal("08P01", "invalid Close message");
-        return PacketAction::Closed;
-    }
+    if (!r.read_u8(what) || !r.read_cstr(name))
+        return PacketAction::Forward;  // malformed: the server's error, as directly
     ps.remove(name);
     std::string& out = sb.out_for_append();
     PacketWriter w(out);
@@ -1210,10 +1206,8 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
     switch (t) {
     case msg::kParse: {
         ParseMsg pm;
-        if (!parse_parse_msg(body, pm)) {
-            fatal("08P01", "invalid Parse message");
-            return PacketAction::Closed;
-        }
+        if (!parse_parse_msg(body, pm))
+            return pass();  // malformed: the server rejects it (nothing is prepared)
         pool->client_parse_count++;
         if (ps.find(pm.name)) {
             // The name came from a Parse of an earlier batch that is still unanswered: if that
@@ -1283,10 +1277,8 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
     }
     case msg::kBind: {
         BindMsg bm;
-        if (!parse_bind_msg(body, bm)) {
-            fatal("08P01", "invalid Bind message");
-            return PacketAction::Closed;
-        }
+        if (!parse_bind_msg(body, bm))
+            return pass();  // malformed: the server rejects it
         PsEntry* e = ps.find(bm.statement);
         if (!e)
             return unknown_name(bm.statement);  // the server's 26000 names the client's name
@@ -1308,10 +1300,8 @@ PacketAction Client::on_ps_packet(const PacketHeader& hdr, std::span<const uint8
         PacketReader r(body);
         uint8_t what;
         std::string_view name;
-        if (!r.read_u8(what) || !r.read_cstr(name)) {
-            fatal("08P01", "invalid %s message", t == msg::kClose ? "Close" : "Describe");
-            return PacketAction::Closed;
-        }
+        if (!r.read_u8(what) || !r.read_cstr(name))
+            return pass();  // malformed: the server rejects it
         // A named statement ('S'): portals and the unnamed statement passed above.
         if (t == msg::kClose) {
             // The client's name goes; the server keeps the statement for others. If the server

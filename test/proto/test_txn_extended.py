@@ -2,6 +2,8 @@
 default_pool_size=1): same replies as PostgreSQL directly, then a second client
 gets the same, clean backend."""
 
+import struct
+
 import pytest
 
 from pgwire import m
@@ -238,3 +240,26 @@ def test_request_pipelined_behind_a_failed_extended_message_is_skipped(env, behi
 
     _, _, _, got = env.compare(flow)
     assert env.seq(got) == ['1', 'E:22012', 'Z:I', 'T', 'D:8', 'C:SELECT 1', 'Z:I']
+
+
+def _raw_msg(t, body):
+    return t + struct.pack('!i', len(body) + 4) + body
+
+
+@pytest.mark.parametrize('payload', [
+    pytest.param(_raw_msg(b'S', b'abcd'), id='sync-with-body'),
+    pytest.param(_raw_msg(b'P', b''), id='parse-without-body'),
+    pytest.param(_raw_msg(b'C', b'S'), id='close-without-name'),
+    pytest.param(_raw_msg(b'P', b's9\0select 1\0\0\0junk'), id='named-parse-with-junk'),
+    pytest.param(_raw_msg(b'D', b'Sabc'), id='describe-name-without-nul'),
+    pytest.param(_raw_msg(b'B', b'\0s9\0\0\x05'), id='named-bind-cut-short'),
+])
+def test_malformed_extended_message_gets_the_servers_error(env, payload):
+    """A malformed extended-protocol message, as the first message of a client without a
+    server (the statement cache on, its default): PostgreSQL answers ERROR 08P01 and the
+    session goes on. So must the pooler, rather than end the session with a FATAL of its
+    own or answer it locally."""
+    def flow(c):
+        c.send(payload, m.sync(), m.query("SELECT 'after'"))
+        return c.read_until_rfq(2)
+    env.compare(flow, ignore='SN', same_pid=False)
