@@ -12,6 +12,8 @@ namespace {
 
 event* g_timer = nullptr;
 usec_t g_last_dns_check = 0;
+// How long a server running what a departed client sent may go without a reply.
+constexpr usec_t kOrphanQuiet = 5 * 1000000;
 
 void on_timer(evutil_socket_t, short, void*) noexcept {
     time_update();
@@ -129,13 +131,18 @@ void check_pool(Pool& p, usec_t now) {
         });
     }
 
-    // Servers.
-    if (query_to > 0) {  // one running what a departed client sent (run_orphaned()) too
-        p.used.for_each([&](Server& s) {
-            if (s.orphaned && now - s.request_time >= query_to)
-                s.close("query timeout");
-        });
-    }
+    // Servers. One running what a departed client sent (run_orphaned()) ends by
+    // query_timeout like a client's query, and after kOrphanQuiet without a reply: what a
+    // client sends just before it leaves is most often short (a COMMIT, an INSERT), and a
+    // server still silent then may be waiting for input that will never come.
+    p.used.for_each([&](Server& s) {
+        if (!s.orphaned)
+            return;
+        if (query_to > 0 && now - s.request_time >= query_to)
+            s.close("query timeout");
+        else if (now - s.orphan_heard >= kOrphanQuiet)
+            s.close("client disconnect while server was not ready");
+    });
     p.login.for_each([&](Server& s) {
         if (st.server_connect_timeout > 0 && now - s.connect_time >= st.server_connect_timeout)
             s.close("connect timeout");

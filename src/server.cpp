@@ -618,6 +618,8 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     // The replies of a client that left (run_orphaned()) go to nobody, the ReadyForQuery
     // too: the one that ends them hands the server to the next client on the spot.
     const bool for_nobody = orphaned;
+    if (orphaned)
+        orphan_heard = mono_now();
     if (orphaned && (t == msg::kCopyInResponse || t == msg::kCopyBothResponse)) {
         close("client disconnect while server was not ready");  // nobody sends the data
         return PacketAction::Closed;
@@ -874,6 +876,7 @@ bool Server::run_orphaned() {
     static_cast<void>(sb.out_for_append());  // the client's walked bytes move to our output
     unlink(c, *this);
     orphaned = true;
+    orphan_heard = mono_now();
     ready_to_release = false;
     reset_in_cycle = false;  // its parameters are nobody's now
     set_state(*this, ServerState::Used);

@@ -1065,10 +1065,8 @@ void SBuf::handle_read(bool drained) {
                 return;
         }
         if (eof_) {
-            // Bytes already read still go to the peer first: the unblock path resumes us, and
-            // so does the owner that paused us (a client waiting for a server: what it sent
-            // before leaving still runs, as it would on a direct connection).
-            if ((blocked_ || paused_) && pos_ < end_)
+            // Bytes already read still go to the peer first; the unblock path resumes us.
+            if (blocked_ && pos_ < end_)
                 return;
             report(SBufEvent::Eof);
             return;

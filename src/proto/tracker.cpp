@@ -27,7 +27,7 @@ void RequestTracker::reset() noexcept {
     head_ = 0;
     status_ = 'I';
     st_ = States{};
-    client_owes_term_ = unsynced_ = false;
+    client_owes_term_ = unsynced_ = sync_due_ = false;
     ext_error_ = marker_replied_ = head_replied_ = false;
     window_syncs_ = 0;
 }
@@ -45,7 +45,7 @@ void RequestTracker::on_request(const Expect& e) {
     case msg::kBind:
     case msg::kDescribe:
     case msg::kClose:
-        unsynced_ = true;
+        unsynced_ = sync_due_ = true;
         push(e);
         return;
     case msg::kQuery:

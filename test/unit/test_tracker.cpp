@@ -394,6 +394,43 @@ void test_async_messages_change_nothing(void**) {
     EXPECT_STATE(t, 0, true);
 }
 
+// A NoticeResponse under the pooler's own Query (a skipped SET) is that Query's, not the
+// client's; under the client's requests it is passed on.
+void test_notice_of_own_query_is_not_passed_on(void**) {
+    RequestTracker t;
+    req(t, "Q", kSkip);
+    req(t, "Q");
+    assert_int_equal(rep(t, 'N'), kSkip);
+    assert_int_equal(rep(t, 'A'), kFwd);
+    assert_int_equal(rep(t, 'C'), kSkip);
+    assert_int_equal(rep(t, 'Z', 'I'), kSkip);
+    assert_int_equal(rep(t, 'N'), kFwd);
+    assert_int_equal(rep(t, 'C'), kFwd);
+    assert_int_equal(rep(t, 'Z', 'I'), kFwd);
+    EXPECT_STATE(t, 0, true);
+}
+
+// What a departed client sent ends alone only if nothing more from it is needed: every
+// extended-protocol message has a Sync after it (should one fail, the server skips a
+// simple Query too until a Sync), no COPY IN waits for data.
+void test_ends_alone(void**) {
+    RequestTracker t;
+    req(t, "Q");
+    assert_true(t.ends_alone());
+    req(t, "PBE");
+    assert_false(t.ends_alone());
+    req(t, "Q");  // ends the implicit transaction, but not a failed batch
+    assert_false(t.ends_alone());
+    req(t, "S");
+    assert_true(t.ends_alone());
+    req(t, "PBES");
+    assert_true(t.ends_alone());
+    RequestTracker c;
+    req(c, "Q");
+    rep(c, 'G');  // COPY FROM STDIN: the data must come from the client
+    assert_false(c.ends_alone());
+}
+
 void test_replies_without_matching_request_do_not_pop(void**) {
     // A reply answers only the kind of request at the head.
     RequestTracker t;
@@ -1531,6 +1568,8 @@ int main() {
         cmocka_unit_test(test_empty_query_response_for_execute),
         cmocka_unit_test(test_flush_owes_nothing),
         cmocka_unit_test(test_async_messages_change_nothing),
+        cmocka_unit_test(test_notice_of_own_query_is_not_passed_on),
+        cmocka_unit_test(test_ends_alone),
         cmocka_unit_test(test_replies_without_matching_request_do_not_pop),
         cmocka_unit_test(test_copy_in_extended_one_ready),
         cmocka_unit_test(test_copy_in_extended_sync_inside_copy_owes_nothing),

@@ -312,6 +312,7 @@ public:
     bool checking = false;        // running server_check_query before reuse
     bool connect_query_sent = false;  // the database's connect_query runs (still in Login)
     bool orphaned = false;  // its client left; it answers what the client sent (run_orphaned())
+    usec_t orphan_heard = 0;  // while orphaned: when a reply last came
     usec_t connect_time = 0;
     usec_t request_time = 0;
     usec_t idle_since = 0;

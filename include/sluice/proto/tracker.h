@@ -211,8 +211,8 @@ public:
     // messages without their Sync, no COPY IN or BOTH waiting for data, the count sure, and
     // no synthesized reply (those are emitted to the client).
     bool ends_alone() const noexcept {
-        return !unsynced_ && !client_owes_term_ && !st_.copy_in && !st_.copy_both &&
-               !st_.uncertain && !st_.resync && fakes_ == 0;
+        return !unsynced_ && !sync_due_ && !client_owes_term_ && !st_.copy_in &&
+               !st_.copy_both && !st_.uncertain && !st_.resync && fakes_ == 0;
     }
     bool copy_both() const noexcept { return st_.copy_both; }
     // The client still has to end a COPY IN with CopyDone/CopyFail.
@@ -304,9 +304,11 @@ private:
         case msg::kExecute:
         case msg::kClose:
             unsynced_ = true;
+            sync_due_ = true;
             return true;
         case msg::kSync:
             unsynced_ = false;
+            sync_due_ = false;
             // The server ignores Sync while in COPY IN (before the client's CopyDone/CopyFail),
             // unless the COPY fails before it reads it (window_syncs_).
             if (st_.copy_in && client_owes_term_) {
@@ -377,6 +379,9 @@ private:
     // Extended-protocol messages were sent after the last Sync/Query: the server is inside an
     // implicit transaction that only a Sync (or a simple Query) will end.
     bool unsynced_ = false;
+    // Extended-protocol messages were sent after the last Sync: should one of them fail, the
+    // server skips everything (a simple Query too) until a Sync comes.
+    bool sync_due_ = false;
 };
 
 }  // namespace sluice
