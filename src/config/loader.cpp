@@ -208,6 +208,7 @@ struct Dispatch {
     Config& cfg;
     std::string err;
     bool failed = false;
+    bool got_main_sect = false;  // a [pgbouncer] header was seen
 };
 
 bool item_index(const char* s, size_t limit, size_t& out) noexcept {
@@ -298,6 +299,8 @@ int on_ini_entry(void* user, const char* section, const char* name, const char*)
         ok = known_section(it.key);
         if (!ok)
             msg = "unknown section [" + it.key + "]";
+        else if (it.key == "pgbouncer")
+            d.got_main_sect = true;
     } else {
         size_t sidx = 0;
         if (*section == '\0') {
@@ -342,7 +345,7 @@ bool load_config(const std::string& path, Config& out, std::string& err) {
             doc += "[" + n + "]\n";
         doc += n + "=\n";
     }
-    Dispatch d{lx, out, {}, false};
+    Dispatch d{lx, out, {}, false, false};
     int rc = ini_parse_string(doc.c_str(), on_ini_entry, &d);
     if (!d.err.empty()) {
         err = d.err;
@@ -354,6 +357,12 @@ bool load_config(const std::string& path, Config& out, std::string& err) {
     }
     if (!lx.err.empty()) {
         err = lx.err;
+        return false;
+    }
+    // libusual's cf_load_file(): a file that parses but never opens [pgbouncer] (empty,
+    // truncated by a deploy, only [databases]) is refused rather than run on the defaults.
+    if (!d.got_main_sect) {
+        err = "load_init_file: main section missing from config file";
         return false;
     }
     return true;

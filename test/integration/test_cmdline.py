@@ -68,6 +68,23 @@ def test_missing_config_file(sluice_bin):
         os.rmdir(os.path.dirname(path))
 
 
+@pytest.mark.parametrize("case", ["empty", "comment", "dev-null", "databases-only"])
+def test_config_without_main_section_refused(pooler, case):
+    """A file with no [pgbouncer] section (empty, truncated by a deploy, only [databases])
+    stops the start with PgBouncer's two lines and exit status 1; sluice used to run on the
+    built-in defaults."""
+    text = {"comment": "; nothing but a comment\n",
+            "databases-only": harness.make_ini().split("[pgbouncer]")[0]}.get(case, "")
+    p = pooler(text, start=False)
+    argv = p.argv()[:-1] + ["/dev/null"] if case == "dev-null" else p.argv()
+    r = _run(argv, cwd=p.dir)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert re.search(r"ERROR load_init_file: main section missing from config file\n"
+                     r".*FATAL cannot load config file\n", out), out
+    assert not _listening(p.port)
+
+
 def test_bad_config_value_names_file_and_line(pooler):
     ini = harness.make_ini(pgbouncer={"pool_mode": "sometimes"})
     p = pooler(ini, start=False)

@@ -71,6 +71,26 @@ def test_sighup_with_unchanged_config_keeps_serving(pooler):
     assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
 
 
+@pytest.mark.parametrize("databases_only", [False, True], ids=["empty", "databases-only"])
+def test_reload_of_a_file_without_main_section_changes_nothing(pooler, databases_only):
+    """The ini loses its [pgbouncer] section (emptied by config management, only [databases]
+    left), then SIGHUP: PgBouncer's "main section missing" and "config file loading failed",
+    and the running configuration stays. sluice used to apply the built-in defaults: every
+    database dropped, auth_file and admin_users gone, so the console was locked too."""
+    p = pooler()
+    c = p.connect()
+    pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+    mark = p.log_mark()
+    p.write_ini(harness.make_ini().split("[pgbouncer]")[0] if databases_only else "")
+    p.reload()
+    p.wait_for_log(r"ERROR load_init_file: main section missing from config file\n"
+                   r"(.*\n)?.*WARNING config file loading failed\n", since=mark)
+    assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+    assert {"appdb", "postgres"} <= {r["name"] for r in p.show("DATABASES")}
+    assert p.show("CONFIG") and p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+    assert "dropping database" not in p.log_text()[mark:]
+
+
 @pytest.mark.differs_from_pgbouncer_1_18(
     "sluice only: a RELOAD whose logfile cannot be opened goes on (PgBouncer exits)")
 def test_reload_with_a_logfile_that_cannot_be_opened_keeps_serving(pooler):

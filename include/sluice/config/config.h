@@ -219,7 +219,9 @@ struct Config {
 // false and sets `err` to one or two lines to log: "<file>:<line>: <key>: <what is wrong>"
 // where we can say more than PgBouncer, then PgBouncer's own line ("invalid value \"x\" for
 // parameter k in configuration (<file>:<line>)", "syntax error in configuration (...),
-// stopping loading", "could not load file ...").
+// stopping loading", "could not load file ..."). A file that loads but has no [pgbouncer]
+// section header anywhere (empty, only [databases]) fails with PgBouncer's one line
+// "load_init_file: main section missing from config file".
 //
 // `out` is first reset to Config{} and settings.conffile set to `path` (the file may override
 // it). Like PgBouncer the load is not transactional: on failure `out` holds every line before
