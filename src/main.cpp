@@ -160,17 +160,26 @@ void log_config_error(const std::string& err) {
     }
 }
 
+// conffile names the file the next RELOAD reads (PgBouncer's cf_config_file): the command-line
+// file, unless SET or a conffile line in the file named another. An empty value stands for the
+// command-line file, so that SHOW CONFIG always names the file a RELOAD reads.
+void settle_conffile(Settings& s) {
+    if (s.conffile.empty())
+        s.conffile = rt().config_path;
+}
+
 // Re-reads config, auth_file and hba (SIGHUP, admin RELOAD); failures are logged. A config
 // that does not load changes nothing; an unreadable auth_file keeps the users loaded before and
 // bad new TLS settings the TLS contexts, while everything else is applied (as PgBouncer).
 ReloadResult reload() {
     Config next;
     std::string err;
-    if (!load_config(rt().config_path, next, err)) {
+    if (!load_config(settings().conffile, next, err)) {
         log_config_error(err);
         log_warning("config file loading failed");
         return ReloadResult::Failed;
     }
+    settle_conffile(next.settings);
     warn_restart_only(rt().cfg.settings, next.settings);
     // Restart-only settings keep their running values.
     Settings merged = next.settings;
@@ -204,6 +213,7 @@ ReloadResult reload() {
 
 // Admin SET changed settings: re-apply the log settings main caches.
 void settings_changed() {
+    settle_conffile(rt().cfg.settings);
     config_changed();
     listeners_tune(tcp_options_from(settings()));
     if (!log_configure(log_config_from(settings(), g_opts)))
@@ -525,8 +535,7 @@ int run(int argc, char** argv) {
         log_config_error(err);
         die("cannot load config file");
     }
-    if (r.cfg.settings.conffile.empty())
-        r.cfg.settings.conffile = o.config;
+    settle_conffile(r.cfg.settings);
     const Settings& st = r.cfg.settings;
     if (o.daemon && st.pidfile.empty())
         die("daemon needs pidfile configured");

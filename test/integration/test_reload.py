@@ -91,6 +91,40 @@ def test_reload_of_a_file_without_main_section_changes_nothing(pooler, databases
     assert "dropping database" not in p.log_text()[mark:]
 
 
+@pytest.mark.parametrize("how", ["set", "ini-line"])
+def test_reload_reads_the_file_conffile_names(pooler, how):
+    """RELOAD and SIGHUP read the file conffile names, as PgBouncer does: one named by SET
+    conffile on the console, or by a conffile line in the file (a relative path is taken
+    from the working directory, the pooler's dir here). SHOW CONFIG names that file, and
+    later reloads go on reading it. sluice used to re-read the command-line file."""
+    other = harness.make_ini(pgbouncer={"default_pool_size": "9"})
+    if how == "set":
+        p = pooler(files={"other.ini": other})
+        p.admin(f"SET conffile = '{p.dir}/other.ini'")
+        want = f"{p.dir}/other.ini"
+    else:
+        p = pooler(files={"other.ini": other}, pgbouncer={"conffile": "other.ini"})
+        want = "other.ini"
+
+    def config(key):
+        return {r["key"]: r["value"] for r in p.show("CONFIG")}[key]
+
+    assert config("conffile") == want
+    assert config("default_pool_size") == "20"
+    for n in (1, 2):  # the command-line file is not read again
+        mark = p.log_mark()
+        if how == "set":
+            assert p.admin("RELOAD") == []
+        else:
+            p.reload()
+            p.wait_for_log(r"got SIGHUP, re-reading config", since=mark)
+        harness.wait_until(lambda: config("default_pool_size") == "9", 10,
+                           what=f"default_pool_size of other.ini after reload {n}")
+        assert config("conffile") == want
+        p.write_ini(harness.make_ini(pgbouncer={"default_pool_size": "3"}))
+    assert {r["name"]: r["pool_size"] for r in p.show("DATABASES")}["appdb"] == 9
+
+
 @pytest.mark.differs_from_pgbouncer_1_18(
     "sluice only: a RELOAD whose logfile cannot be opened goes on (PgBouncer exits)")
 def test_reload_with_a_logfile_that_cannot_be_opened_keeps_serving(pooler):
