@@ -88,13 +88,19 @@ LogConfig log_config_from(const Settings& s, const Options& o) {
 
 Options g_opts;
 
-bool load_auth_file(const Settings& s, UserList& out) {
-    out.clear();
-    if (s.auth_file.empty())
+// Reads auth_file into out, as PgBouncer's load_auth_file(): no auth_file line means no
+// users and nothing to log, but "auth_file =" names a file that cannot be opened (PgBouncer
+// logs "could not open auth_file : No such file or directory" for it). False = not read
+// (logged); out is untouched and the caller keeps the users it had.
+bool load_auth_file(const Config& cfg, UserList& out) {
+    const std::string& path = cfg.settings.auth_file;
+    if (path.empty() && !set_in_file(cfg, "auth_file")) {
+        out.clear();
         return true;
+    }
     std::string err;
-    if (!load_userlist(s.auth_file, out, err)) {
-        log_error("could not open auth_file %s: %s", s.auth_file.c_str(), err.c_str());
+    if (!load_userlist(path, out, err)) {
+        log_error("could not open auth_file %s: %s", path.c_str(), err.c_str());
         return false;
     }
     return true;
@@ -191,10 +197,19 @@ ReloadResult reload() {
         static_cast<void>(apply_setting(merged, info.name, v, ignored));
     }
     next.settings = merged;
+    // PgBouncer's RELOAD resets only the settings it has a default for: auth_file (NULL
+    // default) left out of the file keeps its running value, and its users are read again
+    // from it. PgBouncer keeps every such setting (auth_user, verbose ...); sluice only this
+    // one, whose reset would lock every auth_file user out (doc/config.md).
+    if (!set_in_file(next, "auth_file")) {
+        next.settings.auth_file = settings().auth_file;
+        if (set_in_file(rt().cfg, "auth_file"))
+            next.keys_in_file.push_back("auth_file");
+    }
     // An auth_file that cannot be read (logged) keeps the users already loaded; the rest of
     // the new config applies, as PgBouncer's RELOAD does.
     UserList users;
-    bool users_ok = load_auth_file(next.settings, users);
+    bool users_ok = load_auth_file(next, users);
     rt().cfg = std::move(next);
     if (users_ok)
         rt().userlist = std::move(users);
@@ -555,7 +570,7 @@ int run(int argc, char** argv) {
 
     if (!log_configure(log_config_from(st, o)))  // PgBouncer's words
         die("Cannot open logfile: '%s': %s", st.logfile.c_str(), log_open_error());
-    if (!load_auth_file(st, r.userlist))
+    if (!load_auth_file(r.cfg, r.userlist))
         log_warning("continuing without auth_file entries");
     load_hba(st);
     var_init(st.track_extra_parameters);

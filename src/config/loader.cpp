@@ -225,8 +225,11 @@ bool known_section(std::string_view s) noexcept {
 bool apply_item(Config& cfg, std::string_view sect, const Item& it, std::string& msg) {
     std::string e;
     if (sect == "pgbouncer") {
-        if (apply_setting(cfg.settings, it.key, it.value, e))
+        if (apply_setting(cfg.settings, it.key, it.value, e)) {
+            if (const SettingInfo* info = find_setting(it.key))
+                cfg.keys_in_file.push_back(info->name);
             return true;
+        }
     } else if (sect == "databases") {
         DatabaseEntry db;
         db.name = it.key;
@@ -326,6 +329,13 @@ int on_ini_entry(void* user, const char* section, const char* name, const char*)
 }
 
 }  // namespace
+
+bool set_in_file(const Config& cfg, std::string_view name) noexcept {
+    for (std::string_view k : cfg.keys_in_file)
+        if (k == name)
+            return true;
+    return false;
+}
 
 bool load_config(const std::string& path, Config& out, std::string& err) {
     out = Config{};

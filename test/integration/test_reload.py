@@ -160,6 +160,40 @@ def test_reload_without_auth_file_applies_the_config_and_keeps_users(pooler):
         p.connect(password="wrong")
 
 
+@pytest.mark.parametrize("how", ["deleted", "empty"])
+def test_reload_without_an_auth_file_value_keeps_users(pooler, pg, how):
+    """The auth_file line is deleted from the ini, or left empty ("auth_file ="), then RELOAD:
+    the users loaded before still log in and the rest of the new config applies, as in
+    PgBouncer. A deleted line keeps the running auth_file (PgBouncer's RELOAD resets only
+    settings that have a default): SHOW CONFIG still names it and each RELOAD reads it again.
+    An empty value names a file that cannot be opened: PgBouncer's ERROR, and the users
+    stay. sluice used to drop every auth_file user, the console's admin included."""
+    p = pooler()
+    userlist = p.substitute("{dir}/userlist.txt")
+    mark = p.log_mark()
+    p.write_ini(harness.make_ini(pgbouncer={"auth_file": None if how == "deleted" else ""},
+                                 databases={"newdb": "host={pg_host} port={pg_port} "
+                                                     "dbname=appdb"}))
+    assert p.admin("RELOAD") == []
+    with p.connect(dbname="newdb") as c:  # the new line, an md5 user from the old list
+        assert c.execute("SELECT current_database()").fetchone() == ("appdb",)
+    if how == "empty":
+        p.wait_for_log(r"ERROR could not open auth_file : No such file or directory\n",
+                       since=mark)
+    else:
+        assert {r["key"]: r["value"] for r in p.show("CONFIG")}["auth_file"] == userlist
+        assert "auth_file" not in p.log_text()[mark:]
+    # md5user leaves that file: the next RELOAD reads it for a deleted line only
+    p.write_userlist([f'"postgres" "{pg.passwords["postgres"]}"'])
+    assert p.admin("RELOAD") == []
+    if how == "deleted":
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            p.connect()
+    else:
+        with p.connect() as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+
+
 def _removed_from_config(p, keep_fallback):
     """appdb's [databases] line goes away (and the "*" line too unless keep_fallback), then a
     RELOAD. Returns the log mark taken before the reload."""

@@ -278,6 +278,17 @@ void test_main_section_required(void**) {
     assert_int_equal(cfg.settings.listen_port, 7010);
 }
 
+// Which [pgbouncer] keys the file set, whatever their value, case or alias.
+void test_keys_set_in_file(void**) {
+    Config cfg = load_ok("[pgbouncer]\nAuth_File =\nservice_name = x\nlisten_port = 6432\n");
+    assert_true(sluice::set_in_file(cfg, "auth_file"));
+    assert_true(cfg.settings.auth_file.empty());
+    assert_true(sluice::set_in_file(cfg, "job_name"));
+    assert_true(sluice::set_in_file(cfg, "listen_port"));  // to its default value
+    assert_false(sluice::set_in_file(cfg, "auth_user"));
+    assert_false(sluice::set_in_file(load_ok("[pgbouncer]\n"), "auth_file"));
+}
+
 void test_missing_main_file(void**) {
     Config cfg;
     std::string err;
@@ -786,6 +797,7 @@ int main() {
         cmocka_unit_test(test_include_error_names_included_file),
         cmocka_unit_test(test_include_depth_limit),
         cmocka_unit_test(test_main_section_required),
+        cmocka_unit_test(test_keys_set_in_file),
         cmocka_unit_test(test_missing_main_file),
         cmocka_unit_test(test_value_errors),
         cmocka_unit_test(test_load_is_not_transactional),

@@ -213,7 +213,14 @@ struct Config {
     std::vector<DatabaseEntry> databases;  // file order; "*" is the fallback entry if present
     std::vector<UserEntry> users;
     std::vector<PeerEntry> peers;
+    // The [pgbouncer] keys the file set, as settings_table() names (views of static strings):
+    // tells a key left out from one set to its default or to "". See set_in_file().
+    std::vector<std::string_view> keys_in_file;
 };
+
+// Whether cfg's file set the [pgbouncer] key `name` (a settings_table() name, as spelt there),
+// whatever the value; an alias or other case in the file counts.
+[[nodiscard]] bool set_in_file(const Config& cfg, std::string_view name) noexcept;
 
 // Loads `path` and its %includes into `out` (which starts from defaults). On failure returns
 // false and sets `err` to one or two lines to log: "<file>:<line>: <key>: <what is wrong>"
