@@ -243,6 +243,42 @@ def test_listen_addr_that_cannot_be_bound_at_all(pooler):
     assert "FATAL failed to listen on any address in listen_addr list: 192.0.2.1\n" in out, out
 
 
+@pytest.mark.parametrize("problem", [
+    "missing", "no-permission",
+    pytest.param("too-long", marks=pytest.mark.differs_from_pgbouncer_1_18(
+        "PgBouncer 1.18 binds the path cut to fit sockaddr_un, a socket file nobody finds"))])
+def test_unix_socket_dir_that_cannot_be_used_is_skipped(pooler, problem):
+    """A unix_socket_dir the socket cannot be made in (no such directory, as Debian's
+    /var/run/postgresql on a host without PostgreSQL; no write permission; a path too long
+    for a unix socket) is logged and skipped while TCP serves, as in PgBouncer 1.18. sluice
+    used to stop with "FATAL failed to create unix socket" (later PgBouncer releases do)."""
+    sockdir = {"missing": "{dir}/no-such-dir", "no-permission": "{dir}/read-only",
+               "too-long": "{dir}/" + "x" * 100}[problem]
+    p = pooler(start=False, pgbouncer={"unix_socket_dir": sockdir})
+    if problem == "no-permission":
+        os.mkdir(os.path.join(p.dir, "read-only"), 0o555)
+    p.start()
+    reason = {"missing": "No such file or directory", "no-permission": "Permission denied",
+              "too-long": "File name too long"}[problem]
+    path = re.escape(f"{p.substitute(sockdir)}/.s.PGSQL.{p.port}")
+    p.wait_for_log(rf"WARNING cannot listen on unix:{path}: bind\(\): {reason}\n")
+    assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+    assert not [f for f in os.listdir(p.dir) if f.startswith((".s.PGSQL", "xxx"))]
+
+
+def test_nowhere_to_listen_on(pooler):
+    """No listen_addr, and the unix socket cannot be made: PgBouncer's warning, then
+    "FATAL nowhere to listen on" (exit 1)."""
+    p = pooler(start=False, pgbouncer={"listen_addr": None, "unix_socket_dir": "{dir}/nope",
+                                       "logfile": None})
+    r = _run(p.argv(), cwd=p.dir)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert re.search(rf"WARNING cannot listen on unix:{re.escape(p.dir)}/nope/\.s\.PGSQL\."
+                     rf"{p.port}: bind\(\): No such file or directory\n"
+                     r".*FATAL nowhere to listen on\n", out), out
+
+
 def test_logfile_that_cannot_be_opened(pooler):
     p = pooler(start=False, pgbouncer={"logfile": "/nonexistent-sluice-dir/pooler.log"})
     r = _run(p.argv())
