@@ -208,14 +208,17 @@ def _removed_from_config(p, keep_fallback):
 @pytest.mark.parametrize("keep_fallback", [True, pytest.param(False, marks=(
     pytest.mark.differs_from_pgbouncer_1_18(
         "PgBouncer 1.18 bug: a removed * line goes on serving new database names"),))])
-def test_database_removed_by_reload(pooler, pg, keep_fallback):
+@pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+def test_database_removed_by_reload(pooler, pg, keep_fallback, pool_mode):
     """A database whose line is removed is dropped as PgBouncer does: its clients and servers
     are closed ("database removed") and its pools freed. With a "*" line the name then works as an
     auto-database for new clients; without one it is "no such database" (PgBouncer 1.18 goes
     on using the removed "*" line, so that case fails against it). The database used to stay
     behind with its old settings: its clients were still served, every release reopened the
-    server, and new clients were refused even with a "*" line."""
-    p = pooler(pgbouncer={"pool_mode": "transaction"})
+    server, and new clients were refused even with a "*" line. In session mode the server a
+    client held between queries was closed "database configuration changed" as the client
+    went (PgBouncer: "database removed", as for every server of the dropped database)."""
+    p = pooler(pgbouncer={"pool_mode": pool_mode})
     old = p.connect()
     pid = old.execute("SELECT pg_backend_pid()").fetchone()[0]
     mark = _removed_from_config(p, keep_fallback)
@@ -225,6 +228,7 @@ def test_database_removed_by_reload(pooler, pg, keep_fallback):
         old.execute("SELECT 1")
     p.wait_for_log(r"S-0x[0-9a-f]+: appdb/md5user@\S+ closing because: database removed",
                    since=mark)
+    assert "database configuration changed" not in p.log_text()[mark:]
     harness.wait_until(lambda: pid not in {r[0] for r in pg.sql(
         "SELECT pid FROM pg_stat_activity WHERE datname = 'appdb'")}, 10, what="server closed")
     # Its pools are freed as PgBouncer frees them: no SHOW POOLS or SHOW STATS row is left.
