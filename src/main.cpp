@@ -153,6 +153,12 @@ bool apply_tls_settings() {
     return true;
 }
 
+// What load_config() skipped (an %include of a directory), whether or not it then failed.
+void log_config_warnings(const Config& cfg) {
+    for (const std::string& w : cfg.warnings)
+        log_warning("%s", w.c_str());
+}
+
 // A load_config() error: one ERROR line per line of it.
 void log_config_error(const std::string& err) {
     size_t start = 0;
@@ -180,7 +186,9 @@ void settle_conffile(Settings& s) {
 ReloadResult reload() {
     Config next;
     std::string err;
-    if (!load_config(settings().conffile, next, err)) {
+    bool loaded = load_config(settings().conffile, next, err);
+    log_config_warnings(next);
+    if (!loaded) {
         log_config_error(err);
         log_warning("config file loading failed");
         return ReloadResult::Failed;
@@ -546,7 +554,9 @@ int run(int argc, char** argv) {
     early.verbose = o.verbose;
     static_cast<void>(log_configure(early));
     std::string err;
-    if (!load_config(o.config, r.cfg, err)) {
+    bool loaded = load_config(o.config, r.cfg, err);
+    log_config_warnings(r.cfg);
+    if (!loaded) {
         log_config_error(err);
         die("cannot load config file");
     }

@@ -46,6 +46,7 @@ struct Lexed {
     std::vector<std::string> files;
     std::vector<Item> items;  // every entry before the first lexing error, in file order
     std::string err;          // the first lexing error, "" if none
+    std::vector<std::string> warnings;
 };
 
 bool is_blank(char c) noexcept {
@@ -136,6 +137,13 @@ bool lex_text(std::string_view text, size_t file, int depth, Lexed& lx) {
             }
             int open_errno = 0;
             if (!lex_file(inc, depth + 1, lx, open_errno)) {
+                if (lx.err.empty() && open_errno == EISDIR) {
+                    // libusual reads a directory as an empty file: PgBouncer goes on with the
+                    // next line without a word. So do we, but say so.
+                    lx.warnings.push_back(where(lx, file, lineno) + "%include " + inc +
+                                          ": is a directory, nothing read from it");
+                    continue;
+                }
                 if (lx.err.empty())
                     lx.err = "could not load file \"" + inc + "\": " + std::strerror(open_errno) +
                              "\n" + pgb_include(lx, file, lineno);
@@ -347,6 +355,7 @@ bool load_config(const std::string& path, Config& out, std::string& err) {
         err = "could not load file \"" + path + "\": " + std::strerror(open_errno);
         return false;
     }
+    out.warnings = std::move(lx.warnings);
 
     std::string doc;
     for (size_t i = 0; i < lx.items.size(); i++) {

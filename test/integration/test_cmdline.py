@@ -85,6 +85,31 @@ def test_config_without_main_section_refused(pooler, case):
     assert not _listening(p.port)
 
 
+def _include_confd(pooler):
+    """A pooler whose [pgbouncer] section starts with "%include confd", a directory."""
+    ini = harness.make_ini(pgbouncer={"default_pool_size": "7"}).replace(
+        "[pgbouncer]\n", "[pgbouncer]\n%include confd\n")
+    return pooler(ini, files={"confd/pool.ini": "default_pool_size = 3\n"})
+
+
+def test_include_of_a_directory_reads_nothing(pooler):
+    """PgBouncer reads an %include naming a directory as an empty file and loads the rest;
+    sluice used to stop with "could not load file "confd": Is a directory"."""
+    p = _include_confd(pooler)
+    config = {r["key"]: r["value"] for r in p.show("CONFIG")}
+    assert config["default_pool_size"] == "7"
+    assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "sluice only: a WARNING names the directory (PgBouncer 1.18 says nothing)")
+def test_include_of_a_directory_is_logged(pooler):
+    p = _include_confd(pooler)
+    line = p.ini_text.splitlines().index("%include confd") + 1
+    assert re.search(rf"WARNING {re.escape(p.ini_path)}:{line}: %include confd: is a directory, "
+                     r"nothing read from it\n", p.stderr_text()), p.stderr_text()
+
+
 def test_bad_config_value_names_file_and_line(pooler):
     ini = harness.make_ini(pgbouncer={"pool_mode": "sometimes"})
     p = pooler(ini, start=False)

@@ -206,6 +206,31 @@ void test_include_keeps_current_section(void**) {
     assert_string_equal(cfg.users[0].name.c_str(), "bob");
 }
 
+// PgBouncer reads a directory as an empty file (libusual): the rest of the file loads. sluice
+// adds a warning naming it.
+void test_include_of_a_directory_reads_nothing(void**) {
+    char dir[] = "/tmp/sluice_test_config_dir_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    std::string inside = std::string(dir) + "/x.ini";  // not read
+    std::FILE* x = std::fopen(inside.c_str(), "wb");
+    assert_non_null(x);
+    std::fputs("listen_port = 7011\n", x);
+    std::fclose(x);
+    TempFile f(std::string("[pgbouncer]\n%include ") + dir + "\ndefault_pool_size = 4\n");
+    Config cfg;
+    std::string err;
+    bool ok = sluice::load_config(f.path(), cfg, err);
+    unlink(inside.c_str());
+    rmdir(dir);
+    assert_true(ok);
+    assert_int_equal(cfg.settings.default_pool_size, 4);
+    assert_int_equal(cfg.settings.listen_port, 6432);
+    assert_int_equal(cfg.warnings.size(), 1);
+    std::string want = f.path() + ":2: %include " + dir + ": is a directory, nothing read from it";
+    assert_string_equal(cfg.warnings[0].c_str(), want.c_str());
+    assert_true(load_ok("[pgbouncer]\n").warnings.empty());
+}
+
 void test_include_missing_is_an_error(void**) {
     TempFile main_file("[pgbouncer]\nlisten_port = 7002\n\n%include /nonexistent/sluice.ini\n"
                        "max_client_conn = 9\n");
@@ -793,6 +818,7 @@ int main() {
         cmocka_unit_test(test_syntax_errors),
         cmocka_unit_test(test_include_two_levels),
         cmocka_unit_test(test_include_keeps_current_section),
+        cmocka_unit_test(test_include_of_a_directory_reads_nothing),
         cmocka_unit_test(test_include_missing_is_an_error),
         cmocka_unit_test(test_include_error_names_included_file),
         cmocka_unit_test(test_include_depth_limit),

@@ -216,6 +216,8 @@ struct Config {
     // The [pgbouncer] keys the file set, as settings_table() names (views of static strings):
     // tells a key left out from one set to its default or to "". See set_in_file().
     std::vector<std::string_view> keys_in_file;
+    // What the load skipped without failing, one WARNING line each ("<file>:<line>: ...").
+    std::vector<std::string> warnings;
 };
 
 // Whether cfg's file set the [pgbouncer] key `name` (a settings_table() name, as spelt there),
@@ -233,7 +235,8 @@ struct Config {
 // `out` is first reset to Config{} and settings.conffile set to `path` (the file may override
 // it). Like PgBouncer the load is not transactional: on failure `out` holds every line before
 // the bad one. A later duplicate [databases]/[users] name or [peers] id replaces the earlier
-// entry in place. Relative %include paths are opened relative to the working directory.
+// entry in place. Relative %include paths are opened relative to the working directory; one
+// naming a directory reads nothing, as in PgBouncer, and adds to out.warnings.
 [[nodiscard]] bool load_config(const std::string& path, Config& out, std::string& err);
 
 // Deepest %include nesting accepted (the main file is depth 0), as libusual's MAX_INCLUDE.
