@@ -88,13 +88,19 @@ LogConfig log_config_from(const Settings& s, const Options& o) {
 
 Options g_opts;
 
-bool load_auth_file(const Settings& s, UserList& out) {
-    out.clear();
-    if (s.auth_file.empty())
+// Reads auth_file into out, as PgBouncer's load_auth_file(): no auth_file line means no
+// users and nothing to log, but "auth_file =" names a file that cannot be opened (PgBouncer
+// logs "could not open auth_file : No such file or directory" for it). False = not read
+// (logged); out is untouched and the caller keeps the users it had.
+bool load_auth_file(const Config& cfg, UserList& out) {
+    const std::string& path = cfg.settings.auth_file;
+    if (path.empty() && !set_in_file(cfg, "auth_file")) {
+        out.clear();
         return true;
+    }
     std::string err;
-    if (!load_userlist(s.auth_file, out, err)) {
-        log_error("could not open auth_file %s: %s", s.auth_file.c_str(), err.c_str());
+    if (!load_userlist(path, out, err)) {
+        log_error("could not open auth_file %s: %s", path.c_str(), err.c_str());
         return false;
     }
     return true;
@@ -147,6 +153,12 @@ bool apply_tls_settings() {
     return true;
 }
 
+// What load_config() skipped (an %include of a directory), whether or not it then failed.
+void log_config_warnings(const Config& cfg) {
+    for (const std::string& w : cfg.warnings)
+        log_warning("%s", w.c_str());
+}
+
 // A load_config() error: one ERROR line per line of it.
 void log_config_error(const std::string& err) {
     size_t start = 0;
@@ -160,17 +172,28 @@ void log_config_error(const std::string& err) {
     }
 }
 
+// conffile names the file the next RELOAD reads (PgBouncer's cf_config_file): the command-line
+// file, unless SET or a conffile line in the file named another. An empty value stands for the
+// command-line file, so that SHOW CONFIG always names the file a RELOAD reads.
+void settle_conffile(Settings& s) {
+    if (s.conffile.empty())
+        s.conffile = rt().config_path;
+}
+
 // Re-reads config, auth_file and hba (SIGHUP, admin RELOAD); failures are logged. A config
 // that does not load changes nothing; an unreadable auth_file keeps the users loaded before and
 // bad new TLS settings the TLS contexts, while everything else is applied (as PgBouncer).
 ReloadResult reload() {
     Config next;
     std::string err;
-    if (!load_config(rt().config_path, next, err)) {
+    bool loaded = load_config(settings().conffile, next, err);
+    log_config_warnings(next);
+    if (!loaded) {
         log_config_error(err);
         log_warning("config file loading failed");
         return ReloadResult::Failed;
     }
+    settle_conffile(next.settings);
     warn_restart_only(rt().cfg.settings, next.settings);
     // Restart-only settings keep their running values.
     Settings merged = next.settings;
@@ -182,10 +205,19 @@ ReloadResult reload() {
         static_cast<void>(apply_setting(merged, info.name, v, ignored));
     }
     next.settings = merged;
+    // PgBouncer's RELOAD resets only the settings it has a default for: auth_file (NULL
+    // default) left out of the file keeps its running value, and its users are read again
+    // from it. PgBouncer keeps every such setting (auth_user, verbose ...); sluice only this
+    // one, whose reset would lock every auth_file user out (doc/config.md).
+    if (!set_in_file(next, "auth_file")) {
+        next.settings.auth_file = settings().auth_file;
+        if (set_in_file(rt().cfg, "auth_file"))
+            next.keys_in_file.push_back("auth_file");
+    }
     // An auth_file that cannot be read (logged) keeps the users already loaded; the rest of
     // the new config applies, as PgBouncer's RELOAD does.
     UserList users;
-    bool users_ok = load_auth_file(next.settings, users);
+    bool users_ok = load_auth_file(next, users);
     rt().cfg = std::move(next);
     if (users_ok)
         rt().userlist = std::move(users);
@@ -204,6 +236,7 @@ ReloadResult reload() {
 
 // Admin SET changed settings: re-apply the log settings main caches.
 void settings_changed() {
+    settle_conffile(rt().cfg.settings);
     config_changed();
     listeners_tune(tcp_options_from(settings()));
     if (!log_configure(log_config_from(settings(), g_opts)))
@@ -521,12 +554,13 @@ int run(int argc, char** argv) {
     early.verbose = o.verbose;
     static_cast<void>(log_configure(early));
     std::string err;
-    if (!load_config(o.config, r.cfg, err)) {
+    bool loaded = load_config(o.config, r.cfg, err);
+    log_config_warnings(r.cfg);
+    if (!loaded) {
         log_config_error(err);
         die("cannot load config file");
     }
-    if (r.cfg.settings.conffile.empty())
-        r.cfg.settings.conffile = o.config;
+    settle_conffile(r.cfg.settings);
     const Settings& st = r.cfg.settings;
     if (o.daemon && st.pidfile.empty())
         die("daemon needs pidfile configured");
@@ -546,7 +580,7 @@ int run(int argc, char** argv) {
 
     if (!log_configure(log_config_from(st, o)))  // PgBouncer's words
         die("Cannot open logfile: '%s': %s", st.logfile.c_str(), log_open_error());
-    if (!load_auth_file(st, r.userlist))
+    if (!load_auth_file(r.cfg, r.userlist))
         log_warning("continuing without auth_file entries");
     load_hba(st);
     var_init(st.track_extra_parameters);

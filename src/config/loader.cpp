@@ -46,6 +46,7 @@ struct Lexed {
     std::vector<std::string> files;
     std::vector<Item> items;  // every entry before the first lexing error, in file order
     std::string err;          // the first lexing error, "" if none
+    std::vector<std::string> warnings;
 };
 
 bool is_blank(char c) noexcept {
@@ -136,6 +137,13 @@ bool lex_text(std::string_view text, size_t file, int depth, Lexed& lx) {
             }
             int open_errno = 0;
             if (!lex_file(inc, depth + 1, lx, open_errno)) {
+                if (lx.err.empty() && open_errno == EISDIR) {
+                    // libusual reads a directory as an empty file: PgBouncer goes on with the
+                    // next line without a word. So do we, but say so.
+                    lx.warnings.push_back(where(lx, file, lineno) + "%include " + inc +
+                                          ": is a directory, nothing read from it");
+                    continue;
+                }
                 if (lx.err.empty())
                     lx.err = "could not load file \"" + inc + "\": " + std::strerror(open_errno) +
                              "\n" + pgb_include(lx, file, lineno);
@@ -208,6 +216,7 @@ struct Dispatch {
     Config& cfg;
     std::string err;
     bool failed = false;
+    bool got_main_sect = false;  // a [pgbouncer] header was seen
 };
 
 bool item_index(const char* s, size_t limit, size_t& out) noexcept {
@@ -224,8 +233,11 @@ bool known_section(std::string_view s) noexcept {
 bool apply_item(Config& cfg, std::string_view sect, const Item& it, std::string& msg) {
     std::string e;
     if (sect == "pgbouncer") {
-        if (apply_setting(cfg.settings, it.key, it.value, e))
+        if (apply_setting(cfg.settings, it.key, it.value, e)) {
+            if (const SettingInfo* info = find_setting(it.key))
+                cfg.keys_in_file.push_back(info->name);
             return true;
+        }
     } else if (sect == "databases") {
         DatabaseEntry db;
         db.name = it.key;
@@ -298,6 +310,8 @@ int on_ini_entry(void* user, const char* section, const char* name, const char*)
         ok = known_section(it.key);
         if (!ok)
             msg = "unknown section [" + it.key + "]";
+        else if (it.key == "pgbouncer")
+            d.got_main_sect = true;
     } else {
         size_t sidx = 0;
         if (*section == '\0') {
@@ -324,6 +338,13 @@ int on_ini_entry(void* user, const char* section, const char* name, const char*)
 
 }  // namespace
 
+bool set_in_file(const Config& cfg, std::string_view name) noexcept {
+    for (std::string_view k : cfg.keys_in_file)
+        if (k == name)
+            return true;
+    return false;
+}
+
 bool load_config(const std::string& path, Config& out, std::string& err) {
     out = Config{};
     out.settings.conffile = path;
@@ -334,6 +355,7 @@ bool load_config(const std::string& path, Config& out, std::string& err) {
         err = "could not load file \"" + path + "\": " + std::strerror(open_errno);
         return false;
     }
+    out.warnings = std::move(lx.warnings);
 
     std::string doc;
     for (size_t i = 0; i < lx.items.size(); i++) {
@@ -342,7 +364,7 @@ bool load_config(const std::string& path, Config& out, std::string& err) {
             doc += "[" + n + "]\n";
         doc += n + "=\n";
     }
-    Dispatch d{lx, out, {}, false};
+    Dispatch d{lx, out, {}, false, false};
     int rc = ini_parse_string(doc.c_str(), on_ini_entry, &d);
     if (!d.err.empty()) {
         err = d.err;
@@ -354,6 +376,12 @@ bool load_config(const std::string& path, Config& out, std::string& err) {
     }
     if (!lx.err.empty()) {
         err = lx.err;
+        return false;
+    }
+    // libusual's cf_load_file(): a file that parses but never opens [pgbouncer] (empty,
+    // truncated by a deploy, only [databases]) is refused rather than run on the defaults.
+    if (!d.got_main_sect) {
+        err = "load_init_file: main section missing from config file";
         return false;
     }
     return true;

@@ -192,13 +192,19 @@ bool unix_address(const std::string& dir, int port, sockaddr_un& un, socklen_t& 
     return true;
 }
 
+// The unix socket. One that cannot be made (no such directory, no permission, a path too long
+// for sockaddr_un) is logged and skipped, as PgBouncer 1.18 does (Debian's packaged
+// unix_socket_dir on a host without PostgreSQL): TCP may still serve, and listeners_open() says
+// "nowhere to listen on" when nothing does. False only for what must stop the start: another
+// instance on the socket, a listener that cannot be set up.
 bool open_unix(const ListenConfig& cfg, std::string& err) {
     sockaddr_un un;
     socklen_t len;
     std::string path;
     if (!unix_address(cfg.unix_dir, cfg.port, un, len, path)) {
-        err = "unix socket path too long: " + path;
-        return false;
+        // PgBouncer would bind the path cut to fit, a socket file nobody looks for.
+        log_warning("cannot listen on unix:%s: bind(): %s", path.c_str(), strerror(ENAMETOOLONG));
+        return true;
     }
     bool abstract = cfg.unix_dir[0] == '@';
     if (abstract) {
@@ -212,22 +218,21 @@ bool open_unix(const ListenConfig& cfg, std::string& err) {
         }
         unlink(path.c_str());
     }
+    const char* call = "socket";
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        err = std::string("socket(): ") + strerror(errno);
-        return false;
-    }
-    const char* call = nullptr;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&un), len) != 0)
+    if (fd >= 0) {
         call = "bind";
-    else if (listen(fd, cfg.backlog) != 0)
-        call = "listen";
+        if (bind(fd, reinterpret_cast<sockaddr*>(&un), len) == 0) {
+            call = "listen";
+            if (listen(fd, cfg.backlog) == 0)
+                call = nullptr;
+        }
+    }
     if (call) {
-        // PgBouncer's two lines: the reason, then the fatal one.
         log_warning("cannot listen on unix:%s: %s(): %s", path.c_str(), call, strerror(errno));
-        err = "failed to create unix socket";
-        close(fd);
-        return false;
+        if (fd >= 0)
+            close(fd);
+        return true;
     }
     if (!abstract) {
         chmod(path.c_str(), static_cast<mode_t>(cfg.unix_mode));

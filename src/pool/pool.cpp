@@ -549,8 +549,8 @@ void pool_release_server(Server& s) {
         s.close("close_needed");
         return;
     }
-    if (p.db->dirty) {
-        s.close("database configuration changed");
+    if (p.db->dirty) {  // a RELOAD dropped the database: its clients are being closed
+        s.close("database removed");  // PgBouncer's kill_pool() reason for every server
         return;
     }
     if (pool_close_if_life_over(s, mono_now()))

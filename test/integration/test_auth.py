@@ -364,6 +364,18 @@ def test_any_logs_in_as_forced_user(pooler):
     p.wait_for_log(r"auth_type=any requires forced user")
 
 
+def test_empty_auth_file_setting_is_an_error(pooler):
+    """"auth_file =" names no file: PgBouncer logs that it cannot open it (the name is empty)
+    and runs without auth_file users; no auth_file line at all is no error."""
+    p = pooler(pgbouncer={"auth_file": "", "auth_type": "trust"})
+    p.wait_for_log(r"ERROR could not open auth_file : No such file or directory\n")
+    rc, out, err = p.psql("-c", "SELECT 1", user="md5user", password="")
+    assert rc != 0 and _fatal(err) == '"trust" authentication failed'
+    q = pooler(pgbouncer={"auth_file": None, "auth_type": "trust"})
+    assert q.psql("-c", "SELECT 1", user="md5user", password="")[0] != 0
+    assert "auth_file" not in q.log_text()
+
+
 @pytest.mark.differs_from_pgbouncer_1_18(
     "PgBouncer 1.18 stops loading the auth_file at the first broken line")
 def test_broken_auth_file_line_is_skipped(pooler, pg):

@@ -68,6 +68,48 @@ def test_missing_config_file(sluice_bin):
         os.rmdir(os.path.dirname(path))
 
 
+@pytest.mark.parametrize("case", ["empty", "comment", "dev-null", "databases-only"])
+def test_config_without_main_section_refused(pooler, case):
+    """A file with no [pgbouncer] section (empty, truncated by a deploy, only [databases])
+    stops the start with PgBouncer's two lines and exit status 1; sluice used to run on the
+    built-in defaults."""
+    text = {"comment": "; nothing but a comment\n",
+            "databases-only": harness.make_ini().split("[pgbouncer]")[0]}.get(case, "")
+    p = pooler(text, start=False)
+    argv = p.argv()[:-1] + ["/dev/null"] if case == "dev-null" else p.argv()
+    r = _run(argv, cwd=p.dir)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert re.search(r"ERROR load_init_file: main section missing from config file\n"
+                     r".*FATAL cannot load config file\n", out), out
+    assert not _listening(p.port)
+
+
+def _include_confd(pooler):
+    """A pooler whose [pgbouncer] section starts with "%include confd", a directory."""
+    ini = harness.make_ini(pgbouncer={"default_pool_size": "7"}).replace(
+        "[pgbouncer]\n", "[pgbouncer]\n%include confd\n")
+    return pooler(ini, files={"confd/pool.ini": "default_pool_size = 3\n"})
+
+
+def test_include_of_a_directory_reads_nothing(pooler):
+    """PgBouncer reads an %include naming a directory as an empty file and loads the rest;
+    sluice used to stop with "could not load file "confd": Is a directory"."""
+    p = _include_confd(pooler)
+    config = {r["key"]: r["value"] for r in p.show("CONFIG")}
+    assert config["default_pool_size"] == "7"
+    assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+
+
+@pytest.mark.differs_from_pgbouncer_1_18(
+    "sluice only: a WARNING names the directory (PgBouncer 1.18 says nothing)")
+def test_include_of_a_directory_is_logged(pooler):
+    p = _include_confd(pooler)
+    line = p.ini_text.splitlines().index("%include confd") + 1
+    assert re.search(rf"WARNING {re.escape(p.ini_path)}:{line}: %include confd: is a directory, "
+                     r"nothing read from it\n", p.stderr_text()), p.stderr_text()
+
+
 def test_bad_config_value_names_file_and_line(pooler):
     ini = harness.make_ini(pgbouncer={"pool_mode": "sometimes"})
     p = pooler(ini, start=False)
@@ -224,6 +266,42 @@ def test_listen_addr_that_cannot_be_bound_at_all(pooler):
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert "FATAL failed to listen on any address in listen_addr list: 192.0.2.1\n" in out, out
+
+
+@pytest.mark.parametrize("problem", [
+    "missing", "no-permission",
+    pytest.param("too-long", marks=pytest.mark.differs_from_pgbouncer_1_18(
+        "PgBouncer 1.18 binds the path cut to fit sockaddr_un, a socket file nobody finds"))])
+def test_unix_socket_dir_that_cannot_be_used_is_skipped(pooler, problem):
+    """A unix_socket_dir the socket cannot be made in (no such directory, as Debian's
+    /var/run/postgresql on a host without PostgreSQL; no write permission; a path too long
+    for a unix socket) is logged and skipped while TCP serves, as in PgBouncer 1.18. sluice
+    used to stop with "FATAL failed to create unix socket" (later PgBouncer releases do)."""
+    sockdir = {"missing": "{dir}/no-such-dir", "no-permission": "{dir}/read-only",
+               "too-long": "{dir}/" + "x" * 100}[problem]
+    p = pooler(start=False, pgbouncer={"unix_socket_dir": sockdir})
+    if problem == "no-permission":
+        os.mkdir(os.path.join(p.dir, "read-only"), 0o555)
+    p.start()
+    reason = {"missing": "No such file or directory", "no-permission": "Permission denied",
+              "too-long": "File name too long"}[problem]
+    path = re.escape(f"{p.substitute(sockdir)}/.s.PGSQL.{p.port}")
+    p.wait_for_log(rf"WARNING cannot listen on unix:{path}: bind\(\): {reason}\n")
+    assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+    assert not [f for f in os.listdir(p.dir) if f.startswith((".s.PGSQL", "xxx"))]
+
+
+def test_nowhere_to_listen_on(pooler):
+    """No listen_addr, and the unix socket cannot be made: PgBouncer's warning, then
+    "FATAL nowhere to listen on" (exit 1)."""
+    p = pooler(start=False, pgbouncer={"listen_addr": None, "unix_socket_dir": "{dir}/nope",
+                                       "logfile": None})
+    r = _run(p.argv(), cwd=p.dir)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert re.search(rf"WARNING cannot listen on unix:{re.escape(p.dir)}/nope/\.s\.PGSQL\."
+                     rf"{p.port}: bind\(\): No such file or directory\n"
+                     r".*FATAL nowhere to listen on\n", out), out
 
 
 def test_logfile_that_cannot_be_opened(pooler):

@@ -71,6 +71,60 @@ def test_sighup_with_unchanged_config_keeps_serving(pooler):
     assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
 
 
+@pytest.mark.parametrize("databases_only", [False, True], ids=["empty", "databases-only"])
+def test_reload_of_a_file_without_main_section_changes_nothing(pooler, databases_only):
+    """The ini loses its [pgbouncer] section (emptied by config management, only [databases]
+    left), then SIGHUP: PgBouncer's "main section missing" and "config file loading failed",
+    and the running configuration stays. sluice used to apply the built-in defaults: every
+    database dropped, auth_file and admin_users gone, so the console was locked too."""
+    p = pooler()
+    c = p.connect()
+    pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+    mark = p.log_mark()
+    p.write_ini(harness.make_ini().split("[pgbouncer]")[0] if databases_only else "")
+    p.reload()
+    p.wait_for_log(r"ERROR load_init_file: main section missing from config file\n"
+                   r"(.*\n)?.*WARNING config file loading failed\n", since=mark)
+    assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+    assert {"appdb", "postgres"} <= {r["name"] for r in p.show("DATABASES")}
+    assert p.show("CONFIG") and p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+    assert "dropping database" not in p.log_text()[mark:]
+
+
+@pytest.mark.parametrize("how", ["set", "ini-line"])
+def test_reload_reads_the_file_conffile_names(pooler, how):
+    """RELOAD and SIGHUP read the file conffile names, as PgBouncer does: one named by SET
+    conffile on the console, or by a conffile line in the file (a relative path is taken
+    from the working directory, the pooler's dir here). SHOW CONFIG names that file, and
+    later reloads go on reading it. sluice used to re-read the command-line file."""
+    other = harness.make_ini(pgbouncer={"default_pool_size": "9"})
+    if how == "set":
+        p = pooler(files={"other.ini": other})
+        p.admin(f"SET conffile = '{p.dir}/other.ini'")
+        want = f"{p.dir}/other.ini"
+    else:
+        p = pooler(files={"other.ini": other}, pgbouncer={"conffile": "other.ini"})
+        want = "other.ini"
+
+    def config(key):
+        return {r["key"]: r["value"] for r in p.show("CONFIG")}[key]
+
+    assert config("conffile") == want
+    assert config("default_pool_size") == "20"
+    for n in (1, 2):  # the command-line file is not read again
+        mark = p.log_mark()
+        if how == "set":
+            assert p.admin("RELOAD") == []
+        else:
+            p.reload()
+            p.wait_for_log(r"got SIGHUP, re-reading config", since=mark)
+        harness.wait_until(lambda: config("default_pool_size") == "9", 10,
+                           what=f"default_pool_size of other.ini after reload {n}")
+        assert config("conffile") == want
+        p.write_ini(harness.make_ini(pgbouncer={"default_pool_size": "3"}))
+    assert {r["name"]: r["pool_size"] for r in p.show("DATABASES")}["appdb"] == 9
+
+
 @pytest.mark.differs_from_pgbouncer_1_18(
     "sluice only: a RELOAD whose logfile cannot be opened goes on (PgBouncer exits)")
 def test_reload_with_a_logfile_that_cannot_be_opened_keeps_serving(pooler):
@@ -106,6 +160,40 @@ def test_reload_without_auth_file_applies_the_config_and_keeps_users(pooler):
         p.connect(password="wrong")
 
 
+@pytest.mark.parametrize("how", ["deleted", "empty"])
+def test_reload_without_an_auth_file_value_keeps_users(pooler, pg, how):
+    """The auth_file line is deleted from the ini, or left empty ("auth_file ="), then RELOAD:
+    the users loaded before still log in and the rest of the new config applies, as in
+    PgBouncer. A deleted line keeps the running auth_file (PgBouncer's RELOAD resets only
+    settings that have a default): SHOW CONFIG still names it and each RELOAD reads it again.
+    An empty value names a file that cannot be opened: PgBouncer's ERROR, and the users
+    stay. sluice used to drop every auth_file user, the console's admin included."""
+    p = pooler()
+    userlist = p.substitute("{dir}/userlist.txt")
+    mark = p.log_mark()
+    p.write_ini(harness.make_ini(pgbouncer={"auth_file": None if how == "deleted" else ""},
+                                 databases={"newdb": "host={pg_host} port={pg_port} "
+                                                     "dbname=appdb"}))
+    assert p.admin("RELOAD") == []
+    with p.connect(dbname="newdb") as c:  # the new line, an md5 user from the old list
+        assert c.execute("SELECT current_database()").fetchone() == ("appdb",)
+    if how == "empty":
+        p.wait_for_log(r"ERROR could not open auth_file : No such file or directory\n",
+                       since=mark)
+    else:
+        assert {r["key"]: r["value"] for r in p.show("CONFIG")}["auth_file"] == userlist
+        assert "auth_file" not in p.log_text()[mark:]
+    # md5user leaves that file: the next RELOAD reads it for a deleted line only
+    p.write_userlist([f'"postgres" "{pg.passwords["postgres"]}"'])
+    assert p.admin("RELOAD") == []
+    if how == "deleted":
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            p.connect()
+    else:
+        with p.connect() as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+
+
 def _removed_from_config(p, keep_fallback):
     """appdb's [databases] line goes away (and the "*" line too unless keep_fallback), then a
     RELOAD. Returns the log mark taken before the reload."""
@@ -120,14 +208,17 @@ def _removed_from_config(p, keep_fallback):
 @pytest.mark.parametrize("keep_fallback", [True, pytest.param(False, marks=(
     pytest.mark.differs_from_pgbouncer_1_18(
         "PgBouncer 1.18 bug: a removed * line goes on serving new database names"),))])
-def test_database_removed_by_reload(pooler, pg, keep_fallback):
+@pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+def test_database_removed_by_reload(pooler, pg, keep_fallback, pool_mode):
     """A database whose line is removed is dropped as PgBouncer does: its clients and servers
     are closed ("database removed") and its pools freed. With a "*" line the name then works as an
     auto-database for new clients; without one it is "no such database" (PgBouncer 1.18 goes
     on using the removed "*" line, so that case fails against it). The database used to stay
     behind with its old settings: its clients were still served, every release reopened the
-    server, and new clients were refused even with a "*" line."""
-    p = pooler(pgbouncer={"pool_mode": "transaction"})
+    server, and new clients were refused even with a "*" line. In session mode the server a
+    client held between queries was closed "database configuration changed" as the client
+    went (PgBouncer: "database removed", as for every server of the dropped database)."""
+    p = pooler(pgbouncer={"pool_mode": pool_mode})
     old = p.connect()
     pid = old.execute("SELECT pg_backend_pid()").fetchone()[0]
     mark = _removed_from_config(p, keep_fallback)
@@ -137,6 +228,7 @@ def test_database_removed_by_reload(pooler, pg, keep_fallback):
         old.execute("SELECT 1")
     p.wait_for_log(r"S-0x[0-9a-f]+: appdb/md5user@\S+ closing because: database removed",
                    since=mark)
+    assert "database configuration changed" not in p.log_text()[mark:]
     harness.wait_until(lambda: pid not in {r[0] for r in pg.sql(
         "SELECT pid FROM pg_stat_activity WHERE datname = 'appdb'")}, 10, what="server closed")
     # Its pools are freed as PgBouncer frees them: no SHOW POOLS or SHOW STATS row is left.

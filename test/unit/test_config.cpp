@@ -140,7 +140,8 @@ void test_indented_keys_blanks_and_crlf(void**) {
 }
 
 void test_quoted_key(void**) {
-    Config cfg = load_ok("[databases]\n"
+    Config cfg = load_ok("[pgbouncer]\n"
+                         "[databases]\n"
                          "'my db!' = host=a dbname=real\n"
                          "under_score.dot-dash = host=b\n");
     assert_int_equal(cfg.databases.size(), 2);
@@ -194,7 +195,8 @@ void test_include_keeps_current_section(void**) {
     // As in libusual: an included file continues in the includer's current section, and a
     // section it opens stays current after the %include line.
     TempFile inc("extra = host=x\n[users]\n");
-    TempFile main_file("[databases]\n%include " + inc.path() + "\nbob = pool_size=1\n");
+    TempFile main_file("[pgbouncer]\n[databases]\n%include " + inc.path() +
+                       "\nbob = pool_size=1\n");
     Config cfg;
     std::string err;
     assert_true(sluice::load_config(main_file.path(), cfg, err));
@@ -202,6 +204,31 @@ void test_include_keeps_current_section(void**) {
     assert_string_equal(cfg.databases[0].name.c_str(), "extra");
     assert_int_equal(cfg.users.size(), 1);
     assert_string_equal(cfg.users[0].name.c_str(), "bob");
+}
+
+// PgBouncer reads a directory as an empty file (libusual): the rest of the file loads. sluice
+// adds a warning naming it.
+void test_include_of_a_directory_reads_nothing(void**) {
+    char dir[] = "/tmp/sluice_test_config_dir_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    std::string inside = std::string(dir) + "/x.ini";  // not read
+    std::FILE* x = std::fopen(inside.c_str(), "wb");
+    assert_non_null(x);
+    std::fputs("listen_port = 7011\n", x);
+    std::fclose(x);
+    TempFile f(std::string("[pgbouncer]\n%include ") + dir + "\ndefault_pool_size = 4\n");
+    Config cfg;
+    std::string err;
+    bool ok = sluice::load_config(f.path(), cfg, err);
+    unlink(inside.c_str());
+    rmdir(dir);
+    assert_true(ok);
+    assert_int_equal(cfg.settings.default_pool_size, 4);
+    assert_int_equal(cfg.settings.listen_port, 6432);
+    assert_int_equal(cfg.warnings.size(), 1);
+    std::string want = f.path() + ":2: %include " + dir + ": is a directory, nothing read from it";
+    assert_string_equal(cfg.warnings[0].c_str(), want.c_str());
+    assert_true(load_ok("[pgbouncer]\n").warnings.empty());
 }
 
 void test_include_missing_is_an_error(void**) {
@@ -252,6 +279,39 @@ void test_include_depth_limit(void**) {
     self.write("%include " + self.path() + "\n");
     assert_false(sluice::load_config(self.path(), cfg, err));
     assert_true(contains(err, "nesting too deep"));
+}
+
+// libusual's rule: a file that parses but never opens [pgbouncer] is refused with its one
+// line (a truncated or emptied file must not run, or RELOAD, on the built-in defaults). A
+// syntax or value error comes first; an included file may hold the header.
+void test_main_section_required(void**) {
+    const char* want = "load_init_file: main section missing from config file";
+    for (std::string_view text :
+         {"", "\n; only a comment\n", "[databases]\napp = host=a\n", "[users]\n[peers]\n"}) {
+        TempFile f(text);
+        Config cfg;
+        std::string err;
+        assert_false(sluice::load_config(f.path(), cfg, err));
+        assert_string_equal(err.c_str(), want);
+    }
+    load_fails("[databases]\napp = host=a hots=b\n", 2, "app: unrecognized connection");
+    syntax_fails("[databases]\n'unterminated = host=x\n", 2);
+    Config cfg = load_ok("[pgbouncer]\n");  // an empty main section is enough
+    assert_int_equal(cfg.settings.listen_port, 6432);
+    TempFile inc("[pgbouncer]\nlisten_port = 7010\n");
+    cfg = load_ok("[databases]\napp = host=a\n%include " + inc.path() + "\n");
+    assert_int_equal(cfg.settings.listen_port, 7010);
+}
+
+// Which [pgbouncer] keys the file set, whatever their value, case or alias.
+void test_keys_set_in_file(void**) {
+    Config cfg = load_ok("[pgbouncer]\nAuth_File =\nservice_name = x\nlisten_port = 6432\n");
+    assert_true(sluice::set_in_file(cfg, "auth_file"));
+    assert_true(cfg.settings.auth_file.empty());
+    assert_true(sluice::set_in_file(cfg, "job_name"));
+    assert_true(sluice::set_in_file(cfg, "listen_port"));  // to its default value
+    assert_false(sluice::set_in_file(cfg, "auth_user"));
+    assert_false(sluice::set_in_file(load_ok("[pgbouncer]\n"), "auth_file"));
 }
 
 void test_missing_main_file(void**) {
@@ -439,7 +499,8 @@ void test_database_every_key(void**) {
 }
 
 void test_fallback_and_duplicates(void**) {
-    Config cfg = load_ok("[databases]\n"
+    Config cfg = load_ok("[pgbouncer]\n"
+                         "[databases]\n"
                          "app = host=a\n"
                          "* = host=fallback.example.com port=6000\n"
                          "app = host=b pool_size=3\n");
@@ -456,7 +517,8 @@ void test_fallback_and_duplicates(void**) {
 }
 
 void test_users_and_peers(void**) {
-    Config cfg = load_ok("[users]\n"
+    Config cfg = load_ok("[pgbouncer]\n"
+                         "[users]\n"
                          "alice = pool_mode=session pool_size=4 reserve_pool_size=1 "
                          "max_user_connections=10 max_user_client_connections=100 "
                          "query_timeout=30 idle_transaction_timeout=60 transaction_timeout=90 "
@@ -756,9 +818,12 @@ int main() {
         cmocka_unit_test(test_syntax_errors),
         cmocka_unit_test(test_include_two_levels),
         cmocka_unit_test(test_include_keeps_current_section),
+        cmocka_unit_test(test_include_of_a_directory_reads_nothing),
         cmocka_unit_test(test_include_missing_is_an_error),
         cmocka_unit_test(test_include_error_names_included_file),
         cmocka_unit_test(test_include_depth_limit),
+        cmocka_unit_test(test_main_section_required),
+        cmocka_unit_test(test_keys_set_in_file),
         cmocka_unit_test(test_missing_main_file),
         cmocka_unit_test(test_value_errors),
         cmocka_unit_test(test_load_is_not_transactional),

@@ -213,18 +213,30 @@ struct Config {
     std::vector<DatabaseEntry> databases;  // file order; "*" is the fallback entry if present
     std::vector<UserEntry> users;
     std::vector<PeerEntry> peers;
+    // The [pgbouncer] keys the file set, as settings_table() names (views of static strings):
+    // tells a key left out from one set to its default or to "". See set_in_file().
+    std::vector<std::string_view> keys_in_file;
+    // What the load skipped without failing, one WARNING line each ("<file>:<line>: ...").
+    std::vector<std::string> warnings;
 };
+
+// Whether cfg's file set the [pgbouncer] key `name` (a settings_table() name, as spelt there),
+// whatever the value; an alias or other case in the file counts.
+[[nodiscard]] bool set_in_file(const Config& cfg, std::string_view name) noexcept;
 
 // Loads `path` and its %includes into `out` (which starts from defaults). On failure returns
 // false and sets `err` to one or two lines to log: "<file>:<line>: <key>: <what is wrong>"
 // where we can say more than PgBouncer, then PgBouncer's own line ("invalid value \"x\" for
 // parameter k in configuration (<file>:<line>)", "syntax error in configuration (...),
-// stopping loading", "could not load file ...").
+// stopping loading", "could not load file ..."). A file that loads but has no [pgbouncer]
+// section header anywhere (empty, only [databases]) fails with PgBouncer's one line
+// "load_init_file: main section missing from config file".
 //
 // `out` is first reset to Config{} and settings.conffile set to `path` (the file may override
 // it). Like PgBouncer the load is not transactional: on failure `out` holds every line before
 // the bad one. A later duplicate [databases]/[users] name or [peers] id replaces the earlier
-// entry in place. Relative %include paths are opened relative to the working directory.
+// entry in place. Relative %include paths are opened relative to the working directory; one
+// naming a directory reads nothing, as in PgBouncer, and adds to out.warnings.
 [[nodiscard]] bool load_config(const std::string& path, Config& out, std::string& err);
 
 // Deepest %include nesting accepted (the main file is depth 0), as libusual's MAX_INCLUDE.

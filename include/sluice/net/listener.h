@@ -29,9 +29,10 @@ struct ListenConfig {
 // arrived already.
 using AcceptFn = void (*)(int fd, const PeerAddr& peer, bool is_unix, bool input_waiting);
 
-// Opens every listener. An address that cannot be listened on is logged and skipped; false
-// (err says why) when a name does not resolve, when listen_addr yields no socket at all, when
-// the unix socket cannot be made, or when there is nothing to listen on.
+// Opens every listener. An address that cannot be listened on, or a unix socket that cannot
+// be made, is logged and skipped; false (err says why) when a name does not resolve, when
+// listen_addr yields no socket at all, when another instance holds the unix socket, or when
+// there is nothing to listen on ("nowhere to listen on").
 // Each listener sits in the loop's epoll set (net/loop.h: loop_watch); the loop must exist.
 [[nodiscard]] bool listeners_open(const ListenConfig& cfg, AcceptFn fn, std::string& err);
 // Socket activation: the count listening sockets from first_fd on, opened by the service

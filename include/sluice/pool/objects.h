@@ -45,7 +45,7 @@ struct Database {
     bool admin = false;          // the virtual "pgbouncer" console database
     bool paused = false;
     bool disabled = false;
-    bool dirty = false;  // removed or changed on reload
+    bool dirty = false;  // a reload found no entry for it: being dropped (or dropped)
     // Credentials auth_query returned for users of this database, by user name (PgBouncer's
     // per-database dynamic users): refreshed at each such login, used by the pools' servers.
     UserMap auth_query_users;

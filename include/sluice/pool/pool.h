@@ -19,7 +19,7 @@ namespace sluice {
 struct Runtime {
     event_base* base = nullptr;
     Config cfg;
-    std::string config_path;
+    std::string config_path;  // the file named on the command line; RELOAD reads cfg's conffile
     UserList userlist;
     HbaFile hba;      // auth_hba_file (loaded only with auth_type=hba)
     IdentFile ident;  // auth_ident_file (likewise)
