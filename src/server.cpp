@@ -615,15 +615,6 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         return PacketAction::Hold;  // its SQLSTATE decides
     uint8_t head_type = tracker.empty() ? 0 : tracker.head()->type;
     bool skip_mode = !tracker.empty() && tracker.head()->action == ReplyAction::Skip;
-    // The replies of a client that left (run_orphaned()) go to nobody, the ReadyForQuery
-    // too: the one that ends them hands the server to the next client on the spot.
-    const bool for_nobody = orphaned;
-    if (orphaned)
-        orphan_heard = mono_now();
-    if (orphaned && (t == msg::kCopyInResponse || t == msg::kCopyBothResponse)) {
-        close("client disconnect while server was not ready");  // nobody sends the data
-        return PacketAction::Closed;
-    }
     if (t == msg::kErrorResponse && (skip_mode || !client) && !orphaned) {
         if (data.size() < hdr.len)
             return PacketAction::Hold;
@@ -734,11 +725,17 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
         }
         break;
     }
+    case msg::kCopyInResponse:
     case msg::kCopyBothResponse:
-        pinned = true;
+        if (orphaned) {  // run_orphaned(): nobody will send the data it waits for
+            close("client disconnect while server was not ready");
+            return PacketAction::Closed;
+        }
+        pinned = pinned || t == msg::kCopyBothResponse;
         break;
     case msg::kReadyForQuery:
-        // (A client that leaves mid-cycle closes this server: the flag never outlives it.)
+        // (A client that leaves mid-cycle closes this server or leaves it orphaned, which
+        // clears the flag: it never outlives the client.)
         if (reset_in_cycle && client && act == ReplyAction::Forward) {
             restore_client_defaults(
                 std::string_view(reinterpret_cast<const char*>(data.data()), hdr.len));
@@ -766,8 +763,11 @@ PacketAction Server::on_work_packet(const PacketHeader& hdr, std::span<const uin
     default:
         break;
     }
-    if (act == ReplyAction::Skip || !client || for_nobody)
+    if (act == ReplyAction::Skip || !client) {
+        if (orphaned)
+            orphan_heard = mono_now();  // (the janitor's kOrphanQuiet)
         return PacketAction::Skip;
+    }
     pool->bytes_out += hdr.len;
     if (tracker.fakes() > 0 && whole && !tracker.failed() && tracker.head() &&
         tracker.head()->action == ReplyAction::Fake) {
@@ -875,6 +875,11 @@ bool Server::run_orphaned() {
         return false;
     static_cast<void>(sb.out_for_append());  // the client's walked bytes move to our output
     unlink(c, *this);
+    // Its replies go to nobody, the last ReadyForQuery's too, though after_reply() hands the
+    // server to the next client before that reply is done with.
+    tracker.skip_all();
+    pending_errors.clear();  // the errors its skipped requests would have been given
+    replaced_error_in_batch = false;
     orphaned = true;
     orphan_heard = mono_now();
     ready_to_release = false;

@@ -460,7 +460,9 @@ void loop_turn(int max_wait_ms) {
         run_deferred();
 }
 
-void loop_run() {
+// Not inlined into main's run(): the hot loop then gets its registers to itself, whatever
+// start-up code run() grows (callgrind saw 6 instructions per transaction move with it).
+[[gnu::noinline]] void loop_run() {
     while (!g_stop)
         loop_turn(kMaxWaitMs);
 }

@@ -200,6 +200,11 @@ public:
     // If the head is a Fake entry that is due (nothing earlier owed, no error pending), pops it
     // and returns it; the caller emits its reply. Returns false otherwise.
     bool take_fake(Expect& out);
+    // Every reply still owed is to be dropped (its client left: Server::run_orphaned()).
+    void skip_all() noexcept {
+        for (size_t i = head_; i < q_.size(); ++i)
+            q_[i].action = ReplyAction::Skip;
+    }
     // Number of queued Fake entries (the caller holds replies whole while any exist).
     size_t fakes() const noexcept { return fakes_; }
     // Entries the server discarded after an error (never answered); the caller undoes their
