@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <vector>
 
 namespace sluice {
@@ -319,6 +321,32 @@ void on_libevent_log(int severity, const char* msg) {
     }
 }
 
+// The proactor saves about four system calls per transaction at -c 1 (two io_uring_enter
+// against epoll_wait, recv and send twice) and costs about 1.4 µs of io_uring's own kernel
+// work per transaction (each RECV's poll armed, completed through task work, submitted).
+// Measured (doc/bench.md, "the floor at -c 1"): on a machine where a system call cost 1 µs it
+// saved 1.5-3 µs per transaction; on one where a call cost 0.12 µs it cost 0.9 µs more at
+// -c 1, the same at -c 64 and 3 µs more per new connection. It pays from about a third of a
+// microsecond per call.
+constexpr long kProactorCallNs = 350;
+
+// What one system call costs here, in nanoseconds: the cheapest of a few short runs of one
+// that does nothing, so that an interrupt or a preemption during one run does not count.
+// (1 to 5 ms at start-up.)
+long syscall_ns() {
+    long best = LONG_MAX;
+    for (int run = 0; run < 5; ++run) {
+        timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        for (int i = 0; i < 1000; ++i)
+            syscall(SYS_getppid);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        long ns = (b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec);
+        best = std::min(best, ns / 1000);
+    }
+    return best;
+}
+
 }  // namespace
 
 event_base* loop_create(std::string& err, LoopOptions opts) {
@@ -378,13 +406,26 @@ event_base* loop_create(std::string& err, LoopOptions opts) {
     }
     bool uring = opts.batch_sends && !getenv("SLUICE_NO_IO_URING");
     bool proactor = false;
-    if (uring && opts.proactor && !getenv("SLUICE_NO_PROACTOR") && g_libevent_fd >= 0 &&
-        g_wake_fd >= 0) {
-        std::string why;
-        proactor = sbuf_open_proactor(g_ep, why);
-        if (!proactor)
-            log_info("sockets are read through epoll: io_uring is not usable here (%s)",
-                     why.c_str());
+    using Proactor = LoopOptions::Proactor;
+    Proactor want = getenv("SLUICE_NO_PROACTOR") ? Proactor::Off
+                    : getenv("SLUICE_PROACTOR")  ? Proactor::On
+                                                 : opts.proactor;
+    if (uring && want != Proactor::Off && g_libevent_fd >= 0 && g_wake_fd >= 0) {
+        long call_ns = want == Proactor::WhenItPays ? syscall_ns() : -1;
+        if (call_ns >= 0 && call_ns < kProactorCallNs) {
+            log_info("sockets are read through epoll: a system call costs %ld ns here, too "
+                     "little for reads through io_uring to pay",
+                     call_ns);
+        } else {
+            std::string why;
+            proactor = sbuf_open_proactor(g_ep, why);
+            if (!proactor)
+                log_info("sockets are read through epoll: io_uring is not usable here (%s)",
+                         why.c_str());
+            else if (call_ns >= 0)
+                log_info("sockets are read through io_uring: a system call costs %ld ns here",
+                         call_ns);
+        }
     }
     if (uring && !proactor) {
         std::string why;

@@ -1,9 +1,10 @@
 """pgbench through the pooler in transaction mode: 64 clients over a pool of 10, simple and
 extended protocol, every transaction succeeds: with sockets read through io_uring (the
-proactor, the default; also with only 16 idle clients keeping their buffer, so that the
+proactor, SLUICE_PROACTOR; also with only 16 idle clients keeping their buffer, so that the
 other 48 read each message through a provided buffer: SLUICE_KEPT_BUFFERS), through the
 epoll set with sends batched through io_uring (SLUICE_NO_PROACTOR), and with no io_uring at
-all (SLUICE_NO_IO_URING)."""
+all (SLUICE_NO_IO_URING). Without either switch the pooler chooses by what a system call
+costs on the machine, and says so in the log."""
 
 import os
 import re
@@ -73,9 +74,11 @@ def _epoll_watched(pid):
     ("simple", "plain")])
 def test_pgbench_transaction_mode(pooler, pg, pgbench_tables, protocol, io):
     env = dict(os.environ)
-    env.pop("SLUICE_NO_PROACTOR", None)
-    env.pop("SLUICE_NO_IO_URING", None)
-    env.pop("SLUICE_KEPT_BUFFERS", None)
+    for name in ("SLUICE_PROACTOR", "SLUICE_NO_PROACTOR", "SLUICE_NO_IO_URING",
+                 "SLUICE_KEPT_BUFFERS"):
+        env.pop(name, None)
+    if io.startswith("proactor"):
+        env["SLUICE_PROACTOR"] = "1"
     if io == "proactor-16-kept":
         env["SLUICE_KEPT_BUFFERS"] = "16"
     elif io == "epoll":
@@ -120,3 +123,35 @@ def test_pgbench_transaction_mode(pooler, pg, pgbench_tables, protocol, io):
     servers = pg.sql("SELECT count(*) FROM pg_stat_activity "
                      "WHERE usename = 'md5user' AND datname = 'appdb'")[0][0]
     assert servers <= 10
+
+
+@pytest.mark.differs_from_pgbouncer_1_18("sluice only: the choice between epoll and io_uring")
+def test_default_reads_follow_the_cost_of_a_system_call(pooler):
+    """Without SLUICE_PROACTOR or SLUICE_NO_PROACTOR, sockets are read through io_uring only
+    where a system call costs 350 ns or more (on a machine with cheap calls io_uring's own
+    work costs more than the calls it saves: src/net/loop.cpp); the log says which, with the
+    cost measured, and the sockets are handled so."""
+    if _io_uring_disabled():
+        pytest.skip("io_uring is disabled on this machine (kernel.io_uring_disabled)")
+    env = dict(os.environ)
+    for name in ("SLUICE_PROACTOR", "SLUICE_NO_PROACTOR", "SLUICE_NO_IO_URING"):
+        env.pop(name, None)
+    p = pooler(env=env)
+    m = p.wait_for_log(r"sockets are read through (epoll|io_uring): a system call costs "
+                       r"(\d+) ns here")
+    cost = int(m.group(2))
+    assert 0 < cost < 1_000_000, m.group(0)
+    expected = "io_uring" if cost >= 350 else "epoll"
+    assert m.group(1) == expected, m.group(0)
+    assert _io_uring_fds(p.pid) == 1  # the proactor's ring, or the send batch's
+    watched = _epoll_watched(p.pid)
+    conns = [p.connect() for _ in range(3)]
+    for c in conns:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    grew = _epoll_watched(p.pid) - watched
+    if expected == "io_uring":
+        assert grew == 0, grew
+    else:
+        assert grew >= 3, grew
+    for c in conns:
+        c.close()

@@ -86,7 +86,7 @@ struct Loop {
         std::string err;
         // The epoll set's shapes (net/loop.h); the proactor's reads are test_sbuf's.
         base = sluice::loop_create(
-            err, sluice::LoopOptions{.nest_libevent = nested, .proactor = false});
+            err, sluice::LoopOptions{.nest_libevent = nested, .proactor = sluice::LoopOptions::Proactor::Off});
         assert_non_null(base);
         assert_int_equal(sluice::loop_nested(), nested);
         sluice::loop_turn(0);  // the first turn lets libevent run once

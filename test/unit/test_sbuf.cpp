@@ -1213,8 +1213,9 @@ int main() {
     };
     // Every test in each shape of the loop: the proactor (the default), the epoll set
     // (TLS sockets, kernels without io_uring), and the fallback through libevent.
+    g_loop_opts.proactor = sluice::LoopOptions::Proactor::On;
     int failed = cmocka_run_group_tests_name("sbuf, proactor", tests, nullptr, nullptr);
-    g_loop_opts.proactor = false;
+    g_loop_opts.proactor = sluice::LoopOptions::Proactor::Off;
     failed += cmocka_run_group_tests_name("sbuf, epoll", tests, nullptr, nullptr);
     g_loop_opts.nest_libevent = false;
     failed += cmocka_run_group_tests_name("sbuf, fallback loop", tests, nullptr, nullptr);

@@ -18,16 +18,17 @@
 // timerfd in the set (the wake timer) is set for that time, and set again only when it
 // changes (loop.cpp says why).
 //
-// The proactor (the default where io_uring allows it; net/sbuf.h): plain connection sockets
-// leave the epoll set and are read through io_uring; our epoll set (listeners, libevent's fd,
-// the wake timer, TLS sockets) is then itself watched through the ring, and a turn's wait is
-// the io_uring_enter that also submits the turn's sends and reads.
+// The proactor (the default where io_uring allows it and a system call is dear; net/sbuf.h):
+// plain connection sockets leave the epoll set and are read through io_uring; our epoll set
+// (listeners, libevent's fd, the wake timer, TLS sockets) is then itself watched through the
+// ring, and a turn's wait is the io_uring_enter that also submits the turn's sends and reads.
 //
 // Fallback: when libevent's epoll fd cannot be found (another backend, no /proc), our set is
 // a libevent read event instead and libevent's loop drives everything (one epoll_wait more
 // per wake-up, same behaviour).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include <event2/event.h>
@@ -43,9 +44,12 @@ struct LoopOptions {
     bool batch_sends = true;
     // The proactor (SBuf::proactor(), net/sbuf.h): plain connection sockets are read through
     // io_uring instead of the epoll set, and the turn's sends go with the wait. Needs
-    // batch_sends and the nested shape; the environment variable SLUICE_NO_PROACTOR (any
-    // value) turns it off. Without io_uring the loop falls back to epoll by itself.
-    bool proactor = true;
+    // batch_sends and the nested shape. Without io_uring the loop falls back to epoll by
+    // itself. WhenItPays: only where a system call is dear (loop.cpp, proactor_pays()); the
+    // environment variables SLUICE_PROACTOR and SLUICE_NO_PROACTOR (any value) make it On
+    // and Off.
+    enum class Proactor : uint8_t { Off, On, WhenItPays };
+    Proactor proactor = Proactor::WhenItPays;
 };
 
 // Creates the libevent base (epoll backend preferred) and our epoll set. nullptr + err on

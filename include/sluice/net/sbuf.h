@@ -214,7 +214,7 @@ public:
     static void set_batching(bool on) noexcept;
     static void send_batch() noexcept;
 
-    // --- the proactor (experimental, SLUICE_PROACTOR=1; net/loop.cpp) ---
+    // --- the proactor (where a system call is dear, or SLUICE_PROACTOR=1; net/loop.cpp) ---
     // Plain connected sockets leave the epoll set: each has a RECV in the io_uring ring while
     // it wants input (the kernel reads when data arrives, into a provided buffer that the
     // completion hands over), and the turn's batched sends go into the same io_uring_enter
