@@ -363,6 +363,7 @@ class Bench:
         self.relay: subprocess.Popen | None = None
         self.relay_port: int | None = None
         self.relay_failed = False             # said why in an event; not tried again
+        self._reads: tuple[str, str] | None = None  # sluice_reads()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -401,9 +402,16 @@ class Bench:
                      tls: bool = False) -> harness.Pooler:
         binary = PGBOUNCER if target == "pgbouncer" else self.sluice
         if callgrind:
+            # Under valgrind every system call is dear, and sluice would choose to read
+            # through io_uring: the same read path as the pooler measured natively.
+            env = None
+            if target == "sluice":
+                path = self.sluice_reads()[0]
+                env = {"SLUICE_PROACTOR": "1"} if path == "io_uring" else \
+                    {"SLUICE_NO_PROACTOR": "1"} if path == "epoll" else None
             p = harness.Pooler(self.pg, self.ini, binary="valgrind",
                                args=["--tool=callgrind", "--callgrind-out-file=callgrind.out.%p",
-                                     binary], ready_timeout=120)
+                                     binary], ready_timeout=120, env=env)
         elif tls:
             if self.certs is None:
                 self.certs = tlsutil.make_certs("sluice-bench-tls-")
@@ -413,6 +421,10 @@ class Bench:
                                       "server.key": c.text(c.server_key)})
         else:
             p = harness.Pooler(self.pg, self.ini, binary=binary)
+            if target == "sluice" and self._reads is None:
+                m = re.search(r"sockets are read through (epoll|io_uring)[^\n]*", p.log_text())
+                self._reads = (m.group(1), m.group(0)) if m else \
+                    ("?", "no start-up line about it")
         p.bench_label = target + (" (callgrind)" if callgrind else " (TLS)" if tls else "")
         return p
 
@@ -469,6 +481,13 @@ class Bench:
             self.event(f"{p.bench_label} restarted after it died")
         p = self.poolers[key] = self.start_pooler(target, tls=tls)
         return p
+
+    def sluice_reads(self) -> tuple[str, str]:
+        """How the plain sluice reads its sockets, from its start-up line (src/net/loop.cpp):
+        ("epoll" or "io_uring", the line), or ("?", why not known)."""
+        if self._reads is None:
+            self.pooler("sluice")  # start_pooler() reads the line
+        return self._reads or ("?", "no start-up line about it")
 
     def port_of(self, target: str, tls: bool = False) -> int:
         if target == "direct":
@@ -1421,6 +1440,8 @@ unset multiplot
             f"- sluice: {ver([self.sluice, '--version'])} ({self.sluice_src}, built "
             f"{self.sluice_built}, sha256 {self.sluice_sha}…; the run used a copy of it)",
             f"- valgrind: {ver(['valgrind', '--version'])}; strace: {ver(['strace', '-V'])}",
+            f"- sluice's read path (its start-up line; callgrind ran the same): "
+            f"{(self._reads or ('?', 'sluice not started'))[1]}",
         ]
 
     def settings_text(self) -> str:
