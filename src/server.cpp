@@ -909,7 +909,7 @@ PacketAction Server::refuse_client_value(const ErrorFields& f) {
     std::string m = f.message.empty() ? std::string("invalid server parameter")
                                       : std::string(f.message);
     std::string code = f.sqlstate.size() == 5 ? std::string(f.sqlstate) : std::string("08P01");
-    write_error(packet, "FATAL", code.c_str(), m);
+    write_error(packet, "FATAL", code.c_str(), m, f.detail, f.hint);
     Client* c = client;
     close("invalid server parameter");  // unlinks the client
     c->fail_with(packet, m.c_str());

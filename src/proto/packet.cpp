@@ -105,7 +105,7 @@ void PacketWriter::finish() {
 
 namespace {
 void write_fields(std::string& out, uint8_t type, const char* severity, const char* sqlstate,
-                  std::string_view message, std::string_view detail) {
+                  std::string_view message, std::string_view detail, std::string_view hint) {
     PacketWriter w(out);
     w.begin(type);
     w.put_u8('S');
@@ -120,19 +120,23 @@ void write_fields(std::string& out, uint8_t type, const char* severity, const ch
         w.put_u8('D');
         w.put_cstr(detail);
     }
+    if (!hint.empty()) {
+        w.put_u8('H');
+        w.put_cstr(hint);
+    }
     w.put_u8(0);
     w.finish();
 }
 }  // namespace
 
 void write_error(std::string& out, const char* severity, const char* sqlstate,
-                 std::string_view message, std::string_view detail) {
-    write_fields(out, msg::kErrorResponse, severity, sqlstate, message, detail);
+                 std::string_view message, std::string_view detail, std::string_view hint) {
+    write_fields(out, msg::kErrorResponse, severity, sqlstate, message, detail, hint);
 }
 
 void write_notice(std::string& out, const char* sqlstate, std::string_view message,
                   std::string_view detail) {
-    write_fields(out, msg::kNoticeResponse, "NOTICE", sqlstate, message, detail);
+    write_fields(out, msg::kNoticeResponse, "NOTICE", sqlstate, message, detail, {});
 }
 
 void write_auth(std::string& out, uint32_t code, std::span<const uint8_t> extra) {
@@ -252,6 +256,12 @@ bool parse_error_fields(std::span<const uint8_t> body, ErrorFields& out) noexcep
             break;
         case 'M':
             out.message = v;
+            break;
+        case 'D':
+            out.detail = v;
+            break;
+        case 'H':
+            out.hint = v;
             break;
         case 'R':
             out.routine = v;

@@ -180,7 +180,8 @@ private:
 
 // Message builders used across modules (all append to `out`).
 void write_error(std::string& out, const char* severity, const char* sqlstate,
-                 std::string_view message, std::string_view detail = {});
+                 std::string_view message, std::string_view detail = {},
+                 std::string_view hint = {});
 void write_notice(std::string& out, const char* sqlstate, std::string_view message,
                   std::string_view detail = {});
 void write_auth(std::string& out, uint32_t code, std::span<const uint8_t> extra = {});
@@ -194,6 +195,8 @@ struct ErrorFields {
     std::string_view severity;  // 'V' (or 'S')
     std::string_view sqlstate;  // 'C'
     std::string_view message;   // 'M'
+    std::string_view detail;    // 'D'
+    std::string_view hint;      // 'H'
     std::string_view routine;   // 'R': the server's source function (never translated)
 };
 [[nodiscard]] bool parse_error_fields(std::span<const uint8_t> body, ErrorFields& out) noexcept;
