@@ -483,7 +483,11 @@ PacketAction Client::on_startup(std::span<const uint8_t> pkt) {
         size_t n = 63;
         while (n > 0 && (static_cast<uint8_t>(v[ai][n]) & 0xc0) == 0x80)
             --n;  // not inside a multibyte character
-        v[ai] = v[ai].substr(0, n);
+        std::string_view cut = v[ai].substr(0, n);
+        write_notice(login->welcome_notice, "42622",
+                     "identifier \"" + std::string(v[ai]) + "\" will be truncated to \"" +
+                         std::string(cut) + "\"");
+        v[ai] = cut;
     }
     vars.assign(v);
     sb.set_startup(false);
@@ -750,7 +754,10 @@ PacketAction Client::finish_login() {
     user->client_count++;
     pool->client_login_count++;  // SHOW STATS total_client_login_count
     register_cancel_key(*this);
-    login.reset();  // user and db hold the names now; an idle client keeps no login state
+    // user and db hold the names now; an idle client keeps no login state (one with a NOTICE
+    // for its welcome keeps it until send_welcome()).
+    if (login->welcome_notice.empty())
+        login.reset();
     if (pool->have_params) {
         set_state(*this, ClientState::Active);
         send_welcome();
@@ -794,6 +801,10 @@ void Client::send_welcome() {
     std::string& out = sb.out_for_append();
     out.reserve(out.size() + p.welcome_status.size() + 64);  // one allocation for it all
     write_auth(out, kAuthOk);
+    if (login) {  // where PostgreSQL sends it: before the ParameterStatus messages
+        out += login->welcome_notice;
+        login.reset();
+    }
     out += p.welcome_status;
     write_backend_key(out, cancel_pid, cancel_key);
     if (!settings().login_notify_message.empty())

@@ -506,17 +506,36 @@ def test_invalid_startup_value_is_refused(pooler, pg, mode, name, bad):
                          ids=["ascii", "multibyte-at-the-cut"])
 def test_long_application_name_as_postgresql_keeps_it(pooler, pg, name):
     """PostgreSQL keeps 63 bytes of an application_name (whole characters) and says so at
-    login. The client is welcomed with that value and runs with it on a shared server, and
-    never hears the NOTICE of the pooler's own SETs ('identifier ... will be truncated'),
-    which a direct client never gets after its login."""
+    login, in a NOTICE right after AuthenticationOk. The client is welcomed with that value
+    and that NOTICE, runs with the value on a shared server, and never hears the NOTICE of the
+    pooler's own SETs ('identifier ... will be truncated'), which a direct client never gets
+    after its login. The first client waits for the pool's first server, the second is
+    welcomed at once: both get it."""
     p = pooler(pgbouncer=TXN1)
+
+    def login_notices(conn):
+        types = [m.type for m in conn.startup_msgs]
+        notices = [pgwire.parse_error(m.body) for m in conn.startup_msgs if m.type == "N"]
+        if notices:  # where PostgreSQL puts it: right after AuthenticationOk
+            auth_ok = max(i for i, t in enumerate(types) if t == "R")
+            assert types.index("N") == auth_ok + 1, types
+        return [(n.get("S"), n.get("C"), n.get("M")) for n in notices]
+
     direct = _raw(pg, {"application_name": name})
     want = direct.parameters["application_name"]
     assert len(want.encode()) < len(name.encode())
+    notice = login_notices(direct)
+    assert notice == [("NOTICE", "42622",
+                       f'identifier "{name}" will be truncated to "{want}"')], notice
     shown = direct.query("SHOW application_name")[0][0]
     direct.close(terminate=True)
     c = _raw(p, {"application_name": name})
+    assert login_notices(c) == notice
+    again = _raw(p, {"application_name": name})  # the pool has its welcome now
+    assert login_notices(again) == notice
+    again.close(terminate=True)
     other = _raw(p, {"application_name": "other"})
+    assert login_notices(other) == []
     assert c.parameters["application_name"] == want
     got = []
     for _ in range(3):

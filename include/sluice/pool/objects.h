@@ -125,6 +125,10 @@ struct ClientLogin {
     std::unique_ptr<AuthQueryReply> auth_query;  // answer being read (AuthStep::AuthQuery)
     PamTicket pam;  // the PAM check of the password (AuthStep::Pam); dropped with the login
     std::string pam_password;  // the password being checked: the servers' once PAM accepts it
+    // A NoticeResponse PostgreSQL would send at this login (an application_name cut to 63
+    // bytes): the welcome carries it after AuthenticationOk, and the login state is kept
+    // until then.
+    std::string welcome_notice;
     // What the log prefix names, as PgBouncer's does: "(nodb)/(nouser)" until the client has
     // its pool (the "login attempt" line), the user alone once it is known to be the
     // console's own (same-UID "pgbouncer" over the unix socket).
