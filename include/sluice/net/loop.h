@@ -45,7 +45,7 @@ struct LoopOptions {
     // The proactor (SBuf::proactor(), net/sbuf.h): plain connection sockets are read through
     // io_uring instead of the epoll set, and the turn's sends go with the wait. Needs
     // batch_sends and the nested shape. Without io_uring the loop falls back to epoll by
-    // itself. WhenItPays: only where a system call is dear (loop.cpp, proactor_pays()); the
+    // itself. WhenItPays: only where a system call is dear (loop.cpp, kProactorCallNs); the
     // environment variables SLUICE_PROACTOR and SLUICE_NO_PROACTOR (any value) make it On
     // and Off.
     enum class Proactor : uint8_t { Off, On, WhenItPays };
