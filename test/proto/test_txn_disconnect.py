@@ -242,3 +242,23 @@ def test_query_timeout_bounds_what_a_departed_client_left_running(env_factory):
     assert time.monotonic() - t0 < 10
     env.pooler.wait_for_log(r'S-0x[0-9a-f]+: \S+ closing because: query timeout')
     env.sql('SELECT pg_terminate_backend(%d)' % pid)
+
+
+@pytest.mark.differs_from_pgbouncer_1_18("PgBouncer 1.18 closes the server when the client leaves")
+def test_silent_server_of_a_departed_client_closed_after_five_seconds(env):
+    """Without query_timeout, what a departed client left running may run on until its server
+    has been silent for 5 s (doc/pooling.md, "A client that leaves with replies owed"): then
+    the server is closed, since it may be waiting for input that will never come."""
+    a, pid = env.client()
+    t0 = time.monotonic()
+    _leave_after(a, m.query('SELECT pg_sleep(30)'), True)
+    time.sleep(2)
+    assert env.sql("SELECT state, query FROM pg_stat_activity WHERE pid = %d" % pid) == \
+        [['active', 'SELECT pg_sleep(30)']]
+    env.pooler.wait_for_log(r'S-0x[0-9a-f]+: \S+ closing because: client disconnect while '
+                            r'server was not ready', timeout=20)
+    took = time.monotonic() - t0
+    assert 4.5 <= took < 15, took
+    env.sql('SELECT pg_terminate_backend(%d)' % pid)
+    b = env.pooled()
+    assert b.query('SELECT 1') == [['1']]
