@@ -104,8 +104,14 @@ bool parse_bool(std::string_view text, bool& out) noexcept {
 bool parse_secs(std::string_view text, usec_t& out) noexcept {
     if (!text.empty() && text.front() == '+')
         text.remove_prefix(1);
+    // PgBouncer reads durations with strtod, which also takes a hexadecimal number
+    // (0x10 = 16 s). Its inf and nan are refused: no duration means them.
+    bool hex = text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X');
+    if (hex)
+        text.remove_prefix(2);
     double v = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v,
+                                     hex ? std::chars_format::hex : std::chars_format::general);
     if (ec != std::errc() || end == text.data())
         return false;
     std::string_view unit(end, static_cast<size_t>(text.data() + text.size() - end));

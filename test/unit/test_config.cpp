@@ -350,6 +350,10 @@ void test_value_errors(void**) {
     load_fails("[pgbouncer]\nserver_tls_sslmode = maybe\n", 2, "server_tls_sslmode: invalid");
     load_fails("[pgbouncer]\nserver_lifetime = -5\n", 2, "server_lifetime: invalid value");
     load_fails("[pgbouncer]\nquery_timeout = 5 hours\n", 2, "query_timeout: invalid value");
+    load_fails("[pgbouncer]\nserver_lifetime = inf\n", 2, "server_lifetime: invalid value \"inf\"");
+    load_fails("[pgbouncer]\nquery_timeout = nan\n", 2, "query_timeout: invalid value");
+    load_fails("[pgbouncer]\nquery_timeout = 0x\n", 2, "query_timeout: invalid value");
+    load_fails("[pgbouncer]\nquery_timeout = 0x-1\n", 2, "query_timeout: invalid value");
     load_fails("[pgbouncer]\nlog_stats = maybe\n", 2, "log_stats: invalid value");
     load_fails("[pgbouncer]\nno_such_setting = 1\n", 2, "no_such_setting: unknown parameter");
     load_fails("[pgbouncer]\n[mystery]\n", 2, "unknown section [mystery]");
@@ -385,6 +389,8 @@ void test_typed_settings(void**) {
                          "client_idle_timeout = 2min\n"
                          "server_idle_timeout = 30s\n"
                          "dns_max_ttl = 1e2\n"
+                         "server_connect_timeout = 0x10\n"
+                         "server_login_retry = 0X1.8\n"
                          "log_connections = off\n"
                          "log_stats = No\n"
                          "server_round_robin = TRUE\n"
@@ -403,6 +409,8 @@ void test_typed_settings(void**) {
     assert_int_equal(s.client_idle_timeout, 120000000);
     assert_int_equal(s.server_idle_timeout, 30000000);
     assert_int_equal(s.dns_max_ttl, 100000000);
+    assert_int_equal(s.server_connect_timeout, 16000000);
+    assert_int_equal(s.server_login_retry, 1500000);
     assert_false(s.log_connections);
     assert_false(s.log_stats);
     assert_true(s.server_round_robin);
