@@ -469,13 +469,18 @@ void write_pidfile(const std::string& path) {
     g_pidfile = path;
 }
 
+// PgBouncer's rules and words: a named user is switched to whoever starts the process (a
+// non-root one can only name itself); root also takes that user's supplementary groups.
 void switch_user(const std::string& name) {
     passwd* pw = getpwnam(name.c_str());
     if (!pw)
         die("could not find user '%s' to switch to", name.c_str());
-    if (setgid(pw->pw_gid) != 0 || initgroups(pw->pw_name, pw->pw_gid) != 0 ||
-        setuid(pw->pw_uid) != 0)
-        die("setuid/setgid to '%s' failed: %s", name.c_str(), strerror(errno));
+    if (geteuid() == 0 && initgroups(pw->pw_name, pw->pw_gid) != 0)
+        die("failed to reset groups: %s", strerror(errno));
+    if (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+        die("failed to assume identity of user '%s': %s", name.c_str(), strerror(errno));
+    if (getuid() != pw->pw_uid || geteuid() != pw->pw_uid)
+        die("setuid() failed to work");
 }
 
 void daemonize() {
@@ -568,15 +573,10 @@ int run(int argc, char** argv) {
         log_warning("no logfile and no syslog: the daemon's log lines go nowhere");
 
     std::string as_user = !o.user.empty() ? o.user : st.user;
-    if (geteuid() == 0) {
-        if (as_user.empty())
-            die("sluice should not run as root; use -u or the user setting");
+    if (geteuid() == 0 && as_user.empty())
+        die("sluice should not run as root; use -u or the user setting");
+    if (!as_user.empty())
         switch_user(as_user);
-    } else if (!o.user.empty()) {
-        passwd* pw = getpwnam(o.user.c_str());
-        if (!pw || pw->pw_uid != geteuid())
-            die("cannot switch to user '%s' as a non-root user", o.user.c_str());
-    }
 
     if (!log_configure(log_config_from(st, o)))  // PgBouncer's words
         die("Cannot open logfile: '%s': %s", st.logfile.c_str(), log_open_error());

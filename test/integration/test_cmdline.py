@@ -196,6 +196,30 @@ def test_user_flag_switches_to_that_user(pooler):
     assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
 
 
+@pytest.mark.parametrize("args,extra,message", [
+    (["-u", "nosuchuser"], None, "FATAL could not find user 'nosuchuser' to switch to"),
+    ([], {"user": "nosuchuser"}, "FATAL could not find user 'nosuchuser' to switch to"),
+    (["-u", "root"], None, "FATAL failed to assume identity of user 'root': Operation not permitted"),
+], ids=["unknown-flag", "unknown-setting", "other-user"])
+def test_user_switch_refused_for_a_non_root_start(pooler, args, extra, message):
+    """Started as postgres, a named user is still switched to, as PgBouncer does: an unknown
+    one (from -u or the user setting) and one a non-root process cannot become stop the
+    start with PgBouncer's words, and nothing listens."""
+    p = pooler(start=False, args=args, pgbouncer=extra or {})
+    r = _run(p.argv(), cwd=p.dir, capture_output=True, text=True)
+    out = r.stdout + r.stderr + p.log_text()
+    assert r.returncode != 0, out
+    assert message in out, out
+    assert not _listening(p.port)
+
+
+def test_user_switch_to_oneself_as_non_root(pooler):
+    """-u naming the user the process already runs as is no switch at all: it starts."""
+    p = pooler(args=["-u", harness.PG_USER])
+    assert _uids(p.pid) == {harness.pwd.getpwnam(harness.PG_USER).pw_uid}
+    assert p.psql("-c", "SELECT 1")[:2] == (0, "1\n")
+
+
 def test_startup_fd_limit_line(pooler):
     """PgBouncer's first startup line, which operators' scripts compare (soft limit against
     expected use). The expected use follows PgBouncer's estimate; 143 is what PgBouncer 1.18
