@@ -199,7 +199,8 @@ def test_user_flag_switches_to_that_user(pooler):
 @pytest.mark.parametrize("args,extra,message", [
     (["-u", "nosuchuser"], None, "FATAL could not find user 'nosuchuser' to switch to"),
     ([], {"user": "nosuchuser"}, "FATAL could not find user 'nosuchuser' to switch to"),
-    (["-u", "root"], None, "FATAL failed to assume identity of user 'root': Operation not permitted"),
+    (["-u", "root"], None,
+     "FATAL failed to assume identity of user 'root': Operation not permitted"),
 ], ids=["unknown-flag", "unknown-setting", "other-user"])
 def test_user_switch_refused_for_a_non_root_start(pooler, args, extra, message):
     """Started as postgres, a named user is still switched to, as PgBouncer does: an unknown

@@ -85,8 +85,9 @@ struct Loop {
     explicit Loop(bool nested = true) {
         std::string err;
         // The epoll set's shapes (net/loop.h); the proactor's reads are test_sbuf's.
+        using Proactor = sluice::LoopOptions::Proactor;
         base = sluice::loop_create(
-            err, sluice::LoopOptions{.nest_libevent = nested, .proactor = sluice::LoopOptions::Proactor::Off});
+            err, sluice::LoopOptions{.nest_libevent = nested, .proactor = Proactor::Off});
         assert_non_null(base);
         assert_int_equal(sluice::loop_nested(), nested);
         sluice::loop_turn(0);  // the first turn lets libevent run once

@@ -1211,8 +1211,9 @@ int main() {
         cmocka_unit_test(test_batch_socket_full),
         cmocka_unit_test(test_batch_send_error_reported),
     };
-    // Every test in each shape of the loop: the proactor (the default), the epoll set
-    // (TLS sockets, kernels without io_uring), and the fallback through libevent.
+    // Every test in each shape of the loop: the proactor (the default where a system call is
+    // dear), the epoll set (cheap calls, TLS sockets, kernels without io_uring), and the
+    // fallback through libevent.
     g_loop_opts.proactor = sluice::LoopOptions::Proactor::On;
     int failed = cmocka_run_group_tests_name("sbuf, proactor", tests, nullptr, nullptr);
     g_loop_opts.proactor = sluice::LoopOptions::Proactor::Off;
